@@ -1,0 +1,75 @@
+// A throwaway connection that delivers one CancelRequest packet and closes.
+#include "backends/cancel_request.h"
+
+#include "common/log.h"
+#include "proxy/wire/frontend_messages.h"
+
+namespace shardgate::backends {
+
+namespace {
+
+class CancelConnection final : public TcpConnection {
+ public:
+  CancelConnection(LoopContext& context, std::string label) : TcpConnection(context), label_(std::move(label)) {
+    connect_req_.data = this;
+  }
+
+  void start(const struct sockaddr* addr, std::string packet) {
+    packet_ = std::move(packet);
+    int rc = uv_tcp_connect(&connect_req_, handle(), addr, [](uv_connect_t* req, int status) {
+      auto* self = static_cast<CancelConnection*>(req->data);
+      if (status == UV_ECANCELED) return;
+      if (status < 0) {
+        spdlog::warn("event=cancel_failed server={} error=\"{}\"", self->label_, uv_strerror(status));
+        self->close();
+        return;
+      }
+      self->send(self->packet_);
+      // Postgres closes the connection after reading the request; reading sees the EOF.
+      self->startReading();
+    });
+    if (rc < 0) {
+      spdlog::warn("event=cancel_failed server={} error=\"{}\"", label_, uv_strerror(rc));
+      close();
+    }
+  }
+
+ protected:
+  size_t onData(std::string_view data) override { return data.size(); }
+  void onDisconnect(int /*status*/) override { close(); }
+
+ private:
+  std::string label_;
+  std::string packet_;
+  uv_connect_t connect_req_;
+};
+
+}  // namespace
+
+void sendCancelRequest(LoopContext& context, const ServerEndpoint& endpoint, int32_t backend_pid,
+                       int32_t backend_secret) {
+  struct sockaddr_storage addr {};
+  if (uv_ip4_addr(endpoint.host.c_str(), endpoint.port,
+                  reinterpret_cast<struct sockaddr_in*>(&addr)) != 0 &&
+      uv_ip6_addr(endpoint.host.c_str(), endpoint.port,
+                  reinterpret_cast<struct sockaddr_in6*>(&addr)) != 0) {
+    // Host names: resolve synchronously; cancels are rare and the name was resolved at connect.
+    struct addrinfo hints {};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    struct addrinfo* res = nullptr;
+    std::string port = std::to_string(endpoint.port);
+    if (getaddrinfo(endpoint.host.c_str(), port.c_str(), &hints, &res) != 0 || res == nullptr) {
+      spdlog::warn("event=cancel_failed server={} error=\"cannot resolve host\"", endpoint.label);
+      return;
+    }
+    memcpy(&addr, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+  }
+  std::string packet;
+  wire::CancelRequest{backend_pid, backend_secret}.encode(packet);
+  auto* connection = new CancelConnection(context, endpoint.label);
+  connection->start(reinterpret_cast<const struct sockaddr*>(&addr), std::move(packet));
+}
+
+}  // namespace shardgate::backends

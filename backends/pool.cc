@@ -1,0 +1,237 @@
+// Pool: hands out logged-in server connections in FIFO order of the waiting clients.
+#include "backends/pool.h"
+
+#include <algorithm>
+
+#include "common/log.h"
+
+namespace shardgate::backends {
+
+uint64_t monotonicMs() { return uv_hrtime() / 1000000; }
+
+Pool::Pool(LoopContext& context, ServerEndpoint endpoint, PoolSettings settings)
+    : context_(context), endpoint_(std::move(endpoint)), settings_(settings) {}
+
+Pool::~Pool() {
+  // Connections still open (only at process exit) must not call back into a dead pool.
+  for (ServerConnection* server : all_) {
+    server->orphan();
+    server->terminate();
+  }
+}
+
+void Pool::acquire(PoolWaiter* waiter, uint64_t now_ms) {
+  while (!idle_.empty()) {
+    ServerConnection* server = idle_.back();
+    idle_.pop_back();
+    if (settings_.lifetime_ms && now_ms - server->createdAtMs() >= settings_.lifetime_ms) {
+      retire(server);
+      continue;
+    }
+    server->touch(now_ms);
+    waiter->onServerAcquired(server);
+    return;
+  }
+  waiter->wait_started_ms_ = now_ms;
+  waiters_.push_back(waiter);
+  if (all_.size() < settings_.max_size && connecting_ < waiters_.size()) openConnection(now_ms);
+}
+
+void Pool::cancelWait(PoolWaiter* waiter) {
+  auto it = std::find(waiters_.begin(), waiters_.end(), waiter);
+  if (it != waiters_.end()) waiters_.erase(it);
+}
+
+void Pool::openConnection(uint64_t now_ms) {
+  auto* server = new ServerConnection(context_, this, endpoint_, next_id_++, now_ms);
+  all_.insert(server);
+  ++connecting_;
+  ++connections_opened_;
+  server->connect();
+}
+
+void Pool::onServerLogin(ServerConnection* server, const Status& status) {
+  --connecting_;
+  uint64_t now_ms = monotonicMs();
+  if (!status.ok()) {
+    ++connect_failures_;
+    all_.erase(server);
+    // The connection this waiter caused failed: tell it rather than let it wait out its timeout.
+    if (!waiters_.empty()) {
+      PoolWaiter* waiter = waiters_.front();
+      waiters_.pop_front();
+      waiter->onServerUnavailable(status.error());
+    }
+    serveWaiters(now_ms);
+    return;
+  }
+  server_parameters_ = server->parameters();
+  makeIdle(server, now_ms);
+}
+
+void Pool::handOut(ServerConnection* server, uint64_t now_ms) {
+  PoolWaiter* waiter = waiters_.front();
+  waiters_.pop_front();
+  server->touch(now_ms);
+  waiter->onServerAcquired(server);
+}
+
+void Pool::makeIdle(ServerConnection* server, uint64_t now_ms) {
+  if (closing_all_) {
+    retire(server);
+    return;
+  }
+  if (!waiters_.empty()) {
+    handOut(server, now_ms);
+    return;
+  }
+  server->touch(now_ms);
+  idle_.push_back(server);
+}
+
+void Pool::release(ServerConnection* server, Release how, uint64_t now_ms) {
+  server->detach();
+  if (server->closing() || server->state() == ServerConnection::State::kClosed) return;
+  bool expired = settings_.lifetime_ms && now_ms - server->createdAtMs() >= settings_.lifetime_ms;
+  if (how == Release::kClose || expired || closing_all_ || server->transactionStatus() != 'I') {
+    retire(server);
+    serveWaiters(now_ms);
+    return;
+  }
+  if (how == Release::kReset) {
+    server->runInternal("DISCARD ALL", [this, server](Status st) {
+      if (!st.ok()) {
+        spdlog::warn("event=server_reset_failed server={} error=\"{}\"", endpoint_.label,
+                     st.error().describe());
+        retire(server);
+        serveWaiters(monotonicMs());
+        return;
+      }
+      makeIdle(server, monotonicMs());
+    });
+    return;
+  }
+  makeIdle(server, now_ms);
+}
+
+void Pool::serveWaiters(uint64_t now_ms) {
+  while (!waiters_.empty() && !idle_.empty()) {
+    ServerConnection* server = idle_.back();
+    idle_.pop_back();
+    handOut(server, now_ms);
+  }
+  size_t can_open = settings_.max_size > all_.size() ? settings_.max_size - all_.size() : 0;
+  while (can_open > 0 && connecting_ < waiters_.size()) {
+    openConnection(now_ms);
+    --can_open;
+  }
+}
+
+void Pool::retire(ServerConnection* server) {
+  auto it = std::find(idle_.begin(), idle_.end(), server);
+  if (it != idle_.end()) idle_.erase(it);
+  all_.erase(server);
+  server->terminate();
+}
+
+void Pool::onServerClosed(ServerConnection* server) {
+  auto it = std::find(idle_.begin(), idle_.end(), server);
+  if (it != idle_.end()) idle_.erase(it);
+  if (all_.erase(server) > 0 && !closing_all_) serveWaiters(monotonicMs());
+}
+
+void Pool::sweep(uint64_t now_ms) {
+  // Clients that waited too long.
+  while (!waiters_.empty() && settings_.query_wait_timeout_ms &&
+         now_ms - waiters_.front()->wait_started_ms_ >= settings_.query_wait_timeout_ms) {
+    PoolWaiter* waiter = waiters_.front();
+    waiters_.pop_front();
+    waiter->onServerUnavailable(Error::make(
+        sqlstate::kTooManyConnections,
+        "no server connection became available within query_wait_timeout (" +
+            std::to_string(settings_.query_wait_timeout_ms) + " ms)",
+        "pool " + endpoint_.label + " has " + std::to_string(all_.size()) + " of " +
+            std::to_string(settings_.max_size) + " connections in use",
+        "raise pool_size, or make transactions shorter"));
+  }
+  // Connections that take too long to log in.
+  std::vector<ServerConnection*> stale;
+  for (ServerConnection* server : all_) {
+    auto state = server->state();
+    bool logging_in = state == ServerConnection::State::kConnecting ||
+                      state == ServerConnection::State::kLoggingIn;
+    if (logging_in && settings_.connect_timeout_ms &&
+        now_ms - server->createdAtMs() >= settings_.connect_timeout_ms) {
+      stale.push_back(server);
+    }
+  }
+  for (ServerConnection* server : stale) {
+    --connecting_;
+    ++connect_failures_;
+    all_.erase(server);
+    server->terminate();
+    if (!waiters_.empty()) {
+      PoolWaiter* waiter = waiters_.front();
+      waiters_.pop_front();
+      waiter->onServerUnavailable(Error::make(
+          sqlstate::kConnectionFailure,
+          "timed out connecting to server " + endpoint_.label + " after " +
+              std::to_string(settings_.connect_timeout_ms) + " ms"));
+    }
+  }
+  // Idle connections past their idle timeout or lifetime (keep min_idle).
+  for (size_t i = 0; i < idle_.size();) {
+    ServerConnection* server = idle_[i];
+    bool too_idle = settings_.idle_timeout_ms &&
+                    now_ms - server->lastUsedAtMs() >= settings_.idle_timeout_ms &&
+                    idle_.size() > settings_.min_idle;
+    bool too_old = settings_.lifetime_ms && now_ms - server->createdAtMs() >= settings_.lifetime_ms;
+    if (too_idle || too_old) {
+      retire(server);  // erases idle_[i]
+    } else {
+      ++i;
+    }
+  }
+  // Top up min_idle.
+  while (!closing_all_ && idle_.size() + connecting_ < settings_.min_idle &&
+         all_.size() < settings_.max_size) {
+    openConnection(now_ms);
+  }
+}
+
+void Pool::closeAll() {
+  closing_all_ = true;
+  while (!waiters_.empty()) {
+    PoolWaiter* waiter = waiters_.front();
+    waiters_.pop_front();
+    waiter->onServerUnavailable(
+        Error::fatal(sqlstate::kAdminShutdown, "shardgate is shutting down"));
+  }
+  std::vector<ServerConnection*> idle = idle_;
+  for (ServerConnection* server : idle) retire(server);
+  std::vector<ServerConnection*> connecting;
+  for (ServerConnection* server : all_) {
+    if (server->state() == ServerConnection::State::kConnecting ||
+        server->state() == ServerConnection::State::kLoggingIn) {
+      connecting.push_back(server);
+    }
+  }
+  for (ServerConnection* server : connecting) {
+    --connecting_;
+    all_.erase(server);
+    server->terminate();
+  }
+}
+
+PoolStats Pool::stats() const {
+  PoolStats s;
+  s.idle = static_cast<uint32_t>(idle_.size());
+  s.connecting = connecting_;
+  s.active = static_cast<uint32_t>(all_.size()) - s.idle - connecting_;
+  s.waiting_clients = static_cast<uint32_t>(waiters_.size());
+  s.connections_opened = connections_opened_;
+  s.connect_failures = connect_failures_;
+  return s;
+}
+
+}  // namespace shardgate::backends

@@ -1,0 +1,102 @@
+// A pool of connections to one Postgres server for one (database, user, shard, role), on one worker.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "backends/server_connection.h"
+
+namespace shardgate::backends {
+
+struct PoolSettings {
+  uint32_t max_size = 20;  // connections this worker may open
+  uint32_t min_idle = 0;
+  uint32_t connect_timeout_ms = 5000;
+  uint32_t query_wait_timeout_ms = 120000;
+  uint32_t idle_timeout_ms = 600000;
+  uint32_t lifetime_ms = 3600000;
+};
+
+// Someone waiting for a connection (a client session).
+class PoolWaiter {
+ public:
+  virtual ~PoolWaiter() = default;
+  virtual void onServerAcquired(ServerConnection* server) = 0;
+  virtual void onServerUnavailable(const Error& error) = 0;
+
+ private:
+  friend class Pool;
+  uint64_t wait_started_ms_ = 0;
+};
+
+struct PoolStats {
+  uint32_t idle = 0;
+  uint32_t active = 0;  // held by a client or running an internal statement
+  uint32_t connecting = 0;
+  uint32_t waiting_clients = 0;
+  uint64_t connections_opened = 0;
+  uint64_t connect_failures = 0;
+};
+
+class Pool {
+ public:
+  enum class Release {
+    kClean,  // the holder left it clean: straight back to idle
+    kReset,  // run DISCARD ALL first (session pooling)
+    kClose,  // state unknown: close it
+  };
+
+  Pool(LoopContext& context, ServerEndpoint endpoint, PoolSettings settings);
+  ~Pool();
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  const ServerEndpoint& endpoint() const { return endpoint_; }
+
+  // Hands a connection to `waiter`, now (before returning) or later. A waiter that goes away
+  // first must call cancelWait().
+  void acquire(PoolWaiter* waiter, uint64_t now_ms);
+  void cancelWait(PoolWaiter* waiter);
+  void release(ServerConnection* server, Release how, uint64_t now_ms);
+
+  // Timeouts: connect, query wait, idle, lifetime; and topping up min_idle.
+  void sweep(uint64_t now_ms);
+  // Closes every connection (idle now, held ones as soon as released).
+  void closeAll();
+
+  // The parameters the server reported at login (from the most recent login), for clients' logins.
+  const ServerParameters& serverParameters() const { return server_parameters_; }
+  PoolStats stats() const;
+  size_t size() const { return all_.size(); }
+
+  // From ServerConnection.
+  void onServerLogin(ServerConnection* server, const Status& status);
+  void onServerClosed(ServerConnection* server);
+
+ private:
+  void openConnection(uint64_t now_ms);
+  void handOut(ServerConnection* server, uint64_t now_ms);
+  void makeIdle(ServerConnection* server, uint64_t now_ms);
+  void serveWaiters(uint64_t now_ms);
+  void retire(ServerConnection* server);
+
+  LoopContext& context_;
+  ServerEndpoint endpoint_;
+  PoolSettings settings_;
+  uint64_t next_id_ = 1;
+  std::unordered_set<ServerConnection*> all_;
+  std::vector<ServerConnection*> idle_;  // most recently used last (LIFO keeps few connections warm)
+  std::deque<PoolWaiter*> waiters_;
+  uint32_t connecting_ = 0;
+  bool closing_all_ = false;
+  ServerParameters server_parameters_;
+  uint64_t connections_opened_ = 0;
+  uint64_t connect_failures_ = 0;
+};
+
+uint64_t monotonicMs();
+
+}  // namespace shardgate::backends

@@ -1,0 +1,426 @@
+// ServerConnection: login state machine and the pass-through data path towards one Postgres server.
+#include "backends/server_connection.h"
+
+#include <netdb.h>
+
+#include <variant>
+
+#include "backends/pool.h"
+#include "common/log.h"
+#include "proxy/wire/backend_messages.h"
+#include "proxy/wire/framing.h"
+#include "proxy/wire/frontend_messages.h"
+#include "proxy/wire/md5.h"
+#include "proxy/wire/protocol.h"
+#include "proxy/wire/scram.h"
+
+namespace shardgate::backends {
+
+namespace {
+// Messages from a server are bounded by Postgres itself; this only guards against a corrupt stream.
+constexpr uint32_t kMaxServerMessage = 1u << 30;
+
+Error lostError(const ServerEndpoint& endpoint, std::string what) {
+  return Error::make(sqlstate::kConnectionFailure, "server connection lost: " + what,
+                     "server " + endpoint.label + " (" + endpoint.host + ":" +
+                         std::to_string(endpoint.port) + ")");
+}
+}  // namespace
+
+struct ServerConnection::ScramState {
+  wire::ScramClient client;
+  explicit ScramState(std::string password) : client(std::move(password)) {}
+};
+
+const char* toString(ServerConnection::State state) {
+  switch (state) {
+    case ServerConnection::State::kConnecting: return "connecting";
+    case ServerConnection::State::kLoggingIn: return "login";
+    case ServerConnection::State::kIdle: return "idle";
+    case ServerConnection::State::kHeld: return "active";
+    case ServerConnection::State::kInternal: return "internal";
+    case ServerConnection::State::kClosed: return "closed";
+  }
+  return "?";
+}
+
+ServerConnection::ServerConnection(LoopContext& context, Pool* pool, const ServerEndpoint& endpoint,
+                                   uint64_t id, uint64_t now_ms)
+    : TcpConnection(context),
+      pool_(pool),
+      endpoint_(endpoint),
+      id_(id),
+      created_at_ms_(now_ms),
+      last_used_at_ms_(now_ms) {
+  connect_req_.data = this;
+  resolve_req_.data = this;
+}
+
+void ServerConnection::connect() {
+  struct sockaddr_storage addr {};
+  if (uv_ip4_addr(endpoint_.host.c_str(), endpoint_.port,
+                  reinterpret_cast<struct sockaddr_in*>(&addr)) == 0 ||
+      uv_ip6_addr(endpoint_.host.c_str(), endpoint_.port,
+                  reinterpret_cast<struct sockaddr_in6*>(&addr)) == 0) {
+    startConnect(reinterpret_cast<const struct sockaddr*>(&addr));
+    return;
+  }
+  struct addrinfo hints {};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  std::string port = std::to_string(endpoint_.port);
+  int rc = uv_getaddrinfo(context().loop(), &resolve_req_, &ServerConnection::resolveCallback,
+                          endpoint_.host.c_str(), port.c_str(), &hints);
+  if (rc < 0) {
+    fail(Error::make(sqlstate::kConnectionFailure,
+                     "could not resolve server host \"" + endpoint_.host + "\"", uv_strerror(rc)));
+  }
+}
+
+void ServerConnection::resolveCallback(uv_getaddrinfo_t* req, int status, struct addrinfo* res) {
+  auto* self = static_cast<ServerConnection*>(req->data);
+  if (status < 0 || res == nullptr) {
+    if (res) uv_freeaddrinfo(res);
+    self->fail(Error::make(sqlstate::kConnectionFailure,
+                           "could not resolve server host \"" + self->endpoint_.host + "\"",
+                           uv_strerror(status)));
+    return;
+  }
+  self->startConnect(res->ai_addr);
+  uv_freeaddrinfo(res);
+}
+
+void ServerConnection::startConnect(const struct sockaddr* addr) {
+  if (closing()) return;
+  int rc = uv_tcp_connect(&connect_req_, handle(), addr, &ServerConnection::connectCallback);
+  if (rc < 0) {
+    fail(Error::make(sqlstate::kConnectionFailure, "could not connect to server", uv_strerror(rc)));
+  }
+}
+
+void ServerConnection::connectCallback(uv_connect_t* req, int status) {
+  auto* self = static_cast<ServerConnection*>(req->data);
+  if (status == UV_ECANCELED || self->closing()) return;
+  if (status < 0) {
+    self->fail(Error::make(
+        sqlstate::kConnectionFailure,
+        "could not connect to server " + self->endpoint_.label + " at " + self->endpoint_.host +
+            ":" + std::to_string(self->endpoint_.port),
+        uv_strerror(status)));
+    return;
+  }
+  uv_tcp_nodelay(self->handle(), 1);
+  self->state_ = State::kLoggingIn;
+  self->sendStartup();
+  self->startReading();
+}
+
+void ServerConnection::sendStartup() {
+  wire::StartupMessage startup;
+  startup.protocol_version = wire::kProtocolVersion30;
+  // No application_name: a client that sets none must see Postgres's default (empty).
+  startup.parameters = {{"user", endpoint_.user}, {"database", endpoint_.database}};
+  startup.encode(outputBuffer());
+  scheduleFlush();
+}
+
+size_t ServerConnection::onData(std::string_view data) {
+  switch (state_) {
+    case State::kHeld:
+      return passThrough(data);
+    case State::kInternal:
+      return consumeInternal(data);
+    default:
+      break;
+  }
+  size_t used = 0;
+  while (used < data.size() && !closing()) {
+    if (state_ == State::kHeld) return used + passThrough(data.substr(used));
+    if (state_ == State::kInternal) return used + consumeInternal(data.substr(used));
+    wire::FrameResult framed = wire::frameTyped(data.substr(used), kMaxServerMessage);
+    if (framed.status == wire::FrameStatus::kNeedMore) break;
+    if (framed.status == wire::FrameStatus::kInvalid) {
+      fail(lostError(endpoint_, "malformed message from server: " + framed.error.message));
+      return data.size();
+    }
+    used += framed.frame.size;
+    char type = framed.frame.type;
+    std::string_view payload = framed.frame.payload;
+    if (state_ == State::kLoggingIn) {
+      Status st = handleLoginMessage(type, payload);
+      if (!st.ok()) {
+        fail(std::move(st).error());
+        return data.size();
+      }
+      continue;
+    }
+    // Idle in the pool: only asynchronous messages may arrive.
+    if (type == wire::be::kParameterStatus) {
+      noteParameterStatus(payload);
+    } else if (type == wire::be::kErrorResponse) {
+      auto err = wire::ErrorResponse::decode(payload);
+      std::string msg = err.ok() ? err->toError().describe() : std::string("unreadable error");
+      spdlog::info("event=server_error_while_idle server={} error=\"{}\"", endpoint_.label, msg);
+    }
+  }
+  return used;
+}
+
+Status ServerConnection::handleLoginMessage(char type, std::string_view payload) {
+  switch (type) {
+    case wire::be::kAuthentication:
+      return handleAuthentication(payload);
+    case wire::be::kParameterStatus:
+      noteParameterStatus(payload);
+      return {};
+    case wire::be::kBackendKeyData: {
+      auto key = wire::BackendKeyData::decode(payload);
+      if (!key.ok()) return key.error();
+      backend_pid_ = key->process_id;
+      backend_secret_ = key->secret_key;
+      return {};
+    }
+    case wire::be::kReadyForQuery: {
+      auto ready = wire::ReadyForQuery::decode(payload);
+      if (!ready.ok()) return ready.error();
+      transaction_status_ = ready->status;
+      state_ = State::kIdle;
+      scram_.reset();
+      if (pool_) pool_->onServerLogin(this, Status());
+      return {};
+    }
+    case wire::be::kErrorResponse: {
+      auto err = wire::ErrorResponse::decode(payload);
+      if (!err.ok()) return err.error();
+      Error e = err->toError();
+      e.severity = "FATAL";
+      if (e.detail.empty()) e.detail = "while logging in to server " + endpoint_.label;
+      return e;
+    }
+    case wire::be::kNoticeResponse:
+    case wire::be::kNegotiateProtocolVersion:
+      return {};
+    default:
+      return lostError(endpoint_, std::string("unexpected message '") + type + "' during login");
+  }
+}
+
+Status ServerConnection::handleAuthentication(std::string_view payload) {
+  auto request = wire::decodeAuthentication(payload);
+  if (!request.ok()) return request.error();
+  auto passwordNeeded = [&]() -> Status {
+    if (endpoint_.password.empty()) {
+      return Error::fatal(sqlstate::kInvalidPassword,
+                          "server " + endpoint_.label + " asks for a password but none is configured",
+                          "set password for this server in the shardgate config");
+    }
+    return {};
+  };
+  return std::visit(
+      [&](auto&& msg) -> Status {
+        using T = std::decay_t<decltype(msg)>;
+        if constexpr (std::is_same_v<T, wire::AuthenticationOk>) {
+          return {};
+        } else if constexpr (std::is_same_v<T, wire::AuthenticationCleartextPassword>) {
+          if (auto st = passwordNeeded(); !st.ok()) return st;
+          wire::PasswordMessage{endpoint_.password}.encode(outputBuffer());
+          scheduleFlush();
+          return {};
+        } else if constexpr (std::is_same_v<T, wire::AuthenticationMd5Password>) {
+          if (auto st = passwordNeeded(); !st.ok()) return st;
+          std::string hash = wire::md5PasswordHash(endpoint_.user, endpoint_.password);
+          std::string response =
+              wire::md5SaltedResponse(hash, std::string_view(msg.salt.data(), msg.salt.size()));
+          wire::PasswordMessage{response}.encode(outputBuffer());
+          scheduleFlush();
+          return {};
+        } else if constexpr (std::is_same_v<T, wire::AuthenticationSasl>) {
+          if (auto st = passwordNeeded(); !st.ok()) return st;
+          bool offered = false;
+          for (const auto& m : msg.mechanisms) offered |= (m == wire::ScramServer::kMechanism);
+          if (!offered) {
+            return Error::fatal(sqlstate::kFeatureNotSupported,
+                                "server " + endpoint_.label + " offers no SASL mechanism shardgate supports");
+          }
+          scram_ = std::make_unique<ScramState>(endpoint_.password);
+          wire::SaslInitialResponse initial;
+          initial.mechanism = std::string(wire::ScramServer::kMechanism);
+          initial.data = scram_->client.clientFirstMessage();
+          initial.encode(outputBuffer());
+          scheduleFlush();
+          return {};
+        } else if constexpr (std::is_same_v<T, wire::AuthenticationSaslContinue>) {
+          if (!scram_) return lostError(endpoint_, "unexpected SASL continue");
+          auto final_msg = scram_->client.handleServerFirst(msg.data);
+          if (!final_msg.ok()) return final_msg.error();
+          wire::SaslResponse{*final_msg}.encode(outputBuffer());
+          scheduleFlush();
+          return {};
+        } else if constexpr (std::is_same_v<T, wire::AuthenticationSaslFinal>) {
+          if (!scram_) return lostError(endpoint_, "unexpected SASL final");
+          return scram_->client.handleServerFinal(msg.data);
+        } else {
+          return Error::fatal(sqlstate::kFeatureNotSupported,
+                              "server " + endpoint_.label +
+                                  " asks for an authentication method shardgate does not support");
+        }
+      },
+      *request);
+}
+
+void ServerConnection::noteParameterStatus(std::string_view payload) {
+  auto status = wire::ParameterStatus::decode(payload);
+  if (status.ok()) parameters_[status->name] = status->value;
+}
+
+void ServerConnection::attach(ServerSink* sink) {
+  sink_ = sink;
+  state_ = State::kHeld;
+  // Replies that arrived while idle were consumed already; anything kept is for the new holder.
+  processPending();
+}
+
+void ServerConnection::detach() {
+  sink_ = nullptr;
+  if (state_ == State::kHeld) state_ = State::kIdle;
+  if (paused_for_sink_) {
+    paused_for_sink_ = false;
+    startReading();
+  }
+}
+
+void ServerConnection::resumeIfPaused() {
+  if (!paused_for_sink_ || closing()) return;
+  paused_for_sink_ = false;
+  startReading();
+  processPending();
+}
+
+// The hot path: find message boundaries, pass byte ranges on without decoding rows.
+size_t ServerConnection::passThrough(std::string_view data) {
+  size_t used = 0;
+  size_t run_start = 0;
+  while (used < data.size()) {
+    wire::FrameResult framed = wire::frameTyped(data.substr(used), kMaxServerMessage);
+    if (framed.status == wire::FrameStatus::kNeedMore) break;
+    if (framed.status == wire::FrameStatus::kInvalid) {
+      fail(lostError(endpoint_, "malformed message from server: " + framed.error.message));
+      return data.size();
+    }
+    char type = framed.frame.type;
+    used += framed.frame.size;
+    if (type == wire::be::kParameterStatus) {
+      noteParameterStatus(framed.frame.payload);
+    } else if (type == wire::be::kReadyForQuery && framed.frame.payload.size() == 1) {
+      transaction_status_ = framed.frame.payload[0];
+      sink_->onServerBytes(data.substr(run_start, used - run_start));
+      run_start = used;
+      ServerSink* sink = sink_;
+      sink->onServerReadyForQuery(transaction_status_);
+      // The holder may have released us (or closed us) in that callback.
+      if (closing()) return data.size();
+      if (state_ != State::kHeld) return used + (state_ == State::kInternal
+                                                     ? consumeInternal(data.substr(used))
+                                                     : onData(data.substr(used)));
+    }
+  }
+  if (used > run_start) sink_->onServerBytes(data.substr(run_start, used - run_start));
+  if (sink_ && sink_->sinkCongested()) {
+    paused_for_sink_ = true;
+    stopReading();
+  }
+  return used;
+}
+
+void ServerConnection::runInternal(std::string_view sql, std::function<void(Status)> done) {
+  state_before_internal_ = (state_ == State::kHeld) ? State::kHeld : State::kIdle;
+  state_ = State::kInternal;
+  internal_done_ = std::move(done);
+  internal_error_.reset();
+  wire::Query{std::string(sql)}.encode(outputBuffer());
+  scheduleFlush();
+}
+
+size_t ServerConnection::consumeInternal(std::string_view data) {
+  size_t used = 0;
+  while (used < data.size() && state_ == State::kInternal) {
+    wire::FrameResult framed = wire::frameTyped(data.substr(used), kMaxServerMessage);
+    if (framed.status == wire::FrameStatus::kNeedMore) break;
+    if (framed.status == wire::FrameStatus::kInvalid) {
+      fail(lostError(endpoint_, "malformed message from server: " + framed.error.message));
+      return data.size();
+    }
+    used += framed.frame.size;
+    switch (framed.frame.type) {
+      case wire::be::kParameterStatus:
+        noteParameterStatus(framed.frame.payload);
+        break;
+      case wire::be::kErrorResponse:
+        if (!internal_error_) {
+          auto err = wire::ErrorResponse::decode(framed.frame.payload);
+          internal_error_ = err.ok() ? err->toError()
+                                     : Error::make(sqlstate::kInternalError, "unreadable error");
+        }
+        break;
+      case wire::be::kReadyForQuery: {
+        transaction_status_ = framed.frame.payload.empty() ? 'I' : framed.frame.payload[0];
+        state_ = state_before_internal_;
+        auto done = std::move(internal_done_);
+        internal_done_ = nullptr;
+        Status result = internal_error_ ? Status(*internal_error_) : Status();
+        internal_error_.reset();
+        if (done) done(std::move(result));
+        if (closing()) return data.size();
+        if (state_ != State::kInternal && used < data.size()) return used + onData(data.substr(used));
+        break;
+      }
+      default:
+        break;  // CommandComplete, notices and the like are not the client's business
+    }
+  }
+  return used;
+}
+
+void ServerConnection::fail(Error error) {
+  if (state_ == State::kClosed) return;
+  State previous = state_;
+  state_ = State::kClosed;
+  spdlog::info("event=server_closed server={} id={} state={} reason=\"{}\"", endpoint_.label, id_,
+               toString(previous), error.describe());
+  ServerSink* sink = sink_;
+  sink_ = nullptr;
+  auto done = std::move(internal_done_);
+  internal_done_ = nullptr;
+  close();
+  if (previous == State::kConnecting || previous == State::kLoggingIn) {
+    if (pool_) pool_->onServerLogin(this, error);
+  } else if (done) {
+    done(error);
+  } else if (sink) {
+    sink->onServerLost(error);
+  }
+}
+
+void ServerConnection::terminate() {
+  if (state_ == State::kClosed) return;
+  if (state_ != State::kConnecting && state_ != State::kLoggingIn) {
+    // Tell the server we are leaving so it logs no "unexpected EOF".
+    std::string bye;
+    wire::Terminate{}.encode(bye);
+    uv_buf_t buf = uv_buf_init(bye.data(), static_cast<unsigned>(bye.size()));
+    uv_try_write(stream(), &buf, 1);
+  }
+  state_ = State::kClosed;
+  sink_ = nullptr;
+  close();
+}
+
+void ServerConnection::onDisconnect(int status) {
+  fail(lostError(endpoint_, status == UV_EOF ? "server closed the connection" : uv_strerror(status)));
+}
+
+void ServerConnection::onClosed() {
+  if (pool_) pool_->onServerClosed(this);
+}
+
+}  // namespace shardgate::backends

@@ -1,0 +1,133 @@
+// One connection to a Postgres server: login (trust, cleartext, md5, SCRAM), pass-through of
+// replies to the client that holds it, and internal statements (parameter sync, reset).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+#include "common/tcp_connection.h"
+
+namespace shardgate::backends {
+
+class Pool;
+
+// Where and as whom shardgate logs in to one Postgres server.
+struct ServerEndpoint {
+  std::string host;
+  uint16_t port = 5432;
+  std::string database;
+  std::string user;
+  std::string password;
+  std::string label;  // "<database>/<shard>/<role>", for logs and error details
+};
+
+// The party holding a server connection: it receives what the server says.
+class ServerSink {
+ public:
+  virtual ~ServerSink() = default;
+  // Whole protocol messages to pass on unchanged.
+  virtual void onServerBytes(std::string_view bytes) = 0;
+  // A ReadyForQuery was passed on (its bytes were the last of the preceding onServerBytes call).
+  virtual void onServerReadyForQuery(char transaction_status) = 0;
+  // The connection broke while held; the sink must drop its pointer (the connection is closing).
+  virtual void onServerLost(const Error& error) = 0;
+  // True while the sink's own output is over its limit; the server then stops reading.
+  virtual bool sinkCongested() const = 0;
+};
+
+using ServerParameters = std::map<std::string, std::string, std::less<>>;
+
+class ServerConnection final : public TcpConnection {
+ public:
+  enum class State {
+    kConnecting,      // TCP connect in progress
+    kLoggingIn,       // startup and authentication
+    kIdle,            // logged in, in the pool
+    kHeld,            // attached to a sink, passing replies through
+    kInternal,        // running an internal statement, replies swallowed
+    kClosed,
+  };
+
+  ServerConnection(LoopContext& context, Pool* pool, const ServerEndpoint& endpoint,
+                   uint64_t id, uint64_t now_ms);
+
+  // Starts connecting; the pool hears the outcome through Pool::onServerLogin.
+  void connect();
+
+  State state() const { return state_; }
+  uint64_t id() const { return id_; }
+  const ServerEndpoint& endpoint() const { return endpoint_; }
+  int32_t backendPid() const { return backend_pid_; }
+  int32_t backendSecret() const { return backend_secret_; }
+  char transactionStatus() const { return transaction_status_; }
+  const ServerParameters& parameters() const { return parameters_; }
+  uint64_t createdAtMs() const { return created_at_ms_; }
+  uint64_t lastUsedAtMs() const { return last_used_at_ms_; }
+  void touch(uint64_t now_ms) { last_used_at_ms_ = now_ms; }
+
+  // Pass-through: replies go to `sink` until detach().
+  void attach(ServerSink* sink);
+  void detach();
+  ServerSink* sink() const { return sink_; }
+  // Client bytes for the server (whole messages).
+  void forward(std::string_view bytes) { send(bytes); }
+  // The sink drained its output: resume reading if congestion had paused it.
+  void resumeIfPaused();
+
+  // Runs `sql` as a simple query whose replies are swallowed; ParameterStatus updates are kept.
+  // `done` gets the first error, if any, once ReadyForQuery arrives. The server must be held or
+  // idle; it returns to the state it had.
+  void runInternal(std::string_view sql, std::function<void(Status)> done);
+
+  // Closes the connection for good (the pool forgets it).
+  void terminate();
+  // The pool is going away: no more calls into it.
+  void orphan() { pool_ = nullptr; }
+
+ protected:
+  size_t onData(std::string_view data) override;
+  void onDisconnect(int status) override;
+  void onClosed() override;
+
+ private:
+  static void connectCallback(uv_connect_t* req, int status);
+  static void resolveCallback(uv_getaddrinfo_t* req, int status, struct addrinfo* res);
+  void startConnect(const struct sockaddr* addr);
+  void sendStartup();
+  Status handleLoginMessage(char type, std::string_view payload);
+  Status handleAuthentication(std::string_view payload);
+  size_t passThrough(std::string_view data);
+  size_t consumeInternal(std::string_view data);
+  void noteParameterStatus(std::string_view payload);
+  void fail(Error error);
+
+  Pool* pool_;
+  ServerEndpoint endpoint_;
+  uint64_t id_;
+  State state_ = State::kConnecting;
+  State state_before_internal_ = State::kIdle;
+  ServerSink* sink_ = nullptr;
+  int32_t backend_pid_ = 0;
+  int32_t backend_secret_ = 0;
+  char transaction_status_ = 'I';
+  ServerParameters parameters_;
+  uint64_t created_at_ms_;
+  uint64_t last_used_at_ms_;
+  uv_connect_t connect_req_;
+  uv_getaddrinfo_t resolve_req_;
+  struct ScramState;
+  std::unique_ptr<ScramState> scram_;
+  std::function<void(Status)> internal_done_;
+  std::optional<Error> internal_error_;
+  bool paused_for_sink_ = false;
+};
+
+const char* toString(ServerConnection::State state);
+
+}  // namespace shardgate::backends

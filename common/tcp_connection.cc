@@ -1,0 +1,207 @@
+// TcpConnection and LoopContext: buffered libuv I/O shared by client sessions and shard connections.
+#include "common/tcp_connection.h"
+
+#include <algorithm>
+#include <cassert>
+
+namespace shardgate {
+
+namespace {
+constexpr size_t kScratchSize = 256 * 1024;
+// Compact the output buffer once this much of it has been written.
+constexpr size_t kCompactThreshold = 64 * 1024;
+}  // namespace
+
+LoopContext::LoopContext(uv_loop_t* loop) : loop_(loop), scratch_(kScratchSize) {
+  uv_check_init(loop_, &check_);
+  check_.data = this;
+  uv_check_start(&check_, [](uv_check_t* handle) {
+    static_cast<LoopContext*>(handle->data)->flushAll();
+  });
+  // The check handle alone must not keep the loop alive.
+  uv_unref(reinterpret_cast<uv_handle_t*>(&check_));
+}
+
+LoopContext::~LoopContext() = default;
+
+void LoopContext::close() {
+  uv_check_stop(&check_);
+  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&check_))) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
+  }
+}
+
+void LoopContext::scheduleFlush(TcpConnection* connection) { dirty_.push_back(connection); }
+
+void LoopContext::forget(TcpConnection* connection) {
+  std::replace(dirty_.begin(), dirty_.end(), connection, static_cast<TcpConnection*>(nullptr));
+}
+
+void LoopContext::flushAll() {
+  // flushNow() may schedule more flushes (a write completing synchronously wakes a reader), so
+  // swap the list out and loop until it stays empty.
+  std::vector<TcpConnection*> batch;
+  while (!dirty_.empty()) {
+    batch.swap(dirty_);
+    for (TcpConnection* c : batch) {
+      if (c == nullptr) continue;
+      c->flush_scheduled_ = false;
+      c->flushNow();
+    }
+    batch.clear();
+  }
+}
+
+TcpConnection::TcpConnection(LoopContext& context) : context_(context) {
+  uv_tcp_init(context_.loop(), &tcp_);
+  tcp_.data = this;
+  write_req_.data = this;
+}
+
+TcpConnection::~TcpConnection() = default;
+
+void TcpConnection::startReading() {
+  if (reading_ || closing_) return;
+  reading_ = true;
+  uv_read_start(stream(), &TcpConnection::allocCallback, &TcpConnection::readCallback);
+}
+
+void TcpConnection::stopReading() {
+  if (!reading_) return;
+  reading_ = false;
+  uv_read_stop(stream());
+}
+
+void TcpConnection::allocCallback(uv_handle_t* handle, size_t /*suggested*/, uv_buf_t* buf) {
+  auto* self = static_cast<TcpConnection*>(handle->data);
+  buf->base = self->context_.scratch();
+  buf->len = self->context_.scratchSize();
+}
+
+void TcpConnection::readCallback(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+  auto* self = static_cast<TcpConnection*>(stream->data);
+  if (nread < 0) {
+    self->reportDisconnect(static_cast<int>(nread));
+    return;
+  }
+  if (nread == 0 || self->closing_) return;
+  std::string_view data(buf->base, static_cast<size_t>(nread));
+  if (self->pending_.empty()) {
+    self->consume(data, /*from_pending=*/false);
+  } else {
+    self->pending_.append(data);
+    self->consume(self->pending_, /*from_pending=*/true);
+  }
+}
+
+void TcpConnection::consume(std::string_view data, bool from_pending) {
+  in_on_data_ = true;
+  size_t used = onData(data);
+  in_on_data_ = false;
+  if (closing_) {
+    pending_.clear();
+    return;
+  }
+  assert(used <= data.size());
+  if (from_pending) {
+    pending_.erase(0, used);
+  } else if (used < data.size()) {
+    pending_.assign(data.substr(used));
+  }
+  if (pending_.empty() && pending_.capacity() > 64 * 1024) pending_.shrink_to_fit();
+}
+
+void TcpConnection::processPending() {
+  if (pending_.empty() || closing_ || in_on_data_) return;
+  consume(pending_, /*from_pending=*/true);
+}
+
+void TcpConnection::send(std::string_view bytes) {
+  if (closing_) return;
+  out_.append(bytes);
+  scheduleFlush();
+}
+
+void TcpConnection::scheduleFlush() {
+  if (flush_scheduled_ || closing_) return;
+  flush_scheduled_ = true;
+  context_.scheduleFlush(this);
+}
+
+void TcpConnection::flushNow() {
+  if (closing_) return;
+  if (!inflight_.empty()) return;  // writeCallback continues
+  size_t unsent = out_.size() - out_offset_;
+  if (unsent > 0) {
+    uv_buf_t buf = uv_buf_init(out_.data() + out_offset_, static_cast<unsigned>(unsent));
+    int written = uv_try_write(stream(), &buf, 1);
+    if (written > 0) out_offset_ += static_cast<size_t>(written);
+    if (written < 0 && written != UV_EAGAIN && written != UV_ENOSYS) {
+      reportDisconnect(written);
+      return;
+    }
+    unsent = out_.size() - out_offset_;
+    if (unsent > 0) {
+      // The kernel buffer is full: hand the rest to uv_write and keep it alive until done.
+      inflight_.assign(out_, out_offset_, unsent);
+      out_.clear();
+      out_offset_ = 0;
+      uv_buf_t rest = uv_buf_init(inflight_.data(), static_cast<unsigned>(inflight_.size()));
+      int rc = uv_write(&write_req_, stream(), &rest, 1, &TcpConnection::writeCallback);
+      if (rc < 0) {
+        inflight_.clear();
+        reportDisconnect(rc);
+      }
+      return;
+    }
+  }
+  out_.clear();
+  out_offset_ = 0;
+  if (out_.capacity() > kCompactThreshold) out_.shrink_to_fit();
+  if (close_after_flush_) {
+    close();
+    return;
+  }
+  onWriteDrained();
+}
+
+void TcpConnection::writeCallback(uv_write_t* req, int status) {
+  auto* self = static_cast<TcpConnection*>(req->data);
+  self->inflight_.clear();
+  self->inflight_.shrink_to_fit();
+  if (self->closing_) return;
+  if (status < 0) {
+    self->reportDisconnect(status);
+    return;
+  }
+  self->flushNow();
+}
+
+void TcpConnection::reportDisconnect(int status) {
+  if (disconnect_reported_ || closing_) return;
+  disconnect_reported_ = true;
+  onDisconnect(status);
+}
+
+void TcpConnection::closeAfterFlush() {
+  if (closing_) return;
+  close_after_flush_ = true;
+  stopReading();
+  scheduleFlush();
+}
+
+void TcpConnection::close() {
+  if (closing_) return;
+  closing_ = true;
+  reading_ = false;
+  context_.forget(this);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &TcpConnection::closeCallback);
+}
+
+void TcpConnection::closeCallback(uv_handle_t* handle) {
+  auto* self = static_cast<TcpConnection*>(handle->data);
+  self->onClosed();
+  delete self;
+}
+
+}  // namespace shardgate

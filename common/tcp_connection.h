@@ -1,0 +1,110 @@
+// A libuv TCP connection with framed-input buffering and batched, back-pressured output.
+#pragma once
+
+#include <uv.h>
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shardgate {
+
+class TcpConnection;
+
+// Services one libuv loop offers every connection on it: a scratch read buffer (so an idle
+// connection holds no read buffer of its own) and output flushing batched once per loop
+// iteration (a uv_check handle runs after all I/O callbacks of the iteration).
+class LoopContext {
+ public:
+  explicit LoopContext(uv_loop_t* loop);
+  ~LoopContext();
+  LoopContext(const LoopContext&) = delete;
+  LoopContext& operator=(const LoopContext&) = delete;
+
+  uv_loop_t* loop() const { return loop_; }
+  char* scratch() { return scratch_.data(); }
+  size_t scratchSize() const { return scratch_.size(); }
+
+  void scheduleFlush(TcpConnection* connection);
+  void forget(TcpConnection* connection);  // a closing connection leaves the flush list
+  void flushAll();
+
+  // Closes the check handle; the loop must then run once more to finish closing it.
+  void close();
+
+ private:
+  uv_loop_t* loop_;
+  uv_check_t check_;
+  std::vector<char> scratch_;
+  std::vector<TcpConnection*> dirty_;
+};
+
+class TcpConnection {
+ public:
+  explicit TcpConnection(LoopContext& context);
+  virtual ~TcpConnection();
+  TcpConnection(const TcpConnection&) = delete;
+  TcpConnection& operator=(const TcpConnection&) = delete;
+
+  uv_tcp_t* handle() { return &tcp_; }
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+  LoopContext& context() { return context_; }
+
+  // Input. onData() is called with every byte not yet consumed (leftovers of earlier reads first).
+  void startReading();
+  void stopReading();
+  bool reading() const { return reading_; }
+  // Runs onData() over input kept from earlier reads (after a pause, or once a state allows it).
+  void processPending();
+  size_t pendingInputBytes() const { return pending_.size(); }
+
+  // Output is appended, then written at the end of the loop iteration (or at once by flushNow).
+  void send(std::string_view bytes);
+  std::string& outputBuffer() { return out_; }  // append, then scheduleFlush()
+  void scheduleFlush();
+  void flushNow();
+  size_t unsentBytes() const { return out_.size() - out_offset_ + inflight_.size(); }
+
+  // Closes the socket; queued output is dropped. The object deletes itself once libuv is done.
+  void close();
+  // Writes what is queued, then closes (for a final ErrorResponse).
+  void closeAfterFlush();
+  bool closing() const { return closing_ || close_after_flush_; }
+
+ protected:
+  // Returns how many bytes of `data` were consumed; the rest is kept and offered again.
+  virtual size_t onData(std::string_view data) = 0;
+  // The peer closed the connection or a read/write failed (`status` is a libuv error code).
+  virtual void onDisconnect(int status) = 0;
+  // All queued output has been written.
+  virtual void onWriteDrained() {}
+  // Just before the object is deleted.
+  virtual void onClosed() {}
+
+ private:
+  static void allocCallback(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
+  static void readCallback(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
+  static void writeCallback(uv_write_t* req, int status);
+  static void closeCallback(uv_handle_t* handle);
+  void consume(std::string_view data, bool from_pending);
+  void reportDisconnect(int status);
+
+  LoopContext& context_;
+  uv_tcp_t tcp_;
+  uv_write_t write_req_;
+  std::string pending_;   // input not yet consumed
+  std::string out_;       // output not yet handed to the kernel
+  size_t out_offset_ = 0; // bytes of out_ already written
+  std::string inflight_;  // output handed to uv_write, waiting for its callback
+  bool reading_ = false;
+  bool closing_ = false;
+  bool close_after_flush_ = false;
+  bool flush_scheduled_ = false;
+  bool disconnect_reported_ = false;
+  bool in_on_data_ = false;
+
+  friend class LoopContext;
+};
+
+}  // namespace shardgate

@@ -1,0 +1,149 @@
+// The configuration model: immutable structs produced by the TOML loader (conf/config_loader.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shardgate::conf {
+
+enum class PoolMode { kSession, kTransaction };
+enum class AuthMethod { kTrust, kCleartext, kMd5, kScramSha256 };
+enum class LogFormat { kText, kJson };
+
+// How a user's password is stored in the config.
+enum class PasswordKind {
+  kNone,           // no password (only valid with auth_method = "trust")
+  kPlain,          // plain text
+  kScramVerifier,  // "SCRAM-SHA-256$<iterations>:<salt b64>$<StoredKey b64>:<ServerKey b64>"
+  kMd5Hash,        // "md5" + 32 hex digits = md5(password || username), as pg_authid stores it
+};
+
+// One Postgres server shardgate logs in to.
+struct ServerAddress {
+  std::string host;
+  uint16_t port = 5432;
+  std::string database;  // database name on that server
+  std::string user;      // login user shardgate uses
+  std::string password;  // plain text (empty: trust)
+};
+
+struct Shard {
+  std::string name;  // unique in its database; defaults to "shard<i>" (0-based)
+  ServerAddress primary;
+  std::vector<ServerAddress> replicas;  // replicas inherit database/user/password from primary
+};
+
+struct Database {
+  std::string name;                   // the logical database name clients ask for
+  std::vector<Shard> shards;          // ordered: shard index i is shards[i]
+  std::optional<uint32_t> pool_size;  // overrides general.default_pool_size
+};
+
+struct User {
+  std::string name;
+  std::string password;  // as written in the config (see password_kind)
+  PasswordKind password_kind = PasswordKind::kNone;
+  AuthMethod auth_method = AuthMethod::kScramSha256;
+  bool admin = false;                 // may use the admin console (dbname=shardgate)
+  std::optional<uint32_t> pool_size;  // overrides the database's / general pool size
+};
+
+struct General {
+  std::string listen_addr = "127.0.0.1";
+  uint16_t port = 6432;
+  uint32_t workers = 0;  // resolved by the loader: 0 in the file means the number of cores
+  PoolMode pool_mode = PoolMode::kSession;
+  uint32_t max_client_conn = 10000;
+  uint32_t max_message_size = 64u << 20;  // bytes; larger protocol messages are refused (08P01)
+  // Timeouts, in milliseconds; 0 disables the timeout.
+  uint32_t connect_timeout_ms = 5000;
+  uint32_t client_login_timeout_ms = 60000;
+  uint32_t query_wait_timeout_ms = 120000;
+  uint32_t idle_server_timeout_ms = 600000;
+  uint32_t server_lifetime_ms = 3600000;
+  uint32_t default_pool_size =
+      20;  // server connections per (database, user, shard, role), all workers together
+  uint32_t min_pool_size = 0;
+  uint16_t metrics_port = 0;       // 0: no metrics endpoint
+  std::string log_level = "info";  // trace, debug, info, warn, error, critical, off
+  LogFormat log_format = LogFormat::kText;
+};
+
+struct Config {
+  std::string source_path;  // the file this was loaded from
+  General general;
+  std::vector<User> users;
+  std::vector<Database> databases;
+
+  const User* findUser(std::string_view name) const {
+    for (const auto& u : users)
+      if (u.name == name) return &u;
+    return nullptr;
+  }
+  const Database* findDatabase(std::string_view name) const {
+    for (const auto& d : databases)
+      if (d.name == name) return &d;
+    return nullptr;
+  }
+  // Pool size for (database, user): user's, else database's, else general default.
+  uint32_t poolSize(const Database& db, const User& user) const {
+    if (user.pool_size) return *user.pool_size;
+    if (db.pool_size) return *db.pool_size;
+    return general.default_pool_size;
+  }
+};
+
+using ConfigPtr = std::shared_ptr<const Config>;
+
+// The spelling of each enum value in the TOML file (the loader parses with these, so they agree).
+inline std::string_view poolModeName(PoolMode m) {
+  switch (m) {
+    case PoolMode::kSession:
+      return "session";
+    case PoolMode::kTransaction:
+      return "transaction";
+  }
+  return "?";
+}
+inline std::string_view authMethodName(AuthMethod m) {
+  switch (m) {
+    case AuthMethod::kTrust:
+      return "trust";
+    case AuthMethod::kCleartext:
+      return "cleartext";
+    case AuthMethod::kMd5:
+      return "md5";
+    case AuthMethod::kScramSha256:
+      return "scram-sha-256";
+  }
+  return "?";
+}
+inline std::string_view logFormatName(LogFormat f) {
+  switch (f) {
+    case LogFormat::kText:
+      return "text";
+    case LogFormat::kJson:
+      return "json";
+  }
+  return "?";
+}
+// Not a config spelling: for logs and the admin console.
+inline std::string_view passwordKindName(PasswordKind k) {
+  switch (k) {
+    case PasswordKind::kNone:
+      return "none";
+    case PasswordKind::kPlain:
+      return "plain";
+    case PasswordKind::kScramVerifier:
+      return "scram-verifier";
+    case PasswordKind::kMd5Hash:
+      return "md5-hash";
+  }
+  return "?";
+}
+
+}  // namespace shardgate::conf

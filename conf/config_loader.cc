@@ -1,0 +1,543 @@
+// Loads shardgate's TOML config with toml++ and validates it into a Config (see config_loader.h).
+#include "conf/config_loader.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <optional>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <toml++/toml.h>
+
+#include "conf/password.h"
+
+namespace shardgate::conf {
+namespace {
+
+// Returns the Error of a failed Status from the enclosing function.
+#define CONF_TRY(expr)                                                           \
+  do {                                                                           \
+    if (auto status_ = (expr); !status_.ok()) return std::move(status_).error(); \
+  } while (0)
+
+constexpr int64_t kU32Max = 0xffffffffLL;
+constexpr int64_t kMaxWorkers = 1024;
+constexpr int64_t kMinMessageSize = 1024;  // smaller would refuse ordinary startup packets
+constexpr std::string_view kAdminDatabase = "shardgate";
+
+// A position in the file, 1-based as editors count.
+struct Where {
+  uint32_t line = 1;
+  uint32_t column = 1;
+};
+
+// toml++ leaves line 0 on nodes it made up (e.g. the tables implied by a dotted key).
+Where at(const toml::source_region& region, Where fallback) {
+  if (region.begin.line == 0) return fallback;
+  return {region.begin.line, region.begin.column};
+}
+
+Error configError(std::string_view source, Where where, std::string_view key_path,
+                  std::string_view what) {
+  std::string message(source);
+  message += ':' + std::to_string(where.line) + ':' + std::to_string(where.column) + ": ";
+  message += key_path.empty() ? std::string_view("(top level)") : key_path;
+  message += ": ";
+  message += what;
+  return Error::fatal(sqlstate::kConfigFileError, std::move(message));
+}
+
+std::string_view typeName(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::date:
+      return "a date";
+    case toml::node_type::time:
+      return "a time";
+    case toml::node_type::date_time:
+      return "a date-time";
+    case toml::node_type::none:
+      break;
+  }
+  return "nothing";
+}
+
+// Edit distance counting a swap of neighbours as one edit ("prot" -> "port"), to suggest the key
+// a typo meant.
+size_t editDistance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+std::string quoted(std::string_view s) {
+  return "\"" + std::string(s) + "\"";
+}
+
+// One TOML table being read: knows its key path and position so that every error can name them,
+// and which keys it accepts so that a typo is refused rather than silently ignored.
+class TableReader {
+ public:
+  TableReader(std::string_view source, const toml::table& table, std::string path, Where fallback)
+      : source_(source),
+        table_(&table),
+        path_(std::move(path)),
+        where_(at(table.source(), fallback)) {}
+
+  Where where() const { return where_; }
+  std::string pathOf(std::string_view key) const {
+    return path_.empty() ? std::string(key) : path_ + "." + std::string(key);
+  }
+  const toml::node* get(std::string_view key) const { return table_->get(key); }
+  bool has(std::string_view key) const { return get(key) != nullptr; }
+  // Where the value of `key` starts (the table itself if the key is absent).
+  Where whereOf(std::string_view key) const {
+    const toml::node* node = get(key);
+    return node ? at(node->source(), where_) : where_;
+  }
+
+  Error fail(std::string_view what) const { return configError(source_, where_, path_, what); }
+  Error failAt(std::string_view key, std::string_view what) const {
+    return configError(source_, whereOf(key), pathOf(key), what);
+  }
+  Error missing(std::string_view key, std::string_view why = "required key is missing") const {
+    return configError(source_, where_, pathOf(key), why);
+  }
+  Error typeError(std::string_view key, const toml::node& node, std::string_view expected) const {
+    return failAt(key,
+                  "expected " + std::string(expected) + ", got " + std::string(typeName(node)));
+  }
+
+  // Refuses the first (in file order) key not in `known`, suggesting the closest known key.
+  Status onlyKeys(std::initializer_list<std::string_view> known) const {
+    const toml::key* unknown = nullptr;
+    Where unknown_where;
+    for (auto&& [key, value] : *table_) {
+      if (std::find(known.begin(), known.end(), key.str()) != known.end()) continue;
+      const Where w = at(key.source(), where_);
+      if (!unknown ||
+          std::pair(w.line, w.column) < std::pair(unknown_where.line, unknown_where.column)) {
+        unknown = &key;
+        unknown_where = w;
+      }
+    }
+    if (!unknown) return {};
+
+    const std::string_view name = unknown->str();
+    std::string_view best;
+    size_t best_distance = 3;  // suggest only near misses
+    for (std::string_view k : known) {
+      const size_t distance = editDistance(name, k);
+      if (distance < best_distance && distance < name.size()) {
+        best = k;
+        best_distance = distance;
+      }
+    }
+    std::string what = "unknown key";
+    if (!best.empty()) {
+      what += " (did you mean " + quoted(best) + "?)";
+    } else {
+      what += " (expected one of:";
+      for (std::string_view k : known) what += " " + std::string(k);
+      what += ")";
+    }
+    return configError(source_, unknown_where, pathOf(name), what);
+  }
+
+  // An integer in [lo, hi], if present.
+  Result<std::optional<int64_t>> intValue(std::string_view key, int64_t lo, int64_t hi) const {
+    const toml::node* node = get(key);
+    if (!node) return std::optional<int64_t>();
+    const auto* value = node->as_integer();
+    if (!value) return typeError(key, *node, "an integer");
+    const int64_t x = value->get();
+    if (x < 0 && lo >= 0) return failAt(key, std::to_string(x) + " must not be negative");
+    if (x < lo || x > hi) {
+      return failAt(key, std::to_string(x) + " is out of range (" + std::to_string(lo) + ".." +
+                             std::to_string(hi) + ")");
+    }
+    return std::optional<int64_t>(x);
+  }
+  template <typename T>
+  Status readInt(std::string_view key, T& out, int64_t lo, int64_t hi) const {
+    auto value = intValue(key, lo, hi);
+    if (!value.ok()) return std::move(value).error();
+    if (*value) out = static_cast<T>(**value);
+    return {};
+  }
+  template <typename T>
+  Status readInt(std::string_view key, std::optional<T>& out, int64_t lo, int64_t hi) const {
+    auto value = intValue(key, lo, hi);
+    if (!value.ok()) return std::move(value).error();
+    if (*value) out = static_cast<T>(**value);
+    return {};
+  }
+
+  // A string, if present; `non_empty` refuses "".
+  Status readString(std::string_view key, std::string& out, bool non_empty = true) const {
+    const toml::node* node = get(key);
+    if (!node) return {};
+    const auto* value = node->as_string();
+    if (!value) return typeError(key, *node, "a string");
+    if (non_empty && value->get().empty()) return failAt(key, "must not be empty");
+    out = value->get();
+    return {};
+  }
+
+  Status readBool(std::string_view key, bool& out) const {
+    const toml::node* node = get(key);
+    if (!node) return {};
+    const auto* value = node->as_boolean();
+    if (!value) return typeError(key, *node, "a boolean (true or false)");
+    out = value->get();
+    return {};
+  }
+
+  // A string that must be one of `choices`, if present.
+  Status readChoice(std::string_view key, std::string& out,
+                    std::initializer_list<std::string_view> choices) const {
+    std::string text;
+    CONF_TRY(readString(key, text, /*non_empty=*/false));
+    if (!has(key)) return {};
+    if (std::find(choices.begin(), choices.end(), text) == choices.end()) {
+      std::string what = quoted(text) + " is not one of:";
+      for (std::string_view c : choices) what += " " + std::string(c);
+      return failAt(key, what);
+    }
+    out = std::move(text);
+    return {};
+  }
+
+  // A string naming one of `values` (spelled by `name`), if present.
+  template <typename E>
+  Status readEnum(std::string_view key, E& out, std::initializer_list<E> values,
+                  std::string_view (*name)(E)) const {
+    std::string text;
+    CONF_TRY(readString(key, text, /*non_empty=*/false));
+    if (!has(key)) return {};
+    for (E v : values) {
+      if (name(v) == text) {
+        out = v;
+        return {};
+      }
+    }
+    std::string what = quoted(text) + " is not one of:";
+    for (E v : values) what += " " + std::string(name(v));
+    return failAt(key, what);
+  }
+
+  // The sub-table `key`, or nullopt if absent.
+  Result<std::optional<TableReader>> table(std::string_view key) const {
+    const toml::node* node = get(key);
+    if (!node) return std::optional<TableReader>();
+    const auto* t = node->as_table();
+    if (!t) return typeError(key, *node, "a table");
+    return std::optional<TableReader>(TableReader(source_, *t, pathOf(key), whereOf(key)));
+  }
+
+  // The array of tables `key` (`[[key]]` or `key = [{...}, ...]`); empty if absent.
+  Result<std::vector<TableReader>> tables(std::string_view key) const {
+    std::vector<TableReader> out;
+    const toml::node* node = get(key);
+    if (!node) return out;
+    const auto* array = node->as_array();
+    if (!array) return typeError(key, *node, "an array of tables");
+    for (size_t i = 0; i < array->size(); ++i) {
+      const toml::node& element = *array->get(i);
+      const std::string path = pathOf(key) + "[" + std::to_string(i) + "]";
+      const Where w = at(element.source(), whereOf(key));
+      const auto* t = element.as_table();
+      if (!t) {
+        return configError(source_, w, path,
+                           "expected a table, got " + std::string(typeName(element)));
+      }
+      out.emplace_back(source_, *t, path, w);
+    }
+    return out;
+  }
+
+ private:
+  std::string_view source_;
+  const toml::table* table_;
+  std::string path_;  // "" for the top level, else e.g. "databases[0].shards[1]"
+  Where where_;
+};
+
+// Names already used in one scope (users, databases, one database's shards) and where.
+using SeenNames = std::map<std::string, Where, std::less<>>;
+
+std::string firstDefined(Where w) {
+  return "first defined at line " + std::to_string(w.line);
+}
+
+class Loader {
+ public:
+  explicit Loader(std::string_view source) : source_(source) {}
+
+  Result<ConfigPtr> load(const toml::table& root) const {
+    const TableReader top(source_, root, "", Where{});
+    CONF_TRY(top.onlyKeys({"general", "users", "databases"}));
+
+    auto config = std::make_shared<Config>();
+    config->source_path = std::string(source_);
+
+    auto general = top.table("general");
+    if (!general.ok()) return std::move(general).error();
+    if (*general) CONF_TRY(readGeneral(**general, config->general));
+    if (config->general.workers == 0) {
+      config->general.workers = static_cast<uint32_t>(std::clamp<int64_t>(
+          static_cast<int64_t>(std::thread::hardware_concurrency()), 1, kMaxWorkers));
+    }
+
+    auto users = top.tables("users");
+    if (!users.ok()) return std::move(users).error();
+    SeenNames user_names;
+    for (const TableReader& t : *users) {
+      User user;
+      CONF_TRY(readUser(t, user, user_names));
+      config->users.push_back(std::move(user));
+    }
+
+    auto databases = top.tables("databases");
+    if (!databases.ok()) return std::move(databases).error();
+    SeenNames database_names;
+    for (const TableReader& t : *databases) {
+      Database database;
+      CONF_TRY(readDatabase(t, database, database_names));
+      config->databases.push_back(std::move(database));
+    }
+    return ConfigPtr(std::move(config));
+  }
+
+ private:
+  static Status readGeneral(const TableReader& t, General& g) {
+    CONF_TRY(t.onlyKeys({"listen_addr", "port", "workers", "pool_mode", "max_client_conn",
+                         "max_message_size", "connect_timeout", "client_login_timeout",
+                         "query_wait_timeout", "idle_server_timeout", "server_lifetime",
+                         "default_pool_size", "min_pool_size", "metrics_port", "log_level",
+                         "log_format"}));
+    CONF_TRY(t.readString("listen_addr", g.listen_addr));
+    CONF_TRY(t.readInt("port", g.port, 1, 65535));
+    CONF_TRY(t.readInt("workers", g.workers, 0, kMaxWorkers));
+    CONF_TRY(t.readEnum("pool_mode", g.pool_mode, {PoolMode::kSession, PoolMode::kTransaction},
+                        poolModeName));
+    CONF_TRY(t.readInt("max_client_conn", g.max_client_conn, 1, kU32Max));
+    CONF_TRY(t.readInt("max_message_size", g.max_message_size, kMinMessageSize, kU32Max));
+    CONF_TRY(t.readInt("connect_timeout", g.connect_timeout_ms, 0, kU32Max));
+    CONF_TRY(t.readInt("client_login_timeout", g.client_login_timeout_ms, 0, kU32Max));
+    CONF_TRY(t.readInt("query_wait_timeout", g.query_wait_timeout_ms, 0, kU32Max));
+    CONF_TRY(t.readInt("idle_server_timeout", g.idle_server_timeout_ms, 0, kU32Max));
+    CONF_TRY(t.readInt("server_lifetime", g.server_lifetime_ms, 0, kU32Max));
+    CONF_TRY(t.readInt("default_pool_size", g.default_pool_size, 1, kU32Max));
+    CONF_TRY(t.readInt("min_pool_size", g.min_pool_size, 0, kU32Max));
+    CONF_TRY(t.readInt("metrics_port", g.metrics_port, 0, 65535));
+    CONF_TRY(t.readChoice("log_level", g.log_level,
+                          {"trace", "debug", "info", "warn", "error", "critical", "off"}));
+    CONF_TRY(t.readEnum("log_format", g.log_format, {LogFormat::kText, LogFormat::kJson},
+                        logFormatName));
+    // Both listeners on one port would fail to bind, or with SO_REUSEPORT split connections.
+    if (g.metrics_port != 0 && g.metrics_port == g.port) {
+      return t.failAt("metrics_port",
+                      std::to_string(g.metrics_port) + " is also general.port; use another port");
+    }
+    return {};
+  }
+
+  static Status readUser(const TableReader& t, User& u, SeenNames& seen) {
+    CONF_TRY(t.onlyKeys({"name", "password", "auth_method", "admin", "pool_size"}));
+    if (!t.has("name")) return t.missing("name");
+    CONF_TRY(t.readString("name", u.name));
+    if (auto [it, inserted] = seen.emplace(u.name, t.whereOf("name")); !inserted) {
+      return t.failAt(
+          "name", "duplicate user name " + quoted(u.name) + " (" + firstDefined(it->second) + ")");
+    }
+    CONF_TRY(t.readString("password", u.password, /*non_empty=*/false));
+    CONF_TRY(t.readEnum(
+        "auth_method", u.auth_method,
+        {AuthMethod::kTrust, AuthMethod::kCleartext, AuthMethod::kMd5, AuthMethod::kScramSha256},
+        authMethodName));
+    CONF_TRY(t.readBool("admin", u.admin));
+    CONF_TRY(t.readInt("pool_size", u.pool_size, 1, kU32Max));
+    return checkPassword(t, u);
+  }
+
+  // Sets password_kind and checks that auth_method can be served with what is stored.
+  static Status checkPassword(const TableReader& t, User& u) {
+    u.password_kind = classifyPassword(u.password);
+    if (u.password_kind == PasswordKind::kMd5Hash && !isWellFormedMd5Hash(u.password)) {
+      return t.failAt("password",
+                      "malformed md5 hash: expected \"md5\" followed by 32 lowercase hex digits");
+    }
+    if (u.password_kind == PasswordKind::kScramVerifier) {
+      if (auto verifier = parseScramVerifier(u.password); !verifier.ok()) {
+        return t.failAt("password", verifier.error().message);
+      }
+    }
+
+    const std::string method = "auth_method " + quoted(authMethodName(u.auth_method));
+    if (u.auth_method == AuthMethod::kTrust) return {};
+    if (u.password_kind == PasswordKind::kNone) {
+      const std::string why = method + " needs a password (use auth_method = \"trust\" for none)";
+      return t.has("password") ? t.failAt("password", "must not be empty: " + why)
+                               : t.missing("password", "missing: " + why);
+    }
+    // md5 and SCRAM need something to derive their own secret from; cleartext can check the
+    // password it receives against any stored form.
+    if (u.auth_method == AuthMethod::kMd5 && u.password_kind == PasswordKind::kScramVerifier) {
+      return t.failAt("password", "a SCRAM verifier cannot be used with " + method +
+                                      " (use the plain password or its md5 hash)");
+    }
+    if (u.auth_method == AuthMethod::kScramSha256 && u.password_kind == PasswordKind::kMd5Hash) {
+      return t.failAt("password", "an md5 hash cannot be used with " + method +
+                                      " (use the plain password or a SCRAM verifier)");
+    }
+    return {};
+  }
+
+  static Status readDatabase(const TableReader& t, Database& db, SeenNames& seen) {
+    CONF_TRY(t.onlyKeys({"name", "pool_size", "shards"}));
+    if (!t.has("name")) return t.missing("name");
+    CONF_TRY(t.readString("name", db.name));
+    if (db.name == kAdminDatabase) {
+      return t.failAt("name", "\"shardgate\" is reserved for the admin console");
+    }
+    if (auto [it, inserted] = seen.emplace(db.name, t.whereOf("name")); !inserted) {
+      return t.failAt("name", "duplicate database name " + quoted(db.name) + " (" +
+                                  firstDefined(it->second) + ")");
+    }
+    CONF_TRY(t.readInt("pool_size", db.pool_size, 1, kU32Max));
+
+    auto shards = t.tables("shards");
+    if (!shards.ok()) return std::move(shards).error();
+    if (shards->empty()) {
+      const std::string why = "a database needs at least one shard ([[databases.shards]])";
+      return t.has("shards") ? t.failAt("shards", why) : t.missing("shards", why);
+    }
+    SeenNames shard_names;
+    for (size_t i = 0; i < shards->size(); ++i) {
+      Shard shard;
+      CONF_TRY(readShard((*shards)[i], i, db.name, shard, shard_names));
+      db.shards.push_back(std::move(shard));
+    }
+    return {};
+  }
+
+  static Status readShard(const TableReader& t, size_t index, const std::string& db_name, Shard& s,
+                          SeenNames& seen) {
+    CONF_TRY(t.onlyKeys({"name", "primary", "replicas"}));
+    s.name = "shard" + std::to_string(index);
+    CONF_TRY(t.readString("name", s.name));
+    if (auto [it, inserted] = seen.emplace(s.name, t.whereOf("name")); !inserted) {
+      return t.failAt(
+          "name", "duplicate shard name " + quoted(s.name) + " (" + firstDefined(it->second) + ")");
+    }
+
+    auto primary = t.table("primary");
+    if (!primary.ok()) return std::move(primary).error();
+    if (!*primary) return t.missing("primary");
+    CONF_TRY(readServer(**primary, db_name, nullptr, s.primary));
+
+    auto replicas = t.tables("replicas");
+    if (!replicas.ok()) return std::move(replicas).error();
+    for (const TableReader& r : *replicas) {
+      ServerAddress replica;
+      CONF_TRY(readServer(r, db_name, &s.primary, replica));
+      s.replicas.push_back(std::move(replica));
+    }
+    return {};
+  }
+
+  // A primary (primary == nullptr) or a replica, which inherits database/user/password from it.
+  static Status readServer(const TableReader& t, const std::string& db_name,
+                           const ServerAddress* primary, ServerAddress& out) {
+    CONF_TRY(t.onlyKeys({"host", "port", "database", "user", "password"}));
+    if (!t.has("host")) return t.missing("host");
+    CONF_TRY(t.readString("host", out.host));
+    if (!t.has("port")) return t.missing("port");
+    CONF_TRY(t.readInt("port", out.port, 1, 65535));
+    out.database = primary ? primary->database : db_name;
+    CONF_TRY(t.readString("database", out.database));
+    if (primary) {
+      out.user = primary->user;
+    } else if (!t.has("user")) {
+      return t.missing("user");
+    }
+    CONF_TRY(t.readString("user", out.user));
+    if (primary) out.password = primary->password;
+    CONF_TRY(t.readString("password", out.password, /*non_empty=*/false));
+    return {};
+  }
+
+  std::string_view source_;
+};
+
+#undef CONF_TRY
+
+}  // namespace
+
+Result<ConfigPtr> parseConfig(std::string_view toml_text, std::string_view source_name) {
+  try {
+    toml::table root;
+    try {
+      root = toml::parse(toml_text, source_name);
+    } catch (const toml::parse_error& e) {
+      return configError(source_name, at(e.source(), Where{}), "syntax error", e.description());
+    }
+    return Loader(source_name).load(root);
+  } catch (const std::exception& e) {
+    return Error::fatal(sqlstate::kConfigFileError,
+                        std::string(source_name) + ": cannot load the configuration: " + e.what());
+  } catch (...) {
+    return Error::fatal(sqlstate::kConfigFileError,
+                        std::string(source_name) + ": cannot load the configuration");
+  }
+}
+
+Result<ConfigPtr> loadConfigFile(const std::string& path) {
+  std::string text;
+  {
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
+                                                         &std::fclose);
+    if (!file) {
+      return Error::fatal(sqlstate::kConfigFileError,
+                          path + ": cannot open: " + std::generic_category().message(errno));
+    }
+    char buffer[16384];
+    size_t n;
+    while ((n = std::fread(buffer, 1, sizeof buffer, file.get())) > 0) text.append(buffer, n);
+    // fopen succeeds on a directory; the read is what fails (EISDIR).
+    if (std::ferror(file.get())) {
+      return Error::fatal(sqlstate::kConfigFileError,
+                          path + ": cannot read: " + std::generic_category().message(errno));
+    }
+  }
+  return parseConfig(text, path);
+}
+
+}  // namespace shardgate::conf

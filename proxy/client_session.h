@@ -1,0 +1,102 @@
+// One client connection: the startup, authentication and query-forwarding state machine.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "backends/pool.h"
+#include "backends/server_connection.h"
+#include "common/tcp_connection.h"
+#include "conf/config.h"
+#include "proxy/client_auth.h"
+#include "proxy/startup_parameters.h"
+#include "proxy/wire/frontend_messages.h"
+
+namespace shardgate::proxy {
+
+class Worker;
+
+// States and the transitions each allows:
+//   kStartup        → kStartup (SSLRequest/GSSENCRequest answered 'N'), kAuthenticating,
+//                     kLoggingIn (trust), closed (CancelRequest, bad packet)
+//   kAuthenticating → kLoggingIn (credentials accepted), closed (wrong password, bad message)
+//   kLoggingIn      → kReady (a server was acquired and brought in line with the client's
+//                     settings), closed (no server)
+//   kReady          → closed (Terminate, disconnect, server lost, protocol violation)
+// In kReady every client message is passed to the server, and every server reply to the client.
+class ClientSession final : public TcpConnection,
+                            public backends::ServerSink,
+                            public backends::PoolWaiter {
+ public:
+  enum class State { kStartup, kAuthenticating, kLoggingIn, kReady, kClosed };
+
+  ClientSession(Worker& worker, uint64_t id, uint64_t now_ms);
+  ~ClientSession() override;
+
+  void start();
+  uint64_t id() const { return id_; }
+  State state() const { return state_; }
+
+  // Refuses the connection at once (too many clients, shutting down).
+  void refuse(const Error& error);
+  // A CancelRequest with this session's key arrived.
+  void cancelRunningQuery();
+  // Called periodically by the worker: the login timeout.
+  void sweep(uint64_t now_ms);
+  // Shutdown: true when the session holds no open transaction or running query.
+  bool idle() const;
+  void terminate(const Error& error);
+
+ protected:
+  size_t onData(std::string_view data) override;
+  void onDisconnect(int status) override;
+  void onWriteDrained() override;
+  void onClosed() override;
+
+  // ServerSink
+  void onServerBytes(std::string_view bytes) override;
+  void onServerReadyForQuery(char transaction_status) override;
+  void onServerLost(const Error& error) override;
+  bool sinkCongested() const override;
+
+  // PoolWaiter
+  void onServerAcquired(backends::ServerConnection* server) override;
+  void onServerUnavailable(const Error& error) override;
+
+ private:
+  size_t handleStartupPhase(std::string_view data);
+  void handleStartupMessage(const wire::StartupMessage& startup);
+  size_t handleAuthPhase(std::string_view data);
+  void authenticated();
+  void finishLogin();
+  size_t forwardClientMessages(std::string_view data);
+  void fatal(const Error& error);
+  void releaseServer(bool client_left);
+
+  Worker& worker_;
+  uint64_t id_;
+  State state_ = State::kStartup;
+  uint64_t connected_at_ms_;
+  bool counted_ = false;
+
+  std::string user_name_;
+  std::string database_name_;
+  const conf::User* user_ = nullptr;
+  const conf::Database* database_ = nullptr;
+  SettingList settings_;  // startup parameters to apply on the server (client_encoding, ...)
+  std::unique_ptr<ClientAuthenticator> auth_;
+  int32_t cancel_pid_ = 0;
+  int32_t cancel_secret_ = 0;
+
+  backends::Pool* pool_ = nullptr;
+  backends::ServerConnection* server_ = nullptr;
+  bool waiting_for_server_ = false;
+  // Queries and Syncs sent whose ReadyForQuery has not come back yet.
+  uint32_t outstanding_ = 0;
+  char transaction_status_ = 'I';
+  bool paused_for_server_ = false;
+};
+
+}  // namespace shardgate::proxy

@@ -1,0 +1,236 @@
+// Worker: accepts clients on its own SO_REUSEPORT socket and serves them on its own loop.
+#include "proxy/worker.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
+#include "proxy/client_auth.h"
+#include "proxy/client_session.h"
+#include "proxy/proxy_server.h"
+
+namespace shardgate::proxy {
+
+namespace {
+constexpr uint64_t kSweepIntervalMs = 100;
+}
+
+Worker::Worker(ProxyServer& server, uint32_t index, conf::ConfigPtr config)
+    : server_(server), index_(index), config_(std::move(config)) {
+  uv_loop_init(&loop_);
+  context_ = std::make_unique<LoopContext>(&loop_);
+  uv_async_init(&loop_, &wakeup_, [](uv_async_t* handle) {
+    static_cast<Worker*>(handle->data)->drainTasks();
+  });
+  wakeup_.data = this;
+  uv_timer_init(&loop_, &sweep_timer_);
+  sweep_timer_.data = this;
+}
+
+Worker::~Worker() {
+  join();
+  pools_.clear();
+  uv_loop_close(&loop_);
+}
+
+Status Worker::listen(const std::string& address, uint16_t port) {
+  struct sockaddr_storage addr {};
+  int family = AF_INET;
+  if (uv_ip4_addr(address.c_str(), port, reinterpret_cast<struct sockaddr_in*>(&addr)) != 0) {
+    if (uv_ip6_addr(address.c_str(), port, reinterpret_cast<struct sockaddr_in6*>(&addr)) != 0) {
+      return Error::fatal(sqlstate::kConfigFileError,
+                          "listen_addr \"" + address + "\" is not an IPv4 or IPv6 address");
+    }
+    family = AF_INET6;
+  }
+  int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Error::fatal(sqlstate::kInternalError, "socket(): " + std::string(strerror(errno)));
+  int one = 1;
+  // Every worker binds the same port; the kernel spreads new connections across them.
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  socklen_t len = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+  if (::bind(fd, reinterpret_cast<struct sockaddr*>(&addr), len) != 0 || ::listen(fd, 4096) != 0) {
+    std::string why = strerror(errno);
+    ::close(fd);
+    return Error::fatal(sqlstate::kInternalError,
+                        "cannot listen on " + address + ":" + std::to_string(port) + ": " + why);
+  }
+  uv_tcp_init(&loop_, &listener_);
+  listener_.data = this;
+  uv_tcp_open(&listener_, fd);
+  int rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 4096, &Worker::onConnection);
+  if (rc < 0) {
+    return Error::fatal(sqlstate::kInternalError, std::string("uv_listen: ") + uv_strerror(rc));
+  }
+  listening_ = true;
+  return {};
+}
+
+void Worker::start() {
+  uv_timer_start(
+      &sweep_timer_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->sweep(); },
+      kSweepIntervalMs, kSweepIntervalMs);
+  thread_ = std::thread([this] { run(); });
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::run() {
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  // Let every close callback run.
+  while (uv_run(&loop_, UV_RUN_NOWAIT) != 0) {
+  }
+}
+
+void Worker::post(std::function<void()> task) {
+  std::lock_guard lock(tasks_mutex_);
+  if (wakeup_closed_) return;  // the worker has stopped; nothing left to act on
+  tasks_.push_back(std::move(task));
+  uv_async_send(&wakeup_);
+}
+
+void Worker::drainTasks() {
+  std::vector<std::function<void()>> tasks;
+  {
+    std::lock_guard lock(tasks_mutex_);
+    tasks.swap(tasks_);
+  }
+  for (auto& task : tasks) task();
+}
+
+void Worker::postCancel(uint64_t session_id) {
+  post([this, session_id] {
+    auto it = sessions_.find(session_id);
+    if (it != sessions_.end()) it->second->cancelRunningQuery();
+  });
+}
+
+void Worker::postShutdown(uint32_t timeout_ms) {
+  post([this, timeout_ms] { beginShutdown(timeout_ms); });
+}
+
+void Worker::onConnection(uv_stream_t* listener, int status) {
+  auto* self = static_cast<Worker*>(listener->data);
+  if (status < 0) {
+    spdlog::warn("event=accept_failed worker={} error=\"{}\"", self->index_, uv_strerror(status));
+    return;
+  }
+  uint64_t now = backends::monotonicMs();
+  auto* session = new ClientSession(*self, self->nextSessionId(), now);
+  if (uv_accept(listener, session->stream()) != 0) {
+    session->close();
+    return;
+  }
+  if (self->shutting_down_) {
+    session->refuse(Error::fatal(sqlstate::kAdminShutdown, "shardgate is shutting down"));
+    return;
+  }
+  if (!self->server_.tryAddClient()) {
+    session->refuse(Error::fatal(sqlstate::kTooManyConnections, "sorry, too many clients already",
+                                 "max_client_conn is " + std::to_string(
+                                                             self->config_->general.max_client_conn)));
+    return;
+  }
+  session->start();
+}
+
+backends::Pool& Worker::pool(const conf::Database& database, const conf::User& user, size_t shard) {
+  std::string key = database.name + '\x1f' + user.name + '\x1f' + std::to_string(shard) + "\x1fprimary";
+  auto it = pools_.find(key);
+  if (it != pools_.end()) return *it->second;
+  const conf::Shard& s = database.shards.at(shard);
+  backends::ServerEndpoint endpoint;
+  endpoint.host = s.primary.host;
+  endpoint.port = s.primary.port;
+  endpoint.database = s.primary.database;
+  endpoint.user = s.primary.user;
+  endpoint.password = s.primary.password;
+  endpoint.label = database.name + "/" + s.name + "/primary";
+  const conf::General& g = config_->general;
+  backends::PoolSettings settings;
+  // pool_size counts connections across all workers; each worker gets its share (at least one).
+  uint32_t total = config_->poolSize(database, user);
+  uint32_t workers = std::max<uint32_t>(1, g.workers);
+  settings.max_size = std::max<uint32_t>(1, (total + workers - 1) / workers);
+  settings.min_idle = (g.min_pool_size + workers - 1) / workers;
+  settings.connect_timeout_ms = g.connect_timeout_ms;
+  settings.query_wait_timeout_ms = g.query_wait_timeout_ms;
+  settings.idle_timeout_ms = g.idle_server_timeout_ms;
+  settings.lifetime_ms = g.server_lifetime_ms;
+  auto pool = std::make_unique<backends::Pool>(*context_, std::move(endpoint), settings);
+  auto& ref = *pool;
+  pools_.emplace(std::move(key), std::move(pool));
+  return ref;
+}
+
+std::shared_ptr<const wire::ScramSecret> Worker::scramSecret(const conf::User& user) {
+  auto it = scram_secrets_.find(user.name);
+  if (it != scram_secrets_.end()) return it->second;
+  // PBKDF2 runs once per user and worker, not per login.
+  auto secret = scramSecretFor(user);
+  std::shared_ptr<const wire::ScramSecret> shared =
+      secret ? std::make_shared<const wire::ScramSecret>(std::move(*secret)) : nullptr;
+  scram_secrets_.emplace(user.name, shared);
+  return shared;
+}
+
+void Worker::addSession(ClientSession* session) { sessions_.emplace(session->id(), session); }
+
+void Worker::removeSession(ClientSession* session) {
+  sessions_.erase(session->id());
+  if (shutting_down_) finishIfDrained();
+}
+
+void Worker::sweep() {
+  uint64_t now = backends::monotonicMs();
+  // Sessions may close (and leave sessions_) while we walk; walk a snapshot of ids.
+  std::vector<ClientSession*> snapshot;
+  snapshot.reserve(sessions_.size());
+  for (auto& [id, session] : sessions_) snapshot.push_back(session);
+  for (ClientSession* session : snapshot) {
+    if (session->closing()) continue;
+    session->sweep(now);
+    if (shutting_down_ && (session->idle() || now >= shutdown_deadline_ms_)) {
+      session->terminate(Error::fatal(sqlstate::kAdminShutdown,
+                                      "terminating connection due to administrator command",
+                                      "shardgate is shutting down"));
+    }
+  }
+  for (auto& [key, pool] : pools_) pool->sweep(now);
+  if (shutting_down_) finishIfDrained();
+}
+
+void Worker::beginShutdown(uint32_t timeout_ms) {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  shutdown_deadline_ms_ = backends::monotonicMs() + timeout_ms;
+  if (listening_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+    listening_ = false;
+  }
+  sweep();
+}
+
+void Worker::finishIfDrained() {
+  if (stopped_ || !sessions_.empty()) return;
+  stopped_ = true;
+  for (auto& [key, pool] : pools_) pool->closeAll();
+  uv_timer_stop(&sweep_timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), nullptr);
+  {
+    std::lock_guard lock(tasks_mutex_);
+    wakeup_closed_ = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&wakeup_), nullptr);
+  }
+  context_->close();
+}
+
+}  // namespace shardgate::proxy
