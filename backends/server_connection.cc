@@ -300,6 +300,11 @@ void ServerConnection::resumeIfPaused() {
 size_t ServerConnection::passThrough(std::string_view data) {
   size_t used = 0;
   size_t run_start = 0;
+  std::string synthetic;
+  auto passRun = [&](size_t end) {
+    if (end > run_start) sink_->onServerBytes(data.substr(run_start, end - run_start));
+    run_start = end;
+  };
   while (used < data.size()) {
     wire::FrameResult framed = wire::frameTyped(data.substr(used), kMaxServerMessage);
     if (framed.status == wire::FrameStatus::kNeedMore) break;
@@ -307,29 +312,139 @@ size_t ServerConnection::passThrough(std::string_view data) {
       fail(lostError(endpoint_, "malformed message from server: " + framed.error.message));
       return data.size();
     }
-    char type = framed.frame.type;
+    const char type = framed.frame.type;
+    const size_t start = used;
     used += framed.frame.size;
-    if (type == wire::be::kParameterStatus) {
-      noteParameterStatus(framed.frame.payload);
-    } else if (type == wire::be::kReadyForQuery && framed.frame.payload.size() == 1) {
-      transaction_status_ = framed.frame.payload[0];
-      sink_->onServerBytes(data.substr(run_start, used - run_start));
+    if (type == wire::be::kDataRow) continue;  // by far the most common: nothing to track
+    bool for_client = trackReply(type, framed.frame.payload, synthetic);
+    if (!for_client) {
+      passRun(start);
       run_start = used;
-      ServerSink* sink = sink_;
-      sink->onServerReadyForQuery(transaction_status_);
+    }
+    if (!synthetic.empty()) {
+      passRun(used);
+      sink_->onServerBytes(synthetic);
+      synthetic.clear();
+    }
+    if (type == wire::be::kReadyForQuery && for_client) {
+      passRun(used);
+      sink_->onServerReadyForQuery(transaction_status_);
       // The holder may have released us (or closed us) in that callback.
       if (closing()) return data.size();
-      if (state_ != State::kHeld) return used + (state_ == State::kInternal
-                                                     ? consumeInternal(data.substr(used))
-                                                     : onData(data.substr(used)));
+      if (state_ != State::kHeld) {
+        return used + (state_ == State::kInternal ? consumeInternal(data.substr(used))
+                                                  : onData(data.substr(used)));
+      }
     }
   }
-  if (used > run_start) sink_->onServerBytes(data.substr(run_start, used - run_start));
+  passRun(used);
   if (sink_ && sink_->sinkCongested()) {
     paused_for_sink_ = true;
     stopReading();
   }
   return used;
+}
+
+void ServerConnection::expect(ExpectedReply expected) {
+  if (expected.action == ReplyAction::kSynthesize && replies_.empty()) {
+    if (sink_) sink_->onServerBytes(expected.synthetic);
+    return;
+  }
+  replies_.push_back(std::move(expected));
+}
+
+void ServerConnection::ensurePrepared(const std::shared_ptr<PreparedStatement>& statement) {
+  if (statements_.has(statement->id())) {
+    statements_.touch(statement->id());
+    return;
+  }
+  forward(statement->parseMessage());
+  replies_.push_back(ExpectedReply{Reply::kParseComplete, ReplyAction::kSwallow, statement, {}, {}});
+  // Counted as prepared from now on, so a pipeline that binds it twice parses it once; an error
+  // takes it out again.
+  statements_.add(statement);
+}
+
+void ServerConnection::popReply(std::string& synthetic) {
+  replies_.pop_front();
+  while (!replies_.empty() && replies_.front().action == ReplyAction::kSynthesize) {
+    synthetic += replies_.front().synthetic;
+    replies_.pop_front();
+  }
+}
+
+bool ServerConnection::trackReply(char type, std::string_view payload, std::string& synthetic) {
+  switch (type) {
+    case wire::be::kParameterStatus:
+      noteParameterStatus(payload);
+      return true;
+    case wire::be::kNoticeResponse:
+    case wire::be::kNotificationResponse:
+      return true;
+    default:
+      break;
+  }
+  if (replies_.empty()) return true;  // nothing owed: pass on whatever it is
+  ExpectedReply& head = replies_.front();
+  const bool for_client = head.action != ReplyAction::kSwallow;
+  switch (type) {
+    case wire::be::kParseComplete:
+      popReply(synthetic);
+      return for_client;
+    case wire::be::kBindComplete:
+    case wire::be::kCloseComplete:
+    case wire::be::kPortalSuspended:
+      popReply(synthetic);
+      return for_client;
+    case wire::be::kRowDescription:
+    case wire::be::kNoData:
+      if (head.reply == Reply::kDescription) popReply(synthetic);
+      return for_client;
+    case wire::be::kCommandComplete:
+    case wire::be::kEmptyQueryResponse: {
+      if (type == wire::be::kCommandComplete && sink_ && for_client) {
+        std::string_view tag = payload.substr(0, payload.find('\0'));
+        if (tag == "DISCARD ALL" || tag == "DEALLOCATE ALL") {
+          statements_.clear();
+          if (tag == "DISCARD ALL") applied_settings_.clear();
+        }
+        sink_->onServerCommandComplete(tag);
+      }
+      if (head.reply == Reply::kExecution) popReply(synthetic);
+      return for_client;
+    }
+    case wire::be::kErrorResponse: {
+      // Postgres skips every request up to the next Sync: so do the owed replies. A failed Parse
+      // leaves no statement, on the server or for the client.
+      bool pass = !(head.reply == Reply::kReadyForQuery && head.action == ReplyAction::kSwallow);
+      while (!replies_.empty() && replies_.front().reply != Reply::kReadyForQuery) {
+        ExpectedReply& skipped = replies_.front();
+        if (skipped.reply == Reply::kParseComplete && skipped.statement) {
+          statements_.remove(skipped.statement->id());
+          if (!skipped.client_statement_name.empty() && sink_) {
+            sink_->onStatementFailed(skipped.client_statement_name);
+          }
+        }
+        replies_.pop_front();
+      }
+      return pass;
+    }
+    case wire::be::kReadyForQuery:
+      transaction_status_ = payload.empty() ? 'I' : payload[0];
+      while (!replies_.empty() && replies_.front().reply != Reply::kReadyForQuery) {
+        replies_.pop_front();  // out of step (should not happen): resynchronise at the Sync
+      }
+      if (!replies_.empty()) {
+        bool pass = replies_.front().action != ReplyAction::kSwallow;
+        popReply(synthetic);
+        return pass;
+      }
+      return true;
+    default:
+      // ParameterDescription, CopyIn/Out/Both, CopyData/Done, FunctionCallResponse: part of a
+      // reply still in progress.
+      return for_client;
+  }
 }
 
 void ServerConnection::runInternal(std::string_view sql, std::function<void(Status)> done) {

@@ -10,6 +10,8 @@
 #include <string>
 #include <string_view>
 
+#include "backends/prepared_statements.h"
+#include "backends/reply_queue.h"
 #include "common/result.h"
 #include "common/tcp_connection.h"
 
@@ -39,6 +41,11 @@ class ServerSink {
   virtual void onServerLost(const Error& error) = 0;
   // True while the sink's own output is over its limit; the server then stops reading.
   virtual bool sinkCongested() const = 0;
+  // A Parse the client sent failed (or was skipped after an earlier error): the client no
+  // longer has `client_name` prepared.
+  virtual void onStatementFailed(const std::string& client_name) = 0;
+  // A CommandComplete passed on (its tag, e.g. "SELECT 1", "LISTEN", "DISCARD ALL").
+  virtual void onServerCommandComplete(std::string_view tag) = 0;
 };
 
 using ServerParameters = std::map<std::string, std::string, std::less<>>;
@@ -77,6 +84,19 @@ class ServerConnection final : public TcpConnection {
   ServerSink* sink() const { return sink_; }
   // Client bytes for the server (whole messages).
   void forward(std::string_view bytes) { send(bytes); }
+  // Records the reply owed for a request just forwarded (or, for kSynthesize, stands in for it:
+  // if nothing is owed before it, the synthetic reply goes to the sink at once).
+  void expect(ExpectedReply expected);
+  void expect(Reply reply) { expect(ExpectedReply{reply, ReplyAction::kForward, nullptr, {}, {}}); }
+  bool owesReplies() const { return !replies_.empty(); }
+  // Makes sure `statement` is prepared here, injecting a Parse whose reply is swallowed if not.
+  void ensurePrepared(const std::shared_ptr<PreparedStatement>& statement);
+  ServerStatementCache& statements() { return statements_; }
+  // Settings shardgate (or a client) set on this connection that Postgres does not report.
+  std::map<std::string, std::string, std::less<>>& appliedSettings() { return applied_settings_; }
+  const std::map<std::string, std::string, std::less<>>& appliedSettings() const {
+    return applied_settings_;
+  }
   // The sink drained its output: resume reading if congestion had paused it.
   void resumeIfPaused();
 
@@ -103,6 +123,10 @@ class ServerConnection final : public TcpConnection {
   Status handleLoginMessage(char type, std::string_view payload);
   Status handleAuthentication(std::string_view payload);
   size_t passThrough(std::string_view data);
+  // Updates the reply queue for one server message; false if the message is not for the client.
+  // Appends to `synthetic` replies that stand in for requests the server never saw.
+  bool trackReply(char type, std::string_view payload, std::string& synthetic);
+  void popReply(std::string& synthetic);
   size_t consumeInternal(std::string_view data);
   void noteParameterStatus(std::string_view payload);
   void fail(Error error);
@@ -126,6 +150,9 @@ class ServerConnection final : public TcpConnection {
   std::function<void(Status)> internal_done_;
   std::optional<Error> internal_error_;
   bool paused_for_sink_ = false;
+  ReplyQueue replies_;
+  ServerStatementCache statements_;
+  std::map<std::string, std::string, std::less<>> applied_settings_;
 };
 
 const char* toString(ServerConnection::State state);

@@ -58,6 +58,8 @@ class TcpConnection {
   // Runs onData() over input kept from earlier reads (after a pause, or once a state allows it).
   void processPending();
   size_t pendingInputBytes() const { return pending_.size(); }
+  // Drops input kept from earlier reads (after a failure that makes it moot).
+  void discardPendingInput() { pending_.clear(); }
 
   // Output is appended, then written at the end of the loop iteration (or at once by flushNow).
   void send(std::string_view bytes);

@@ -6,10 +6,12 @@
 #include "backends/cancel_request.h"
 #include "common/log.h"
 #include "proxy/proxy_server.h"
+#include "proxy/session_features.h"
 #include "proxy/worker.h"
 #include "proxy/wire/backend_messages.h"
 #include "proxy/wire/framing.h"
 #include "proxy/wire/frontend_messages.h"
+#include "proxy/wire/payload.h"
 #include "proxy/wire/protocol.h"
 
 namespace shardgate::proxy {
@@ -63,7 +65,7 @@ size_t ClientSession::onData(std::string_view data) {
     case State::kStartup: return handleStartupPhase(data);
     case State::kAuthenticating: return handleAuthPhase(data);
     case State::kLoggingIn: return 0;  // kept until the login completes
-    case State::kReady: return forwardClientMessages(data);
+    case State::kReady: return handleClientMessages(data);
     case State::kClosed: return data.size();
   }
   return data.size();
@@ -109,6 +111,7 @@ size_t ClientSession::handleStartupPhase(std::string_view data) {
 void ClientSession::handleStartupMessage(const wire::StartupMessage& startup) {
   int32_t minor = startup.protocol_version & 0xffff;
   std::vector<std::string> unrecognized;
+  SettingList startup_settings;
   for (const auto& [name, value] : startup.parameters) {
     if (name == "user") {
       user_name_ = value;
@@ -128,7 +131,7 @@ void ClientSession::handleStartupMessage(const wire::StartupMessage& startup) {
         fatal(options.error());
         return;
       }
-      for (auto& setting : *options) settings_.push_back(std::move(setting));
+      for (auto& setting : *options) startup_settings.push_back(std::move(setting));
     } else if (name.rfind("_pq_.", 0) == 0) {
       unrecognized.push_back(name);
     } else {
@@ -137,7 +140,7 @@ void ClientSession::handleStartupMessage(const wire::StartupMessage& startup) {
                            "invalid startup parameter name \"" + name + "\""));
         return;
       }
-      settings_.emplace_back(name, value);
+      startup_settings.emplace_back(name, value);
     }
   }
   if (user_name_.empty()) {
@@ -146,8 +149,9 @@ void ClientSession::handleStartupMessage(const wire::StartupMessage& startup) {
     return;
   }
   if (database_name_.empty()) database_name_ = user_name_;
+  settings_.setStartup(startup_settings);
   if (minor > 0 || !unrecognized.empty()) {
-    wire::NegotiateProtocolVersion{0, unrecognized}.encode(outputBuffer());
+    wire::NegotiateProtocolVersion{wire::kProtocolVersion30, unrecognized}.encode(outputBuffer());
   }
 
   user_ = worker_.config().findUser(user_name_);
@@ -208,6 +212,7 @@ void ClientSession::authenticated() {
     return;
   }
   state_ = State::kLoggingIn;
+  transaction_pooling_ = worker_.config().general.pool_mode == conf::PoolMode::kTransaction;
   // Until routing lands, a logical database is served by its first shard's primary.
   pool_ = &worker_.pool(*database_, *user_, 0);
   waiting_for_server_ = true;
@@ -218,29 +223,55 @@ void ClientSession::onServerAcquired(backends::ServerConnection* server) {
   waiting_for_server_ = false;
   server_ = server;
   server_->attach(this);
-  if (state_ != State::kLoggingIn) return;
-  std::string sync_sql = settingsSyncSql(settings_, server_->parameters());
-  if (sync_sql.empty()) {
-    finishLogin();
-    return;
+  if (state_ == State::kLoggingIn) {
+    syncServer([this] { finishLogin(); });
+  } else {
+    syncServer([this] { processPending(); });
   }
-  server_->runInternal(sync_sql, [this](Status status) {
-    if (!status.ok()) {
-      fatal(status.error());
-      return;
-    }
-    finishLogin();
-  });
 }
 
 void ClientSession::onServerUnavailable(const Error& error) {
   waiting_for_server_ = false;
   Error e = error;
   if (e.detail.empty()) e.detail = "shardgate could not get a connection to the shard";
+  if (state_ == State::kReady && e.severity != "FATAL") {
+    // Transaction pooling: the client stays; its statement fails as if the server had failed it.
+    // Whatever it had sent is dropped, the way Postgres skips a failed pipeline.
+    e.severity = "ERROR";
+    wire::writeError(outputBuffer(), e);
+    wire::writeReadyForQuery(outputBuffer(), 'I');
+    scheduleFlush();
+    discardPendingInput();
+    return;
+  }
   fatal(e);
 }
 
+void ClientSession::syncServer(std::function<void()> then) {
+  std::string sql = settings_.syncSql(*server_);
+  for (const std::string& name : server_->statements().takeEvictions()) {
+    if (!sql.empty()) sql += "; ";
+    sql += "DEALLOCATE " + name;
+  }
+  if (sql.empty()) {
+    then();
+    return;
+  }
+  syncing_server_ = true;
+  server_->runInternal(sql, [this, then = std::move(then)](Status status) {
+    syncing_server_ = false;
+    if (!status.ok()) {
+      fatal(status.error());
+      return;
+    }
+    settings_.markSynced(*server_);
+    then();
+  });
+}
+
 void ClientSession::finishLogin() {
+  // What the client sees is what the server now has: its startup settings applied.
+  settings_.setReported(server_->parameters());
   for (const auto& [name, value] : server_->parameters()) {
     wire::writeParameterStatus(outputBuffer(), name, value);
   }
@@ -254,48 +285,89 @@ void ClientSession::finishLogin() {
   state_ = State::kReady;
   spdlog::debug("event=client_login session={} user={} database={}", id_, user_name_,
                 database_name_);
+  maybeReleaseServer();
   processPending();
 }
 
 // ---- queries ---------------------------------------------------------------------------------
 
-size_t ClientSession::forwardClientMessages(std::string_view data) {
-  const uint32_t max_size = worker_.config().general.max_message_size;
-  size_t used = 0;
-  size_t run_start = 0;
-  auto passRun = [&]() {
-    if (used > run_start && server_) server_->forward(data.substr(run_start, used - run_start));
-    run_start = used;
-  };
-  while (used < data.size()) {
-    wire::FrameResult framed = wire::frameTyped(data.substr(used), max_size);
-    if (framed.status == wire::FrameStatus::kNeedMore) break;
-    if (framed.status == wire::FrameStatus::kInvalid) {
-      passRun();
-      fatal(framed.error);
-      return data.size();
-    }
-    char type = framed.frame.type;
-    if (!wire::isFrontendMessageType(type)) {
-      passRun();
-      fatal(Error::fatal(sqlstate::kProtocolViolation,
-                         "invalid frontend message type " + std::to_string(static_cast<int>(
-                                                                static_cast<unsigned char>(type)))));
-      return data.size();
-    }
-    if (type == wire::fe::kTerminate) {
-      passRun();
-      releaseServer(/*client_left=*/true);
+size_t ClientSession::handleClientMessages(std::string_view data) {
+  if (server_ == nullptr) {
+    // Leaving needs no server.
+    if (data[0] == wire::fe::kTerminate) {
       state_ = State::kClosed;
       close();
       return data.size();
     }
-    if (type == wire::fe::kQuery || type == wire::fe::kSync || type == wire::fe::kFunctionCall) {
-      ++outstanding_;
+    if (!waiting_for_server_) {
+      waiting_for_server_ = true;
+      pool_->acquire(this, backends::monotonicMs());  // may complete before it returns
     }
-    used += framed.frame.size;
   }
-  passRun();
+  if (server_ == nullptr || syncing_server_) return 0;  // kept until the server is ready
+
+  const uint32_t max_size = worker_.config().general.max_message_size;
+  size_t used = 0;
+  size_t run_start = 0;
+  auto passRun = [&](size_t end) {
+    if (end > run_start) server_->forward(data.substr(run_start, end - run_start));
+    run_start = end;
+  };
+  while (used < data.size() && server_ != nullptr) {
+    wire::FrameResult framed = wire::frameTyped(data.substr(used), max_size);
+    if (framed.status == wire::FrameStatus::kNeedMore) break;
+    if (framed.status == wire::FrameStatus::kInvalid) {
+      passRun(used);
+      fatal(framed.error);
+      return data.size();
+    }
+    const char type = framed.frame.type;
+    const size_t start = used;
+    used += framed.frame.size;
+    switch (type) {
+      case wire::fe::kQuery:
+        noteSessionFeatures(framed.frame.payload);
+        ++outstanding_;
+        server_->expect(backends::Reply::kReadyForQuery);
+        break;
+      case wire::fe::kSync:
+      case wire::fe::kFunctionCall:
+        ++outstanding_;
+        server_->expect(backends::Reply::kReadyForQuery);
+        break;
+      case wire::fe::kExecute:
+        server_->expect(backends::Reply::kExecution);
+        break;
+      case wire::fe::kFlush:
+      case wire::fe::kCopyData:
+      case wire::fe::kCopyDone:
+      case wire::fe::kCopyFail:
+        break;
+      case wire::fe::kParse:
+      case wire::fe::kBind:
+      case wire::fe::kDescribe:
+      case wire::fe::kClose:
+        passRun(start);
+        if (!forwardStatementMessage(type, data.substr(start, used - start), framed.frame.payload)) {
+          return data.size();
+        }
+        run_start = used;
+        break;
+      case wire::fe::kTerminate:
+        passRun(start);
+        releaseServer(/*client_left=*/true);
+        state_ = State::kClosed;
+        close();
+        return data.size();
+      default:
+        passRun(start);
+        fatal(Error::fatal(sqlstate::kProtocolViolation,
+                           "invalid frontend message type " +
+                               std::to_string(static_cast<int>(static_cast<unsigned char>(type)))));
+        return data.size();
+    }
+  }
+  passRun(used);
   if (server_ && server_->unsentBytes() > kServerBufferLimit) {
     paused_for_server_ = true;
     stopReading();
@@ -303,21 +375,168 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
   return used;
 }
 
+// Parse, Bind, Describe and Close name prepared statements. Under transaction pooling the
+// client's names are replaced by the shared server-side name, and the statement is prepared on
+// whichever connection runs it; under session pooling they pass unchanged.
+bool ClientSession::forwardStatementMessage(char type, std::string_view message,
+                                            std::string_view payload) {
+  using backends::ExpectedReply;
+  using backends::Reply;
+  using backends::ReplyAction;
+  auto pass = [&](Reply reply) {
+    server_->forward(message);
+    server_->expect(reply);
+    return true;
+  };
+  auto malformed = [&](const Error& error) {
+    fatal(error);
+    return false;
+  };
+
+  switch (type) {
+    case wire::fe::kParse: {
+      if (!transactionPooling()) {
+        noteSessionFeatures(payload);
+        return pass(Reply::kParseComplete);
+      }
+      auto parse = wire::Parse::decode(payload);
+      if (!parse.ok()) return malformed(parse.error());
+      noteSessionFeatures(parse->query);
+      if (parse->name.empty()) return pass(Reply::kParseComplete);
+      auto statement = worker_.statements().intern(parse->query, parse->param_types);
+      auto existing = statements_.find(parse->name);
+      if (existing != statements_.end()) {
+        // Postgres refuses a second statement of the same name; let the server say so, by
+        // preparing the existing one again under its server name.
+        server_->ensurePrepared(existing->second);
+        server_->forward(existing->second->parseMessage());
+        server_->expect(Reply::kParseComplete);
+        return true;
+      }
+      statements_.emplace(parse->name, statement);
+      if (server_->statements().has(statement->id())) {
+        server_->statements().touch(statement->id());
+        std::string reply;
+        wire::ParseComplete{}.encode(reply);
+        server_->expect(ExpectedReply{Reply::kParseComplete, ReplyAction::kSynthesize, nullptr, {},
+                                      std::move(reply)});
+        return true;
+      }
+      server_->forward(statement->parseMessage());
+      server_->statements().add(statement);
+      server_->expect(
+          ExpectedReply{Reply::kParseComplete, ReplyAction::kForward, statement, parse->name, {}});
+      return true;
+    }
+    case wire::fe::kBind: {
+      if (!transactionPooling()) return pass(Reply::kBindComplete);
+      // Bind: portal name, statement name, then parameters we pass on untouched.
+      wire::PayloadReader reader(payload);
+      std::string_view portal, name;
+      if (!reader.readCString(portal) || !reader.readCString(name)) {
+        return malformed(Error::fatal(sqlstate::kProtocolViolation, "invalid Bind message"));
+      }
+      auto it = name.empty() ? statements_.end() : statements_.find(std::string(name));
+      if (it == statements_.end()) return pass(Reply::kBindComplete);  // the server will judge
+      server_->ensurePrepared(it->second);
+      std::string rewritten;
+      {
+        wire::MessageWriter writer(rewritten, wire::fe::kBind);
+        writer.cstring(portal).cstring(it->second->serverName()).bytes(
+            payload.substr(payload.size() - reader.remaining()));
+        writer.finish();
+      }
+      server_->forward(rewritten);
+      server_->expect(Reply::kBindComplete);
+      return true;
+    }
+    case wire::fe::kDescribe:
+    case wire::fe::kClose: {
+      Reply reply = type == wire::fe::kDescribe ? Reply::kDescription : Reply::kCloseComplete;
+      if (!transactionPooling()) return pass(reply);
+      auto target = wire::Describe::decode(payload);  // Close has the same layout
+      if (!target.ok()) return malformed(target.error());
+      if (target->kind != 'S' || target->name.empty()) return pass(reply);
+      auto it = statements_.find(target->name);
+      if (it == statements_.end()) return pass(reply);  // the server gives the error (or no-op)
+      if (type == wire::fe::kClose) {
+        // The server keeps it for other clients; this client just forgets it.
+        statements_.erase(it);
+        std::string complete;
+        wire::CloseComplete{}.encode(complete);
+        server_->expect(ExpectedReply{Reply::kCloseComplete, ReplyAction::kSynthesize, nullptr, {},
+                                      std::move(complete)});
+        return true;
+      }
+      server_->ensurePrepared(it->second);
+      std::string rewritten;
+      wire::Describe{'S', it->second->serverName()}.encode(rewritten);
+      server_->forward(rewritten);
+      server_->expect(reply);
+      return true;
+    }
+    default:
+      return pass(Reply::kReadyForQuery);
+  }
+}
+
+// Statements that tie a session to one server connection for good under transaction pooling.
+void ClientSession::noteSessionFeatures(std::string_view sql) {
+  if (!transaction_pooling_ || pinned_) return;
+  auto reason = sessionFeatureIn(sql);
+  if (reason.empty()) return;
+  pinned_ = true;
+  spdlog::info("event=client_pinned session={} user={} database={} reason=\"{}\"", id_, user_name_,
+               database_name_, reason);
+}
+
 void ClientSession::onServerBytes(std::string_view bytes) { send(bytes); }
+
+void ClientSession::onServerCommandComplete(std::string_view tag) {
+  if (tag == "DISCARD ALL") {
+    statements_.clear();
+    settings_.resetAll();
+  } else if (tag == "DEALLOCATE ALL") {
+    statements_.clear();
+  } else if (tag == "RESET") {
+    // RESET ALL or RESET name: the reported settings come back through ParameterStatus; the
+    // others are re-applied from the session's record at the next sync.
+  }
+}
+
+void ClientSession::onStatementFailed(const std::string& client_name) {
+  statements_.erase(client_name);
+}
 
 void ClientSession::onServerReadyForQuery(char transaction_status) {
   if (outstanding_ > 0) --outstanding_;
   transaction_status_ = transaction_status;
-  // Session pooling: the server stays with the client until it leaves.
   if (paused_for_server_ && server_ && server_->unsentBytes() <= kServerBufferLimit) {
     paused_for_server_ = false;
     startReading();
   }
+  maybeReleaseServer();
+}
+
+void ClientSession::maybeReleaseServer() {
+  if (!transactionPooling() || server_ == nullptr || state_ != State::kReady) return;
+  if (outstanding_ != 0 || transaction_status_ != 'I' || server_->owesReplies() ||
+      syncing_server_ || pendingInputBytes() != 0) {
+    return;
+  }
+  // What the server reported while we held it is now the client's view of its settings.
+  for (const auto& [name, value] : server_->parameters()) settings_.noteReported(name, value);
+  backends::ServerConnection* server = server_;
+  server_ = nullptr;
+  pool_->release(server, backends::Pool::Release::kClean, backends::monotonicMs());
 }
 
 void ClientSession::onServerLost(const Error& error) {
   server_ = nullptr;
   if (state_ == State::kClosed) return;
+  if (transactionPooling() && outstanding_ == 0 && transaction_status_ == 'I') {
+    return;  // nothing of the client's was on it; the next statement gets another connection
+  }
   fatal(error);
 }
 
@@ -347,17 +566,21 @@ void ClientSession::releaseServer(bool client_left) {
   backends::ServerConnection* server = server_;
   server_ = nullptr;
   uint64_t now = backends::monotonicMs();
-  bool clean = state_ == State::kReady && outstanding_ == 0 &&
+  bool clean = state_ == State::kReady && outstanding_ == 0 && !syncing_server_ &&
                server->state() == backends::ServerConnection::State::kHeld &&
-               server->transactionStatus() == 'I' && server->unsentBytes() == 0;
+               server->transactionStatus() == 'I' && !server->owesReplies() &&
+               server->unsentBytes() == 0;
   if (!clean && client_left && outstanding_ > 0 &&
       server->state() == backends::ServerConnection::State::kHeld) {
     // Stop the work the departed client started; the connection is closed, never reused dirty.
     backends::sendCancelRequest(worker_.context(), server->endpoint(), server->backendPid(),
                                 server->backendSecret());
   }
-  pool_->release(server, clean ? backends::Pool::Release::kReset : backends::Pool::Release::kClose,
-                 now);
+  // A session that kept the connection to itself may have left anything on it: reset it.
+  auto how = !clean ? backends::Pool::Release::kClose
+             : (transaction_pooling_ && !pinned_) ? backends::Pool::Release::kClean
+                                                  : backends::Pool::Release::kReset;
+  pool_->release(server, how, now);
 }
 
 void ClientSession::cancelRunningQuery() {

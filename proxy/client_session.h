@@ -5,12 +5,15 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "backends/pool.h"
+#include "backends/prepared_statements.h"
 #include "backends/server_connection.h"
 #include "common/tcp_connection.h"
 #include "conf/config.h"
 #include "proxy/client_auth.h"
+#include "proxy/session_settings.h"
 #include "proxy/startup_parameters.h"
 #include "proxy/wire/frontend_messages.h"
 
@@ -20,12 +23,14 @@ class Worker;
 
 // States and the transitions each allows:
 //   kStartup        → kStartup (SSLRequest/GSSENCRequest answered 'N'), kAuthenticating,
-//                     kLoggingIn (trust), closed (CancelRequest, bad packet)
+//                     closed (CancelRequest, bad packet)
 //   kAuthenticating → kLoggingIn (credentials accepted), closed (wrong password, bad message)
 //   kLoggingIn      → kReady (a server was acquired and brought in line with the client's
-//                     settings), closed (no server)
+//                     settings, and its parameters reported), closed (no server)
 //   kReady          → closed (Terminate, disconnect, server lost, protocol violation)
-// In kReady every client message is passed to the server, and every server reply to the client.
+// In kReady the session holds a server connection while a transaction runs (transaction
+// pooling) or for its whole life (session pooling, or pinned by a session-level feature), passes
+// client messages to it and its replies back.
 class ClientSession final : public TcpConnection,
                             public backends::ServerSink,
                             public backends::PoolWaiter {
@@ -45,7 +50,7 @@ class ClientSession final : public TcpConnection,
   void cancelRunningQuery();
   // Called periodically by the worker: the login timeout.
   void sweep(uint64_t now_ms);
-  // Shutdown: true when the session holds no open transaction or running query.
+  // True when the session holds no open transaction or running query.
   bool idle() const;
   void terminate(const Error& error);
 
@@ -60,6 +65,8 @@ class ClientSession final : public TcpConnection,
   void onServerReadyForQuery(char transaction_status) override;
   void onServerLost(const Error& error) override;
   bool sinkCongested() const override;
+  void onStatementFailed(const std::string& client_name) override;
+  void onServerCommandComplete(std::string_view tag) override;
 
   // PoolWaiter
   void onServerAcquired(backends::ServerConnection* server) override;
@@ -71,28 +78,44 @@ class ClientSession final : public TcpConnection,
   size_t handleAuthPhase(std::string_view data);
   void authenticated();
   void finishLogin();
-  size_t forwardClientMessages(std::string_view data);
+
+  // kReady: frame client messages; get a server first if none is held.
+  size_t handleClientMessages(std::string_view data);
+  // Passes one client message to the held server, renaming prepared statements under
+  // transaction pooling. Returns false if the session ended.
+  bool forwardMessage(char type, std::string_view message, std::string_view payload);
+  bool forwardStatementMessage(char type, std::string_view message, std::string_view payload);
+  // Makes the held server match this session's settings, then carries on with `then`.
+  void syncServer(std::function<void()> then);
+  void maybeReleaseServer();
+  void noteSessionFeatures(std::string_view sql);
   void fatal(const Error& error);
   void releaseServer(bool client_left);
+  bool transactionPooling() const { return transaction_pooling_ && !pinned_; }
 
   Worker& worker_;
   uint64_t id_;
   State state_ = State::kStartup;
   uint64_t connected_at_ms_;
   bool counted_ = false;
+  bool transaction_pooling_ = false;
+  bool pinned_ = false;  // a session-level feature holds the server for good
 
   std::string user_name_;
   std::string database_name_;
   const conf::User* user_ = nullptr;
   const conf::Database* database_ = nullptr;
-  SettingList settings_;  // startup parameters to apply on the server (client_encoding, ...)
+  SessionSettings settings_;
   std::unique_ptr<ClientAuthenticator> auth_;
   int32_t cancel_pid_ = 0;
   int32_t cancel_secret_ = 0;
+  // Named prepared statements, by the client's names.
+  std::unordered_map<std::string, std::shared_ptr<backends::PreparedStatement>> statements_;
 
   backends::Pool* pool_ = nullptr;
   backends::ServerConnection* server_ = nullptr;
   bool waiting_for_server_ = false;
+  bool syncing_server_ = false;
   // Queries and Syncs sent whose ReadyForQuery has not come back yet.
   uint32_t outstanding_ = 0;
   char transaction_status_ = 'I';

@@ -1,8 +1,6 @@
 // Parsing of the startup `options` parameter and building of the settings-sync statement.
 #include "proxy/startup_parameters.h"
 
-#include <strings.h>
-
 #include <cctype>
 
 namespace shardgate::proxy {
@@ -87,23 +85,6 @@ std::string quoteLiteral(std::string_view value) {
   }
   out += '\'';
   return out;
-}
-
-std::string settingsSyncSql(const SettingList& wanted, const backends::ServerParameters& server) {
-  std::string sql;
-  for (const auto& [name, value] : wanted) {
-    bool in_line = false;
-    for (const auto& [server_name, server_value] : server) {
-      if (strcasecmp(server_name.c_str(), name.c_str()) == 0) {
-        in_line = server_value == value;
-        break;
-      }
-    }
-    if (in_line) continue;
-    if (!sql.empty()) sql += "; ";
-    sql += "SET " + name + " TO " + quoteLiteral(value);
-  }
-  return sql;
 }
 
 }  // namespace shardgate::proxy

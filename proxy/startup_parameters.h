@@ -23,8 +23,4 @@ bool isValidSettingName(std::string_view name);
 // Quotes a value as a string literal valid whatever standard_conforming_strings is.
 std::string quoteLiteral(std::string_view value);
 
-// "SET a TO '1'; SET b TO '2'" for every wanted setting the server does not already have;
-// empty when the server is in line. Names compare case-insensitively, as GUC names do.
-std::string settingsSyncSql(const SettingList& wanted, const backends::ServerParameters& server);
-
 }  // namespace shardgate::proxy

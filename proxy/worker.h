@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backends/pool.h"
+#include "backends/prepared_statements.h"
 #include "common/result.h"
 #include "common/tcp_connection.h"
 #include "conf/config.h"
@@ -53,6 +54,7 @@ class Worker {
   void removeSession(ClientSession* session);
   uint64_t nextSessionId() { return next_session_id_++; }
   bool shuttingDown() const { return shutting_down_; }
+  backends::StatementRegistry& statements() { return statements_; }
 
  private:
   static void onConnection(uv_stream_t* listener, int status);
@@ -81,6 +83,7 @@ class Worker {
   std::unordered_map<uint64_t, ClientSession*> sessions_;
   std::map<std::string, std::unique_ptr<backends::Pool>> pools_;
   std::map<std::string, std::shared_ptr<const wire::ScramSecret>> scram_secrets_;
+  backends::StatementRegistry statements_;
 
   bool shutting_down_ = false;
   uint64_t shutdown_deadline_ms_ = 0;

@@ -1,0 +1,81 @@
+// StatementRegistry and ServerStatementCache: the bookkeeping behind shared prepared statements.
+#include "backends/prepared_statements.h"
+
+#include "proxy/wire/frontend_messages.h"
+
+namespace shardgate::backends {
+
+PreparedStatement::PreparedStatement(uint64_t id, std::string query,
+                                     std::vector<int32_t> param_types)
+    : id_(id),
+      server_name_("sg_" + std::to_string(id)),
+      query_(std::move(query)),
+      param_types_(std::move(param_types)) {
+  wire::Parse{server_name_, query_, param_types_}.encode(parse_message_);
+}
+
+std::shared_ptr<PreparedStatement> StatementRegistry::intern(
+    const std::string& query, const std::vector<int32_t>& param_types) {
+  std::string key;
+  key.reserve(query.size() + 1 + param_types.size() * 4);
+  key.append(query);
+  key.push_back('\0');
+  key.append(reinterpret_cast<const char*>(param_types.data()), param_types.size() * 4);
+  auto it = by_key_.find(key);
+  if (it != by_key_.end()) return it->second;
+  auto statement = std::make_shared<PreparedStatement>(next_id_++, query, param_types);
+  by_key_.emplace(std::move(key), statement);
+  if (by_key_.size() % 1024 == 0) collect();
+  return statement;
+}
+
+void StatementRegistry::collect() {
+  for (auto it = by_key_.begin(); it != by_key_.end();) {
+    // Only the registry holds it: no client has it prepared.
+    if (it->second.use_count() == 1) {
+      it = by_key_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void ServerStatementCache::touch(uint64_t id) {
+  auto it = index_.find(id);
+  if (it == index_.end()) return;
+  order_.splice(order_.end(), order_, it->second);
+}
+
+void ServerStatementCache::add(const std::shared_ptr<PreparedStatement>& statement) {
+  if (has(statement->id())) {
+    touch(statement->id());
+    return;
+  }
+  order_.push_back(statement);
+  index_.emplace(statement->id(), std::prev(order_.end()));
+}
+
+void ServerStatementCache::remove(uint64_t id) {
+  auto it = index_.find(id);
+  if (it == index_.end()) return;
+  order_.erase(it->second);
+  index_.erase(it);
+}
+
+std::vector<std::string> ServerStatementCache::takeEvictions() {
+  std::vector<std::string> names;
+  while (index_.size() > capacity_) {
+    auto victim = order_.front();
+    order_.pop_front();
+    index_.erase(victim->id());
+    names.push_back(victim->serverName());
+  }
+  return names;
+}
+
+void ServerStatementCache::clear() {
+  order_.clear();
+  index_.clear();
+}
+
+}  // namespace shardgate::backends

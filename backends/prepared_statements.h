@@ -1,0 +1,69 @@
+// Prepared statements under transaction pooling: one server-side name per distinct statement.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace shardgate::backends {
+
+// A distinct (query text, parameter types) pair. Clients that prepare the same text share one
+// server-side statement named "sg_<id>", whatever names they chose themselves.
+class PreparedStatement {
+ public:
+  PreparedStatement(uint64_t id, std::string query, std::vector<int32_t> param_types);
+  uint64_t id() const { return id_; }
+  const std::string& serverName() const { return server_name_; }
+  const std::string& query() const { return query_; }
+  const std::vector<int32_t>& paramTypes() const { return param_types_; }
+  // The Parse message that prepares it on a server, encoded once.
+  const std::string& parseMessage() const { return parse_message_; }
+
+ private:
+  uint64_t id_;
+  std::string server_name_;
+  std::string query_;
+  std::vector<int32_t> param_types_;
+  std::string parse_message_;
+};
+
+// Per worker: the statements any client has prepared, keyed by text and parameter types.
+class StatementRegistry {
+ public:
+  std::shared_ptr<PreparedStatement> intern(const std::string& query,
+                                            const std::vector<int32_t>& param_types);
+  // Forgets statements no client holds any more (servers may still have them prepared; they are
+  // found again by text if a client prepares the same statement later).
+  void collect();
+  size_t size() const { return by_key_.size(); }
+
+ private:
+  uint64_t next_id_ = 1;
+  std::unordered_map<std::string, std::shared_ptr<PreparedStatement>> by_key_;
+};
+
+// Per server connection: which statements it has prepared, least recently used first.
+class ServerStatementCache {
+ public:
+  explicit ServerStatementCache(size_t capacity = 1000) : capacity_(capacity) {}
+  bool has(uint64_t id) const { return index_.count(id) > 0; }
+  void touch(uint64_t id);
+  // Records a statement as prepared (from the moment its Parse is sent).
+  void add(const std::shared_ptr<PreparedStatement>& statement);
+  void remove(uint64_t id);
+  // Server names of the least recently used statements beyond capacity, forgotten here; the
+  // caller deallocates them on the server at a quiet moment.
+  std::vector<std::string> takeEvictions();
+  void clear();
+  size_t size() const { return index_.size(); }
+
+ private:
+  size_t capacity_;
+  std::list<std::shared_ptr<PreparedStatement>> order_;  // front = least recently used
+  std::unordered_map<uint64_t, std::list<std::shared_ptr<PreparedStatement>>::iterator> index_;
+};
+
+}  // namespace shardgate::backends

@@ -1,0 +1,48 @@
+// The replies a server connection still owes for the requests sent to it, in order.
+//
+// Every request that produces a reply (Query, Parse, Bind, Describe, Execute, Close, Sync,
+// FunctionCall) gets an entry. Entries say what to do with the reply: pass it to the client,
+// swallow it (a request shardgate injected, such as a re-Parse on a connection that lacks a
+// prepared statement), or stand in for a reply the server will never send (a Parse shardgate
+// skipped because the connection already has the statement). This is what lets transaction
+// pooling keep prepared statements working, pipelined, and follow Postgres's rule that after an
+// error everything up to the next Sync is skipped.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+
+namespace shardgate::backends {
+
+class PreparedStatement;
+
+enum class Reply : uint8_t {
+  kParseComplete,   // Parse
+  kBindComplete,    // Bind
+  kCloseComplete,   // Close
+  kDescription,     // Describe: [ParameterDescription] then RowDescription or NoData
+  kExecution,       // Execute: rows, then CommandComplete / EmptyQuery / PortalSuspended
+  kReadyForQuery,   // Sync, Query, FunctionCall: everything up to ReadyForQuery
+};
+
+enum class ReplyAction : uint8_t {
+  kForward,     // the client asked for it
+  kSwallow,     // shardgate asked for it; errors are still passed on
+  kSynthesize,  // no server reply will come; send `synthetic` to the client in its place
+};
+
+struct ExpectedReply {
+  Reply reply;
+  ReplyAction action = ReplyAction::kForward;
+  // For Parse entries: the statement that becomes prepared on the connection when this Parse
+  // completes (or, if it fails, that the client loses).
+  std::shared_ptr<PreparedStatement> statement;
+  std::string client_statement_name;
+  std::string synthetic;  // the encoded message for kSynthesize
+};
+
+using ReplyQueue = std::deque<ExpectedReply>;
+
+}  // namespace shardgate::backends

@@ -1,0 +1,49 @@
+// The settings a client's session has (client_encoding, TimeZone, search_path, ...), so that
+// whichever server connection runs its next transaction can be brought in line first.
+#pragma once
+
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "backends/server_connection.h"
+#include "proxy/startup_parameters.h"
+
+namespace shardgate::proxy {
+
+// Postgres 15 reports these (GUC_REPORT) in ParameterStatus whenever they change, rollbacks
+// included, so the server tells us their value; every other setting is tracked from the SET and
+// RESET statements the client runs.
+bool isReportedSetting(std::string_view name);
+// Reported settings a client may change and that shardgate re-applies on another connection.
+bool isSyncedReportedSetting(std::string_view name);
+
+class SessionSettings {
+ public:
+  // The startup packet's settings (including those from `options`).
+  void setStartup(const SettingList& startup);
+  const SettingList& startup() const { return startup_; }
+
+  // Reported settings, as the client last saw them.
+  void noteReported(std::string_view name, std::string_view value);
+  const backends::ServerParameters& reported() const { return reported_; }
+  void setReported(const backends::ServerParameters& values) { reported_ = values; }
+
+  // Unreported settings the session has changed (name lower-case).
+  void set(std::string_view name, std::string_view value);
+  void reset(std::string_view name);
+  void resetAll();  // RESET ALL / DISCARD ALL: back to the startup values
+  const std::map<std::string, std::string, std::less<>>& unreported() const { return unreported_; }
+
+  // The statement that brings `server` in line with this session ("" if it already is).
+  std::string syncSql(const backends::ServerConnection& server) const;
+  // After that statement succeeded: the server now has exactly this session's unreported settings.
+  void markSynced(backends::ServerConnection& server) const;
+
+ private:
+  SettingList startup_;
+  backends::ServerParameters reported_;
+  std::map<std::string, std::string, std::less<>> unreported_;
+};
+
+}  // namespace shardgate::proxy
