@@ -10,7 +10,8 @@ namespace {
 
 class CancelConnection final : public TcpConnection {
  public:
-  CancelConnection(LoopContext& context, std::string label) : TcpConnection(context), label_(std::move(label)) {
+  CancelConnection(LoopContext& context, std::string label)
+      : TcpConnection(context), label_(std::move(label)) {
     connect_req_.data = this;
   }
 
@@ -20,7 +21,8 @@ class CancelConnection final : public TcpConnection {
       auto* self = static_cast<CancelConnection*>(req->data);
       if (status == UV_ECANCELED) return;
       if (status < 0) {
-        spdlog::warn("event=cancel_failed server={} error=\"{}\"", self->label_, uv_strerror(status));
+        spdlog::warn("event=cancel_failed server={} error=\"{}\"", self->label_,
+                     uv_strerror(status));
         self->close();
         return;
       }

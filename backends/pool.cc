@@ -7,7 +7,9 @@
 
 namespace shardgate::backends {
 
-uint64_t monotonicMs() { return uv_hrtime() / 1000000; }
+uint64_t monotonicMs() {
+  return uv_hrtime() / 1000000;
+}
 
 Pool::Pool(LoopContext& context, ServerEndpoint endpoint, PoolSettings settings)
     : context_(context), endpoint_(std::move(endpoint)), settings_(settings) {}
@@ -146,13 +148,13 @@ void Pool::sweep(uint64_t now_ms) {
          now_ms - waiters_.front()->wait_started_ms_ >= settings_.query_wait_timeout_ms) {
     PoolWaiter* waiter = waiters_.front();
     waiters_.pop_front();
-    waiter->onServerUnavailable(Error::make(
-        sqlstate::kTooManyConnections,
-        "no server connection became available within query_wait_timeout (" +
-            std::to_string(settings_.query_wait_timeout_ms) + " ms)",
-        "pool " + endpoint_.label + " has " + std::to_string(all_.size()) + " of " +
-            std::to_string(settings_.max_size) + " connections in use",
-        "raise pool_size, or make transactions shorter"));
+    waiter->onServerUnavailable(
+        Error::make(sqlstate::kTooManyConnections,
+                    "no server connection became available within query_wait_timeout (" +
+                        std::to_string(settings_.query_wait_timeout_ms) + " ms)",
+                    "pool " + endpoint_.label + " has " + std::to_string(all_.size()) + " of " +
+                        std::to_string(settings_.max_size) + " connections in use",
+                    "raise pool_size, or make transactions shorter"));
   }
   // Connections that take too long to log in.
   std::vector<ServerConnection*> stale;
@@ -174,9 +176,9 @@ void Pool::sweep(uint64_t now_ms) {
       PoolWaiter* waiter = waiters_.front();
       waiters_.pop_front();
       waiter->onServerUnavailable(Error::make(
-          sqlstate::kConnectionFailure,
-          "timed out connecting to server " + endpoint_.label + " after " +
-              std::to_string(settings_.connect_timeout_ms) + " ms"));
+          sqlstate::kConnectionFailure, "timed out connecting to server " + endpoint_.label +
+                                            " after " +
+                                            std::to_string(settings_.connect_timeout_ms) + " ms"));
     }
   }
   // Idle connections past their idle timeout or lifetime (keep min_idle).

@@ -1,4 +1,5 @@
-// A pool of connections to one Postgres server for one (database, user, shard, role), on one worker.
+// A pool of connections to one Postgres server for one (database, user, shard, role), on one
+// worker.
 #pragma once
 
 #include <cstdint>
@@ -88,7 +89,8 @@ class Pool {
   PoolSettings settings_;
   uint64_t next_id_ = 1;
   std::unordered_set<ServerConnection*> all_;
-  std::vector<ServerConnection*> idle_;  // most recently used last (LIFO keeps few connections warm)
+  std::vector<ServerConnection*>
+      idle_;  // most recently used last (LIFO keeps few connections warm)
   std::deque<PoolWaiter*> waiters_;
   uint32_t connecting_ = 0;
   bool closing_all_ = false;

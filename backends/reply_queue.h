@@ -19,12 +19,12 @@ namespace shardgate::backends {
 class PreparedStatement;
 
 enum class Reply : uint8_t {
-  kParseComplete,   // Parse
-  kBindComplete,    // Bind
-  kCloseComplete,   // Close
-  kDescription,     // Describe: [ParameterDescription] then RowDescription or NoData
-  kExecution,       // Execute: rows, then CommandComplete / EmptyQuery / PortalSuspended
-  kReadyForQuery,   // Sync, Query, FunctionCall: everything up to ReadyForQuery
+  kParseComplete,  // Parse
+  kBindComplete,   // Bind
+  kCloseComplete,  // Close
+  kDescription,    // Describe: [ParameterDescription] then RowDescription or NoData
+  kExecution,      // Execute: rows, then CommandComplete / EmptyQuery / PortalSuspended
+  kReadyForQuery,  // Sync, Query, FunctionCall: everything up to ReadyForQuery
 };
 
 enum class ReplyAction : uint8_t {

@@ -34,12 +34,18 @@ struct ServerConnection::ScramState {
 
 const char* toString(ServerConnection::State state) {
   switch (state) {
-    case ServerConnection::State::kConnecting: return "connecting";
-    case ServerConnection::State::kLoggingIn: return "login";
-    case ServerConnection::State::kIdle: return "idle";
-    case ServerConnection::State::kHeld: return "active";
-    case ServerConnection::State::kInternal: return "internal";
-    case ServerConnection::State::kClosed: return "closed";
+    case ServerConnection::State::kConnecting:
+      return "connecting";
+    case ServerConnection::State::kLoggingIn:
+      return "login";
+    case ServerConnection::State::kIdle:
+      return "idle";
+    case ServerConnection::State::kHeld:
+      return "active";
+    case ServerConnection::State::kInternal:
+      return "internal";
+    case ServerConnection::State::kClosed:
+      return "closed";
   }
   return "?";
 }
@@ -102,11 +108,10 @@ void ServerConnection::connectCallback(uv_connect_t* req, int status) {
   auto* self = static_cast<ServerConnection*>(req->data);
   if (status == UV_ECANCELED || self->closing()) return;
   if (status < 0) {
-    self->fail(Error::make(
-        sqlstate::kConnectionFailure,
-        "could not connect to server " + self->endpoint_.label + " at " + self->endpoint_.host +
-            ":" + std::to_string(self->endpoint_.port),
-        uv_strerror(status)));
+    self->fail(Error::make(sqlstate::kConnectionFailure,
+                           "could not connect to server " + self->endpoint_.label + " at " +
+                               self->endpoint_.host + ":" + std::to_string(self->endpoint_.port),
+                           uv_strerror(status)));
     return;
   }
   uv_tcp_nodelay(self->handle(), 1);
@@ -210,9 +215,10 @@ Status ServerConnection::handleAuthentication(std::string_view payload) {
   if (!request.ok()) return request.error();
   auto passwordNeeded = [&]() -> Status {
     if (endpoint_.password.empty()) {
-      return Error::fatal(sqlstate::kInvalidPassword,
-                          "server " + endpoint_.label + " asks for a password but none is configured",
-                          "set password for this server in the shardgate config");
+      return Error::fatal(
+          sqlstate::kInvalidPassword,
+          "server " + endpoint_.label + " asks for a password but none is configured",
+          "set password for this server in the shardgate config");
     }
     return {};
   };
@@ -239,8 +245,9 @@ Status ServerConnection::handleAuthentication(std::string_view payload) {
           bool offered = false;
           for (const auto& m : msg.mechanisms) offered |= (m == wire::ScramServer::kMechanism);
           if (!offered) {
-            return Error::fatal(sqlstate::kFeatureNotSupported,
-                                "server " + endpoint_.label + " offers no SASL mechanism shardgate supports");
+            return Error::fatal(
+                sqlstate::kFeatureNotSupported,
+                "server " + endpoint_.label + " offers no SASL mechanism shardgate supports");
           }
           scram_ = std::make_unique<ScramState>(endpoint_.password);
           wire::SaslInitialResponse initial;
@@ -359,7 +366,8 @@ void ServerConnection::ensurePrepared(const std::shared_ptr<PreparedStatement>& 
     return;
   }
   forward(statement->parseMessage());
-  replies_.push_back(ExpectedReply{Reply::kParseComplete, ReplyAction::kSwallow, statement, {}, {}});
+  replies_.push_back(
+      ExpectedReply{Reply::kParseComplete, ReplyAction::kSwallow, statement, {}, {}});
   // Counted as prepared from now on, so a pipeline that binds it twice parses it once; an error
   // takes it out again.
   statements_.add(statement);
@@ -473,8 +481,8 @@ size_t ServerConnection::consumeInternal(std::string_view data) {
       case wire::be::kErrorResponse:
         if (!internal_error_) {
           auto err = wire::ErrorResponse::decode(framed.frame.payload);
-          internal_error_ = err.ok() ? err->toError()
-                                     : Error::make(sqlstate::kInternalError, "unreadable error");
+          internal_error_ =
+              err.ok() ? err->toError() : Error::make(sqlstate::kInternalError, "unreadable error");
         }
         break;
       case wire::be::kReadyForQuery: {
@@ -486,7 +494,8 @@ size_t ServerConnection::consumeInternal(std::string_view data) {
         internal_error_.reset();
         if (done) done(std::move(result));
         if (closing()) return data.size();
-        if (state_ != State::kInternal && used < data.size()) return used + onData(data.substr(used));
+        if (state_ != State::kInternal && used < data.size())
+          return used + onData(data.substr(used));
         break;
       }
       default:
@@ -531,7 +540,8 @@ void ServerConnection::terminate() {
 }
 
 void ServerConnection::onDisconnect(int status) {
-  fail(lostError(endpoint_, status == UV_EOF ? "server closed the connection" : uv_strerror(status)));
+  fail(lostError(endpoint_,
+                 status == UV_EOF ? "server closed the connection" : uv_strerror(status)));
 }
 
 void ServerConnection::onClosed() {

@@ -53,16 +53,16 @@ using ServerParameters = std::map<std::string, std::string, std::less<>>;
 class ServerConnection final : public TcpConnection {
  public:
   enum class State {
-    kConnecting,      // TCP connect in progress
-    kLoggingIn,       // startup and authentication
-    kIdle,            // logged in, in the pool
-    kHeld,            // attached to a sink, passing replies through
-    kInternal,        // running an internal statement, replies swallowed
+    kConnecting,  // TCP connect in progress
+    kLoggingIn,   // startup and authentication
+    kIdle,        // logged in, in the pool
+    kHeld,        // attached to a sink, passing replies through
+    kInternal,    // running an internal statement, replies swallowed
     kClosed,
   };
 
-  ServerConnection(LoopContext& context, Pool* pool, const ServerEndpoint& endpoint,
-                   uint64_t id, uint64_t now_ms);
+  ServerConnection(LoopContext& context, Pool* pool, const ServerEndpoint& endpoint, uint64_t id,
+                   uint64_t now_ms);
 
   // Starts connecting; the pool hears the outcome through Pool::onServerLogin.
   void connect();

@@ -1,4 +1,5 @@
-// TcpConnection and LoopContext: buffered libuv I/O shared by client sessions and shard connections.
+// TcpConnection and LoopContext: buffered libuv I/O shared by client sessions and shard
+// connections.
 #include "common/tcp_connection.h"
 
 #include <algorithm>
@@ -15,9 +16,8 @@ constexpr size_t kCompactThreshold = 64 * 1024;
 LoopContext::LoopContext(uv_loop_t* loop) : loop_(loop), scratch_(kScratchSize) {
   uv_check_init(loop_, &check_);
   check_.data = this;
-  uv_check_start(&check_, [](uv_check_t* handle) {
-    static_cast<LoopContext*>(handle->data)->flushAll();
-  });
+  uv_check_start(&check_,
+                 [](uv_check_t* handle) { static_cast<LoopContext*>(handle->data)->flushAll(); });
   // The check handle alone must not keep the loop alive.
   uv_unref(reinterpret_cast<uv_handle_t*>(&check_));
 }
@@ -31,7 +31,9 @@ void LoopContext::close() {
   }
 }
 
-void LoopContext::scheduleFlush(TcpConnection* connection) { dirty_.push_back(connection); }
+void LoopContext::scheduleFlush(TcpConnection* connection) {
+  dirty_.push_back(connection);
+}
 
 void LoopContext::forget(TcpConnection* connection) {
   std::replace(dirty_.begin(), dirty_.end(), connection, static_cast<TcpConnection*>(nullptr));

@@ -95,10 +95,10 @@ class TcpConnection {
   LoopContext& context_;
   uv_tcp_t tcp_;
   uv_write_t write_req_;
-  std::string pending_;   // input not yet consumed
-  std::string out_;       // output not yet handed to the kernel
-  size_t out_offset_ = 0; // bytes of out_ already written
-  std::string inflight_;  // output handed to uv_write, waiting for its callback
+  std::string pending_;    // input not yet consumed
+  std::string out_;        // output not yet handed to the kernel
+  size_t out_offset_ = 0;  // bytes of out_ already written
+  std::string inflight_;   // output handed to uv_write, waiting for its callback
   bool reading_ = false;
   bool closing_ = false;
   bool close_after_flush_ = false;

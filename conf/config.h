@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "conf/sharding.h"
+
 namespace shardgate::conf {
 
 enum class PoolMode { kSession, kTransaction };
@@ -37,10 +39,89 @@ struct Shard {
   std::vector<ServerAddress> replicas;  // replicas inherit database/user/password from primary
 };
 
+// A table named in the config: "table" (unqualified: any schema) or "schema.table" (that schema
+// only). Names are compared as Postgres stores them: an unquoted identifier is lower case.
+struct TableName {
+  std::string schema;  // empty: unqualified
+  std::string name;
+
+  // Whether a table the query names matches this entry. `schema` is empty when the query does not
+  // qualify the name; such a name matches an unqualified entry, or one in "public" (the schema of
+  // the default search_path).
+  bool matches(std::string_view query_schema, std::string_view query_name) const {
+    if (query_name != name) return false;
+    if (schema.empty()) return true;
+    return query_schema.empty() ? schema == "public" : query_schema == schema;
+  }
+  // "schema.table" or "table", as written in the config.
+  std::string display() const { return schema.empty() ? name : schema + "." + name; }
+};
+
+// One [from, to) range of a range-sharded table; an absent bound is unbounded.
+struct RangeBound {
+  std::optional<KeyValue> from;  // inclusive
+  std::optional<KeyValue> to;    // exclusive
+  uint32_t shard = 0;
+};
+
+// The values of a list-sharded table that live on one shard.
+struct ListEntry {
+  std::vector<KeyValue> values;
+  uint32_t shard = 0;
+};
+
+// Where a directory-sharded table's key -> shard lookup table lives.
+struct DirectoryConfig {
+  TableName table;  // columns (key, shard); read from the primary of `shard`
+  uint32_t shard = 0;
+  DirectoryFallback fallback = DirectoryFallback::kError;
+};
+
+// A table whose rows are spread over the shards by one key column.
+struct ShardedTable {
+  std::string schema;  // empty: unqualified (see TableName::matches)
+  std::string name;
+  std::string column;  // the sharding key column
+  KeyType key_type = KeyType::kBigint;
+  Strategy strategy = Strategy::kHash;
+  std::vector<RangeBound> ranges;  // strategy range: ascending, not overlapping (gaps allowed)
+  std::vector<ListEntry> lists;    // strategy list: every value listed once
+  std::optional<uint32_t> default_shard;     // strategy list: the shard of unlisted values
+  std::optional<DirectoryConfig> directory;  // strategy directory
+
+  TableName tableName() const { return {schema, name}; }
+  bool matches(std::string_view query_schema, std::string_view query_name) const {
+    return tableName().matches(query_schema, query_name);
+  }
+  std::string display() const { return tableName().display(); }
+};
+
 struct Database {
   std::string name;                   // the logical database name clients ask for
   std::vector<Shard> shards;          // ordered: shard index i is shards[i]
   std::optional<uint32_t> pool_size;  // overrides general.default_pool_size
+  uint32_t default_shard = 0;         // where tables that are neither sharded nor reference live
+  ReadPreference read_preference = ReadPreference::kPrimary;
+  ReplicaPolicy replica_policy = ReplicaPolicy::kRoundRobin;
+  std::vector<TableName> reference_tables;  // a full copy on every shard
+  std::vector<ShardedTable> sharded_tables;
+
+  // The sharded table a query's (schema, table) names, or nullptr. A qualified entry wins over an
+  // unqualified one (the loader refuses configs where both could match).
+  const ShardedTable* findShardedTable(std::string_view schema, std::string_view table) const {
+    const ShardedTable* unqualified = nullptr;
+    for (const auto& t : sharded_tables) {
+      if (!t.matches(schema, table)) continue;
+      if (!t.schema.empty()) return &t;
+      unqualified = &t;
+    }
+    return unqualified;
+  }
+  bool isReferenceTable(std::string_view schema, std::string_view table) const {
+    for (const auto& t : reference_tables)
+      if (t.matches(schema, table)) return true;
+    return false;
+  }
 };
 
 struct User {
@@ -48,8 +129,9 @@ struct User {
   std::string password;  // as written in the config (see password_kind)
   PasswordKind password_kind = PasswordKind::kNone;
   AuthMethod auth_method = AuthMethod::kScramSha256;
-  bool admin = false;                 // may use the admin console (dbname=shardgate)
-  std::optional<uint32_t> pool_size;  // overrides the database's / general pool size
+  bool admin = false;                             // may use the admin console (dbname=shardgate)
+  std::optional<uint32_t> pool_size;              // overrides the database's / general pool size
+  std::optional<ReadPreference> read_preference;  // overrides the database's
 };
 
 struct General {
@@ -88,6 +170,10 @@ struct Config {
     for (const auto& d : databases)
       if (d.name == name) return &d;
     return nullptr;
+  }
+  // Read preference for (database, user): user's, else database's.
+  static ReadPreference readPreference(const Database& db, const User& user) {
+    return user.read_preference ? *user.read_preference : db.read_preference;
   }
   // Pool size for (database, user): user's, else database's, else general default.
   uint32_t poolSize(const Database& db, const User& user) const {

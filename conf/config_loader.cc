@@ -129,6 +129,10 @@ class TableReader {
   Error missing(std::string_view key, std::string_view why = "required key is missing") const {
     return configError(source_, where_, pathOf(key), why);
   }
+  // An error about `node` (e.g. an array element) whose key path is `path`.
+  Error failAtNode(const toml::node& node, std::string_view path, std::string_view what) const {
+    return configError(source_, at(node.source(), where_), path, what);
+  }
   Error typeError(std::string_view key, const toml::node& node, std::string_view expected) const {
     return failAt(key,
                   "expected " + std::string(expected) + ", got " + std::string(typeName(node)));
@@ -296,6 +300,9 @@ std::string firstDefined(Where w) {
   return "first defined at line " + std::to_string(w.line);
 }
 
+constexpr std::initializer_list<ReadPreference> kReadPreferences = {
+    ReadPreference::kPrimary, ReadPreference::kReplica, ReadPreference::kPreferReplica};
+
 class Loader {
  public:
   explicit Loader(std::string_view source) : source_(source) {}
@@ -370,7 +377,8 @@ class Loader {
   }
 
   static Status readUser(const TableReader& t, User& u, SeenNames& seen) {
-    CONF_TRY(t.onlyKeys({"name", "password", "auth_method", "admin", "pool_size"}));
+    CONF_TRY(
+        t.onlyKeys({"name", "password", "auth_method", "admin", "pool_size", "read_preference"}));
     if (!t.has("name")) return t.missing("name");
     CONF_TRY(t.readString("name", u.name));
     if (auto [it, inserted] = seen.emplace(u.name, t.whereOf("name")); !inserted) {
@@ -384,6 +392,11 @@ class Loader {
         authMethodName));
     CONF_TRY(t.readBool("admin", u.admin));
     CONF_TRY(t.readInt("pool_size", u.pool_size, 1, kU32Max));
+    if (t.has("read_preference")) {
+      ReadPreference preference = ReadPreference::kPrimary;
+      CONF_TRY(t.readEnum("read_preference", preference, kReadPreferences, readPreferenceName));
+      u.read_preference = preference;
+    }
     return checkPassword(t, u);
   }
 
@@ -421,7 +434,8 @@ class Loader {
   }
 
   static Status readDatabase(const TableReader& t, Database& db, SeenNames& seen) {
-    CONF_TRY(t.onlyKeys({"name", "pool_size", "shards"}));
+    CONF_TRY(t.onlyKeys({"name", "pool_size", "shards", "default_shard", "read_preference",
+                         "replica_policy", "reference_tables", "sharded_tables"}));
     if (!t.has("name")) return t.missing("name");
     CONF_TRY(t.readString("name", db.name));
     if (db.name == kAdminDatabase) {
@@ -445,7 +459,7 @@ class Loader {
       CONF_TRY(readShard((*shards)[i], i, db.name, shard, shard_names));
       db.shards.push_back(std::move(shard));
     }
-    return {};
+    return readSharding(t, db);
   }
 
   static Status readShard(const TableReader& t, size_t index, const std::string& db_name, Shard& s,
@@ -491,6 +505,377 @@ class Loader {
     CONF_TRY(t.readString("user", out.user));
     if (primary) out.password = primary->password;
     CONF_TRY(t.readString("password", out.password, /*non_empty=*/false));
+    return {};
+  }
+
+  // ----- sharding: the database's tables, key values and read routing -----------------------
+
+  // default_shard, read_preference, replica_policy, sharded_tables and reference_tables of a
+  // database whose shards are already read (shard references are checked against them).
+  static Status readSharding(const TableReader& t, Database& db) {
+    if (t.has("default_shard")) CONF_TRY(readShardRef(t, "default_shard", db, db.default_shard));
+    CONF_TRY(
+        t.readEnum("read_preference", db.read_preference, kReadPreferences, readPreferenceName));
+    if (db.read_preference == ReadPreference::kReplica) {
+      for (const Shard& shard : db.shards) {
+        if (shard.replicas.empty()) {
+          return t.failAt("read_preference",
+                          "\"replica\" needs a replica on every shard, and shard " +
+                              quoted(shard.name) +
+                              " has none (\"prefer_replica\" falls back to the primary)");
+        }
+      }
+    }
+    CONF_TRY(t.readEnum(
+        "replica_policy", db.replica_policy,
+        {ReplicaPolicy::kRoundRobin, ReplicaPolicy::kRandom, ReplicaPolicy::kLeastConnections},
+        replicaPolicyName));
+
+    auto tables = t.tables("sharded_tables");
+    if (!tables.ok()) return std::move(tables).error();
+    std::vector<Where> declared_at;  // where each of db.sharded_tables was named
+    for (const TableReader& r : *tables) {
+      ShardedTable table;
+      CONF_TRY(readShardedTable(r, db, table));
+      for (size_t i = 0; i < db.sharded_tables.size(); ++i) {
+        const ShardedTable& other = db.sharded_tables[i];
+        if (auto clash = nameClash(other.tableName(), table.tableName(), declared_at[i])) {
+          return r.failAt("name", *clash);
+        }
+      }
+      declared_at.push_back(r.whereOf("name"));
+      db.sharded_tables.push_back(std::move(table));
+    }
+    return readReferenceTables(t, db, declared_at);
+  }
+
+  // Why `later` may not be declared next to `earlier` (the same table, or one name matching the
+  // other's table), or nullopt if both can be declared.
+  static std::optional<std::string> nameClash(const TableName& earlier, const TableName& later,
+                                              Where earlier_at) {
+    if (earlier.name != later.name) return std::nullopt;
+    const std::string where = " (" + firstDefined(earlier_at) + ")";
+    if (earlier.schema == later.schema) {
+      return "table " + quoted(later.display()) + " is declared twice" + where;
+    }
+    if (earlier.schema.empty() || later.schema.empty()) {
+      return "table " + quoted(later.display()) + " is also declared as " +
+             quoted(earlier.display()) + where +
+             "; an unqualified name matches the table in every schema, so qualify both";
+    }
+    return std::nullopt;
+  }
+
+  // "table" or "schema.table".
+  static Result<TableName> parseTableName(std::string_view text) {
+    const auto bad = [&](std::string_view why) {
+      return Error::make(sqlstate::kConfigFileError,
+                         quoted(text) + " is not a table name: " + std::string(why));
+    };
+    if (text.find('"') != std::string_view::npos) {
+      return bad("write the name as Postgres stores it, without quotes");
+    }
+    TableName name;
+    const size_t dot = text.find('.');
+    if (dot == std::string_view::npos) {
+      name.name = std::string(text);
+    } else {
+      if (text.find('.', dot + 1) != std::string_view::npos) {
+        return bad("expected \"table\" or \"schema.table\"");
+      }
+      name.schema = std::string(text.substr(0, dot));
+      name.name = std::string(text.substr(dot + 1));
+    }
+    if (name.name.empty() || (dot != std::string_view::npos && name.schema.empty())) {
+      return bad("expected \"table\" or \"schema.table\"");
+    }
+    return name;
+  }
+
+  // A required table-name string `key` of `t`.
+  static Result<TableName> readTableName(const TableReader& t, std::string_view key) {
+    if (!t.has(key)) return t.missing(key);
+    std::string text;
+    CONF_TRY(t.readString(key, text));
+    auto name = parseTableName(text);
+    if (!name.ok()) return t.failAt(key, name.error().message);
+    return name;
+  }
+
+  // A shard named by index (0-based) or by name.
+  static Status readShardRef(const TableReader& t, std::string_view key, const Database& db,
+                             uint32_t& out) {
+    const toml::node* node = t.get(key);
+    if (!node) return t.missing(key);
+    const std::string count =
+        "database " + quoted(db.name) + " has " + std::to_string(db.shards.size()) + " shard" +
+        (db.shards.size() == 1 ? "" : "s") + " (0.." + std::to_string(db.shards.size() - 1) + ")";
+    if (const auto* index = node->as_integer()) {
+      const int64_t i = index->get();
+      if (i < 0 || static_cast<uint64_t>(i) >= db.shards.size()) {
+        return t.failAt(key, "shard " + std::to_string(i) + " does not exist: " + count);
+      }
+      out = static_cast<uint32_t>(i);
+      return {};
+    }
+    if (const auto* name = node->as_string()) {
+      for (size_t i = 0; i < db.shards.size(); ++i) {
+        if (db.shards[i].name == name->get()) {
+          out = static_cast<uint32_t>(i);
+          return {};
+        }
+      }
+      std::string names;
+      for (const Shard& s : db.shards) names += " " + s.name;
+      return t.failAt(key, "no shard named " + quoted(name->get()) + " in database " +
+                               quoted(db.name) + " (shards:" + names + ")");
+    }
+    return t.typeError(key, *node, "a shard index or a shard name");
+  }
+  static Status readShardRef(const TableReader& t, std::string_view key, const Database& db,
+                             std::optional<uint32_t>& out) {
+    if (!t.has(key)) return {};
+    uint32_t shard = 0;
+    CONF_TRY(readShardRef(t, key, db, shard));
+    out = shard;
+    return {};
+  }
+
+  // A key value of type `type` written as `node` (at key path `path`): a TOML integer for the
+  // integer types, a string otherwise.
+  static Result<KeyValue> readKeyNode(const TableReader& t, const toml::node& node,
+                                      std::string_view path, KeyType type) {
+    const std::string of_type = " (the key type is " + std::string(keyTypeName(type)) + ")";
+    if (isIntegerKey(type)) {
+      const auto* value = node.as_integer();
+      if (!value) {
+        return t.failAtNode(
+            node, path, "expected an integer" + of_type + ", got " + std::string(typeName(node)));
+      }
+      auto key = keyFromInt(type, value->get());
+      if (!key.ok()) {
+        return t.failAtNode(node, path,
+                            std::to_string(value->get()) + " is out of range" + of_type);
+      }
+      return key;
+    }
+    const auto* value = node.as_string();
+    if (!value) {
+      return t.failAtNode(node, path,
+                          "expected a string" + of_type + ", got " + std::string(typeName(node)));
+    }
+    auto key = parseKeyText(type, value->get());
+    if (!key.ok()) return t.failAtNode(node, path, key.error().message);
+    return key;
+  }
+  static Status readKey(const TableReader& t, std::string_view key, KeyType type,
+                        std::optional<KeyValue>& out) {
+    const toml::node* node = t.get(key);
+    if (!node) return {};
+    auto value = readKeyNode(t, *node, t.pathOf(key), type);
+    if (!value.ok()) return std::move(value).error();
+    out = std::move(value).value();
+    return {};
+  }
+
+  static std::string rangeText(const RangeBound& r, KeyType type) {
+    return "[" + (r.from ? r.from->display(type) : std::string("unbounded")) + ", " +
+           (r.to ? r.to->display(type) : std::string("unbounded")) + ")";
+  }
+
+  static Status readShardedTable(const TableReader& t, const Database& db, ShardedTable& table) {
+    CONF_TRY(t.onlyKeys(
+        {"name", "column", "type", "strategy", "ranges", "lists", "default_shard", "directory"}));
+    auto name = readTableName(t, "name");
+    if (!name.ok()) return std::move(name).error();
+    table.schema = std::move(name->schema);
+    table.name = std::move(name->name);
+    if (!t.has("column")) return t.missing("column");
+    CONF_TRY(t.readString("column", table.column));
+    if (!t.has("type")) {
+      return t.missing("type",
+                       "required key is missing (one of: smallint integer bigint text varchar "
+                       "uuid)");
+    }
+    CONF_TRY(t.readEnum("type", table.key_type,
+                        {KeyType::kSmallint, KeyType::kInteger, KeyType::kBigint, KeyType::kText,
+                         KeyType::kVarchar, KeyType::kUuid},
+                        keyTypeName));
+    CONF_TRY(t.readEnum("strategy", table.strategy,
+                        {Strategy::kHash, Strategy::kRange, Strategy::kList, Strategy::kDirectory},
+                        strategyName));
+
+    // Settings of another strategy are refused: they would be silently ignored.
+    const std::pair<std::string_view, Strategy> owners[] = {{"ranges", Strategy::kRange},
+                                                            {"lists", Strategy::kList},
+                                                            {"default_shard", Strategy::kList},
+                                                            {"directory", Strategy::kDirectory}};
+    for (const auto& [key, owner] : owners) {
+      if (t.has(key) && table.strategy != owner) {
+        return t.failAt(key, "only valid with strategy = " + quoted(strategyName(owner)) +
+                                 " (this table's strategy is " +
+                                 quoted(strategyName(table.strategy)) + ")");
+      }
+    }
+    switch (table.strategy) {
+      case Strategy::kHash:
+        return {};
+      case Strategy::kRange:
+        return readRanges(t, db, table);
+      case Strategy::kList:
+        CONF_TRY(readLists(t, db, table));
+        return readShardRef(t, "default_shard", db, table.default_shard);
+      case Strategy::kDirectory:
+        return readDirectory(t, db, table);
+    }
+    return {};
+  }
+
+  static Status readRanges(const TableReader& t, const Database& db, ShardedTable& table) {
+    auto ranges = t.tables("ranges");
+    if (!ranges.ok()) return std::move(ranges).error();
+    if (ranges->empty()) {
+      const std::string why =
+          "strategy \"range\" needs at least one range: ranges = [ { from = ..., to = ..., "
+          "shard = ... } ]";
+      return t.has("ranges") ? t.failAt("ranges", why) : t.missing("ranges", why);
+    }
+    const KeyType type = table.key_type;
+    for (size_t i = 0; i < ranges->size(); ++i) {
+      const TableReader& r = (*ranges)[i];
+      CONF_TRY(r.onlyKeys({"from", "to", "shard"}));
+      RangeBound range;
+      CONF_TRY(readShardRef(r, "shard", db, range.shard));
+      CONF_TRY(readKey(r, "from", type, range.from));
+      CONF_TRY(readKey(r, "to", type, range.to));
+      if (range.from && range.to && !(*range.from < *range.to)) {
+        return r.failAt("to", "the range " + rangeText(range, type) +
+                                  " is empty: to must be greater than from");
+      }
+      if (i > 0) {
+        const RangeBound& prev = table.ranges.back();
+        const std::string prev_text =
+            "ranges[" + std::to_string(i - 1) + "] " + rangeText(prev, type);
+        if (!prev.to) {
+          return r.fail("overlaps " + prev_text +
+                        ", which has no upper bound (only the last range may omit to)");
+        }
+        if (!range.from) {
+          return r.failAt("from",
+                          "missing: only the first range may omit from (unbounded "
+                          "below); this one overlaps " +
+                              prev_text);
+        }
+        if (prev.from && *range.from < *prev.from) {
+          return r.failAt("from", "ranges must be listed in ascending order: " +
+                                      rangeText(range, type) + " comes after " + prev_text);
+        }
+        if (*range.from < *prev.to) {
+          return r.failAt("from", rangeText(range, type) + " overlaps " + prev_text);
+        }
+      }
+      table.ranges.push_back(std::move(range));
+    }
+    return {};
+  }
+
+  static Status readLists(const TableReader& t, const Database& db, ShardedTable& table) {
+    auto lists = t.tables("lists");
+    if (!lists.ok()) return std::move(lists).error();
+    if (lists->empty()) {
+      const std::string why =
+          "strategy \"list\" needs at least one list: lists = [ { values = [...], shard = ... } ]";
+      return t.has("lists") ? t.failAt("lists", why) : t.missing("lists", why);
+    }
+    std::map<KeyValue, std::string> first_listed;  // value -> key path where it is listed
+    for (const TableReader& l : *lists) {
+      CONF_TRY(l.onlyKeys({"values", "shard"}));
+      ListEntry entry;
+      CONF_TRY(readShardRef(l, "shard", db, entry.shard));
+      const toml::node* node = l.get("values");
+      if (!node) return l.missing("values");
+      const auto* values = node->as_array();
+      if (!values) return l.typeError("values", *node, "an array of key values");
+      if (values->empty()) return l.failAt("values", "must not be empty");
+      for (size_t j = 0; j < values->size(); ++j) {
+        const std::string path = l.pathOf("values") + "[" + std::to_string(j) + "]";
+        auto value = readKeyNode(l, *values->get(j), path, table.key_type);
+        if (!value.ok()) return std::move(value).error();
+        if (auto [it, inserted] = first_listed.emplace(*value, path); !inserted) {
+          return l.failAtNode(*values->get(j), path,
+                              "value " + value->display(table.key_type) +
+                                  " is listed twice (first at " + it->second + ")");
+        }
+        entry.values.push_back(std::move(value).value());
+      }
+      table.lists.push_back(std::move(entry));
+    }
+    return {};
+  }
+
+  static Status readDirectory(const TableReader& t, const Database& db, ShardedTable& table) {
+    auto directory = t.table("directory");
+    if (!directory.ok()) return std::move(directory).error();
+    if (!*directory) {
+      return t.missing("directory",
+                       "strategy \"directory\" needs directory = { table = \"...\", shard = ..., "
+                       "fallback = \"error\" | \"hash\" }");
+    }
+    const TableReader& d = **directory;
+    CONF_TRY(d.onlyKeys({"table", "shard", "fallback"}));
+    DirectoryConfig config;
+    auto name = readTableName(d, "table");
+    if (!name.ok()) return std::move(name).error();
+    config.table = std::move(name).value();
+    config.shard = db.default_shard;
+    if (d.has("shard")) CONF_TRY(readShardRef(d, "shard", db, config.shard));
+    CONF_TRY(d.readEnum("fallback", config.fallback,
+                        {DirectoryFallback::kError, DirectoryFallback::kHash},
+                        directoryFallbackName));
+    table.directory = std::move(config);
+    return {};
+  }
+
+  // reference_tables = ["countries", "public.currencies"]; `sharded_at` is where each of
+  // db.sharded_tables was declared.
+  static Status readReferenceTables(const TableReader& t, Database& db,
+                                    const std::vector<Where>& sharded_at) {
+    const toml::node* node = t.get("reference_tables");
+    if (!node) return {};
+    const auto* array = node->as_array();
+    if (!array) return t.typeError("reference_tables", *node, "an array of table names");
+    std::vector<Where> declared_at;
+    for (size_t i = 0; i < array->size(); ++i) {
+      const toml::node& element = *array->get(i);
+      const std::string path = t.pathOf("reference_tables") + "[" + std::to_string(i) + "]";
+      const auto* text = element.as_string();
+      if (!text) {
+        return t.failAtNode(
+            element, path,
+            "expected a table name (a string), got " + std::string(typeName(element)));
+      }
+      auto name = parseTableName(text->get());
+      if (!name.ok()) return t.failAtNode(element, path, name.error().message);
+      const Where here = at(element.source(), t.whereOf("reference_tables"));
+      for (size_t j = 0; j < db.reference_tables.size(); ++j) {
+        if (auto clash = nameClash(db.reference_tables[j], *name, declared_at[j])) {
+          return t.failAtNode(element, path, *clash);
+        }
+      }
+      for (size_t j = 0; j < db.sharded_tables.size(); ++j) {
+        const ShardedTable& sharded = db.sharded_tables[j];
+        if (sharded.name == name->name &&
+            (sharded.schema == name->schema || sharded.schema.empty() || name->schema.empty())) {
+          return t.failAtNode(element, path,
+                              "table " + quoted(name->display()) + " is also a sharded table (" +
+                                  quoted(sharded.display()) + ", line " +
+                                  std::to_string(sharded_at[j].line) +
+                                  "): a table is either sharded or a reference table");
+        }
+      }
+      declared_at.push_back(here);
+      db.reference_tables.push_back(std::move(name).value());
+    }
     return {};
   }
 

@@ -1,4 +1,5 @@
-// CancelRegistry: random, unique BackendKeyData, so a key cannot be guessed to cancel others' queries.
+// CancelRegistry: random, unique BackendKeyData, so a key cannot be guessed to cancel others'
+// queries.
 #include "proxy/cancel_registry.h"
 
 #include <openssl/rand.h>

@@ -65,12 +65,16 @@ ClientAuthenticator::Outcome ClientAuthenticator::begin(std::string& out) {
 }
 
 Result<ClientAuthenticator::Outcome> ClientAuthenticator::onMessage(std::string_view payload,
-                                                                     std::string& out) {
+                                                                    std::string& out) {
   switch (step_) {
-    case Step::kCleartext: return onCleartext(payload);
-    case Step::kMd5: return onMd5(payload);
-    case Step::kSaslInitial: return onSaslInitial(payload, out);
-    case Step::kSaslContinue: return onSaslResponse(payload, out);
+    case Step::kCleartext:
+      return onCleartext(payload);
+    case Step::kMd5:
+      return onMd5(payload);
+    case Step::kSaslInitial:
+      return onSaslInitial(payload, out);
+    case Step::kSaslContinue:
+      return onSaslResponse(payload, out);
     default:
       return Error::fatal(sqlstate::kProtocolViolation, "unexpected password message");
   }
@@ -125,9 +129,9 @@ Result<ClientAuthenticator::Outcome> ClientAuthenticator::onSaslInitial(std::str
     return Error::fatal(sqlstate::kProtocolViolation, "malformed SCRAM message",
                         "SASLInitialResponse carries no client-first-message");
   }
-  scram_ = (user_ && scram_secret_) ? std::make_unique<wire::ScramServer>(*scram_secret_)
-                                    : std::make_unique<wire::ScramServer>(
-                                          wire::ScramServer::mock(user_name_));
+  scram_ = (user_ && scram_secret_)
+               ? std::make_unique<wire::ScramServer>(*scram_secret_)
+               : std::make_unique<wire::ScramServer>(wire::ScramServer::mock(user_name_));
   auto server_first = scram_->handleClientFirst(*message->data);
   if (!server_first.ok()) return server_first.error();
   wire::AuthenticationSaslContinue{*server_first}.encode(out);

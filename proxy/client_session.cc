@@ -7,12 +7,12 @@
 #include "common/log.h"
 #include "proxy/proxy_server.h"
 #include "proxy/session_features.h"
-#include "proxy/worker.h"
 #include "proxy/wire/backend_messages.h"
 #include "proxy/wire/framing.h"
 #include "proxy/wire/frontend_messages.h"
 #include "proxy/wire/payload.h"
 #include "proxy/wire/protocol.h"
+#include "proxy/worker.h"
 
 namespace shardgate::proxy {
 
@@ -56,17 +56,24 @@ void ClientSession::fatal(const Error& error) {
   closeAfterFlush();
 }
 
-void ClientSession::terminate(const Error& error) { fatal(error); }
+void ClientSession::terminate(const Error& error) {
+  fatal(error);
+}
 
 // ---- startup ---------------------------------------------------------------------------------
 
 size_t ClientSession::onData(std::string_view data) {
   switch (state_) {
-    case State::kStartup: return handleStartupPhase(data);
-    case State::kAuthenticating: return handleAuthPhase(data);
-    case State::kLoggingIn: return 0;  // kept until the login completes
-    case State::kReady: return handleClientMessages(data);
-    case State::kClosed: return data.size();
+    case State::kStartup:
+      return handleStartupPhase(data);
+    case State::kAuthenticating:
+      return handleAuthPhase(data);
+    case State::kLoggingIn:
+      return 0;  // kept until the login completes
+    case State::kReady:
+      return handleClientMessages(data);
+    case State::kClosed:
+      return data.size();
   }
   return data.size();
 }
@@ -155,8 +162,8 @@ void ClientSession::handleStartupMessage(const wire::StartupMessage& startup) {
   }
 
   user_ = worker_.config().findUser(user_name_);
-  auth_ = std::make_unique<ClientAuthenticator>(
-      user_, user_name_, user_ ? worker_.scramSecret(*user_) : nullptr);
+  auth_ = std::make_unique<ClientAuthenticator>(user_, user_name_,
+                                                user_ ? worker_.scramSecret(*user_) : nullptr);
   state_ = State::kAuthenticating;
   if (auth_->begin(outputBuffer()) == ClientAuthenticator::Outcome::kAuthenticated) {
     authenticated();
@@ -182,9 +189,9 @@ size_t ClientSession::handleAuthPhase(std::string_view data) {
       return data.size();
     }
     if (framed.frame.type != wire::fe::kPassword) {
-      fatal(Error::fatal(sqlstate::kProtocolViolation,
-                         std::string("expected password response, got message type '") +
-                             framed.frame.type + "'"));
+      fatal(Error::fatal(
+          sqlstate::kProtocolViolation,
+          std::string("expected password response, got message type '") + framed.frame.type + "'"));
       return data.size();
     }
     auto outcome = auth_->onMessage(framed.frame.payload, outputBuffer());
@@ -348,7 +355,8 @@ size_t ClientSession::handleClientMessages(std::string_view data) {
       case wire::fe::kDescribe:
       case wire::fe::kClose:
         passRun(start);
-        if (!forwardStatementMessage(type, data.substr(start, used - start), framed.frame.payload)) {
+        if (!forwardStatementMessage(type, data.substr(start, used - start),
+                                     framed.frame.payload)) {
           return data.size();
         }
         run_start = used;
@@ -418,8 +426,8 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
         server_->statements().touch(statement->id());
         std::string reply;
         wire::ParseComplete{}.encode(reply);
-        server_->expect(ExpectedReply{Reply::kParseComplete, ReplyAction::kSynthesize, nullptr, {},
-                                      std::move(reply)});
+        server_->expect(ExpectedReply{
+            Reply::kParseComplete, ReplyAction::kSynthesize, nullptr, {}, std::move(reply)});
         return true;
       }
       server_->forward(statement->parseMessage());
@@ -442,8 +450,9 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
       std::string rewritten;
       {
         wire::MessageWriter writer(rewritten, wire::fe::kBind);
-        writer.cstring(portal).cstring(it->second->serverName()).bytes(
-            payload.substr(payload.size() - reader.remaining()));
+        writer.cstring(portal)
+            .cstring(it->second->serverName())
+            .bytes(payload.substr(payload.size() - reader.remaining()));
         writer.finish();
       }
       server_->forward(rewritten);
@@ -464,8 +473,8 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
         statements_.erase(it);
         std::string complete;
         wire::CloseComplete{}.encode(complete);
-        server_->expect(ExpectedReply{Reply::kCloseComplete, ReplyAction::kSynthesize, nullptr, {},
-                                      std::move(complete)});
+        server_->expect(ExpectedReply{
+            Reply::kCloseComplete, ReplyAction::kSynthesize, nullptr, {}, std::move(complete)});
         return true;
       }
       server_->ensurePrepared(it->second);
@@ -490,7 +499,9 @@ void ClientSession::noteSessionFeatures(std::string_view sql) {
                database_name_, reason);
 }
 
-void ClientSession::onServerBytes(std::string_view bytes) { send(bytes); }
+void ClientSession::onServerBytes(std::string_view bytes) {
+  send(bytes);
+}
 
 void ClientSession::onServerCommandComplete(std::string_view tag) {
   if (tag == "DISCARD ALL") {
@@ -540,7 +551,9 @@ void ClientSession::onServerLost(const Error& error) {
   fatal(error);
 }
 
-bool ClientSession::sinkCongested() const { return unsentBytes() > kClientBufferLimit; }
+bool ClientSession::sinkCongested() const {
+  return unsentBytes() > kClientBufferLimit;
+}
 
 void ClientSession::onWriteDrained() {
   if (server_) server_->resumeIfPaused();
@@ -577,7 +590,7 @@ void ClientSession::releaseServer(bool client_left) {
                                 server->backendSecret());
   }
   // A session that kept the connection to itself may have left anything on it: reset it.
-  auto how = !clean ? backends::Pool::Release::kClose
+  auto how = !clean                               ? backends::Pool::Release::kClose
              : (transaction_pooling_ && !pinned_) ? backends::Pool::Release::kClean
                                                   : backends::Pool::Release::kReset;
   pool_->release(server, how, now);

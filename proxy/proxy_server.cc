@@ -45,6 +45,8 @@ bool ProxyServer::tryAddClient() {
   return true;
 }
 
-void ProxyServer::removeClient() { clients_.fetch_sub(1, std::memory_order_relaxed); }
+void ProxyServer::removeClient() {
+  clients_.fetch_sub(1, std::memory_order_relaxed);
+}
 
 }  // namespace shardgate::proxy

@@ -10,15 +10,24 @@
 namespace shardgate::proxy {
 
 namespace {
-constexpr std::array<std::string_view, 13> kReported = {
-    "application_name", "client_encoding",  "DateStyle",
-    "default_transaction_read_only",        "in_hot_standby",
-    "integer_datetimes", "IntervalStyle",   "is_superuser",
-    "server_encoding",  "server_version",   "session_authorization",
-    "standard_conforming_strings",          "TimeZone"};
+constexpr std::array<std::string_view, 13> kReported = {"application_name",
+                                                        "client_encoding",
+                                                        "DateStyle",
+                                                        "default_transaction_read_only",
+                                                        "in_hot_standby",
+                                                        "integer_datetimes",
+                                                        "IntervalStyle",
+                                                        "is_superuser",
+                                                        "server_encoding",
+                                                        "server_version",
+                                                        "session_authorization",
+                                                        "standard_conforming_strings",
+                                                        "TimeZone"};
 constexpr std::array<std::string_view, 7> kSynced = {
-    "application_name", "client_encoding", "DateStyle", "default_transaction_read_only",
-    "IntervalStyle", "standard_conforming_strings", "TimeZone"};
+    "application_name", "client_encoding",
+    "DateStyle",        "default_transaction_read_only",
+    "IntervalStyle",    "standard_conforming_strings",
+    "TimeZone"};
 
 bool equalsIgnoreCase(std::string_view a, std::string_view b) {
   return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;

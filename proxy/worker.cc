@@ -24,9 +24,8 @@ Worker::Worker(ProxyServer& server, uint32_t index, conf::ConfigPtr config)
     : server_(server), index_(index), config_(std::move(config)) {
   uv_loop_init(&loop_);
   context_ = std::make_unique<LoopContext>(&loop_);
-  uv_async_init(&loop_, &wakeup_, [](uv_async_t* handle) {
-    static_cast<Worker*>(handle->data)->drainTasks();
-  });
+  uv_async_init(&loop_, &wakeup_,
+                [](uv_async_t* handle) { static_cast<Worker*>(handle->data)->drainTasks(); });
   wakeup_.data = this;
   uv_timer_init(&loop_, &sweep_timer_);
   sweep_timer_.data = this;
@@ -49,7 +48,8 @@ Status Worker::listen(const std::string& address, uint16_t port) {
     family = AF_INET6;
   }
   int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Error::fatal(sqlstate::kInternalError, "socket(): " + std::string(strerror(errno)));
+  if (fd < 0)
+    return Error::fatal(sqlstate::kInternalError, "socket(): " + std::string(strerror(errno)));
   int one = 1;
   // Every worker binds the same port; the kernel spreads new connections across them.
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -134,16 +134,17 @@ void Worker::onConnection(uv_stream_t* listener, int status) {
     return;
   }
   if (!self->server_.tryAddClient()) {
-    session->refuse(Error::fatal(sqlstate::kTooManyConnections, "sorry, too many clients already",
-                                 "max_client_conn is " + std::to_string(
-                                                             self->config_->general.max_client_conn)));
+    session->refuse(Error::fatal(
+        sqlstate::kTooManyConnections, "sorry, too many clients already",
+        "max_client_conn is " + std::to_string(self->config_->general.max_client_conn)));
     return;
   }
   session->start();
 }
 
 backends::Pool& Worker::pool(const conf::Database& database, const conf::User& user, size_t shard) {
-  std::string key = database.name + '\x1f' + user.name + '\x1f' + std::to_string(shard) + "\x1fprimary";
+  std::string key =
+      database.name + '\x1f' + user.name + '\x1f' + std::to_string(shard) + "\x1fprimary";
   auto it = pools_.find(key);
   if (it != pools_.end()) return *it->second;
   const conf::Shard& s = database.shards.at(shard);
@@ -182,7 +183,9 @@ std::shared_ptr<const wire::ScramSecret> Worker::scramSecret(const conf::User& u
   return shared;
 }
 
-void Worker::addSession(ClientSession* session) { sessions_.emplace(session->id(), session); }
+void Worker::addSession(ClientSession* session) {
+  sessions_.emplace(session->id(), session);
+}
 
 void Worker::removeSession(ClientSession* session) {
   sessions_.erase(session->id());

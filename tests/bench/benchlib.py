@@ -1,0 +1,340 @@
+"""Shared pieces of the benchmarks in tests/bench/: one Postgres, PgBouncer, pgbench runs, /proc readings.
+
+Python 3.11 stdlib plus tests/harness/pgcluster.py. Everything started here is stopped by cleanup()
+(also on SIGTERM/SIGINT), and the shell wrappers' EXIT traps stop whatever is left from the pid files
+written into the work directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT / "tests" / "harness"))
+
+import pgcluster  # noqa: E402
+
+HOST = pgcluster.HOST
+PGBOUNCER_BIN = os.environ.get("PGBOUNCER_BIN", "/usr/sbin/pgbouncer")
+PGBENCH_BIN = str(pgcluster.pg_bindir() / "pgbench")
+SUPERUSER, SUPERPASS = "postgres", "postgres"
+DATABASE = "app"
+# Clock ticks per second, the unit of utime/stime in /proc/<pid>/stat.
+CLK_TCK = int(subprocess.run(["getconf", "CLK_TCK"], capture_output=True, text=True, check=True).stdout)
+
+_t0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    """Progress goes to stderr, so stdout carries only results."""
+    print(f"[bench {time.monotonic() - _t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not be set up; the message says why."""
+
+
+def env_int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BenchError(f"{name}={raw!r} is not an integer")
+    if value < minimum:
+        raise BenchError(f"{name}={value} is below {minimum}")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    return raw.split() if raw and raw.strip() else list(default)
+
+
+def work_dir() -> Path:
+    """The run's scratch directory: made by the shell wrapper (its EXIT trap removes it)."""
+    d = os.environ.get("BENCH_WORKDIR")
+    if not d:
+        raise BenchError("BENCH_WORKDIR is not set (run the benchmark through its shell wrapper)")
+    path = Path(d)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def record_pid(pid: int, what: str) -> None:
+    """Appends to $BENCH_WORKDIR/pids, which the wrapper's EXIT trap kills if we could not."""
+    with open(work_dir() / "pids", "a") as f:
+        f.write(f"{pid} {what}\n")
+
+
+def shardgate_bin() -> str:
+    path = os.environ.get("SHARDGATE_BIN") or str(REPO_ROOT / "build" / "shardgate")
+    if not os.access(path, os.X_OK):
+        raise BenchError(f"shardgate binary {path} not found (run `make build` or set SHARDGATE_BIN)")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# /proc readings
+# ---------------------------------------------------------------------------------------------
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of the whole process (all threads), in clock ticks: /proc/<pid>/stat fields 14, 15."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read().decode(errors="replace")
+    # Field 2 (comm) is in parentheses and may hold spaces; after the last ')' comes field 3.
+    rest = data[data.rfind(")") + 2 :].split()
+    return int(rest[14 - 3]) + int(rest[15 - 3])
+
+
+def vm_rss_bytes(pid: int) -> int:
+    """VmRSS from /proc/<pid>/status, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Postgres (via the harness) and shardgate
+# ---------------------------------------------------------------------------------------------
+
+
+def make_cluster(base_dir: Path, *, users: list[dict], general: dict) -> pgcluster.Cluster:
+    """One Postgres server (one shard, no replica) with shardgate configured in front of it, not yet started."""
+    # info: the "event=listening ... workers=N" line and per-client errors, nothing per query.
+    g = {"metrics_port": None, "log_level": "info"}
+    g.update(general)
+    return pgcluster.Cluster(base_dir, num_shards=1, replicas_per_shard=0, shardgate_bin=shardgate_bin(),
+                             general=g, users=users, database=DATABASE, with_shardgate=False,
+                             fix_permissions=True)
+
+
+def log_anomalies(logfile: str | Path | None, limit: int = 20) -> list[str]:
+    """Lines of a proxy's log that report errors, warnings or crashes (for the report)."""
+    if not logfile:
+        return []
+    try:
+        text = Path(logfile).read_text(errors="replace")
+    except OSError:
+        return []
+    pat = re.compile(r"level=(warn|warning|error|critical)\b|error|fatal|panic|sanitizer|abort", re.IGNORECASE)
+    lines = [ln for ln in text.splitlines() if pat.search(ln) and not ln.startswith("=== pgcluster")]
+    return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
+
+
+# ---------------------------------------------------------------------------------------------
+# PgBouncer
+# ---------------------------------------------------------------------------------------------
+
+
+def _quote_userlist(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"'
+
+
+class PgBouncer:
+    """PgBouncer from Debian with its own config in a directory of ours, run as the postgres user
+    (it refuses to run as root) and listening on a free loopback port."""
+
+    def __init__(self, base_dir: Path, name: str, pg_port: int, *, pool_mode: str, pool_size: int,
+                 auth_type: str, users: dict[str, str | None], max_client_conn: int = 200):
+        self.dir = base_dir / name
+        self.name = name
+        self.pg_port = pg_port
+        self.pool_mode = pool_mode
+        self.pool_size = pool_size
+        self.auth_type = auth_type
+        self.users = users
+        self.max_client_conn = max_client_conn
+        self.port = 0
+        self.pid: int | None = None
+        self._proc: subprocess.Popen | None = None
+        self.logfile = self.dir / "pgbouncer.log"
+
+    def _write_files(self) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ini = self.dir / "pgbouncer.ini"
+        userlist = self.dir / "userlist.txt"
+        # Plain passwords: PgBouncer then does SCRAM (or md5) with the client itself and can log in to
+        # Postgres with SCRAM as that user.
+        userlist.write_text("".join(f"{_quote_userlist(u)} {_quote_userlist(p or '')}\n"
+                                    for u, p in self.users.items()))
+        ini.write_text(f"""\
+;; Written by tests/bench/benchlib.py for one benchmark run.
+[databases]
+{DATABASE} = host={HOST} port={self.pg_port} dbname={DATABASE}
+
+[pgbouncer]
+listen_addr = {HOST}
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = {self.auth_type}
+auth_file = {userlist}
+pool_mode = {self.pool_mode}
+default_pool_size = {self.pool_size}
+min_pool_size = 0
+reserve_pool_size = 0
+max_client_conn = {self.max_client_conn}
+max_db_connections = 0
+server_idle_timeout = 600
+ignore_startup_parameters = extra_float_digits
+logfile = {self.logfile}
+pidfile = {self.dir / "pgbouncer.pid"}
+log_connections = 0
+log_disconnections = 0
+log_pooler_errors = 1
+""")
+        uid, gid, _ = pgcluster._pg_account()
+        for p in (self.dir, ini, userlist):
+            os.chown(p, uid, gid)
+        os.chmod(userlist, 0o600)
+        os.chmod(self.dir, 0o755)
+        return ini
+
+    def start(self, timeout: float = 20) -> None:
+        if not os.access(PGBOUNCER_BIN, os.X_OK):
+            raise BenchError(f"{PGBOUNCER_BIN} not found (apt-get install pgbouncer)")
+        pgcluster.ensure_traversable(self.dir.parent, fix=True)
+        for attempt in range(3):
+            self.port = pgcluster.free_port()
+            ini = self._write_files()
+            pidfile = self.dir / "pgbouncer.pid"
+            pidfile.unlink(missing_ok=True)
+            cmd = [PGBOUNCER_BIN, str(ini)]
+            if pgcluster.is_root():
+                # runuser's PAM session (pam_limits) drops the soft fd limit to 1024; raise it back to
+                # the hard limit so that PgBouncer can hold as many clients as we ask it to.
+                cmd = ["runuser", "-u", "postgres", "--", "/bin/sh", "-c",
+                       'ulimit -n "$(ulimit -H -n)" && exec "$0" "$@"', *cmd]
+            out = open(self.dir / "stderr.log", "ab")
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd="/",
+                                          start_new_session=True)
+            out.close()
+            record_pid(self._proc.pid, f"{self.name} (runuser)")
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    break
+                if pidfile.exists() and self._accepts():
+                    try:
+                        self.pid = int(pidfile.read_text().split()[0])
+                    except (ValueError, IndexError):
+                        time.sleep(0.05)
+                        continue
+                    record_pid(self.pid, self.name)
+                    log(f"{self.name}: PgBouncer pid {self.pid} on port {self.port} "
+                        f"(pool_mode={self.pool_mode}, default_pool_size={self.pool_size}, auth_type={self.auth_type})")
+                    return
+                time.sleep(0.05)
+            tail = pgcluster._tail(self.logfile) + "\n" + pgcluster._tail(self.dir / "stderr.log")
+            self.stop()
+            if attempt < 2 and ("Address already in use" in tail or "bind" in tail):
+                continue
+            raise BenchError(f"{self.name}: PgBouncer did not start on port {self.port}:\n{tail}")
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection((HOST, self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def is_running(self) -> bool:
+        return self.pid is not None and pgcluster.pid_alive(self.pid)
+
+    def stop(self) -> None:
+        """SIGTERM (immediate shutdown), then SIGKILL of PgBouncer and of the runuser around it."""
+        if self.pid and pgcluster.pid_alive(self.pid):
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            if not pgcluster._wait_gone([self.pid], 10):
+                pgcluster._kill_tree(self.pid)
+        if self._proc is not None:
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                self._proc.wait(10)
+            self._proc = None
+
+
+# ---------------------------------------------------------------------------------------------
+# pgbench
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PgbenchResult:
+    tps: float | None
+    transactions: int
+    failed: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.failed == 0 and self.tps is not None and self.transactions > 0
+
+
+def _pgbench_env() -> dict:
+    env = pgcluster._clean_env({"PGPASSWORD": SUPERPASS, "PGCONNECT_TIMEOUT": 10})
+    return env
+
+
+def pgbench(port: int, *args: str, user: str = SUPERUSER, timeout: float = 600) -> PgbenchResult:
+    cmd = [PGBENCH_BIN, "-h", HOST, "-p", str(port), "-U", user, *args, DATABASE]
+    try:
+        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=_pgbench_env(),
+                           timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        return PgbenchResult(None, 0, 0, -1, e.stdout or "", f"timed out after {timeout}s")
+    tps = re.search(r"^tps = ([0-9.]+) \(without initial connection time\)", r.stdout, re.M)
+    done = re.search(r"number of transactions actually processed: (\d+)", r.stdout)
+    failed = re.search(r"number of failed transactions: (\d+)", r.stdout)
+    return PgbenchResult(float(tps.group(1)) if tps else None, int(done.group(1)) if done else 0,
+                         int(failed.group(1)) if failed else 0, r.returncode, r.stdout, r.stderr)
+
+
+def pgbench_init(port: int, scale: int) -> None:
+    """pgbench -i -s scale directly on Postgres (tables pgbench_*, vacuumed)."""
+    log(f"pgbench -i -s {scale} on Postgres port {port}")
+    r = pgbench(port, "-i", "-s", str(scale), "-q")
+    if r.returncode != 0:
+        raise BenchError(f"pgbench -i failed (exit {r.returncode}):\n{r.stderr}{r.stdout}")
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def exit_on_signals() -> None:
+    """SIGTERM/SIGINT/SIGHUP raise SystemExit, so the benchmark's finally blocks stop what it started.
+    Installed before the harness looks: it then leaves SIGTERM to us (it only takes an unset one)."""
+    def handler(signum, frame):
+        signal.signal(signum, signal.SIG_IGN)  # a second signal must not interrupt the cleanup
+        raise SystemExit(128 + signum)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, handler)

@@ -1,0 +1,284 @@
+"""Pass-through benchmark: pgbench -S against Postgres directly, PgBouncer and shardgate, side by side.
+
+Run it through tests/bench/passthrough.sh (which makes the work directory and cleans up). Settings come
+from the environment:
+  BENCH_SECONDS (10)  seconds per pgbench run        BENCH_RUNS (3)      runs per (mode, clients, target)
+  BENCH_CLIENTS ("1 8 32")                            BENCH_MODES ("simple extended prepared")
+  BENCH_SCALE (10)    pgbench -i scale               BENCH_POOL_SIZE (20) pool size of both proxies
+  BENCH_THREADS (2)   pgbench -j (at most the client count)
+Progress goes to stderr; stdout gets the report, whose last lines are one
+  BENCH name=<mode>_c<clients> direct=.. pgbouncer=.. shardgate=.. ratio_pgbouncer=.. ratio_direct=..
+        pgbouncer_cpu_us=.. shardgate_cpu_us=..
+per mode and client count (ratios are shardgate's TPS over the peer's; cpu_us is the proxy's own
+utime+stime per transaction, in microseconds).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+import benchlib
+from benchlib import BenchError, PgBouncer, log, median
+
+MODES = ("simple", "extended", "prepared")
+TARGETS = ("direct", "pgbouncer", "shardgate")
+
+
+@dataclass
+class Target:
+    """Something pgbench connects to; pid() is the proxy process whose CPU time we charge (None: direct)."""
+
+    name: str
+    port: Callable[[], int]
+    pid: Callable[[], int | None]
+    running: Callable[[], bool]
+    restart: Callable[[], None] | None = None
+
+
+@dataclass
+class Cell:
+    """The runs of one (mode, clients, target)."""
+
+    tps: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def fmt(value: float | None, digits: int) -> str:
+    return "NA" if value is None else f"{value:.{digits}f}"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def pgbouncer_version() -> str:
+    try:
+        out = subprocess.run([benchlib.PGBOUNCER_BIN, "--version"], capture_output=True, text=True).stdout
+    except OSError:
+        return "?"
+    m = re.search(r"PgBouncer (\S+)", out)
+    return m.group(1) if m else "?"
+
+
+def shardgate_workers(logfile: str) -> str:
+    """workers=N from shardgate's "event=listening" log line (the default is one per core)."""
+    try:
+        text = open(logfile, errors="replace").read()
+    except OSError:
+        return "?"
+    found = re.findall(r"event=listening .*?workers=(\d+)", text)
+    return found[-1] if found else "?"
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def run_one(target: Target, mode: str, clients: int, seconds: int, threads: int, cell: Cell) -> None:
+    if not target.running():
+        if target.restart is None:
+            raise BenchError(f"{target.name} is not running")
+        log(f"{target.name} is not running any more; restarting it")
+        cell.failures.append("restarted: it had stopped")
+        target.restart()
+    pid = target.pid()
+    before = benchlib.cpu_ticks(pid) if pid else 0
+    # -n: the tables were vacuumed by -i; vacuuming again before every run only adds noise.
+    r = benchlib.pgbench(target.port(), "-n", "-S", "-M", mode, "-c", str(clients), "-j", str(min(threads, clients)),
+                         "-T", str(seconds), timeout=seconds + 180)
+    after = benchlib.cpu_ticks(pid) if pid and target.running() else None
+    problem = ""
+    if not r.ok:
+        problem = f"exit {r.returncode}, {r.failed} failed transactions"
+    errors = [ln for ln in r.stderr.splitlines() if "error" in ln.lower() or "fatal" in ln.lower()]
+    if errors:
+        problem += ("; " if problem else "") + "; ".join(errors[:3])
+    cpu = None
+    if pid and after is not None and r.transactions > 0:
+        cpu = (after - before) / benchlib.CLK_TCK * 1e6 / r.transactions
+    if r.tps is not None and not problem:
+        cell.tps.append(r.tps)
+        if cpu is not None:
+            cell.cpu_us.append(cpu)
+    if problem:
+        cell.failures.append(problem)
+        log(f"  {target.name:9} {mode:8} c={clients:<3} FAILED: {problem}")
+        if not r.tps:
+            log(f"  pgbench stdout:\n{r.stdout}\n  pgbench stderr:\n{r.stderr}")
+    else:
+        log(f"  {target.name:9} {mode:8} c={clients:<3} tps={r.tps:9.1f}"
+            + (f"  cpu/tx={cpu:7.2f} us" if cpu is not None else ""))
+
+
+def main() -> int:
+    benchlib.exit_on_signals()
+    seconds = benchlib.env_int("BENCH_SECONDS", 10)
+    runs = benchlib.env_int("BENCH_RUNS", 3)
+    clients = [int(c) for c in benchlib.env_list("BENCH_CLIENTS", ["1", "8", "32"])]
+    modes = benchlib.env_list("BENCH_MODES", list(MODES))
+    scale = benchlib.env_int("BENCH_SCALE", 10)
+    pool = benchlib.env_int("BENCH_POOL_SIZE", 20)
+    threads = benchlib.env_int("BENCH_THREADS", 2)
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise BenchError(f"BENCH_MODES: unknown mode(s) {bad}; use {' '.join(MODES)}")
+    # Session pooling gives each client a server for its whole session, so the session-mode PgBouncer
+    # needs one per client or the clients past the pool size would wait forever.
+    session_pool = max(pool, max(clients))
+
+    wd = benchlib.work_dir()
+    cluster = benchlib.make_cluster(
+        wd / "cluster",
+        users=[{"name": benchlib.SUPERUSER, "password": benchlib.SUPERPASS, "auth_method": "scram-sha-256",
+                "admin": True}],
+        general={"pool_mode": "transaction", "default_pool_size": pool})
+    bouncers: dict[str, PgBouncer] = {}
+    try:
+        log(f"starting Postgres in {wd / 'cluster'}")
+        cluster.start()
+        pg = cluster.shards[0].primary
+        max_conn = pg.psql("SHOW max_connections", dbname="postgres")
+        benchlib.pgbench_init(pg.port, scale)
+
+        def start_shardgate() -> None:
+            cluster.start_shardgate()
+            benchlib.record_pid(cluster.shardgate.pid, "shardgate")
+            log(f"shardgate pid {cluster.shardgate.pid} on port {cluster.shardgate.port} "
+                f"(pool_mode=transaction, default_pool_size={pool}, workers=default)")
+
+        start_shardgate()
+        users = {benchlib.SUPERUSER: benchlib.SUPERPASS}
+        bouncers["transaction"] = PgBouncer(wd, "pgbouncer-transaction", pg.port, pool_mode="transaction",
+                                            pool_size=pool, auth_type="scram-sha-256", users=users)
+        if "prepared" in modes:
+            bouncers["session"] = PgBouncer(wd, "pgbouncer-session", pg.port, pool_mode="session",
+                                            pool_size=session_pool, auth_type="scram-sha-256", users=users)
+        for b in bouncers.values():
+            b.start()
+
+        def bouncer_for(mode: str) -> PgBouncer:
+            # PgBouncer 1.18 cannot keep prepared statements in transaction mode.
+            return bouncers["session"] if mode == "prepared" else bouncers["transaction"]
+
+        def targets_for(mode: str) -> dict[str, Target]:
+            b = bouncer_for(mode)
+            return {
+                "direct": Target("direct", lambda: pg.port, lambda: None, pg.is_running),
+                "pgbouncer": Target("pgbouncer", lambda: b.port, lambda: b.pid, b.is_running, b.start),
+                "shardgate": Target("shardgate", lambda: cluster.shardgate.port, lambda: cluster.shardgate.pid,
+                                    lambda: cluster.shardgate.is_running(), start_shardgate),
+            }
+
+        # Warm-up: every proxy opens its server connections and every cache fills before we measure.
+        log("warm-up: 2 s of pgbench -S per target and mode")
+        for mode in modes:
+            for t in targets_for(mode).values():
+                if t.name == "direct" and mode != modes[0]:
+                    continue
+                r = benchlib.pgbench(t.port(), "-n", "-S", "-M", mode, "-c", str(min(8, max(clients))), "-j",
+                                     str(min(threads, max(clients))), "-T", "2", timeout=120)
+                if not r.ok:
+                    log(f"warm-up against {t.name} ({mode}) failed: exit {r.returncode}\n{r.stderr[-2000:]}")
+
+        load_before = loadavg()
+        cells: dict[tuple[str, int, str], Cell] = {(m, c, t): Cell() for m in modes for c in clients for t in TARGETS}
+        total = runs * len(modes) * len(clients) * len(TARGETS)
+        done = 0
+        for run in range(runs):
+            # The targets take turns, in an order that rotates each run, so that drift (other load,
+            # table caching, CPU frequency) falls on all of them alike.
+            order = TARGETS[run % 3:] + TARGETS[:run % 3]
+            for mode in modes:
+                targets = targets_for(mode)
+                for c in clients:
+                    for name in order:
+                        done += 1
+                        log(f"run {run + 1}/{runs} [{done}/{total}]")
+                        run_one(targets[name], mode, c, seconds, threads, cells[(mode, c, name)])
+
+        # ---- report -------------------------------------------------------------------------------
+        workers = shardgate_workers(cluster.shardgate.logfile)
+        out = []
+        out.append(f"== shardgate pass-through benchmark: pgbench -S, -j {threads}, {runs} runs x {seconds} s "
+                   f"per point, medians ==")
+        out.append(f"Postgres 15: one server (port {pg.port}, max_connections={max_conn}), pgbench -i -s {scale}, "
+                   f"loopback TCP, {os.cpu_count()} cores shared by pgbench, Postgres and the proxy")
+        out.append(f"PgBouncer {pgbouncer_version()}: pool_mode=transaction, default_pool_size={pool}, "
+                   f"auth_type=scram-sha-256 (auth_file)")
+        if "prepared" in modes:
+            out.append(f"note: -M prepared runs against a second PgBouncer in SESSION mode "
+                       f"(default_pool_size={session_pool}): PgBouncer {pgbouncer_version()} cannot keep prepared "
+                       f"statements in transaction mode, and session mode needs one server per client")
+        out.append(f"shardgate: pool_mode=transaction, default_pool_size={pool}, workers = default "
+                   f"(one per core: {workers} here), auth scram-sha-256")
+        out.append("cpu_us = the proxy's own utime+stime (/proc/<pid>/stat) over the run / transactions")
+        out.append(f"load average before / after the runs: {load_before} / {loadavg()} (other load skews the figures)")
+        out.append("")
+        head = (f"{'mode':9}{'clients':>8}{'direct':>11}{'pgbouncer':>11}{'shardgate':>11}{'sg/pgb':>8}"
+                f"{'sg/direct':>10}{'pgb_cpu_us':>11}{'sg_cpu_us':>10}")
+        out.append(head)
+        bench_lines, floors, anomalies = [], [], []
+        for mode in modes:
+            for c in clients:
+                d = median(cells[(mode, c, "direct")].tps)
+                p = median(cells[(mode, c, "pgbouncer")].tps)
+                s = median(cells[(mode, c, "shardgate")].tps)
+                pc = median(cells[(mode, c, "pgbouncer")].cpu_us)
+                sc = median(cells[(mode, c, "shardgate")].cpu_us)
+                rp, rd = ratio(s, p), ratio(s, d)
+                out.append(f"{mode:9}{c:>8}{fmt(d, 1):>11}{fmt(p, 1):>11}{fmt(s, 1):>11}{fmt(rp, 3):>8}"
+                           f"{fmt(rd, 3):>10}{fmt(pc, 2):>11}{fmt(sc, 2):>10}")
+                bench_lines.append(f"BENCH name={mode}_c{c} direct={fmt(d, 1)} pgbouncer={fmt(p, 1)} "
+                                   f"shardgate={fmt(s, 1)} ratio_pgbouncer={fmt(rp, 3)} ratio_direct={fmt(rd, 3)} "
+                                   f"pgbouncer_cpu_us={fmt(pc, 2)} shardgate_cpu_us={fmt(sc, 2)}")
+                if mode in ("simple", "extended") and c in (8, 32):
+                    tps_ok = rp is not None and rp >= 1.0
+                    cpu_ok = sc is not None and pc is not None and sc <= pc
+                    floors.append(f"  {mode}_c{c}: TPS shardgate/pgbouncer {fmt(rp, 3)} (floor 1.0) "
+                                  f"{'MET' if tps_ok else 'MISSED'}; CPU/tx {fmt(sc, 2)} us vs pgbouncer "
+                                  f"{fmt(pc, 2)} us {'MET' if cpu_ok else 'MISSED'}")
+                for t in TARGETS:
+                    for f in cells[(mode, c, t)].failures:
+                        anomalies.append(f"  {t} {mode}_c{c}: {f}")
+        out.append("")
+        out.append("floors (reported, not asserted): shardgate TPS >= 1.0x PgBouncer and CPU/tx <= PgBouncer's, "
+                   "simple and extended at c=8 and c=32")
+        out += floors or ["  (no floor applies to the modes and client counts run)"]
+        sg_log = benchlib.log_anomalies(cluster.shardgate.logfile)
+        pgb_log = [ln for b in bouncers.values() for ln in benchlib.log_anomalies(b.logfile)]
+        out.append("anomalies:" + ("" if anomalies or sg_log or pgb_log else " none"))
+        out += anomalies
+        out += [f"  shardgate log: {ln}" for ln in sg_log]
+        out += [f"  pgbouncer log: {ln}" for ln in pgb_log]
+        out.append("")
+        out += bench_lines
+        print("\n".join(out), flush=True)
+        return 0
+    finally:
+        log("stopping PgBouncer, shardgate and Postgres")
+        for b in bouncers.values():
+            try:
+                b.stop()
+            except Exception as e:  # noqa: BLE001 - keep stopping the others
+                log(f"stopping {b.name} failed: {e}")
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"passthrough: {e}", file=sys.stderr)
+        sys.exit(1)
+    except benchlib.pgcluster.HarnessError as e:
+        print(f"passthrough: {e}", file=sys.stderr)
+        sys.exit(1)

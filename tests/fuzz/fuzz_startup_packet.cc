@@ -1,0 +1,12 @@
+// libFuzzer target: startup packets: framing, decoding, and a session's startup phase.
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "tests/fuzz/fuzz_drivers.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  (void)shardgate::fuzz::runStartupPacket(std::string_view(reinterpret_cast<const char*>(data), size),
+                       shardgate::fuzz::abortingReporter());
+  return 0;
+}

@@ -1,0 +1,233 @@
+"""Cancellation through shardgate: CancelRequest for the client's own query, forged/unknown keys that
+must cancel nothing, and clients that go away mid-query or mid-transaction on a one-connection pool."""
+
+import random
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+
+import pgwire
+from pgwire import PgWire
+
+HOST = "127.0.0.1"
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    with pgwire.deadline(90):
+        yield
+
+
+def marker() -> str:
+    """A unique comment to find a query in pg_stat_activity."""
+    return "sg_cancel_" + uuid.uuid4().hex[:12]
+
+
+def active_count(cluster, mark: str) -> int:
+    """How many backends on any shard primary are running a query containing `mark`."""
+    total = 0
+    for shard in cluster.shards:
+        out = shard.primary.psql(
+            f"SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%{mark}%' AND pid <> pg_backend_pid()"
+        )
+        total += int(out.strip() or 0)
+    return total
+
+
+def wait_active(cluster, mark: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while active_count(cluster, mark) == 0:
+        assert time.monotonic() < deadline, f"query {mark} never became active on a shard"
+        time.sleep(0.05)
+
+
+def wait_not_active(cluster, mark: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while active_count(cluster, mark) != 0:
+        assert time.monotonic() < deadline, f"query {mark} still running on a shard after {timeout}s"
+        time.sleep(0.1)
+
+
+def send_cancel(port: int, pid: int, key: int) -> None:
+    """One CancelRequest on its own connection; the server answers nothing and closes it."""
+    with PgWire(HOST, port) as c:
+        c.send(pgwire.cancel_request(pid, key))
+        assert c.wait_closed(10) == [], "a CancelRequest gets no reply"
+
+
+def connect(cluster, **kw) -> psycopg.Connection:
+    return psycopg.connect(cluster.shardgate.dsn(), connect_timeout=10, autocommit=True, **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# CancelRequest
+# --------------------------------------------------------------------------------------------
+
+
+def test_cancel_request_cancels_own_query(cluster):
+    mark = marker()
+    with PgWire(HOST, cluster.shardgate.port) as c:
+        res = c.login()
+        c.send(pgwire.query(f"SELECT pg_sleep(30) /* {mark} */"))
+        wait_active(cluster, mark)
+        t0 = time.monotonic()
+        send_cancel(cluster.shardgate.port, res.pid, res.key)
+        msgs = c.recv_until(b"Z", timeout=10)
+        assert time.monotonic() - t0 < 5
+        errs = pgwire.errors(msgs)
+        assert len(errs) == 1, pgwire.types(msgs)
+        assert errs[0].code == "57014", errs[0]
+        assert errs[0].severity == "ERROR"
+        assert "cancel" in errs[0].message
+        # The session survives a cancelled query.
+        assert c.scalar("SELECT 7 * 6") == "42"
+        wait_not_active(cluster, mark)
+
+
+def test_psycopg_cancel_from_another_thread(cluster):
+    mark = marker()
+    with connect(cluster) as conn:
+        errors = []
+
+        def canceller():
+            try:
+                wait_active(cluster, mark)
+                conn.cancel()
+            except Exception as e:  # surfaced in the main thread below
+                errors.append(e)
+
+        t = threading.Thread(target=canceller, daemon=True)
+        t.start()
+        t0 = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute(f"SELECT pg_sleep(30) /* {mark} */")
+        assert time.monotonic() - t0 < 10
+        t.join(10)
+        assert not errors, errors
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_cancel_inside_transaction_aborts_only_that_transaction(cluster):
+    mark = marker()
+    with PgWire(HOST, cluster.shardgate.port) as c:
+        res = c.login()
+        assert pgwire.errors(c.simple("BEGIN")) == []
+        c.send(pgwire.query(f"SELECT pg_sleep(30) /* {mark} */"))
+        wait_active(cluster, mark)
+        send_cancel(cluster.shardgate.port, res.pid, res.key)
+        msgs = c.recv_until(b"Z", timeout=10)
+        assert [e.code for e in pgwire.errors(msgs)] == ["57014"]
+        assert msgs[-1].payload == b"E", "ReadyForQuery must report a failed transaction block"
+        msgs = c.simple("SELECT 1")
+        assert [e.code for e in pgwire.errors(msgs)] == ["25P02"]
+        assert pgwire.errors(c.simple("ROLLBACK")) == []
+        assert c.scalar("SELECT 1") == "1"
+
+
+def test_forged_or_foreign_cancel_keys_cancel_nothing(cluster):
+    mark = marker()
+    port = cluster.shardgate.port
+    with PgWire(HOST, port) as victim, PgWire(HOST, port) as other:
+        v = victim.login()
+        o = other.login()
+        victim.send(pgwire.query(f"SELECT 'survived' FROM pg_sleep(2) /* {mark} */"))
+        wait_active(cluster, mark)
+        send_cancel(port, v.pid, v.key ^ 0x5A5A5A5A)  # right pid, wrong key
+        send_cancel(port, v.pid ^ 0x3C3C0000, v.key)  # wrong pid, right key
+        send_cancel(port, random.randint(1, 2**31 - 1), random.randint(0, 2**31 - 1))  # unknown
+        send_cancel(port, o.pid, o.key)  # another (idle) client's valid key
+        msgs = victim.recv_until(b"Z", timeout=15)
+        assert pgwire.errors(msgs) == [], "a forged or foreign key cancelled the query"
+        assert pgwire.data_rows(msgs) == [["survived"]]
+        # The idle client whose key was used is unaffected too.
+        assert other.scalar("SELECT 'still here'") == "still here"
+        assert victim.scalar("SELECT 'again'") == "again"
+
+
+def test_cancel_for_one_client_leaves_another_running(cluster):
+    a_mark, b_mark = marker(), marker()
+    port = cluster.shardgate.port
+    with PgWire(HOST, port) as a, PgWire(HOST, port) as b:
+        ra = a.login()
+        b.login()
+        a.send(pgwire.query(f"SELECT pg_sleep(30) /* {a_mark} */"))
+        b.send(pgwire.query(f"SELECT 'b done' FROM pg_sleep(2) /* {b_mark} */"))
+        wait_active(cluster, a_mark)
+        wait_active(cluster, b_mark)
+        send_cancel(port, ra.pid, ra.key)
+        a_msgs = a.recv_until(b"Z", timeout=10)
+        assert [e.code for e in pgwire.errors(a_msgs)] == ["57014"]
+        b_msgs = b.recv_until(b"Z", timeout=15)
+        assert pgwire.errors(b_msgs) == []
+        assert pgwire.data_rows(b_msgs) == [["b done"]]
+
+
+# --------------------------------------------------------------------------------------------
+# Clients that go away: the server connection must be cleaned before the pool reuses it
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_conn_cluster(make_cluster, requires_shardgate):
+    # One worker: shardgate gives every worker at least one server connection, so with the default
+    # worker count a pool of "1" may be two and the next client could dodge the connection under test.
+    return make_cluster(num_shards=1, replicas_per_shard=0, general={"default_pool_size": 1, "workers": 1})
+
+
+def test_disconnect_mid_query_cancels_it_and_frees_the_connection(one_conn_cluster):
+    cluster = one_conn_cluster
+    mark = marker()
+    c = PgWire(HOST, cluster.shardgate.port)
+    c.login()
+    c.send(pgwire.query(f"SELECT pg_sleep(30) /* {mark} */"))
+    wait_active(cluster, mark)
+    c.abort()
+    t0 = time.monotonic()
+    with connect(cluster) as conn:
+        assert conn.execute("SELECT 'next client'").fetchone() == ("next client",)
+    assert time.monotonic() - t0 < 10, "the next client waited for the abandoned pg_sleep(30)"
+    wait_not_active(cluster, mark, timeout=5)
+
+
+@pytest.mark.parametrize("how", ["reset", "terminate"])
+def test_disconnect_in_open_transaction_rolls_back(one_conn_cluster, how):
+    cluster = one_conn_cluster
+    table = "sg_cancel_txn_" + uuid.uuid4().hex[:8]
+    with connect(cluster) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int)")
+    c = PgWire(HOST, cluster.shardgate.port)
+    c.login()
+    for sql in ("BEGIN", f"INSERT INTO {table} VALUES (1)", f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"):
+        assert pgwire.errors(c.simple(sql)) == []
+    if how == "terminate":
+        c.send(pgwire.terminate())
+        c.close()
+    else:
+        c.abort()
+    t0 = time.monotonic()
+    with connect(cluster, options="-c lock_timeout=5s") as conn:
+        # If the transaction had survived, the lock would block this (and the row would be visible
+        # once someone committed on that server connection).
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+        conn.execute(f"INSERT INTO {table} VALUES (2)")
+        assert conn.execute(f"SELECT array_agg(id) FROM {table}").fetchone() == ([2],)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        conn.execute(f"DROP TABLE {table}")
+    assert time.monotonic() - t0 < 10
+
+
+def test_disconnect_mid_query_many_times(one_conn_cluster):
+    # The one server connection must come back every time, not leak away after a few aborts.
+    cluster = one_conn_cluster
+    for i in range(5):
+        mark = marker()
+        c = PgWire(HOST, cluster.shardgate.port)
+        c.login()
+        c.send(pgwire.query(f"SELECT pg_sleep(30) /* {mark} */"))
+        wait_active(cluster, mark)
+        c.abort()
+        with connect(cluster) as conn:
+            assert conn.execute("SELECT %s::int", (i,)).fetchone() == (i,)

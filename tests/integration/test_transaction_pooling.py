@@ -1,0 +1,1136 @@
+"""Transaction pooling (pool_mode = "transaction"): a client holds a shard connection only while it has a
+transaction or a statement open, yet sees one uninterrupted Postgres session — its settings, its prepared
+statements, its session-level features — while other clients churn the same few connections.
+
+Every test runs its own small cluster (one shard, no replica) so pool sizes are exact; `workers = 1`
+unless a test says otherwise, so "a pool of N" means N server connections in total. With
+SHARDGATE_TARGET=direct the tests that do not depend on pooling itself run against plain Postgres,
+which checks the tests' own expectations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import decimal
+import socket
+import threading
+import time
+import uuid
+import zoneinfo
+
+import asyncpg
+import psycopg
+import pytest
+from psycopg import errors as pgerrors
+
+import pgwire
+import txn_helpers as th
+from txn_helpers import ChurnGroup, connect, describe_reply, error_codes, extended, ok, raw_rows
+
+DIRECT = pgwire.target_is_direct()
+INT4, TEXT = 23, 25
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    with pgwire.deadline(150):
+        yield
+
+
+def tx_cluster(make_cluster, pool_size: int = 2, **general):
+    """One shard, no replica, shardgate in transaction mode with `pool_size` server connections."""
+    g = {"default_pool_size": pool_size, "workers": 1}
+    g.update(general)
+    return make_cluster(num_shards=1, replicas_per_shard=0, pool_mode="transaction", general=g)
+
+
+def primary_port(c) -> int:
+    return c.shards[0].primary.port
+
+
+def backend_pid(w: pgwire.PgWire) -> int:
+    return int(ok(w, "SELECT pg_backend_pid()")[0][0])
+
+
+def status_of(msgs: list[pgwire.Message]) -> str:
+    """The transaction status byte of the last ReadyForQuery."""
+    assert msgs and msgs[-1].type == b"Z", describe_reply(msgs)
+    return msgs[-1].payload.decode()
+
+
+def assert_waiting(w: pgwire.PgWire, seconds: float, what: str) -> None:
+    """Nothing arrives for `seconds`: the client's statement is queued for a connection."""
+    try:
+        m = w.recv(timeout=seconds)
+    except TimeoutError:
+        return
+    raise AssertionError(f"{what}: expected the statement to wait for a connection, got {m!r}")
+
+
+def sg_psycopg(c, autocommit: bool = True, **kw) -> psycopg.Connection:
+    return psycopg.connect(c.shardgate.dsn(), connect_timeout=10, autocommit=autocommit, **kw)
+
+
+def make_whereami_schemas(c) -> None:
+    """sgtx_a.txn_whereami = 'a', sgtx_b.txn_whereami = 'b', public.txn_whereami = 'public': which
+    table an unqualified name finds shows the search_path in effect."""
+    c.shards[0].primary.psql(
+        "CREATE SCHEMA sgtx_a; CREATE SCHEMA sgtx_b;"
+        " CREATE TABLE sgtx_a.txn_whereami AS SELECT 'a'::text AS v;"
+        " CREATE TABLE sgtx_b.txn_whereami AS SELECT 'b'::text AS v;"
+        " CREATE TABLE public.txn_whereami AS SELECT 'public'::text AS v;"
+        " GRANT USAGE ON SCHEMA sgtx_a, sgtx_b TO PUBLIC")
+
+
+def run_probes(sg: pgwire.PgWire, twin: pgwire.PgWire, probe: str, n: int, what: str, pids: set | None = None):
+    """Runs `probe` (last column pg_backend_pid()) n times through shardgate, alternating simple and
+    extended protocol; every answer must equal plain Postgres's answer in the twin session."""
+    want_msgs = twin.simple(probe)
+    assert not twin_errors(want_msgs), f"{what}: twin failed: {describe_reply(want_msgs)}"
+    want = raw_rows(want_msgs)[0][:-1]
+    for i in range(n):
+        msgs = sg.simple(probe) if i % 2 else extended(sg, probe)
+        assert not pgwire.errors(msgs), f"{what}, statement {i}: {describe_reply(msgs)}"
+        row = raw_rows(msgs)[0]
+        if pids is not None:
+            pids.add(int(row[-1]))
+        assert row[:-1] == want, f"{what}, statement {i}: got {row[:-1]}, plain Postgres says {want}"
+        time.sleep(0.003)
+    return want
+
+
+def twin_errors(msgs):
+    return pgwire.errors(msgs)
+
+
+def mirror(sg: pgwire.PgWire, twin: pgwire.PgWire, sql: str) -> list[str]:
+    """Runs sql in both sessions; both must agree on the error codes (none, usually)."""
+    a, b = error_codes(sg.simple(sql)), error_codes(twin.simple(sql))
+    assert a == b, f"{sql!r}: shardgate errors {a}, plain Postgres errors {b}"
+    return a
+
+
+# =============================================================================================
+# Who holds a connection, and for how long
+# =============================================================================================
+
+
+@pytest.mark.requires_shardgate
+def test_autocommit_statements_share_one_backend(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=1)
+    clients = [connect(c.shardgate.port) for _ in range(5)]
+    try:
+        pids = set()
+        for _ in range(4):
+            for w in clients:
+                pids.add(backend_pid(w))
+                msgs = extended(w, "SELECT pg_backend_pid(), $1::int + 1", ("41",))
+                assert not pgwire.errors(msgs), describe_reply(msgs)
+                row = pgwire.data_rows(msgs)[0]
+                pids.add(int(row[0]))
+                assert row[1] == "42"
+                assert status_of(msgs) == "I"
+        assert len(pids) == 1, f"5 clients on a pool of 1 ran on several backends: {pids}"
+        # The shard itself sees a single connection from shardgate, not five.
+        n = c.shards[0].primary.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'app' "
+                                     "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        assert n == "1", f"{n} server connections for a pool of 1"
+    finally:
+        for w in clients:
+            w.close()
+
+
+@pytest.mark.requires_shardgate
+def test_open_transaction_keeps_its_connection(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=1)
+    with connect(c.shardgate.port) as a, connect(c.shardgate.port) as b:
+        assert status_of(a.simple("BEGIN")) == "T"
+        pid_a = backend_pid(a)
+        b.send(pgwire.query("SELECT pg_backend_pid()"))
+        assert_waiting(b, 0.8, "another client while the transaction is open")
+        # The transaction keeps running on its own backend, in both protocols.
+        for i in range(3):
+            assert backend_pid(a) == pid_a
+            msgs = extended(a, "SELECT pg_backend_pid(), $1::int", (str(i),))
+            assert pgwire.data_rows(msgs)[0] == [str(pid_a), str(i)] and status_of(msgs) == "T"
+        assert_waiting(b, 0.3, "another client while the transaction is open")
+        # A failed transaction ('E') keeps it too: the client must still be able to ROLLBACK there.
+        msgs = a.simple("SELECT 1/0")
+        assert error_codes(msgs) == ["22012"] and status_of(msgs) == "E", describe_reply(msgs)
+        assert error_codes(a.simple("SELECT 1")) == ["25P02"]
+        assert_waiting(b, 0.5, "another client while the transaction is failed")
+        msgs = a.simple("ROLLBACK")
+        t_commit = time.monotonic()
+        assert status_of(msgs) == "I"
+        got = b.recv_until(b"Z", timeout=5)
+        waited = time.monotonic() - t_commit
+        assert not pgwire.errors(got), describe_reply(got)
+        assert pgwire.data_rows(got) == [[str(pid_a)]], "the waiting client got the freed connection"
+        assert waited < 1.0, f"the waiting client took {waited:.2f}s after the ROLLBACK"
+        # And the other way round, with COMMIT.
+        assert status_of(b.simple("BEGIN")) == "T"
+        a.send(pgwire.query("SELECT pg_backend_pid()"))
+        assert_waiting(a, 0.5, "a client while another has BEGIN open")
+        assert status_of(b.simple("COMMIT")) == "I"
+        t_commit = time.monotonic()
+        got = a.recv_until(b"Z", timeout=5)
+        assert pgwire.data_rows(got) == [[str(pid_a)]] and time.monotonic() - t_commit < 1.0
+
+
+@pytest.mark.requires_shardgate
+def test_psycopg_transaction_holds_and_releases(make_cluster):
+    """psycopg's implicit BEGIN (autocommit off) holds the connection until commit()."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    with sg_psycopg(c, autocommit=False) as a, sg_psycopg(c) as b:
+        pid_a = a.execute("SELECT pg_backend_pid()").fetchone()[0]
+        result = {}
+
+        def other():
+            t = time.monotonic()
+            result["pid"] = b.execute("SELECT pg_backend_pid()").fetchone()[0]
+            result["at"] = time.monotonic()
+            result["waited"] = result["at"] - t
+
+        t = threading.Thread(target=other, daemon=True)
+        t.start()
+        time.sleep(0.8)
+        assert "pid" not in result, "the other client ran while the transaction was open"
+        assert a.execute("SELECT pg_backend_pid()").fetchone()[0] == pid_a
+        a.commit()
+        committed = time.monotonic()
+        t.join(5)
+        assert result.get("pid") == pid_a
+        assert result["at"] - committed < 1.0
+
+
+def test_client_leaving_mid_transaction_rolls_it_back(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=1)
+    c.shards[0].primary.psql("CREATE TABLE txn_leave (id int)")
+    port = c.shardgate.port
+    a = connect(port)
+    ok(a, "BEGIN")
+    ok(a, "INSERT INTO txn_leave VALUES (1)")
+    a.abort()  # TCP reset, no Terminate
+    with connect(port) as b:
+        assert ok(b, "SELECT count(*) FROM txn_leave", timeout=10) == [["0"]]
+        # b is not inside what a left behind.
+        assert ok(b, "SELECT txid_current_if_assigned() IS NULL") == [["t"]]
+        msgs = b.simple("SELECT 1")
+        assert status_of(msgs) == "I"
+        # A failed transaction left with a polite Terminate.
+        a2 = connect(port)
+        ok(a2, "BEGIN")
+        ok(a2, "INSERT INTO txn_leave VALUES (2)")
+        a2.simple("SELECT 1/0")
+        a2.send(pgwire.terminate())
+        a2.close()
+        ok(b, "INSERT INTO txn_leave VALUES (3)")
+        assert ok(b, "SELECT array_agg(id) FROM txn_leave") == [["{3}"]]
+
+
+def test_client_leaving_with_running_query_frees_the_pool(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=1)
+    a = connect(c.shardgate.port)
+    a.send(pgwire.query("SELECT pg_sleep(60)"))
+    time.sleep(0.3)
+    a.close()
+    with connect(c.shardgate.port) as b:
+        t = time.monotonic()
+        assert ok(b, "SELECT 42", timeout=10) == [["42"]]
+        assert time.monotonic() - t < 5, "the pool stayed busy with the departed client's query"
+
+
+# =============================================================================================
+# Session settings follow the client from connection to connection
+# =============================================================================================
+
+# (setting, value in the startup packet's options, value for SET, an expression whose value shows it,
+#  reported by Postgres in ParameterStatus)
+SETTINGS = [
+    ("client_encoding", "WIN1252", "'LATIN9'", "chr(233) || chr(8364)", True),
+    ("DateStyle", r"SQL,\ DMY", "'German'", "'2024-03-05'::date::text", True),
+    ("TimeZone", "Asia/Tokyo", "'America/New_York'", "'2024-03-05 12:00:00+00'::timestamptz::text", True),
+    ("IntervalStyle", "postgres_verbose", "'iso_8601'", "'1 day 02:03:04'::interval::text", True),
+    ("application_name", "startup_app", "'set_app'",
+     "(SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid())", True),
+    ("standard_conforming_strings", "off", "on", "length('a\\\\b')", True),
+    ("search_path", "sgtx_a,public", "sgtx_b, public", "(SELECT v FROM txn_whereami)", False),
+    ("extra_float_digits", "-3", "0", "(1/3::float8)::text", False),
+    ("statement_timeout", "4321", "'5s'", "current_setting('statement_timeout')", False),
+    ("lock_timeout", "3210", "'7s'", "current_setting('lock_timeout')", False),
+]
+
+
+@pytest.mark.parametrize("name,startup_value,set_value,effect,reported", SETTINGS, ids=[s[0] for s in SETTINGS])
+def test_setting_survives_pooling(make_cluster, name, startup_value, set_value, effect, reported):
+    """The setting from the startup packet, then SET, then RESET (back to the startup value): every
+    statement sees the session's value while churn clients with settings of their own share the pool."""
+    c = tx_cluster(make_cluster, pool_size=2)
+    make_whereami_schemas(c)
+    probe = f"SELECT current_setting('{name}'), {effect}, pg_backend_pid()"
+    startup = {"options": f"-c {name}={startup_value}"}
+    pids: set[int] = set()
+    with connect(primary_port(c)) as plain:
+        default = raw_rows(plain.simple(probe))[0][:-1]
+    with ChurnGroup(c.shardgate.port, primary_port(c)) as churn, \
+            connect(primary_port(c), startup) as twin, connect(c.shardgate.port, startup) as sg:
+        seen = {"startup": run_probes(sg, twin, probe, 16, f"{name} from the startup packet", pids)}
+        mirror(sg, twin, f"SET {name} = {set_value}")
+        seen["set"] = run_probes(sg, twin, probe, 16, f"{name} after SET", pids)
+        mirror(sg, twin, f"RESET {name}")
+        seen["reset"] = run_probes(sg, twin, probe, 16, f"{name} after RESET", pids)
+        mirror(sg, twin, f"SET {name} = {set_value}")
+        mirror(sg, twin, f"SET {name} TO DEFAULT")
+        seen["to default"] = run_probes(sg, twin, probe, 8, f"{name} after SET TO DEFAULT", pids)
+    churn.check(min_iterations=5)
+    # The test means something only if the values differ. (RESET and SET TO DEFAULT go back to the
+    # session's default, which is the startup packet's value.)
+    assert seen["startup"] != default, f"the startup value of {name} looks like the server default: {default}"
+    assert seen["set"] != seen["startup"], seen
+    assert seen["reset"] == seen["startup"] == seen["to default"], seen
+    if reported and not DIRECT:
+        # Reported settings do not pin: the client must really have moved between connections.
+        assert len(pids) >= 2, f"the client stayed on backend {pids}; the test did not exercise pooling"
+
+
+def test_settings_in_transactions(make_cluster):
+    """SET LOCAL ends with its transaction; SET in a rolled-back transaction or savepoint is undone;
+    SET in a committed transaction stays — for reported and unreported settings alike."""
+    c = tx_cluster(make_cluster, pool_size=2)
+    make_whereami_schemas(c)
+    probe = ("SELECT '2024-03-05 12:00:00+00'::timestamptz::text, current_setting('application_name'),"
+             " (SELECT v FROM txn_whereami), current_setting('statement_timeout'), pg_backend_pid()")
+    with ChurnGroup(c.shardgate.port, primary_port(c)) as churn, \
+            connect(primary_port(c)) as twin, connect(c.shardgate.port) as sg:
+        default = run_probes(sg, twin, probe, 4, "before anything")
+        steps = [
+            ("SET LOCAL, COMMIT",
+             ["BEGIN", "SET LOCAL TimeZone = 'Asia/Tokyo'", "SET LOCAL search_path = sgtx_a, public",
+              "SET LOCAL application_name = 'local_app'", "SET LOCAL statement_timeout = '9s'"]),
+            ("inside the transaction", []),
+            ("after COMMIT", ["COMMIT"]),
+            ("SET in a committed transaction",
+             ["BEGIN", "SET TimeZone = 'Asia/Tokyo'", "SET search_path = sgtx_a, public",
+              "SET application_name = 'committed_app'", "COMMIT"]),
+            ("SET in a rolled-back transaction",
+             ["BEGIN", "SET TimeZone = 'America/New_York'", "SET search_path = sgtx_b, public",
+              "SET application_name = 'rolled_back_app'", "SET statement_timeout = '8s'", "ROLLBACK"]),
+            ("SET after a rolled-back savepoint",
+             ["BEGIN", "SAVEPOINT s", "SET TimeZone = 'Australia/Adelaide'", "SET search_path = sgtx_b",
+              "ROLLBACK TO SAVEPOINT s", "SET application_name = 'after_savepoint'", "COMMIT"]),
+            ("SET in a failed transaction",
+             ["BEGIN", "SET TimeZone = 'Europe/Berlin'", "SET search_path = sgtx_b, public", "SELECT 1/0",
+              "ROLLBACK"]),
+            ("SET LOCAL in a rolled-back transaction",
+             ["BEGIN", "SET LOCAL TimeZone = 'Europe/Berlin'", "ROLLBACK"]),
+        ]
+        results = {}
+        for what, stmts in steps:
+            for s in stmts:
+                mirror(sg, twin, s)
+            n = 4 if what == "inside the transaction" else 12
+            results[what] = run_probes(sg, twin, probe, n, what)
+    churn.check(min_iterations=5)
+    assert results["inside the transaction"] != default
+    assert results["after COMMIT"] == default
+    assert results["SET in a committed transaction"] != default
+    assert results["SET in a rolled-back transaction"] == results["SET in a committed transaction"]
+
+
+def test_reset_all_and_discard_all_go_back_to_startup_values(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=2)
+    make_whereami_schemas(c)
+    probe = ("SELECT '2024-03-05 12:00:00+00'::timestamptz::text, current_setting('DateStyle'),"
+             " current_setting('application_name'), (SELECT v FROM txn_whereami),"
+             " current_setting('statement_timeout'), (1/3::float8)::text, pg_backend_pid()")
+    startup = {"options": "-c TimeZone=Asia/Tokyo -c search_path=sgtx_a,public -c statement_timeout=4321",
+               "application_name": "startup_app"}
+    changes = ["SET TimeZone = 'America/New_York'", "SET DateStyle = 'German'", "SET search_path = sgtx_b",
+               "SET application_name = 'changed'", "SET statement_timeout = '6s'", "SET extra_float_digits = -2"]
+    with ChurnGroup(c.shardgate.port, primary_port(c)) as churn, \
+            connect(primary_port(c), startup) as twin, connect(c.shardgate.port, startup) as sg:
+        at_start = run_probes(sg, twin, probe, 6, "startup values")
+        for how in ("RESET ALL", "DISCARD ALL"):
+            for s in changes:
+                mirror(sg, twin, s)
+            changed = run_probes(sg, twin, probe, 8, f"before {how}")
+            assert changed != at_start
+            mirror(sg, twin, how)
+            assert run_probes(sg, twin, probe, 12, f"after {how}") == at_start
+    churn.check(min_iterations=5)
+
+
+def test_set_config_function(make_cluster):
+    """set_config() of reported settings: Postgres reports the change, so it follows the client."""
+    c = tx_cluster(make_cluster, pool_size=2)
+    probe = ("SELECT '2024-03-05 12:00:00+00'::timestamptz::text, current_setting('application_name'),"
+             " pg_backend_pid()")
+    with ChurnGroup(c.shardgate.port, primary_port(c)) as churn, \
+            connect(primary_port(c)) as twin, connect(c.shardgate.port) as sg:
+        default = run_probes(sg, twin, probe, 4, "default")
+        mirror(sg, twin, "SELECT set_config('TimeZone', 'Asia/Tokyo', false), "
+                         "set_config('application_name', 'via_set_config', false)")
+        changed = run_probes(sg, twin, probe, 12, "after set_config")
+        assert changed != default
+        for s in ["BEGIN", "SELECT set_config('TimeZone', 'America/New_York', true)", "COMMIT"]:
+            mirror(sg, twin, s)
+        assert run_probes(sg, twin, probe, 12, "after a transaction-local set_config") == changed
+    churn.check(min_iterations=5)
+
+
+def test_statement_and_lock_timeouts_take_effect(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=2)
+    c.shards[0].primary.psql("CREATE TABLE txn_locked (id int)")
+    with ChurnGroup(c.shardgate.port, primary_port(c)) as churn, connect(c.shardgate.port) as sg:
+        ok(sg, "SET statement_timeout = '150ms'")
+        for i in range(4):
+            ok(sg, "SELECT 1")
+            t = time.monotonic()
+            msgs = sg.simple("SELECT pg_sleep(0.8)")
+            assert error_codes(msgs) == ["57014"], f"try {i}: {describe_reply(msgs)}"
+            assert time.monotonic() - t < 0.7
+        ok(sg, "RESET statement_timeout")
+        assert ok(sg, "SELECT pg_sleep(0.3)::text || 'slept'") == [["slept"]]
+        # lock_timeout: another session holds the table's lock (directly on the shard).
+        with connect(primary_port(c)) as holder:
+            ok(holder, "BEGIN")
+            ok(holder, "LOCK TABLE txn_locked IN ACCESS EXCLUSIVE MODE")
+            ok(sg, "SET lock_timeout = '200ms'")
+            for i in range(3):
+                ok(sg, "SELECT 1")
+                t = time.monotonic()
+                msgs = sg.simple("SELECT count(*) FROM txn_locked")
+                assert error_codes(msgs) == ["55P03"], f"try {i}: {describe_reply(msgs)}"
+                assert time.monotonic() - t < 2.0
+            ok(holder, "ROLLBACK")
+        assert ok(sg, "SELECT count(*) FROM txn_locked") == [["0"]]
+    churn.check(min_iterations=5)
+
+
+def test_psycopg_follows_its_timezone(make_cluster):
+    """psycopg builds tz-aware datetimes from the TimeZone the server reported to it: the ParameterStatus
+    it sees must be its own session's, through connection changes."""
+    c = tx_cluster(make_cluster, pool_size=2)
+    instant = datetime.datetime(2024, 3, 5, 12, 0, tzinfo=datetime.timezone.utc)
+    with ChurnGroup(c.shardgate.port, primary_port(c)) as churn, \
+            sg_psycopg(c, options="-c TimeZone=Asia/Tokyo") as conn:
+        for zone in ("Asia/Tokyo", "America/New_York", "Europe/Lisbon"):
+            if zone != "Asia/Tokyo":
+                conn.execute(f"SET TimeZone = '{zone}'")
+            for i in range(10):
+                got = conn.execute("SELECT %s::timestamptz, current_setting('TimeZone')", (instant,)).fetchone()
+                assert got[1] == zone
+                assert got[0] == instant and got[0].utcoffset() == instant.astimezone(zoneinfo.ZoneInfo(zone)).utcoffset(), got
+                assert conn.info.parameter_status("TimeZone") == zone
+                assert conn.info.timezone == zoneinfo.ZoneInfo(zone)
+    churn.check(min_iterations=5)
+
+
+# =============================================================================================
+# Prepared statements
+# =============================================================================================
+
+
+def test_psycopg_prepared_statements_under_churn(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=2)
+    problems: list[str] = []
+    done: list[int] = []
+
+    def client(k: int, prepare_threshold: int | None, explicit: bool, binary: bool):
+        try:
+            with sg_psycopg(c, prepare_threshold=prepare_threshold) as conn:
+                cur = conn.cursor(binary=binary)
+                for i in range(40):
+                    kw = {"prepare": True} if explicit else {}
+                    # A text of this client's own, and one every client shares.
+                    row = cur.execute(f"SELECT %s::int * {k + 2}, %s::text || '-c{k}'", (i, f"v{i}"), **kw).fetchone()
+                    if row != (i * (k + 2), f"v{i}-c{k}"):
+                        problems.append(f"client {k} #{i}: {row}")
+                    row = cur.execute("SELECT %s::int8 + 1, %s::numeric * 2, %s::date", (i, decimal.Decimal("1.25"),
+                                      datetime.date(2024, 1, 1 + i % 28)), **kw).fetchone()
+                    if row != (i + 1, decimal.Decimal("2.50"), datetime.date(2024, 1, 1 + i % 28)):
+                        problems.append(f"client {k} shared #{i}: {row}")
+                # On plain Postgres (direct mode) check that the configurations really prepare; through
+                # shardgate this statement may run on a connection other than the ones that prepared.
+                prepared = conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
+                if DIRECT and prepared < 1:
+                    problems.append(f"client {k}: nothing was prepared; the test did not test prepared statements")
+                done.append(k)
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"client {k}: {type(e).__name__}: {e}")
+
+    # (client, prepare_threshold, prepare=True on each execute, binary results)
+    configs = [(0, 0, False, False), (1, 0, False, True), (2, 100, True, False), (3, 1, False, True),
+               (4, 100, True, True)]
+    with ChurnGroup(c.shardgate.port, primary_port(c)) as churn:
+        threads = [threading.Thread(target=client, args=cfg, daemon=True) for cfg in configs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+    churn.check(min_iterations=5)
+    assert not problems, "\n".join(problems)
+    assert sorted(done) == [0, 1, 2, 3, 4]
+
+
+def test_asyncpg_under_churn(make_cluster):
+    """asyncpg prepares every statement (names __asyncpg_stmt_N__, the same in every connection) and
+    asks for binary results."""
+    c = tx_cluster(make_cluster, pool_size=2)
+    c.shards[0].primary.psql("CREATE TABLE txn_apg (k int, i int, v text, PRIMARY KEY (k, i))")
+
+    async def client(k: int):
+        conn = await asyncpg.connect(host="127.0.0.1", port=c.shardgate.port, user="postgres",
+                                     password="postgres", database="app", timeout=10)
+        try:
+            stmt = await conn.prepare(f"SELECT $1::int * {k + 3} AS v, $2::text AS t")
+            for i in range(25):
+                row = await stmt.fetchrow(i, f"s{i}")
+                assert (row["v"], row["t"]) == (i * (k + 3), f"s{i}"), (k, i, row)
+                got = await conn.fetchrow(
+                    f"SELECT $1::bigint + {k}, $2::numeric, $3::timestamptz, $4::bytea, $5::int[], $6::uuid",
+                    i, decimal.Decimal("3.14"), datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),
+                    b"\x00\x01" * i, [i, k], uuid.UUID(int=i))
+                assert tuple(got) == (i + k, decimal.Decimal("3.14"),
+                                      datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),
+                                      b"\x00\x01" * i, [i, k], uuid.UUID(int=i)), (k, i, got)
+                assert await conn.fetchval("SELECT count(*) FROM txn_apg WHERE k = $1", k) == i
+                await conn.execute("INSERT INTO txn_apg VALUES ($1, $2, $3)", k, i, f"row{i}")
+            await conn.executemany("INSERT INTO txn_apg VALUES ($1, $2, $3)", [(k, 100 + j, "many") for j in range(20)])
+            async with conn.transaction():
+                total = 0
+                async for r in conn.cursor("SELECT i FROM txn_apg WHERE k = $1 ORDER BY i", k, prefetch=7):
+                    total += r["i"]
+                assert total == sum(range(25)) + sum(100 + j for j in range(20))
+            return k
+        finally:
+            await conn.close()
+
+    async def main():
+        return await asyncio.wait_for(asyncio.gather(*(client(k) for k in range(6))), timeout=90)
+
+    with ChurnGroup(c.shardgate.port, primary_port(c)) as churn:
+        assert sorted(asyncio.run(main())) == list(range(6))
+    churn.check(min_iterations=5)
+
+
+def test_same_statement_name_different_texts(make_cluster):
+    """Clients' statement names are their own: two clients on one server connection both use "s1"."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    port = c.shardgate.port
+    with connect(port) as a, connect(port) as b, connect(port) as other:
+        ra = th.prepare(a, "s1", "SELECT 'a:' || $1::text", (TEXT,))
+        rb = th.prepare(b, "s1", "SELECT $1::int + 100, 'b'::text", (INT4,))
+        assert not pgwire.errors(ra) and not pgwire.errors(rb), (describe_reply(ra), describe_reply(rb))
+        if not DIRECT:
+            assert backend_pid(a) == backend_pid(b), "a pool of 1 must put both on one backend"
+        for i in range(15):
+            ma = th.exec_prepared(a, "s1", (f"x{i}",))
+            mb = th.exec_prepared(b, "s1", (str(i),))
+            assert pgwire.data_rows(ma) == [[f"a:x{i}"]], describe_reply(ma)
+            assert pgwire.data_rows(mb) == [[str(i + 100), "b"]], describe_reply(mb)
+        da, db = th.describe_statement(a, "s1"), th.describe_statement(b, "s1")
+        assert th.parameter_oids(da) == [TEXT] and [t for _, t in th.row_columns(da)] == [TEXT]
+        assert th.parameter_oids(db) == [INT4] and [t for _, t in th.row_columns(db)] == [INT4, TEXT]
+        # A client that never prepared s1 does not see anybody's s1.
+        for msgs in (th.exec_prepared(other, "s1", ("1",)), th.describe_statement(other, "s1")):
+            assert error_codes(msgs) == ["26000"], describe_reply(msgs)
+            assert 's1' in pgwire.errors(msgs)[0].message
+        # Nor can it close it for them.
+        other.send(pgwire.close("S", "s1") + pgwire.sync())
+        assert not pgwire.errors(other.recv_until(b"Z"))
+        assert pgwire.data_rows(th.exec_prepared(a, "s1", ("y",))) == [["a:y"]]
+        # a redefines its s1; b's stays.
+        a.send(pgwire.close("S", "s1") + pgwire.parse("s1", "SELECT 'a2'::text") + pgwire.sync())
+        assert not pgwire.errors(a.recv_until(b"Z"))
+        assert pgwire.data_rows(th.exec_prepared(a, "s1")) == [["a2"]]
+        assert pgwire.data_rows(th.exec_prepared(b, "s1", ("5",))) == [["105", "b"]]
+        # The same text under the same name in a third client works too.
+        assert not pgwire.errors(th.prepare(other, "s1", "SELECT 'a2'::text"))
+        assert pgwire.data_rows(th.exec_prepared(other, "s1")) == [["a2"]]
+
+
+def test_describe_prepared_statement_on_another_connection(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=2)
+    port = c.shardgate.port
+    with connect(port) as a, connect(port) as b, connect(port) as d:
+        assert not pgwire.errors(th.prepare(a, "s1", "SELECT $1::int * 2 AS doubled, pg_backend_pid() AS pid"))
+        first = th.exec_prepared(a, "s1", ("21",))
+        assert pgwire.data_rows(first)[0][0] == "42"
+        pid_x = int(pgwire.data_rows(first)[0][1])
+        # Hold both pool connections, then give back the one that is not the statement's first home.
+        ok(b, "BEGIN")
+        ok(d, "BEGIN")
+        pid_b, pid_d = backend_pid(b), backend_pid(d)
+        if DIRECT:
+            ok(b, "COMMIT")
+        else:
+            assert pid_x in (pid_b, pid_d) and pid_b != pid_d, (pid_x, pid_b, pid_d)
+            ok(b if pid_b != pid_x else d, "COMMIT")
+        a.send(pgwire.describe("S", "s1") + pgwire.bind("", "s1", ("5",)) + pgwire.execute() + pgwire.sync())
+        msgs = a.recv_until(b"Z")
+        assert not pgwire.errors(msgs), describe_reply(msgs)
+        assert pgwire.types(msgs) == "tT2DCZ", describe_reply(msgs)
+        assert th.parameter_oids(msgs) == [INT4]
+        assert th.row_columns(msgs) == [("doubled", INT4), ("pid", INT4)]
+        row = pgwire.data_rows(msgs)[0]
+        assert row[0] == "10"
+        if not DIRECT:
+            assert int(row[1]) != pid_x, "the statement was expected to run on the other connection"
+        # Describe alone, too.
+        msgs = th.describe_statement(a, "s1")
+        assert pgwire.types(msgs) == "tTZ" and th.row_columns(msgs) == [("doubled", INT4), ("pid", INT4)]
+        ok(b, "COMMIT")
+        ok(d, "COMMIT")
+
+
+def test_close_statement_then_parse_again(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=2)
+    port = c.shardgate.port
+    with ChurnGroup(port, primary_port(c)) as churn, connect(port) as a, connect(port) as b:
+        assert not pgwire.errors(th.prepare(a, "s1", "SELECT 1"))
+        # b prepares the very same text under another name: closing a's must not remove b's.
+        assert not pgwire.errors(th.prepare(b, "b_same", "SELECT 1"))
+        assert pgwire.data_rows(th.exec_prepared(a, "s1")) == [["1"]]
+        a.send(pgwire.close("S", "s1") + pgwire.sync())
+        assert pgwire.types(a.recv_until(b"Z")) == "3Z"
+        msgs = th.exec_prepared(a, "s1")
+        assert error_codes(msgs) == ["26000"], describe_reply(msgs)
+        for _ in range(5):
+            assert pgwire.data_rows(th.exec_prepared(b, "b_same")) == [["1"]]
+        assert not pgwire.errors(th.prepare(a, "s1", "SELECT 2"))
+        assert pgwire.data_rows(th.exec_prepared(a, "s1")) == [["2"]]
+        # A second Parse of a live name is an error, and the statement stays.
+        msgs = th.prepare(a, "s1", "SELECT 3")
+        assert error_codes(msgs) == ["42P05"], describe_reply(msgs)
+        assert pgwire.data_rows(th.exec_prepared(a, "s1")) == [["2"]]
+        # Close of a statement that does not exist is not an error.
+        a.send(pgwire.close("S", "never_prepared") + pgwire.sync())
+        assert pgwire.types(a.recv_until(b"Z")) == "3Z"
+        # Close and re-Parse in one go (what drivers do when their statement cache evicts).
+        for i in range(10):
+            a.send(pgwire.close("S", "s1") + pgwire.parse("s1", f"SELECT {i} + $1::int", (INT4,))
+                   + pgwire.bind("", "s1", ("100",)) + pgwire.execute() + pgwire.sync())
+            msgs = a.recv_until(b"Z")
+            assert pgwire.types(msgs) == "312DCZ", describe_reply(msgs)
+            assert pgwire.data_rows(msgs) == [[str(100 + i)]]
+            assert pgwire.data_rows(th.exec_prepared(b, "b_same")) == [["1"]]
+    churn.check(min_iterations=5)
+
+
+def test_deallocate_all_and_discard_all(make_cluster):
+    """DEALLOCATE ALL / DISCARD ALL remove the client's own statements (26000 afterwards) and nothing
+    of the other clients sharing its server connection."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    port = c.shardgate.port
+    with connect(port) as a, connect(port) as b, connect(primary_port(c)) as twin:
+        ok(b, "SET TimeZone = 'Asia/Tokyo'")
+        ok(b, "SET search_path = pg_catalog, public")
+        assert not pgwire.errors(th.prepare(b, "s1", "SELECT 'b'::text || $1::text"))
+        for how in ("DEALLOCATE ALL", "DEALLOCATE PREPARE ALL", "DISCARD ALL"):
+            mirror(a, twin, "SET TimeZone = 'America/New_York'")
+            for w in (a, twin):
+                assert not pgwire.errors(th.prepare(w, "s1", "SELECT 'a'::text || $1::text"))
+                assert not pgwire.errors(th.prepare(w, "s2", "SELECT 2"))
+            assert pgwire.data_rows(th.exec_prepared(a, "s1", ("!",))) == [["a!"]]
+            msgs = a.simple(how)
+            assert not pgwire.errors(msgs), f"{how}: {describe_reply(msgs)}"
+            twin.simple(how)
+            for name in ("s1", "s2"):
+                msgs = th.exec_prepared(a, name, ("!",) if name == "s1" else ())
+                assert error_codes(msgs) == ["26000"], f"{name} after {how}: {describe_reply(msgs)}"
+            # b's statement and settings are untouched, though b shares a's only server connection.
+            assert pgwire.data_rows(th.exec_prepared(b, "s1", ("?",))) == [["b?"]], how
+            assert ok(b, "SELECT current_setting('TimeZone'), current_setting('search_path')") == \
+                [["Asia/Tokyo", "pg_catalog, public"]], how
+            # a's TimeZone: kept by DEALLOCATE, reset by DISCARD ALL, as in Postgres.
+            tz = "SELECT current_setting('TimeZone')"
+            assert ok(a, tz) == ok(twin, tz), how
+            # The names are free again.
+            assert not pgwire.errors(th.prepare(a, "s1", "SELECT 'again'::text"))
+            assert pgwire.data_rows(th.exec_prepared(a, "s1")) == [["again"]]
+            for w in (a, twin):
+                w.send(pgwire.close("S", "s1") + pgwire.sync())
+                w.recv_until(b"Z")
+
+
+def test_sql_deallocate_of_protocol_statement(make_cluster):
+    """DEALLOCATE name (SQL) drops a statement made with Parse, as in Postgres."""
+    c = tx_cluster(make_cluster, pool_size=2)
+    with connect(c.shardgate.port) as a, connect(c.shardgate.port) as b:
+        assert not pgwire.errors(th.prepare(a, "s_sql", "SELECT 7"))
+        assert not pgwire.errors(th.prepare(b, "s_sql", "SELECT 8"))
+        assert pgwire.data_rows(th.exec_prepared(a, "s_sql")) == [["7"]]
+        msgs = a.simple("DEALLOCATE s_sql")
+        assert not pgwire.errors(msgs), describe_reply(msgs)
+        assert error_codes(th.exec_prepared(a, "s_sql")) == ["26000"]
+        assert pgwire.data_rows(th.exec_prepared(b, "s_sql")) == [["8"]]
+        assert not pgwire.errors(th.prepare(a, "s_sql", "SELECT 9"))
+        assert pgwire.data_rows(th.exec_prepared(a, "s_sql")) == [["9"]]
+
+
+def test_psycopg_statement_cache_maintenance(make_cluster):
+    """psycopg deallocates by itself: `DEALLOCATE _pg3_N` when its cache (prepared_max) overflows,
+    `DEALLOCATE ALL` after a ROLLBACK or a DROP. All of it must keep working."""
+    c = tx_cluster(make_cluster, pool_size=2)
+    with ChurnGroup(c.shardgate.port, primary_port(c)) as churn, \
+            sg_psycopg(c, autocommit=False, prepare_threshold=0) as conn:
+        conn.prepared_max = 3
+        for rnd in range(3):
+            for q in range(8):  # more texts than the cache holds: evictions
+                row = conn.execute(f"SELECT %s::int + {q}", (rnd,)).fetchone()
+                assert row == (rnd + q,), (rnd, q, row)
+            conn.rollback()  # psycopg follows with DEALLOCATE ALL
+            conn.execute("CREATE TABLE txn_psy_tmp (i int)")
+            conn.execute("INSERT INTO txn_psy_tmp VALUES (%s)", (rnd,))
+            conn.execute("DROP TABLE txn_psy_tmp")  # DEALLOCATE ALL again
+            conn.commit()
+        assert conn.execute("SELECT %s::text || 'ok'", ("all ",)).fetchone() == ("all ok",)
+        conn.commit()
+    churn.check(min_iterations=5)
+
+
+def in_thread(fn, timeout: float = 15):
+    """fn() in a helper thread: libpq's blocking calls (pgconn.*) cannot be interrupted by the test deadline."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise TimeoutError(f"libpq call did not return within {timeout}s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def test_psycopg_low_level_deallocate_and_discard(make_cluster):
+    """psycopg's pgconn.prepare / exec_prepared (PQprepare, PQexecPrepared): after the client's DISCARD ALL
+    or DEALLOCATE ALL its statements are gone (26000); another client's statement of the same name lives on."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    with sg_psycopg(c) as a, sg_psycopg(c) as b:
+        def prepare(conn, name, sql):
+            res = in_thread(lambda: conn.pgconn.prepare(name, sql))
+            assert res.status == psycopg.pq.ExecStatus.COMMAND_OK, res.error_message
+
+        def run(conn, name, params=None):
+            return in_thread(lambda: conn.pgconn.exec_prepared(name, params))
+
+        prepare(b, b"s1", b"SELECT 'b:' || $1::text")
+        for how in ("DISCARD ALL", "DEALLOCATE ALL"):
+            prepare(a, b"s1", b"SELECT $1::int * 10")
+            prepare(a, b"s2", b"SELECT 'two'")
+            res = run(a, b"s1", [b"4"])
+            assert res.status == psycopg.pq.ExecStatus.TUPLES_OK and res.get_value(0, 0) == b"40", res.error_message
+            a.execute(how)
+            for name, params in ((b"s1", [b"4"]), (b"s2", None)):
+                res = run(a, name, params)
+                assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR, f"{name} after {how}: {res.status}"
+                assert res.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"26000", res.error_message
+            res = run(b, b"s1", [b"x"])
+            assert res.status == psycopg.pq.ExecStatus.TUPLES_OK and res.get_value(0, 0) == b"b:x", res.error_message
+            # Describe works, and the name can be used again.
+            desc = in_thread(lambda: b.pgconn.describe_prepared(b"s1"))
+            assert desc.nparams == 1 and desc.param_type(0) == TEXT and desc.ftype(0) == TEXT
+            assert a.execute("SELECT 'session goes on'").fetchone() == ("session goes on",)
+
+
+def test_wire_pipeline_error_midway(make_cluster):
+    """An error in the middle of a pipeline: Postgres skips to the Sync, including a Parse after the
+    error, and answers the next Sync group normally."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    port = c.shardgate.port
+    with connect(port) as a, connect(port) as b:
+        a.send(pgwire.parse("ok1", "SELECT 41 + $1::int", (INT4,)) + pgwire.bind("", "ok1", ("1",)) + pgwire.execute()
+               + pgwire.parse("", "SELEKT broken") + pgwire.bind("", "") + pgwire.execute()
+               + pgwire.parse("skipped", "SELECT 42 /* txn_skipped */") + pgwire.bind("", "skipped") + pgwire.execute()
+               + pgwire.sync()
+               + pgwire.parse("", "SELECT 'second group'") + pgwire.bind("", "") + pgwire.execute() + pgwire.sync())
+        first = a.recv_until(b"Z")
+        assert pgwire.types(first) == "12DCEZ", describe_reply(first)
+        assert error_codes(first) == ["42601"]
+        second = a.recv_until(b"Z")
+        assert pgwire.data_rows(second) == [["second group"]], describe_reply(second)
+        # ok1 exists, skipped does not.
+        assert pgwire.data_rows(th.exec_prepared(a, "ok1", ("2",))) == [["43"]]
+        assert error_codes(th.exec_prepared(a, "skipped")) == ["26000"]
+        # Another client on the same connection prepares the skipped text: it must really be prepared.
+        b.send(pgwire.parse("b1", "SELECT 42 /* txn_skipped */") + pgwire.bind("", "b1") + pgwire.execute()
+               + pgwire.sync())
+        msgs = b.recv_until(b"Z")
+        assert pgwire.data_rows(msgs) == [["42"]], describe_reply(msgs)
+        assert not pgwire.errors(th.prepare(a, "skipped", "SELECT 42 /* txn_skipped */"))
+        assert pgwire.data_rows(th.exec_prepared(a, "skipped")) == [["42"]]
+        # An error inside a transaction's pipeline: the rest is skipped, the transaction is failed.
+        a.send(pgwire.query("BEGIN") + pgwire.parse("", "SELECT 1/0") + pgwire.bind("", "") + pgwire.execute()
+               + pgwire.parse("after", "SELECT 5") + pgwire.sync())
+        begin = a.recv_until(b"Z")
+        assert status_of(begin) == "T"
+        failed = a.recv_until(b"Z")
+        assert error_codes(failed) == ["22012"] and status_of(failed) == "E", describe_reply(failed)
+        # The skipped Parse made nothing ("does not exist" comes before "transaction is aborted").
+        assert error_codes(th.exec_prepared(a, "after")) == ["26000"]
+        assert error_codes(a.simple("SELECT 1")) == ["25P02"]
+        assert status_of(a.simple("ROLLBACK")) == "I"
+        assert error_codes(th.exec_prepared(a, "after")) == ["26000"]
+        assert pgwire.data_rows(th.exec_prepared(b, "b1")) == [["42"]]
+
+
+def test_psycopg_pipeline_error_then_working_session(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=2)
+    with ChurnGroup(c.shardgate.port, primary_port(c)) as churn, sg_psycopg(c, prepare_threshold=None) as conn:
+        for rnd in range(3):
+            # psycopg 3.1 loses track of its statement cache when a pipeline fails (even on plain
+            # Postgres), so the failing pipelines use unnamed statements and prepared ones come after.
+            conn.prepare_threshold = None
+            curs = []
+            with pytest.raises(pgerrors.DivisionByZero):
+                with conn.pipeline():
+                    curs.append(conn.execute("SELECT %s::int + 1", (rnd,)))
+                    curs.append(conn.execute("SELECT %s::text || 'x'", ("p",)))
+                    conn.execute("SELECT 1 / %s::int", (0,))
+                    conn.execute("SELECT %s::int + 2", (rnd,))
+            assert curs[0].fetchone() == (rnd + 1,)
+            assert curs[1].fetchone() == ("px",)
+            with conn.pipeline():
+                c1 = conn.execute("SELECT %s::int + 1", (rnd,))
+                c2 = conn.execute("SELECT %s::int + 2", (rnd,))
+            assert (c1.fetchone(), c2.fetchone()) == ((rnd + 1,), (rnd + 2,))
+            conn.prepare_threshold = 0
+            for i in range(5):
+                assert conn.execute(f"SELECT %s::int * 3 + {rnd}", (i,)).fetchone() == (i * 3 + rnd,)
+            with conn.pipeline():
+                curs = [conn.execute(f"SELECT %s::int * 3 + {rnd}", (i,)) for i in range(5)]
+            assert [cur.fetchone() for cur in curs] == [(i * 3 + rnd,) for i in range(5)]
+    churn.check(min_iterations=5)
+
+
+def test_sql_prepare_execute_deallocate(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=3)
+    port = c.shardgate.port
+    with ChurnGroup(port, primary_port(c)) as churn, connect(port) as a, connect(port) as b:
+        ok(a, "PREPARE p1(int) AS SELECT $1 * 2")
+        ok(b, "PREPARE p1(text) AS SELECT 'b:' || $1")
+        for i in range(12):
+            assert ok(a, f"EXECUTE p1({i})") == [[str(2 * i)]]
+            assert ok(b, f"EXECUTE p1('{i}')") == [[f"b:{i}"]]
+            msgs = extended(a, f"EXECUTE p1({i})")
+            assert pgwire.data_rows(msgs) == [[str(2 * i)]], describe_reply(msgs)
+        ok(a, "DEALLOCATE p1")
+        assert error_codes(a.simple("EXECUTE p1(1)")) == ["26000"]
+        assert ok(b, "EXECUTE p1('still')") == [["b:still"]]
+        ok(a, "PREPARE p1 AS SELECT 'again'")
+        assert ok(a, "EXECUTE p1") == [["again"]]
+        ok(b, "DEALLOCATE ALL")
+        assert error_codes(b.simple("EXECUTE p1('x')")) == ["26000"]
+        assert ok(a, "EXECUTE p1") == [["again"]]
+    churn.check(min_iterations=5)
+
+
+# =============================================================================================
+# pgbench
+# =============================================================================================
+
+
+@pytest.mark.parametrize("mode", ["simple", "extended", "prepared"])
+def test_pgbench(make_cluster, mode):
+    """-S with 32 clients through 4 server connections (two workers); tpcb-like with 4 clients (pgbench's
+    blocking PQprepare can deadlock pgbench itself when clients outnumber connections)."""
+    c = make_cluster(num_shards=1, replicas_per_shard=0, pool_mode="transaction",
+                     general={"default_pool_size": 4})
+    primary = c.shards[0].primary
+    r = th.pgbench(primary.port, "-i", "-s", "1", "-q")
+    assert r.returncode == 0, r.stderr
+    count_sql = ("SELECT count(*) FROM pg_stat_activity WHERE datname = 'app' AND backend_type = 'client backend'"
+                 " AND pid <> pg_backend_pid()")
+    most = [0]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            try:
+                most[0] = max(most[0], int(primary.psql(count_sql, timeout=10)))
+            except Exception:  # noqa: BLE001 - a failed sample is just skipped
+                pass
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        r = th.pgbench(c.shardgate.port, "-S", "-M", mode, "-T", "3", "-c", "32", "-j", "2")
+    finally:
+        stop.set()
+        sampler.join(15)
+    th.check_pgbench(r)
+    if not DIRECT:
+        assert 0 < most[0] <= 4, f"the shard saw up to {most[0]} connections from a pool of 4"
+    r = th.pgbench(c.shardgate.port, "-M", mode, "-T", "3", "-c", "4", "-j", "2")
+    processed = th.check_pgbench(r)
+    sums = primary.psql("SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(tbalance) FROM "
+                        "pgbench_tellers), (SELECT sum(bbalance) FROM pgbench_branches)").split("|")
+    assert len(set(sums)) == 1, f"balances disagree (accounts|tellers|branches): {sums}"
+    assert int(primary.psql("SELECT count(*) FROM pgbench_history")) == processed
+
+
+# =============================================================================================
+# Waiting for a connection
+# =============================================================================================
+
+
+@pytest.mark.requires_shardgate
+def test_query_wait_timeout(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=1, query_wait_timeout=500)
+    port = c.shardgate.port
+    with connect(port) as a, connect(port) as b, sg_psycopg(c) as pb, sg_psycopg(c, autocommit=False) as pt:
+        ok(b, "SET TimeZone = 'Asia/Tokyo'")
+        ok(a, "BEGIN")
+        ok(a, "SELECT 1")
+
+        def timed_out(msgs, what):
+            assert error_codes(msgs) == ["53300"], f"{what}: {describe_reply(msgs)}"
+            err = pgwire.errors(msgs)[0]
+            assert err.severity == "ERROR", f"{what}: {err}"
+            assert "timeout" in err.message.lower() or "wait" in err.message.lower(), err.message
+            assert status_of(msgs) == "I"
+
+        # Simple query.
+        t = time.monotonic()
+        msgs = b.simple("SELECT 1", timeout=6)
+        elapsed = time.monotonic() - t
+        timed_out(msgs, "simple query")
+        assert 0.4 <= elapsed <= 3.0, f"53300 after {elapsed:.2f}s with query_wait_timeout = 500 ms"
+        # Extended protocol.
+        msgs = extended(b, "SELECT $1::int", ("1",), timeout=6)
+        timed_out(msgs, "extended query")
+        # psycopg, autocommit and in a transaction.
+        t = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as ei:
+            pb.execute("SELECT 1")
+        assert ei.value.sqlstate == "53300" and 0.4 <= time.monotonic() - t <= 3.0
+        with pytest.raises(psycopg.OperationalError) as ei:
+            pt.execute("SELECT 1")
+        assert ei.value.sqlstate == "53300"
+        pt.rollback()
+        # Two queries sent at once: each gets its own answer, nothing more, nothing less.
+        b.send(pgwire.query("SELECT 'q1'") + pgwire.query("SELECT 'q2'"))
+        replies = [b.recv_until(b"Z", timeout=6), b.recv_until(b"Z", timeout=6)]
+        for r in replies:
+            assert error_codes(r) in (["53300"], []), describe_reply(r)
+        assert_waiting(b, 0.8, "after both answers")
+        ok(a, "COMMIT")
+        # Everyone's session goes on, settings included.
+        assert ok(b, "SELECT current_setting('TimeZone'), 'fine'") == [["Asia/Tokyo", "fine"]]
+        assert pgwire.data_rows(extended(b, "SELECT $1::int", ("5",))) == [["5"]]
+        assert pb.execute("SELECT 2").fetchone() == (2,)
+        assert pt.execute("SELECT 3").fetchone() == (3,)
+        pt.commit()
+        assert ok(a, "SELECT 'a too'") == [["a too"]]
+
+
+# =============================================================================================
+# Session-level features pin the client to its connection
+# =============================================================================================
+
+
+def _progress(churn: ChurnGroup, since: int, what: str, at_least: int = 10) -> int:
+    now = churn.iterations()
+    assert now - since >= at_least, f"other clients made {now - since} statements while {what}"
+    return now
+
+
+def test_listen_keeps_receiving_notifications(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=2)
+    port = c.shardgate.port
+    with ChurnGroup(port, primary_port(c)) as churn, connect(port) as listener, connect(port) as talker:
+        ok(listener, "LISTEN txn_chan")
+        start = churn.iterations()
+        for i in range(6):
+            ok(listener, f"SELECT {i}")
+            ok(talker, f"NOTIFY txn_chan, 'idle-{i}'")
+            # Delivered while the listener is idle, as Postgres does (psycopg's notifies() waits so).
+            m = listener.recv(timeout=5)
+            assert m.type == b"A", m
+            assert pgwire.parse_notification(m)[1:] == ("txn_chan", f"idle-{i}")
+            time.sleep(0.05)
+        # Notifications sent while the listener runs statements arrive with them.
+        ok(talker, "NOTIFY txn_chan, 'busy'")
+        deadline = time.monotonic() + 5
+        got = []
+        while not got and time.monotonic() < deadline:
+            msgs = listener.simple("SELECT pg_sleep(0.05)")
+            got = [pgwire.parse_notification(m)[2] for m in msgs if m.type == b"A"]
+        assert got == ["busy"]
+        _progress(churn, start, "a client listened")
+        ok(listener, "UNLISTEN txn_chan")
+        ok(talker, "NOTIFY txn_chan, 'unheard'")
+        assert_waiting(listener, 0.5, "after UNLISTEN")
+    churn.check(min_iterations=5)
+
+
+def test_session_advisory_lock_is_held_across_statements(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=2)
+    port = c.shardgate.port
+    with ChurnGroup(port, primary_port(c)) as churn, connect(port) as holder, connect(port) as other:
+        assert ok(holder, "SELECT pg_advisory_lock(4242)::text || 'locked'") == [["locked"]]
+        start = churn.iterations()
+        for i in range(8):
+            ok(holder, f"SELECT {i}")
+            assert ok(other, "SELECT pg_try_advisory_lock(4242)") == [["f"]], f"round {i}: the lock was free"
+            time.sleep(0.05)
+        _progress(churn, start, "a client held an advisory lock")
+        assert ok(holder, "SELECT pg_advisory_unlock(4242)") == [["t"]]
+        assert ok(other, "SELECT pg_try_advisory_lock(4242)") == [["t"]]
+        assert ok(other, "SELECT pg_advisory_unlock(4242)") == [["t"]]
+        # pg_try_advisory_lock pins too: a lock taken with it is also held across statements.
+        assert ok(other, "SELECT pg_try_advisory_lock(77)") == [["t"]]
+        for _ in range(5):
+            ok(other, "SELECT 1")
+            assert ok(holder, "SELECT pg_try_advisory_lock(77)") == [["f"]]
+        assert ok(other, "SELECT pg_advisory_unlock(77)") == [["t"]]
+    churn.check(min_iterations=5)
+
+
+def test_with_hold_cursor_outlives_its_transaction(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=2)
+    port = c.shardgate.port
+    with ChurnGroup(port, primary_port(c)) as churn, connect(port) as w, \
+            sg_psycopg(c, autocommit=False) as conn:
+        # Raw SQL: DECLARE in an explicit transaction, FETCH after COMMIT.
+        ok(w, "BEGIN")
+        ok(w, "DECLARE txn_cur CURSOR WITH HOLD FOR SELECT g FROM generate_series(1, 30) g")
+        ok(w, "COMMIT")
+        start = churn.iterations()
+        fetched = []
+        for _ in range(6):
+            fetched += [int(r[0]) for r in ok(w, "FETCH 5 FROM txn_cur")]
+            ok(w, "SELECT 1")
+            time.sleep(0.05)
+        assert fetched == list(range(1, 31))
+        ok(w, "CLOSE txn_cur")
+        # Outside any transaction block.
+        ok(w, "DECLARE txn_cur2 CURSOR WITH HOLD FOR SELECT g FROM generate_series(1, 4) g")
+        assert ok(w, "FETCH ALL FROM txn_cur2") == [["1"], ["2"], ["3"], ["4"]]
+        # psycopg's server-side cursor with withhold=True.
+        cur = conn.cursor("txn_psy_cur", withhold=True)
+        cur.execute("SELECT g FROM generate_series(1, 100) g")
+        conn.commit()
+        got = []
+        while True:
+            rows = cur.fetchmany(9)
+            if not rows:
+                break
+            got += [r[0] for r in rows]
+            conn.execute("SELECT 1")
+            conn.commit()
+        assert got == list(range(1, 101))
+        cur.close()
+        conn.commit()
+        _progress(churn, start, "clients kept WITH HOLD cursors")
+    churn.check(min_iterations=5)
+
+
+def test_temporary_table_lives_across_statements(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=2)
+    port = c.shardgate.port
+    with ChurnGroup(port, primary_port(c)) as churn, connect(port) as w, sg_psycopg(c, prepare_threshold=0) as conn, \
+            connect(port) as other:
+        ok(w, "CREATE TEMP TABLE txn_tmp (i int)")
+        # psycopg sends its statements with Parse (extended protocol).
+        conn.execute("CREATE TEMPORARY TABLE txn_tmp_psy (i int, t text)")
+        start = churn.iterations()
+        for i in range(10):
+            ok(w, f"INSERT INTO txn_tmp VALUES ({i})")
+            conn.execute("INSERT INTO txn_tmp_psy VALUES (%s, %s)", (i, f"t{i}"))
+            assert ok(w, "SELECT count(*), sum(i) FROM txn_tmp") == [[str(i + 1), str(sum(range(i + 1)))]]
+            assert conn.execute("SELECT count(*), max(t) FROM txn_tmp_psy").fetchone() == (i + 1, f"t{i}")
+            # Nobody else sees them.
+            assert ok(other, "SELECT to_regclass('pg_temp.txn_tmp') IS NULL, to_regclass('pg_temp.txn_tmp_psy') IS NULL") == [["t", "t"]]
+            time.sleep(0.03)
+        ok(w, "SELECT 1 INTO TEMP txn_tmp_into")
+        for _ in range(3):
+            ok(w, "SELECT 2")
+            assert ok(w, "SELECT count(*) FROM txn_tmp_into") == [["1"]]
+        _progress(churn, start, "clients kept temporary tables")
+    churn.check(min_iterations=5)
+
+
+def test_pinned_session_state_is_gone_when_client_leaves(make_cluster):
+    """What a pinned session leaves on its server connection (locks, temp tables, LISTEN, cursors,
+    prepared statements, settings) is not inherited by the next client of that connection."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    port = c.shardgate.port
+    with connect(port) as a:
+        pid_a = backend_pid(a)
+        for sql in ["SELECT pg_advisory_lock(99)", "CREATE TEMP TABLE txn_gone (i int)", "LISTEN txn_gone_chan",
+                    "DECLARE txn_gone_cur CURSOR WITH HOLD FOR SELECT 1", "PREPARE txn_gone_stmt AS SELECT 1",
+                    "SET search_path = pg_catalog", "SET statement_timeout = '77s'"]:
+            ok(a, sql)
+        a.send(pgwire.terminate())
+    with connect(port) as b:
+        if not DIRECT:
+            assert backend_pid(b) == pid_a, "a pool of 1 must hand b the same backend"
+        row = ok(b, "SELECT pg_try_advisory_lock(99), to_regclass('pg_temp.txn_gone') IS NULL,"
+                    " (SELECT count(*) FROM pg_listening_channels()), (SELECT count(*) FROM pg_cursors),"
+                    " (SELECT count(*) FROM pg_prepared_statements WHERE name = 'txn_gone_stmt'),"
+                    " current_setting('search_path'), current_setting('statement_timeout')", timeout=10)
+        assert row == [["t", "t", "0", "0", "0", '"$user", public', "0"]]
+
+
+# =============================================================================================
+# A client that does not read its results
+# =============================================================================================
+
+
+def test_slow_reader_does_not_make_shardgate_buffer(make_cluster):
+    c = tx_cluster(make_cluster, pool_size=2)
+    port = c.shardgate.port
+    rows, width = 50_000, 1000  # about 50 MB of DataRows
+    sg_pid = None if DIRECT else c.shardgate.pid
+    with connect(port, timeout=30) as slow, connect(port) as other:
+        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        baseline = th.proc_status_kb(sg_pid, "VmRSS") if sg_pid else 0
+        slow.send(pgwire.query(f"SELECT g, repeat('x', {width}) FROM generate_series(1, {rows}) g"))
+        # Stop reading for a while; meanwhile the others are served promptly.
+        t_end = time.monotonic() + 4
+        served = 0
+        while time.monotonic() < t_end:
+            t = time.monotonic()
+            assert ok(other, f"SELECT {served}", timeout=3) == [[str(served)]]
+            msgs = extended(other, "SELECT $1::int * 2", (str(served),), timeout=3)
+            assert pgwire.data_rows(msgs) == [[str(served * 2)]]
+            assert time.monotonic() - t < 2, "another client waited seconds while one client did not read"
+            served += 1
+            time.sleep(0.05)
+        assert served >= 20
+        if sg_pid:
+            peak = th.proc_status_kb(sg_pid, "VmHWM")
+            growth_mb = (peak - baseline) / 1024
+            assert growth_mb < 30, f"shardgate's memory grew by {growth_mb:.1f} MB for a client that reads nothing"
+        # Now read it all, checking every row.
+        n = 0
+        expect_value = b"x" * width
+        while True:
+            m = slow.recv(timeout=30)
+            slow.received.clear()  # pgwire keeps every message for failure reports; not 50 MB of them
+            if m.type == b"D":
+                n += 1
+                g, v = pgwire.parse_data_row(m)
+                assert int(g) == n and v == expect_value, f"row {n} is wrong: {g!r}"
+            elif m.type == b"C":
+                assert pgwire.parse_command_complete(m) == f"SELECT {rows}"
+            elif m.type == b"Z":
+                break
+            elif m.type != b"T":
+                raise AssertionError(f"unexpected {m!r}")
+        assert n == rows
+        assert ok(slow, "SELECT 'still fine'") == [["still fine"]]
+        if sg_pid:
+            growth_mb = (th.proc_status_kb(sg_pid, "VmHWM") - baseline) / 1024
+            assert growth_mb < 30, f"shardgate's memory grew by {growth_mb:.1f} MB while relaying {rows} rows"
