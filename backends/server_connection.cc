@@ -425,6 +425,7 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
       // Postgres skips every request up to the next Sync: so do the owed replies. A failed Parse
       // leaves no statement, on the server or for the client.
       bool pass = !(head.reply == Reply::kReadyForQuery && head.action == ReplyAction::kSwallow);
+      if (pass && sink_) sink_->onServerErrorResponse();
       while (!replies_.empty() && replies_.front().reply != Reply::kReadyForQuery) {
         ExpectedReply& skipped = replies_.front();
         if (skipped.reply == Reply::kParseComplete && skipped.statement) {

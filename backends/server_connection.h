@@ -46,6 +46,8 @@ class ServerSink {
   virtual void onStatementFailed(const std::string& client_name) = 0;
   // A CommandComplete passed on (its tag, e.g. "SELECT 1", "LISTEN", "DISCARD ALL").
   virtual void onServerCommandComplete(std::string_view tag) = 0;
+  // An ErrorResponse passed on.
+  virtual void onServerErrorResponse() = 0;
 };
 
 using ServerParameters = std::map<std::string, std::string, std::less<>>;

@@ -333,12 +333,14 @@ size_t ClientSession::handleClientMessages(std::string_view data) {
     used += framed.frame.size;
     switch (type) {
       case wire::fe::kQuery:
-        noteSessionFeatures(framed.frame.payload);
+        ++ready_sent_;
+        noteSessionEffects(framed.frame.payload, /*extended_protocol=*/false);
         ++outstanding_;
         server_->expect(backends::Reply::kReadyForQuery);
         break;
       case wire::fe::kSync:
       case wire::fe::kFunctionCall:
+        ++ready_sent_;
         ++outstanding_;
         server_->expect(backends::Reply::kReadyForQuery);
         break;
@@ -403,13 +405,10 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
 
   switch (type) {
     case wire::fe::kParse: {
-      if (!transactionPooling()) {
-        noteSessionFeatures(payload);
-        return pass(Reply::kParseComplete);
-      }
+      if (!transactionPooling()) return pass(Reply::kParseComplete);
       auto parse = wire::Parse::decode(payload);
       if (!parse.ok()) return malformed(parse.error());
-      noteSessionFeatures(parse->query);
+      noteSessionEffects(parse->query, /*extended_protocol=*/true);
       if (parse->name.empty()) return pass(Reply::kParseComplete);
       auto statement = worker_.statements().intern(parse->query, parse->param_types);
       auto existing = statements_.find(parse->name);
@@ -489,29 +488,68 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
   }
 }
 
-// Statements that tie a session to one server connection for good under transaction pooling.
-void ClientSession::noteSessionFeatures(std::string_view sql) {
+void ClientSession::noteSessionEffects(std::string_view sql, bool extended_protocol) {
   if (!transaction_pooling_ || pinned_) return;
-  auto reason = sessionFeatureIn(sql);
-  if (reason.empty()) return;
-  pinned_ = true;
-  spdlog::info("event=client_pinned session={} user={} database={} reason=\"{}\"", id_, user_name_,
-               database_name_, reason);
+  // A simple Query's payload ends with the NUL of its string.
+  if (!sql.empty() && sql.back() == '\0') sql.remove_suffix(1);
+  SessionEffects effects = sessionEffectsOf(sql);
+  if (effects.empty()) return;
+  if (effects.pin_reason.empty() && extended_protocol) {
+    effects.pin_reason = "SET through the extended protocol";
+  }
+  if (!effects.pin_reason.empty()) {
+    pinned_ = true;
+    spdlog::info("event=client_pinned session={} user={} database={} reason=\"{}\"", id_,
+                 user_name_, database_name_, effects.pin_reason);
+    return;
+  }
+  SessionSettings::noteSent(*server_, effects.changes);
+  changes_in_flight_.emplace_back(ready_sent_, std::move(effects.changes));
+}
+
+// At each ReadyForQuery: settings changes whose statement succeeded move into the open
+// transaction, and a transaction's changes count once it commits.
+void ClientSession::settleSettingChanges(char transaction_status) {
+  ++ready_received_;
+  if (!changes_in_flight_.empty() && changes_in_flight_.front().first == ready_received_) {
+    auto changes = std::move(changes_in_flight_.front().second);
+    changes_in_flight_.pop_front();
+    if (!request_failed_) {
+      changes_in_transaction_.insert(changes_in_transaction_.end(),
+                                     std::make_move_iterator(changes.begin()),
+                                     std::make_move_iterator(changes.end()));
+    }
+  }
+  if (transaction_status == 'I') {
+    if (!transaction_rolled_back_ && !request_failed_ && !changes_in_transaction_.empty()) {
+      settings_.commit(changes_in_transaction_, server_);
+    }
+    changes_in_transaction_.clear();
+    transaction_rolled_back_ = false;
+  } else if (transaction_status == 'E') {
+    changes_in_transaction_.clear();  // the transaction can only roll back now
+  }
+  request_failed_ = false;
 }
 
 void ClientSession::onServerBytes(std::string_view bytes) {
   send(bytes);
 }
 
+void ClientSession::onServerErrorResponse() {
+  request_failed_ = true;
+}
+
 void ClientSession::onServerCommandComplete(std::string_view tag) {
-  if (tag == "DISCARD ALL") {
+  if (tag == "ROLLBACK") {
+    transaction_rolled_back_ = true;
+  } else if (tag == "COMMIT") {
+    transaction_rolled_back_ = false;  // after a ROLLBACK TO SAVEPOINT the rest still commits
+  } else if (tag == "DISCARD ALL") {
     statements_.clear();
     settings_.resetAll();
   } else if (tag == "DEALLOCATE ALL") {
     statements_.clear();
-  } else if (tag == "RESET") {
-    // RESET ALL or RESET name: the reported settings come back through ParameterStatus; the
-    // others are re-applied from the session's record at the next sync.
   }
 }
 
@@ -522,6 +560,7 @@ void ClientSession::onStatementFailed(const std::string& client_name) {
 void ClientSession::onServerReadyForQuery(char transaction_status) {
   if (outstanding_ > 0) --outstanding_;
   transaction_status_ = transaction_status;
+  settleSettingChanges(transaction_status);
   if (paused_for_server_ && server_ && server_->unsentBytes() <= kServerBufferLimit) {
     paused_for_server_ = false;
     startReading();

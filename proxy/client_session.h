@@ -2,10 +2,12 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "backends/pool.h"
 #include "backends/prepared_statements.h"
@@ -67,6 +69,7 @@ class ClientSession final : public TcpConnection,
   bool sinkCongested() const override;
   void onStatementFailed(const std::string& client_name) override;
   void onServerCommandComplete(std::string_view tag) override;
+  void onServerErrorResponse() override;
 
   // PoolWaiter
   void onServerAcquired(backends::ServerConnection* server) override;
@@ -88,7 +91,10 @@ class ClientSession final : public TcpConnection,
   // Makes the held server match this session's settings, then carries on with `then`.
   void syncServer(std::function<void()> then);
   void maybeReleaseServer();
-  void noteSessionFeatures(std::string_view sql);
+  // Looks at a statement string for session-level effects: pins the session, or records the
+  // settings it changes (kept once its transaction commits).
+  void noteSessionEffects(std::string_view sql, bool extended_protocol);
+  void settleSettingChanges(char transaction_status);
   void fatal(const Error& error);
   void releaseServer(bool client_left);
   bool transactionPooling() const { return transaction_pooling_ && !pinned_; }
@@ -120,6 +126,15 @@ class ClientSession final : public TcpConnection,
   uint32_t outstanding_ = 0;
   char transaction_status_ = 'I';
   bool paused_for_server_ = false;
+
+  // Settings changes waiting for their outcome: per simple Query (by the ordinal of the
+  // ReadyForQuery that ends it), then per open transaction.
+  std::deque<std::pair<uint64_t, std::vector<SettingChange>>> changes_in_flight_;
+  std::vector<SettingChange> changes_in_transaction_;
+  uint64_t ready_sent_ = 0;               // requests sent that end with ReadyForQuery
+  uint64_t ready_received_ = 0;           // ReadyForQuery messages received
+  bool request_failed_ = false;           // an ErrorResponse since the last ReadyForQuery
+  bool transaction_rolled_back_ = false;  // the open transaction ended with ROLLBACK
 };
 
 }  // namespace shardgate::proxy

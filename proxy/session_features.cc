@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "parser/node_helpers.h"
+#include "parser/parser.h"
 #include "proxy/session_settings.h"
 
 namespace shardgate::proxy {
@@ -39,6 +41,10 @@ bool isReportedName(const std::string& name, const std::string& next) {
   return isSyncedReportedSetting(name);
 }
 
+// Marker for a statement the parser must look at: a session-level SET/RESET of a setting
+// Postgres does not report.
+constexpr std::string_view kNeedsParse = "\x01parse";
+
 std::string judgeStatement(const StatementWords& w) {
   const std::string& first = w.at(0);
   if (first == "listen") return "LISTEN";
@@ -59,7 +65,8 @@ std::string judgeStatement(const StatementWords& w) {
     if (w.at(i) == "session" && w.at(i + 1) != "authorization") ++i;
     const std::string& name = w.at(i);
     if (name == "transaction" || name == "constraints") return "";  // transaction-scoped
-    if (!isReportedName(name, w.at(i + 1))) return first + " " + name;
+    if (name == "role" || name == "session") return "SET ROLE / SESSION AUTHORIZATION";
+    if (!isReportedName(name, w.at(i + 1))) return std::string(kNeedsParse);
   }
   for (size_t i = 0; i < w.size(); ++i) {
     const std::string& word = w.at(i);
@@ -73,10 +80,78 @@ std::string judgeStatement(const StatementWords& w) {
   return "";
 }
 
+// The settings changes (or a reason to pin) in a statement string that needs parsing.
+SessionEffects settingEffects(std::string_view sql) {
+  SessionEffects effects;
+  auto parsed = parser::parse(sql);
+  if (!parsed.ok()) {
+    // Postgres will reject it too; pin rather than guess what it would have changed.
+    effects.pin_reason = "SET in a statement shardgate cannot parse";
+    return effects;
+  }
+  for (size_t i = 0; i < (*parsed)->statementCount(); ++i) {
+    const pg_query::Node& node = (*parsed)->statement(i);
+    if (!node.has_variable_set_stmt()) continue;
+    const pg_query::VariableSetStmt& set = node.variable_set_stmt();
+    if (set.is_local()) continue;  // stays inside its transaction
+    std::string name = set.name();
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    switch (set.kind()) {
+      case pg_query::VAR_SET_VALUE: {
+        if (isSyncedReportedSetting(name)) break;  // ParameterStatus carries it
+        if (name == "role" || name == "session_authorization") {
+          effects.pin_reason = "SET ROLE / SESSION AUTHORIZATION";
+          return effects;
+        }
+        auto text = parser::deparseStatement(node);
+        if (!text.ok()) {
+          effects.pin_reason = "SET " + name;
+          return effects;
+        }
+        effects.changes.push_back({SettingChange::Kind::kSet, name, *text});
+        break;
+      }
+      case pg_query::VAR_SET_DEFAULT:
+      case pg_query::VAR_RESET:
+        if (isSyncedReportedSetting(name)) break;
+        if (name == "role" || name == "session_authorization") {
+          effects.pin_reason = "RESET ROLE / SESSION AUTHORIZATION";
+          return effects;
+        }
+        effects.changes.push_back({SettingChange::Kind::kReset, name, {}});
+        break;
+      case pg_query::VAR_RESET_ALL:
+        effects.changes.push_back({SettingChange::Kind::kResetAll, {}, {}});
+        break;
+      case pg_query::VAR_SET_MULTI:
+        if (name == "transaction" || name == "transaction snapshot")
+          break;  // this transaction only
+        effects.pin_reason = "SET SESSION CHARACTERISTICS";
+        return effects;
+      default:  // SET ... FROM CURRENT
+        effects.pin_reason = "SET " + name + " FROM CURRENT";
+        return effects;
+    }
+  }
+  return effects;
+}
+
 }  // namespace
 
-std::string sessionFeatureIn(std::string_view sql) {
+SessionEffects sessionEffectsOf(std::string_view sql) {
   StatementWords words;
+  bool needs_parse = false;
+  SessionEffects effects;
+  auto judge = [&]() {
+    std::string verdict = judgeStatement(words);
+    words.clear();
+    if (verdict == kNeedsParse) {
+      needs_parse = true;
+    } else if (!verdict.empty()) {
+      effects.pin_reason = std::move(verdict);
+    }
+    return effects.pin_reason.empty();
+  };
   size_t i = 0;
   const size_t n = sql.size();
   while (i < n) {
@@ -99,8 +174,7 @@ std::string sessionFeatureIn(std::string_view sql) {
       size_t end = sql.find("*/", i + 2);
       i = end == std::string_view::npos ? n : end + 2;
     } else if (c == ';') {
-      if (auto reason = judgeStatement(words); !reason.empty()) return reason;
-      words.clear();
+      if (!judge()) return effects;
       ++i;
     } else if (isWordChar(c)) {
       size_t start = i;
@@ -112,7 +186,9 @@ std::string sessionFeatureIn(std::string_view sql) {
       ++i;
     }
   }
-  return judgeStatement(words);
+  if (!judge()) return effects;
+  if (needs_parse) return settingEffects(sql);
+  return effects;
 }
 
 }  // namespace shardgate::proxy

@@ -1,15 +1,31 @@
-// Statements that only work while a session keeps one server connection (LISTEN, session
-// advisory locks, WITH HOLD cursors, temporary tables, SQL PREPARE, session-level SET of
-// settings Postgres does not report): under transaction pooling they pin the client.
+// What a statement does to its session beyond its transaction: settings it changes (which
+// shardgate re-applies on the next server connection under transaction pooling) and features that
+// only work while the session keeps one server connection (LISTEN, session advisory locks,
+// WITH HOLD cursors, temporary tables, SQL PREPARE, SET ROLE...), which pin the client to it.
 #pragma once
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace shardgate::proxy {
 
-// Why `sql` ties a session to its server connection, or "" if it does not. Errs towards
-// pinning: a false "yes" costs pooling efficiency, a false "no" would lose session state.
-std::string sessionFeatureIn(std::string_view sql);
+struct SettingChange {
+  enum class Kind { kSet, kReset, kResetAll };
+  Kind kind = Kind::kSet;
+  std::string name;       // lower-case; empty for kResetAll
+  std::string statement;  // kSet: the statement that sets it, as deparsed ("SET search_path TO a")
+};
+
+struct SessionEffects {
+  std::string pin_reason;  // non-empty: the session must keep its server connection
+  std::vector<SettingChange> changes;
+  bool empty() const { return pin_reason.empty() && changes.empty(); }
+};
+
+// A cheap lexical scan first (words outside literals and comments, per statement); only a string
+// that SETs or RESETs a setting Postgres does not report is parsed. Errs towards pinning: a false
+// pin costs pooling efficiency, a missed one would lose session state.
+SessionEffects sessionEffectsOf(std::string_view sql);
 
 }  // namespace shardgate::proxy

@@ -81,24 +81,56 @@ void SessionSettings::noteReported(std::string_view name, std::string_view value
   }
 }
 
-void SessionSettings::set(std::string_view name, std::string_view value) {
-  if (isReportedSetting(name)) return;  // ParameterStatus keeps those
-  unreported_[lower(name)] = std::string(value);
-}
+namespace {
+// Stands for "changed by a statement whose outcome is not known yet": equal to no statement, so
+// the next sync sets or resets the setting whatever the session wants.
+const std::string kUnknown = "\x01unknown";
 
-void SessionSettings::reset(std::string_view name) {
-  if (isReportedSetting(name)) return;
-  std::string key = lower(name);
-  unreported_.erase(key);
-  for (const auto& [startup_name, value] : startup_) {
-    if (lower(startup_name) == key) unreported_[key] = value;
-  }
+std::string startupStatement(std::string_view name, std::string_view value) {
+  return "SET " + std::string(name) + " TO " + quoteLiteral(value);
 }
+}  // namespace
 
 void SessionSettings::resetAll() {
   unreported_.clear();
   for (const auto& [name, value] : startup_) {
-    if (!isReportedSetting(name)) unreported_[lower(name)] = value;
+    if (!isReportedSetting(name)) unreported_[lower(name)] = startupStatement(name, value);
+  }
+}
+
+void SessionSettings::noteSent(backends::ServerConnection& server,
+                               const std::vector<SettingChange>& changes) {
+  auto& applied = server.appliedSettings();
+  for (const SettingChange& change : changes) {
+    if (change.kind == SettingChange::Kind::kResetAll) {
+      for (auto& [name, statement] : applied) statement = kUnknown;
+    } else {
+      applied[change.name] = kUnknown;
+    }
+  }
+}
+
+void SessionSettings::commit(const std::vector<SettingChange>& changes,
+                             backends::ServerConnection* server) {
+  for (const SettingChange& change : changes) {
+    switch (change.kind) {
+      case SettingChange::Kind::kSet:
+        unreported_[change.name] = change.statement;
+        if (server) server->appliedSettings()[change.name] = change.statement;
+        break;
+      case SettingChange::Kind::kReset:
+        unreported_.erase(change.name);
+        for (const auto& [name, value] : startup_) {
+          if (lower(name) == change.name) unreported_[change.name] = startupStatement(name, value);
+        }
+        // The server has the default now, not the startup value: the next sync restores that.
+        if (server) server->appliedSettings().erase(change.name);
+        break;
+      case SettingChange::Kind::kResetAll:
+        resetAll();
+        if (server) server->appliedSettings().clear();
+        break;
+    }
   }
 }
 
@@ -111,10 +143,10 @@ std::string SessionSettings::syncSql(const backends::ServerConnection& server) c
     appendStatement(sql, "SET " + name + " TO " + quoteLiteral(value));
   }
   const auto& applied = server.appliedSettings();
-  for (const auto& [name, value] : unreported_) {
+  for (const auto& [name, statement] : unreported_) {
     auto it = applied.find(name);
-    if (it != applied.end() && it->second == value) continue;
-    appendStatement(sql, "SET " + name + " TO " + quoteLiteral(value));
+    if (it != applied.end() && it->second == statement) continue;
+    appendStatement(sql, statement);
   }
   for (const auto& [name, value] : applied) {
     if (unreported_.count(name) == 0) appendStatement(sql, "RESET " + name);
@@ -125,7 +157,7 @@ std::string SessionSettings::syncSql(const backends::ServerConnection& server) c
 void SessionSettings::markSynced(backends::ServerConnection& server) const {
   auto& applied = server.appliedSettings();
   applied.clear();
-  for (const auto& [name, value] : unreported_) applied.emplace(name, value);
+  for (const auto& [name, statement] : unreported_) applied.emplace(name, statement);
 }
 
 }  // namespace shardgate::proxy

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "backends/server_connection.h"
+#include "proxy/session_features.h"
 #include "proxy/startup_parameters.h"
 
 namespace shardgate::proxy {
@@ -29,11 +30,15 @@ class SessionSettings {
   const backends::ServerParameters& reported() const { return reported_; }
   void setReported(const backends::ServerParameters& values) { reported_ = values; }
 
-  // Unreported settings the session has changed (name lower-case).
-  void set(std::string_view name, std::string_view value);
-  void reset(std::string_view name);
-  void resetAll();  // RESET ALL / DISCARD ALL: back to the startup values
+  // Unreported settings: name (lower-case) → the statement that gives the session its value.
   const std::map<std::string, std::string, std::less<>>& unreported() const { return unreported_; }
+  void resetAll();  // RESET ALL / DISCARD ALL: back to the startup values
+
+  // A client's SET/RESET was sent to `server`: until it commits, what the server has is unknown.
+  static void noteSent(backends::ServerConnection& server,
+                       const std::vector<SettingChange>& changes);
+  // The transaction that made `changes` committed: the session (and `server`) now have them.
+  void commit(const std::vector<SettingChange>& changes, backends::ServerConnection* server);
 
   // The statement that brings `server` in line with this session ("" if it already is).
   std::string syncSql(const backends::ServerConnection& server) const;

@@ -72,6 +72,19 @@ Status Worker::listen(const std::string& address, uint16_t port) {
   return {};
 }
 
+uint16_t Worker::listeningPort() {
+  struct sockaddr_storage addr {};
+  int len = sizeof(addr);
+  if (!listening_ ||
+      uv_tcp_getsockname(&listener_, reinterpret_cast<struct sockaddr*>(&addr), &len) != 0) {
+    return 0;
+  }
+  if (addr.ss_family == AF_INET6) {
+    return ntohs(reinterpret_cast<struct sockaddr_in6*>(&addr)->sin6_port);
+  }
+  return ntohs(reinterpret_cast<struct sockaddr_in*>(&addr)->sin_port);
+}
+
 void Worker::start() {
   uv_timer_start(
       &sweep_timer_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->sweep(); },

@@ -33,6 +33,8 @@ class Worker {
 
   // Opens this worker's listening socket (called before start(), on the main thread).
   Status listen(const std::string& address, uint16_t port);
+  // The port the listening socket is bound to (the configured one, or the kernel's pick for 0).
+  uint16_t listeningPort();
   void start();
   void join();
 
