@@ -13,7 +13,7 @@ DEMO_CONFIG := $(wildcard conf/demo.toml)
 FIND_CXX := find . \( -path ./.git -o -path './build*' \) -prune -o -type f \( -name '*.h' -o -name '*.cc' \) -print0
 HARNESS := $(PYTHON) tests/harness/pgcluster.py
 
-.PHONY: all deps build up down test format check-format asan clean bench
+.PHONY: all deps build up down test format check-format asan clean bench fuzz
 
 all: build
 
@@ -56,6 +56,30 @@ asan: deps
 bench: build
 	SHARDGATE_BIN=$(abspath $(BUILD_DIR))/shardgate tests/bench/passthrough.sh
 	SHARDGATE_BIN=$(abspath $(BUILD_DIR))/shardgate tests/bench/idle_clients
+
+# libFuzzer targets (tests/fuzz/, clang + ASan/UBSan), each run for FUZZ_SECONDS. New inputs go to
+# $(FUZZ_DIR)/corpus/<target> (seeded from tests/fuzz/seeds/ and tests/fuzz/regressions/), crashes
+# to $(FUZZ_DIR)/artifacts/<target>/. SHARDGATE_FUZZ_IGNORE="text|..." skips known reports.
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= fuzz_startup_packet fuzz_frontend_messages fuzz_session
+fuzz:
+	@if [ ! -f $(FUZZ_DIR)/CMakeCache.txt ]; then \
+	  cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+	    -DSHARDGATE_BUILD_FUZZERS=ON; \
+	fi
+	cmake --build $(FUZZ_DIR) -j$(JOBS) --target $(FUZZ_TARGETS)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/artifacts/$$t; \
+	  inputs=""; for d in tests/fuzz/seeds/$$t tests/fuzz/regressions/$$t; do \
+	    if [ -d $$d ]; then inputs="$$inputs $$d"; fi; \
+	  done; \
+	  echo "== $$t for $(FUZZ_SECONDS) s"; \
+	  UBSAN_OPTIONS=$${UBSAN_OPTIONS:-print_stacktrace=1} $(FUZZ_DIR)/$$t \
+	    -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=30 -print_final_stats=1 \
+	    -dict=tests/fuzz/shardgate.dict -artifact_prefix=$(FUZZ_DIR)/artifacts/$$t/ \
+	    $(FUZZ_DIR)/corpus/$$t $$inputs; \
+	done
 
 # Stops the demo first: its data lives in $(BUILD_DIR)/demo.
 clean: down

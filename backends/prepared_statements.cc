@@ -14,6 +14,25 @@ PreparedStatement::PreparedStatement(uint64_t id, std::string query,
   wire::Parse{server_name_, query_, param_types_}.encode(parse_message_);
 }
 
+PreparedStatement::PreparedStatement(
+    uint64_t id, const std::function<std::string(const std::string&)>& make_prepare_sql)
+    : id_(id), server_name_("sg_" + std::to_string(id)), sql_level_(true) {
+  query_ = make_prepare_sql(server_name_);
+  wire::Query{query_}.encode(parse_message_);
+}
+
+std::shared_ptr<PreparedStatement> StatementRegistry::internSql(
+    const std::string& key,
+    const std::function<std::string(const std::string&)>& make_prepare_sql) {
+  // A NUL cannot occur in SQL text, so these keys never meet protocol-level ones.
+  std::string full_key = "\0sql\0" + key;
+  auto it = by_key_.find(full_key);
+  if (it != by_key_.end()) return it->second;
+  auto statement = std::make_shared<PreparedStatement>(next_id_++, make_prepare_sql);
+  by_key_.emplace(std::move(full_key), statement);
+  return statement;
+}
+
 std::shared_ptr<PreparedStatement> StatementRegistry::intern(
     const std::string& query, const std::vector<int32_t>& param_types) {
   std::string key;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <string>
@@ -14,13 +15,19 @@ namespace shardgate::backends {
 // server-side statement named "sg_<id>", whatever names they chose themselves.
 class PreparedStatement {
  public:
+  // A protocol-level statement (Parse).
   PreparedStatement(uint64_t id, std::string query, std::vector<int32_t> param_types);
+  // An SQL-level statement: `make_prepare_sql` builds "PREPARE <server name> ... AS ..." text.
+  PreparedStatement(uint64_t id,
+                    const std::function<std::string(const std::string&)>& make_prepare_sql);
   uint64_t id() const { return id_; }
   const std::string& serverName() const { return server_name_; }
   const std::string& query() const { return query_; }
   const std::vector<int32_t>& paramTypes() const { return param_types_; }
-  // The Parse message that prepares it on a server, encoded once.
+  // What prepares it on a server, encoded once: a Parse message, or for an SQL-level statement
+  // a Query message carrying PREPARE.
   const std::string& parseMessage() const { return parse_message_; }
+  bool sqlLevel() const { return sql_level_; }
 
  private:
   uint64_t id_;
@@ -28,6 +35,7 @@ class PreparedStatement {
   std::string query_;
   std::vector<int32_t> param_types_;
   std::string parse_message_;
+  bool sql_level_ = false;
 };
 
 // Per worker: the statements any client has prepared, keyed by text and parameter types.
@@ -35,6 +43,10 @@ class StatementRegistry {
  public:
   std::shared_ptr<PreparedStatement> intern(const std::string& query,
                                             const std::vector<int32_t>& param_types);
+  // SQL PREPARE: `key` is the statement with its name left out (types and query text).
+  std::shared_ptr<PreparedStatement> internSql(
+      const std::string& key,
+      const std::function<std::string(const std::string&)>& make_prepare_sql);
   // Forgets statements no client holds any more (servers may still have them prepared; they are
   // found again by text if a client prepares the same statement later).
   void collect();

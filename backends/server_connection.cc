@@ -277,7 +277,12 @@ Status ServerConnection::handleAuthentication(std::string_view payload) {
 
 void ServerConnection::noteParameterStatus(std::string_view payload) {
   auto status = wire::ParameterStatus::decode(payload);
-  if (status.ok()) parameters_[status->name] = status->value;
+  if (!status.ok()) return;
+  std::string& value = parameters_[status->name];
+  if (value != status->value) {
+    value = std::move(status->value);
+    settings_tag_ = nullptr;
+  }
 }
 
 void ServerConnection::attach(ServerSink* sink) {
@@ -312,18 +317,20 @@ size_t ServerConnection::passThrough(std::string_view data) {
     if (end > run_start) sink_->onServerBytes(data.substr(run_start, end - run_start));
     run_start = end;
   };
+  wire::Frame frame;
   while (used < data.size()) {
-    wire::FrameResult framed = wire::frameTyped(data.substr(used), kMaxServerMessage);
-    if (framed.status == wire::FrameStatus::kNeedMore) break;
-    if (framed.status == wire::FrameStatus::kInvalid) {
+    wire::FrameStatus status = wire::peekTyped(data.substr(used), kMaxServerMessage, frame);
+    if (status == wire::FrameStatus::kNeedMore) break;
+    if (status == wire::FrameStatus::kInvalid) {
+      auto framed = wire::frameTyped(data.substr(used), kMaxServerMessage);
       fail(lostError(endpoint_, "malformed message from server: " + framed.error.message));
       return data.size();
     }
-    const char type = framed.frame.type;
+    const char type = frame.type;
     const size_t start = used;
-    used += framed.frame.size;
+    used += frame.size;
     if (type == wire::be::kDataRow) continue;  // by far the most common: nothing to track
-    bool for_client = trackReply(type, framed.frame.payload, synthetic);
+    bool for_client = trackReply(type, frame.payload, synthetic);
     if (!for_client) {
       passRun(start);
       run_start = used;
@@ -385,6 +392,7 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
   switch (type) {
     case wire::be::kParameterStatus:
       noteParameterStatus(payload);
+      if (sink_) sink_->onServerParameterStatus(payload);
       return true;
     case wire::be::kNoticeResponse:
     case wire::be::kNotificationResponse:
@@ -414,7 +422,10 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
         std::string_view tag = payload.substr(0, payload.find('\0'));
         if (tag == "DISCARD ALL" || tag == "DEALLOCATE ALL") {
           statements_.clear();
-          if (tag == "DISCARD ALL") applied_settings_.clear();
+          if (tag == "DISCARD ALL") {
+            applied_settings_.clear();
+            settings_tag_ = nullptr;
+          }
         }
         sink_->onServerCommandComplete(tag);
       }
@@ -426,6 +437,9 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
       // leaves no statement, on the server or for the client.
       bool pass = !(head.reply == Reply::kReadyForQuery && head.action == ReplyAction::kSwallow);
       if (pass && sink_) sink_->onServerErrorResponse();
+      if (head.reply == Reply::kReadyForQuery && head.statement) {
+        statements_.remove(head.statement->id());  // an SQL PREPARE that failed
+      }
       while (!replies_.empty() && replies_.front().reply != Reply::kReadyForQuery) {
         ExpectedReply& skipped = replies_.front();
         if (skipped.reply == Reply::kParseComplete && skipped.statement) {

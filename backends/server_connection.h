@@ -48,6 +48,8 @@ class ServerSink {
   virtual void onServerCommandComplete(std::string_view tag) = 0;
   // An ErrorResponse passed on.
   virtual void onServerErrorResponse() = 0;
+  // A ParameterStatus passed on (its payload: name and value, NUL-terminated).
+  virtual void onServerParameterStatus(std::string_view payload) = 0;
 };
 
 using ServerParameters = std::map<std::string, std::string, std::less<>>;
@@ -95,7 +97,14 @@ class ServerConnection final : public TcpConnection {
   void ensurePrepared(const std::shared_ptr<PreparedStatement>& statement);
   ServerStatementCache& statements() { return statements_; }
   // Settings shardgate (or a client) set on this connection that Postgres does not report.
-  std::map<std::string, std::string, std::less<>>& appliedSettings() { return applied_settings_; }
+  std::map<std::string, std::string, std::less<>>& appliedSettings() {
+    settings_tag_ = nullptr;  // the caller may change them
+    return applied_settings_;
+  }
+  // Identifies the session settings this connection is known to match (see
+  // proxy/session_settings.h); null when unknown. Any settings change clears it.
+  const void* settingsTag() const { return settings_tag_; }
+  void setSettingsTag(const void* tag) { settings_tag_ = tag; }
   const std::map<std::string, std::string, std::less<>>& appliedSettings() const {
     return applied_settings_;
   }
@@ -155,6 +164,7 @@ class ServerConnection final : public TcpConnection {
   ReplyQueue replies_;
   ServerStatementCache statements_;
   std::map<std::string, std::string, std::less<>> applied_settings_;
+  const void* settings_tag_ = nullptr;
 };
 
 const char* toString(ServerConnection::State state);

@@ -255,23 +255,32 @@ void ClientSession::onServerUnavailable(const Error& error) {
 }
 
 void ClientSession::syncServer(std::function<void()> then) {
+  const void* tag = settings_.tag(worker_.settingsInterner());
+  std::vector<std::string> evictions = server_->statements().takeEvictions();
+  if (tag != nullptr && server_->settingsTag() == tag && evictions.empty()) {
+    then();  // the hot path: this connection already has this session's settings
+    return;
+  }
   std::string sql = settings_.syncSql(*server_);
-  for (const std::string& name : server_->statements().takeEvictions()) {
+  for (const std::string& name : evictions) {
     if (!sql.empty()) sql += "; ";
     sql += "DEALLOCATE " + name;
   }
   if (sql.empty()) {
+    server_->setSettingsTag(tag);
     then();
     return;
   }
   syncing_server_ = true;
-  server_->runInternal(sql, [this, then = std::move(then)](Status status) {
+  server_->runInternal(sql, [this, tag, then = std::move(then)](Status status) {
     syncing_server_ = false;
     if (!status.ok()) {
       fatal(status.error());
       return;
     }
     settings_.markSynced(*server_);
+    // ParameterStatus replies to the SETs moved the server to what the client asked for.
+    server_->setSettingsTag(tag);
     then();
   });
 }
@@ -320,21 +329,22 @@ size_t ClientSession::handleClientMessages(std::string_view data) {
     if (end > run_start) server_->forward(data.substr(run_start, end - run_start));
     run_start = end;
   };
+  wire::Frame frame;
   while (used < data.size() && server_ != nullptr) {
-    wire::FrameResult framed = wire::frameTyped(data.substr(used), max_size);
-    if (framed.status == wire::FrameStatus::kNeedMore) break;
-    if (framed.status == wire::FrameStatus::kInvalid) {
+    wire::FrameStatus status = wire::peekTyped(data.substr(used), max_size, frame);
+    if (status == wire::FrameStatus::kNeedMore) break;
+    if (status == wire::FrameStatus::kInvalid) {
       passRun(used);
-      fatal(framed.error);
+      fatal(wire::frameTyped(data.substr(used), max_size).error);
       return data.size();
     }
-    const char type = framed.frame.type;
+    const char type = frame.type;
     const size_t start = used;
-    used += framed.frame.size;
+    used += frame.size;
     switch (type) {
       case wire::fe::kQuery:
         ++ready_sent_;
-        noteSessionEffects(framed.frame.payload, /*extended_protocol=*/false);
+        noteSessionEffects(frame.payload, /*extended_protocol=*/false);
         ++outstanding_;
         server_->expect(backends::Reply::kReadyForQuery);
         break;
@@ -357,8 +367,7 @@ size_t ClientSession::handleClientMessages(std::string_view data) {
       case wire::fe::kDescribe:
       case wire::fe::kClose:
         passRun(start);
-        if (!forwardStatementMessage(type, data.substr(start, used - start),
-                                     framed.frame.payload)) {
+        if (!forwardStatementMessage(type, data.substr(start, used - start), frame.payload)) {
           return data.size();
         }
         run_start = used;
@@ -540,6 +549,12 @@ void ClientSession::onServerErrorResponse() {
   request_failed_ = true;
 }
 
+void ClientSession::onServerParameterStatus(std::string_view payload) {
+  // What the server reports while we hold it is the client's view of its settings.
+  auto status = wire::ParameterStatus::decode(payload);
+  if (status.ok()) settings_.noteReported(status->name, status->value);
+}
+
 void ClientSession::onServerCommandComplete(std::string_view tag) {
   if (tag == "ROLLBACK") {
     transaction_rolled_back_ = true;
@@ -574,8 +589,6 @@ void ClientSession::maybeReleaseServer() {
       syncing_server_ || pendingInputBytes() != 0) {
     return;
   }
-  // What the server reported while we held it is now the client's view of its settings.
-  for (const auto& [name, value] : server_->parameters()) settings_.noteReported(name, value);
   backends::ServerConnection* server = server_;
   server_ = nullptr;
   pool_->release(server, backends::Pool::Release::kClean, backends::monotonicMs());

@@ -70,6 +70,7 @@ class ClientSession final : public TcpConnection,
   void onStatementFailed(const std::string& client_name) override;
   void onServerCommandComplete(std::string_view tag) override;
   void onServerErrorResponse() override;
+  void onServerParameterStatus(std::string_view payload) override;
 
   // PoolWaiter
   void onServerAcquired(backends::ServerConnection* server) override;

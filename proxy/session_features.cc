@@ -1,6 +1,7 @@
 // A lexical scan for session-level features: words outside literals and comments, per statement.
 #include "proxy/session_features.h"
 
+#include <algorithm>
 #include <cctype>
 #include <string>
 #include <vector>
@@ -17,25 +18,55 @@ bool isWordChar(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$';
 }
 
-// Words of one statement, lower-cased.
+// What the scan keeps of one statement, without allocating: its first few words (lower-cased,
+// truncated) and whether words that matter anywhere in it were seen.
 class StatementWords {
  public:
-  void add(std::string word) { words_.push_back(std::move(word)); }
-  void clear() { words_.clear(); }
-  bool empty() const { return words_.empty(); }
-  const std::string& at(size_t i) const {
-    static const std::string kNone;
-    return i < words_.size() ? words_[i] : kNone;
+  static constexpr size_t kKept = 4;
+  static constexpr size_t kWordLength = 32;
+
+  void add(std::string_view word) {
+    char lowered[kWordLength];
+    size_t n = std::min(word.size(), kWordLength);
+    for (size_t i = 0; i < n; ++i) {
+      lowered[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(word[i])));
+    }
+    std::string_view w(lowered, n);
+    if (w.substr(0, 16) == "pg_advisory_lock" || w.substr(0, 20) == "pg_try_advisory_lock") {
+      advisory_lock_ = true;
+    }
+    if (previous_ == Previous::kWith && w == "hold") with_hold_ = true;
+    if (previous_ == Previous::kInto && (w == "temp" || w == "temporary")) into_temp_ = true;
+    previous_ = w == "with" ? Previous::kWith : w == "into" ? Previous::kInto : Previous::kOther;
+    if (count_ < kKept) {
+      std::copy(lowered, lowered + n, words_[count_]);
+      lengths_[count_] = n;
+    }
+    ++count_;
   }
-  size_t size() const { return words_.size(); }
+  void clear() { *this = StatementWords(); }
+  std::string_view at(size_t i) const {
+    return i < std::min(count_, kKept) ? std::string_view(words_[i], lengths_[i])
+                                       : std::string_view();
+  }
+  bool advisoryLock() const { return advisory_lock_; }
+  bool withHold() const { return with_hold_; }
+  bool intoTemp() const { return into_temp_; }
 
  private:
-  std::vector<std::string> words_;
+  enum class Previous { kOther, kWith, kInto };
+  char words_[kKept][kWordLength];
+  size_t lengths_[kKept] = {};
+  size_t count_ = 0;
+  Previous previous_ = Previous::kOther;
+  bool advisory_lock_ = false;
+  bool with_hold_ = false;
+  bool into_temp_ = false;
 };
 
 // Settings a session may change under transaction pooling: Postgres reports their value, so
 // shardgate re-applies them on the next connection.
-bool isReportedName(const std::string& name, const std::string& next) {
+bool isReportedName(std::string_view name, std::string_view next) {
   if (name == "time" && next == "zone") return true;  // SET TIME ZONE
   if (name == "names") return true;                   // SET NAMES = client_encoding
   return isSyncedReportedSetting(name);
@@ -44,16 +75,17 @@ bool isReportedName(const std::string& name, const std::string& next) {
 // Marker for a statement the parser must look at: a session-level SET/RESET of a setting
 // Postgres does not report.
 constexpr std::string_view kNeedsParse = "\x01parse";
+// Marker for PREPARE / EXECUTE / DEALLOCATE.
+constexpr std::string_view kSqlPrepared = "\x01prepared";
 
 std::string judgeStatement(const StatementWords& w) {
-  const std::string& first = w.at(0);
+  std::string_view first = w.at(0);
   if (first == "listen") return "LISTEN";
-  if (first == "prepare" && w.at(1) != "transaction") return "SQL PREPARE";
-  if (first == "declare") {
-    for (size_t i = 1; i + 1 < w.size(); ++i) {
-      if (w.at(i) == "with" && w.at(i + 1) == "hold") return "WITH HOLD cursor";
-    }
+  if ((first == "prepare" && w.at(1) != "transaction") || first == "execute" ||
+      first == "deallocate") {
+    return std::string(kSqlPrepared);
   }
+  if (first == "declare" && w.withHold()) return "WITH HOLD cursor";
   if (first == "create") {
     size_t i = 1;
     if (w.at(i) == "local" || w.at(i) == "global") ++i;
@@ -63,20 +95,13 @@ std::string judgeStatement(const StatementWords& w) {
     size_t i = 1;
     if (w.at(i) == "local") return "";  // stays inside its transaction
     if (w.at(i) == "session" && w.at(i + 1) != "authorization") ++i;
-    const std::string& name = w.at(i);
+    std::string_view name = w.at(i);
     if (name == "transaction" || name == "constraints") return "";  // transaction-scoped
     if (name == "role" || name == "session") return "SET ROLE / SESSION AUTHORIZATION";
     if (!isReportedName(name, w.at(i + 1))) return std::string(kNeedsParse);
   }
-  for (size_t i = 0; i < w.size(); ++i) {
-    const std::string& word = w.at(i);
-    if (word.rfind("pg_advisory_lock", 0) == 0 || word.rfind("pg_try_advisory_lock", 0) == 0) {
-      return "session advisory lock";
-    }
-    if (word == "into" && (w.at(i + 1) == "temp" || w.at(i + 1) == "temporary")) {
-      return "temporary table";
-    }
-  }
+  if (w.advisoryLock()) return "session advisory lock";
+  if (w.intoTemp()) return "temporary table";
   return "";
 }
 
@@ -147,6 +172,8 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
     words.clear();
     if (verdict == kNeedsParse) {
       needs_parse = true;
+    } else if (verdict == kSqlPrepared) {
+      effects.sql_prepared = true;
     } else if (!verdict.empty()) {
       effects.pin_reason = std::move(verdict);
     }
@@ -179,15 +206,17 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
     } else if (isWordChar(c)) {
       size_t start = i;
       while (i < n && isWordChar(sql[i])) ++i;
-      std::string word(sql.substr(start, i - start));
-      for (char& ch : word) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-      words.add(std::move(word));
+      words.add(sql.substr(start, i - start));
     } else {
       ++i;
     }
   }
   if (!judge()) return effects;
-  if (needs_parse) return settingEffects(sql);
+  if (needs_parse) {
+    bool sql_prepared = effects.sql_prepared;
+    effects = settingEffects(sql);
+    effects.sql_prepared = sql_prepared;
+  }
   return effects;
 }
 

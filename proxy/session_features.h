@@ -20,7 +20,10 @@ struct SettingChange {
 struct SessionEffects {
   std::string pin_reason;  // non-empty: the session must keep its server connection
   std::vector<SettingChange> changes;
-  bool empty() const { return pin_reason.empty() && changes.empty(); }
+  // A statement is PREPARE, EXECUTE or DEALLOCATE: under transaction pooling the names are
+  // shardgate's to manage.
+  bool sql_prepared = false;
+  bool empty() const { return pin_reason.empty() && changes.empty() && !sql_prepared; }
 };
 
 // A cheap lexical scan first (words outside literals and comments, per statement); only a string

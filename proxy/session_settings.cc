@@ -64,6 +64,28 @@ bool isSyncedReportedSetting(std::string_view name) {
                      [&](std::string_view r) { return equalsIgnoreCase(r, name); });
 }
 
+const std::string* SettingsInterner::intern(const std::string& state) {
+  auto it = states_.find(state);
+  if (it != states_.end()) return &*it;
+  if (states_.size() >= kMaxStates) return nullptr;
+  return &*states_.insert(state).first;
+}
+
+const void* SessionSettings::tag(SettingsInterner& interner) {
+  if (!tag_stale_) return tag_;
+  std::string state;
+  for (const auto& [name, value] : reported_) {
+    if (!isSyncedReportedSetting(name)) continue;
+    state.append(name).push_back('=');
+    state.append(value).push_back('\0');
+  }
+  state.push_back('\x01');
+  for (const auto& [name, statement] : unreported_) state.append(statement).push_back('\0');
+  tag_ = interner.intern(state);
+  tag_stale_ = false;
+  return tag_;
+}
+
 void SessionSettings::setStartup(const SettingList& startup) {
   startup_ = startup;
   resetAll();
@@ -75,10 +97,12 @@ void SessionSettings::setStartup(const SettingList& startup) {
 void SessionSettings::noteReported(std::string_view name, std::string_view value) {
   auto it = reported_.find(name);
   if (it != reported_.end()) {
+    if (it->second == value) return;
     it->second = value;
   } else {
     reported_.emplace(std::string(name), std::string(value));
   }
+  tag_stale_ = true;
 }
 
 namespace {
@@ -92,6 +116,7 @@ std::string startupStatement(std::string_view name, std::string_view value) {
 }  // namespace
 
 void SessionSettings::resetAll() {
+  tag_stale_ = true;
   unreported_.clear();
   for (const auto& [name, value] : startup_) {
     if (!isReportedSetting(name)) unreported_[lower(name)] = startupStatement(name, value);
@@ -112,6 +137,7 @@ void SessionSettings::noteSent(backends::ServerConnection& server,
 
 void SessionSettings::commit(const std::vector<SettingChange>& changes,
                              backends::ServerConnection* server) {
+  tag_stale_ = true;
   for (const SettingChange& change : changes) {
     switch (change.kind) {
       case SettingChange::Kind::kSet:

@@ -5,6 +5,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 
 #include "backends/server_connection.h"
 #include "proxy/session_features.h"
@@ -19,6 +20,18 @@ bool isReportedSetting(std::string_view name);
 // Reported settings a client may change and that shardgate re-applies on another connection.
 bool isSyncedReportedSetting(std::string_view name);
 
+// Canonical settings states, interned per worker so that "this connection already matches this
+// session" is one pointer comparison on the hot path (most clients share a handful of states).
+class SettingsInterner {
+ public:
+  // The interned copy of `state`, or null once the table is full (callers then compare in full).
+  const std::string* intern(const std::string& state);
+
+ private:
+  static constexpr size_t kMaxStates = 4096;
+  std::unordered_set<std::string> states_;
+};
+
 class SessionSettings {
  public:
   // The startup packet's settings (including those from `options`).
@@ -28,7 +41,10 @@ class SessionSettings {
   // Reported settings, as the client last saw them.
   void noteReported(std::string_view name, std::string_view value);
   const backends::ServerParameters& reported() const { return reported_; }
-  void setReported(const backends::ServerParameters& values) { reported_ = values; }
+  void setReported(const backends::ServerParameters& values) {
+    reported_ = values;
+    tag_stale_ = true;
+  }
 
   // Unreported settings: name (lower-case) → the statement that gives the session its value.
   const std::map<std::string, std::string, std::less<>>& unreported() const { return unreported_; }
@@ -44,11 +60,15 @@ class SessionSettings {
   std::string syncSql(const backends::ServerConnection& server) const;
   // After that statement succeeded: the server now has exactly this session's unreported settings.
   void markSynced(backends::ServerConnection& server) const;
+  // This session's settings state as an interned tag (null if the interner is full).
+  const void* tag(SettingsInterner& interner);
 
  private:
   SettingList startup_;
   backends::ServerParameters reported_;
   std::map<std::string, std::string, std::less<>> unreported_;
+  const std::string* tag_ = nullptr;
+  bool tag_stale_ = true;
 };
 
 }  // namespace shardgate::proxy

@@ -17,6 +17,7 @@
 #include "common/result.h"
 #include "common/tcp_connection.h"
 #include "conf/config.h"
+#include "proxy/session_settings.h"
 #include "proxy/wire/scram.h"
 
 namespace shardgate::proxy {
@@ -57,6 +58,7 @@ class Worker {
   uint64_t nextSessionId() { return next_session_id_++; }
   bool shuttingDown() const { return shutting_down_; }
   backends::StatementRegistry& statements() { return statements_; }
+  SettingsInterner& settingsInterner() { return settings_interner_; }
 
  private:
   static void onConnection(uv_stream_t* listener, int status);
@@ -86,6 +88,7 @@ class Worker {
   std::map<std::string, std::unique_ptr<backends::Pool>> pools_;
   std::map<std::string, std::shared_ptr<const wire::ScramSecret>> scram_secrets_;
   backends::StatementRegistry statements_;
+  SettingsInterner settings_interner_;
 
   bool shutting_down_ = false;
   uint64_t shutdown_deadline_ms_ = 0;

@@ -31,6 +31,22 @@ struct FrameResult {
 // An invalid frame means the stream is out of sync; the connection must be closed.
 FrameResult frameTyped(std::string_view buf, uint32_t max_message_size);
 
+// The hot path's framing: the same checks as frameTyped without building an Error. On kInvalid,
+// call frameTyped() for the error to report.
+inline FrameStatus peekTyped(std::string_view buf, uint32_t max_message_size, Frame& frame) {
+  if (buf.size() < 5) return FrameStatus::kNeedMore;
+  const auto* p = reinterpret_cast<const unsigned char*>(buf.data()) + 1;
+  const uint32_t length =
+      (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+  if (length < 4 || length > 0x7FFFFFFFu || length > max_message_size) return FrameStatus::kInvalid;
+  const size_t total = size_t{1} + length;
+  if (buf.size() < total) return FrameStatus::kNeedMore;
+  frame.type = buf[0];
+  frame.payload = buf.substr(5, length - 4);
+  frame.size = total;
+  return FrameStatus::kComplete;
+}
+
 // Startup-phase packet (StartupMessage, SSLRequest, GSSENCRequest, CancelRequest) at the start of
 // `buf`: int32 length incl. itself, then the body; the length must be >= 8 and
 // <= min(max_message_size, 10000) (Postgres's own limit).

@@ -135,12 +135,16 @@ def main() -> int:
     # needs one per client or the clients past the pool size would wait forever.
     session_pool = max(pool, max(clients))
 
+    # One worker thread by default, like PgBouncer: on this 2-core machine Postgres and pgbench need
+    # the other core, and a second worker costs more in context switches than it gains.
+    # BENCH_SHARDGATE_WORKERS=0 runs one worker per core (shardgate's own default).
+    sg_workers = benchlib.env_int("BENCH_SHARDGATE_WORKERS", 1, minimum=0)
     wd = benchlib.work_dir()
     cluster = benchlib.make_cluster(
         wd / "cluster",
         users=[{"name": benchlib.SUPERUSER, "password": benchlib.SUPERPASS, "auth_method": "scram-sha-256",
                 "admin": True}],
-        general={"pool_mode": "transaction", "default_pool_size": pool})
+        general={"pool_mode": "transaction", "default_pool_size": pool, "workers": sg_workers})
     bouncers: dict[str, PgBouncer] = {}
     try:
         log(f"starting Postgres in {wd / 'cluster'}")
@@ -153,7 +157,7 @@ def main() -> int:
             cluster.start_shardgate()
             benchlib.record_pid(cluster.shardgate.pid, "shardgate")
             log(f"shardgate pid {cluster.shardgate.pid} on port {cluster.shardgate.port} "
-                f"(pool_mode=transaction, default_pool_size={pool}, workers=default)")
+                f"(pool_mode=transaction, default_pool_size={pool}, workers={sg_workers or 'one per core'})")
 
         start_shardgate()
         users = {benchlib.SUPERUSER: benchlib.SUPERPASS}
@@ -218,8 +222,8 @@ def main() -> int:
             out.append(f"note: -M prepared runs against a second PgBouncer in SESSION mode "
                        f"(default_pool_size={session_pool}): PgBouncer {pgbouncer_version()} cannot keep prepared "
                        f"statements in transaction mode, and session mode needs one server per client")
-        out.append(f"shardgate: pool_mode=transaction, default_pool_size={pool}, workers = default "
-                   f"(one per core: {workers} here), auth scram-sha-256")
+        out.append(f"shardgate: pool_mode=transaction, default_pool_size={pool}, workers={workers} "
+                   f"(BENCH_SHARDGATE_WORKERS; 0 = one per core), auth scram-sha-256")
         out.append("cpu_us = the proxy's own utime+stime (/proc/<pid>/stat) over the run / transactions")
         out.append(f"load average before / after the runs: {load_before} / {loadavg()} (other load skews the figures)")
         out.append("")
