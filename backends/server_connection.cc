@@ -329,7 +329,11 @@ size_t ServerConnection::passThrough(std::string_view data) {
     const char type = frame.type;
     const size_t start = used;
     used += frame.size;
-    if (type == wire::be::kDataRow) continue;  // by far the most common: nothing to track
+    // Rows are by far the most common message: nothing to track, unless they are swallowed.
+    if (type == wire::be::kDataRow &&
+        (replies_.empty() || replies_.front().action != ReplyAction::kSwallow)) {
+      continue;
+    }
     bool for_client = trackReply(type, frame.payload, synthetic);
     if (!for_client) {
       passRun(start);
@@ -339,6 +343,15 @@ size_t ServerConnection::passThrough(std::string_view data) {
       passRun(used);
       sink_->onServerBytes(synthetic);
       synthetic.clear();
+    }
+    if (type == wire::be::kReadyForQuery && !for_client && replies_.empty()) {
+      passRun(used);
+      sink_->onServerCaughtUp();
+      if (closing()) return data.size();
+      if (state_ != State::kHeld) {
+        return used + (state_ == State::kInternal ? consumeInternal(data.substr(used))
+                                                  : onData(data.substr(used)));
+      }
     }
     if (type == wire::be::kReadyForQuery && for_client) {
       passRun(used);
@@ -439,6 +452,9 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
       if (pass && sink_) sink_->onServerErrorResponse();
       if (head.reply == Reply::kReadyForQuery && head.statement) {
         statements_.remove(head.statement->id());  // an SQL PREPARE that failed
+        if (!head.client_statement_name.empty() && sink_) {
+          sink_->onStatementFailed(head.client_statement_name);
+        }
       }
       while (!replies_.empty() && replies_.front().reply != Reply::kReadyForQuery) {
         ExpectedReply& skipped = replies_.front();

@@ -48,6 +48,8 @@ class ServerSink {
   virtual void onServerCommandComplete(std::string_view tag) = 0;
   // An ErrorResponse passed on.
   virtual void onServerErrorResponse() = 0;
+  // A ReadyForQuery the sink never sees (of a statement shardgate injected) left nothing owed.
+  virtual void onServerCaughtUp() = 0;
   // A ParameterStatus passed on (its payload: name and value, NUL-terminated).
   virtual void onServerParameterStatus(std::string_view payload) = 0;
 };

@@ -4,7 +4,9 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <pg_query.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <exception>
 #include <new>
 
 #include "parser/stack_budget.h"

@@ -44,8 +44,10 @@ Result<std::string> deparse(const pg_query::ParseResult& tree);
 // Deparses a single statement node (no trailing ';').
 Result<std::string> deparseStatement(const pg_query::Node& stmt);
 
-// libpg_query's fingerprint: equal for queries that differ only in constants, comments, whitespace
-// or the values in an IN list. Errors as for parse().
+// libpg_query's fingerprint: equal for queries that differ only in constants (or $n parameters in
+// their place), comments, whitespace, keyword case, the length of an IN list of constants, column
+// aliases, or the order of the select list. Good for grouping statistics by query shape; NOT a plan
+// cache key (SELECT a, b and SELECT b, a share it). Errors as for parse().
 Result<uint64_t> fingerprint(std::string_view sql);
 
 // Splits a multi-statement string with the parser, so ';' inside strings, comments, dollar quotes

@@ -149,9 +149,9 @@ size_t depthBound(const std::string& sql) {
   size_t result = 0;
   BoundBuilder builder;
   if (scan.error != nullptr) {
-    // The scanner rejects the text, so the parser will stop at the same token with an error before
-    // building any tree: nothing deep will run.
-    result = 0;
+    // The parser's lexer will reject the text too, before any tree exists; but that is the
+    // parser's business, so stay on the safe side.
+    result = cheap;
   } else if (feedScanTokens(scan.pbuf, builder)) {
     result = builder.finish();
   } else {

@@ -43,8 +43,8 @@ inline constexpr size_t kMaxHelperStackBytes = 512 * 1024 * 1024;
 // of Postgres's own scanner: inside one pair of brackets every nesting step costs at least one
 // token that is not a literal or a comma, and every bracket pair adds a constant; statements do not
 // add up. Iterative and linear in the input. Short statements get a cheaper, looser bound from byte
-// counts. 0 when the parser is certain to fail before it builds a tree (the scanner rejects the
-// text, or brackets nest deeper than bison's stack allows).
+// counts. 0 when the parser is certain to fail before it builds a tree (brackets nest deeper than
+// bison's stack allows).
 size_t depthBound(const std::string& sql);
 
 // Exact message depth of a serialized pg_query.ParseResult (ParseResult itself is level 1), walked

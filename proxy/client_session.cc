@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "proxy/proxy_server.h"
 #include "proxy/session_features.h"
+#include "proxy/sql_prepared.h"
 #include "proxy/wire/backend_messages.h"
 #include "proxy/wire/framing.h"
 #include "proxy/wire/frontend_messages.h"
@@ -231,6 +232,7 @@ void ClientSession::onServerAcquired(backends::ServerConnection* server) {
   server_ = server;
   server_->attach(this);
   if (state_ == State::kLoggingIn) {
+    settings_.startFrom(pool_->serverParameters());
     syncServer([this] { finishLogin(); });
   } else {
     syncServer([this] { processPending(); });
@@ -242,13 +244,10 @@ void ClientSession::onServerUnavailable(const Error& error) {
   Error e = error;
   if (e.detail.empty()) e.detail = "shardgate could not get a connection to the shard";
   if (state_ == State::kReady && e.severity != "FATAL") {
-    // Transaction pooling: the client stays; its statement fails as if the server had failed it.
-    // Whatever it had sent is dropped, the way Postgres skips a failed pipeline.
+    // Transaction pooling: the client stays; what it sent fails as if a server had failed it.
     e.severity = "ERROR";
-    wire::writeError(outputBuffer(), e);
-    wire::writeReadyForQuery(outputBuffer(), 'I');
-    scheduleFlush();
-    discardPendingInput();
+    failing_ = std::move(e);
+    processPending();
     return;
   }
   fatal(e);
@@ -307,7 +306,49 @@ void ClientSession::finishLogin() {
 
 // ---- queries ---------------------------------------------------------------------------------
 
+// No server could be had: every request the client has sent gets the error, the way Postgres
+// answers a failed pipeline (one error per Query; one per extended batch, then ReadyForQuery
+// at its Sync).
+size_t ClientSession::failPendingRequests(std::string_view data) {
+  const uint32_t max_size = worker_.config().general.max_message_size;
+  size_t used = 0;
+  wire::Frame frame;
+  while (used < data.size()) {
+    wire::FrameStatus status = wire::peekTyped(data.substr(used), max_size, frame);
+    if (status == wire::FrameStatus::kNeedMore) break;
+    if (status == wire::FrameStatus::kInvalid) {
+      fatal(wire::frameTyped(data.substr(used), max_size).error);
+      return data.size();
+    }
+    used += frame.size;
+    switch (frame.type) {
+      case wire::fe::kTerminate:
+        state_ = State::kClosed;
+        close();
+        return data.size();
+      case wire::fe::kQuery:
+      case wire::fe::kFunctionCall:
+        wire::writeError(outputBuffer(), *failing_);
+        wire::writeReadyForQuery(outputBuffer(), transaction_status_);
+        break;
+      case wire::fe::kSync:
+        if (!failed_batch_) wire::writeError(outputBuffer(), *failing_);
+        wire::writeReadyForQuery(outputBuffer(), transaction_status_);
+        failed_batch_ = false;
+        break;
+      default:  // part of an extended batch: one error for the batch
+        if (!failed_batch_) wire::writeError(outputBuffer(), *failing_);
+        failed_batch_ = true;
+        break;
+    }
+  }
+  scheduleFlush();
+  if (!failed_batch_ && used == data.size()) failing_.reset();  // the next request tries again
+  return used;
+}
+
 size_t ClientSession::handleClientMessages(std::string_view data) {
+  if (failing_) return failPendingRequests(data);
   if (server_ == nullptr) {
     // Leaving needs no server.
     if (data[0] == wire::fe::kTerminate) {
@@ -342,12 +383,43 @@ size_t ClientSession::handleClientMessages(std::string_view data) {
     const size_t start = used;
     used += frame.size;
     switch (type) {
-      case wire::fe::kQuery:
-        ++ready_sent_;
-        noteSessionEffects(frame.payload, /*extended_protocol=*/false);
-        ++outstanding_;
-        server_->expect(backends::Reply::kReadyForQuery);
+      case wire::fe::kQuery: {
+        if (!transaction_pooling_) {
+          ++ready_sent_;
+          ++outstanding_;
+          server_->expect(backends::Reply::kReadyForQuery);
+          break;
+        }
+        std::string_view sql = frame.payload;
+        if (!sql.empty() && sql.back() == '\0') sql.remove_suffix(1);
+        SessionEffects effects = sessionEffectsOf(sql);
+        applySessionEffects(std::move(effects.pin_reason), std::move(effects.changes),
+                            /*extended_protocol=*/false);
+        if (effects.sql_prepared) {
+          passRun(start);
+          forwardSqlPrepared(sql, data.substr(start, used - start));
+          run_start = used;
+        } else {
+          ++ready_sent_;
+          ++outstanding_;
+          server_->expect(backends::Reply::kReadyForQuery);
+        }
+        std::string sql_restore = effects.resetsAnything()
+                                      ? settings_.startupSql(effects.resets_all, effects.resets)
+                                      : std::string();
+        if (!sql_restore.empty()) {
+          // Postgres resets to the startup packet's values; the pooled connection resets to its
+          // own. Put the client's back right after, in a statement whose replies it never sees
+          // but for the ParameterStatus messages that tell it the values.
+          passRun(used);
+          std::string restore;
+          wire::Query{sql_restore}.encode(restore);
+          server_->forward(restore);
+          server_->expect(backends::ExpectedReply{
+              backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+        }
         break;
+      }
       case wire::fe::kSync:
       case wire::fe::kFunctionCall:
         ++ready_sent_;
@@ -414,11 +486,38 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
 
   switch (type) {
     case wire::fe::kParse: {
-      if (!transactionPooling()) return pass(Reply::kParseComplete);
+      if (!transaction_pooling_) return pass(Reply::kParseComplete);
       auto parse = wire::Parse::decode(payload);
       if (!parse.ok()) return malformed(parse.error());
-      noteSessionEffects(parse->query, /*extended_protocol=*/true);
-      if (parse->name.empty()) return pass(Reply::kParseComplete);
+      SessionEffects effects = sessionEffectsOf(parse->query);
+      if (effects.sql_prepared) {
+        // EXECUTE and DEALLOCATE sent as extended-protocol statements (psycopg's statement cache
+        // deallocates this way): rename EXECUTE's statement; forget DEALLOCATE's and send the
+        // server a statement with no effect in its place (its tag is DO, not DEALLOCATE).
+        SqlPreparedPlan plan =
+            planSqlPrepared(parse->query, statements_, worker_.statements(),
+                            [this](uint64_t id) { return server_->statements().has(id); });
+        if (plan.action == SqlPreparedPlan::Action::kForward && !plan.needed.empty() &&
+            plan.defines.empty()) {
+          for (const auto& statement : plan.needed) server_->ensurePrepared(statement);
+          parse->query = plan.sql;
+        } else if (plan.action == SqlPreparedPlan::Action::kAnswer && !plan.forgets.empty()) {
+          statements_.erase(plan.forgets);
+          parse->query = "DO $$BEGIN END$$";
+        } else if (plan.action != SqlPreparedPlan::Action::kPassThrough) {
+          effects.pin_reason = "PREPARE through the extended protocol";
+        }
+      }
+      applySessionEffects(std::move(effects.pin_reason), std::move(effects.changes),
+                          /*extended_protocol=*/true);
+      if (parse->name.empty()) {
+        if (!effects.sql_prepared) return pass(Reply::kParseComplete);
+        std::string rewritten;
+        parse->encode(rewritten);
+        server_->forward(rewritten);
+        server_->expect(Reply::kParseComplete);
+        return true;
+      }
       auto statement = worker_.statements().intern(parse->query, parse->param_types);
       auto existing = statements_.find(parse->name);
       if (existing != statements_.end()) {
@@ -445,7 +544,7 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
       return true;
     }
     case wire::fe::kBind: {
-      if (!transactionPooling()) return pass(Reply::kBindComplete);
+      if (!transaction_pooling_) return pass(Reply::kBindComplete);
       // Bind: portal name, statement name, then parameters we pass on untouched.
       wire::PayloadReader reader(payload);
       std::string_view portal, name;
@@ -470,7 +569,7 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
     case wire::fe::kDescribe:
     case wire::fe::kClose: {
       Reply reply = type == wire::fe::kDescribe ? Reply::kDescription : Reply::kCloseComplete;
-      if (!transactionPooling()) return pass(reply);
+      if (!transaction_pooling_) return pass(reply);
       auto target = wire::Describe::decode(payload);  // Close has the same layout
       if (!target.ok()) return malformed(target.error());
       if (target->kind != 'S' || target->name.empty()) return pass(reply);
@@ -497,23 +596,69 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
   }
 }
 
-void ClientSession::noteSessionEffects(std::string_view sql, bool extended_protocol) {
-  if (!transaction_pooling_ || pinned_) return;
-  // A simple Query's payload ends with the NUL of its string.
-  if (!sql.empty() && sql.back() == '\0') sql.remove_suffix(1);
-  SessionEffects effects = sessionEffectsOf(sql);
-  if (effects.empty()) return;
-  if (effects.pin_reason.empty() && extended_protocol) {
-    effects.pin_reason = "SET through the extended protocol";
-  }
-  if (!effects.pin_reason.empty()) {
+void ClientSession::applySessionEffects(std::string pin_reason, std::vector<SettingChange> changes,
+                                        bool extended_protocol) {
+  if (pinned_ || (pin_reason.empty() && changes.empty())) return;
+  if (pin_reason.empty() && extended_protocol) pin_reason = "SET through the extended protocol";
+  if (!pin_reason.empty()) {
     pinned_ = true;
     spdlog::info("event=client_pinned session={} user={} database={} reason=\"{}\"", id_,
-                 user_name_, database_name_, effects.pin_reason);
+                 user_name_, database_name_, pin_reason);
     return;
   }
-  SessionSettings::noteSent(*server_, effects.changes);
-  changes_in_flight_.emplace_back(ready_sent_, std::move(effects.changes));
+  SessionSettings::noteSent(*server_, changes);
+  // The Query being forwarded is the next one to end with ReadyForQuery.
+  changes_in_flight_.emplace_back(ready_sent_ + 1, std::move(changes));
+}
+
+// PREPARE / EXECUTE / DEALLOCATE under transaction pooling: client names become the shared
+// server-side names; a PREPARE the connection already has, and a DEALLOCATE, are answered here.
+void ClientSession::forwardSqlPrepared(std::string_view sql, std::string_view message) {
+  using backends::ExpectedReply;
+  using backends::Reply;
+  using backends::ReplyAction;
+  SqlPreparedPlan plan =
+      planSqlPrepared(sql, statements_, worker_.statements(),
+                      [this](uint64_t id) { return server_->statements().has(id); });
+  if (plan.action == SqlPreparedPlan::Action::kAnswer && transaction_status_ == 'E') {
+    plan.action = SqlPreparedPlan::Action::kPassThrough;  // the server says the transaction failed
+  }
+  switch (plan.action) {
+    case SqlPreparedPlan::Action::kPin:
+      applySessionEffects(plan.pin_reason, {}, false);
+      [[fallthrough]];
+    case SqlPreparedPlan::Action::kPassThrough:
+      server_->forward(message);
+      break;
+    case SqlPreparedPlan::Action::kAnswer: {
+      if (!plan.defines.empty()) statements_[plan.defines] = plan.defined;
+      if (!plan.forgets.empty()) statements_.erase(plan.forgets);
+      std::string reply;
+      wire::CommandComplete{plan.tag}.encode(reply);
+      wire::writeReadyForQuery(reply, transaction_status_);
+      server_->expect(
+          ExpectedReply{Reply::kReadyForQuery, ReplyAction::kSynthesize, nullptr, {}, reply});
+      return;  // nothing was sent: no ReadyForQuery to wait for
+    }
+    case SqlPreparedPlan::Action::kForward: {
+      for (const auto& statement : plan.needed) server_->ensurePrepared(statement);
+      std::string query;
+      wire::Query{plan.sql}.encode(query);
+      server_->forward(query);
+      ++ready_sent_;
+      ++outstanding_;
+      if (plan.defined) {
+        statements_[plan.defines] = plan.defined;
+        server_->statements().add(plan.defined);
+      }
+      server_->expect(ExpectedReply{
+          Reply::kReadyForQuery, ReplyAction::kForward, plan.defined, plan.defines, {}});
+      return;
+    }
+  }
+  ++ready_sent_;
+  ++outstanding_;
+  server_->expect(Reply::kReadyForQuery);
 }
 
 // At each ReadyForQuery: settings changes whose statement succeeded move into the open
@@ -529,15 +674,21 @@ void ClientSession::settleSettingChanges(char transaction_status) {
                                      std::make_move_iterator(changes.end()));
     }
   }
+  if (rollback_seen_ && transaction_status == 'T') {
+    // ROLLBACK TO SAVEPOINT: what was set since the savepoint is undone; the savepoint stays.
+    size_t keep = savepoint_marks_.empty() ? 0 : savepoint_marks_.back();
+    changes_in_transaction_.resize(std::min(keep, changes_in_transaction_.size()));
+  }
   if (transaction_status == 'I') {
-    if (!transaction_rolled_back_ && !request_failed_ && !changes_in_transaction_.empty()) {
+    if (!rollback_seen_ && !request_failed_ && !changes_in_transaction_.empty()) {
       settings_.commit(changes_in_transaction_, server_);
     }
     changes_in_transaction_.clear();
-    transaction_rolled_back_ = false;
+    savepoint_marks_.clear();
   } else if (transaction_status == 'E') {
     changes_in_transaction_.clear();  // the transaction can only roll back now
   }
+  rollback_seen_ = false;
   request_failed_ = false;
 }
 
@@ -557,12 +708,15 @@ void ClientSession::onServerParameterStatus(std::string_view payload) {
 
 void ClientSession::onServerCommandComplete(std::string_view tag) {
   if (tag == "ROLLBACK") {
-    transaction_rolled_back_ = true;
-  } else if (tag == "COMMIT") {
-    transaction_rolled_back_ = false;  // after a ROLLBACK TO SAVEPOINT the rest still commits
+    rollback_seen_ = true;  // of the transaction, or to a savepoint: ReadyForQuery tells which
+  } else if (tag == "SAVEPOINT") {
+    savepoint_marks_.push_back(changes_in_transaction_.size());
+  } else if (tag == "RELEASE") {
+    if (!savepoint_marks_.empty()) savepoint_marks_.pop_back();
   } else if (tag == "DISCARD ALL") {
     statements_.clear();
     settings_.resetAll();
+    if (server_) settings_.markResetOnServer(*server_);
   } else if (tag == "DEALLOCATE ALL") {
     statements_.clear();
   }

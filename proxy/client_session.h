@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -71,6 +72,7 @@ class ClientSession final : public TcpConnection,
   void onServerCommandComplete(std::string_view tag) override;
   void onServerErrorResponse() override;
   void onServerParameterStatus(std::string_view payload) override;
+  void onServerCaughtUp() override { maybeReleaseServer(); }
 
   // PoolWaiter
   void onServerAcquired(backends::ServerConnection* server) override;
@@ -85,6 +87,7 @@ class ClientSession final : public TcpConnection,
 
   // kReady: frame client messages; get a server first if none is held.
   size_t handleClientMessages(std::string_view data);
+  size_t failPendingRequests(std::string_view data);
   // Passes one client message to the held server, renaming prepared statements under
   // transaction pooling. Returns false if the session ended.
   bool forwardMessage(char type, std::string_view message, std::string_view payload);
@@ -92,9 +95,11 @@ class ClientSession final : public TcpConnection,
   // Makes the held server match this session's settings, then carries on with `then`.
   void syncServer(std::function<void()> then);
   void maybeReleaseServer();
-  // Looks at a statement string for session-level effects: pins the session, or records the
-  // settings it changes (kept once its transaction commits).
-  void noteSessionEffects(std::string_view sql, bool extended_protocol);
+  // Acts on a statement's session-level effects: pins the session, or records the settings it
+  // changes (kept once its transaction commits).
+  void applySessionEffects(std::string pin_reason, std::vector<SettingChange> changes,
+                           bool extended_protocol);
+  void forwardSqlPrepared(std::string_view sql, std::string_view message);
   void settleSettingChanges(char transaction_status);
   void fatal(const Error& error);
   void releaseServer(bool client_left);
@@ -132,10 +137,15 @@ class ClientSession final : public TcpConnection,
   // ReadyForQuery that ends it), then per open transaction.
   std::deque<std::pair<uint64_t, std::vector<SettingChange>>> changes_in_flight_;
   std::vector<SettingChange> changes_in_transaction_;
-  uint64_t ready_sent_ = 0;               // requests sent that end with ReadyForQuery
-  uint64_t ready_received_ = 0;           // ReadyForQuery messages received
-  bool request_failed_ = false;           // an ErrorResponse since the last ReadyForQuery
-  bool transaction_rolled_back_ = false;  // the open transaction ended with ROLLBACK
+  uint64_t ready_sent_ = 0;      // requests sent that end with ReadyForQuery
+  uint64_t ready_received_ = 0;  // ReadyForQuery messages received
+  bool request_failed_ = false;  // an ErrorResponse since the last ReadyForQuery
+  bool rollback_seen_ = false;   // a ROLLBACK (of the transaction or to a savepoint) since then
+  std::vector<size_t> savepoint_marks_;  // changes_in_transaction_ sizes at each SAVEPOINT
+
+  // Set when no server could be had: the requests already sent fail with it.
+  std::optional<Error> failing_;
+  bool failed_batch_ = false;  // an extended batch got its error; the rest waits for Sync
 };
 
 }  // namespace shardgate::proxy

@@ -77,6 +77,10 @@ bool isReportedName(std::string_view name, std::string_view next) {
 constexpr std::string_view kNeedsParse = "\x01parse";
 // Marker for PREPARE / EXECUTE / DEALLOCATE.
 constexpr std::string_view kSqlPrepared = "\x01prepared";
+// Markers for resets: DISCARD ALL, and RESET x / SET x TO DEFAULT of a reported setting (the
+// verdict is followed by the setting's name).
+constexpr std::string_view kResetsAll = "\x01resets-all";
+constexpr std::string_view kResetsReported = "\x01resets:";
 
 std::string judgeStatement(const StatementWords& w) {
   std::string_view first = w.at(0);
@@ -91,6 +95,7 @@ std::string judgeStatement(const StatementWords& w) {
     if (w.at(i) == "local" || w.at(i) == "global") ++i;
     if (w.at(i) == "temp" || w.at(i) == "temporary") return "temporary table";
   }
+  if (first == "discard" && w.at(1) == "all") return std::string(kResetsAll);
   if (first == "set" || first == "reset") {
     size_t i = 1;
     if (w.at(i) == "local") return "";  // stays inside its transaction
@@ -99,6 +104,12 @@ std::string judgeStatement(const StatementWords& w) {
     if (name == "transaction" || name == "constraints") return "";  // transaction-scoped
     if (name == "role" || name == "session") return "SET ROLE / SESSION AUTHORIZATION";
     if (!isReportedName(name, w.at(i + 1))) return std::string(kNeedsParse);
+    if (first == "reset" || w.at(i + 1) == "default" || w.at(i + 2) == "default") {
+      std::string_view canonical = name == "time"    ? "timezone"
+                                   : name == "names" ? "client_encoding"
+                                                     : name;
+      return std::string(kResetsReported) + std::string(canonical);
+    }
   }
   if (w.advisoryLock()) return "session advisory lock";
   if (w.intoTemp()) return "temporary table";
@@ -174,6 +185,10 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
       needs_parse = true;
     } else if (verdict == kSqlPrepared) {
       effects.sql_prepared = true;
+    } else if (verdict == kResetsAll) {
+      effects.resets_all = true;
+    } else if (verdict.rfind(kResetsReported, 0) == 0) {
+      effects.resets.push_back(verdict.substr(kResetsReported.size()));
     } else if (!verdict.empty()) {
       effects.pin_reason = std::move(verdict);
     }
@@ -213,9 +228,13 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
   }
   if (!judge()) return effects;
   if (needs_parse) {
-    bool sql_prepared = effects.sql_prepared;
-    effects = settingEffects(sql);
-    effects.sql_prepared = sql_prepared;
+    SessionEffects parsed = settingEffects(sql);
+    effects.pin_reason = std::move(parsed.pin_reason);
+    effects.changes = std::move(parsed.changes);
+    for (const SettingChange& change : effects.changes) {
+      if (change.kind == SettingChange::Kind::kResetAll) effects.resets_all = true;
+      if (change.kind == SettingChange::Kind::kReset) effects.resets.push_back(change.name);
+    }
   }
   return effects;
 }

@@ -23,7 +23,14 @@ struct SessionEffects {
   // A statement is PREPARE, EXECUTE or DEALLOCATE: under transaction pooling the names are
   // shardgate's to manage.
   bool sql_prepared = false;
-  bool empty() const { return pin_reason.empty() && changes.empty() && !sql_prepared; }
+  // RESET (ALL), SET ... TO DEFAULT or DISCARD ALL: Postgres resets to the startup packet's
+  // values, which a pooled connection never saw, so shardgate must put them back.
+  bool resets_all = false;
+  std::vector<std::string> resets;  // names (lower-case) of single settings reset
+  bool resetsAnything() const { return resets_all || !resets.empty(); }
+  bool empty() const {
+    return pin_reason.empty() && changes.empty() && !sql_prepared && !resetsAnything();
+  }
 };
 
 // A cheap lexical scan first (words outside literals and comments, per statement); only a string

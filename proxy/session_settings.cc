@@ -94,6 +94,22 @@ void SessionSettings::setStartup(const SettingList& startup) {
   }
 }
 
+void SessionSettings::startFrom(const backends::ServerParameters& defaults) {
+  reported_ = defaults;
+  for (const auto& [name, value] : startup_) {
+    if (!isReportedSetting(name)) continue;
+    // The server spells the name its own way (TimeZone, not timezone): replace its entry.
+    for (auto it = reported_.begin(); it != reported_.end(); ++it) {
+      if (equalsIgnoreCase(it->first, name)) {
+        reported_.erase(it);
+        break;
+      }
+    }
+    reported_[name] = value;
+  }
+  tag_stale_ = true;
+}
+
 void SessionSettings::noteReported(std::string_view name, std::string_view value) {
   auto it = reported_.find(name);
   if (it != reported_.end()) {
@@ -110,8 +126,11 @@ namespace {
 // the next sync sets or resets the setting whatever the session wants.
 const std::string kUnknown = "\x01unknown";
 
-std::string startupStatement(std::string_view name, std::string_view value) {
-  return "SET " + std::string(name) + " TO " + quoteLiteral(value);
+// set_config() takes the value as the startup packet gives it (a list setting such as
+// search_path is split on commas), where SET name TO 'a,b' would make it one item.
+std::string setConfigStatement(std::string_view name, std::string_view value) {
+  return "SELECT pg_catalog.set_config(" + quoteLiteral(name) + ", " + quoteLiteral(value) +
+         ", false)";
 }
 }  // namespace
 
@@ -119,7 +138,15 @@ void SessionSettings::resetAll() {
   tag_stale_ = true;
   unreported_.clear();
   for (const auto& [name, value] : startup_) {
-    if (!isReportedSetting(name)) unreported_[lower(name)] = startupStatement(name, value);
+    if (!isReportedSetting(name)) unreported_[lower(name)] = setConfigStatement(name, value);
+  }
+}
+
+void SessionSettings::markResetOnServer(backends::ServerConnection& server) const {
+  auto& applied = server.appliedSettings();
+  for (auto& [name, statement] : applied) statement = kUnknown;
+  for (const auto& [name, value] : startup_) {
+    if (!isReportedSetting(name)) applied[lower(name)] = kUnknown;
   }
 }
 
@@ -147,17 +174,28 @@ void SessionSettings::commit(const std::vector<SettingChange>& changes,
       case SettingChange::Kind::kReset:
         unreported_.erase(change.name);
         for (const auto& [name, value] : startup_) {
-          if (lower(name) == change.name) unreported_[change.name] = startupStatement(name, value);
+          if (lower(name) == change.name)
+            unreported_[change.name] = setConfigStatement(name, value);
         }
-        // The server has the default now, not the startup value: the next sync restores that.
-        if (server) server->appliedSettings().erase(change.name);
+        // The server has the default, or the startup value shardgate put back: the next sync
+        // sets or resets it whatever the next session wants.
+        if (server) server->appliedSettings()[change.name] = kUnknown;
         break;
       case SettingChange::Kind::kResetAll:
         resetAll();
-        if (server) server->appliedSettings().clear();
+        if (server) markResetOnServer(*server);
         break;
     }
   }
+}
+
+std::string SessionSettings::startupSql(bool all, const std::vector<std::string>& names) const {
+  std::string sql;
+  for (const auto& [name, value] : startup_) {
+    bool reset = all || std::find(names.begin(), names.end(), lower(name)) != names.end();
+    if (reset) appendStatement(sql, setConfigStatement(name, value));
+  }
+  return sql;
 }
 
 std::string SessionSettings::syncSql(const backends::ServerConnection& server) const {
@@ -166,7 +204,7 @@ std::string SessionSettings::syncSql(const backends::ServerConnection& server) c
     if (!isSyncedReportedSetting(name)) continue;
     const std::string* current = findIgnoreCase(server.parameters(), name);
     if (current && *current == value) continue;
-    appendStatement(sql, "SET " + name + " TO " + quoteLiteral(value));
+    appendStatement(sql, setConfigStatement(name, value));
   }
   const auto& applied = server.appliedSettings();
   for (const auto& [name, statement] : unreported_) {

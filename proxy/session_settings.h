@@ -38,6 +38,9 @@ class SessionSettings {
   void setStartup(const SettingList& startup);
   const SettingList& startup() const { return startup_; }
 
+  // At login: the server defaults (as a fresh connection reports them), with the startup
+  // packet's values on top. What the client gets is this, whoever used the connection before.
+  void startFrom(const backends::ServerParameters& defaults);
   // Reported settings, as the client last saw them.
   void noteReported(std::string_view name, std::string_view value);
   const backends::ServerParameters& reported() const { return reported_; }
@@ -53,9 +56,15 @@ class SessionSettings {
   // A client's SET/RESET was sent to `server`: until it commits, what the server has is unknown.
   static void noteSent(backends::ServerConnection& server,
                        const std::vector<SettingChange>& changes);
+  // After RESET ALL / DISCARD ALL on `server` (and the startup values put back): what it has of
+  // the unreported settings is unknown.
+  void markResetOnServer(backends::ServerConnection& server) const;
   // The transaction that made `changes` committed: the session (and `server`) now have them.
   void commit(const std::vector<SettingChange>& changes, backends::ServerConnection* server);
 
+  // The statement that puts back the startup packet's values of the settings reset (all of them
+  // for RESET ALL / DISCARD ALL); "" if the startup packet set none of them.
+  std::string startupSql(bool all, const std::vector<std::string>& names) const;
   // The statement that brings `server` in line with this session ("" if it already is).
   std::string syncSql(const backends::ServerConnection& server) const;
   // After that statement succeeded: the server now has exactly this session's unreported settings.

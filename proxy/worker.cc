@@ -155,19 +155,22 @@ void Worker::onConnection(uv_stream_t* listener, int status) {
   session->start();
 }
 
-backends::Pool& Worker::pool(const conf::Database& database, const conf::User& user, size_t shard) {
+backends::Pool& Worker::pool(const conf::Database& database, const conf::User& user, uint32_t shard,
+                             int replica) {
+  std::string role = replica < 0 ? "primary" : "replica" + std::to_string(replica);
   std::string key =
-      database.name + '\x1f' + user.name + '\x1f' + std::to_string(shard) + "\x1fprimary";
+      database.name + '\x1f' + user.name + '\x1f' + std::to_string(shard) + '\x1f' + role;
   auto it = pools_.find(key);
   if (it != pools_.end()) return *it->second;
   const conf::Shard& s = database.shards.at(shard);
+  const conf::ServerAddress& address = replica < 0 ? s.primary : s.replicas.at(replica);
   backends::ServerEndpoint endpoint;
-  endpoint.host = s.primary.host;
-  endpoint.port = s.primary.port;
-  endpoint.database = s.primary.database;
-  endpoint.user = s.primary.user;
-  endpoint.password = s.primary.password;
-  endpoint.label = database.name + "/" + s.name + "/primary";
+  endpoint.host = address.host;
+  endpoint.port = address.port;
+  endpoint.database = address.database;
+  endpoint.user = address.user;
+  endpoint.password = address.password;
+  endpoint.label = database.name + "/" + s.name + "/" + role;
   const conf::General& g = config_->general;
   backends::PoolSettings settings;
   // pool_size counts connections across all workers; each worker gets its share (at least one).
@@ -183,6 +186,32 @@ backends::Pool& Worker::pool(const conf::Database& database, const conf::User& u
   auto& ref = *pool;
   pools_.emplace(std::move(key), std::move(pool));
   return ref;
+}
+
+int Worker::chooseReplica(const conf::Database& database, const conf::User& user, uint32_t shard) {
+  const auto& replicas = database.shards.at(shard).replicas;
+  if (replicas.empty()) return -1;
+  const int count = static_cast<int>(replicas.size());
+  switch (database.replica_policy) {
+    case conf::ReplicaPolicy::kRandom:
+      return static_cast<int>(uv_hrtime() % static_cast<uint64_t>(count));
+    case conf::ReplicaPolicy::kLeastConnections: {
+      int best = 0;
+      uint32_t best_active = UINT32_MAX;
+      for (int i = 0; i < count; ++i) {
+        auto stats = pool(database, user, shard, i).stats();
+        uint32_t active = stats.active + stats.connecting + stats.waiting_clients;
+        if (active < best_active) {
+          best = i;
+          best_active = active;
+        }
+      }
+      return best;
+    }
+    case conf::ReplicaPolicy::kRoundRobin:
+      break;
+  }
+  return static_cast<int>(replica_round_robin_++ % static_cast<uint64_t>(count));
 }
 
 std::shared_ptr<const wire::ScramSecret> Worker::scramSecret(const conf::User& user) {

@@ -17,6 +17,7 @@
 #include "common/result.h"
 #include "common/tcp_connection.h"
 #include "conf/config.h"
+#include "planner/query_router.h"
 #include "proxy/session_settings.h"
 #include "proxy/wire/scram.h"
 
@@ -51,7 +52,12 @@ class Worker {
   ProxyServer& server() { return server_; }
   LoopContext& context() { return *context_; }
   const conf::Config& config() const { return *config_; }
-  backends::Pool& pool(const conf::Database& database, const conf::User& user, size_t shard);
+  // The pool for one server of a shard: its primary (replica < 0) or replica number `replica`.
+  backends::Pool& pool(const conf::Database& database, const conf::User& user, uint32_t shard,
+                       int replica = -1);
+  // A replica of `shard` for a read, by the database's replica_policy; -1 if it has none.
+  int chooseReplica(const conf::Database& database, const conf::User& user, uint32_t shard);
+  planner::QueryRouter& router() { return router_; }
   std::shared_ptr<const wire::ScramSecret> scramSecret(const conf::User& user);
   void addSession(ClientSession* session);
   void removeSession(ClientSession* session);
@@ -89,6 +95,8 @@ class Worker {
   std::map<std::string, std::shared_ptr<const wire::ScramSecret>> scram_secrets_;
   backends::StatementRegistry statements_;
   SettingsInterner settings_interner_;
+  planner::QueryRouter router_;
+  uint64_t replica_round_robin_ = 0;
 
   bool shutting_down_ = false;
   uint64_t shutdown_deadline_ms_ = 0;

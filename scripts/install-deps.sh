@@ -12,7 +12,7 @@ PACKAGES=(
   libboost-dev
   postgresql-15 postgresql-client-15
   python3 python3-psycopg python3-asyncpg python3-pytest
-  pgbouncer locales procps iproute2
+  pgbouncer locales procps iproute2 docker-compose
 )
 LOCALE_NAME="en_US.UTF-8"
 

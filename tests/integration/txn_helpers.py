@@ -212,6 +212,10 @@ class ChurnGroup:
             c.start()
         for c in self.churners:
             assert c.logged_in.wait(15), f"churn client {c.label} did not log in"
+        # The churn is really going before the test starts (or a client is stuck, which check() reports).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(c.iterations < 2 and c.is_alive() for c in self.churners):
+            time.sleep(0.01)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -223,7 +227,7 @@ class ChurnGroup:
     def iterations(self) -> int:
         return sum(c.iterations for c in self.churners)
 
-    def check(self, min_iterations: int = 1) -> None:
+    def check(self, min_iterations: int = 3) -> None:
         stuck = [c.label for c in self.churners if c.is_alive()]
         assert not stuck, f"churn clients still running (hung?): {stuck}"
         problems = [p for c in self.churners for p in c.problems]

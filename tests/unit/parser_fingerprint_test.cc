@@ -22,6 +22,15 @@ TEST(ParserFingerprint, SameForDifferentConstantsAndLayout) {
   EXPECT_EQ(fp("SELECT 1 LIMIT 10"), fp("SELECT 2 LIMIT 20"));
 }
 
+// What libpg_query deliberately ignores; documented in parser.h because it makes the fingerprint
+// unfit as a plan-cache key.
+TEST(ParserFingerprint, IgnoresInListLengthAliasesAndSelectListOrder) {
+  EXPECT_EQ(fp("SELECT * FROM t WHERE id IN (1, 2)"), fp("SELECT * FROM t WHERE id IN (1, 2, 3)"));
+  EXPECT_EQ(fp("SELECT * FROM t WHERE id IN (1, 2)"), fp("SELECT * FROM t WHERE id IN ($1, $2)"));
+  EXPECT_EQ(fp("SELECT a AS x FROM t"), fp("SELECT a AS y FROM t"));
+  EXPECT_EQ(fp("SELECT a, b FROM t"), fp("SELECT b, a FROM t"));
+}
+
 TEST(ParserFingerprint, DifferentForDifferentShapes) {
   uint64_t base = fp("SELECT * FROM users WHERE id = 1");
   EXPECT_NE(base, fp("SELECT * FROM users WHERE id > 1"));
