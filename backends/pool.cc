@@ -109,6 +109,7 @@ void Pool::release(ServerConnection* server, Release how, uint64_t now_ms) {
         serveWaiters(monotonicMs());
         return;
       }
+      server->forgetSessionState();
       makeIdle(server, monotonicMs());
     });
     return;

@@ -369,6 +369,10 @@ size_t ServerConnection::passThrough(std::string_view data) {
     paused_for_sink_ = true;
     stopReading();
   }
+  if (notify_caught_up_ && replies_.empty() && sink_) {
+    notify_caught_up_ = false;
+    sink_->onServerCaughtUp();  // may release or close us: nothing below touches state
+  }
   return used;
 }
 
@@ -433,12 +437,10 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
     case wire::be::kEmptyQueryResponse: {
       if (type == wire::be::kCommandComplete && sink_ && for_client) {
         std::string_view tag = payload.substr(0, payload.find('\0'));
-        if (tag == "DISCARD ALL" || tag == "DEALLOCATE ALL") {
+        if (tag == "DISCARD ALL") {
+          forgetSessionState();
+        } else if (tag == "DEALLOCATE ALL") {
           statements_.clear();
-          if (tag == "DISCARD ALL") {
-            applied_settings_.clear();
-            settings_tag_ = nullptr;
-          }
         }
         sink_->onServerCommandComplete(tag);
       }

@@ -95,6 +95,15 @@ class ServerConnection final : public TcpConnection {
   void expect(ExpectedReply expected);
   void expect(Reply reply) { expect(ExpectedReply{reply, ReplyAction::kForward, nullptr, {}, {}}); }
   bool owesReplies() const { return !replies_.empty(); }
+  // After DISCARD ALL: no prepared statements, settings or unnamed statement of anyone's.
+  void forgetSessionState() {
+    statements_.clear();
+    applied_settings_.clear();
+    settings_tag_ = nullptr;
+    unnamed_owner_ = nullptr;
+  }
+  // Asks for onServerCaughtUp() once nothing is owed any more.
+  void notifyWhenCaughtUp() { notify_caught_up_ = true; }
   // Makes sure `statement` is prepared here, injecting a Parse whose reply is swallowed if not.
   void ensurePrepared(const std::shared_ptr<PreparedStatement>& statement);
   ServerStatementCache& statements() { return statements_; }
@@ -106,6 +115,15 @@ class ServerConnection final : public TcpConnection {
   // Identifies the session settings this connection is known to match (see
   // proxy/session_settings.h); null when unknown. Any settings change clears it.
   const void* settingsTag() const { return settings_tag_; }
+  // Whose unnamed statement this connection has (owner and its version), so a Bind of the
+  // unnamed statement on another connection can parse it there first.
+  void setUnnamedStatement(const void* owner, uint64_t version) {
+    unnamed_owner_ = owner;
+    unnamed_version_ = version;
+  }
+  bool hasUnnamedStatement(const void* owner, uint64_t version) const {
+    return unnamed_owner_ == owner && unnamed_version_ == version;
+  }
   void setSettingsTag(const void* tag) { settings_tag_ = tag; }
   const std::map<std::string, std::string, std::less<>>& appliedSettings() const {
     return applied_settings_;
@@ -167,6 +185,9 @@ class ServerConnection final : public TcpConnection {
   ServerStatementCache statements_;
   std::map<std::string, std::string, std::less<>> applied_settings_;
   const void* settings_tag_ = nullptr;
+  bool notify_caught_up_ = false;
+  const void* unnamed_owner_ = nullptr;
+  uint64_t unnamed_version_ = 0;
 };
 
 const char* toString(ServerConnection::State state);

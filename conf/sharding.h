@@ -136,6 +136,13 @@ inline std::string_view readPreferenceName(ReadPreference p) {
   }
   return "?";
 }
+// The preference named `name` ("primary", "replica", "prefer_replica"); primary if unknown.
+inline ReadPreference parseReadPreference(std::string_view name) {
+  for (ReadPreference p : {ReadPreference::kReplica, ReadPreference::kPreferReplica}) {
+    if (readPreferenceName(p) == name) return p;
+  }
+  return ReadPreference::kPrimary;
+}
 inline std::string_view replicaPolicyName(ReplicaPolicy p) {
   switch (p) {
     case ReplicaPolicy::kRoundRobin:

@@ -221,8 +221,13 @@ void ClientSession::authenticated() {
   }
   state_ = State::kLoggingIn;
   transaction_pooling_ = worker_.config().general.pool_mode == conf::PoolMode::kTransaction;
-  // Until routing lands, a logical database is served by its first shard's primary.
-  pool_ = &worker_.pool(*database_, *user_, 0);
+  bool has_replicas = false;
+  for (const auto& shard : database_->shards) has_replicas |= !shard.replicas.empty();
+  // One shard without replicas: every statement goes to it, unparsed.
+  routing_ = database_->shards.size() > 1 || has_replicas;
+  manage_statements_ = transaction_pooling_ || routing_;
+  current_target_ = Target{database_->default_shard, -1};
+  pool_ = &worker_.pool(*database_, *user_, database_->default_shard);
   waiting_for_server_ = true;
   pool_->acquire(this, backends::monotonicMs());
 }
@@ -235,7 +240,18 @@ void ClientSession::onServerAcquired(backends::ServerConnection* server) {
     settings_.startFrom(pool_->serverParameters());
     syncServer([this] { finishLogin(); });
   } else {
-    syncServer([this] { processPending(); });
+    syncServer([this] {
+      if (!resume_transaction_.empty()) {
+        // The open transaction moved here: begin it again; its replies are not the client's.
+        std::string begin;
+        wire::Query{resume_transaction_}.encode(begin);
+        resume_transaction_.clear();
+        server_->forward(begin);
+        server_->expect(backends::ExpectedReply{
+            backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+      }
+      processPending();
+    });
   }
 }
 
@@ -349,6 +365,7 @@ size_t ClientSession::failPendingRequests(std::string_view data) {
 
 size_t ClientSession::handleClientMessages(std::string_view data) {
   if (failing_) return failPendingRequests(data);
+  if (routing_) return routeClientMessages(data);
   if (server_ == nullptr) {
     // Leaving needs no server.
     if (data[0] == wire::fe::kTerminate) {
@@ -362,7 +379,412 @@ size_t ClientSession::handleClientMessages(std::string_view data) {
     }
   }
   if (server_ == nullptr || syncing_server_) return 0;  // kept until the server is ready
+  return forwardClientMessages(data);
+}
 
+// ---- routing ---------------------------------------------------------------------------------
+
+planner::SessionRouteContext ClientSession::routeContext() const {
+  planner::SessionRouteContext ctx;
+  ctx.read_preference =
+      read_preference_override_.value_or(conf::Config::readPreference(*database_, *user_));
+  ctx.in_transaction = transaction_status_ != 'I';
+  ctx.transaction_wrote = txn_wrote_;
+  ctx.transaction_read_only = txn_read_only_;
+  if (txn_bound_ && current_target_) ctx.transaction_shard = current_target_->shard;
+  return ctx;
+}
+
+ClientSession::Target ClientSession::targetFor(const planner::RouteDecision& decision) {
+  Target target;
+  if (decision.kind == planner::RouteDecision::Kind::kAnyShard) {
+    if (server_ && current_target_) return *current_target_;
+    target.shard = database_->default_shard;
+  } else {
+    target.shard = decision.shard;
+  }
+  if (decision.role == planner::Role::kReplica) {
+    target.replica = worker_.chooseReplica(*database_, *user_, target.shard);
+  }
+  return target;
+}
+
+// Replies shardgate makes itself go after whatever the held server still owes.
+void ClientSession::answer(std::string bytes) {
+  if (server_ && server_->owesReplies()) {
+    server_->expect(backends::ExpectedReply{backends::Reply::kReadyForQuery,
+                                            backends::ReplyAction::kSynthesize,
+                                            nullptr,
+                                            {},
+                                            std::move(bytes)});
+  } else {
+    send(bytes);
+  }
+}
+
+void ClientSession::refuseStatement(const Error& error, bool extended_protocol) {
+  std::string reply;
+  wire::writeError(reply, error);
+  if (extended_protocol) {
+    answer(std::move(reply));
+    skipping_to_sync_ = true;  // as Postgres does after an error in a batch
+    return;
+  }
+  if (transaction_status_ != 'I' && server_) {
+    // Postgres aborts the transaction on an error: make the server's transaction fail too.
+    std::string abort;
+    wire::Query{"DO $$BEGIN RAISE EXCEPTION 'statement refused by shardgate'; END$$"}.encode(abort);
+    server_->forward(abort);
+    server_->expect(backends::ExpectedReply{
+        backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+    transaction_status_ = 'E';
+  }
+  wire::writeReadyForQuery(reply, transaction_status_);
+  answer(std::move(reply));
+}
+
+// SET / SHOW / RESET shardgate.read_preference, answered here.
+void ClientSession::answerShardgateSetting(const planner::RouteDecision& decision) {
+  std::string reply;
+  switch (decision.setting_action) {
+    case planner::SettingAction::kSet:
+      read_preference_override_ = conf::parseReadPreference(decision.setting_value);
+      wire::CommandComplete{"SET"}.encode(reply);
+      break;
+    case planner::SettingAction::kReset:
+      read_preference_override_.reset();
+      wire::CommandComplete{"RESET"}.encode(reply);
+      break;
+    default: {
+      auto preference =
+          read_preference_override_.value_or(conf::Config::readPreference(*database_, *user_));
+      wire::RowDescription description;
+      wire::FieldDescription field;
+      field.name = decision.setting_name;
+      field.type_oid = 25;  // text
+      field.type_size = -1;
+      field.type_modifier = -1;
+      description.fields.push_back(field);
+      description.encode(reply);
+      wire::DataRow{{std::string(conf::readPreferenceName(preference))}}.encode(reply);
+      wire::CommandComplete{"SHOW"}.encode(reply);
+      break;
+    }
+  }
+  wire::writeReadyForQuery(reply, transaction_status_);
+  answer(std::move(reply));
+}
+
+void ClientSession::answerExplainRoute(const planner::RouteDecision& decision) {
+  std::string reply;
+  wire::RowDescription description;
+  wire::FieldDescription field;
+  field.name = "QUERY PLAN";
+  field.type_oid = 25;
+  field.type_size = -1;
+  field.type_modifier = -1;
+  description.fields.push_back(field);
+  description.encode(reply);
+  for (const std::string& line : decision.explain_lines) wire::DataRow{{line}}.encode(reply);
+  wire::CommandComplete{"EXPLAIN"}.encode(reply);
+  wire::writeReadyForQuery(reply, transaction_status_);
+  answer(std::move(reply));
+}
+
+// Gets the session onto `target`'s server. True when it is held and ready now; false when the
+// session must wait (for owed replies, a release, an acquisition or a settings sync), after
+// which the pending input is processed again.
+bool ClientSession::moveTo(const Target& target) {
+  if (server_ && current_target_ && *current_target_ == target) return !syncing_server_;
+  if (waiting_for_server_ || syncing_server_) return false;
+  if (server_) {
+    if (batch_open_) {
+      // An extended batch runs in one implicit transaction, on one server.
+      refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
+                                  "statements in one extended-protocol batch need different shards",
+                                  "the batch began on shard " +
+                                      planner::shardName(*database_, current_target_->shard),
+                                  "send a Sync between statements for different shards"),
+                      /*extended_protocol=*/true);
+      return false;
+    }
+    if (server_->owesReplies()) {
+      server_->notifyWhenCaughtUp();  // the move waits for the replies
+      return false;
+    }
+    if (pinned_) {
+      refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
+                                  "this session is pinned to one shard connection",
+                                  "it used a session-level feature (LISTEN, a temporary table, "
+                                  "...) on shard " +
+                                      planner::shardName(*database_, current_target_->shard),
+                                  "run the statement in another session"),
+                      /*extended_protocol=*/false);
+      return false;
+    }
+    backends::ServerConnection* server = server_;
+    server_ = nullptr;
+    bool in_transaction = transaction_status_ != 'I';
+    if (in_transaction) {
+      // Only BEGIN and statements any shard can run have happened: start over on the shard the
+      // transaction really needs.
+      resume_transaction_ = txn_begin_sql_.empty() ? std::string("BEGIN") : txn_begin_sql_;
+      backends::Pool* pool = pool_;
+      server->runInternal("ROLLBACK", [pool, server](Status) {
+        pool->release(server, backends::Pool::Release::kClean, backends::monotonicMs());
+      });
+    } else {
+      auto how =
+          transaction_pooling_ ? backends::Pool::Release::kClean : backends::Pool::Release::kReset;
+      pool_->release(server, how, backends::monotonicMs());
+    }
+  }
+  current_target_ = target;
+  pool_ = &worker_.pool(*database_, *user_, target.shard, target.replica);
+  waiting_for_server_ = true;
+  pool_->acquire(this, backends::monotonicMs());  // may complete before it returns
+  return server_ != nullptr && !syncing_server_;
+}
+
+size_t ClientSession::routeClientMessages(std::string_view data) {
+  const uint32_t max_size = worker_.config().general.max_message_size;
+  size_t used = 0;
+  wire::Frame frame;
+  while (used < data.size()) {
+    if (waiting_for_server_ || syncing_server_) return used;
+    wire::FrameStatus status = wire::peekTyped(data.substr(used), max_size, frame);
+    if (status == wire::FrameStatus::kNeedMore) break;
+    if (status == wire::FrameStatus::kInvalid) {
+      fatal(wire::frameTyped(data.substr(used), max_size).error);
+      return data.size();
+    }
+    const char type = frame.type;
+    std::string_view message = data.substr(used, frame.size);
+    if (type == wire::fe::kTerminate) {
+      releaseServer(/*client_left=*/true);
+      state_ = State::kClosed;
+      close();
+      return data.size();
+    }
+    if (skipping_to_sync_) {
+      if (type != wire::fe::kSync) {
+        used += frame.size;
+        continue;
+      }
+      skipping_to_sync_ = false;
+      if (!server_) {
+        std::string ready;
+        wire::writeReadyForQuery(ready, transaction_status_);
+        answer(std::move(ready));
+        used += frame.size;
+        continue;
+      }
+    }
+
+    // Where does this message run?
+    std::optional<Target> target;
+    if (type == wire::fe::kQuery) {
+      std::string_view sql = frame.payload;
+      if (!sql.empty() && sql.back() == '\0') sql.remove_suffix(1);
+      auto decision = worker_.router().routeSimple(*database_, sql, routeContext());
+      if (!decision.ok()) {
+        used += frame.size;
+        refuseStatement(decision.error(), /*extended_protocol=*/false);
+        continue;
+      }
+      if (!handleDecision(*decision, sql, /*extended_protocol=*/false, target)) {
+        used += frame.size;
+        continue;
+      }
+    } else if (type == wire::fe::kBind) {
+      auto decision = routeBind(frame.payload);
+      if (!decision.ok()) {
+        used += frame.size;
+        refuseStatement(decision.error(), /*extended_protocol=*/true);
+        continue;
+      }
+      std::string_view statement_text = last_bound_text_;
+      if (!handleDecision(*decision, statement_text, /*extended_protocol=*/true, target)) {
+        used += frame.size;
+        continue;
+      }
+    } else if (type == wire::fe::kParse) {
+      // Statements are prepared where they are bound: remembered and answered here.
+      {
+        auto parse = wire::Parse::decode(frame.payload);
+        if (!parse.ok()) {
+          fatal(parse.error());
+          return data.size();
+        }
+        auto analysis = worker_.router().prepare(*database_, parse->query, parse->param_types);
+        used += frame.size;
+        if (!analysis.ok()) {
+          refuseStatement(analysis.error(), /*extended_protocol=*/true);
+          continue;
+        }
+        if (!parse->name.empty() && statements_.count(parse->name) > 0) {
+          refuseStatement(
+              Error::make("42P05", "prepared statement \"" + parse->name + "\" already exists"),
+              /*extended_protocol=*/true);
+          continue;
+        }
+        rememberParse(*parse);
+        std::string reply;
+        wire::ParseComplete{}.encode(reply);
+        answer(std::move(reply));
+        continue;
+      }
+    } else if (server_ == nullptr) {
+      if (type == wire::fe::kSync) {
+        used += frame.size;
+        std::string ready;
+        wire::writeReadyForQuery(ready, transaction_status_);
+        send(ready);
+        continue;
+      }
+      if (type == wire::fe::kFlush) {
+        used += frame.size;
+        continue;
+      }
+      if (type == wire::fe::kClose) {
+        auto close_msg = wire::Close::decode(frame.payload);
+        if (close_msg.ok() && close_msg->kind == 'S') statements_.erase(close_msg->name);
+        used += frame.size;
+        std::string reply;
+        wire::CloseComplete{}.encode(reply);
+        send(reply);
+        continue;
+      }
+      target = Target{database_->default_shard, -1};
+    }
+    if (target && !moveTo(*target)) return used;
+    if (server_ == nullptr) return used;
+    // The server is held and in line: pass the message on, as the unrouted path does.
+    size_t consumed = forwardClientMessages(message);
+    if (closing() || state_ == State::kClosed) return data.size();
+    if (consumed == 0) return used;
+    used += consumed;
+    if (type == wire::fe::kQuery || type == wire::fe::kBind) noteRoutedStatement();
+    if (type == wire::fe::kSync || type == wire::fe::kQuery) {
+      batch_open_ = false;
+    } else if (type != wire::fe::kFlush) {
+      batch_open_ = true;
+    }
+  }
+  return used;
+}
+
+// Applies a routing decision. Returns true if the statement must run on `target`; false if it
+// was answered here.
+bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::string_view sql,
+                                   bool extended_protocol, std::optional<Target>& target) {
+  using Kind = planner::RouteDecision::Kind;
+  switch (decision.kind) {
+    case Kind::kExplainRoute:
+      if (extended_protocol) {
+        refuseStatement(
+            Error::make(sqlstate::kFeatureNotSupported,
+                        "EXPLAIN (ROUTE) is answered in the simple query protocol only"),
+            true);
+      } else {
+        answerExplainRoute(decision);
+      }
+      return false;
+    case Kind::kShardgateSetting:
+      if (extended_protocol) {
+        refuseStatement(
+            Error::make(sqlstate::kFeatureNotSupported,
+                        "shardgate.* settings are handled in the simple query protocol only"),
+            true);
+      } else {
+        answerShardgateSetting(decision);
+      }
+      return false;
+    case Kind::kNeedsLookup:
+      refuseStatement(
+          Error::make(sqlstate::kFeatureNotSupported,
+                      decision.directory_lookups.empty()
+                          ? "INSERT without a column list into a sharded table is not supported yet"
+                          : "tables sharded by the directory strategy are not routed yet",
+                      decision.reason,
+                      decision.directory_lookups.empty() ? "list the columns in the INSERT" : ""),
+          extended_protocol);
+      return false;
+    default:
+      break;
+  }
+  target = targetFor(decision);
+  pending_decision_ = decision;
+  if (decision.transaction == planner::TransactionAction::kBegin && transaction_status_ == 'I') {
+    txn_begin_sql_ = std::string(sql);
+  }
+  return true;
+}
+
+// After a routed statement was passed to its server: what it tells about the transaction.
+void ClientSession::noteRoutedStatement() {
+  if (!pending_decision_) return;
+  const planner::RouteDecision& d = *pending_decision_;
+  if (d.kind == planner::RouteDecision::Kind::kShard) txn_bound_ = true;
+  if (d.writes) txn_wrote_ = true;
+  if (d.begins_read_only_transaction) txn_read_only_ = true;
+  if (d.resets_session) read_preference_override_.reset();
+  pending_decision_.reset();
+}
+
+// The unnamed statement was parsed before this server was held (or on another one): parse it
+// here first, its ParseComplete swallowed.
+void ClientSession::ensureUnnamedPrepared() {
+  if (unnamed_version_ == 0 || server_->hasUnnamedStatement(this, unnamed_version_)) return;
+  std::string parse;
+  wire::Parse{"", unnamed_query_, unnamed_types_}.encode(parse);
+  server_->forward(parse);
+  server_->expect(backends::ExpectedReply{
+      backends::Reply::kParseComplete, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+  server_->setUnnamedStatement(this, unnamed_version_);
+}
+
+void ClientSession::rememberParse(const wire::Parse& parse) {
+  if (parse.name.empty()) {
+    unnamed_query_ = parse.query;
+    unnamed_types_ = parse.param_types;
+    ++unnamed_version_;
+    return;
+  }
+  statements_[parse.name] = worker_.statements().intern(parse.query, parse.param_types);
+}
+
+// Routes a Bind with its parameter values, through the statement's cached analysis.
+Result<planner::RouteDecision> ClientSession::routeBind(std::string_view payload) {
+  auto bind = wire::Bind::decode(payload);
+  if (!bind.ok()) return bind.error();
+  const std::string* query = nullptr;
+  const std::vector<int32_t>* types = nullptr;
+  if (bind->statement.empty()) {
+    query = &unnamed_query_;
+    types = &unnamed_types_;
+  } else {
+    auto it = statements_.find(bind->statement);
+    if (it == statements_.end()) {
+      return Error::make("26000", "prepared statement \"" + bind->statement + "\" does not exist");
+    }
+    query = &it->second->query();
+    types = &it->second->paramTypes();
+  }
+  last_bound_text_ = *query;
+  auto analysis = worker_.router().prepare(*database_, *query, *types);
+  if (!analysis.ok()) return analysis.error();
+  planner::BindParameters params;
+  params.formats = bind->param_formats;
+  params.type_oids = *types;
+  params.values.reserve(bind->params.size());
+  for (const auto& value : bind->params) {
+    params.values.push_back(value ? std::optional<std::string_view>(*value) : std::nullopt);
+  }
+  return worker_.router().routeBound(*database_, **analysis, params, routeContext());
+}
+
+size_t ClientSession::forwardClientMessages(std::string_view data) {
   const uint32_t max_size = worker_.config().general.max_message_size;
   size_t used = 0;
   size_t run_start = 0;
@@ -486,7 +908,7 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
 
   switch (type) {
     case wire::fe::kParse: {
-      if (!transaction_pooling_) return pass(Reply::kParseComplete);
+      if (!manage_statements_) return pass(Reply::kParseComplete);
       auto parse = wire::Parse::decode(payload);
       if (!parse.ok()) return malformed(parse.error());
       SessionEffects effects = sessionEffectsOf(parse->query);
@@ -511,6 +933,8 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
       applySessionEffects(std::move(effects.pin_reason), std::move(effects.changes),
                           /*extended_protocol=*/true);
       if (parse->name.empty()) {
+        rememberParse(*parse);
+        server_->setUnnamedStatement(this, unnamed_version_);
         if (!effects.sql_prepared) return pass(Reply::kParseComplete);
         std::string rewritten;
         parse->encode(rewritten);
@@ -544,14 +968,18 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
       return true;
     }
     case wire::fe::kBind: {
-      if (!transaction_pooling_) return pass(Reply::kBindComplete);
+      if (!manage_statements_) return pass(Reply::kBindComplete);
       // Bind: portal name, statement name, then parameters we pass on untouched.
       wire::PayloadReader reader(payload);
       std::string_view portal, name;
       if (!reader.readCString(portal) || !reader.readCString(name)) {
         return malformed(Error::fatal(sqlstate::kProtocolViolation, "invalid Bind message"));
       }
-      auto it = name.empty() ? statements_.end() : statements_.find(std::string(name));
+      if (name.empty()) {
+        ensureUnnamedPrepared();
+        return pass(Reply::kBindComplete);
+      }
+      auto it = statements_.find(std::string(name));
       if (it == statements_.end()) return pass(Reply::kBindComplete);  // the server will judge
       server_->ensurePrepared(it->second);
       std::string rewritten;
@@ -569,9 +997,12 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
     case wire::fe::kDescribe:
     case wire::fe::kClose: {
       Reply reply = type == wire::fe::kDescribe ? Reply::kDescription : Reply::kCloseComplete;
-      if (!transaction_pooling_) return pass(reply);
+      if (!manage_statements_) return pass(reply);
       auto target = wire::Describe::decode(payload);  // Close has the same layout
       if (!target.ok()) return malformed(target.error());
+      if (target->kind == 'S' && target->name.empty() && type == wire::fe::kDescribe) {
+        ensureUnnamedPrepared();
+      }
       if (target->kind != 'S' || target->name.empty()) return pass(reply);
       auto it = statements_.find(target->name);
       if (it == statements_.end()) return pass(reply);  // the server gives the error (or no-op)
@@ -692,6 +1123,12 @@ void ClientSession::settleSettingChanges(char transaction_status) {
   request_failed_ = false;
 }
 
+void ClientSession::onServerCaughtUp() {
+  maybeReleaseServer();
+  // A move to another shard may have been waiting for these replies.
+  if (routing_ && pendingInputBytes() > 0) processPending();
+}
+
 void ClientSession::onServerBytes(std::string_view bytes) {
   send(bytes);
 }
@@ -729,6 +1166,12 @@ void ClientSession::onStatementFailed(const std::string& client_name) {
 void ClientSession::onServerReadyForQuery(char transaction_status) {
   if (outstanding_ > 0) --outstanding_;
   transaction_status_ = transaction_status;
+  if (transaction_status == 'I') {
+    txn_bound_ = false;
+    txn_wrote_ = false;
+    txn_read_only_ = false;
+    txn_begin_sql_.clear();
+  }
   settleSettingChanges(transaction_status);
   if (paused_for_server_ && server_ && server_->unsentBytes() <= kServerBufferLimit) {
     paused_for_server_ = false;

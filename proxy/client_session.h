@@ -15,6 +15,7 @@
 #include "backends/server_connection.h"
 #include "common/tcp_connection.h"
 #include "conf/config.h"
+#include "planner/query_router.h"
 #include "proxy/client_auth.h"
 #include "proxy/session_settings.h"
 #include "proxy/startup_parameters.h"
@@ -72,7 +73,7 @@ class ClientSession final : public TcpConnection,
   void onServerCommandComplete(std::string_view tag) override;
   void onServerErrorResponse() override;
   void onServerParameterStatus(std::string_view payload) override;
-  void onServerCaughtUp() override { maybeReleaseServer(); }
+  void onServerCaughtUp() override;
 
   // PoolWaiter
   void onServerAcquired(backends::ServerConnection* server) override;
@@ -87,6 +88,28 @@ class ClientSession final : public TcpConnection,
 
   // kReady: frame client messages; get a server first if none is held.
   size_t handleClientMessages(std::string_view data);
+  size_t forwardClientMessages(std::string_view data);
+
+  // Routing (a database with several shards, or replicas): where each statement runs.
+  struct Target {
+    uint32_t shard = 0;
+    int replica = -1;  // -1: the primary
+    bool operator==(const Target&) const = default;
+  };
+  size_t routeClientMessages(std::string_view data);
+  planner::SessionRouteContext routeContext() const;
+  Target targetFor(const planner::RouteDecision& decision);
+  bool handleDecision(const planner::RouteDecision& decision, std::string_view sql,
+                      bool extended_protocol, std::optional<Target>& target);
+  Result<planner::RouteDecision> routeBind(std::string_view payload);
+  bool moveTo(const Target& target);
+  void noteRoutedStatement();
+  void rememberParse(const wire::Parse& parse);
+  void ensureUnnamedPrepared();
+  void answer(std::string bytes);
+  void refuseStatement(const Error& error, bool extended_protocol);
+  void answerShardgateSetting(const planner::RouteDecision& decision);
+  void answerExplainRoute(const planner::RouteDecision& decision);
   size_t failPendingRequests(std::string_view data);
   // Passes one client message to the held server, renaming prepared statements under
   // transaction pooling. Returns false if the session ended.
@@ -111,7 +134,9 @@ class ClientSession final : public TcpConnection,
   uint64_t connected_at_ms_;
   bool counted_ = false;
   bool transaction_pooling_ = false;
-  bool pinned_ = false;  // a session-level feature holds the server for good
+  bool pinned_ = false;             // a session-level feature holds the server for good
+  bool routing_ = false;            // statements are routed (several shards, or replicas)
+  bool manage_statements_ = false;  // prepared statements renamed and prepared where they run
 
   std::string user_name_;
   std::string database_name_;
@@ -142,6 +167,22 @@ class ClientSession final : public TcpConnection,
   bool request_failed_ = false;  // an ErrorResponse since the last ReadyForQuery
   bool rollback_seen_ = false;   // a ROLLBACK (of the transaction or to a savepoint) since then
   std::vector<size_t> savepoint_marks_;  // changes_in_transaction_ sizes at each SAVEPOINT
+
+  // Routing state.
+  std::optional<Target> current_target_;
+  std::optional<conf::ReadPreference> read_preference_override_;  // SET shardgate.read_preference
+  std::optional<planner::RouteDecision> pending_decision_;
+  bool txn_bound_ = false;  // a statement that needs its shard ran in the open transaction
+  bool txn_wrote_ = false;
+  bool txn_read_only_ = false;
+  std::string txn_begin_sql_;       // how the open transaction began (replayed if it moves)
+  std::string resume_transaction_;  // BEGIN to run on the next server before anything else
+  bool skipping_to_sync_ = false;   // a routing error in an extended batch
+  bool batch_open_ = false;         // extended messages sent since the last Sync
+  std::string unnamed_query_;       // the unnamed statement (prepared where it is bound)
+  std::vector<int32_t> unnamed_types_;
+  uint64_t unnamed_version_ = 0;
+  std::string last_bound_text_;
 
   // Set when no server could be had: the requests already sent fail with it.
   std::optional<Error> failing_;
