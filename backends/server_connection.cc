@@ -286,6 +286,13 @@ void ServerConnection::noteParameterStatus(std::string_view payload) {
 }
 
 void ServerConnection::attach(ServerSink* sink) {
+  if (sink_ != nullptr || state_ != State::kIdle) {
+    spdlog::warn("event=attach_busy server={} id={} state={} old_sink={} new_sink={}",
+                 endpoint_.label, id_, toString(state_), static_cast<void*>(sink_),
+                 static_cast<void*>(sink));
+  }
+  spdlog::debug("event=server_attach server={} id={} sink={} owed={} pending={}", endpoint_.label,
+                id_, static_cast<void*>(sink), replies_.size(), pendingInputBytes());
   sink_ = sink;
   state_ = State::kHeld;
   // Replies that arrived while idle were consumed already; anything kept is for the new holder.
@@ -293,6 +300,8 @@ void ServerConnection::attach(ServerSink* sink) {
 }
 
 void ServerConnection::detach() {
+  spdlog::debug("event=server_detach server={} id={} sink={} owed={} state={}", endpoint_.label,
+                id_, static_cast<void*>(sink_), replies_.size(), toString(state_));
   sink_ = nullptr;
   if (state_ == State::kHeld) state_ = State::kIdle;
   if (paused_for_sink_) {
@@ -390,8 +399,9 @@ void ServerConnection::ensurePrepared(const std::shared_ptr<PreparedStatement>& 
     return;
   }
   forward(statement->parseMessage());
-  replies_.push_back(
-      ExpectedReply{Reply::kParseComplete, ReplyAction::kSwallow, statement, {}, {}});
+  // An SQL-level statement is prepared by a simple Query (PREPARE), answered up to ReadyForQuery.
+  Reply reply = statement->sqlLevel() ? Reply::kReadyForQuery : Reply::kParseComplete;
+  replies_.push_back(ExpectedReply{reply, ReplyAction::kSwallow, statement, {}, {}});
   // Counted as prepared from now on, so a pipeline that binds it twice parses it once; an error
   // takes it out again.
   statements_.add(statement);
@@ -452,13 +462,17 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
       // leaves no statement, on the server or for the client.
       bool pass = !(head.reply == Reply::kReadyForQuery && head.action == ReplyAction::kSwallow);
       if (pass && sink_) sink_->onServerErrorResponse();
+      auto realReady = [](const ExpectedReply& e) {
+        return e.reply == Reply::kReadyForQuery && e.action != ReplyAction::kSynthesize;
+      };
       if (head.reply == Reply::kReadyForQuery && head.statement) {
         statements_.remove(head.statement->id());  // an SQL PREPARE that failed
         if (!head.client_statement_name.empty() && sink_) {
           sink_->onStatementFailed(head.client_statement_name);
         }
       }
-      while (!replies_.empty() && replies_.front().reply != Reply::kReadyForQuery) {
+      // Requests shardgate answered itself in this batch are skipped too (their answers with it).
+      while (!replies_.empty() && !realReady(replies_.front())) {
         ExpectedReply& skipped = replies_.front();
         if (skipped.reply == Reply::kParseComplete && skipped.statement) {
           statements_.remove(skipped.statement->id());
@@ -472,7 +486,8 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
     }
     case wire::be::kReadyForQuery:
       transaction_status_ = payload.empty() ? 'I' : payload[0];
-      while (!replies_.empty() && replies_.front().reply != Reply::kReadyForQuery) {
+      while (!replies_.empty() && (replies_.front().reply != Reply::kReadyForQuery ||
+                                   replies_.front().action == ReplyAction::kSynthesize)) {
         replies_.pop_front();  // out of step (should not happen): resynchronise at the Sync
       }
       if (!replies_.empty()) {
@@ -489,6 +504,10 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
 }
 
 void ServerConnection::runInternal(std::string_view sql, std::function<void(Status)> done) {
+  if (!replies_.empty()) {
+    spdlog::warn("event=internal_with_owed server={} id={} owed={} sql=\"{}\"", endpoint_.label,
+                 id_, replies_.size(), sql.substr(0, 60));
+  }
   state_before_internal_ = (state_ == State::kHeld) ? State::kHeld : State::kIdle;
   state_ = State::kInternal;
   internal_done_ = std::move(done);

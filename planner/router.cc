@@ -956,6 +956,10 @@ class StatementRouter {
       case StatementKind::kSqlPrepared:
         if (ctx_.transaction_shard) return bind(anyShard("PREPARE / EXECUTE"));
         if (n_ == 1) return oneShard(0, "PREPARE / EXECUTE, single shard");
+        if (db_.sharded_tables.empty()) {
+          // Nothing is sharded: every table the statement can name is on the default shard.
+          return bind(oneShard(db_.default_shard, "PREPARE / EXECUTE, no sharded tables"));
+        }
         return notSupported(
             "SQL-level PREPARE and EXECUTE are not supported through shardgate",
             "shardgate cannot tell which shard a prepared statement's EXECUTE needs.",

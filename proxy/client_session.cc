@@ -233,6 +233,10 @@ void ClientSession::authenticated() {
 }
 
 void ClientSession::onServerAcquired(backends::ServerConnection* server) {
+  if (server_ != nullptr) {
+    spdlog::warn("event=acquired_while_holding session={} held={} new={}", id_, server_->id(),
+                 server->id());
+  }
   waiting_for_server_ = false;
   server_ = server;
   server_->attach(this);
@@ -383,6 +387,14 @@ size_t ClientSession::handleClientMessages(std::string_view data) {
 }
 
 // ---- routing ---------------------------------------------------------------------------------
+
+namespace {
+// Errors of the parser itself (syntax, encoding, nesting), which a server reports better.
+bool isParseError(const Error& error) {
+  return error.sqlstate == sqlstate::kSyntaxError || error.sqlstate == "22021" ||
+         error.sqlstate == "54001";
+}
+}  // namespace
 
 planner::SessionRouteContext ClientSession::routeContext() const {
   planner::SessionRouteContext ctx;
@@ -587,12 +599,15 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       std::string_view sql = frame.payload;
       if (!sql.empty() && sql.back() == '\0') sql.remove_suffix(1);
       auto decision = worker_.router().routeSimple(*database_, sql, routeContext());
-      if (!decision.ok()) {
+      if (!decision.ok() && isParseError(decision.error())) {
+        // Postgres words (and positions) its own syntax errors: let a server report it.
+        target =
+            server_ && current_target_ ? *current_target_ : Target{database_->default_shard, -1};
+      } else if (!decision.ok()) {
         used += frame.size;
         refuseStatement(decision.error(), /*extended_protocol=*/false);
         continue;
-      }
-      if (!handleDecision(*decision, sql, /*extended_protocol=*/false, target)) {
+      } else if (!handleDecision(*decision, sql, /*extended_protocol=*/false, target)) {
         used += frame.size;
         continue;
       }
@@ -617,6 +632,17 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
           return data.size();
         }
         auto analysis = worker_.router().prepare(*database_, parse->query, parse->param_types);
+        if (!analysis.ok() && isParseError(analysis.error())) {
+          // Let a server parse it and report the error as Postgres words it.
+          target =
+              server_ && current_target_ ? *current_target_ : Target{database_->default_shard, -1};
+          if (!moveTo(*target)) return used;
+          size_t consumed = forwardClientMessages(message);
+          if (closing() || state_ == State::kClosed) return data.size();
+          used += consumed;
+          batch_open_ = true;
+          continue;
+        }
         used += frame.size;
         if (!analysis.ok()) {
           refuseStatement(analysis.error(), /*extended_protocol=*/true);

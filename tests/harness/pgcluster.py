@@ -1603,6 +1603,12 @@ def cmd_up(args) -> int:
     print(f"starting {len(shards)} shards in {demo_dir} ...")
     try:
         cluster.start()
+        # The demo's tables (conf/demo.toml declares how they are sharded) exist on every shard.
+        schema = Path(__file__).resolve().parents[2] / "docker" / "initdb" / "02-schema.sql"
+        if schema.exists():
+            sql = schema.read_text().replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ")
+            for shard in cluster.shards:
+                shard.primary.psql(sql, dbname=db["name"])
         config_text = rewrite_ports(template_text, {o: n for o, n in mapping.items() if o != n})
         if not args.no_shardgate:
             cluster.write_config(config_text)
