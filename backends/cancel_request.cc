@@ -27,8 +27,8 @@ class CancelConnection final : public TcpConnection {
         return;
       }
       self->send(self->packet_);
-      // Postgres closes the connection after reading the request; reading sees the EOF.
-      self->startReading();
+      // Nothing comes back; the kernel still delivers the packet after our close.
+      self->closeAfterFlush();
     });
     if (rc < 0) {
       spdlog::warn("event=cancel_failed server={} error=\"{}\"", label_, uv_strerror(rc));

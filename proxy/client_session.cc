@@ -64,19 +64,32 @@ void ClientSession::terminate(const Error& error) {
 // ---- startup ---------------------------------------------------------------------------------
 
 size_t ClientSession::onData(std::string_view data) {
-  switch (state_) {
-    case State::kStartup:
-      return handleStartupPhase(data);
-    case State::kAuthenticating:
-      return handleAuthPhase(data);
-    case State::kLoggingIn:
-      return 0;  // kept until the login completes
-    case State::kReady:
-      return handleClientMessages(data);
-    case State::kClosed:
-      return data.size();
+  // A phase may end in the middle of the data (a query pipelined with the startup packet, with
+  // the login completing at once): go on with the next phase's handler.
+  size_t used = 0;
+  while (used < data.size()) {
+    State before = state_;
+    size_t n = 0;
+    switch (state_) {
+      case State::kStartup:
+        n = handleStartupPhase(data.substr(used));
+        break;
+      case State::kAuthenticating:
+        n = handleAuthPhase(data.substr(used));
+        break;
+      case State::kLoggingIn:
+        return used;  // kept until the login completes
+      case State::kReady:
+        n = handleClientMessages(data.substr(used));
+        break;
+      case State::kClosed:
+        return data.size();
+    }
+    used += n;
+    if (state_ == before || state_ == State::kClosed)
+      return state_ == State::kClosed ? data.size() : used;
   }
-  return data.size();
+  return used;
 }
 
 size_t ClientSession::handleStartupPhase(std::string_view data) {
@@ -691,11 +704,6 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
     if (consumed == 0) return used;
     used += consumed;
     if (type == wire::fe::kQuery || type == wire::fe::kBind) noteRoutedStatement();
-    if (type == wire::fe::kSync || type == wire::fe::kQuery) {
-      batch_open_ = false;
-    } else if (type != wire::fe::kFlush) {
-      batch_open_ = true;
-    }
   }
   return used;
 }
@@ -830,6 +838,11 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
     const char type = frame.type;
     const size_t start = used;
     used += frame.size;
+    if (type == wire::fe::kSync || type == wire::fe::kQuery) {
+      batch_open_ = false;
+    } else if (type != wire::fe::kFlush && type != wire::fe::kTerminate) {
+      batch_open_ = true;  // an extended batch (or COPY) in progress until its Sync
+    }
     switch (type) {
       case wire::fe::kQuery: {
         if (!transaction_pooling_) {
@@ -894,6 +907,13 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
         break;
       case wire::fe::kTerminate:
         passRun(start);
+        if (outstanding_ > 0 && !batch_open_) {
+          // What the client sent before Terminate still runs to its end, as in Postgres; then
+          // the session closes (finishTerminate).
+          terminating_ = true;
+          stopReading();
+          return data.size();
+        }
         releaseServer(/*client_left=*/true);
         state_ = State::kClosed;
         close();
@@ -1199,6 +1219,12 @@ void ClientSession::onServerReadyForQuery(char transaction_status) {
     txn_begin_sql_.clear();
   }
   settleSettingChanges(transaction_status);
+  if (terminating_ && outstanding_ == 0) {
+    releaseServer(/*client_left=*/true);
+    state_ = State::kClosed;
+    close();
+    return;
+  }
   if (paused_for_server_ && server_ && server_->unsentBytes() <= kServerBufferLimit) {
     paused_for_server_ = false;
     startReading();
@@ -1220,7 +1246,7 @@ void ClientSession::maybeReleaseServer() {
 void ClientSession::onServerLost(const Error& error) {
   server_ = nullptr;
   if (state_ == State::kClosed) return;
-  if (transactionPooling() && outstanding_ == 0 && transaction_status_ == 'I') {
+  if (transactionPooling() && outstanding_ == 0 && !batch_open_ && transaction_status_ == 'I') {
     return;  // nothing of the client's was on it; the next statement gets another connection
   }
   fatal(error);
@@ -1254,7 +1280,9 @@ void ClientSession::releaseServer(bool client_left) {
   backends::ServerConnection* server = server_;
   server_ = nullptr;
   uint64_t now = backends::monotonicMs();
-  bool clean = state_ == State::kReady && outstanding_ == 0 && !syncing_server_ &&
+  // A batch without its Sync leaves the server skipping input after an error, or inside an
+  // implicit transaction: never reused.
+  bool clean = state_ == State::kReady && outstanding_ == 0 && !batch_open_ && !syncing_server_ &&
                server->state() == backends::ServerConnection::State::kHeld &&
                server->transactionStatus() == 'I' && !server->owesReplies() &&
                server->unsentBytes() == 0;

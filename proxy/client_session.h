@@ -157,6 +157,7 @@ class ClientSession final : public TcpConnection,
   uint32_t outstanding_ = 0;
   char transaction_status_ = 'I';
   bool paused_for_server_ = false;
+  bool terminating_ = false;  // Terminate arrived; the requests before it are still running
 
   // Settings changes waiting for their outcome: per simple Query (by the ordinal of the
   // ReadyForQuery that ends it), then per open transaction.

@@ -136,8 +136,8 @@ enum class Kind { kRows, kCommand, kCopyIn, kCopyOut, kEmpty };
 Kind kindOf(std::string_view sql) {
   std::string word = upper(firstWord(sql));
   if (word.empty()) return Kind::kEmpty;
-  if (word == "SELECT" || word == "VALUES" || word == "SHOW" || word == "TABLE" ||
-      word == "WITH" || word == "FETCH") {
+  if (word == "SELECT" || word == "VALUES" || word == "SHOW" || word == "TABLE" || word == "WITH" ||
+      word == "FETCH") {
     return Kind::kRows;
   }
   if (word == "COPY") {
@@ -191,6 +191,8 @@ class FakeShardConnection {
   }
 
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+  const uv_handle_t* handle() const { return reinterpret_cast<const uv_handle_t*>(&tcp_); }
+  bool skippingUntilSync() const { return skip_till_sync_ && !closing_; }
 
   void start() {
     uv_unref(reinterpret_cast<uv_handle_t*>(&tcp_));
@@ -286,6 +288,8 @@ class FakeShardConnection {
     if (txn_ == 'T') txn_ = 'E';
     if (extended) skip_till_sync_ = true;
   }
+  // Postgres reads payloads with pq_getmsg*, which raise an ERROR (not FATAL) when one is short.
+  void malformed() { statementError("08P01", "insufficient data left in message", true); }
   void fatal(std::string_view code, std::string_view text) {
     error("FATAL", code, text);
     close_after_flush_ = true;
@@ -466,18 +470,25 @@ class FakeShardConnection {
         Reader r{payload};
         std::string_view sql;
         if (!r.cstring(sql)) {
-          fatal("08P01", "invalid Query message");
+          statementError("08P01", "invalid string in message", /*extended=*/false);
+          readyForQuery();
           return;
         }
         simpleQuery(sql);
         return;
       }
-      case 'P': return onParse(payload);
-      case 'B': return onBind(payload);
-      case 'D': return onDescribe(payload);
-      case 'E': return onExecute(payload);
-      case 'C': return onClose(payload);
-      case 'H': return;
+      case 'P':
+        return onParse(payload);
+      case 'B':
+        return onBind(payload);
+      case 'D':
+        return onDescribe(payload);
+      case 'E':
+        return onExecute(payload);
+      case 'C':
+        return onClose(payload);
+      case 'H':
+        return;
       case 'F': {
         std::string p;
         put32(p, 0xFFFFFFFFu);  // NULL result
@@ -509,7 +520,10 @@ class FakeShardConnection {
       if (statement.empty()) continue;
       any = true;
       Kind kind = kindOf(statement);
-      if (!runStatement(statement, /*extended=*/false, /*max_rows=*/0)) break;
+      if (!runStatement(statement, /*extended=*/false, /*max_rows=*/0)) {
+        if (closing_ || close_after_flush_) return;  // the connection is going away
+        break;
+      }
       if (kind == Kind::kCopyIn && phase_ == Phase::kCopyIn) {
         return;  // the rest of the string runs after the copy (not modelled: dropped)
       }
@@ -520,6 +534,7 @@ class FakeShardConnection {
 
   // Runs one statement; false if it failed (the caller stops the query string).
   bool runStatement(std::string_view sql, bool extended, int32_t max_rows) {
+    shard_.statements_run_.emplace_back(sql);
     std::string word = upper(firstWord(sql));
     bool ends_block = word == "COMMIT" || word == "END" || word == "ROLLBACK" || word == "ABORT";
     if (txn_ == 'E' && !ends_block) {
@@ -527,6 +542,17 @@ class FakeShardConnection {
                      "current transaction is aborted, commands ignored until end of transaction "
                      "block",
                      extended);
+      return false;
+    }
+    if (containsWord(sql, "terminate")) {
+      // pg_terminate_backend(), a shard shutting down: FATAL, then the connection closes.
+      fatal("57P01", "terminating connection due to administrator command");
+      return false;
+    }
+    if (containsWord(sql, "crash")) {
+      // The shard dies: nothing more is sent, not even what was waiting to be written.
+      out_.clear();
+      close();
       return false;
     }
     if (containsWord(sql, "fail")) {
@@ -682,13 +708,13 @@ class FakeShardConnection {
     std::string_view name, query;
     int16_t count = 0;
     if (!r.cstring(name) || !r.cstring(query) || !r.int16(count) || count < 0) {
-      fatal("08P01", "invalid Parse message");
+      malformed();
       return;
     }
     for (int16_t i = 0; i < count; ++i) {
       int32_t oid;
       if (!r.int32(oid)) {
-        fatal("08P01", "invalid Parse message");
+        malformed();
         return;
       }
     }
@@ -713,7 +739,7 @@ class FakeShardConnection {
     Reader r{payload};
     std::string_view portal, statement;
     if (!r.cstring(portal) || !r.cstring(statement)) {
-      fatal("08P01", "invalid Bind message");
+      malformed();
       return;
     }
     auto it = statements_.find(std::string(statement));
@@ -728,7 +754,7 @@ class FakeShardConnection {
 
   void onDescribe(std::string_view payload) {
     if (payload.size() < 2 || payload.back() != '\0') {
-      fatal("08P01", "invalid Describe message");
+      malformed();
       return;
     }
     char kind = payload[0];
@@ -760,7 +786,7 @@ class FakeShardConnection {
         message('n', {});
       }
     } else {
-      fatal("08P01", "invalid DESCRIBE message subtype");
+      statementError("08P01", "invalid DESCRIBE message subtype", true);
     }
   }
 
@@ -769,7 +795,7 @@ class FakeShardConnection {
     std::string_view portal;
     int32_t max_rows = 0;
     if (!r.cstring(portal) || !r.int32(max_rows)) {
-      fatal("08P01", "invalid Execute message");
+      malformed();
       return;
     }
     auto it = portals_.find(std::string(portal));
@@ -783,7 +809,7 @@ class FakeShardConnection {
 
   void onClose(std::string_view payload) {
     if (payload.size() < 2 || payload.back() != '\0' || (payload[0] != 'S' && payload[0] != 'P')) {
-      fatal("08P01", "invalid Close message");
+      malformed();
       return;
     }
     std::string name(payload.substr(1, payload.size() - 2));
@@ -856,12 +882,25 @@ void FakeShard::onConnection(uv_stream_t* server, int status) {
   connection->start();
 }
 
+size_t FakeShard::connectionsSkippingUntilSync() const {
+  size_t n = 0;
+  for (const FakeShardConnection* c : connections_) n += c->skippingUntilSync() ? 1 : 0;
+  return n;
+}
+
+bool FakeShard::owns(const uv_handle_t* handle) const {
+  if (handle == reinterpret_cast<const uv_handle_t*>(&listener_)) return true;
+  for (const FakeShardConnection* c : connections_) {
+    if (c->handle() == handle) return true;
+  }
+  return false;
+}
+
 void FakeShard::close() {
   listening_ = false;
   if (listener_open_ && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&listener_))) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), [](uv_handle_t* h) {
-      static_cast<FakeShard*>(h->data)->listener_open_ = false;
-    });
+    uv_close(reinterpret_cast<uv_handle_t*>(&listener_),
+             [](uv_handle_t* h) { static_cast<FakeShard*>(h->data)->listener_open_ = false; });
   }
   std::vector<FakeShardConnection*> open(connections_.begin(), connections_.end());
   for (FakeShardConnection* c : open) c->close();

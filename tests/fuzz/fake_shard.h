@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <set>
+#include <string>
+#include <vector>
 
 namespace shardgate::fuzz {
 
@@ -50,6 +52,12 @@ class FakeShard {
   // Closes the listener and every connection; the loop must then run until closed().
   void close();
   bool closed() const { return !listener_open_ && connections_.empty(); }
+  // Every statement the shard ran (simple query or Execute), in order, internal ones included.
+  const std::vector<std::string>& statementsRun() const { return statements_run_; }
+  // Connections skipping messages until a Sync (after an error in the extended protocol).
+  size_t connectionsSkippingUntilSync() const;
+  // Whether `handle` is one of the fake shard's own (its listener or a connection).
+  bool owns(const uv_handle_t* handle) const;
 
  private:
   friend class FakeShardConnection;
@@ -61,6 +69,7 @@ class FakeShard {
   bool listening_ = false;
   bool listener_open_ = false;  // initialised and its close callback not yet run
   std::set<FakeShardConnection*> connections_;
+  std::vector<std::string> statements_run_;
 };
 
 }  // namespace shardgate::fuzz

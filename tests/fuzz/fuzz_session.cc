@@ -1,4 +1,5 @@
-// libFuzzer target: a ClientSession on a real loop in front of a fake shard, fed the input as client bytes.
+// libFuzzer target: a ClientSession on a real loop in front of a fake shard, fed the input as
+// client bytes.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -7,6 +8,6 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)shardgate::fuzz::runSession(std::string_view(reinterpret_cast<const char*>(data), size),
-                       shardgate::fuzz::abortingReporter());
+                                    shardgate::fuzz::abortingReporter());
   return 0;
 }

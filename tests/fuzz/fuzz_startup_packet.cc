@@ -6,7 +6,8 @@
 #include "tests/fuzz/fuzz_drivers.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  (void)shardgate::fuzz::runStartupPacket(std::string_view(reinterpret_cast<const char*>(data), size),
-                       shardgate::fuzz::abortingReporter());
+  (void)shardgate::fuzz::runStartupPacket(
+      std::string_view(reinterpret_cast<const char*>(data), size),
+      shardgate::fuzz::abortingReporter());
   return 0;
 }

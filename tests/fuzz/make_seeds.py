@@ -21,6 +21,8 @@ TRANSACTION = 0x01
 SHARD_ASKS_PASSWORD = 0x02
 SHARD_REFUSES_LOGIN = 0x04
 SHUTDOWN_FIRST = 0x08
+SECOND_CLIENT = 0x10
+SECOND_CLIENT_PIPELINES = 0x20
 
 
 def cstr(s):
@@ -134,6 +136,20 @@ def session(flags, body, splits=(0, 0, 0)):
     return bytes([flags, *splits]) + body
 
 
+def split_byte(body, position):
+    """The header byte that makes the session driver cut `body` at `position`."""
+    for b in range(1, 256):
+        if b * len(body) // 256 == position:
+            return b
+    raise ValueError("no split byte cuts %d bytes at %d" % (len(body), position))
+
+
+def session_split_before_last(flags, body, last):
+    """`body` written in two reads, the second holding exactly the message `last`."""
+    body = body + last
+    return session(flags, body, (split_byte(body, len(body) - len(last)), 0, 0))
+
+
 def write(target, name, data):
     d = os.path.join(HERE, "seeds", target)
     os.makedirs(d, exist_ok=True)
@@ -198,12 +214,13 @@ def frontend_seeds():
 def session_seeds():
     T = TRANSACTION
     s = {
-        "trust_select": session(0, login() + query("SELECT 1") + TERMINATE),
+        "trust_select": session(0, login() + query("SELECT 1")),
+        "trust_select_terminate": session(0, login() + query("SELECT 1") + TERMINATE),
         "trust_select_split": session(0, login() + query("SELECT 1") + query("SELECT 2"),
                                       (0x30, 0x70, 0xb0)),
-        "ssl_then_login": session(0, ssl_request() + login() + query("SHOW x") + TERMINATE),
+        "ssl_then_login": session(0, ssl_request() + login() + query("SHOW x")),
         "txn_pooling_block": session(T, login() + query("BEGIN") + query("SELECT 1") +
-                                     query("COMMIT") + query("SELECT 2") + TERMINATE),
+                                     query("COMMIT") + query("SELECT 2")),
         "txn_pooling_prepared": session(
             T, login() + parse("s1", "SELECT $1", [23]) + bind("", "s1", [b"1"]) +
             describe("S", "s1") + execute("") + SYNC + bind("", "s1", [b"2"]) + execute("") +
@@ -258,6 +275,25 @@ def session_seeds():
         "query_in_auth": session(0, login(user="clear") + query("SELECT 1")),
         "too_large_message": session(T, login() + b"Q" + struct.pack("!i", 100000)),
         "bad_length_after_login": session(0, login() + b"Q\x00\x00\x00\x02"),
+        # The Sync comes in a later read than the Execute the shard dies on.
+        "txn_pooling_shard_terminated_mid_batch": session_split_before_last(
+            T, login() + parse("", "SELECT terminate") + bind("", "") + execute(""), SYNC),
+        "txn_pooling_shard_crash_mid_batch": session_split_before_last(
+            T, login() + parse("", "SELECT crash") + bind("", "") + execute(""), SYNC),
+        "session_shard_crash_in_query": session(0, login() + query("SELECT crash")),
+        # A second client logs in after the first one left and runs SELECT 1.
+        "second_client_after_prepared": session(
+            T | SECOND_CLIENT, login() + parse("s1", "SELECT 1") + bind("", "s1") + execute("") +
+            SYNC + TERMINATE),
+        "second_client_after_open_transaction": session(
+            T | SECOND_CLIENT, login() + query("BEGIN") + query("SELECT 1")),
+        "second_client_after_unsynced_error": session(
+            T | SECOND_CLIENT, login() + parse("", "SELECT parsefail") + bind("", "") +
+            execute("")),
+        "second_client_session_pooling": session(
+            SECOND_CLIENT, login() + query("SET work_mem = '1MB'") + query("SELECT 1")),
+        "second_client_pipelines_startup_and_query": session(
+            SECOND_CLIENT | SECOND_CLIENT_PIPELINES, login() + query("SELECT 1")),
         "garbage": session(0x0f, bytes(range(256)), (0x10, 0x20, 0x30)),
     }
     for name, data in s.items():

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,17 +25,24 @@ struct Target {
   void (*run)(std::string_view input, const Reporter& report);
 };
 
-void runSessionIgnoringOutput(std::string_view input, const Reporter& report) {
+// gtest names the parameter in failure messages.
+void PrintTo(const Target& target, std::ostream* os) {
+  *os << target.name;
+}
+
+void runSessionIgnoringResult(std::string_view input, const Reporter& report) {
   (void)runSession(input, report);
 }
 
 const Target kTargets[] = {
     {"fuzz_startup_packet", &runStartupPacket},
     {"fuzz_frontend_messages", &runFrontendMessages},
-    {"fuzz_session", &runSessionIgnoringOutput},
+    {"fuzz_session", &runSessionIgnoringResult},
 };
 
-fs::path fuzzDir() { return fs::path(SHARDGATE_SOURCE_DIR) / "tests" / "fuzz"; }
+fs::path fuzzDir() {
+  return fs::path(SHARDGATE_SOURCE_DIR) / "tests" / "fuzz";
+}
 
 std::string readFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -103,14 +111,21 @@ std::string messageTypes(std::string_view out, size_t skip = 0) {
   return types;
 }
 
-std::string sessionOutput(const std::string& seed) {
+SessionResult sessionRun(const std::string& seed) {
   std::string input = readFile(fuzzDir() / "seeds" / "fuzz_session" / seed);
   EXPECT_FALSE(input.empty()) << seed;
   return runSession(input, [&](std::string_view what) { ADD_FAILURE() << seed << ": " << what; });
 }
 
+std::string sessionOutput(const std::string& seed) {
+  return sessionRun(seed).client_output;
+}
+
 TEST(FuzzSessionHarness, TrustLoginReachesTheFakeShardAndGetsRows) {
-  std::string types = messageTypes(sessionOutput("trust_select"));
+  SessionResult run = sessionRun("trust_select");
+  // Session pooling resets the connection when the client leaves.
+  EXPECT_EQ(run.statements_on_shard, (std::vector<std::string>{"SELECT 1", "DISCARD ALL"}));
+  std::string types = messageTypes(run.client_output);
   // AuthenticationOk, ParameterStatus..., BackendKeyData, ReadyForQuery; then the shard's
   // RowDescription, DataRow x2, CommandComplete, ReadyForQuery.
   ASSERT_FALSE(types.empty());
@@ -157,13 +172,43 @@ TEST(FuzzSessionHarness, ShutdownTerminatesTheSession) {
   EXPECT_EQ(types.back(), 'E') << types;  // 57P01 terminating connection
 }
 
-// The properties are real checks: a broken stream is reported, not waved through.
-TEST(FuzzDrivers, BrokenRoundTripWouldBeReported) {
-  int reports = 0;
-  // A complete, valid Query: nothing to report.
-  std::string query = std::string("Q\0\0\0\x0dSELECT 1\0", 14);
-  runFrontendMessages(query, [&](std::string_view) { ++reports; });
-  EXPECT_EQ(reports, 0);
+// Postgres runs every message it received before a Terminate; a client may send
+// Query + Terminate in one write and leave without reading.
+TEST(FuzzSessionHarness, QueryPipelinedBeforeTerminateStillRuns) {
+  SessionResult run = sessionRun("trust_select_terminate");
+  EXPECT_NE(std::find(run.statements_on_shard.begin(), run.statements_on_shard.end(), "SELECT 1"),
+            run.statements_on_shard.end())
+      << "the shard never ran the query the client sent before Terminate";
+}
+
+// Transaction pooling: the shard dies after the client's Execute but before its Sync arrives.
+// The client must hear about it; a bare ReadyForQuery would tell it the Execute went through.
+TEST(FuzzSessionHarness, ShardLostMidBatchIsReportedToTheClient) {
+  std::string types = messageTypes(sessionOutput("txn_pooling_shard_crash_mid_batch"));
+  size_t login = types.find('Z');
+  ASSERT_NE(login, std::string::npos) << types;
+  EXPECT_NE(types.find('E', login), std::string::npos)
+      << "no error for the Execute the shard never answered: " << types;
+}
+
+// The output check is a real check: broken streams are reported, good ones are not.
+TEST(FuzzDrivers, SessionOutputCheckCatchesBrokenStreams) {
+  auto reports = [](std::string_view out, size_t encryption_requests) {
+    int n = 0;
+    checkSessionOutput(out, encryption_requests, [&](std::string_view) { ++n; });
+    return n;
+  };
+  const std::string ready("Z\0\0\0\x05I", 6);
+  const std::string fatal = std::string("E\0\0\0\x13SFATAL\0VFATAL\0\0", 20);
+  EXPECT_EQ(reports(ready, 0), 0);
+  EXPECT_EQ(reports("N" + ready, 1), 0);
+  EXPECT_EQ(reports(ready, 1), 1);  // the 'N' is missing
+  EXPECT_EQ(reports("N", 2), 0);    // closed before answering the second request
+  EXPECT_EQ(reports("", 1), 0);
+  EXPECT_EQ(reports(ready.substr(0, 5), 0), 1);     // cut short
+  EXPECT_EQ(reports("?" + ready.substr(1), 0), 1);  // not a backend type
+  EXPECT_EQ(reports(fatal + ready, 0), 1);          // something after FATAL
+  EXPECT_EQ(reports(ready + fatal + fatal, 0), 0);  // errors may follow errors
 }
 
 }  // namespace
