@@ -122,7 +122,12 @@ class ServerConnection final : public TcpConnection {
     unnamed_version_ = version;
   }
   bool hasUnnamedStatement(const void* owner, uint64_t version) const {
-    return unnamed_owner_ == owner && unnamed_version_ == version;
+    return unnamed_owner_ == owner && unnamed_version_ == version && version != 0;
+  }
+  // A simple Query was sent: Postgres drops the unnamed statement.
+  void noteSimpleQuery() {
+    unnamed_owner_ = nullptr;
+    unnamed_version_ = 0;
   }
   void setSettingsTag(const void* tag) { settings_tag_ = tag; }
   const std::map<std::string, std::string, std::less<>>& appliedSettings() const {

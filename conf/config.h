@@ -138,9 +138,12 @@ struct General {
   std::string listen_addr = "127.0.0.1";
   uint16_t port = 6432;
   uint32_t workers = 0;  // resolved by the loader: 0 in the file means the number of cores
-  PoolMode pool_mode = PoolMode::kSession;
+  PoolMode pool_mode = PoolMode::kTransaction;
   uint32_t max_client_conn = 10000;
   uint32_t max_message_size = 64u << 20;  // bytes; larger protocol messages are refused (08P01)
+  // Bytes queued for a client that is not reading them before its server connection stops being
+  // read (and the same for a server that is not taking a client's input): back-pressure.
+  uint32_t client_buffer_limit = 1u << 20;
   // Timeouts, in milliseconds; 0 disables the timeout.
   uint32_t connect_timeout_ms = 5000;
   uint32_t client_login_timeout_ms = 60000;

@@ -345,7 +345,7 @@ class Loader {
  private:
   static Status readGeneral(const TableReader& t, General& g) {
     CONF_TRY(t.onlyKeys({"listen_addr", "port", "workers", "pool_mode", "max_client_conn",
-                         "max_message_size", "connect_timeout", "client_login_timeout",
+                         "max_message_size", "client_buffer_limit", "connect_timeout", "client_login_timeout",
                          "query_wait_timeout", "idle_server_timeout", "server_lifetime",
                          "default_pool_size", "min_pool_size", "metrics_port", "log_level",
                          "log_format"}));
@@ -356,6 +356,7 @@ class Loader {
                         poolModeName));
     CONF_TRY(t.readInt("max_client_conn", g.max_client_conn, 1, kU32Max));
     CONF_TRY(t.readInt("max_message_size", g.max_message_size, kMinMessageSize, kU32Max));
+    CONF_TRY(t.readInt("client_buffer_limit", g.client_buffer_limit, uint32_t{8192}, kU32Max));
     CONF_TRY(t.readInt("connect_timeout", g.connect_timeout_ms, 0, kU32Max));
     CONF_TRY(t.readInt("client_login_timeout", g.client_login_timeout_ms, 0, kU32Max));
     CONF_TRY(t.readInt("query_wait_timeout", g.query_wait_timeout_ms, 0, kU32Max));

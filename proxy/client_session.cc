@@ -18,10 +18,6 @@
 namespace shardgate::proxy {
 
 namespace {
-// Output a client has not read yet, past which its shard connection stops reading.
-constexpr size_t kClientBufferLimit = 1u << 20;
-// Input a shard connection has not taken yet, past which the client stops being read.
-constexpr size_t kServerBufferLimit = 1u << 20;
 
 bool isFalseValue(std::string_view v) {
   return v == "false" || v == "0" || v == "off" || v == "no" || v == "f" || v == "n";
@@ -264,6 +260,7 @@ void ClientSession::onServerAcquired(backends::ServerConnection* server) {
         wire::Query{resume_transaction_}.encode(begin);
         resume_transaction_.clear();
         server_->forward(begin);
+        server_->noteSimpleQuery();
         server_->expect(backends::ExpectedReply{
             backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
       }
@@ -422,9 +419,13 @@ planner::SessionRouteContext ClientSession::routeContext() const {
 
 ClientSession::Target ClientSession::targetFor(const planner::RouteDecision& decision) {
   Target target;
+  const bool wants_replica = decision.role == planner::Role::kReplica;
   if (decision.kind == planner::RouteDecision::Kind::kAnyShard) {
-    if (server_ && current_target_) return *current_target_;
-    target.shard = database_->default_shard;
+    // Any shard will do: stay where the session is, if that server has the role asked for.
+    if (server_ && current_target_ && wants_replica == (current_target_->replica >= 0)) {
+      return *current_target_;
+    }
+    target.shard = current_target_ ? current_target_->shard : database_->default_shard;
   } else {
     target.shard = decision.shard;
   }
@@ -450,19 +451,21 @@ void ClientSession::answer(std::string bytes) {
 void ClientSession::refuseStatement(const Error& error, bool extended_protocol) {
   std::string reply;
   wire::writeError(reply, error);
+  if (server_ && (transaction_status_ != 'I' || batch_open_)) {
+    // Postgres aborts the (explicit or implicit) transaction on an error: make the server's fail
+    // too, so that nothing the client sent before the refused statement commits.
+    std::string abort;
+    wire::Query{"DO $$BEGIN RAISE EXCEPTION 'statement refused by shardgate'; END$$"}.encode(abort);
+    server_->forward(abort);
+    server_->noteSimpleQuery();
+    server_->expect(backends::ExpectedReply{
+        backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+    if (transaction_status_ != 'I') transaction_status_ = 'E';
+  }
   if (extended_protocol) {
     answer(std::move(reply));
     skipping_to_sync_ = true;  // as Postgres does after an error in a batch
     return;
-  }
-  if (transaction_status_ != 'I' && server_) {
-    // Postgres aborts the transaction on an error: make the server's transaction fail too.
-    std::string abort;
-    wire::Query{"DO $$BEGIN RAISE EXCEPTION 'statement refused by shardgate'; END$$"}.encode(abort);
-    server_->forward(abort);
-    server_->expect(backends::ExpectedReply{
-        backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
-    transaction_status_ = 'E';
   }
   wire::writeReadyForQuery(reply, transaction_status_);
   answer(std::move(reply));
@@ -523,6 +526,18 @@ bool ClientSession::moveTo(const Target& target) {
   if (server_ && current_target_ && *current_target_ == target) return !syncing_server_;
   if (waiting_for_server_ || syncing_server_) return false;
   if (server_) {
+    if (batch_open_ && !batch_executes_) {
+      // Only Parse / Describe so far (asyncpg describes a statement before binding it): end
+      // that batch on this server, then move.
+      std::string sync;
+      wire::Sync{}.encode(sync);
+      server_->forward(sync);
+      server_->expect(backends::ExpectedReply{
+          backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+      batch_open_ = false;
+      server_->notifyWhenCaughtUp();
+      return false;
+    }
     if (batch_open_) {
       // An extended batch runs in one implicit transaction, on one server.
       refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
@@ -553,7 +568,8 @@ bool ClientSession::moveTo(const Target& target) {
     if (in_transaction) {
       // Only BEGIN and statements any shard can run have happened: start over on the shard the
       // transaction really needs.
-      resume_transaction_ = txn_begin_sql_.empty() ? std::string("BEGIN") : txn_begin_sql_;
+      resume_transaction_ =
+          (txn_begin_sql_.empty() ? std::string("BEGIN") : txn_begin_sql_) + txn_replay_sql_;
       backends::Pool* pool = pool_;
       server->runInternal("ROLLBACK", [pool, server](Status) {
         pool->release(server, backends::Pool::Release::kClean, backends::monotonicMs());
@@ -608,7 +624,10 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
 
     // Where does this message run?
     std::optional<Target> target;
-    if (type == wire::fe::kQuery) {
+    if (transaction_status_ == 'E' && server_ != nullptr) {
+      // A failed transaction: its server refuses everything but the end of it (25P02).
+      target = current_target_;
+    } else if (type == wire::fe::kQuery) {
       std::string_view sql = frame.payload;
       if (!sql.empty() && sql.back() == '\0') sql.remove_suffix(1);
       auto decision = worker_.router().routeSimple(*database_, sql, routeContext());
@@ -645,17 +664,6 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
           return data.size();
         }
         auto analysis = worker_.router().prepare(*database_, parse->query, parse->param_types);
-        if (!analysis.ok() && isParseError(analysis.error())) {
-          // Let a server parse it and report the error as Postgres words it.
-          target =
-              server_ && current_target_ ? *current_target_ : Target{database_->default_shard, -1};
-          if (!moveTo(*target)) return used;
-          size_t consumed = forwardClientMessages(message);
-          if (closing() || state_ == State::kClosed) return data.size();
-          used += consumed;
-          batch_open_ = true;
-          continue;
-        }
         used += frame.size;
         if (!analysis.ok()) {
           refuseStatement(analysis.error(), /*extended_protocol=*/true);
@@ -749,6 +757,12 @@ bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::
   }
   target = targetFor(decision);
   pending_decision_ = decision;
+  pending_replay_sql_.clear();
+  if (transaction_status_ != 'I' && !txn_bound_ && !extended_protocol &&
+      decision.kind == planner::RouteDecision::Kind::kAnyShard) {
+    // Runs in a transaction not yet bound to a shard: replayed if the transaction moves.
+    pending_replay_sql_ = std::string(sql);
+  }
   if (decision.transaction == planner::TransactionAction::kBegin && transaction_status_ == 'I') {
     txn_begin_sql_ = std::string(sql);
   }
@@ -760,6 +774,10 @@ void ClientSession::noteRoutedStatement() {
   if (!pending_decision_) return;
   const planner::RouteDecision& d = *pending_decision_;
   if (d.kind == planner::RouteDecision::Kind::kShard) txn_bound_ = true;
+  if (!pending_replay_sql_.empty()) {
+    txn_replay_sql_ += "; " + pending_replay_sql_;
+    pending_replay_sql_.clear();
+  }
   if (d.writes) txn_wrote_ = true;
   if (d.begins_read_only_transaction) txn_read_only_ = true;
   if (d.resets_session) read_preference_override_.reset();
@@ -782,7 +800,7 @@ void ClientSession::rememberParse(const wire::Parse& parse) {
   if (parse.name.empty()) {
     unnamed_query_ = parse.query;
     unnamed_types_ = parse.param_types;
-    ++unnamed_version_;
+    unnamed_version_ = worker_.nextUnnamedVersion();  // unique in the worker, unlike `this`
     return;
   }
   statements_[parse.name] = worker_.statements().intern(parse.query, parse.param_types);
@@ -840,12 +858,17 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
     used += frame.size;
     if (type == wire::fe::kSync || type == wire::fe::kQuery) {
       batch_open_ = false;
+      batch_executes_ = false;
     } else if (type != wire::fe::kFlush && type != wire::fe::kTerminate) {
       batch_open_ = true;  // an extended batch (or COPY) in progress until its Sync
+      batch_executes_ |= type == wire::fe::kBind || type == wire::fe::kExecute ||
+                         type == wire::fe::kFunctionCall || type == wire::fe::kCopyData;
     }
+    // A simple Query destroys the unnamed statement, whoever parsed it.
+    if (type == wire::fe::kQuery) server_->noteSimpleQuery();
     switch (type) {
       case wire::fe::kQuery: {
-        if (!transaction_pooling_) {
+        if (!manage_statements_) {  // one server for good: nothing to track
           ++ready_sent_;
           ++outstanding_;
           server_->expect(backends::Reply::kReadyForQuery);
@@ -856,7 +879,7 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
         SessionEffects effects = sessionEffectsOf(sql);
         applySessionEffects(std::move(effects.pin_reason), std::move(effects.changes),
                             /*extended_protocol=*/false);
-        if (effects.sql_prepared) {
+        if (effects.sql_prepared && transaction_pooling_) {  // session pooling keeps the names
           passRun(start);
           forwardSqlPrepared(sql, data.substr(start, used - start));
           run_start = used;
@@ -876,6 +899,7 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
           std::string restore;
           wire::Query{sql_restore}.encode(restore);
           server_->forward(restore);
+          server_->noteSimpleQuery();
           server_->expect(backends::ExpectedReply{
               backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
         }
@@ -927,7 +951,7 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
     }
   }
   passRun(used);
-  if (server_ && server_->unsentBytes() > kServerBufferLimit) {
+  if (server_ && server_->unsentBytes() > worker_.config().general.client_buffer_limit) {
     paused_for_server_ = true;
     stopReading();
   }
@@ -1122,6 +1146,7 @@ void ClientSession::forwardSqlPrepared(std::string_view sql, std::string_view me
       std::string query;
       wire::Query{plan.sql}.encode(query);
       server_->forward(query);
+      server_->noteSimpleQuery();
       ++ready_sent_;
       ++outstanding_;
       if (plan.defined) {
@@ -1217,6 +1242,7 @@ void ClientSession::onServerReadyForQuery(char transaction_status) {
     txn_wrote_ = false;
     txn_read_only_ = false;
     txn_begin_sql_.clear();
+    txn_replay_sql_.clear();
   }
   settleSettingChanges(transaction_status);
   if (terminating_ && outstanding_ == 0) {
@@ -1225,7 +1251,8 @@ void ClientSession::onServerReadyForQuery(char transaction_status) {
     close();
     return;
   }
-  if (paused_for_server_ && server_ && server_->unsentBytes() <= kServerBufferLimit) {
+  if (paused_for_server_ && server_ &&
+      server_->unsentBytes() <= worker_.config().general.client_buffer_limit) {
     paused_for_server_ = false;
     startReading();
   }
@@ -1253,12 +1280,13 @@ void ClientSession::onServerLost(const Error& error) {
 }
 
 bool ClientSession::sinkCongested() const {
-  return unsentBytes() > kClientBufferLimit;
+  return unsentBytes() > worker_.config().general.client_buffer_limit;
 }
 
 void ClientSession::onWriteDrained() {
   if (server_) server_->resumeIfPaused();
-  if (paused_for_server_ && server_ && server_->unsentBytes() <= kServerBufferLimit) {
+  if (paused_for_server_ && server_ &&
+      server_->unsentBytes() <= worker_.config().general.client_buffer_limit) {
     paused_for_server_ = false;
     startReading();
     processPending();

@@ -178,9 +178,12 @@ class ClientSession final : public TcpConnection,
   bool txn_read_only_ = false;
   std::string txn_begin_sql_;       // how the open transaction began (replayed if it moves)
   std::string resume_transaction_;  // BEGIN to run on the next server before anything else
-  bool skipping_to_sync_ = false;   // a routing error in an extended batch
-  bool batch_open_ = false;         // extended messages sent since the last Sync
-  std::string unnamed_query_;       // the unnamed statement (prepared where it is bound)
+  std::string txn_replay_sql_;      // shard-independent statements of the unbound transaction
+  std::string pending_replay_sql_;
+  bool skipping_to_sync_ = false;  // a routing error in an extended batch
+  bool batch_open_ = false;        // extended messages sent since the last Sync
+  bool batch_executes_ = false;    // ... among them a Bind or Execute
+  std::string unnamed_query_;      // the unnamed statement (prepared where it is bound)
   std::vector<int32_t> unnamed_types_;
   uint64_t unnamed_version_ = 0;
   std::string last_bound_text_;

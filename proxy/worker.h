@@ -62,6 +62,7 @@ class Worker {
   void addSession(ClientSession* session);
   void removeSession(ClientSession* session);
   uint64_t nextSessionId() { return next_session_id_++; }
+  uint64_t nextUnnamedVersion() { return ++unnamed_versions_; }
   bool shuttingDown() const { return shutting_down_; }
   backends::StatementRegistry& statements() { return statements_; }
   SettingsInterner& settingsInterner() { return settings_interner_; }
@@ -90,6 +91,7 @@ class Worker {
   bool wakeup_closed_ = false;  // guarded by tasks_mutex_
 
   uint64_t next_session_id_ = 1;
+  uint64_t unnamed_versions_ = 0;
   std::unordered_map<uint64_t, ClientSession*> sessions_;
   std::map<std::string, std::unique_ptr<backends::Pool>> pools_;
   std::map<std::string, std::shared_ptr<const wire::ScramSecret>> scram_secrets_;

@@ -120,8 +120,9 @@ name = "shop"
   EXPECT_EQ(c->source_path, "test.toml");
   EXPECT_EQ(c->general.listen_addr, defaults.listen_addr);
   EXPECT_EQ(c->general.port, defaults.port);
-  EXPECT_EQ(c->general.pool_mode, PoolMode::kSession);
+  EXPECT_EQ(c->general.pool_mode, PoolMode::kTransaction);  // the default since transaction pooling
   EXPECT_EQ(c->general.max_message_size, defaults.max_message_size);
+  EXPECT_EQ(c->general.client_buffer_limit, 1u << 20);
   EXPECT_EQ(c->general.query_wait_timeout_ms, defaults.query_wait_timeout_ms);
   EXPECT_EQ(c->general.default_pool_size, 20u);
   EXPECT_EQ(c->general.log_level, "info");

@@ -1,0 +1,1070 @@
+"""Statement routing: shardgate sends each statement to the shard (and the primary or a replica) that must run it.
+
+One 2-shard cluster (1 replica per shard) per pool mode, shared by the module's tests:
+  * session pooling with default_shard = 0, and
+  * transaction pooling with default_shard = 1 (so "unsharded tables live on the default shard" is
+    checked with a default other than shard 0 too).
+The config declares users(id) and orders(user_id) hashed on a bigint, events(id) by range
+([0, 1000000) -> shard 0, [1000000, max) -> shard 1), tenants(region) by list (eu/uk -> 0, us -> 1,
+others -> 1) and countries as a reference table. The tables are created on every shard directly, and
+every placement is checked on the shard primaries directly: a row is on exactly one shard, and for
+hash tables on the shard Postgres's own PARTITION BY HASH (MODULUS 2) assigns.
+
+Clients: psycopg 3 (simple protocol through ClientCursor, extended with parameters, named prepared
+statements with prepare_threshold=0, binary parameters), asyncpg (named and unnamed prepared
+statements), psql and the raw wire client pgwire.py. Every wait has a timeout.
+
+Needs shardgate itself: skipped with SHARDGATE_TARGET=direct.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+import psycopg
+import pytest
+
+import conftest  # the shared start/stop helpers: crash and sanitizer checks as for the other clusters
+import pgcluster
+import pgwire
+from txn_helpers import connect as wire_connect
+from txn_helpers import describe_reply, error_codes, ok
+
+pytestmark = pytest.mark.requires_shardgate
+
+HOST = "127.0.0.1"
+PSQL = str(pgcluster.pg_bindir() / "psql")
+INT8_OID = 20
+REPLICA_WAIT_S = 30
+RANGE_SPLIT = 1_000_000
+INT8_MAX = 2**63 - 1
+INT8_MIN = -(2**63)
+
+SHARDING_TOML = """\
+  [[databases.sharded_tables]]
+  name = "users"
+  column = "id"
+  type = "bigint"
+  strategy = "hash"
+
+  [[databases.sharded_tables]]
+  name = "orders"
+  column = "user_id"
+  type = "bigint"
+  strategy = "hash"
+
+  [[databases.sharded_tables]]
+  name = "events"
+  column = "id"
+  type = "bigint"
+  strategy = "range"
+  ranges = [ { from = 0, to = 1000000, shard = 0 }, { from = 1000000, shard = 1 } ]
+
+  [[databases.sharded_tables]]
+  name = "tenants"
+  column = "region"
+  type = "text"
+  strategy = "list"
+  lists = [ { values = ["eu", "uk"], shard = 0 }, { values = ["us"], shard = 1 } ]
+  default_shard = 1
+"""
+
+COUNTRIES = [("fr", "France"), ("uk", "United Kingdom"), ("us", "United States")]
+
+# Created on every shard's primary. whereami is an undeclared (unsharded) table whose copy on each
+# shard names that shard, so a read through shardgate shows which shard answered. routing_hash_probe
+# is the hash-partitioned parent satisfies_hash_partition() needs; routing_hash_check has real
+# partitions, so plain Postgres itself says where a key goes.
+SHARD_DDL = """
+CREATE TABLE users (id bigint PRIMARY KEY, name text, country text);
+CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint NOT NULL, amount int);
+CREATE TABLE events (id bigint PRIMARY KEY, payload text);
+CREATE TABLE tenants (name text PRIMARY KEY, region text NOT NULL);
+CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL);
+CREATE TABLE notes (id int, body text);
+CREATE TABLE whereami (shard text NOT NULL);
+INSERT INTO whereami VALUES ('{shard}');
+CREATE TABLE routing_hash_probe (id bigint) PARTITION BY HASH (id);
+CREATE TABLE routing_hash_check (id bigint) PARTITION BY HASH (id);
+CREATE TABLE routing_hash_check_0 PARTITION OF routing_hash_check FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE routing_hash_check_1 PARTITION OF routing_hash_check FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+"""
+
+COUNTRIES_SQL = "INSERT INTO countries VALUES " + ", ".join(f"('{c}', '{n}')" for c, n in COUNTRIES)
+
+# What every test starts from (run on each primary): no rows in the routed tables, the reference
+# table's copies identical. lock_timeout: a connection of an earlier test that is still being reset
+# must not hang the suite.
+CLEAN_SQL = ("SET lock_timeout = '10s'; TRUNCATE users, orders, events, tenants, notes, countries; "
+             + COUNTRIES_SQL)
+
+# Keys tried when looking for keys of a given hash shard (negative, zero, small, and the extremes).
+HASH_CANDIDATES = sorted({*range(-40, 400), INT8_MIN, INT8_MIN + 1, INT8_MAX, INT8_MAX - 1, 2**31, 2**31 - 1,
+                          -(2**31), 2**32 + 7, 10**15, -(10**15)})
+
+
+@dataclass
+class Routing:
+    """One started cluster and what the tests need to know about it."""
+
+    cluster: pgcluster.Cluster
+    pool_mode: str
+    default_shard: int
+    hash_shard: dict[int, int] = field(default_factory=dict)  # key -> shard, by Postgres's partitioning
+
+    @property
+    def port(self) -> int:
+        return self.cluster.shardgate.port
+
+    def primary(self, shard: int) -> pgcluster.Server:
+        return self.cluster.shards[shard].primary
+
+    def replica(self, shard: int) -> pgcluster.Server:
+        return self.cluster.shards[shard].replicas[0]
+
+    def keys_on(self, shard: int, n: int, skip: int = 0) -> list[int]:
+        """n small positive hash keys that Postgres puts on `shard` (after skipping the first `skip`)."""
+        ks = [k for k in HASH_CANDIDATES if k > 0 and k < 400 and self.hash_shard[k] == shard]
+        assert len(ks) >= skip + n, f"not enough candidate keys on shard {shard}"
+        return ks[skip : skip + n]
+
+
+# ---------------------------------------------------------------------------------------------
+# The clusters
+# ---------------------------------------------------------------------------------------------
+
+
+def _postgres_hash_shards(server: pgcluster.Server, keys: list[int]) -> dict[int, int]:
+    """Which partition of routing_hash_check (MODULUS 2) plain Postgres puts each key in."""
+    with psycopg.connect(server.dsn(), autocommit=True, connect_timeout=10) as conn:
+        with conn.transaction(force_rollback=True):
+            conn.execute("INSERT INTO routing_hash_check SELECT unnest(%s::bigint[])", (keys,))
+            rows = conn.execute("SELECT id, tableoid::regclass::text FROM routing_hash_check").fetchall()
+    out = {k: int(part.rsplit("_", 1)[1]) for k, part in rows}
+    assert sorted(out) == sorted(keys), "routing_hash_check lost keys"
+    # The other way of asking Postgres must agree (it is what the placement checks use).
+    with psycopg.connect(server.dsn(), autocommit=True, connect_timeout=10) as conn:
+        rows = conn.execute("SELECT k, satisfies_hash_partition('routing_hash_probe'::regclass, 2, 1, k)"
+                            " FROM unnest(%s::bigint[]) k", (keys,)).fetchall()
+    for k, on_1 in rows:
+        assert out[k] == (1 if on_1 else 0), f"partitioning and satisfies_hash_partition disagree on {k}"
+    return out
+
+
+@pytest.fixture(scope="module", params=[("session", 0), ("transaction", 1)], ids=["session", "transaction"])
+def rc(request, cluster_root, shardgate_bin):
+    if conftest.DIRECT:
+        pytest.skip(conftest.SKIP_DIRECT_REASON)
+    pool_mode, default_shard = request.param
+    c = conftest._new_cluster(
+        cluster_root / f"routing-{pool_mode}", shardgate_bin, num_shards=2, replicas_per_shard=1,
+        pool_mode=pool_mode,
+        database_options={"default_shard": default_shard, "read_preference": "primary",
+                          "replica_policy": "round_robin", "reference_tables": ["countries"]},
+        extra_toml=SHARDING_TOML)
+    try:
+        for i in range(2):
+            c.shards[i].primary.psql(SHARD_DDL.format(shard=f"shard{i}") + COUNTRIES_SQL)
+        r = Routing(c, pool_mode, default_shard)
+        r.hash_shard = _postgres_hash_shards(c.shards[0].primary, HASH_CANDIDATES)
+        assert set(r.hash_shard.values()) == {0, 1}
+        yield r
+    finally:
+        problems = conftest._finish(c)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    with pgwire.deadline(150):
+        yield
+
+
+@pytest.fixture
+def r(rc):
+    """The module's cluster, with empty routed tables."""
+    for i in range(2):
+        rc.primary(i).psql(CLEAN_SQL, timeout=30)
+    return rc
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def sg(r: Routing, **kw) -> psycopg.Connection:
+    """A psycopg connection to shardgate (autocommit unless told otherwise)."""
+    kw.setdefault("autocommit", True)
+    return psycopg.connect(r.cluster.shardgate.dsn(), connect_timeout=10, **kw)
+
+
+def sg_simple(r: Routing, **kw) -> psycopg.Connection:
+    """psycopg with client-side binding: every statement goes as one simple-protocol Query."""
+    return sg(r, cursor_factory=psycopg.ClientCursor, **kw)
+
+
+def direct(server: pgcluster.Server) -> psycopg.Connection:
+    return psycopg.connect(server.dsn(), autocommit=True, connect_timeout=10)
+
+
+def placement(r: Routing, table: str, column: str, keys) -> dict:
+    """key -> the shards whose primary holds a row with that key (read on the primaries directly)."""
+    keys = list(keys)
+    out = {k: [] for k in keys}
+    for i in range(2):
+        with direct(r.primary(i)) as conn:
+            for (k,) in conn.execute(f"SELECT {column} FROM {table} WHERE {column} = ANY(%s)", (keys,)):
+                out[k].append(i)
+    return out
+
+
+def shard_rows(r: Routing, shard: int, sql: str, params=None) -> list[tuple]:
+    with direct(r.primary(shard)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def seed_users(r: Routing, rows: list[tuple]) -> None:
+    """Test data: users rows (id, name[, country]) inserted through shardgate in the simple protocol, each
+    checked to be on its hash shard (so a test's subject, not its setup, decides whether it passes)."""
+    with sg_simple(r) as conn:
+        for row in rows:
+            cols = ["id", "name", "country"][: len(row)]
+            conn.execute(f"INSERT INTO users ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(row))})", row)
+    where = placement(r, "users", "id", [row[0] for row in rows])
+    assert where == {row[0]: [r.hash_shard[row[0]]] for row in rows}, f"seeding users: {where}"
+
+
+def expect_error(conn: psycopg.Connection, sql: str, params=None, sqlstate: str = "0A000") -> psycopg.Error:
+    """Runs sql, which must fail with sqlstate; the error (its diag has message, detail, hint)."""
+    try:
+        cur = conn.execute(sql, params)
+        got = cur.fetchall() if cur.description else cur.statusmessage
+    except psycopg.Error as e:
+        assert e.sqlstate == sqlstate, (
+            f"{sql!r}: expected SQLSTATE {sqlstate}, got {e.sqlstate}: {e.diag.message_primary} "
+            f"(detail {e.diag.message_detail!r}, hint {e.diag.message_hint!r})")
+        return e
+    raise AssertionError(f"{sql!r}: expected SQLSTATE {sqlstate}, but it succeeded: {got!r}")
+
+
+def error_text(e: psycopg.Error) -> str:
+    d = e.diag
+    return " | ".join(x or "" for x in (d.message_primary, d.message_detail, d.message_hint))
+
+
+def wait_on_replica(r: Routing, shard: int, sql: str, params=None, want=True, timeout: float = REPLICA_WAIT_S):
+    """Polls shard's replica until sql returns a row (want=True) or none (want=False): replication is
+    asynchronous."""
+    deadline = time.monotonic() + timeout
+    with direct(r.replica(shard)) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
+        while True:
+            got = conn.execute(sql, params).fetchall()
+            if bool(got) == want:
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(f"shard{shard}'s replica: {sql!r} {params!r} still returns {got!r} "
+                                     f"after {timeout}s")
+            time.sleep(0.05)
+
+
+def run_psql_script(r: Routing, script: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """psql -f (each statement sent on its own, in the simple protocol) against shardgate."""
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(script)
+        path = f.name
+    try:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGPASSWORD": "postgres",
+               "PGCONNECT_TIMEOUT": "10", "LC_ALL": "C.UTF-8"}
+        return subprocess.run([PSQL, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", HOST, "-p", str(r.port),
+                               "-U", "postgres", "-d", "app", "-f", path],
+                              capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+    finally:
+        os.unlink(path)
+
+
+def run_async(coro, timeout: float = 60):
+    async def bounded():
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+async def apg_connect(r: Routing, **kw) -> asyncpg.Connection:
+    return await asyncpg.connect(host=HOST, port=r.port, user="postgres", password="postgres", database="app",
+                                 timeout=10, **kw)
+
+
+def extended_query(w: pgwire.PgWire, sql: str, params: tuple = ()) -> list[pgwire.Message]:
+    """Parse/Bind/Describe/Execute/Sync of the unnamed statement, as libpq's PQexecParams sends it."""
+    w.send(pgwire.parse("", sql) + pgwire.bind("", "", params) + pgwire.describe("P") + pgwire.execute()
+           + pgwire.sync())
+    return w.recv_until(b"Z")
+
+
+def status_of(msgs: list[pgwire.Message]) -> str:
+    """The transaction status of the last ReadyForQuery (I, T or E)."""
+    assert msgs and msgs[-1].type == b"Z", describe_reply(msgs)
+    return msgs[-1].payload.decode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Hash sharding: placement matches Postgres's PARTITION BY HASH
+# ---------------------------------------------------------------------------------------------
+
+
+def test_hash_inserts_land_where_postgres_hash_partitioning_puts_them(r):
+    """INSERTs with a column list, one per key, sent by psql (simple protocol): each row is on exactly one
+    shard, the one plain Postgres's hash partitioning picks, and satisfies_hash_partition() agrees on
+    every row each shard holds."""
+    keys = [k for k in HASH_CANDIDATES if k % 7 == 0 or abs(k) > 10**6 or -3 <= k <= 3]
+    assert {r.hash_shard[k] for k in keys} == {0, 1}
+    script = "".join(f"INSERT INTO users (id, name) VALUES ({k}, 'u{k}');\n" for k in keys)
+    p = run_psql_script(r, script)
+    assert p.returncode == 0, f"psql failed: {p.stderr}"
+    where = placement(r, "users", "id", keys)
+    wrong = {k: (shards, r.hash_shard[k]) for k, shards in where.items() if shards != [r.hash_shard[k]]}
+    assert not wrong, f"key: (shards holding it, shard Postgres's hash partitioning picks): {wrong}"
+    for i in range(2):
+        bad = shard_rows(r, i, "SELECT id FROM users WHERE NOT satisfies_hash_partition("
+                               "'routing_hash_probe'::regclass, 2, %s, id)", (i,))
+        assert not bad, f"shard{i} holds rows Postgres's hash partitioning puts elsewhere: {bad}"
+        total = shard_rows(r, i, "SELECT count(*) FROM users")[0][0]
+        assert total == sum(1 for k in keys if r.hash_shard[k] == i)
+
+
+def test_colocated_tables_hash_alike(r):
+    """orders (hashed on user_id) land on their user's shard, and a join on the shared key runs there."""
+    users = r.keys_on(0, 3) + r.keys_on(1, 3)
+    with sg(r) as conn:
+        for u in users:
+            conn.execute("INSERT INTO users (id, name) VALUES (%s, %s)", (u, f"user{u}"))
+            for j in range(2):
+                conn.execute("INSERT INTO orders (id, user_id, amount) VALUES (%s, %s, %s)",
+                             (u * 10 + j, u, u + j))
+        for u in users:
+            rows = conn.execute("SELECT u.name, o.amount FROM users u JOIN orders o ON o.user_id = u.id"
+                                " WHERE u.id = %s ORDER BY o.amount", (u,)).fetchall()
+            assert rows == [(f"user{u}", u), (f"user{u}", u + 1)], f"user {u}"
+    where = placement(r, "orders", "user_id", users)
+    for u in users:
+        assert where[u] == [r.hash_shard[u], r.hash_shard[u]], f"orders of user {u} are on shards {where[u]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Keyed reads, updates and deletes in every protocol
+# ---------------------------------------------------------------------------------------------
+
+# psycopg ways of sending a parameterised statement:
+#   simple:   ClientCursor, values inlined into one Query
+#   extended: server-side parameters, unnamed statement (prepare_threshold=None: never prepared)
+#   prepared: prepare_threshold=0: a named prepared statement from the first execution
+#   binary:   parameters in binary format (%b; Python ints go as int2/int4/int8 by size)
+PSYCOPG_MODES = {
+    "simple": ({"cursor_factory": psycopg.ClientCursor}, "%s"),
+    "extended": ({"prepare_threshold": None}, "%s"),
+    "prepared": ({"prepare_threshold": 0}, "%s"),
+    "binary": ({"prepare_threshold": None}, "%b"),
+}
+
+
+@pytest.mark.parametrize("mode", list(PSYCOPG_MODES))
+def test_keyed_crud_psycopg(r, mode):
+    kw, ph = PSYCOPG_MODES[mode]
+    keys = r.keys_on(0, 3) + r.keys_on(1, 3) + [INT8_MAX, INT8_MIN]
+    with sg(r, **kw) as conn:
+        for k in keys:
+            cur = conn.execute(f"INSERT INTO users (id, name) VALUES ({ph}, {ph})", (k, f"n{k}"))
+            assert cur.rowcount == 1
+        where = placement(r, "users", "id", keys)
+        assert where == {k: [r.hash_shard[k]] for k in keys}
+        for k in keys:
+            got = conn.execute(f"SELECT id, name FROM users WHERE id = {ph}", (k,)).fetchall()
+            assert got == [(k, f"n{k}")], f"read of key {k}"
+        for k in keys:
+            cur = conn.execute(f"UPDATE users SET name = {ph} WHERE id = {ph}", (f"upd{k}", k))
+            assert cur.rowcount == 1, f"update of key {k}"
+        for k in keys:
+            shard = where[k][0]
+            assert shard_rows(r, shard, "SELECT name FROM users WHERE id = %s", (k,)) == [(f"upd{k}",)]
+        gone = keys[::2]
+        for k in gone:
+            cur = conn.execute(f"DELETE FROM users WHERE id = {ph}", (k,))
+            assert cur.rowcount == 1, f"delete of key {k}"
+        for k in keys:
+            got = conn.execute(f"SELECT name FROM users WHERE id = {ph}", (k,)).fetchall()
+            assert got == ([] if k in gone else [(f"upd{k}",)]), f"key {k} after the deletes"
+    assert placement(r, "users", "id", keys) == {k: ([] if k in gone else where[k]) for k in keys}
+
+
+def test_keyed_in_list_on_one_shard(r):
+    """An IN list whose keys are all on one shard is one shard's statement."""
+    for shard in (0, 1):
+        ks = r.keys_on(shard, 3)
+        with sg(r) as conn:
+            for k in ks:
+                conn.execute("INSERT INTO users (id, name) VALUES (%s, 'x')", (k,))
+            got = conn.execute("SELECT id FROM users WHERE id IN (%s, %s, %s) ORDER BY id", ks).fetchall()
+            assert got == [(k,) for k in sorted(ks)]
+            got = conn.execute("SELECT id FROM users WHERE id = ANY(%s) ORDER BY id", (ks,)).fetchall()
+            assert got == [(k,) for k in sorted(ks)]
+
+
+@pytest.mark.parametrize("statement_cache_size", [100, 0], ids=["named", "unnamed"])
+def test_keyed_crud_asyncpg(r, statement_cache_size):
+    """asyncpg: binary parameters and results, named (cache) or unnamed prepared statements, a transaction.
+    asyncpg prepares a statement with Parse/Describe/Flush before its first Bind/Execute/Sync, wherever
+    the session happens to be; the Bind then needs the key's shard."""
+    k0s, k1s = r.keys_on(0, 2), r.keys_on(1, 2)
+
+    async def step(label: str, aw, timeout: float = 10):
+        try:
+            return await asyncio.wait_for(aw, timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"asyncpg: {label}: no answer within {timeout}s") from None
+
+    async def scenario():
+        conn = await step("connect", apg_connect(r, statement_cache_size=statement_cache_size))
+        try:
+            for k in k0s + k1s:
+                status = await step(f"INSERT key {k}",
+                                    conn.execute("INSERT INTO users (id, name) VALUES ($1, $2)", k, f"a{k}"))
+                assert status == "INSERT 0 1"
+            for k in k0s + k1s:
+                name = await step(f"SELECT name of key {k} (shard{r.hash_shard[k]})",
+                                  conn.fetchval("SELECT name FROM users WHERE id = $1", k))
+                assert name == f"a{k}"
+                row = await step(f"SELECT id, name of key {k}",
+                                 conn.fetchrow("SELECT id, name FROM users WHERE id = $1::bigint", k))
+                assert tuple(row) == (k, f"a{k}")
+            assert await step("UPDATE", conn.execute("UPDATE users SET name = $2 WHERE id = $1", k1s[0], "b")) \
+                == "UPDATE 1"
+            assert await step("DELETE", conn.execute("DELETE FROM users WHERE id = $1", k0s[0])) == "DELETE 1"
+            assert await step("read back", conn.fetchval("SELECT name FROM users WHERE id = $1", k1s[0])) == "b"
+            assert await step("count", conn.fetchval("SELECT count(*) FROM users WHERE id = $1", k0s[0])) == 0
+            # A transaction on shard 1 (asyncpg sends BEGIN, then the statements as prepared ones).
+            async with conn.transaction():
+                await step("INSERT in a transaction",
+                           conn.execute("INSERT INTO orders (id, user_id, amount) VALUES ($1, $2, 1)", 900, k1s[1]))
+                assert await step("count in a transaction",
+                                  conn.fetchval("SELECT count(*) FROM orders WHERE user_id = $1", k1s[1])) == 1
+            # A transaction that needs another shard later fails with 0A000 and rolls back.
+            with pytest.raises(asyncpg.PostgresError) as ei:
+                async with conn.transaction():
+                    await step("INSERT for shard 1", conn.execute(
+                        "INSERT INTO orders (id, user_id, amount) VALUES ($1, $2, 1)", 901, k1s[1]))
+                    await step("INSERT for shard 0", conn.execute(
+                        "INSERT INTO orders (id, user_id, amount) VALUES ($1, $2, 1)", 902, k0s[1]))
+            assert ei.value.sqlstate == "0A000", f"got {ei.value.sqlstate}: {ei.value}"
+            assert await step("SELECT 1 after the rollback", conn.fetchval("SELECT 1")) == 1
+        finally:
+            conn.terminate()
+
+    run_async(scenario(), timeout=90)
+    assert placement(r, "users", "id", k0s + k1s) == {k0s[0]: [], k0s[1]: [0], k1s[0]: [1], k1s[1]: [1]}
+    assert placement(r, "orders", "id", [900, 901, 902]) == {900: [1], 901: [], 902: []}
+
+
+def test_keyed_raw_extended_protocol(r):
+    """Parse/Bind/Execute by hand: a text parameter of unspecified type and a binary int8 parameter; a
+    named statement bound to keys of both shards; a pipelined batch for one shard."""
+    k0, k1 = r.keys_on(0, 1)[0], r.keys_on(1, 1)[0]
+    seed_users(r, [(k, f"w{k}") for k in (k0, k1)])
+    with wire_connect(r.port) as w:
+        for k in (k0, k1):
+            w.send(pgwire.parse("", "SELECT name FROM users WHERE id = $1") + pgwire.bind("", "", (str(k),))
+                   + pgwire.execute() + pgwire.sync())
+            msgs = w.recv_until(b"Z")
+            assert pgwire.data_rows(msgs) == [[f"w{k}"]], describe_reply(msgs)
+            w.send(pgwire.parse("", "SELECT name FROM users WHERE id = $1", (INT8_OID,))
+                   + pgwire.bind("", "", (struct.pack("!q", k),), param_formats=(1,))
+                   + pgwire.execute() + pgwire.sync())
+            msgs = w.recv_until(b"Z")
+            assert pgwire.data_rows(msgs) == [[f"w{k}"]], describe_reply(msgs)
+        w.send(pgwire.parse("byid", "SELECT name, pg_is_in_recovery() FROM users WHERE id = $1", (INT8_OID,))
+               + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert not pgwire.errors(msgs), describe_reply(msgs)
+        for k in (k1, k0, k1):
+            w.send(pgwire.bind("", "byid", (str(k),)) + pgwire.execute() + pgwire.sync())
+            msgs = w.recv_until(b"Z")
+            assert pgwire.data_rows(msgs) == [[f"w{k}", "f"]], describe_reply(msgs)
+        # Two statements for shard 1 in one batch (one Sync): one implicit transaction on one shard.
+        k1b = r.keys_on(1, 1, skip=1)[0]
+        w.send(pgwire.parse("", "INSERT INTO users (id, name) VALUES ($1, 'batch')") + pgwire.bind("", "", (str(k1b),))
+               + pgwire.execute()
+               + pgwire.parse("", "SELECT count(*) FROM users WHERE id = $1") + pgwire.bind("", "", (str(k1b),))
+               + pgwire.execute() + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert not pgwire.errors(msgs), describe_reply(msgs)
+        assert pgwire.data_rows(msgs) == [["1"]], describe_reply(msgs)
+    assert placement(r, "users", "id", [k1b]) == {k1b: [1]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-row INSERT
+# ---------------------------------------------------------------------------------------------
+
+
+def test_multirow_insert_on_one_shard(r):
+    for shard in (0, 1):
+        ks = r.keys_on(shard, 3)
+        with sg_simple(r) as conn:
+            cur = conn.execute("INSERT INTO users (id, name) VALUES (%s, 'a'), (%s, 'b'), (%s, 'c')", ks)
+            assert cur.rowcount == 3
+        with sg(r) as conn:  # the extended protocol too
+            ks2 = r.keys_on(shard, 2, skip=3)
+            cur = conn.execute("INSERT INTO users (id, name) VALUES (%s, 'd'), (%s, 'e')", ks2)
+            assert cur.rowcount == 2
+        assert placement(r, "users", "id", ks + ks2) == {k: [shard] for k in ks + ks2}
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_multirow_insert_across_shards_is_refused(r, protocol):
+    k0, k1 = r.keys_on(0, 1)[0], r.keys_on(1, 1)[0]
+    with (sg_simple(r) if protocol == "simple" else sg(r)) as conn:
+        e = expect_error(conn, "INSERT INTO users (id, name) VALUES (%s, 'a'), (%s, 'b')", (k0, k1))
+        assert "users" in e.diag.message_primary, error_text(e)
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the session goes on
+    assert placement(r, "users", "id", [k0, k1]) == {k0: [], k1: []}, "a refused INSERT wrote rows"
+
+
+# ---------------------------------------------------------------------------------------------
+# Read preference: replicas when asked
+# ---------------------------------------------------------------------------------------------
+
+
+def test_read_preference_set_show_reset(r):
+    ks = {0: r.keys_on(0, 1)[0], 1: r.keys_on(1, 1)[0]}
+    seed_users(r, [(k, "rp") for k in ks.values()])
+    for s, k in ks.items():
+        wait_on_replica(r, s, "SELECT 1 FROM users WHERE id = %s", (k,))
+    with sg_simple(r) as conn:
+        assert conn.execute("SHOW shardgate.read_preference").fetchall() == [("primary",)]
+        for s, k in ks.items():
+            assert conn.execute("SELECT pg_is_in_recovery() FROM users WHERE id = %s", (k,)).fetchall() == [(False,)]
+        conn.execute("SET shardgate.read_preference = replica")
+        assert conn.execute("SHOW shardgate.read_preference").fetchall() == [("replica",)]
+        for s, k in ks.items():
+            got = conn.execute("SELECT pg_is_in_recovery(), name FROM users WHERE id = %s", (k,)).fetchall()
+            assert got == [(True, "rp")], f"key {k} (shard{s}) with read_preference = replica"
+        # Statements without a table are reads too.
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchall() == [(True,)]
+        conn.execute("RESET shardgate.read_preference")
+        assert conn.execute("SHOW shardgate.read_preference").fetchall() == [("primary",)]
+        for s, k in ks.items():
+            got = conn.execute("SELECT pg_is_in_recovery() FROM users WHERE id = %s", (k,)).fetchall()
+            assert got == [(False,)], f"key {k} after RESET"
+        conn.execute("SET shardgate.read_preference TO 'prefer_replica'")
+        assert conn.execute("SHOW shardgate.read_preference").fetchall() == [("prefer_replica",)]
+        for s, k in ks.items():
+            got = conn.execute("SELECT pg_is_in_recovery() FROM users WHERE id = %s", (k,)).fetchall()
+            assert got == [(True,)], f"key {k} with prefer_replica (the replicas are up)"
+        e = expect_error(conn, "SET shardgate.read_preference = sideways", sqlstate="22023")
+        assert "read_preference" in error_text(e)
+        assert conn.execute("SHOW shardgate.read_preference").fetchall() == [("prefer_replica",)]
+    # The setting belongs to the session that set it.
+    with sg_simple(r) as other:
+        assert other.execute("SHOW shardgate.read_preference").fetchall() == [("primary",)]
+        assert other.execute("SELECT pg_is_in_recovery() FROM users WHERE id = %s", (ks[1],)).fetchall() == [(False,)]
+
+
+def test_replica_reads_in_extended_protocol(r):
+    k = r.keys_on(1, 1)[0]
+    seed_users(r, [(k, "ext")])
+    wait_on_replica(r, 1, "SELECT 1 FROM users WHERE id = %s", (k,))
+    with sg(r, prepare_threshold=0) as conn:
+        # psycopg sends a statement without parameters in the simple protocol.
+        with conn.cursor() as cur:
+            cur.execute("SET shardgate.read_preference = replica", prepare=False)
+        for _ in range(3):
+            got = conn.execute("SELECT pg_is_in_recovery(), name FROM users WHERE id = %s", (k,)).fetchall()
+            assert got == [(True, "ext")]
+
+
+def test_any_shard_reads_follow_the_read_preference(r):
+    """Reads any shard can answer (no table, reference tables only) go to a replica under
+    read_preference = replica as well, from the first statement of a session on, as EXPLAIN (ROUTE) says."""
+    wait_on_replica(r, r.default_shard, "SELECT 1 FROM countries")
+    for sql in ("SELECT pg_is_in_recovery()", "SELECT bool_and(pg_is_in_recovery()) FROM countries"):
+        with sg_simple(r) as conn:
+            conn.execute("SET shardgate.read_preference = replica")
+            route = "\n".join(row[0] for row in conn.execute(f"EXPLAIN (ROUTE) {sql}"))
+            assert "replica" in route.splitlines()[0], route
+            got = conn.execute(sql).fetchall()
+            assert got == [(True,)], f"{sql!r} as a session's first read under read_preference = replica " \
+                                     f"ran on a primary (EXPLAIN (ROUTE) says:\n{route})"
+
+
+def test_writes_go_to_primaries_under_replica_preference(r):
+    ks = r.keys_on(0, 1) + r.keys_on(1, 1)
+    with sg_simple(r) as conn:
+        conn.execute("SET shardgate.read_preference = replica")
+        for k in ks:
+            got = conn.execute("INSERT INTO users (id, name) VALUES (%s, 'w') RETURNING pg_is_in_recovery()",
+                               (k,)).fetchall()
+            assert got == [(False,)], f"INSERT of key {k}"
+            got = conn.execute("UPDATE users SET name = 'w2' WHERE id = %s RETURNING pg_is_in_recovery()",
+                               (k,)).fetchall()
+            assert got == [(False,)], f"UPDATE of key {k}"
+        with conn.cursor() as cur:  # and in the extended protocol
+            for k in ks:
+                cur.execute("DELETE FROM users WHERE id = %s", (k,))
+                assert cur.rowcount == 1
+    assert placement(r, "users", "id", ks) == {ks[0]: [], ks[1]: []}
+
+
+def test_transaction_reads_after_a_write_use_the_primary(r):
+    k = r.keys_on(1, 1)[0]
+    with sg_simple(r) as conn:
+        conn.execute("SET shardgate.read_preference = replica")
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO users (id, name) VALUES (%s, 'tx')", (k,))
+        got = conn.execute("SELECT pg_is_in_recovery(), name FROM users WHERE id = %s", (k,)).fetchall()
+        assert got == [(False, "tx")], "a read after a write in the same transaction must see it (primary)"
+        conn.execute("COMMIT")
+    assert placement(r, "users", "id", [k]) == {k: [1]}
+
+
+def test_begin_read_only_reads_from_replicas(r):
+    ks = {0: r.keys_on(0, 1)[0], 1: r.keys_on(1, 1)[0]}
+    seed_users(r, [(k, "ro") for k in ks.values()])
+    for s, k in ks.items():
+        wait_on_replica(r, s, "SELECT 1 FROM users WHERE id = %s", (k,))
+    with sg_simple(r) as conn:
+        conn.execute("SET shardgate.read_preference = replica")
+        for s, k in ks.items():
+            conn.execute("BEGIN READ ONLY")
+            got = conn.execute("SELECT pg_is_in_recovery(), name FROM users WHERE id = %s", (k,)).fetchall()
+            assert got == [(True, "ro")], f"key {k} in a READ ONLY transaction"
+            got = conn.execute("SELECT pg_is_in_recovery(), name FROM users WHERE id = %s", (k,)).fetchall()
+            assert got == [(True, "ro")]
+            conn.execute("COMMIT")
+
+
+# ---------------------------------------------------------------------------------------------
+# Statements without a table; transaction control and settings
+# ---------------------------------------------------------------------------------------------
+
+
+def test_statements_without_tables(r):
+    with sg_simple(r) as conn:
+        assert conn.execute("SELECT 1").fetchall() == [(1,)]
+        assert conn.execute("SELECT now() IS NOT NULL").fetchall() == [(True,)]
+        assert conn.execute("SHOW TimeZone").fetchone()[0]
+        conn.execute("BEGIN")
+        assert conn.execute("SELECT 2").fetchall() == [(2,)]
+        conn.execute("COMMIT")
+        conn.execute("BEGIN")
+        conn.execute("ROLLBACK")
+        conn.execute("SET TimeZone = 'Asia/Tokyo'")
+        assert conn.execute("SHOW TimeZone").fetchall() == [("Asia/Tokyo",)]
+        conn.execute("SET statement_timeout = '7s'")
+        assert conn.execute("SHOW statement_timeout").fetchall() == [("7s",)]
+        conn.execute("RESET statement_timeout")
+        assert conn.execute("SHOW statement_timeout").fetchall() == [("0",)]
+    with sg(r) as conn:  # and in the extended protocol
+        assert conn.execute("SELECT %s::int + 1", (41,)).fetchall() == [(42,)]
+        assert conn.execute("SELECT now() IS NOT NULL AND %s", (True,)).fetchall() == [(True,)]
+    with wire_connect(r.port) as w:
+        for sql in ("SELECT 1", "SELECT now()", "SHOW TimeZone", "BEGIN", "SELECT 1", "COMMIT"):
+            msgs = w.simple(sql)
+            assert not pgwire.errors(msgs), f"{sql}: {describe_reply(msgs)}"
+        assert status_of(w.simple("BEGIN")) == "T"
+        assert status_of(w.simple("ROLLBACK")) == "I"
+
+
+@pytest.mark.parametrize("setting,value,default", [
+    ("statement_timeout", "7s", "0"),
+    ("TimeZone", "Asia/Tokyo", None),
+    ("application_name", "routing_test", None),
+    ("search_path", "public, pg_catalog", None),
+])
+def test_settings_follow_the_client_to_every_shard(r, setting, value, default):
+    """SET once, then statements on both shards (in either order) see the value, and so does SHOW; RESET
+    brings the default back everywhere."""
+    k0, k1 = r.keys_on(0, 1)[0], r.keys_on(1, 1)[0]
+    seed_users(r, [(k0, "set"), (k1, "set")])
+    with sg_simple(r) as conn:
+        before = conn.execute(f"SHOW {setting}").fetchone()[0]
+        if default is not None:
+            assert before == default
+        conn.execute(f"SET {setting} = '{value}'" if setting != "search_path" else f"SET search_path = {value}")
+        seen = []
+        for k in (k1, k0, k1, k0):
+            seen.append((k, conn.execute(f"SELECT current_setting('{setting}') FROM users WHERE id = %s",
+                                         (k,)).fetchone()[0]))
+            seen.append(("SHOW", conn.execute(f"SHOW {setting}").fetchone()[0]))
+        assert all(v == value for _, v in seen), f"SET {setting} = {value!r}, then (key or SHOW, value): {seen}"
+        conn.execute(f"RESET {setting}")
+        seen = []
+        for k in (k0, k1):
+            seen.append((k, conn.execute(f"SELECT current_setting('{setting}') FROM users WHERE id = %s",
+                                         (k,)).fetchone()[0]))
+        seen.append(("SHOW", conn.execute(f"SHOW {setting}").fetchone()[0]))
+        assert all(v == before for _, v in seen), f"RESET {setting} (default {before!r}), then: {seen}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Transactions are bound to one shard
+# ---------------------------------------------------------------------------------------------
+
+
+def test_transaction_bound_to_its_first_shard_raw(r):
+    k0, k1 = r.keys_on(0, 1)[0], r.keys_on(1, 1)[0]
+    seed_users(r, [(k0, "b"), (k1, "b")])
+    with wire_connect(r.port) as w:
+        assert status_of(w.simple("BEGIN")) == "T"
+        assert ok(w, f"SELECT id FROM users WHERE id = {k0}") == [[str(k0)]]
+        msgs = w.simple(f"SELECT id FROM users WHERE id = {k1}")
+        assert error_codes(msgs) == ["0A000"], describe_reply(msgs)
+        assert status_of(msgs) == "E", "the cross-shard statement must abort the transaction"
+        err = pgwire.errors(msgs)[0]
+        text = " ".join(err.fields.get(f, "") for f in "MDH")
+        assert "shard0" in text and "shard1" in text, text
+        assert err.fields.get("H"), f"no hint: {err.fields}"
+        for sql in ("SELECT 1", f"SELECT id FROM users WHERE id = {k0}"):
+            msgs = w.simple(sql)
+            assert error_codes(msgs) == ["25P02"], f"{sql} in the aborted transaction: {describe_reply(msgs)}"
+            assert "current transaction is aborted" in pgwire.errors(msgs)[0].message
+            assert status_of(msgs) == "E"
+        msgs = w.simple("ROLLBACK")
+        assert not pgwire.errors(msgs) and status_of(msgs) == "I", describe_reply(msgs)
+        assert ok(w, f"SELECT id FROM users WHERE id = {k1}") == [[str(k1)]]
+        assert ok(w, f"SELECT id FROM users WHERE id = {k0}") == [[str(k0)]]
+        # The same in the other direction, starting on shard 1 with a write.
+        k1b = r.keys_on(1, 1, skip=1)[0]
+        ok(w, "BEGIN")
+        ok(w, f"INSERT INTO users (id, name) VALUES ({k1b}, 'gone')")
+        msgs = w.simple(f"UPDATE users SET name = 'x' WHERE id = {k0}")
+        assert error_codes(msgs) == ["0A000"] and status_of(msgs) == "E", describe_reply(msgs)
+        msgs = w.simple("COMMIT")  # Postgres answers COMMIT of an aborted transaction with ROLLBACK
+        assert status_of(msgs) == "I", describe_reply(msgs)
+        assert ok(w, f"SELECT count(*) FROM users WHERE id = {k1b}") == [["0"]]
+    assert placement(r, "users", "id", [k1b]) == {k1b: []}
+    assert shard_rows(r, 0, "SELECT name FROM users WHERE id = %s", (k0,)) == [("b",)]
+
+
+def test_aborted_transaction_refuses_statements_for_any_shard_with_25P02(r):
+    """Once aborted, a transaction answers every statement but ROLLBACK/COMMIT with 25P02, as Postgres does,
+    including one that would need yet another shard."""
+    k0, k1 = r.keys_on(0, 1)[0], r.keys_on(1, 1)[0]
+    with wire_connect(r.port) as w:
+        ok(w, "BEGIN")
+        ok(w, f"SELECT id FROM users WHERE id = {k0}")
+        msgs = w.simple(f"SELECT id FROM users WHERE id = {k1}")
+        assert error_codes(msgs) == ["0A000"] and status_of(msgs) == "E", describe_reply(msgs)
+        msgs = w.simple(f"SELECT id FROM users WHERE id = {k1}")
+        assert error_codes(msgs) == ["25P02"], describe_reply(msgs)
+        assert status_of(msgs) == "E"
+        msgs = w.simple("ROLLBACK")
+        assert not pgwire.errors(msgs) and status_of(msgs) == "I", describe_reply(msgs)
+
+
+@pytest.mark.parametrize("end", ["commit", "rollback"])
+def test_cross_shard_statement_aborts_the_transaction_extended(r, end):
+    """In the extended protocol too, the refused statement aborts the transaction: the next statement gets
+    25P02, and a COMMIT afterwards commits nothing (Postgres rolls an aborted transaction back)."""
+    k0, k1 = r.keys_on(0, 1)[0], r.keys_on(1, 1)[0]
+    with wire_connect(r.port) as w:
+        assert status_of(w.simple("BEGIN")) == "T"
+        msgs = extended_query(w, "INSERT INTO users (id, name) VALUES ($1, 'kept?')", (str(k0),))
+        assert not pgwire.errors(msgs) and status_of(msgs) == "T", describe_reply(msgs)
+        msgs = extended_query(w, "INSERT INTO users (id, name) VALUES ($1, 'other')", (str(k1),))
+        assert error_codes(msgs) == ["0A000"], describe_reply(msgs)
+        assert status_of(msgs) == "E", f"the transaction is not aborted after the refusal: {describe_reply(msgs)}"
+        msgs = extended_query(w, "SELECT count(*) FROM users WHERE id = $1", (str(k0),))
+        assert error_codes(msgs) == ["25P02"], describe_reply(msgs)
+        msgs = w.simple(end.upper())
+        assert status_of(msgs) == "I", describe_reply(msgs)
+        assert ok(w, f"SELECT count(*) FROM users WHERE id = {k0}") == [["0"]]
+    assert placement(r, "users", "id", [k0, k1]) == {k0: [], k1: []}
+
+
+def test_cross_shard_write_transaction_psycopg(r):
+    """psycopg outside autocommit (it sends BEGIN itself): the second shard's statement fails with 0A000,
+    the next one with 25P02, rollback() works and nothing of the transaction stays."""
+    k0, k1 = r.keys_on(0, 1)[0], r.keys_on(1, 1)[0]
+    with sg(r, autocommit=False) as conn:
+        conn.execute("INSERT INTO users (id, name) VALUES (%s, 'x')", (k0,))
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as ei:
+            conn.execute("INSERT INTO users (id, name) VALUES (%s, 'y')", (k1,))
+        assert ei.value.diag.message_hint, error_text(ei.value)
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("SELECT 1")
+        conn.rollback()
+        assert conn.execute("SELECT count(*) FROM users WHERE id = %s", (k0,)).fetchone() == (0,)
+        conn.rollback()
+        # A transaction that stays on one shard commits.
+        conn.execute("INSERT INTO users (id, name) VALUES (%s, 'y')", (k1,))
+        conn.execute("UPDATE users SET name = 'z' WHERE id = %s", (k1,))
+        conn.commit()
+    assert placement(r, "users", "id", [k0, k1]) == {k0: [], k1: [1]}
+    assert shard_rows(r, 1, "SELECT name FROM users WHERE id = %s", (k1,)) == [("z",)]
+
+
+@pytest.mark.parametrize("prelude", [[], ["SELECT 1"], ["SET LOCAL statement_timeout = '9s'", "SELECT 1"]],
+                         ids=["begin", "begin-select1", "begin-setlocal"])
+def test_transaction_starts_where_it_is_needed(r, prelude):
+    """BEGIN (and statements any shard can run) then a statement for shard 1: the transaction runs on
+    shard 1, commits there, and nothing is left open elsewhere."""
+    k1 = r.keys_on(1, 1)[0]
+    with wire_connect(r.port) as w:
+        assert status_of(w.simple("BEGIN")) == "T"
+        for sql in prelude:
+            ok(w, sql)
+        ok(w, f"INSERT INTO users (id, name) VALUES ({k1}, 'late')")
+        assert ok(w, f"SELECT name FROM users WHERE id = {k1}") == [["late"]]
+        if prelude and prelude[0].startswith("SET LOCAL"):
+            got = ok(w, f"SELECT current_setting('statement_timeout') FROM users WHERE id = {k1}")
+            assert got == [["9s"]], f"SET LOCAL before the transaction moved to shard 1 was lost: {got}"
+        got = ok(w, "SELECT txid_current_if_assigned() IS NOT NULL")
+        assert got == [["t"]], "a table-less statement after the INSERT ran outside the shard-1 transaction"
+        msgs = w.simple("COMMIT")
+        assert not pgwire.errors(msgs) and status_of(msgs) == "I", describe_reply(msgs)
+    assert placement(r, "users", "id", [k1]) == {k1: [1]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Range and list strategies
+# ---------------------------------------------------------------------------------------------
+
+RANGE_KEYS = {0: 0, 1: 0, 999_999: 0, RANGE_SPLIT: 1, RANGE_SPLIT + 1: 1, 10**12: 1, INT8_MAX: 1}
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_range_routing(r, protocol):
+    with (sg_simple(r) if protocol == "simple" else sg(r)) as conn:
+        for k in RANGE_KEYS:
+            conn.execute("INSERT INTO events (id, payload) VALUES (%s, %s)", (k, f"e{k}"))
+        assert placement(r, "events", "id", RANGE_KEYS) == {k: [s] for k, s in RANGE_KEYS.items()}
+        for k in RANGE_KEYS:
+            assert conn.execute("SELECT payload FROM events WHERE id = %s", (k,)).fetchall() == [(f"e{k}",)]
+            assert conn.execute("UPDATE events SET payload = 'u' WHERE id = %s", (k,)).rowcount == 1
+        assert conn.execute("DELETE FROM events WHERE id = %s", (999_999,)).rowcount == 1
+        assert conn.execute("DELETE FROM events WHERE id = %s", (RANGE_SPLIT,)).rowcount == 1
+        # Both sides of the boundary in one transaction: the second one is on another shard.
+        conn.execute("BEGIN")
+        conn.execute("SELECT * FROM events WHERE id = %s", (0,))
+        expect_error(conn, "SELECT * FROM events WHERE id = %s", (RANGE_SPLIT + 1,))
+        conn.execute("ROLLBACK")
+    left = {k: [s] for k, s in RANGE_KEYS.items() if k not in (999_999, RANGE_SPLIT)}
+    assert placement(r, "events", "id", RANGE_KEYS) == {**{999_999: [], RANGE_SPLIT: []}, **left}
+    for s in (0, 1):
+        assert shard_rows(r, s, "SELECT DISTINCT payload FROM events") == [("u",)]
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_range_key_outside_every_range(r, protocol):
+    with (sg_simple(r) if protocol == "simple" else sg(r)) as conn:
+        e = expect_error(conn, "INSERT INTO events (id, payload) VALUES (%s, 'x')", (-1,), sqlstate="22023")
+        assert "-1" in error_text(e), f"the error does not name the key: {error_text(e)}"
+        assert "events" in error_text(e), error_text(e)
+        e = expect_error(conn, "INSERT INTO events (id, payload) VALUES (%s, 'x')", (INT8_MIN,), sqlstate="22023")
+        assert str(INT8_MIN) in error_text(e), error_text(e)
+        # A read for such a key can only find nothing: an empty answer or the same error are both right.
+        try:
+            rows = conn.execute("SELECT * FROM events WHERE id = %s", (-1,)).fetchall()
+            assert rows == []
+        except psycopg.Error as err:
+            assert err.sqlstate == "22023", error_text(err)
+        assert conn.execute("SELECT 1").fetchall() == [(1,)]
+    assert placement(r, "events", "id", [-1, INT8_MIN]) == {-1: [], INT8_MIN: []}
+
+
+LIST_ROWS = {"t-eu": ("eu", 0), "t-uk": ("uk", 0), "t-us": ("us", 1), "t-br": ("br", 1), "t-jp": ("jp", 1)}
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_list_routing(r, protocol):
+    with (sg_simple(r) if protocol == "simple" else sg(r)) as conn:
+        for name, (region, _) in LIST_ROWS.items():
+            conn.execute("INSERT INTO tenants (name, region) VALUES (%s, %s)", (name, region))
+        for name, (region, _) in LIST_ROWS.items():
+            got = conn.execute("SELECT name FROM tenants WHERE region = %s", (region,)).fetchall()
+            assert got == [(name,)], f"region {region!r}"
+        assert conn.execute("UPDATE tenants SET name = 'renamed' WHERE region = %s", ("uk",)).rowcount == 1
+        assert conn.execute("DELETE FROM tenants WHERE region = %s", ("br",)).rowcount == 1
+        got = conn.execute("SELECT name FROM tenants WHERE region IN ('eu', 'uk') ORDER BY name").fetchall()
+        assert got == [("renamed",), ("t-eu",)]
+    placed = placement(r, "tenants", "region", [reg for reg, _ in LIST_ROWS.values()])
+    want = {reg: ([] if reg == "br" else [s]) for reg, s in LIST_ROWS.values()}
+    assert placed == want, "region: shards holding it"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference and unsharded tables
+# ---------------------------------------------------------------------------------------------
+
+
+def test_reference_table_reads(r):
+    k0, k1 = r.keys_on(0, 1)[0], r.keys_on(1, 1)[0]
+    seed_users(r, [(k0, "a", "fr"), (k1, "b", "us")])
+    with sg_simple(r) as conn:
+        assert conn.execute("SELECT code, name FROM countries ORDER BY code").fetchall() == COUNTRIES
+        assert conn.execute("SELECT name FROM countries WHERE code = 'uk'").fetchall() == [("United Kingdom",)]
+    with sg(r) as conn:
+        assert conn.execute("SELECT name FROM countries WHERE code = %s", ("us",)).fetchall() == [("United States",)]
+        # Joined to a sharded table, the statement runs on that table's shard.
+        for k, country in ((k0, "France"), (k1, "United States")):
+            got = conn.execute("SELECT c.name FROM users u JOIN countries c ON c.code = u.country"
+                               " WHERE u.id = %s", (k,)).fetchall()
+            assert got == [(country,)], f"user {k}"
+
+
+@pytest.mark.parametrize("sql", [
+    "INSERT INTO countries (code, name) VALUES ('de', 'Germany')",
+    "UPDATE countries SET name = 'Frankreich' WHERE code = 'fr'",
+    "DELETE FROM countries WHERE code = 'us'",
+])
+def test_reference_table_writes_are_refused(r, sql):
+    with sg_simple(r) as conn:
+        e = expect_error(conn, sql)
+        assert "countries" in e.diag.message_primary, error_text(e)
+    for s in (0, 1):
+        assert shard_rows(r, s, "SELECT code, name FROM countries ORDER BY code") == COUNTRIES, f"shard{s} changed"
+
+
+def test_unsharded_tables_live_on_the_default_shard(r):
+    d = r.default_shard
+    with sg_simple(r) as conn:
+        assert conn.execute("SELECT shard FROM whereami").fetchall() == [(f"shard{d}",)]
+        conn.execute("INSERT INTO notes VALUES (1, 'hello'), (2, 'world')")
+        assert conn.execute("UPDATE notes SET body = 'there' WHERE id = 2").rowcount == 1
+        assert conn.execute("SELECT id, body FROM notes ORDER BY id").fetchall() == [(1, "hello"), (2, "there")]
+        # Joins between unsharded tables stay on that shard.
+        got = conn.execute("SELECT w.shard, n.body FROM whereami w, notes n WHERE n.id = 1").fetchall()
+        assert got == [(f"shard{d}", "hello")]
+    with sg(r) as conn:
+        assert conn.execute("SELECT body FROM notes WHERE id = %s", (1,)).fetchall() == [("hello",)]
+        assert conn.execute("SELECT shard FROM whereami WHERE shard LIKE %s", ("shard%",)).fetchall() == \
+            [(f"shard{d}",)]
+    for s in (0, 1):
+        want = [(1, "hello"), (2, "there")] if s == d else []
+        assert shard_rows(r, s, "SELECT id, body FROM notes ORDER BY id") == want, f"shard{s}"
+
+
+# ---------------------------------------------------------------------------------------------
+# EXPLAIN
+# ---------------------------------------------------------------------------------------------
+
+
+def explain_lines(conn, sql: str) -> list[str]:
+    rows = conn.execute(sql).fetchall()
+    assert rows and all(len(row) == 1 for row in rows), rows
+    return [row[0] for row in rows]
+
+
+def test_explain_route(r):
+    k0, k1 = r.keys_on(0, 1)[0], r.keys_on(1, 1)[0]
+    cases = [
+        (f"SELECT * FROM users WHERE id = {k0}", "shard0", [str(k0)]),
+        (f"SELECT * FROM users WHERE id = {k1}", "shard1", [str(k1)]),
+        (f"INSERT INTO users (id, name) VALUES ({k1}, 'no')", "shard1", [str(k1)]),
+        (f"UPDATE orders SET amount = 1 WHERE user_id = {k0}", "shard0", [str(k0)]),
+        ("SELECT * FROM events WHERE id = 999999", "shard0", ["999999"]),
+        ("SELECT * FROM events WHERE id = 1000000", "shard1", ["1000000"]),
+        ("SELECT * FROM tenants WHERE region = 'uk'", "shard0", ["uk"]),
+        ("SELECT * FROM tenants WHERE region = 'zz'", "shard1", ["zz"]),
+        ("SELECT * FROM whereami", f"shard{r.default_shard}", []),
+    ]
+    with sg_simple(r) as conn:
+        for sql, shard, values in cases:
+            lines = explain_lines(conn, f"EXPLAIN (ROUTE) {sql}")
+            text = "\n".join(lines)
+            other = "shard1" if shard == "shard0" else "shard0"
+            assert shard in text and other not in text, f"EXPLAIN (ROUTE) {sql}:\n{text}"
+            for v in values:
+                assert v in text, f"EXPLAIN (ROUTE) {sql} does not show the key value {v}:\n{text}"
+    # EXPLAIN (ROUTE) runs nothing.
+    assert placement(r, "users", "id", [k1]) == {k1: []}
+
+
+def test_plain_explain_is_postgres_plan_from_the_shard(r):
+    ks = {0: r.keys_on(0, 1)[0], 1: r.keys_on(1, 1)[0]}
+    seed_users(r, [(k, "ex") for k in ks.values()])
+    with sg_simple(r) as conn:
+        for s, k in ks.items():
+            text = "\n".join(explain_lines(conn, f"EXPLAIN SELECT * FROM users WHERE id = {k}"))
+            assert "on users" in text and "cost=" in text, text
+            assert f"(id = '{k}'::bigint)" in text or f"(id = {k})" in text, text
+            # ANALYZE runs it: one row found only on the shard that holds the key.
+            text = "\n".join(explain_lines(
+                conn, f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM users WHERE id = {k}"))
+            assert "actual rows=1 " in text, f"key {k} (shard{s}):\n{text}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals: 0A000 with a message that says what is wrong and what to do
+# ---------------------------------------------------------------------------------------------
+
+
+def test_no_key_condition_is_refused(r):
+    with sg_simple(r) as conn:
+        for sql, table, column in [
+            ("SELECT * FROM users", "users", "id"),
+            ("SELECT count(*) FROM orders WHERE amount > 3", "orders", "user_id"),
+            ("UPDATE users SET name = 'all'", "users", "id"),
+            ("DELETE FROM events WHERE payload = 'x'", "events", "id"),
+            ("SELECT * FROM tenants WHERE name = 'a'", "tenants", "region"),
+        ]:
+            e = expect_error(conn, sql)
+            msg = e.diag.message_primary
+            assert table in msg, f"{sql}: the message does not name {table}: {error_text(e)}"
+            assert column in msg or column in (e.diag.message_hint or ""), \
+                f"{sql}: does not say to add a condition on {column}: {error_text(e)}"
+            assert e.diag.message_hint, f"{sql}: no hint: {error_text(e)}"
+    with sg(r) as conn:  # the extended protocol too
+        e = expect_error(conn, "SELECT * FROM users WHERE name = %s", ("x",))
+        assert "users" in e.diag.message_primary, error_text(e)
+
+
+def test_update_of_the_shard_key_is_refused(r):
+    k = r.keys_on(0, 1)[0]
+    seed_users(r, [(k, "k")])
+    with sg(r) as conn:
+        e = expect_error(conn, "UPDATE users SET id = %s WHERE id = %s", (k + 1000, k))
+        assert "users" in e.diag.message_primary and "id" in e.diag.message_primary, error_text(e)
+        assert e.diag.message_hint, error_text(e)
+    with sg_simple(r) as conn:
+        e = expect_error(conn, "UPDATE orders SET user_id = 5, amount = 2 WHERE user_id = %s", (k,))
+        assert "orders" in e.diag.message_primary and "user_id" in e.diag.message_primary, error_text(e)
+    assert shard_rows(r, 0, "SELECT id FROM users WHERE id = %s", (k,)) == [(k,)]
+
+
+def test_join_of_tables_not_colocated_is_refused(r):
+    k = r.keys_on(1, 1)[0]
+    with sg_simple(r) as conn:
+        # users (hash) and events (range) joined on their keys: not co-located.
+        e = expect_error(conn, "SELECT * FROM users u JOIN events e ON e.id = u.id WHERE u.id = %s", (k,))
+        text = error_text(e)
+        assert "events" in e.diag.message_primary or "users" in e.diag.message_primary, text
+        assert "co-located" in text or "colocated" in text, text
+        assert e.diag.message_hint, text
+        # users and orders joined on something other than orders' key.
+        e = expect_error(conn, "SELECT * FROM users u JOIN orders o ON o.id = u.id WHERE u.id = %s", (k,))
+        assert "orders" in e.diag.message_primary, error_text(e)
+        assert e.diag.message_hint, error_text(e)
+
+
+def test_insert_without_column_list_is_refused(r):
+    k = r.keys_on(0, 1)[0]
+    with sg_simple(r) as conn:
+        e = expect_error(conn, "INSERT INTO users VALUES (%s, 'nocols')", (k,))
+        hint = e.diag.message_hint or ""
+        assert "users" in e.diag.message_primary, error_text(e)
+        assert "column" in hint.lower() or "(id" in hint, f"the hint does not say to list the columns: {hint!r}"
+    with sg(r) as conn:
+        e = expect_error(conn, "INSERT INTO events VALUES (%s, 'nocols')", (5,))
+        assert e.diag.message_hint, error_text(e)
+    assert placement(r, "users", "id", [k]) == {k: []}
+    assert placement(r, "events", "id", [5]) == {5: []}
