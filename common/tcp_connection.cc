@@ -186,10 +186,16 @@ void TcpConnection::reportDisconnect(int status) {
 }
 
 void TcpConnection::closeAfterFlush() {
-  if (closing_) return;
+  if (closing_ || close_after_flush_) return;
   close_after_flush_ = true;
   stopReading();
-  scheduleFlush();
+  // Flush now rather than at the end of the iteration: a loop with nothing else to do (at
+  // shutdown) would otherwise end with this connection still open.
+  if (!in_on_data_) {
+    flushNow();
+  } else {
+    scheduleFlush();
+  }
 }
 
 void TcpConnection::close() {

@@ -979,6 +979,24 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
   switch (type) {
     case wire::fe::kParse: {
       if (!manage_statements_) return pass(Reply::kParseComplete);
+      {
+        // The common case, on the hot path: the unnamed statement of an ordinary query. Its text
+        // and types are remembered (into buffers that keep their capacity) and the message passes.
+        wire::PayloadReader reader(payload);
+        std::string_view name, query;
+        int16_t count = 0;
+        if (reader.readCString(name) && name.empty() && reader.readCString(query) &&
+            reader.readInt16(count) && count >= 0 &&
+            reader.remaining() == static_cast<size_t>(count) * 4 &&
+            sessionEffectsOf(query).empty()) {
+          unnamed_query_.assign(query);
+          unnamed_types_.resize(static_cast<size_t>(count));
+          for (int32_t& oid : unnamed_types_) reader.readInt32(oid);
+          unnamed_version_ = worker_.nextUnnamedVersion();
+          server_->setUnnamedStatement(this, unnamed_version_);
+          return pass(Reply::kParseComplete);
+        }
+      }
       auto parse = wire::Parse::decode(payload);
       if (!parse.ok()) return malformed(parse.error());
       SessionEffects effects = sessionEffectsOf(parse->query);
@@ -1068,13 +1086,20 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
     case wire::fe::kClose: {
       Reply reply = type == wire::fe::kDescribe ? Reply::kDescription : Reply::kCloseComplete;
       if (!manage_statements_) return pass(reply);
-      auto target = wire::Describe::decode(payload);  // Close has the same layout
-      if (!target.ok()) return malformed(target.error());
-      if (target->kind == 'S' && target->name.empty() && type == wire::fe::kDescribe) {
+      // Describe and Close: a kind byte ('S' or 'P') and a name.
+      wire::PayloadReader reader(payload);
+      uint8_t kind = 0;
+      std::string_view target_name;
+      if (!reader.readInt8(kind) || !reader.readCString(target_name) || !reader.atEnd() ||
+          (kind != 'S' && kind != 'P')) {
+        return malformed(
+            Error::fatal(sqlstate::kProtocolViolation, "invalid Describe or Close message"));
+      }
+      if (kind == 'S' && target_name.empty() && type == wire::fe::kDescribe) {
         ensureUnnamedPrepared();
       }
-      if (target->kind != 'S' || target->name.empty()) return pass(reply);
-      auto it = statements_.find(target->name);
+      if (kind != 'S' || target_name.empty()) return pass(reply);
+      auto it = statements_.find(std::string(target_name));
       if (it == statements_.end()) return pass(reply);  // the server gives the error (or no-op)
       if (type == wire::fe::kClose) {
         // The server keeps it for other clients; this client just forgets it.

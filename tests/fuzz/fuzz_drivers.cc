@@ -505,9 +505,14 @@ SessionResult runSessionChunks(const SessionSetup& setup,
     settle(loop, *second);
   }
   worker->postShutdown(0);
-  if (!runUntilClosed(loop, *client)) {
-    std::vector<uv_handle_t*> stuck = openHandles(loop, *shard);
-    report("shutdown: the worker cannot finish, its loop waits forever on: " +
+  bool ended = runUntilClosed(loop, *client);
+  std::vector<uv_handle_t*> stuck = openHandles(loop, *shard);
+  if (!ended || !stuck.empty()) {
+    // An open handle that is not active (no read, write or connect pending) does not keep the
+    // loop running, but it is never closed either: the worker's uv_loop_close() fails and the
+    // object behind it leaks.
+    report(std::string(ended ? "shutdown: the worker's loop ended with handles still open: "
+                             : "shutdown: the worker cannot finish, its loop waits forever on: ") +
            describeOpenHandles(stuck));
     // Go on (when the reporter lets us) with a clean slate: close what is stuck.
     for (uv_handle_t* handle : stuck) {
