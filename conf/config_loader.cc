@@ -345,10 +345,10 @@ class Loader {
  private:
   static Status readGeneral(const TableReader& t, General& g) {
     CONF_TRY(t.onlyKeys({"listen_addr", "port", "workers", "pool_mode", "max_client_conn",
-                         "max_message_size", "client_buffer_limit", "connect_timeout", "client_login_timeout",
-                         "query_wait_timeout", "idle_server_timeout", "server_lifetime",
-                         "default_pool_size", "min_pool_size", "metrics_port", "log_level",
-                         "log_format"}));
+                         "max_message_size", "client_buffer_limit", "connect_timeout",
+                         "client_login_timeout", "query_wait_timeout", "idle_server_timeout",
+                         "server_lifetime", "default_pool_size", "min_pool_size", "metrics_port",
+                         "log_level", "log_format"}));
     CONF_TRY(t.readString("listen_addr", g.listen_addr));
     CONF_TRY(t.readInt("port", g.port, 1, 65535));
     CONF_TRY(t.readInt("workers", g.workers, 0, kMaxWorkers));
