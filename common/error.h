@@ -24,6 +24,10 @@ inline constexpr std::string_view kInternalError = "XX000";
 inline constexpr std::string_view kConfigFileError = "F0000";
 inline constexpr std::string_view kSyntaxError = "42601";
 inline constexpr std::string_view kInvalidParameterValue = "22023";
+inline constexpr std::string_view kCharacterNotInRepertoire = "22021";
+inline constexpr std::string_view kStatementTooComplex = "54001";
+inline constexpr std::string_view kDuplicatePreparedStatement = "42P05";
+inline constexpr std::string_view kInvalidStatementName = "26000";
 }  // namespace sqlstate
 
 // An expected failure: bad client input, a network problem, an unsupported query.

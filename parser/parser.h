@@ -16,8 +16,9 @@
 namespace shardgate::parser {
 
 // SQLSTATEs the parser reports besides sqlstate::kSyntaxError (not in common/error.h yet).
-inline constexpr std::string_view kSqlstateStatementTooComplex = "54001";  // statement_too_complex
-inline constexpr std::string_view kSqlstateCharacterNotInRepertoire = "22021";  // bad UTF-8, NUL
+inline constexpr std::string_view kSqlstateStatementTooComplex = sqlstate::kStatementTooComplex;
+inline constexpr std::string_view kSqlstateCharacterNotInRepertoire =
+    sqlstate::kCharacterNotInRepertoire;  // bad UTF-8, NUL
 
 // Deepest protobuf tree (in message levels: ParseResult > RawStmt > Node > SelectStmt > ...) that
 // parse() produces and deparse() accepts. libpg_query walks trees recursively without a stack-depth

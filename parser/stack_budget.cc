@@ -248,7 +248,8 @@ size_t jsonObjectDepth(std::string_view json) {
 }
 
 Error stackDepthExceeded(std::string detail) {
-  return Error::make("54001", "stack depth limit exceeded", std::move(detail),
+  return Error::make(sqlstate::kStatementTooComplex, "stack depth limit exceeded",
+                     std::move(detail),
                      "Simplify the statement: fewer nested expressions, subqueries or set "
                      "operations in one statement.");
 }

@@ -22,7 +22,7 @@ using google::protobuf::Message;
 using parser::NodeList;
 using pg_query::Node;
 
-constexpr std::string_view kStackDepthState = "54001";
+constexpr std::string_view kStackDepthState = sqlstate::kStatementTooComplex;
 
 std::string lower(std::string_view s) {
   std::string out(s);

@@ -401,8 +401,9 @@ size_t ClientSession::handleClientMessages(std::string_view data) {
 namespace {
 // Errors of the parser itself (syntax, encoding, nesting), which a server reports better.
 bool isParseError(const Error& error) {
-  return error.sqlstate == sqlstate::kSyntaxError || error.sqlstate == "22021" ||
-         error.sqlstate == "54001";
+  return error.sqlstate == sqlstate::kSyntaxError ||
+         error.sqlstate == sqlstate::kCharacterNotInRepertoire ||
+         error.sqlstate == sqlstate::kStatementTooComplex;
 }
 }  // namespace
 
@@ -670,9 +671,9 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
           continue;
         }
         if (!parse->name.empty() && statements_.count(parse->name) > 0) {
-          refuseStatement(
-              Error::make("42P05", "prepared statement \"" + parse->name + "\" already exists"),
-              /*extended_protocol=*/true);
+          refuseStatement(Error::make(sqlstate::kDuplicatePreparedStatement,
+                                      "prepared statement \"" + parse->name + "\" already exists"),
+                          /*extended_protocol=*/true);
           continue;
         }
         rememberParse(*parse);
@@ -818,7 +819,8 @@ Result<planner::RouteDecision> ClientSession::routeBind(std::string_view payload
   } else {
     auto it = statements_.find(bind->statement);
     if (it == statements_.end()) {
-      return Error::make("26000", "prepared statement \"" + bind->statement + "\" does not exist");
+      return Error::make(sqlstate::kInvalidStatementName,
+                         "prepared statement \"" + bind->statement + "\" does not exist");
     }
     query = &it->second->query();
     types = &it->second->paramTypes();
