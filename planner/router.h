@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -11,6 +12,7 @@
 #include "common/result.h"
 #include "conf/config.h"
 #include "planner/literal_template.h"
+#include "planner/multi_shard_plan.h"
 #include "planner/query_analysis.h"
 
 namespace shardgate::planner {
@@ -52,6 +54,7 @@ struct RouteDecision {
     kExplainRoute,      // EXPLAIN (ROUTE): answer `explain_lines` as rows, run nothing
     kShardgateSetting,  // SET / SHOW / RESET shardgate.*: the proxy answers it
     kNeedsLookup,       // look up `directory_lookups` / `column_order_lookups`, then route again
+    kMultiShard,        // run `multi` on several shards and merge (see MultiShardPlan)
   };
   Kind kind = Kind::kAnyShard;
   uint32_t shard = 0;  // kShard
@@ -70,6 +73,8 @@ struct RouteDecision {
   // kNeedsLookup
   std::vector<DirectoryKeyRequest> directory_lookups;
   std::vector<ColumnOrderRequest> column_order_lookups;
+  // kMultiShard
+  std::shared_ptr<const MultiShardPlan> multi;
   std::string reason;  // one line: "users.id = 42 -> shard1" (for logs and EXPLAIN)
 };
 

@@ -9,7 +9,7 @@ PACKAGES=(
   build-essential cmake pkg-config g++ clang-format clang-tidy
   libuv1-dev libpg-query-dev libpq-dev prometheus-cpp-dev libtomlplusplus-dev libssl-dev
   protobuf-compiler libprotobuf-dev libgtest-dev libgmock-dev libbenchmark-dev libspdlog-dev
-  libboost-dev
+  libboost-dev libgmp-dev ccache prometheus
   postgresql-15 postgresql-client-15
   python3 python3-psycopg python3-asyncpg python3-pytest
   pgbouncer locales procps iproute2 docker-compose

@@ -1,0 +1,117 @@
+// MultiShardPlan: how a statement that needs several shards runs — the SQL each shard gets and how
+// shardgate merges their results into the one answer a single Postgres would give.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "planner/query_analysis.h"
+
+namespace shardgate::planner {
+
+// An expression shardgate evaluates itself after the merge (HAVING), over the merged row.
+// Columns refer to the merged row (see MergePlan); constants are in Postgres text form.
+struct MergeExpression {
+  enum class Kind : uint8_t {
+    kColumn,    // merged row column `column`
+    kConstant,  // `text` (type `type_oid`, 0: unknown literal, typed from the other operand)
+    kNull,
+    kAnd,
+    kOr,
+    kNot,
+    kCompare,     // children[0] `op` children[1]; op: "=", "<>", "<", "<=", ">", ">="
+    kArithmetic,  // children[0] `op` children[1]; op: "+", "-", "*", "/"
+    kIsNull,
+    kIsNotNull,
+  };
+  Kind kind = Kind::kNull;
+  uint32_t column = 0;
+  std::string text;
+  int32_t type_oid = 0;
+  std::string op;
+  std::vector<MergeExpression> children;
+};
+
+// An aggregate the shards compute in part and shardgate finishes. Its partial state is in shard
+// result columns `inputs`; the finished value replaces column inputs[0] of the merged row (the
+// other inputs become hidden).
+struct MergeAggregate {
+  enum class Kind : uint8_t {
+    kCount,     // inputs: [count]            -> sum of counts (bigint); 0 on empty input
+    kSum,       // inputs: [sum]              -> exact sum, the shards' result type; NULL if none
+    kMin,       // inputs: [min]
+    kMax,       // inputs: [max]
+    kAvg,       // inputs: [sum, count]       -> sum / count as Postgres's avg (numeric for
+                //                               integer and numeric input, float8 for floats)
+    kBoolAnd,   // inputs: [bool_and]
+    kBoolOr,    // inputs: [bool_or]
+    kVariance,  // inputs: [count, sum, sum of squares] (sum and sum of squares as numeric);
+                //                               `function` says which: variance, var_samp,
+                //                               var_pop, stddev, stddev_samp, stddev_pop
+    kDistinct,  // inputs: [value]: the shards return each group's distinct values (the value is
+                //                  a grouping column of the shard query); shardgate applies
+                //                  `function` (count, sum, avg, min, max, ...) over the distinct
+                //                  values of each group
+    kStringAgg,  // inputs: [partial string_agg, delimiter] -> concatenated with the delimiter
+    kArrayAgg,   // inputs: [partial array_agg]             -> arrays concatenated
+  };
+  Kind kind = Kind::kCount;
+  std::string function;  // lower-case name as written: "count", "stddev_samp", ...
+  std::vector<uint32_t> inputs;
+  // The type the client sees for this column (0: the shard column's own type). avg over integers
+  // is numeric (1700) although its first input (sum) may be bigint.
+  int32_t result_type_oid = 0;
+};
+
+struct MergeSortKey {
+  uint32_t column = 0;  // merged row column
+  bool descending = false;
+  bool nulls_first = false;  // Postgres's default: NULLS LAST for ASC, NULLS FIRST for DESC
+};
+
+// How the shards' results become the client's result. Steps, in order:
+//   1. rows from all shards ("shard rows": the columns of the shard SQL's result)
+//   2. aggregate (if `aggregate`): group by `group_columns`, finish `aggregates` → one merged row
+//      per group (a query without GROUP BY yields exactly one row, also on empty input)
+//   3. `having` filters merged rows
+//   4. `distinct` removes duplicate rows (over the visible columns)
+//   5. `sort` orders them (without aggregation: a k-way merge of the shards' sorted streams)
+//   6. `offset` rows skipped, then at most `limit` rows
+//   7. `visible_columns` projected: the client's columns, in order (hidden ones dropped)
+// Without aggregation, the merged row is the shard row.
+struct MergePlan {
+  bool aggregate = false;
+  std::vector<uint32_t> group_columns;
+  std::vector<MergeAggregate> aggregates;
+  std::optional<MergeExpression> having;
+  bool distinct = false;
+  std::vector<MergeSortKey> sort;
+  std::optional<ValueRef> limit;   // evaluated when the statement runs (literal, constant, param)
+  std::optional<ValueRef> offset;  // (the shard SQL already asks each shard for limit + offset)
+  std::vector<uint32_t> visible_columns;  // empty: all shard columns, as they are
+  std::vector<std::string> explain;       // one line per step, for EXPLAIN (ROUTE) and goldens
+};
+
+// What each target shard runs.
+struct ShardStatement {
+  uint32_t shard = 0;
+  std::string sql;
+};
+
+// A statement that runs on several shards.
+struct MultiShardPlan {
+  enum class Kind : uint8_t {
+    kRead,   // SELECT: results merged by `merge`
+    kWrite,  // INSERT / UPDATE / DELETE: command tags summed, RETURNING rows concatenated
+    kDdl,    // utility statement on every target: one tag; a failure names the shard
+  };
+  Kind kind = Kind::kRead;
+  std::vector<ShardStatement> statements;    // one per target shard, in shard order
+  std::shared_ptr<const MergePlan> merge;    // kRead; nullptr: concatenate as rows arrive
+  std::string reason;                        // one line, for logs and EXPLAIN (ROUTE)
+};
+
+}  // namespace shardgate::planner
