@@ -1588,6 +1588,14 @@ std::string describeDecision(const conf::Database& db, const RouteDecision& d) {
     }
     case RouteDecision::Kind::kNeedsLookup:
       return "needs-lookup: " + d.reason;
+    case RouteDecision::Kind::kMultiShard: {
+      s = "multi-shard";
+      if (d.multi) {
+        for (size_t i = 0; i < d.multi->statements.size(); ++i)
+          s += (i ? "," : " ") + shardName(db, d.multi->statements[i].shard);
+      }
+      break;
+    }
   }
   s += d.role == Role::kPrimary ? " primary" : d.primary_fallback ? " prefer-replica" : " replica";
   s += d.writes ? " write" : " read";
