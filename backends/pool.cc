@@ -15,6 +15,7 @@ Pool::Pool(LoopContext& context, ServerEndpoint endpoint, PoolSettings settings)
     : context_(context), endpoint_(std::move(endpoint)), settings_(settings) {}
 
 Pool::~Pool() {
+  publishMetrics(PoolStats{});  // this pool's connections leave the shared cells
   // Connections still open (only at process exit) must not call back into a dead pool.
   for (ServerConnection* server : all_) {
     server->orphan();
@@ -31,10 +32,12 @@ void Pool::acquire(PoolWaiter* waiter, uint64_t now_ms) {
       continue;
     }
     server->touch(now_ms);
+    if (metrics_ && metrics_->wait) metrics_->wait->observeNs(0);
     waiter->onServerAcquired(server);
     return;
   }
   waiter->wait_started_ms_ = now_ms;
+  if (metrics_) waiter->wait_started_ns_ = uv_hrtime();  // the slow path only
   waiters_.push_back(waiter);
   if (all_.size() < settings_.max_size && connecting_ < waiters_.size()) openConnection(now_ms);
 }
@@ -55,6 +58,7 @@ void Pool::openConnection(uint64_t now_ms) {
 void Pool::onServerLogin(ServerConnection* server, const Status& status) {
   --connecting_;
   uint64_t now_ms = monotonicMs();
+  last_login_failed_ = !status.ok();
   if (!status.ok()) {
     ++connect_failures_;
     all_.erase(server);
@@ -75,6 +79,7 @@ void Pool::handOut(ServerConnection* server, uint64_t now_ms) {
   PoolWaiter* waiter = waiters_.front();
   waiters_.pop_front();
   server->touch(now_ms);
+  if (metrics_ && metrics_->wait) metrics_->wait->observeNs(uv_hrtime() - waiter->wait_started_ns_);
   waiter->onServerAcquired(server);
 }
 
@@ -85,6 +90,10 @@ void Pool::makeIdle(ServerConnection* server, uint64_t now_ms) {
   }
   if (!waiters_.empty()) {
     handOut(server, now_ms);
+    return;
+  }
+  if (draining_) {
+    retire(server);
     return;
   }
   server->touch(now_ms);
@@ -134,6 +143,7 @@ void Pool::retire(ServerConnection* server) {
   auto it = std::find(idle_.begin(), idle_.end(), server);
   if (it != idle_.end()) idle_.erase(it);
   all_.erase(server);
+  server->orphan();  // no callbacks into this pool: it may be gone (drained) before the close ends
   server->terminate();
 }
 
@@ -171,7 +181,9 @@ void Pool::sweep(uint64_t now_ms) {
   for (ServerConnection* server : stale) {
     --connecting_;
     ++connect_failures_;
+    last_login_failed_ = true;
     all_.erase(server);
+    server->orphan();
     server->terminate();
     if (!waiters_.empty()) {
       PoolWaiter* waiter = waiters_.front();
@@ -196,10 +208,21 @@ void Pool::sweep(uint64_t now_ms) {
     }
   }
   // Top up min_idle.
-  while (!closing_all_ && idle_.size() + connecting_ < settings_.min_idle &&
+  while (!closing_all_ && !draining_ && idle_.size() + connecting_ < settings_.min_idle &&
          all_.size() < settings_.max_size) {
     openConnection(now_ms);
   }
+  publishMetrics(stats());
+}
+
+void Pool::publishMetrics(const PoolStats& now) {
+  if (metrics_ == nullptr) return;
+  auto delta = [](uint32_t a, uint32_t b) { return static_cast<int64_t>(a) - b; };
+  metrics_->active.add(delta(now.active, published_.active));
+  metrics_->idle.add(delta(now.idle, published_.idle));
+  metrics_->connecting.add(delta(now.connecting, published_.connecting));
+  metrics_->waiting_clients.add(delta(now.waiting_clients, published_.waiting_clients));
+  published_ = now;
 }
 
 void Pool::closeAll() {
@@ -222,8 +245,15 @@ void Pool::closeAll() {
   for (ServerConnection* server : connecting) {
     --connecting_;
     all_.erase(server);
+    server->orphan();
     server->terminate();
   }
+}
+
+void Pool::drain() {
+  draining_ = true;
+  std::vector<ServerConnection*> idle = idle_;
+  for (ServerConnection* server : idle) retire(server);
 }
 
 PoolStats Pool::stats() const {

@@ -8,6 +8,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "backends/pool_metrics.h"
 #include "backends/server_connection.h"
 
 namespace shardgate::backends {
@@ -31,6 +32,7 @@ class PoolWaiter {
  private:
   friend class Pool;
   uint64_t wait_started_ms_ = 0;
+  uint64_t wait_started_ns_ = 0;  // for the pool wait histogram
 };
 
 struct PoolStats {
@@ -56,6 +58,9 @@ class Pool {
   Pool& operator=(const Pool&) = delete;
 
   const ServerEndpoint& endpoint() const { return endpoint_; }
+  // Where this pool reports its connection counts (refreshed by sweep()) and wait times; the
+  // cells must outlive the pool.
+  void setMetrics(PoolMetrics* metrics) { metrics_ = metrics; }
 
   // Hands a connection to `waiter`, now (before returning) or later. A waiter that goes away
   // first must call cancelWait().
@@ -67,11 +72,25 @@ class Pool {
   void sweep(uint64_t now_ms);
   // Closes every connection (idle now, held ones as soon as released).
   void closeAll();
+  // A reload changed this pool's server or settings: close idle connections now and the others
+  // when released; clients already waiting are still served. Deletable once drained().
+  void drain();
+  bool draining() const { return draining_; }
+  bool drained() const { return all_.empty() && waiters_.empty(); }
+  // A reload changed only timeouts: they apply from now on.
+  void updateSettings(const PoolSettings& settings) { settings_ = settings; }
 
   // The parameters the server reported at login (from the most recent login), for clients' logins.
   const ServerParameters& serverParameters() const { return server_parameters_; }
   PoolStats stats() const;
   size_t size() const { return all_.size(); }
+  // For the admin console (SHOW SERVERS, SHOW POOLS, SHOW SHARDS).
+  const PoolSettings& settings() const { return settings_; }
+  const std::unordered_set<ServerConnection*>& connections() const { return all_; }
+  uint64_t oldestWaitStartMs() const {
+    return waiters_.empty() ? 0 : waiters_.front()->wait_started_ms_;
+  }
+  bool lastLoginFailed() const { return last_login_failed_; }
 
   // From ServerConnection.
   void onServerLogin(ServerConnection* server, const Status& status);
@@ -94,9 +113,14 @@ class Pool {
   std::deque<PoolWaiter*> waiters_;
   uint32_t connecting_ = 0;
   bool closing_all_ = false;
+  bool draining_ = false;
+  bool last_login_failed_ = false;  // the most recent login attempt failed (server down?)
   ServerParameters server_parameters_;
   uint64_t connections_opened_ = 0;
   uint64_t connect_failures_ = 0;
+  PoolMetrics* metrics_ = nullptr;
+  PoolStats published_;  // what metrics_ holds of this pool's counts
+  void publishMetrics(const PoolStats& now);
 };
 
 uint64_t monotonicMs();

@@ -25,6 +25,22 @@ Error lostError(const ServerEndpoint& endpoint, std::string what) {
                      "server " + endpoint.label + " (" + endpoint.host + ":" +
                          std::to_string(endpoint.port) + ")");
 }
+
+// Copies the SQLSTATE (field 'C') of an ErrorResponse payload into `out`; leaves `out` as it was
+// if the payload has none of 5 characters.
+void noteErrorSqlstate(std::string_view payload, char (&out)[5]) {
+  size_t at = 0;
+  while (at < payload.size() && payload[at] != '\0') {
+    char code = payload[at++];
+    size_t end = payload.find('\0', at);
+    if (end == std::string_view::npos) return;
+    if (code == 'C' && end - at == 5) {
+      payload.copy(out, 5, at);
+      return;
+    }
+    at = end + 1;
+  }
+}
 }  // namespace
 
 struct ServerConnection::ScramState {
@@ -462,7 +478,10 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
       // Postgres skips every request up to the next Sync: so do the owed replies. A failed Parse
       // leaves no statement, on the server or for the client.
       bool pass = !(head.reply == Reply::kReadyForQuery && head.action == ReplyAction::kSwallow);
-      if (pass && sink_) sink_->onServerErrorResponse();
+      if (pass && sink_) {
+        noteErrorSqlstate(payload, last_error_sqlstate_);
+        sink_->onServerErrorResponse();
+      }
       auto realReady = [](const ExpectedReply& e) {
         return e.reply == Reply::kReadyForQuery && e.action != ReplyAction::kSynthesize;
       };

@@ -79,6 +79,8 @@ class ServerConnection final : public TcpConnection {
   int32_t backendPid() const { return backend_pid_; }
   int32_t backendSecret() const { return backend_secret_; }
   char transactionStatus() const { return transaction_status_; }
+  // The SQLSTATE of the last ErrorResponse passed to the sink (for the errors metric).
+  std::string_view lastErrorSqlstate() const { return {last_error_sqlstate_, 5}; }
   const ServerParameters& parameters() const { return parameters_; }
   uint64_t createdAtMs() const { return created_at_ms_; }
   uint64_t lastUsedAtMs() const { return last_used_at_ms_; }
@@ -176,6 +178,7 @@ class ServerConnection final : public TcpConnection {
   int32_t backend_pid_ = 0;
   int32_t backend_secret_ = 0;
   char transaction_status_ = 'I';
+  char last_error_sqlstate_[5] = {'X', 'X', '0', '0', '0'};
   ServerParameters parameters_;
   uint64_t created_at_ms_;
   uint64_t last_used_at_ms_;

@@ -28,6 +28,9 @@ inline constexpr std::string_view kCharacterNotInRepertoire = "22021";
 inline constexpr std::string_view kStatementTooComplex = "54001";
 inline constexpr std::string_view kDuplicatePreparedStatement = "42P05";
 inline constexpr std::string_view kInvalidStatementName = "26000";
+inline constexpr std::string_view kInvalidTextRepresentation = "22P02";
+inline constexpr std::string_view kInvalidRowCountInLimit = "2201W";
+inline constexpr std::string_view kInvalidRowCountInOffset = "2201X";
 }  // namespace sqlstate
 
 // An expected failure: bad client input, a network problem, an unsupported query.

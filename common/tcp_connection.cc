@@ -87,6 +87,10 @@ void TcpConnection::readCallback(uv_stream_t* stream, ssize_t nread, const uv_bu
     return;
   }
   if (nread == 0 || self->closing_) return;
+  if (self->bytes_received_) {
+    self->bytes_received_->add(static_cast<uint64_t>(nread));
+    self->last_read_ns_ = uv_hrtime();
+  }
   std::string_view data(buf->base, static_cast<size_t>(nread));
   if (self->pending_.empty()) {
     self->consume(data, /*from_pending=*/false);
@@ -137,7 +141,10 @@ void TcpConnection::flushNow() {
   if (unsent > 0) {
     uv_buf_t buf = uv_buf_init(out_.data() + out_offset_, static_cast<unsigned>(unsent));
     int written = uv_try_write(stream(), &buf, 1);
-    if (written > 0) out_offset_ += static_cast<size_t>(written);
+    if (written > 0) {
+      out_offset_ += static_cast<size_t>(written);
+      if (bytes_sent_) bytes_sent_->add(static_cast<uint64_t>(written));
+    }
     if (written < 0 && written != UV_EAGAIN && written != UV_ENOSYS) {
       reportDisconnect(written);
       return;
@@ -153,6 +160,8 @@ void TcpConnection::flushNow() {
       if (rc < 0) {
         inflight_.clear();
         reportDisconnect(rc);
+      } else if (bytes_sent_) {
+        bytes_sent_->add(rest.len);
       }
       return;
     }

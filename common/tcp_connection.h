@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/relaxed_metrics.h"
+
 namespace shardgate {
 
 class TcpConnection;
@@ -68,6 +70,15 @@ class TcpConnection {
   void flushNow();
   size_t unsentBytes() const { return out_.size() - out_offset_ + inflight_.size(); }
 
+  // Traffic accounting (client connections, for the metrics): bytes read and bytes handed to the
+  // kernel are added to these counters, and each read is time-stamped. Null: not counted.
+  void meterTraffic(metrics::Counter* received, metrics::Counter* sent) {
+    bytes_received_ = received;
+    bytes_sent_ = sent;
+  }
+  // uv_hrtime() of the latest read (0 before the first, or when not metered).
+  uint64_t lastReadNs() const { return last_read_ns_; }
+
   // Closes the socket; queued output is dropped. The object deletes itself once libuv is done.
   void close();
   // Writes what is queued, then closes (for a final ErrorResponse).
@@ -105,6 +116,9 @@ class TcpConnection {
   bool flush_scheduled_ = false;
   bool disconnect_reported_ = false;
   bool in_on_data_ = false;
+  metrics::Counter* bytes_received_ = nullptr;
+  metrics::Counter* bytes_sent_ = nullptr;
+  uint64_t last_read_ns_ = 0;
 
   friend class LoopContext;
 };

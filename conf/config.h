@@ -144,16 +144,30 @@ struct General {
   // Bytes queued for a client that is not reading them before its server connection stops being
   // read (and the same for a server that is not taking a client's input): back-pressure.
   uint32_t client_buffer_limit = 1u << 20;
+  // Bytes a multi-shard query may hold to merge what cannot stream (hash aggregate, DISTINCT, a
+  // sort after aggregation); past it the query fails with 53200.
+  uint64_t max_merge_bytes = 256ull << 20;
   // Timeouts, in milliseconds; 0 disables the timeout.
   uint32_t connect_timeout_ms = 5000;
   uint32_t client_login_timeout_ms = 60000;
   uint32_t query_wait_timeout_ms = 120000;
   uint32_t idle_server_timeout_ms = 600000;
   uint32_t server_lifetime_ms = 3600000;
+  // SIGTERM / SHUTDOWN: how long open transactions may run before their clients are closed.
+  uint32_t shutdown_timeout_ms = 30000;
   uint32_t default_pool_size =
       20;  // server connections per (database, user, shard, role), all workers together
   uint32_t min_pool_size = 0;
-  uint16_t metrics_port = 0;       // 0: no metrics endpoint
+  uint16_t metrics_port = 0;  // 0: no metrics endpoint
+  // With the metrics endpoint: how often every shard server is probed (shardgate_server_up), and
+  // how often the row counts and sizes of sharded tables are read (shardgate_table_*).
+  uint32_t server_check_interval_ms = 5000;
+  uint32_t table_stats_interval_ms = 60000;
+  // Slow-query log: a statement slower than this as the client sees it logs one line (0 = off),
+  // its text cut to slow_query_max_chars; Bind parameter values only with log_parameters.
+  uint32_t slow_query_ms = 0;
+  uint32_t slow_query_max_chars = 200;
+  bool log_parameters = false;
   std::string log_level = "info";  // trace, debug, info, warn, error, critical, off
   LogFormat log_format = LogFormat::kText;
 };

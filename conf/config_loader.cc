@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <initializer_list>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -344,11 +345,30 @@ class Loader {
 
  private:
   static Status readGeneral(const TableReader& t, General& g) {
-    CONF_TRY(t.onlyKeys({"listen_addr", "port", "workers", "pool_mode", "max_client_conn",
-                         "max_message_size", "client_buffer_limit", "connect_timeout",
-                         "client_login_timeout", "query_wait_timeout", "idle_server_timeout",
-                         "server_lifetime", "default_pool_size", "min_pool_size", "metrics_port",
-                         "log_level", "log_format"}));
+    CONF_TRY(t.onlyKeys({"listen_addr",
+                         "port",
+                         "workers",
+                         "pool_mode",
+                         "max_client_conn",
+                         "max_message_size",
+                         "client_buffer_limit",
+                         "max_merge_bytes",
+                         "connect_timeout",
+                         "client_login_timeout",
+                         "query_wait_timeout",
+                         "idle_server_timeout",
+                         "server_lifetime",
+                         "shutdown_timeout",
+                         "default_pool_size",
+                         "min_pool_size",
+                         "metrics_port",
+                         "log_level",
+                         "log_format",
+                         "server_check_interval_ms",
+                         "table_stats_interval_ms",
+                         "slow_query_ms",
+                         "slow_query_max_chars",
+                         "log_parameters"}));
     CONF_TRY(t.readString("listen_addr", g.listen_addr));
     CONF_TRY(t.readInt("port", g.port, 1, 65535));
     CONF_TRY(t.readInt("workers", g.workers, 0, kMaxWorkers));
@@ -357,14 +377,22 @@ class Loader {
     CONF_TRY(t.readInt("max_client_conn", g.max_client_conn, 1, kU32Max));
     CONF_TRY(t.readInt("max_message_size", g.max_message_size, kMinMessageSize, kU32Max));
     CONF_TRY(t.readInt("client_buffer_limit", g.client_buffer_limit, uint32_t{8192}, kU32Max));
+    CONF_TRY(t.readInt("max_merge_bytes", g.max_merge_bytes, 65536,
+                       std::numeric_limits<int64_t>::max()));
     CONF_TRY(t.readInt("connect_timeout", g.connect_timeout_ms, 0, kU32Max));
     CONF_TRY(t.readInt("client_login_timeout", g.client_login_timeout_ms, 0, kU32Max));
     CONF_TRY(t.readInt("query_wait_timeout", g.query_wait_timeout_ms, 0, kU32Max));
     CONF_TRY(t.readInt("idle_server_timeout", g.idle_server_timeout_ms, 0, kU32Max));
     CONF_TRY(t.readInt("server_lifetime", g.server_lifetime_ms, 0, kU32Max));
+    CONF_TRY(t.readInt("shutdown_timeout", g.shutdown_timeout_ms, 0, kU32Max));
     CONF_TRY(t.readInt("default_pool_size", g.default_pool_size, 1, kU32Max));
     CONF_TRY(t.readInt("min_pool_size", g.min_pool_size, 0, kU32Max));
     CONF_TRY(t.readInt("metrics_port", g.metrics_port, 0, 65535));
+    CONF_TRY(t.readInt("server_check_interval_ms", g.server_check_interval_ms, 100, kU32Max));
+    CONF_TRY(t.readInt("table_stats_interval_ms", g.table_stats_interval_ms, 100, kU32Max));
+    CONF_TRY(t.readInt("slow_query_ms", g.slow_query_ms, 0, kU32Max));
+    CONF_TRY(t.readInt("slow_query_max_chars", g.slow_query_max_chars, 16, 1u << 20));
+    CONF_TRY(t.readBool("log_parameters", g.log_parameters));
     CONF_TRY(t.readChoice("log_level", g.log_level,
                           {"trace", "debug", "info", "warn", "error", "critical", "off"}));
     CONF_TRY(t.readEnum("log_format", g.log_format, {LogFormat::kText, LogFormat::kJson},

@@ -148,6 +148,7 @@ struct Scope {
   std::vector<int32_t> level_tables;  // occurrences in this level's FROM
   std::vector<std::string_view> ctes;
   bool using_join = false;  // JOIN ... USING / NATURAL: unqualified names may be merged columns
+  bool from_item = false;   // a subquery in its parent's FROM (its tables are the parent's rows)
   // Key equalities of this level's WHERE between one of its tables and an outer one:
   // (inner, outer).
   std::vector<std::pair<int32_t, int32_t>> correlated;
@@ -175,10 +176,23 @@ class Analyzer {
           roots.size() == 1 ? roots[0] : combine(KeyPredicate::Op::kAnd, roots);
     }
     out_.templated = lit_ != nullptr && !template_unsafe_;
+    markOuterLevel();
     return {};
   }
 
  private:
+  // Scope 1 is the outermost statement's level (scope 0 holds nothing); FROM subqueries of an
+  // outer level are outer too.
+  void markOuterLevel() {
+    std::vector<bool> outer(scopes_.size(), false);
+    for (size_t s = 1; s < scopes_.size(); ++s) {
+      const int32_t parent = scopes_[s].parent;
+      outer[s] = s == 1 || (scopes_[s].from_item && parent >= 0 && outer[parent]);
+      if (!outer[s]) continue;
+      for (const int32_t t : scopes_[s].level_tables) out_.tables[t].outer_level = true;
+    }
+  }
+
   // ---- scopes and tables ----
 
   int32_t newScope(int32_t parent) {
@@ -742,7 +756,8 @@ class Analyzer {
     if (item.has_range_subselect()) {
       const pg_query::RangeSubselect& rs = item.range_subselect();
       if (rs.subquery().has_select_stmt()) {
-        analyzeSelect(rs.subquery().select_stmt(), scope);
+        const int32_t sub = analyzeSelect(rs.subquery().select_stmt(), scope);
+        if (sub != scope) scopes_[sub].from_item = true;
       } else {
         walk(rs.subquery(), scope);
       }
@@ -1164,7 +1179,9 @@ class Analyzer {
     if (s.is_from()) noteWrite("COPY FROM");
     if (s.has_where_clause()) walk(s.where_clause(), scope);
     const TableRef& ref = out_.tables[t];
-    if (ref.table_class == TableClass::kSharded) {
+    if (ref.table_class == TableClass::kSharded && s.is_from()) {
+      out_.copy_from_sharded = true;  // split by the router (see CopySplit)
+    } else if (ref.table_class == TableClass::kSharded) {
       out_.unsupported_only_when_sharded = true;
       out_.unsupported =
           s.is_from()
@@ -1181,6 +1198,22 @@ class Analyzer {
                             "Copy a query instead: COPY (SELECT ... FROM " + ref.display() +
                                 " WHERE " + ref.key_column + " = ...) TO ...");
     }
+  }
+
+  // COMMENT ON TABLE / COLUMN names its table by a name list: the table is changed.
+  void addCommented(const pg_query::CommentStmt& c, int32_t scope) {
+    const auto type = c.objtype();
+    if (type != pg_query::OBJECT_TABLE && type != pg_query::OBJECT_COLUMN) return;
+    if (!c.object().has_list()) return;
+    const NodeList& names = c.object().list().items();
+    const int table_names = names.size() - (type == pg_query::OBJECT_COLUMN ? 1 : 0);
+    if (table_names < 1) return;
+    pg_query::RangeVar rv;
+    rv.set_relname(std::string(parser::stringValue(names[table_names - 1]).value_or("")));
+    if (table_names >= 2) {
+      rv.set_schemaname(std::string(parser::stringValue(names[table_names - 2]).value_or("")));
+    }
+    addTable(rv, scope, true, /*add_entry=*/false);
   }
 
   // DROP TABLE names tables by name lists, not RangeVars.
@@ -1468,6 +1501,11 @@ class Analyzer {
         noteWrite("DDL");
         addDropped(stmt.drop_stmt(), scope);
         return;
+      case Node::kCommentStmt:
+        out_.kind = StatementKind::kUtility;
+        noteWrite("utility statement");
+        addCommented(stmt.comment_stmt(), scope);
+        return;
       case Node::NODE_NOT_SET:
         out_.kind = StatementKind::kEmpty;
         return;
@@ -1592,6 +1630,10 @@ class Analyzer {
 };
 
 }  // namespace
+
+bool isAggregateFunctionName(std::string_view name) {
+  return isAggregateFunction(name);
+}
 
 std::optional<KeyType> keyTypeOfTypeName(const pg_query::TypeName& type, bool& is_array) {
   is_array = type.array_bounds_size() > 0;

@@ -39,6 +39,9 @@ Result<std::shared_ptr<const QueryAnalysis>> analyzeStatement(
     size_t index, const LiteralTemplate* literals, const std::vector<int32_t>& param_types,
     size_t max_depth = kMaxAnalysisDepth);
 
+// Whether `name` (lower case) is a built-in aggregate function.
+bool isAggregateFunctionName(std::string_view name);
+
 // The key type a type name denotes (int2/smallint, int4/integer, int8/bigint, text, varchar,
 // uuid), if any; `is_array` is set for T[].
 std::optional<conf::KeyType> keyTypeOfTypeName(const pg_query::TypeName& type, bool& is_array);

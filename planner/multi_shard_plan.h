@@ -6,8 +6,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "planner/copy_split.h"
 #include "planner/query_analysis.h"
 
 namespace shardgate::planner {
@@ -40,21 +42,21 @@ struct MergeExpression {
 // other inputs become hidden).
 struct MergeAggregate {
   enum class Kind : uint8_t {
-    kCount,     // inputs: [count]            -> sum of counts (bigint); 0 on empty input
-    kSum,       // inputs: [sum]              -> exact sum, the shards' result type; NULL if none
-    kMin,       // inputs: [min]
-    kMax,       // inputs: [max]
-    kAvg,       // inputs: [sum, count]       -> sum / count as Postgres's avg (numeric for
-                //                               integer and numeric input, float8 for floats)
-    kBoolAnd,   // inputs: [bool_and]
-    kBoolOr,    // inputs: [bool_or]
-    kVariance,  // inputs: [count, sum, sum of squares] (sum and sum of squares as numeric);
-                //                               `function` says which: variance, var_samp,
-                //                               var_pop, stddev, stddev_samp, stddev_pop
-    kDistinct,  // inputs: [value]: the shards return each group's distinct values (the value is
-                //                  a grouping column of the shard query); shardgate applies
-                //                  `function` (count, sum, avg, min, max, ...) over the distinct
-                //                  values of each group
+    kCount,      // inputs: [count]            -> sum of counts (bigint); 0 on empty input
+    kSum,        // inputs: [sum]              -> exact sum, the shards' result type; NULL if none
+    kMin,        // inputs: [min]
+    kMax,        // inputs: [max]
+    kAvg,        // inputs: [sum, count]       -> sum / count as Postgres's avg (numeric for
+                 //                               integer and numeric input, float8 for floats)
+    kBoolAnd,    // inputs: [bool_and]
+    kBoolOr,     // inputs: [bool_or]
+    kVariance,   // inputs: [count, sum, sum of squares] (sum and sum of squares as numeric);
+                 //                               `function` says which: variance, var_samp,
+                 //                               var_pop, stddev, stddev_samp, stddev_pop
+    kDistinct,   // inputs: [value]: the shards return each group's distinct values (the value is
+                 //                  a grouping column of the shard query); shardgate applies
+                 //                  `function` (count, sum, avg, min, max, ...) over the distinct
+                 //                  values of each group
     kStringAgg,  // inputs: [partial string_agg, delimiter] -> concatenated with the delimiter
     kArrayAgg,   // inputs: [partial array_agg]             -> arrays concatenated
   };
@@ -81,7 +83,9 @@ struct MergeSortKey {
 //   5. `sort` orders them (without aggregation: a k-way merge of the shards' sorted streams)
 //   6. `offset` rows skipped, then at most `limit` rows
 //   7. `visible_columns` projected: the client's columns, in order (hidden ones dropped)
-// Without aggregation, the merged row is the shard row.
+// Without aggregation, the merged row is the shard row. With aggregation, a merged-row column
+// that is neither a group column nor an aggregate's input is never produced (the planner makes
+// every non-aggregate column of a GROUP BY query a group column, and refuses them without one).
 struct MergePlan {
   bool aggregate = false;
   std::vector<uint32_t> group_columns;
@@ -92,26 +96,46 @@ struct MergePlan {
   std::optional<ValueRef> limit;   // evaluated when the statement runs (literal, constant, param)
   std::optional<ValueRef> offset;  // (the shard SQL already asks each shard for limit + offset)
   std::vector<uint32_t> visible_columns;  // empty: all shard columns, as they are
-  std::vector<std::string> explain;       // one line per step, for EXPLAIN (ROUTE) and goldens
+  // With SELECT * shardgate does not know how many columns the shards return, so hidden sort
+  // columns go first: the first `leading_hidden` shard columns are hidden, the client's columns
+  // are all the others (visible_columns is then empty). Sort keys refer to them as usual.
+  uint32_t leading_hidden = 0;
+  // How many columns the shard SQL returns (visible and hidden); 0: unknown (SELECT *). Tells the
+  // proxy how many result formats the shards' Bind needs.
+  uint32_t shard_columns = 0;
+  std::vector<std::string> explain;  // one line per step, for EXPLAIN (ROUTE) and goldens
 };
 
 // What each target shard runs.
 struct ShardStatement {
+  ShardStatement() = default;
+  ShardStatement(uint32_t s, std::string q, std::vector<int32_t> p = {})
+      : shard(s), sql(std::move(q)), params(std::move(p)) {}
+
   uint32_t shard = 0;
   std::string sql;
+  // Extended protocol: empty when `sql` takes the client's parameters as they are. Otherwise `sql`
+  // uses only some of them, renumbered: its $i is the client's $params[i-1] (value, format and
+  // type) — a multi-row INSERT split by shard, each shard's rows with their own parameters.
+  std::vector<int32_t> params;
 };
 
 // A statement that runs on several shards.
 struct MultiShardPlan {
   enum class Kind : uint8_t {
-    kRead,   // SELECT: results merged by `merge`
-    kWrite,  // INSERT / UPDATE / DELETE: command tags summed, RETURNING rows concatenated
-    kDdl,    // utility statement on every target: one tag; a failure names the shard
+    kRead,    // SELECT: results merged by `merge`
+    kWrite,   // INSERT / UPDATE / DELETE: command tags summed, RETURNING rows concatenated
+    kDdl,     // utility statement on every target: one tag; a failure names the shard
+    kCopyIn,  // COPY ... FROM STDIN: the client's rows split by `copy`, "COPY n" summed
   };
   Kind kind = Kind::kRead;
-  std::vector<ShardStatement> statements;    // one per target shard, in shard order
-  std::shared_ptr<const MergePlan> merge;    // kRead; nullptr: concatenate as rows arrive
-  std::string reason;                        // one line, for logs and EXPLAIN (ROUTE)
+  std::vector<ShardStatement> statements;  // one per target shard, in shard order
+  std::shared_ptr<const MergePlan> merge;  // kRead; nullptr: concatenate as rows arrive
+  std::shared_ptr<const CopySplit> copy;   // kCopyIn
+  std::string reason;                      // one line, for logs and EXPLAIN (ROUTE)
+  // kWrite / kDdl on a reference table: every shard does the same to its copy, so the client gets
+  // one shard's result (command tag, RETURNING rows), not the sum of all.
+  bool replicated = false;
 };
 
 }  // namespace shardgate::planner

@@ -129,6 +129,10 @@ struct TableRef {
   int32_t insert = -1;     // index into QueryAnalysis::inserts for an INSERT target
   bool current_of =
       false;  // UPDATE / DELETE ... WHERE CURRENT OF: rows of the transaction's cursor
+  // In the FROM of the outermost statement (or of a FROM subquery of it, or the UPDATE / DELETE
+  // target), not in a subquery, CTE or set-operation branch: a table whose rows each shard can
+  // split the statement's work by.
+  bool outer_level = false;
   std::vector<ValueRef> key_assignments;  // UPDATE SET key = ..., ON CONFLICT DO UPDATE SET key
   // "schema.table" or "table", as written.
   std::string display() const { return schema.empty() ? name : schema + "." + name; }
@@ -200,6 +204,7 @@ struct QueryAnalysis {
   SelectShape shape;
   bool returning = false;
   bool on_conflict = false;
+  bool copy_from_sharded = false;  // COPY <sharded table> FROM: rows split by key (see CopySplit)
 
   // kShardgateSetting
   SettingAction setting_action = SettingAction::kNone;

@@ -7,6 +7,9 @@
 #include <limits>
 #include <utility>
 
+#include "parser/parser.h"
+#include "planner/copy_split.h"
+#include "planner/multi_shard_planner.h"
 #include "planner/shard_set.h"
 #include "planner/sharding_function.h"
 
@@ -294,6 +297,7 @@ class StatementRouter {
     std::vector<int32_t> not_colocated;  // joined on keys to these, but not co-located
     bool unevaluable = false;    // a value of its condition cannot pick a shard (4.5, $1 unbound)
     int32_t insert_source = -1;  // INSERT ... SELECT: the table whose key the rows copy
+    std::vector<uint32_t> row_shards;  // INSERT ... VALUES: the shard of each row
   };
 
   // ---- values ----
@@ -516,11 +520,19 @@ class StatementRouter {
     if (cfg.strategy == Strategy::kDirectory) {
       std::optional<DirectoryLookup::Answer> answer;
       if (in_.directory != nullptr) answer = in_.directory->find(cfg, key);
-      if (!answer) {
-        const bool known = std::any_of(
+      // A new key inserted under fallback hash is recorded in the directory first (see
+      // DirectoryKeyRequest::place); without a directory reader it is only looked up.
+      const bool place = in_.directory != nullptr && for_insert && answer && !answer->shard &&
+                         cfg.directory && cfg.directory->fallback == conf::DirectoryFallback::kHash;
+      if (!answer || place) {
+        const auto known = std::find_if(
             pending_directory_.begin(), pending_directory_.end(),
             [&](const DirectoryKeyRequest& r) { return r.table == &cfg && r.key == key; });
-        if (!known) pending_directory_.push_back({&cfg, key});
+        if (known == pending_directory_.end()) {
+          pending_directory_.push_back({&cfg, key, place});
+        } else if (place) {
+          known->place = true;
+        }
         return std::optional<uint32_t>();
       }
       if (answer->shard) {
@@ -805,7 +817,10 @@ class StatementRouter {
       }
       Result<std::optional<uint32_t>> s = shardOf(t, r->key, true);
       if (!s.ok()) return std::move(s).error();
-      if (*s) ts.set.add(**s);
+      if (*s) {
+        ts.set.add(**s);
+        ts.row_shards.push_back(**s);
+      }
       if (shown.size() <= kMaxShownValues) shown.push_back(sqlLiteral(r->key, ref.key_type));
     }
     if (ins.rows == 1 && !shown.empty()) {
@@ -923,7 +938,8 @@ class StatementRouter {
       d.reason += " -> " + shardName(db_, ts) + " (the transaction's shard)";
       return d;
     }
-    if (d.kind == RouteDecision::Kind::kShard && d.shard != ts) {
+    if (d.kind == RouteDecision::Kind::kShard && d.shard != ts &&
+        !ctx_.transaction_may_span_shards) {
       return notSupported(
           "this transaction runs on " + shardName(db_, ts) + ", but the statement needs " +
               shardName(db_, d.shard),
@@ -936,6 +952,7 @@ class StatementRouter {
 
   Result<RouteDecision> routeStatement() {
     if (a_.unsupported && (!a_.unsupported_only_when_sharded || n_ > 1)) return *a_.unsupported;
+    if (a_.copy_from_sharded && n_ > 1) return routeCopyFrom();
     switch (a_.kind) {
       case StatementKind::kEmpty:
         return bind(anyShard("empty query"));
@@ -1039,6 +1056,8 @@ class StatementRouter {
     bool any_reference = false;
     std::string unsharded_name;
     const bool utility = a_.kind == StatementKind::kUtility;
+    int32_t reference_written = -1;  // a reference table the statement writes (several shards)
+    int32_t sharded_written = -1;    // a sharded table a utility statement changes
 
     for (size_t i = 0; i < count; ++i) {
       const auto t = static_cast<int32_t>(i);
@@ -1062,15 +1081,7 @@ class StatementRouter {
       }
       if (ref.table_class == TableClass::kReference) {
         any_reference = true;
-        if (ref.written && n_ > 1) {
-          return notSupported(
-              (utility ? "this statement changes reference table "
-                       : "writing to reference table ") +
-                  ref.display() + (utility ? ", which needs every shard" : " needs every shard"),
-              "A reference table has a copy on every shard; statements that must run on every "
-              "shard are not supported yet.",
-              "Run it on each shard directly for now.");
-        }
+        if (ref.written && n_ > 1 && reference_written < 0) reference_written = t;
         continue;
       }
       if (ref.table_class == TableClass::kUnsharded) {
@@ -1079,10 +1090,8 @@ class StatementRouter {
         continue;
       }
       if (utility && ref.written && n_ > 1) {
-        return notSupported(
-            "this statement changes sharded table " + ref.display() + ", which needs every shard",
-            "Statements that must run on every shard (DDL, VACUUM, ...) are not supported yet.",
-            "Run it on each shard directly for now.");
+        if (sharded_written < 0) sharded_written = t;
+        continue;  // every shard (below)
       }
       if (ref.current_of) {
         if (!ctx_.transaction_shard) {
@@ -1118,7 +1127,7 @@ class StatementRouter {
       d.reason = "needs lookups";
       for (const auto& r : d.directory_lookups) {
         d.reason += "; key " + sqlLiteral(r.key, r.table->key_type) + " of " + r.table->display() +
-                    " in directory table " +
+                    (r.place ? " to place" : "") + " in directory table " +
                     (r.table->directory ? r.table->directory->table.display() : std::string("?"));
       }
       for (const auto& c : d.column_order_lookups) {
@@ -1127,6 +1136,10 @@ class StatementRouter {
       return d;
     }
     narrow();
+    if (sharded_written >= 0 || reference_written >= 0) {
+      return routeEveryShard(sharded_written >= 0 ? sharded_written : reference_written,
+                             any_unsharded ? unsharded_name : std::string());
+    }
 
     // The one shard every table's rows that matter are on. INSERT targets come last, so that a
     // problem with the rows' source is reported as such.
@@ -1152,9 +1165,9 @@ class StatementRouter {
         if (!f.empty()) fragments.push_back(f + " matches no row");
         continue;
       }
-      if (ts.set.size() > 1) return spansShards(t);
+      if (ts.set.size() > 1) return routeMultiShard(t, spansShards(t));
       const uint32_t s = *ts.set.first();
-      if (chosen && *chosen != s) return conflict(chosen_by, t);
+      if (chosen && *chosen != s) return routeMultiShard(t, conflict(chosen_by, t));
       if (!chosen) {
         chosen = s;
         chosen_by = t;
@@ -1188,6 +1201,11 @@ class StatementRouter {
       // Writes without a table (DDL of other objects, nextval(), advisory locks) go to one
       // fixed place, where the unsharded objects live: the default shard (or the transaction's).
       const std::string why = a_.write_reason + (any_reference ? " (reference tables only)" : "");
+      if (utility && count == 0 && n_ > 1) {
+        Result<std::optional<RouteDecision>> every = routeUtilityWithoutTables();
+        if (!every.ok()) return std::move(every).error();
+        if (*every) return std::move(**every);
+      }
       if (ctx_.transaction_shard) return bind(anyShard(why));
       return oneShard(db_.default_shard, why + " on the default shard");
     }
@@ -1264,8 +1282,7 @@ class StatementRouter {
     }
     std::string detail = ref.display() + " is sharded by " + strategyText(*ts.cfg) + " over " +
                          std::to_string(n_) +
-                         " shards. Statements that need several shards are "
-                         "not supported yet.";
+                         " shards. shardgate cannot run this statement on several shards.";
     for (const int32_t other : ts.not_colocated) {
       detail += " It is joined to " + tableLabel(other) +
                 " on their keys, but the two are not "
@@ -1331,8 +1348,383 @@ class StatementRouter {
       return cond + " is on " + shardName(db_, *tables_[t].set.first());
     };
     return notSupported("the statement needs two shards: " + part(a) + ", but " + part(b),
-                        "Statements that need several shards are not supported yet.",
+                        "shardgate cannot run this statement on several shards.",
                         "Split the statement so that each part needs one shard.");
+  }
+
+  // ---- statements that need several shards (see multi_shard_planner.h) ----
+
+  // The statement as it is now: a cached analysis may come from a text with other literals, so
+  // the tree is parsed again when the texts differ.
+  struct CurrentStatement {
+    std::shared_ptr<const parser::ParsedQuery> parsed;
+    const pg_query::Node* node = nullptr;  // the query inside an EXPLAIN
+    std::string_view text;                 // "" inside EXPLAIN (deparsed instead)
+  };
+
+  Result<CurrentStatement> currentStatement() const {
+    CurrentStatement c;
+    if (!a_.parsed) {
+      return Error::make(sqlstate::kInternalError, "the statement's parse tree is missing");
+    }
+    const std::string_view sql = in_.literals != nullptr ? in_.literals->sql() : a_.parsed->sql;
+    c.parsed = a_.parsed;
+    if (sql != a_.parsed->sql) {
+      Result<std::shared_ptr<const parser::ParsedQuery>> p = parser::parse(sql);
+      if (!p.ok()) return std::move(p).error();
+      c.parsed = std::move(p).value();
+    }
+    if (a_.statement_index >= c.parsed->statementCount()) {
+      return Error::make(sqlstate::kInternalError, "the statement is missing from its parse");
+    }
+    c.node = &c.parsed->statement(a_.statement_index);
+    c.text = c.parsed->statementText(a_.statement_index);
+    if (c.node->has_explain_stmt()) {
+      c.node = &c.node->explain_stmt().query();
+      c.text = {};
+    }
+    return c;
+  }
+
+  RouteDecision multiDecision(std::shared_ptr<const MultiShardPlan> plan) const {
+    RouteDecision d = base();
+    d.kind = RouteDecision::Kind::kMultiShard;
+    std::string shards;
+    for (size_t i = 0; i < plan->statements.size(); ++i) {
+      shards += (i ? ", " : "") + shardName(db_, plan->statements[i].shard);
+    }
+    d.reason = plan->reason + " -> " + shards;
+    d.multi = std::move(plan);
+    setRole(d);
+    return d;
+  }
+
+  MultiShardInput multiInput(const CurrentStatement& c, std::vector<uint32_t> shards,
+                             std::string reason) const {
+    MultiShardInput in;
+    in.db = &db_;
+    in.statement = c.node;
+    in.text = c.text;
+    in.shards = std::move(shards);
+    in.params = in_.params;
+    in.reason = std::move(reason);
+    return in;
+  }
+
+  std::vector<uint32_t> allShards() const {
+    std::vector<uint32_t> all;
+    for (uint32_t i = 0; i < n_; ++i) all.push_back(i);
+    return all;
+  }
+
+  // A statement that needs several shards: a plan if each shard can do its part alone and
+  // shardgate can merge the results exactly; else `fallback` (or a more precise 0A000).
+  Result<RouteDecision> routeMultiShard(int32_t t, Error fallback) {
+    const TableRef& ref = a_.tables[t];
+    int32_t insert_target = -1;  // INSERT ... SELECT copying the key of a co-located table
+    for (size_t i = 0; i < a_.tables.size(); ++i) {
+      if (a_.tables[i].insert >= 0 && tables_[i].insert_source >= 0) {
+        insert_target = static_cast<int32_t>(i);
+      }
+    }
+    if (a_.kind == StatementKind::kInsert && insert_target >= 0) {
+      const TableState& target = tables_[insert_target];
+      const TableState& source = tables_[target.insert_source];
+      if (target.cfg == nullptr || source.cfg == nullptr ||
+          !tablesCoLocated(*target.cfg, *source.cfg)) {
+        return spansShards(insert_target);  // "cannot tell which shard the rows belong to"
+      }
+    } else if (a_.kind == StatementKind::kInsert && ref.insert >= 0) {
+      const InsertRows& ins = a_.inserts[static_cast<size_t>(ref.insert)];
+      if (tables_[t].insert_source >= 0 || ins.from_select || a_.tables.size() > 1 ||
+          tables_[t].row_shards.size() != ins.rows) {
+        return fallback;
+      }
+    } else if (a_.kind != StatementKind::kSelect && a_.kind != StatementKind::kUpdate &&
+               a_.kind != StatementKind::kDelete) {
+      return fallback;
+    }
+    if (a_.explain == ExplainMode::kPlain || a_.explain == ExplainMode::kAnalyze) {
+      return notSupported("EXPLAIN of a statement that needs several shards is not supported",
+                          fallback.message,
+                          "EXPLAIN (ROUTE) shows how shardgate runs it; run EXPLAIN on a shard "
+                          "directly to see a shard's plan.");
+    }
+    for (const TableRef& other : a_.tables) {
+      if (other.table_class == TableClass::kUnsharded) {
+        return notSupported(
+            "unsharded table " + other.display() + " is on " + shardName(db_, db_.default_shard) +
+                " only, but the statement needs several shards (" + fallback.message + ")",
+            "Tables that are not sharded live on the database's default shard.",
+            "Make " + other.display() +
+                " a reference table (a copy on every shard), or split "
+                "the statement.");
+      }
+    }
+    Result<CurrentStatement> cur = currentStatement();
+    if (!cur.ok()) return std::move(cur).error();
+    if (cur->node->has_declare_cursor_stmt()) {
+      return notSupported("cursors over several shards are not supported", fallback.message,
+                          "Narrow the query to one shard.");
+    }
+    if (a_.kind == StatementKind::kInsert && insert_target < 0) {
+      std::string reason = "INSERT into " + ref.display() + " split by " + tables_[t].condition;
+      Result<std::shared_ptr<const MultiShardPlan>> plan = planInsertSplit(
+          multiInput(*cur, tables_[t].set.toVector(), std::move(reason)), tables_[t].row_shards);
+      if (!plan.ok()) return std::move(plan).error();
+      return multiDecision(std::move(plan).value());
+    }
+    if (a_.kind == StatementKind::kSelect && a_.shape.set_operation) {
+      return notSupported(
+          "UNION, INTERSECT and EXCEPT over sharded tables that need several shards are not "
+          "supported",
+          fallback.message +
+              ". Each branch would run on every shard; shardgate does not "
+              "combine their results.",
+          "Run each branch as its own query.");
+    }
+    if (a_.kind == StatementKind::kSelect && a_.writes) {
+      return notSupported(
+          a_.write_reason + " in a query that needs several shards is not supported",
+          fallback.message, "Narrow the statement to one shard.");
+    }
+    Result<int32_t> root =
+        perShardRoot(insert_target >= 0 ? tables_[insert_target].insert_source : -1);
+    if (!root.ok()) return std::move(root).error();
+    if (Status st = checkNestedSelects(db_, *cur->node); !st.ok()) return std::move(st).error();
+    if (Status st = checkReplicatedOuterJoins(db_, *cur->node); !st.ok()) {
+      return std::move(st).error();
+    }
+    const TableState& rs = tables_[*root];
+    std::string reason = fragment(*root);
+    if (reason.empty()) reason = tableLabel(*root) + " (every shard)";
+    if (insert_target >= 0) {
+      reason = "INSERT into " + a_.tables[insert_target].display() + " from co-located " + reason;
+    }
+    const std::vector<uint32_t> shards = rs.set.toVector();
+    if (a_.kind == StatementKind::kSelect) {
+      Result<std::shared_ptr<const MultiShardPlan>> plan =
+          planMultiShardRead(multiInput(*cur, shards, std::move(reason)));
+      if (!plan.ok()) return std::move(plan).error();
+      return multiDecision(std::move(plan).value());
+    }
+    Result<std::shared_ptr<const MultiShardPlan>> plan = planSameStatement(
+        multiInput(*cur, shards, std::move(reason)), MultiShardPlan::Kind::kWrite, false);
+    if (!plan.ok()) return std::move(plan).error();
+    return multiDecision(std::move(plan).value());
+  }
+
+  // The sharded table occurrence whose rows split the work: every other sharded occurrence is
+  // tied to it by co-located key equalities (joins, correlated subqueries), so each shard finds
+  // all the rows it needs at home. Errors: 0A000 naming the table that would need other shards.
+  Result<int32_t> perShardRoot(int32_t insert_source) const {
+    std::vector<int32_t> sharded;
+    for (size_t i = 0; i < a_.tables.size(); ++i) {
+      if (a_.tables[i].table_class == TableClass::kSharded)
+        sharded.push_back(static_cast<int32_t>(i));
+    }
+    std::vector<KeyEquality> edges = a_.equalities;
+    edges.insert(edges.end(), insert_sources_.begin(), insert_sources_.end());
+    const auto usable = [&](const KeyEquality& e) {
+      return tables_[e.from].cfg != nullptr && tables_[e.narrowed].cfg != nullptr &&
+             tablesCoLocated(*tables_[e.from].cfg, *tables_[e.narrowed].cfg);
+    };
+    std::vector<int32_t> candidates;
+    for (const int32_t t : sharded) {
+      const TableRef& ref = a_.tables[t];
+      const bool target =
+          ref.written && (a_.kind == StatementKind::kUpdate || a_.kind == StatementKind::kDelete);
+      if (insert_source >= 0                  ? t == insert_source
+          : a_.kind == StatementKind::kSelect ? ref.outer_level
+                                              : target) {
+        candidates.push_back(t);
+      }
+    }
+    int32_t unreached = -1;
+    int32_t from = -1;
+    for (const int32_t root : candidates) {
+      std::vector<bool> reached(a_.tables.size(), false);
+      reached[root] = true;
+      bool grew = true;
+      while (grew) {
+        grew = false;
+        for (const KeyEquality& e : edges) {
+          if (reached[e.from] && !reached[e.narrowed] && usable(e)) {
+            reached[e.narrowed] = true;
+            grew = true;
+          }
+        }
+      }
+      int32_t missing = -1;
+      for (const int32_t t : sharded) {
+        if (!reached[t]) {
+          missing = t;
+          break;
+        }
+      }
+      if (missing < 0) return root;
+      if (unreached < 0) {
+        unreached = missing;
+        from = root;
+      }
+    }
+    if (from < 0) {
+      return notSupported(
+          "sharded table " + tableLabel(sharded.empty() ? 0 : sharded[0]) +
+              " is read only inside a subquery, CTE or set operation, and needs several shards",
+          "Each shard would compute the subquery over its own rows only.",
+          "Narrow the statement to one shard with a condition on the sharding key.");
+    }
+    for (const KeyEquality& e : edges) {
+      const bool pair = (e.from == from && e.narrowed == unreached) ||
+                        (e.from == unreached && e.narrowed == from);
+      if (pair && !usable(e)) {
+        return notSupported("join of sharded tables " + tableLabel(from) + " and " +
+                                tableLabel(unreached) +
+                                " that are not co-located needs rows from several shards",
+                            "They are joined on their sharding keys, but their rows with equal "
+                            "keys may be on different shards (not the same strategy and key type, "
+                            "or not the same ranges or lists).",
+                            "Narrow the statement to one shard, or make one of them a reference "
+                            "table.");
+      }
+    }
+    if (a_.tables[unreached].outer_level) {
+      return notSupported("join of sharded tables " + tableLabel(from) + " and " +
+                              tableLabel(unreached) +
+                              " not on their sharding keys needs rows from several shards",
+                          "Each shard can join only the rows it holds: rows of " +
+                              tableLabel(unreached) + " that match may be on other shards.",
+                          "Join on " + a_.tables[from].qualifiedKey() + " = " +
+                              a_.tables[unreached].qualifiedKey() +
+                              ", narrow the statement to one shard, or make one of them a "
+                              "reference table.");
+    }
+    return notSupported(
+        "a subquery over sharded table " + tableLabel(unreached) + " needs rows of other shards",
+        "Each shard would see only its own rows of " + tableLabel(unreached) + ".",
+        "Correlate the subquery with " + tableLabel(from) + " on the sharding key (" +
+            a_.tables[from].qualifiedKey() + "), or narrow the statement to one shard.");
+  }
+
+  // DDL and other utility statements on sharded tables, and writes to reference tables: every
+  // shard runs them.
+  Result<RouteDecision> routeEveryShard(int32_t t, const std::string& unsharded) {
+    const TableRef& ref = a_.tables[t];
+    const bool utility = a_.kind == StatementKind::kUtility;
+    if (!unsharded.empty()) {
+      return notSupported("this statement changes " + ref.display() +
+                              ", which is on every shard, and uses unsharded table " + unsharded +
+                              ", which is on " + shardName(db_, db_.default_shard) + " only",
+                          {}, "Split the statement.");
+    }
+    if (!utility) {
+      for (size_t i = 0; i < a_.tables.size(); ++i) {
+        if (a_.tables[i].table_class == TableClass::kSharded) {
+          return notSupported("writing to reference table " + ref.display() +
+                                  " with rows of sharded table " +
+                                  tableLabel(static_cast<int32_t>(i)) + " is not supported",
+                              "Every shard holds a copy of the reference table, but only some of "
+                              "the sharded table's rows.",
+                              "Read the rows first and write them with VALUES.");
+        }
+      }
+      if (a_.kind != StatementKind::kInsert && a_.kind != StatementKind::kUpdate &&
+          a_.kind != StatementKind::kDelete) {
+        return notSupported(std::string(a_.kindName()) + " into reference table " + ref.display() +
+                                " is not supported",
+                            "A reference table has a copy on every shard; shardgate runs "
+                            "INSERT, UPDATE, DELETE and DDL on every copy.",
+                            "Use INSERT.");
+      }
+    }
+    if (a_.explain == ExplainMode::kPlain || a_.explain == ExplainMode::kAnalyze) {
+      return notSupported("EXPLAIN of a statement that runs on every shard is not supported", {},
+                          "EXPLAIN (ROUTE) shows how shardgate runs it.");
+    }
+    Result<CurrentStatement> cur = currentStatement();
+    if (!cur.ok()) return std::move(cur).error();
+    const bool sharded = ref.table_class == TableClass::kSharded;
+    std::string reason = std::string(utility ? a_.write_reason : a_.kindName()) + " on " +
+                         (sharded ? "sharded" : "reference") + " table " + ref.display();
+    bool replicated = true;
+    for (const TableRef& other : a_.tables) {
+      replicated = replicated && other.table_class == TableClass::kReference;
+    }
+    Result<std::shared_ptr<const MultiShardPlan>> plan = planSameStatement(
+        multiInput(*cur, allShards(), std::move(reason)),
+        utility ? MultiShardPlan::Kind::kDdl : MultiShardPlan::Kind::kWrite, replicated);
+    if (!plan.ok()) return std::move(plan).error();
+    return multiDecision(std::move(plan).value());
+  }
+
+  // DROP INDEX and database-wide VACUUM / ANALYZE: every shard; nullopt: the default shard.
+  Result<std::optional<RouteDecision>> routeUtilityWithoutTables() {
+    if (a_.explain == ExplainMode::kPlain || a_.explain == ExplainMode::kAnalyze) {
+      return std::optional<RouteDecision>();
+    }
+    Result<CurrentStatement> cur = currentStatement();
+    if (!cur.ok()) return std::move(cur).error();
+    const std::string reason = cur->node->has_drop_stmt() ? "DROP INDEX" : "VACUUM / ANALYZE";
+    std::optional<std::shared_ptr<const MultiShardPlan>> plan =
+        planUtilityWithoutTables(multiInput(*cur, allShards(), reason + " (every shard)"));
+    if (!plan) return std::optional<RouteDecision>();
+    return std::optional<RouteDecision>(multiDecision(std::move(*plan)));
+  }
+
+  // COPY <sharded table> FROM STDIN: every shard runs the COPY; the proxy sends each its rows.
+  Result<RouteDecision> routeCopyFrom() {
+    Result<CurrentStatement> current = currentStatement();
+    if (!current.ok()) return std::move(current).error();
+    if (!current->node->has_copy_stmt()) {
+      return notSupported("EXPLAIN of COPY into a sharded table is not supported");
+    }
+    const pg_query::CopyStmt& copy = current->node->copy_stmt();
+    const TableRef& ref = a_.tables.at(0);
+    const conf::ShardedTable* table = nullptr;
+    for (const conf::ShardedTable& t : db_.sharded_tables) {
+      if (t.matches(ref.schema, ref.name)) table = &t;
+    }
+    if (table == nullptr) return Error::make(sqlstate::kInternalError, "COPY into unknown table");
+    const std::vector<std::string>* order = nullptr;
+    if (copy.attlist_size() == 0) {
+      order = in_.columns != nullptr ? in_.columns->columnOrder(ref.schema, ref.name) : nullptr;
+      if (order == nullptr) {
+        if (in_.columns == nullptr) {
+          return notSupported("COPY into sharded table " + ref.display() + " needs a column list",
+                              "Without one, the position of the sharding key " +
+                                  ref.qualifiedKey() +
+                                  " in each row depends on the table's "
+                                  "definition, which shardgate has not read.",
+                              "Write COPY " + ref.display() + " (" + ref.key_column +
+                                  ", ...) FROM "
+                                  "STDIN");
+        }
+        RouteDecision d = base();
+        d.kind = RouteDecision::Kind::kNeedsLookup;
+        d.column_order_lookups.push_back({ref.schema, ref.name});
+        d.reason = "needs lookups; column order of " + ref.display();
+        return d;
+      }
+    }
+    Result<CopySplit> split = planCopySplit(copy, *table, n_, order);
+    if (!split.ok()) return split.error();
+    auto plan = std::make_shared<MultiShardPlan>();
+    plan->kind = MultiShardPlan::Kind::kCopyIn;
+    plan->copy = std::make_shared<const CopySplit>(std::move(split).value());
+    if (current->parsed->statementCount() != 1) {
+      return notSupported("COPY into sharded table " + ref.display() +
+                          " must be sent as a query of its own");
+    }
+    const std::string sql(current->text);
+    for (uint32_t shard = 0; shard < n_; ++shard) plan->statements.push_back({shard, sql});
+    plan->reason = "COPY " + ref.display() + " FROM STDIN: rows split by " + ref.qualifiedKey();
+    RouteDecision d = base();
+    d.kind = RouteDecision::Kind::kMultiShard;
+    d.role = Role::kPrimary;
+    d.multi = std::move(plan);
+    d.reason = d.multi->reason;
+    return d;
   }
 
   // ---- EXPLAIN (ROUTE) ----
@@ -1365,6 +1757,11 @@ class StatementRouter {
         case RouteDecision::Kind::kShardgateSetting:
           target = "shardgate itself";
           break;
+        case RouteDecision::Kind::kMultiShard:
+          for (size_t i = 0; r.multi && i < r.multi->statements.size(); ++i) {
+            target += (i ? ", " : "") + shardName(db_, r.multi->statements[i].shard);
+          }
+          break;
         default:
           target = "?";
           break;
@@ -1383,6 +1780,11 @@ class StatementRouter {
       }
       if (ctx_.transaction_shard) {
         lines.push_back("Transaction: bound to " + shardName(db_, *ctx_.transaction_shard));
+      }
+      if (r.kind == RouteDecision::Kind::kMultiShard && r.multi) {
+        for (std::string& line : describeMultiShardPlan(db_, *r.multi)) {
+          lines.push_back(std::move(line));
+        }
       }
       d.reason = "explain: " + r.reason;
     }
@@ -1462,6 +1864,10 @@ void advance(SessionRouteContext& ctx, const QueryAnalysis& a, const RouteDecisi
 
 }  // namespace
 
+bool tablesCoLocated(const conf::ShardedTable& a, const conf::ShardedTable& b) {
+  return coLocated(a, b);
+}
+
 std::string shardName(const conf::Database& db, uint32_t shard) {
   if (shard < db.shards.size() && !db.shards[shard].name.empty()) return db.shards[shard].name;
   return "#" + std::to_string(shard);
@@ -1524,6 +1930,12 @@ Result<RouteDecision> routeStatements(const conf::Database& db,
       return e;
     }
     RouteDecision& d = *r;
+    if (d.kind == RouteDecision::Kind::kMultiShard) {
+      return notSupported(
+          "statement " + std::to_string(i + 1) + " of " + std::to_string(statements.size()) +
+              " needs several shards; such a statement must be sent as a query of its own",
+          "Route: " + d.reason + ".", "Send the statements one at a time.");
+    }
     if (d.kind == RouteDecision::Kind::kNeedsLookup) {
       for (auto& k : d.directory_lookups) lookups.directory_lookups.push_back(std::move(k));
       for (auto& c : d.column_order_lookups) lookups.column_order_lookups.push_back(std::move(c));

@@ -24,6 +24,9 @@ struct SessionRouteContext {
   bool transaction_wrote = false;
   bool transaction_read_only = false;         // BEGIN READ ONLY / SET TRANSACTION READ ONLY
   std::optional<uint32_t> transaction_shard;  // the shard the open transaction is bound to
+  // The proxy can hold a connection per shard in one transaction: a statement for another shard
+  // than transaction_shard joins the transaction there instead of being refused.
+  bool transaction_may_span_shards = false;
 };
 
 // The values of an extended-protocol Bind, with the parameter types from Parse.
@@ -39,6 +42,10 @@ enum class Role { kPrimary, kReplica };
 struct DirectoryKeyRequest {
   const conf::ShardedTable* table = nullptr;  // points into the Database passed to the router
   conf::KeyValue key;
+  // An INSERT brings the key and the directory has no row for it, under fallback "hash": the proxy
+  // records the hash shard in the directory (unless another row won the race) before routing
+  // again, so that every worker and every later statement agree on the key's shard.
+  bool place = false;
 };
 
 // A table whose column order is needed (INSERT without a column list).

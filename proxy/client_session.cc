@@ -1,10 +1,12 @@
 // ClientSession: what a client sees of shardgate, from the startup packet to Terminate.
 #include "proxy/client_session.h"
 
+#include <charconv>
 #include <variant>
 
 #include "backends/cancel_request.h"
 #include "common/log.h"
+#include "proxy/admin_console.h"
 #include "proxy/proxy_server.h"
 #include "proxy/session_features.h"
 #include "proxy/sql_prepared.h"
@@ -25,12 +27,17 @@ bool isFalseValue(std::string_view v) {
 }  // namespace
 
 ClientSession::ClientSession(Worker& worker, uint64_t id, uint64_t now_ms)
-    : TcpConnection(worker.context()), worker_(worker), id_(id), connected_at_ms_(now_ms) {}
+    : TcpConnection(worker.context()),
+      worker_(worker),
+      id_(id),
+      connected_at_ms_(now_ms),
+      metrics_(worker.metrics(), worker.configPtr()) {}
 
 ClientSession::~ClientSession() = default;
 
 void ClientSession::start() {
   uv_tcp_nodelay(handle(), 1);
+  meterTraffic(&worker_.metrics().bytes_received, &worker_.metrics().bytes_sent);
   counted_ = true;
   worker_.addSession(this);
   startReading();
@@ -50,6 +57,7 @@ void ClientSession::fatal(const Error& error) {
   releaseServer(/*client_left=*/true);
   state_ = State::kClosed;
   wire::writeError(outputBuffer(), e);
+  metrics_.countError(e.sqlstate);
   closeAfterFlush();
 }
 
@@ -171,7 +179,8 @@ void ClientSession::handleStartupMessage(const wire::StartupMessage& startup) {
     wire::NegotiateProtocolVersion{wire::kProtocolVersion30, unrecognized}.encode(outputBuffer());
   }
 
-  user_ = worker_.config().findUser(user_name_);
+  config_ = worker_.configPtr();
+  user_ = config_->findUser(user_name_);
   auth_ = std::make_unique<ClientAuthenticator>(user_, user_name_,
                                                 user_ ? worker_.scramSecret(*user_) : nullptr);
   state_ = State::kAuthenticating;
@@ -206,6 +215,8 @@ size_t ClientSession::handleAuthPhase(std::string_view data) {
     }
     auto outcome = auth_->onMessage(framed.frame.payload, outputBuffer());
     if (!outcome.ok()) {
+      spdlog::info("event=auth_failed session={} user={} database={} error=\"{}\"", id_, user_name_,
+                   database_name_, outcome.error().describe());
       fatal(outcome.error());
       return data.size();
     }
@@ -222,12 +233,17 @@ void ClientSession::authenticated() {
   auth_.reset();
   wire::AuthenticationOk{}.encode(outputBuffer());
   scheduleFlush();
-  database_ = worker_.config().findDatabase(database_name_);
+  if (database_name_ == kAdminDatabaseName && user_ != nullptr) {
+    startAdminConsole();
+    return;
+  }
+  database_ = config_->findDatabase(database_name_);
   if (database_ == nullptr || user_ == nullptr) {
     fatal(Error::fatal(sqlstate::kInvalidCatalogName,
                        "database \"" + database_name_ + "\" does not exist"));
     return;
   }
+  metrics_.loggedIn(database_name_, user_name_);
   state_ = State::kLoggingIn;
   transaction_pooling_ = worker_.config().general.pool_mode == conf::PoolMode::kTransaction;
   bool has_replicas = false;
@@ -249,6 +265,7 @@ void ClientSession::onServerAcquired(backends::ServerConnection* server) {
   waiting_for_server_ = false;
   server_ = server;
   server_->attach(this);
+  metrics_.serverAcquired();
   if (state_ == State::kLoggingIn) {
     settings_.startFrom(pool_->serverParameters());
     syncServer([this] { finishLogin(); });
@@ -284,33 +301,42 @@ void ClientSession::onServerUnavailable(const Error& error) {
 }
 
 void ClientSession::syncServer(std::function<void()> then) {
-  const void* tag = settings_.tag(worker_.settingsInterner());
-  std::vector<std::string> evictions = server_->statements().takeEvictions();
-  if (tag != nullptr && server_->settingsTag() == tag && evictions.empty()) {
-    then();  // the hot path: this connection already has this session's settings
-    return;
-  }
-  std::string sql = settings_.syncSql(*server_);
-  for (const std::string& name : evictions) {
-    if (!sql.empty()) sql += "; ";
-    sql += "DEALLOCATE " + name;
-  }
-  if (sql.empty()) {
-    server_->setSettingsTag(tag);
-    then();
-    return;
-  }
   syncing_server_ = true;
-  server_->runInternal(sql, [this, tag, then = std::move(then)](Status status) {
+  syncSettings(server_, [this, then = std::move(then)](Status status) {
     syncing_server_ = false;
     if (!status.ok()) {
       fatal(status.error());
       return;
     }
-    settings_.markSynced(*server_);
-    // ParameterStatus replies to the SETs moved the server to what the client asked for.
-    server_->setSettingsTag(tag);
     then();
+  });
+}
+
+void ClientSession::syncSettings(backends::ServerConnection* server,
+                                 std::function<void(Status)> then) {
+  const void* tag = settings_.tag(worker_.settingsInterner());
+  std::vector<std::string> evictions = server->statements().takeEvictions();
+  if (tag != nullptr && server->settingsTag() == tag && evictions.empty()) {
+    then({});  // the hot path: this connection already has this session's settings
+    return;
+  }
+  std::string sql = settings_.syncSql(*server);
+  for (const std::string& name : evictions) {
+    if (!sql.empty()) sql += "; ";
+    sql += "DEALLOCATE " + name;
+  }
+  if (sql.empty()) {
+    server->setSettingsTag(tag);
+    then({});
+    return;
+  }
+  server->runInternal(sql, [this, server, tag, then = std::move(then)](Status status) {
+    if (status.ok()) {
+      settings_.markSynced(*server);
+      // ParameterStatus replies to the SETs moved the server to what the client asked for.
+      server->setSettingsTag(tag);
+    }
+    then(std::move(status));
   });
 }
 
@@ -328,8 +354,8 @@ void ClientSession::finishLogin() {
   wire::writeReadyForQuery(outputBuffer(), transaction_status_);
   scheduleFlush();
   state_ = State::kReady;
-  spdlog::debug("event=client_login session={} user={} database={}", id_, user_name_,
-                database_name_);
+  spdlog::info("event=client_login session={} user={} database={}", id_, user_name_,
+               database_name_);
   maybeReleaseServer();
   processPending();
 }
@@ -359,15 +385,22 @@ size_t ClientSession::failPendingRequests(std::string_view data) {
       case wire::fe::kQuery:
       case wire::fe::kFunctionCall:
         wire::writeError(outputBuffer(), *failing_);
+        metrics_.countError(failing_->sqlstate);
         wire::writeReadyForQuery(outputBuffer(), transaction_status_);
         break;
       case wire::fe::kSync:
-        if (!failed_batch_) wire::writeError(outputBuffer(), *failing_);
+        if (!failed_batch_) {
+          wire::writeError(outputBuffer(), *failing_);
+          metrics_.countError(failing_->sqlstate);
+        }
         wire::writeReadyForQuery(outputBuffer(), transaction_status_);
         failed_batch_ = false;
         break;
       default:  // part of an extended batch: one error for the batch
-        if (!failed_batch_) wire::writeError(outputBuffer(), *failing_);
+        if (!failed_batch_) {
+          wire::writeError(outputBuffer(), *failing_);
+          metrics_.countError(failing_->sqlstate);
+        }
         failed_batch_ = true;
         break;
     }
@@ -378,6 +411,8 @@ size_t ClientSession::failPendingRequests(std::string_view data) {
 }
 
 size_t ClientSession::handleClientMessages(std::string_view data) {
+  if (admin_) return admin_->onData(data);
+  if (!readyForNextTransaction(data)) return 0;
   if (failing_) return failPendingRequests(data);
   if (routing_) return routeClientMessages(data);
   if (server_ == nullptr) {
@@ -408,6 +443,7 @@ bool isParseError(const Error& error) {
 }  // namespace
 
 planner::SessionRouteContext ClientSession::routeContext() const {
+  worker_.lookups().setSession(*database_, searchPathStatement(settings_.unreported()));
   planner::SessionRouteContext ctx;
   ctx.read_preference =
       read_preference_override_.value_or(conf::Config::readPreference(*database_, *user_));
@@ -415,6 +451,7 @@ planner::SessionRouteContext ClientSession::routeContext() const {
   ctx.transaction_wrote = txn_wrote_;
   ctx.transaction_read_only = txn_read_only_;
   if (txn_bound_ && current_target_) ctx.transaction_shard = current_target_->shard;
+  ctx.transaction_may_span_shards = !pinned_;
   return ctx;
 }
 
@@ -452,6 +489,7 @@ void ClientSession::answer(std::string bytes) {
 void ClientSession::refuseStatement(const Error& error, bool extended_protocol) {
   std::string reply;
   wire::writeError(reply, error);
+  metrics_.countError(error.sqlstate);
   if (server_ && (transaction_status_ != 'I' || batch_open_)) {
     // Postgres aborts the (explicit or implicit) transaction on an error: make the server's fail
     // too, so that nothing the client sent before the refused statement commits.
@@ -566,7 +604,10 @@ bool ClientSession::moveTo(const Target& target) {
     backends::ServerConnection* server = server_;
     server_ = nullptr;
     bool in_transaction = transaction_status_ != 'I';
-    if (in_transaction) {
+    if (in_transaction && txn_bound_) {
+      // The transaction spans shards: this shard's part waits, parked, for the end.
+      park(server, pool_, current_target_->shard);
+    } else if (in_transaction) {
       // Only BEGIN and statements any shard can run have happened: start over on the shard the
       // transaction really needs.
       resume_transaction_ =
@@ -579,6 +620,22 @@ bool ClientSession::moveTo(const Target& target) {
       auto how =
           transaction_pooling_ ? backends::Pool::Release::kClean : backends::Pool::Release::kReset;
       pool_->release(server, how, backends::monotonicMs());
+    }
+  }
+  if (transaction_status_ != 'I') {
+    backends::Pool* parked_pool = nullptr;
+    if (backends::ServerConnection* parked = unpark(target.shard, &parked_pool)) {
+      // Back to a shard this transaction already runs on.
+      current_target_ = target;
+      pool_ = parked_pool;
+      server_ = parked;
+      server_->attach(this);
+      return true;
+    }
+    if (txn_bound_ || !parked_.empty()) {
+      // The shard joins the transaction: it begins there as it began on the first one.
+      resume_transaction_ =
+          (txn_begin_sql_.empty() ? std::string("BEGIN") : txn_begin_sql_) + txn_replay_sql_;
     }
   }
   current_target_ = target;
@@ -594,6 +651,9 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
   wire::Frame frame;
   while (used < data.size()) {
     if (waiting_for_server_ || syncing_server_) return used;
+    // The rest waits for the multi-shard statement running (unless it is a COPY taking rows).
+    if (multi_run_ && !multi_run_->acceptsCopyData()) return used;
+    if (lookup_wait_.waiting()) return used;  // routed again once the lookups answer
     wire::FrameStatus status = wire::peekTyped(data.substr(used), max_size, frame);
     if (status == wire::FrameStatus::kNeedMore) break;
     if (status == wire::FrameStatus::kInvalid) {
@@ -602,6 +662,29 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
     }
     const char type = frame.type;
     std::string_view message = data.substr(used, frame.size);
+    if (multi_run_) {
+      if (type == wire::fe::kCopyData || type == wire::fe::kCopyDone ||
+          type == wire::fe::kCopyFail) {
+        if (multi_run_->copyCongested(worker_.config().general.client_buffer_limit)) {
+          return used;  // the shards take rows more slowly: the sweep tries again
+        }
+        used += frame.size;
+        multi_run_->copyFromClient(type, frame.payload);
+        continue;
+      }
+      if (type == wire::fe::kFlush || type == wire::fe::kSync) {
+        used += frame.size;  // ignored during COPY, as Postgres does
+        continue;
+      }
+      fatal(Error::fatal(sqlstate::kProtocolViolation, std::string("unexpected message type '") +
+                                                           type + "' during COPY from stdin"));
+      return data.size();
+    }
+    if (server_ == nullptr && (type == wire::fe::kCopyData || type == wire::fe::kCopyDone ||
+                               type == wire::fe::kCopyFail)) {
+      used += frame.size;  // after a failed COPY: dropped, as Postgres drops them
+      continue;
+    }
     if (type == wire::fe::kTerminate) {
       releaseServer(/*client_left=*/true);
       state_ = State::kClosed;
@@ -623,14 +706,24 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       }
     }
 
+    if (multi_bound_ && handleMultiShardBatchMessage(type, frame.payload)) {
+      used += frame.size;
+      continue;
+    }
+
     // Where does this message run?
     std::optional<Target> target;
-    if (transaction_status_ == 'E' && server_ != nullptr) {
+    if (transaction_status_ == 'E' && server_ != nullptr && parked_.empty() &&
+        server_->transactionStatus() == 'E') {
       // A failed transaction: its server refuses everything but the end of it (25P02).
       target = current_target_;
     } else if (type == wire::fe::kQuery) {
       std::string_view sql = frame.payload;
       if (!sql.empty() && sql.back() == '\0') sql.remove_suffix(1);
+      if (interceptShardgateCall(sql)) {  // shardgate.move_key(...)
+        used += frame.size;
+        continue;
+      }
       auto decision = worker_.router().routeSimple(*database_, sql, routeContext());
       if (!decision.ok() && isParseError(decision.error())) {
         // Postgres words (and positions) its own syntax errors: let a server report it.
@@ -639,6 +732,18 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       } else if (!decision.ok()) {
         used += frame.size;
         refuseStatement(decision.error(), /*extended_protocol=*/false);
+        continue;
+      } else if (decision->kind == planner::RouteDecision::Kind::kNeedsLookup &&
+                 awaitLookups(*decision)) {
+        return used;
+      } else if (spreadTransaction() && spreadStatement(*decision, false) != SpreadOutcome::kRun) {
+        if (ending_parked_) return used;
+        used += frame.size;
+        continue;
+      } else if (decision->kind == planner::RouteDecision::Kind::kMultiShard) {
+        if (!readyForMultiShard()) return used;
+        used += frame.size;
+        startMultiShard(*decision, nullptr, /*describe=*/true);
         continue;
       } else if (!handleDecision(*decision, sql, /*extended_protocol=*/false, target)) {
         used += frame.size;
@@ -649,6 +754,26 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       if (!decision.ok()) {
         used += frame.size;
         refuseStatement(decision.error(), /*extended_protocol=*/true);
+        continue;
+      }
+      if (decision->kind == planner::RouteDecision::Kind::kNeedsLookup && awaitLookups(*decision)) {
+        return used;
+      }
+      if (spreadTransaction() && spreadStatement(*decision, true) != SpreadOutcome::kRun) {
+        if (ending_parked_) return used;
+        used += frame.size;
+        continue;
+      }
+      if (decision->kind == planner::RouteDecision::Kind::kMultiShard) {
+        if (!readyForMultiShard()) return used;
+        used += frame.size;
+        auto bind = wire::Bind::decode(frame.payload);  // routeBind decoded it already
+        multi_bound_ = std::make_unique<BoundMultiShard>();
+        multi_bound_->decision = std::move(decision).value();
+        multi_bound_->bind = std::move(bind).value();
+        std::string reply;
+        wire::BindComplete{}.encode(reply);
+        answer(std::move(reply));
         continue;
       }
       std::string_view statement_text = last_bound_text_;
@@ -677,6 +802,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
           continue;
         }
         rememberParse(*parse);
+        metrics_.statementText(type, frame.payload);
         std::string reply;
         wire::ParseComplete{}.encode(reply);
         answer(std::move(reply));
@@ -722,6 +848,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
 bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::string_view sql,
                                    bool extended_protocol, std::optional<Target>& target) {
   using Kind = planner::RouteDecision::Kind;
+  metrics_.routeDecided(decision);
   switch (decision.kind) {
     case Kind::kExplainRoute:
       if (extended_protocol) {
@@ -743,15 +870,8 @@ bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::
         answerShardgateSetting(decision);
       }
       return false;
-    case Kind::kNeedsLookup:
-      refuseStatement(
-          Error::make(sqlstate::kFeatureNotSupported,
-                      decision.directory_lookups.empty()
-                          ? "INSERT without a column list into a sharded table is not supported yet"
-                          : "tables sharded by the directory strategy are not routed yet",
-                      decision.reason,
-                      decision.directory_lookups.empty() ? "list the columns in the INSERT" : ""),
-          extended_protocol);
+    case Kind::kNeedsLookup:  // awaitLookups() could not get the answers
+      refuseStatement(lookup_wait_.takeError(), extended_protocol);
       return false;
     default:
       break;
@@ -858,6 +978,9 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
     const char type = frame.type;
     const size_t start = used;
     used += frame.size;
+    metrics_.clientMessage(type, frame.payload, *database_,
+                           current_target_ ? current_target_->shard : database_->default_shard,
+                           lastReadNs());
     if (type == wire::fe::kSync || type == wire::fe::kQuery) {
       batch_open_ = false;
       batch_executes_ = false;
@@ -1233,6 +1356,7 @@ void ClientSession::onServerBytes(std::string_view bytes) {
 
 void ClientSession::onServerErrorResponse() {
   request_failed_ = true;
+  if (server_) metrics_.countError(server_->lastErrorSqlstate());
 }
 
 void ClientSession::onServerParameterStatus(std::string_view payload) {
@@ -1264,6 +1388,7 @@ void ClientSession::onStatementFailed(const std::string& client_name) {
 void ClientSession::onServerReadyForQuery(char transaction_status) {
   if (outstanding_ > 0) --outstanding_;
   transaction_status_ = transaction_status;
+  metrics_.readyForQuery(transaction_status, outstanding_);
   if (transaction_status == 'I') {
     txn_bound_ = false;
     txn_wrote_ = false;
@@ -1311,6 +1436,7 @@ bool ClientSession::sinkCongested() const {
 }
 
 void ClientSession::onWriteDrained() {
+  if (multi_run_) multi_run_->resume();
   if (server_) server_->resumeIfPaused();
   if (paused_for_server_ && server_ &&
       server_->unsentBytes() <= worker_.config().general.client_buffer_limit) {
@@ -1320,13 +1446,537 @@ void ClientSession::onWriteDrained() {
   }
 }
 
+// ---- multi-shard statements -----------------------------------------------------------------
+
+namespace {
+// LIMIT / OFFSET of a multi-shard statement, from its text or its Bind. nullopt: none (LIMIT ALL,
+// LIMIT NULL).
+Result<std::optional<int64_t>> evaluateCount(const planner::ValueRef& value, const wire::Bind* bind,
+                                             const std::vector<int32_t>* types,
+                                             std::string_view clause) {
+  std::string text;
+  switch (value.kind) {
+    case planner::ValueRef::Kind::kNull:
+      return std::optional<int64_t>();
+    case planner::ValueRef::Kind::kConstant:
+      text = value.text;
+      break;
+    case planner::ValueRef::Kind::kParam: {
+      const size_t i = static_cast<size_t>(value.index - 1);
+      if (bind == nullptr || i >= bind->params.size()) break;
+      if (!bind->params[i]) return std::optional<int64_t>();
+      const std::string& raw = *bind->params[i];
+      if (bind->paramFormat(i) == 0) {
+        text = raw;
+        break;
+      }
+      const int32_t type = types && i < types->size() ? (*types)[i] : 0;
+      int64_t v = 0;
+      if (type == 20 && raw.size() == 8) {  // int8
+        for (unsigned char c : raw) v = (v << 8) | c;
+      } else if (type == 23 && raw.size() == 4) {  // int4
+        v = static_cast<int32_t>(static_cast<uint32_t>(static_cast<unsigned char>(raw[0])) << 24 |
+                                 static_cast<uint32_t>(static_cast<unsigned char>(raw[1])) << 16 |
+                                 static_cast<uint32_t>(static_cast<unsigned char>(raw[2])) << 8 |
+                                 static_cast<uint32_t>(static_cast<unsigned char>(raw[3])));
+      } else {
+        break;
+      }
+      if (value.negate) v = -v;
+      return std::optional<int64_t>(v);
+    }
+    default:
+      break;
+  }
+  if (text.empty()) {
+    return Error::make(sqlstate::kFeatureNotSupported,
+                       std::string(clause) +
+                           " of a statement that needs several shards must be "
+                           "an integer literal or parameter");
+  }
+  int64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size()) {
+    return Error::make(sqlstate::kInvalidTextRepresentation,
+                       "invalid input syntax for type bigint: \"" + text + "\"");
+  }
+  if (value.negate) v = -v;
+  if (v < 0) {
+    return Error::make(
+        clause == "LIMIT" ? sqlstate::kInvalidRowCountInLimit : sqlstate::kInvalidRowCountInOffset,
+        std::string(clause) + " must not be negative");
+  }
+  return std::optional<int64_t>(v);
+}
+}  // namespace
+
+// A connection of a transaction that spans shards, waiting while other shards run statements. It
+// is the connection's sink, so that a connection that breaks while parked is noticed.
+class ClientSession::ParkedServer final : public backends::ServerSink {
+ public:
+  ParkedServer(ClientSession& session, backends::ServerConnection* server, backends::Pool* pool,
+               uint32_t shard)
+      : session_(session), server(server), pool(pool), shard(shard) {
+    server->detach();  // from the session or the leg that ran its last statement
+    server->attach(this);
+  }
+
+  // Nothing of the client's is owed while parked; internal statements swallow their replies.
+  void onServerBytes(std::string_view) override {}
+  void onServerReadyForQuery(char) override {}
+  void onServerLost(const Error& error) override {
+    server = nullptr;
+    session_.onParkedServerLost(this, error);  // destroys this
+  }
+  bool sinkCongested() const override { return false; }
+  void onStatementFailed(const std::string&) override {}
+  void onServerCommandComplete(std::string_view) override {}
+  void onServerErrorResponse() override {}
+  void onServerCaughtUp() override {}
+  void onServerParameterStatus(std::string_view) override {}
+
+  ClientSession& session_;
+  backends::ServerConnection* server;
+  backends::Pool* pool;
+  uint32_t shard;
+};
+
+void ClientSession::park(backends::ServerConnection* server, backends::Pool* pool, uint32_t shard) {
+  parked_.push_back(std::make_unique<ParkedServer>(*this, server, pool, shard));
+}
+
+backends::ServerConnection* ClientSession::unpark(uint32_t shard, backends::Pool** pool) {
+  for (auto it = parked_.begin(); it != parked_.end(); ++it) {
+    if ((*it)->shard != shard || (*it)->server == nullptr) continue;
+    backends::ServerConnection* server = (*it)->server;
+    *pool = (*it)->pool;
+    server->detach();
+    parked_.erase(it);
+    return server;
+  }
+  return nullptr;
+}
+
+void ClientSession::onParkedServerLost(ParkedServer* parked, const Error& error) {
+  const uint32_t shard = parked->shard;
+  std::erase_if(parked_, [parked](const auto& p) { return p.get() == parked; });
+  // That shard's part of the transaction is gone: the transaction cannot commit any more.
+  Error e = error;
+  e.detail = "the connection to " + planner::shardName(*database_, shard) +
+             " broke inside a transaction that spans shards";
+  fatal(e);
+}
+
+void ClientSession::releaseParked(bool clean) {
+  for (auto& parked : parked_) {
+    if (parked->server == nullptr) continue;
+    parked->pool->release(parked->server,
+                          clean ? backends::Pool::Release::kClean : backends::Pool::Release::kClose,
+                          backends::monotonicMs());
+  }
+  parked_.clear();
+}
+
+bool ClientSession::spreadTransaction() const {
+  if (transaction_status_ == 'I') return false;
+  return !parked_.empty() || ending_parked_ || spread_end_error_ || server_ == nullptr ||
+         (transaction_status_ == 'E' &&
+          (server_ == nullptr || server_->transactionStatus() != 'E'));
+}
+
+ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::RouteDecision& decision,
+                                                            bool extended) {
+  using Action = planner::TransactionAction;
+  if (ending_parked_) return SpreadOutcome::kAnswered;  // the caller waits
+  if (decision.transaction == Action::kCommit || decision.transaction == Action::kRollback) {
+    if (!parked_.empty()) {
+      const bool commit = decision.transaction == Action::kCommit && transaction_status_ != 'E';
+      ending_parked_ = true;
+      endNextParked(commit ? "COMMIT" : "ROLLBACK");
+      return SpreadOutcome::kAnswered;  // the statement waits (ending_parked_) and comes again
+    }
+    const bool failed = transaction_status_ == 'E' || spread_end_error_.has_value();
+    if (!failed && server_ != nullptr) return SpreadOutcome::kRun;  // server_ ends it as usual
+    // End it here: roll back what is still held, and answer as Postgres would.
+    if (server_) {
+      backends::ServerConnection* server = server_;
+      server_ = nullptr;
+      current_target_.reset();
+      backends::Pool* pool = pool_;
+      server->runInternal("ROLLBACK", [pool, server](Status status) {
+        pool->release(
+            server, status.ok() ? backends::Pool::Release::kClean : backends::Pool::Release::kClose,
+            backends::monotonicMs());
+      });
+    }
+    std::string reply;
+    const bool spread_end_error_was = spread_end_error_.has_value();
+    if (spread_end_error_) {
+      wire::writeError(reply, *spread_end_error_);
+    } else {
+      if (!failed && !changes_in_transaction_.empty()) {
+        settings_.commit(changes_in_transaction_, nullptr);
+      }
+      wire::CommandComplete{failed || decision.transaction == Action::kRollback ? "ROLLBACK"
+                                                                                : "COMMIT"}
+          .encode(reply);
+    }
+    spread_end_error_.reset();
+    changes_in_transaction_.clear();
+    savepoint_marks_.clear();
+    transaction_status_ = 'I';
+    txn_bound_ = false;
+    txn_wrote_ = false;
+    txn_read_only_ = false;
+    txn_begin_sql_.clear();
+    txn_replay_sql_.clear();
+    if (extended && spread_end_error_was) {
+      answer(std::move(reply));
+      skipping_to_sync_ = true;  // as Postgres does after an error in a batch
+    } else if (extended) {
+      // The rest of the batch (Describe, Execute, Sync) is answered as for a bound statement.
+      multi_bound_ = std::make_unique<BoundMultiShard>();
+      multi_bound_->local_reply = std::move(reply);
+      std::string bind_complete;
+      wire::BindComplete{}.encode(bind_complete);
+      answer(std::move(bind_complete));
+    } else {
+      wire::writeReadyForQuery(reply, transaction_status_);
+      answer(std::move(reply));
+    }
+    return SpreadOutcome::kAnswered;
+  }
+  if (transaction_status_ == 'E') {
+    refuseStatement(Error::make("25P02",
+                                "current transaction is aborted, commands ignored until end of "
+                                "transaction block"),
+                    extended);
+    return SpreadOutcome::kAnswered;
+  }
+  if (decision.transaction == Action::kSavepoint || decision.transaction == Action::kRelease ||
+      decision.transaction == Action::kRollbackTo || decision.transaction == Action::kPrepare) {
+    refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
+                                "savepoints and PREPARE TRANSACTION are not supported in a "
+                                "transaction that spans shards yet",
+                                "the transaction runs on several shards"),
+                    extended);
+    return SpreadOutcome::kAnswered;
+  }
+  return SpreadOutcome::kRun;
+}
+
+// Ends the parked connections' transactions one after the other; the first failure turns the
+// rest into ROLLBACKs and becomes the client's error.
+void ClientSession::endNextParked(std::string sql) {
+  while (!parked_.empty() && parked_.front()->server == nullptr) parked_.erase(parked_.begin());
+  if (parked_.empty()) {
+    ending_parked_ = false;
+    processPending();  // the client's COMMIT / ROLLBACK, now for server_ alone
+    return;
+  }
+  backends::ServerConnection* server = parked_.front()->server;
+  server->runInternal(sql, [this, server, sql](Status status) {
+    std::unique_ptr<ParkedServer> parked;
+    for (auto it = parked_.begin(); it != parked_.end(); ++it) {
+      if ((*it)->server == server) {
+        parked = std::move(*it);
+        parked_.erase(it);
+        break;
+      }
+    }
+    std::string next = sql;
+    if (!status.ok() && !spread_end_error_) {
+      Error e = status.error();
+      std::string where = parked ? planner::shardName(*database_, parked->shard) : "a shard";
+      e.detail = e.detail.empty() ? sql + " failed on " + where
+                                  : e.detail + "\n" + sql + " failed on " + where;
+      spread_end_error_ = e;
+      next = "ROLLBACK";
+    }
+    if (parked && parked->server) {
+      server->detach();
+      parked->pool->release(server,
+                            status.ok() && server->transactionStatus() == 'I'
+                                ? (transaction_pooling_ ? backends::Pool::Release::kClean
+                                                        : backends::Pool::Release::kReset)
+                                : backends::Pool::Release::kClose,
+                            backends::monotonicMs());
+    }
+    endNextParked(next);
+  });
+}
+
+backends::ServerConnection* ClientSession::multiShardTakeServer(uint32_t shard,
+                                                                backends::Pool** pool) {
+  if (server_ && current_target_ && current_target_->shard == shard && !server_->owesReplies()) {
+    backends::ServerConnection* server = server_;
+    server_ = nullptr;
+    current_target_.reset();
+    *pool = pool_;
+    server->detach();
+    return server;
+  }
+  backends::ServerConnection* server = unpark(shard, pool);
+  return server;
+}
+
+void ClientSession::multiShardKeepServer(uint32_t shard, backends::ServerConnection* server,
+                                         backends::Pool* pool) {
+  park(server, pool, shard);
+}
+
+namespace {
+// How a multi-shard plan is counted in shardgate_queries_total{route}.
+RouteKind multiShardRouteKind(const planner::MultiShardPlan& plan) {
+  switch (plan.kind) {
+    case planner::MultiShardPlan::Kind::kRead:
+      if (!plan.merge) return RouteKind::kFanOut;
+      return plan.merge->aggregate ? RouteKind::kFanOutAggregate : RouteKind::kFanOutSort;
+    case planner::MultiShardPlan::Kind::kWrite:
+      return RouteKind::kMultiWrite;
+    case planner::MultiShardPlan::Kind::kDdl:
+      return RouteKind::kBroadcastDdl;
+    case planner::MultiShardPlan::Kind::kCopyIn:
+      return RouteKind::kCopySplit;
+  }
+  return RouteKind::kFanOut;
+}
+}  // namespace
+
+bool ClientSession::readyForMultiShard() {
+  if (waiting_for_server_ || syncing_server_) return false;
+  if (server_ == nullptr) return true;
+  if (batch_open_ && !batch_executes_) {
+    // Only Parse / Describe so far went to the held server: end that batch there first.
+    std::string sync;
+    wire::Sync{}.encode(sync);
+    server_->forward(sync);
+    server_->expect(backends::ExpectedReply{
+        backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+    batch_open_ = false;
+    server_->notifyWhenCaughtUp();
+    return false;
+  }
+  if (server_->owesReplies()) {
+    server_->notifyWhenCaughtUp();  // the statement waits for the replies
+    return false;
+  }
+  return true;
+}
+
+void ClientSession::startMultiShard(const planner::RouteDecision& decision, const wire::Bind* bind,
+                                    bool describe) {
+  const bool extended = bind != nullptr;
+  const auto refuse = [&](Error error) {
+    multi_bound_.reset();
+    refuseStatement(error, extended);
+  };
+  if (!decision.multi || decision.multi->statements.empty()) {
+    refuse(Error::make(sqlstate::kInternalError, "multi-shard plan without statements"));
+    return;
+  }
+  const bool in_transaction = transaction_status_ != 'I';
+  if (in_transaction && pinned_) {
+    refuse(Error::make(sqlstate::kFeatureNotSupported,
+                       "a statement that needs several shards cannot run in this transaction",
+                       "the session is pinned to one shard connection by a session-level feature",
+                       "run the statement outside BEGIN ... COMMIT"));
+    return;
+  }
+  if (batch_open_) {
+    refuse(Error::make(sqlstate::kFeatureNotSupported,
+                       "a statement that needs several shards cannot share an extended-protocol "
+                       "batch with other statements",
+                       decision.reason, "send a Sync before it"));
+    return;
+  }
+  const planner::MultiShardPlan& plan = *decision.multi;
+  MultiShardRun::Request request;
+  request.plan = decision.multi;
+  request.role = decision.role;
+  request.send_row_description = describe;
+  request.max_merge_bytes = worker_.config().general.max_merge_bytes;
+  request.atomic = !in_transaction && plan.statements.size() > 1 &&
+                   (plan.kind == planner::MultiShardPlan::Kind::kWrite ||
+                    plan.kind == planner::MultiShardPlan::Kind::kCopyIn);
+  if (in_transaction) {
+    request.in_transaction = true;
+    request.begin_sql =
+        (txn_begin_sql_.empty() ? std::string("BEGIN") : txn_begin_sql_) + txn_replay_sql_;
+    txn_bound_ = true;  // its connections now stay in the transaction until it ends
+    if (decision.writes) txn_wrote_ = true;
+  }
+  if (extended) {
+    if (bind->statement.empty()) {
+      request.param_types = unnamed_types_;
+    } else if (auto it = statements_.find(bind->statement); it != statements_.end()) {
+      request.param_types = it->second->paramTypes();
+    }
+    request.param_formats = bind->param_formats;
+    request.params = bind->params;
+    request.result_formats = bind->result_formats;
+  }
+  if (plan.merge) {
+    const std::vector<int32_t>* types = extended ? &request.param_types : nullptr;
+    if (plan.merge->limit) {
+      auto limit = evaluateCount(*plan.merge->limit, bind, types, "LIMIT");
+      if (!limit.ok()) return refuse(limit.error());
+      request.limit = *limit;
+    }
+    if (plan.merge->offset) {
+      auto offset = evaluateCount(*plan.merge->offset, bind, types, "OFFSET");
+      if (!offset.ok()) return refuse(offset.error());
+      request.offset = *offset;
+    }
+    auto collation = worker_.shardCollation(*database_);
+    if (!collation.ok()) return refuse(collation.error());
+    request.collation = *collation;
+  }
+  // The held server is not needed: give it back unless a session-level feature keeps it (in a
+  // transaction the run takes it if its shard is among the targets).
+  if (server_ && !pinned_ && !in_transaction) {
+    backends::ServerConnection* server = server_;
+    server_ = nullptr;
+    current_target_.reset();
+    pool_->release(
+        server,
+        transaction_pooling_ ? backends::Pool::Release::kClean : backends::Pool::Release::kReset,
+        backends::monotonicMs());
+  }
+  spdlog::debug("event=multi_shard_start session={} {}", id_,
+                planner::describeDecision(*database_, decision));
+  metrics_.multiShardStarted(*database_, multiShardRouteKind(plan), lastReadNs(),
+                             plan.statements.front().sql);
+  multi_run_ = std::make_unique<MultiShardRun>(*this, std::move(request));
+  multi_run_->start();  // may finish before it returns
+}
+
+bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view payload) {
+  switch (type) {
+    case wire::fe::kDescribe: {
+      auto describe = wire::Describe::decode(payload);
+      if (!describe.ok() || describe->kind != 'P' || !describe->name.empty() ||
+          multi_bound_->executed) {
+        break;
+      }
+      if (multi_bound_->local_reply) {
+        std::string no_data;
+        wire::NoData{}.encode(no_data);
+        answer(std::move(no_data));
+        return true;
+      }
+      multi_bound_->describe = true;  // the RowDescription comes with the rows
+      return true;
+    }
+    case wire::fe::kExecute: {
+      auto execute = wire::Execute::decode(payload);
+      if (!execute.ok() || !execute->portal.empty() || multi_bound_->executed) break;
+      if (execute->max_rows > 0) {
+        multi_bound_.reset();
+        refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
+                                    "fetching a multi-shard result in parts (Execute with a row "
+                                    "limit) is not supported yet",
+                                    {}, "fetch all rows at once"),
+                        /*extended_protocol=*/true);
+        return true;
+      }
+      multi_bound_->executed = true;
+      if (multi_bound_->local_reply) {
+        answer(std::move(*multi_bound_->local_reply));
+        return true;
+      }
+      startMultiShard(multi_bound_->decision, &multi_bound_->bind, multi_bound_->describe);
+      return true;
+    }
+    case wire::fe::kClose: {
+      auto close_msg = wire::Close::decode(payload);
+      if (!close_msg.ok() || close_msg->kind != 'P' || !close_msg->name.empty()) break;
+      std::string reply;
+      wire::CloseComplete{}.encode(reply);
+      answer(std::move(reply));
+      return true;
+    }
+    case wire::fe::kFlush:
+      return true;
+    case wire::fe::kSync: {
+      multi_bound_.reset();
+      std::string ready;
+      wire::writeReadyForQuery(ready, transaction_status_);
+      answer(std::move(ready));
+      return true;
+    }
+    default:
+      break;
+  }
+  multi_bound_.reset();  // another statement begins: handled as usual
+  return false;
+}
+
+backends::Pool& ClientSession::multiShardPool(uint32_t shard, planner::Role role) {
+  int replica =
+      role == planner::Role::kReplica ? worker_.chooseReplica(*database_, *user_, shard) : -1;
+  return worker_.pool(*database_, *user_, shard, replica);
+}
+
+void ClientSession::multiShardSync(backends::ServerConnection* server,
+                                   std::function<void(Status)> then) {
+  syncSettings(server, std::move(then));
+}
+
+void ClientSession::multiShardOutput(std::string_view bytes) {
+  send(bytes);
+}
+
+void ClientSession::multiShardCopyReady() {
+  processPending();
+}
+
+bool ClientSession::multiShardClientCongested() const {
+  return sinkCongested();
+}
+
+LoopContext& ClientSession::multiShardLoop() {
+  return worker_.context();
+}
+
+std::string ClientSession::multiShardShardName(uint32_t shard) const {
+  return planner::shardName(*database_, shard);
+}
+
+void ClientSession::multiShardFinished(const std::optional<Error>& error) {
+  if (transaction_status_ != 'I') {
+    const char status = multi_run_->transactionStatus();
+    if (status == 'E' || error) transaction_status_ = 'E';
+  }
+  if (error) metrics_.countError(error->sqlstate);
+  metrics_.multiShardFinished(transaction_status_);
+  finished_multi_runs_.push_back(std::move(multi_run_));
+  if (!multi_bound_) {
+    std::string ready;
+    wire::writeReadyForQuery(ready, transaction_status_);
+    send(ready);
+  } else if (error) {
+    multi_bound_.reset();
+    skipping_to_sync_ = true;  // as Postgres does after an error in a batch
+  }
+  if (terminating_) {
+    state_ = State::kClosed;
+    close();
+    return;
+  }
+  processPending();
+}
+
 // ---- leaving ---------------------------------------------------------------------------------
 
 bool ClientSession::idle() const {
-  return state_ != State::kReady || (outstanding_ == 0 && transaction_status_ == 'I');
+  return state_ != State::kReady ||
+         (outstanding_ == 0 && transaction_status_ == 'I' && multi_run_ == nullptr);
 }
 
 void ClientSession::releaseServer(bool client_left) {
+  if (client_left && multi_run_) multi_run_->abandon();
+  if (client_left) releaseParked(/*clean=*/false);
   if (waiting_for_server_ && pool_) {
     pool_->cancelWait(this);
     waiting_for_server_ = false;
@@ -1355,12 +2005,17 @@ void ClientSession::releaseServer(bool client_left) {
 }
 
 void ClientSession::cancelRunningQuery() {
+  if (state_ == State::kReady && multi_run_) multi_run_->cancel();
   if (state_ != State::kReady || server_ == nullptr || outstanding_ == 0) return;
   backends::sendCancelRequest(worker_.context(), server_->endpoint(), server_->backendPid(),
                               server_->backendSecret());
 }
 
 void ClientSession::sweep(uint64_t now_ms) {
+  finished_multi_runs_.clear();  // never inside their own callbacks: this is the sweep timer
+  if (multi_run_ && multi_run_->acceptsCopyData() && pendingInputBytes() > 0) {
+    processPending();  // rows held back while the shards were congested
+  }
   uint32_t timeout = worker_.config().general.client_login_timeout_ms;
   if ((state_ == State::kStartup || state_ == State::kAuthenticating) && timeout &&
       now_ms - connected_at_ms_ >= timeout) {
@@ -1376,6 +2031,10 @@ void ClientSession::onDisconnect(int /*status*/) {
 }
 
 void ClientSession::onClosed() {
+  if (!user_name_.empty()) {
+    spdlog::info("event=client_closed session={} user={} database={} duration_ms={}", id_,
+                 user_name_, database_name_, backends::monotonicMs() - connected_at_ms_);
+  }
   releaseServer(/*client_left=*/true);
   if (cancel_pid_ != 0) worker_.server().cancelRegistry().remove(cancel_pid_);
   worker_.removeSession(this);

@@ -17,6 +17,9 @@
 #include "conf/config.h"
 #include "planner/query_router.h"
 #include "proxy/client_auth.h"
+#include "proxy/multi_shard_run.h"
+#include "proxy/routing_lookups.h"
+#include "proxy/session_metrics.h"
 #include "proxy/session_settings.h"
 #include "proxy/startup_parameters.h"
 #include "proxy/wire/frontend_messages.h"
@@ -24,6 +27,8 @@
 namespace shardgate::proxy {
 
 class Worker;
+class AdminConsole;
+struct ClientSnapshot;
 
 // States and the transitions each allows:
 //   kStartup        → kStartup (SSLRequest/GSSENCRequest answered 'N'), kAuthenticating,
@@ -37,7 +42,8 @@ class Worker;
 // client messages to it and its replies back.
 class ClientSession final : public TcpConnection,
                             public backends::ServerSink,
-                            public backends::PoolWaiter {
+                            public backends::PoolWaiter,
+                            public MultiShardHost {
  public:
   enum class State { kStartup, kAuthenticating, kLoggingIn, kReady, kClosed };
 
@@ -56,7 +62,16 @@ class ClientSession final : public TcpConnection,
   void sweep(uint64_t now_ms);
   // True when the session holds no open transaction or running query.
   bool idle() const;
+  bool waitingForServer() const { return waiting_for_server_; }
+  SessionMetrics& metrics() { return metrics_; }
   void terminate(const Error& error);
+  // Admin console and reload (proxy/session_control.cc).
+  // What SHOW CLIENTS shows of this session; `server` is the connection it holds, if any.
+  ClientSnapshot adminSnapshot() const;
+  bool adminConsole() const { return admin_ != nullptr; }
+  const std::string& databaseName() const { return database_name_; }
+  // RESUME: input held by PAUSE is processed.
+  void resumeAfterPause();
 
  protected:
   size_t onData(std::string_view data) override;
@@ -79,12 +94,31 @@ class ClientSession final : public TcpConnection,
   void onServerAcquired(backends::ServerConnection* server) override;
   void onServerUnavailable(const Error& error) override;
 
+  // MultiShardHost
+  backends::Pool& multiShardPool(uint32_t shard, planner::Role role) override;
+  void multiShardSync(backends::ServerConnection* server,
+                      std::function<void(Status)> then) override;
+  void multiShardOutput(std::string_view bytes) override;
+  bool multiShardClientCongested() const override;
+  void multiShardFinished(const std::optional<Error>& error) override;
+  LoopContext& multiShardLoop() override;
+  void multiShardCopyReady() override;
+  backends::ServerConnection* multiShardTakeServer(uint32_t shard, backends::Pool** pool) override;
+  void multiShardKeepServer(uint32_t shard, backends::ServerConnection* server,
+                            backends::Pool* pool) override;
+  std::string multiShardShardName(uint32_t shard) const override;
+
  private:
   size_t handleStartupPhase(std::string_view data);
   void handleStartupMessage(const wire::StartupMessage& startup);
   size_t handleAuthPhase(std::string_view data);
   void authenticated();
   void finishLogin();
+  // dbname=shardgate: the admin console takes over the session (admin users only).
+  void startAdminConsole();
+  // Before a new transaction (no server held, none open): picks up a reloaded config, and waits
+  // while the database is paused. False: the input waits (for RESUME).
+  bool readyForNextTransaction(std::string_view data);
 
   // kReady: frame client messages; get a server first if none is held.
   size_t handleClientMessages(std::string_view data);
@@ -110,6 +144,12 @@ class ClientSession final : public TcpConnection,
   void refuseStatement(const Error& error, bool extended_protocol);
   void answerShardgateSetting(const planner::RouteDecision& decision);
   void answerExplainRoute(const planner::RouteDecision& decision);
+  // Routing lookups and shardgate.move_key (proxy/client_session_lookups.cc).
+  // kNeedsLookup: true when the session pauses until the lookups answer (the statement is then
+  // routed again); false when they cannot help (lookup_wait_.takeError() says why).
+  bool awaitLookups(const planner::RouteDecision& decision);
+  // True when `sql` was a shardgate.move_key call, answered (or being answered) here.
+  bool interceptShardgateCall(std::string_view sql);
   size_t failPendingRequests(std::string_view data);
   // Passes one client message to the held server, renaming prepared statements under
   // transaction pooling. Returns false if the session ended.
@@ -117,6 +157,35 @@ class ClientSession final : public TcpConnection,
   bool forwardStatementMessage(char type, std::string_view message, std::string_view payload);
   // Makes the held server match this session's settings, then carries on with `then`.
   void syncServer(std::function<void()> then);
+  // Makes `server` match this session's settings; `then` runs at once if it already does.
+  void syncSettings(backends::ServerConnection* server, std::function<void(Status)> then);
+
+  // Multi-shard statements (see MultiShardRun).
+  // Whether the session can start one now; false: it waits (the message stays unread).
+  bool readyForMultiShard();
+  // Starts `decision`'s statement on its shards; `bind` is the client's Bind (extended protocol).
+  void startMultiShard(const planner::RouteDecision& decision, const wire::Bind* bind,
+                       bool describe);
+  // Extended protocol: the Describe / Execute / Close / Sync after a multi-shard Bind. Returns
+  // false if the message is not part of that batch (it is then handled as usual).
+  bool handleMultiShardBatchMessage(char type, std::string_view payload);
+
+  // A transaction that spans shards holds one connection per shard: server_ for the shard the
+  // last statement ran on, the others parked (see ParkedServer).
+  class ParkedServer;
+  void park(backends::ServerConnection* server, backends::Pool* pool, uint32_t shard);
+  backends::ServerConnection* unpark(uint32_t shard, backends::Pool** pool);
+  void onParkedServerLost(ParkedServer* parked, const Error& error);
+  // COMMIT / ROLLBACK of a transaction with parked connections ends it on each of them in turn,
+  // then the client's statement ends it on server_ (or shardgate answers it).
+  void endNextParked(std::string sql);
+  void releaseParked(bool clean);
+  // Whether the open transaction spans shards (or failed on a shard other than server_'s).
+  bool spreadTransaction() const;
+  // A statement in such a transaction: COMMIT / ROLLBACK end it on every shard; in a failed one
+  // everything else gets 25P02 (as Postgres answers); savepoints get 0A000.
+  enum class SpreadOutcome { kRun, kAnswered };
+  SpreadOutcome spreadStatement(const planner::RouteDecision& decision, bool extended);
   void maybeReleaseServer();
   // Acts on a statement's session-level effects: pins the session, or records the settings it
   // changes (kept once its transaction commits).
@@ -132,6 +201,7 @@ class ClientSession final : public TcpConnection,
   uint64_t id_;
   State state_ = State::kStartup;
   uint64_t connected_at_ms_;
+  SessionMetrics metrics_;
   bool counted_ = false;
   bool transaction_pooling_ = false;
   bool pinned_ = false;             // a session-level feature holds the server for good
@@ -140,8 +210,12 @@ class ClientSession final : public TcpConnection,
 
   std::string user_name_;
   std::string database_name_;
+  // The config snapshot user_ and database_ point into; a reload swaps it between transactions.
+  conf::ConfigPtr config_;
   const conf::User* user_ = nullptr;
   const conf::Database* database_ = nullptr;
+  std::unique_ptr<AdminConsole> admin_;  // dbname=shardgate
+  bool held_by_pause_ = false;
   SessionSettings settings_;
   std::unique_ptr<ClientAuthenticator> auth_;
   int32_t cancel_pid_ = 0;
@@ -173,6 +247,7 @@ class ClientSession final : public TcpConnection,
   std::optional<Target> current_target_;
   std::optional<conf::ReadPreference> read_preference_override_;  // SET shardgate.read_preference
   std::optional<planner::RouteDecision> pending_decision_;
+  LookupWait lookup_wait_;  // directory / column-order lookups, shardgate.move_key
   bool txn_bound_ = false;  // a statement that needs its shard ran in the open transaction
   bool txn_wrote_ = false;
   bool txn_read_only_ = false;
@@ -187,6 +262,25 @@ class ClientSession final : public TcpConnection,
   std::vector<int32_t> unnamed_types_;
   uint64_t unnamed_version_ = 0;
   std::string last_bound_text_;
+
+  // Multi-shard statements: the one running, those that finished (freed by the next sweep, never
+  // inside their own callbacks), and an extended-protocol one bound but not yet executed.
+  std::unique_ptr<MultiShardRun> multi_run_;
+  std::vector<std::unique_ptr<MultiShardRun>> finished_multi_runs_;
+  struct BoundMultiShard {
+    planner::RouteDecision decision;
+    wire::Bind bind;
+    bool describe = false;
+    bool executed = false;
+    // Answered by shardgate itself (the end of a transaction spanning shards): Execute gets this
+    // instead of running anything, Describe gets NoData.
+    std::optional<std::string> local_reply;
+  };
+  std::unique_ptr<BoundMultiShard> multi_bound_;  // a pointer: idle sessions stay small
+
+  std::vector<std::unique_ptr<ParkedServer>> parked_;
+  bool ending_parked_ = false;             // COMMIT / ROLLBACK running on parked connections
+  std::optional<Error> spread_end_error_;  // ... and it failed on one: the client's end gets it
 
   // Set when no server could be had: the requests already sent fail with it.
   std::optional<Error> failing_;

@@ -5,17 +5,16 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "common/log.h"
 #include "conf/config_loader.h"
 #include "proxy/proxy_server.h"
+#include "proxy/version.h"
 
 namespace {
 
-constexpr const char* kVersion = "0.1.0";
 constexpr int kExitConfigError = 2;
-// How long SIGTERM lets running transactions finish.
-constexpr uint32_t kGracefulShutdownMs = 30000;
 
 void printUsage(FILE* out) {
   std::fprintf(out,
@@ -27,6 +26,9 @@ void printUsage(FILE* out) {
 struct SignalContext {
   shardgate::proxy::ProxyServer* server;
   uv_signal_t term, interrupt, hangup;
+  uv_async_t shutdown_requested;  // the admin console's SHUTDOWN, from a worker thread
+  uv_async_t workers_stopped;     // sent by `waiter` once every worker has finished
+  std::thread waiter;
   bool stopping = false;
 };
 
@@ -37,7 +39,10 @@ int run(const std::string& config_path) {
     return kExitConfigError;
   }
   shardgate::conf::ConfigPtr config = *loaded;
-  if (!shardgate::setupLogging(config->general.log_level)) {
+  auto log_format = config->general.log_format == shardgate::conf::LogFormat::kJson
+                        ? shardgate::LogLineFormat::kJson
+                        : shardgate::LogLineFormat::kText;
+  if (!shardgate::setupLogging(config->general.log_level, log_format)) {
     std::fprintf(stderr, "shardgate: unknown log_level\n");
     return kExitConfigError;
   }
@@ -52,29 +57,56 @@ int run(const std::string& config_path) {
 
   // The main thread only watches signals; the workers do the work.
   uv_loop_t* loop = uv_default_loop();
-  SignalContext signals{&server, {}, {}, {}};
+  SignalContext signals{&server, {}, {}, {}, {}, {}, {}};
   auto init = [&](uv_signal_t& handle, int signum, uv_signal_cb cb) {
     uv_signal_init(loop, &handle);
     handle.data = &signals;
     uv_signal_start(&handle, cb, signum);
   };
-  auto stop = [](uv_signal_t* handle, int signum) {
-    auto* ctx = static_cast<SignalContext*>(handle->data);
-    bool graceful = signum == SIGTERM && !ctx->stopping;
-    spdlog::info("event=signal signal={} action={}", strsignal(signum),
-                 graceful ? "graceful_shutdown" : "immediate_shutdown");
+  // SIGTERM (and SHUTDOWN): stop accepting, let open transactions finish up to
+  // general.shutdown_timeout, then exit 0. SIGINT, or a second SIGTERM: close at once.
+  auto stop = [](SignalContext* ctx, bool graceful, const char* cause) {
+    graceful = graceful && !ctx->stopping;
+    uint32_t timeout_ms = graceful ? ctx->server->currentConfig()->general.shutdown_timeout_ms : 0;
+    spdlog::info("event=shutdown cause={} mode={} timeout_ms={}", cause,
+                 graceful ? "graceful" : "immediate", timeout_ms);
     ctx->stopping = true;
-    ctx->server->shutdown(graceful ? kGracefulShutdownMs : 0);
-    uv_close(reinterpret_cast<uv_handle_t*>(&ctx->term), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&ctx->interrupt), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&ctx->hangup), nullptr);
+    ctx->server->shutdown(timeout_ms);
+    if (!ctx->waiter.joinable()) {
+      // The signal handlers stay (a second signal stops at once) until the workers are done.
+      ctx->waiter = std::thread([ctx] {
+        ctx->server->wait();
+        uv_async_send(&ctx->workers_stopped);
+      });
+    }
   };
-  init(signals.term, SIGTERM, stop);
-  init(signals.interrupt, SIGINT, stop);
-  init(signals.hangup, SIGHUP, [](uv_signal_t*, int) {
-    spdlog::warn("event=reload_ignored reason=\"configuration reload is not implemented yet\"");
+  static void (*stop_fn)(SignalContext*, bool, const char*) = stop;
+  init(signals.term, SIGTERM, [](uv_signal_t* handle, int) {
+    stop_fn(static_cast<SignalContext*>(handle->data), true, "SIGTERM");
   });
+  init(signals.interrupt, SIGINT, [](uv_signal_t* handle, int) {
+    stop_fn(static_cast<SignalContext*>(handle->data), false, "SIGINT");
+  });
+  init(signals.hangup, SIGHUP, [](uv_signal_t* handle, int) {
+    auto* ctx = static_cast<SignalContext*>(handle->data);
+    if (!ctx->stopping) (void)ctx->server->reload();  // logs the outcome itself
+  });
+  uv_async_init(loop, &signals.shutdown_requested, [](uv_async_t* handle) {
+    stop_fn(static_cast<SignalContext*>(handle->data), true, "admin_console");
+  });
+  signals.shutdown_requested.data = &signals;
+  uv_async_init(loop, &signals.workers_stopped, [](uv_async_t* handle) {
+    auto* ctx = static_cast<SignalContext*>(handle->data);
+    for (uv_signal_t* signal : {&ctx->term, &ctx->interrupt, &ctx->hangup}) {
+      uv_close(reinterpret_cast<uv_handle_t*>(signal), nullptr);
+    }
+    uv_close(reinterpret_cast<uv_handle_t*>(&ctx->shutdown_requested), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(handle), nullptr);
+  });
+  signals.workers_stopped.data = &signals;
+  server.setShutdownHandler([&signals] { uv_async_send(&signals.shutdown_requested); });
   uv_run(loop, UV_RUN_DEFAULT);
+  if (signals.waiter.joinable()) signals.waiter.join();
   server.wait();
   spdlog::info("event=stopped");
   uv_loop_close(loop);
@@ -85,7 +117,7 @@ int run(const std::string& config_path) {
 
 int main(int argc, char** argv) {
   if (argc == 2 && (std::strcmp(argv[1], "--version") == 0 || std::strcmp(argv[1], "-V") == 0)) {
-    std::printf("shardgate %s\n", kVersion);
+    std::printf("shardgate %s\n", std::string(shardgate::kShardgateVersion).c_str());
     return 0;
   }
   if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {

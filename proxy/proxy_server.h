@@ -2,7 +2,9 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "common/result.h"
@@ -12,6 +14,7 @@
 namespace shardgate::proxy {
 
 class Worker;
+class MetricsServer;
 
 class ProxyServer {
  public:
@@ -25,7 +28,18 @@ class ProxyServer {
   // Waits until every worker has stopped.
   void wait();
 
-  const conf::Config& config() const { return *config_; }
+  // The config in force (RELOAD swaps it). Thread-safe; every snapshot loaded stays alive for the
+  // process's life, so the reference stays valid (reloads are rare and configs small).
+  const conf::Config& config() const { return *currentConfig(); }
+  conf::ConfigPtr currentConfig() const;
+
+  // SIGHUP and the admin console's RELOAD (any thread): loads and validates the config file
+  // again. A bad file changes nothing (the error is logged and returned); a good one becomes the
+  // config of every worker between statements, and the log level and format follow it.
+  Result<conf::ConfigPtr> reload();
+  // The admin console's SHUTDOWN (any thread): what SIGTERM does. main() installs the handler.
+  void setShutdownHandler(std::function<void()> handler) { shutdown_handler_ = std::move(handler); }
+  void requestShutdown();
   CancelRegistry& cancelRegistry() { return cancel_registry_; }
   Worker& worker(uint32_t index) { return *workers_.at(index); }
   size_t workerCount() const { return workers_.size(); }
@@ -36,9 +50,15 @@ class ProxyServer {
   uint32_t clientCount() const { return clients_.load(std::memory_order_relaxed); }
 
  private:
+  mutable std::mutex config_mutex_;  // guards config_ and history_; never taken per query
   conf::ConfigPtr config_;
+  std::vector<conf::ConfigPtr> history_;
+  std::mutex reload_mutex_;  // one reload at a time (SIGHUP and RELOAD may race)
+  std::atomic<uint32_t> max_client_conn_{0};
+  std::function<void()> shutdown_handler_;
   CancelRegistry cancel_registry_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<MetricsServer> metrics_server_;  // general.metrics_port != 0
   std::atomic<uint32_t> clients_{0};
 };
 

@@ -1,6 +1,8 @@
 // Worker: accepts clients on its own SO_REUSEPORT socket and serves them on its own loop.
 #include "proxy/worker.h"
 
+#include <libpq-fe.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -13,6 +15,7 @@
 #include "proxy/client_auth.h"
 #include "proxy/client_session.h"
 #include "proxy/proxy_server.h"
+#include "proxy/session_metrics.h"
 
 namespace shardgate::proxy {
 
@@ -29,10 +32,21 @@ Worker::Worker(ProxyServer& server, uint32_t index, conf::ConfigPtr config)
   wakeup_.data = this;
   uv_timer_init(&loop_, &sweep_timer_);
   sweep_timer_.data = this;
+  // Directory moves (shardgate.move_key) drop the key from every worker's cache.
+  lookups_ = std::make_unique<RoutingLookups>(
+      &loop_, [&server](std::function<void(RoutingLookups&)> task) {
+        for (size_t i = 0; i < server.workerCount(); ++i) {
+          Worker& w = server.worker(static_cast<uint32_t>(i));
+          w.post([&w, task] { task(w.lookups()); });
+        }
+      });
+  router_.setDirectoryLookup(lookups_.get());
+  router_.setColumnOrderProvider(lookups_.get());
 }
 
 Worker::~Worker() {
   join();
+  draining_pools_.clear();
   pools_.clear();
   uv_loop_close(&loop_);
 }
@@ -155,26 +169,24 @@ void Worker::onConnection(uv_stream_t* listener, int status) {
   session->start();
 }
 
-backends::Pool& Worker::pool(const conf::Database& database, const conf::User& user, uint32_t shard,
-                             int replica) {
+Worker::PoolSpec Worker::poolSpec(const conf::Config& config, const conf::Database& database,
+                                  const conf::User& user, uint32_t shard, int replica) const {
+  PoolSpec spec;
   std::string role = replica < 0 ? "primary" : "replica" + std::to_string(replica);
-  std::string key =
-      database.name + '\x1f' + user.name + '\x1f' + std::to_string(shard) + '\x1f' + role;
-  auto it = pools_.find(key);
-  if (it != pools_.end()) return *it->second;
+  spec.key = database.name + '\x1f' + user.name + '\x1f' + std::to_string(shard) + '\x1f' + role;
   const conf::Shard& s = database.shards.at(shard);
   const conf::ServerAddress& address = replica < 0 ? s.primary : s.replicas.at(replica);
-  backends::ServerEndpoint endpoint;
+  backends::ServerEndpoint& endpoint = spec.endpoint;
   endpoint.host = address.host;
   endpoint.port = address.port;
   endpoint.database = address.database;
   endpoint.user = address.user;
   endpoint.password = address.password;
   endpoint.label = database.name + "/" + s.name + "/" + role;
-  const conf::General& g = config_->general;
-  backends::PoolSettings settings;
+  const conf::General& g = config.general;
+  backends::PoolSettings& settings = spec.settings;
   // pool_size counts connections across all workers; each worker gets its share (at least one).
-  uint32_t total = config_->poolSize(database, user);
+  uint32_t total = config.poolSize(database, user);
   uint32_t workers = std::max<uint32_t>(1, g.workers);
   settings.max_size = std::max<uint32_t>(1, (total + workers - 1) / workers);
   settings.min_idle = (g.min_pool_size + workers - 1) / workers;
@@ -182,10 +194,62 @@ backends::Pool& Worker::pool(const conf::Database& database, const conf::User& u
   settings.query_wait_timeout_ms = g.query_wait_timeout_ms;
   settings.idle_timeout_ms = g.idle_server_timeout_ms;
   settings.lifetime_ms = g.server_lifetime_ms;
-  auto pool = std::make_unique<backends::Pool>(*context_, std::move(endpoint), settings);
+  return spec;
+}
+
+backends::Pool& Worker::pool(const conf::Database& database, const conf::User& user, uint32_t shard,
+                             int replica) {
+  std::string role = replica < 0 ? "primary" : "replica" + std::to_string(replica);
+  std::string key =
+      database.name + '\x1f' + user.name + '\x1f' + std::to_string(shard) + '\x1f' + role;
+  auto it = pools_.find(key);
+  if (it != pools_.end()) return *it->second;
+  PoolSpec spec = poolSpec(*config_, database, user, shard, replica);
+  auto pool = std::make_unique<backends::Pool>(*context_, std::move(spec.endpoint), spec.settings);
+  pool->setMetrics(&metrics_->pool(database.name, user.name, database.shards.at(shard).name, role));
   auto& ref = *pool;
   pools_.emplace(std::move(key), std::move(pool));
   return ref;
+}
+
+Result<std::string> Worker::shardCollation(const conf::Database& database) {
+  auto known = collations_.find(database.name);
+  if (known != collations_.end()) return known->second;
+  std::string collation;
+  for (const conf::Shard& shard : database.shards) {
+    const conf::ServerAddress& a = shard.primary;
+    const std::string port = std::to_string(a.port);
+    const char* keys[] = {"host", "port", "dbname", "user", "password", "connect_timeout", nullptr};
+    const char* values[] = {a.host.c_str(), port.c_str(),       a.database.c_str(),
+                            a.user.c_str(), a.password.c_str(), "5",
+                            nullptr};
+    std::unique_ptr<PGconn, decltype(&PQfinish)> conn(PQconnectdbParams(keys, values, 0),
+                                                      &PQfinish);
+    if (PQstatus(conn.get()) != CONNECTION_OK) {
+      return Error::make(sqlstate::kConnectionFailure,
+                         "cannot read the collation of shard " + shard.name,
+                         PQerrorMessage(conn.get()));
+    }
+    std::unique_ptr<PGresult, decltype(&PQclear)> result(
+        PQexec(conn.get(), "SELECT datcollate FROM pg_database WHERE datname = current_database()"),
+        &PQclear);
+    if (PQresultStatus(result.get()) != PGRES_TUPLES_OK || PQntuples(result.get()) != 1) {
+      return Error::make(sqlstate::kConnectionFailure,
+                         "cannot read the collation of shard " + shard.name,
+                         PQresultErrorMessage(result.get()));
+    }
+    std::string value = PQgetvalue(result.get(), 0, 0);
+    if (collation.empty()) {
+      collation = value;
+    } else if (value != collation) {
+      return Error::make(sqlstate::kFeatureNotSupported,
+                         "the shards of database " + database.name + " use different collations",
+                         shard.name + " uses " + value + ", an earlier shard " + collation,
+                         "create every shard's database with the same LC_COLLATE");
+    }
+  }
+  collations_[database.name] = collation;
+  return collation;
 }
 
 int Worker::chooseReplica(const conf::Database& database, const conf::User& user, uint32_t shard) {
@@ -250,13 +314,24 @@ void Worker::sweep() {
     }
   }
   for (auto& [key, pool] : pools_) pool->sweep(now);
+  sweepDrainingPools(now);
+  metrics_->setClients(countClientStates(sessions_));
+  metrics_->noteRouterStats(router_.stats());
   if (shutting_down_) finishIfDrained();
 }
 
 void Worker::beginShutdown(uint32_t timeout_ms) {
-  if (shutting_down_) return;
+  uint64_t deadline = backends::monotonicMs() + timeout_ms;
+  if (shutting_down_) {
+    // A second request (SIGINT after SIGTERM) may only bring the deadline closer.
+    if (deadline < shutdown_deadline_ms_) {
+      shutdown_deadline_ms_ = deadline;
+      sweep();
+    }
+    return;
+  }
   shutting_down_ = true;
-  shutdown_deadline_ms_ = backends::monotonicMs() + timeout_ms;
+  shutdown_deadline_ms_ = deadline;
   if (listening_) {
     uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
     listening_ = false;
@@ -268,6 +343,7 @@ void Worker::finishIfDrained() {
   if (stopped_ || !sessions_.empty()) return;
   stopped_ = true;
   for (auto& [key, pool] : pools_) pool->closeAll();
+  for (auto& pool : draining_pools_) pool->closeAll();
   uv_timer_stop(&sweep_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), nullptr);
   {

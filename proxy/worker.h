@@ -18,6 +18,8 @@
 #include "common/tcp_connection.h"
 #include "conf/config.h"
 #include "planner/query_router.h"
+#include "proxy/metrics.h"
+#include "proxy/routing_lookups.h"
 #include "proxy/session_settings.h"
 #include "proxy/wire/scram.h"
 
@@ -52,12 +54,19 @@ class Worker {
   ProxyServer& server() { return server_; }
   LoopContext& context() { return *context_; }
   const conf::Config& config() const { return *config_; }
+  // The snapshot sessions keep (so their conf::Database / conf::User pointers stay valid).
+  const conf::ConfigPtr& configPtr() const { return config_; }
   // The pool for one server of a shard: its primary (replica < 0) or replica number `replica`.
   backends::Pool& pool(const conf::Database& database, const conf::User& user, uint32_t shard,
                        int replica = -1);
   // A replica of `shard` for a read, by the database's replica_policy; -1 if it has none.
   int chooseReplica(const conf::Database& database, const conf::User& user, uint32_t shard);
   planner::QueryRouter& router() { return router_; }
+  // This worker's metric cells (written on its thread only; see proxy/metrics.h).
+  WorkerMetrics& metrics() { return *metrics_; }
+  std::shared_ptr<const WorkerMetrics> metricsHandle() const { return metrics_; }
+  // Directory entries and column orders the router needs (proxy/routing_lookups.h).
+  RoutingLookups& lookups() { return *lookups_; }
   std::shared_ptr<const wire::ScramSecret> scramSecret(const conf::User& user);
   void addSession(ClientSession* session);
   void removeSession(ClientSession* session);
@@ -67,12 +76,44 @@ class Worker {
   backends::StatementRegistry& statements() { return statements_; }
   SettingsInterner& settingsInterner() { return settings_interner_; }
 
+  // Reload and PAUSE (proxy/worker_control.cc), on the loop thread.
+  // Switches to `config`: pools whose server or settings changed are drained and replaced;
+  // sessions pick the new config up between transactions.
+  void applyConfig(conf::ConfigPtr config);
+  // PAUSE / RESUME of one database ("" = every database): new transactions wait.
+  void pauseDatabase(const std::string& database);
+  void resumeDatabase(const std::string& database);
+  bool databasePaused(const std::string& database) const;
+  bool pausedAll() const { return paused_all_; }
+  const std::vector<std::string>& pausedDatabases() const { return paused_databases_; }
+  // A session whose next transaction waits for RESUME.
+  void holdUntilResume(uint64_t session_id) { held_sessions_.push_back(session_id); }
+  // For the admin console's snapshots.
+  const std::unordered_map<uint64_t, ClientSession*>& sessions() const { return sessions_; }
+  const std::map<std::string, std::unique_ptr<backends::Pool>>& pools() const { return pools_; }
+  const std::vector<std::unique_ptr<backends::Pool>>& drainingPools() const {
+    return draining_pools_;
+  }
+  // The collation (datcollate) the shards of `database` sort text by, read once per worker
+  // through libpq (blocking, the first time a multi-shard merge needs it). Shards that disagree
+  // get 0A000: no merge could order text as each of them does.
+  Result<std::string> shardCollation(const conf::Database& database);
+
  private:
   static void onConnection(uv_stream_t* listener, int status);
   void run();
   void drainTasks();
   void sweep();
   void beginShutdown(uint32_t timeout_ms);
+  // What pool() builds for one server of a shard under `config` (the reload compares them).
+  struct PoolSpec {
+    std::string key;
+    backends::ServerEndpoint endpoint;
+    backends::PoolSettings settings;
+  };
+  PoolSpec poolSpec(const conf::Config& config, const conf::Database& database,
+                    const conf::User& user, uint32_t shard, int replica) const;
+  void sweepDrainingPools(uint64_t now_ms);
   void finishIfDrained();
 
   ProxyServer& server_;
@@ -98,7 +139,17 @@ class Worker {
   backends::StatementRegistry statements_;
   SettingsInterner settings_interner_;
   planner::QueryRouter router_;
+  std::shared_ptr<WorkerMetrics> metrics_ = std::make_shared<WorkerMetrics>();
+  std::unique_ptr<RoutingLookups> lookups_;  // set as router_'s directory and column reader
   uint64_t replica_round_robin_ = 0;
+
+  // Reload: pools replaced by a reload, kept until their connections are released.
+  std::vector<std::unique_ptr<backends::Pool>> draining_pools_;
+  // PAUSE: all databases, or these; the sessions waiting for RESUME.
+  bool paused_all_ = false;
+  std::vector<std::string> paused_databases_;
+  std::vector<uint64_t> held_sessions_;
+  std::map<std::string, std::string> collations_;  // by database name
 
   bool shutting_down_ = false;
   uint64_t shutdown_deadline_ms_ = 0;

@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks in tests/bench/: one Postgres, PgBouncer, pgbench runs, /proc readings.
+"""Shared pieces of the benchmarks in tests/bench/: one Postgres, PgBouncer, pgbench runs, /proc readings,
+measured runs and their report cells.
 
 Python 3.11 stdlib plus tests/harness/pgcluster.py. Everything started here is stopped by cleanup()
 (also on SIGTERM/SIGINT), and the shell wrappers' EXIT traps stop whatever is left from the pid files
@@ -16,8 +17,9 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "tests" / "harness"))
@@ -117,14 +119,16 @@ def median(values: list[float]) -> float | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def make_cluster(base_dir: Path, *, users: list[dict], general: dict) -> pgcluster.Cluster:
-    """One Postgres server (one shard, no replica) with shardgate configured in front of it, not yet started."""
+def make_cluster(base_dir: Path, *, users: list[dict], general: dict, num_shards: int = 1,
+                 database_options: dict | None = None, extra_toml: str = "") -> pgcluster.Cluster:
+    """num_shards Postgres servers (one per shard, no replica) with shardgate configured in front of
+    them, not yet started. extra_toml is appended to shardgate's config (e.g. sharded tables)."""
     # info: the "event=listening ... workers=N" line and per-client errors, nothing per query.
     g = {"metrics_port": None, "log_level": "info"}
     g.update(general)
-    return pgcluster.Cluster(base_dir, num_shards=1, replicas_per_shard=0, shardgate_bin=shardgate_bin(),
+    return pgcluster.Cluster(base_dir, num_shards=num_shards, replicas_per_shard=0, shardgate_bin=shardgate_bin(),
                              general=g, users=users, database=DATABASE, with_shardgate=False,
-                             fix_permissions=True)
+                             fix_permissions=True, database_options=database_options, extra_toml=extra_toml)
 
 
 def log_anomalies(logfile: str | Path | None, limit: int = 20) -> list[str]:
@@ -324,6 +328,94 @@ def pgbench_init(port: int, scale: int) -> None:
     r = pgbench(port, "-i", "-s", str(scale), "-q")
     if r.returncode != 0:
         raise BenchError(f"pgbench -i failed (exit {r.returncode}):\n{r.stderr}{r.stdout}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Measured runs: targets, cells of runs, formatting
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """Something pgbench connects to; pid() is the proxy process whose CPU time we charge (None: direct)."""
+
+    name: str
+    port: Callable[[], int]
+    pid: Callable[[], int | None]
+    running: Callable[[], bool]
+    restart: Callable[[], None] | None = None
+
+
+@dataclass
+class Cell:
+    """The runs of one (mode, clients, target)."""
+
+    tps: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def fmt(value: float | None, digits: int) -> str:
+    return "NA" if value is None else f"{value:.{digits}f}"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def shardgate_workers(logfile: str) -> str:
+    """workers=N from shardgate's "event=listening" log line (the default is one per core)."""
+    try:
+        text = open(logfile, errors="replace").read()
+    except OSError:
+        return "?"
+    found = re.findall(r"event=listening .*?workers=(\d+)", text)
+    return found[-1] if found else "?"
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def run_one(target: Target, mode: str, clients: int, seconds: int, threads: int, cell: Cell,
+            workload: tuple[str, ...] = ("-S",)) -> None:
+    """One pgbench run of `workload` (pgbench options: "-S", or "-f script -s scale") into cell."""
+    if not target.running():
+        if target.restart is None:
+            raise BenchError(f"{target.name} is not running")
+        log(f"{target.name} is not running any more; restarting it")
+        cell.failures.append("restarted: it had stopped")
+        target.restart()
+    pid = target.pid()
+    before = cpu_ticks(pid) if pid else 0
+    # -n: the tables were vacuumed by -i; vacuuming again before every run only adds noise.
+    r = pgbench(target.port(), "-n", *workload, "-M", mode, "-c", str(clients), "-j", str(min(threads, clients)),
+                "-T", str(seconds), timeout=seconds + 180)
+    after = cpu_ticks(pid) if pid and target.running() else None
+    problem = ""
+    if not r.ok:
+        problem = f"exit {r.returncode}, {r.failed} failed transactions"
+    errors = [ln for ln in r.stderr.splitlines() if "error" in ln.lower() or "fatal" in ln.lower()]
+    if errors:
+        problem += ("; " if problem else "") + "; ".join(errors[:3])
+    cpu = None
+    if pid and after is not None and r.transactions > 0:
+        cpu = (after - before) / CLK_TCK * 1e6 / r.transactions
+    if r.tps is not None and not problem:
+        cell.tps.append(r.tps)
+        if cpu is not None:
+            cell.cpu_us.append(cpu)
+    if problem:
+        cell.failures.append(problem)
+        log(f"  {target.name:9} {mode:8} c={clients:<3} FAILED: {problem}")
+        if not r.tps:
+            log(f"  pgbench stdout:\n{r.stdout}\n  pgbench stderr:\n{r.stderr}")
+    else:
+        log(f"  {target.name:9} {mode:8} c={clients:<3} tps={r.tps:9.1f}"
+            + (f"  cpu/tx={cpu:7.2f} us" if cpu is not None else ""))
 
 
 def remove_tree(path: Path) -> None:

@@ -3,8 +3,8 @@
 #
 # Expects BENCH_WORKDIR (the run's scratch directory) and BENCH_CHILD (the driver's pid, once started).
 # The driver stops everything itself; this is for when it was killed: it kills the pids it recorded in
-# $BENCH_WORKDIR/pids, stops the Postgres cluster from the harness state file, and removes the work
-# directory unless BENCH_KEEP=1.
+# $BENCH_WORKDIR/pids, stops the Postgres clusters from the harness state files (one per subdirectory),
+# and removes the work directory unless BENCH_KEEP=1.
 
 bench_cleanup() {
   local rc=$?
@@ -30,9 +30,11 @@ bench_cleanup() {
       fi
     done <"$BENCH_WORKDIR/pids"
   fi
-  if [[ -f "$BENCH_WORKDIR/cluster/pgcluster-state.json" ]]; then
-    "${PYTHON:-/usr/bin/python3}" "$harness" down --dir "$BENCH_WORKDIR/cluster" >/dev/null 2>&1 || true
-  fi
+  local state
+  for state in "$BENCH_WORKDIR"/*/pgcluster-state.json; do
+    [[ -f "$state" ]] || continue
+    "${PYTHON:-/usr/bin/python3}" "$harness" down --dir "$(dirname "$state")" >/dev/null 2>&1 || true
+  done
   if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
     echo "cleanup: kept $BENCH_WORKDIR (BENCH_KEEP=1)" >&2
   else

@@ -19,42 +19,12 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, field
-from typing import Callable
 
 import benchlib
-from benchlib import BenchError, PgBouncer, log, median
+from benchlib import BenchError, Cell, PgBouncer, Target, fmt, loadavg, log, median, ratio, run_one, shardgate_workers
 
 MODES = ("simple", "extended", "prepared")
 TARGETS = ("direct", "pgbouncer", "shardgate")
-
-
-@dataclass
-class Target:
-    """Something pgbench connects to; pid() is the proxy process whose CPU time we charge (None: direct)."""
-
-    name: str
-    port: Callable[[], int]
-    pid: Callable[[], int | None]
-    running: Callable[[], bool]
-    restart: Callable[[], None] | None = None
-
-
-@dataclass
-class Cell:
-    """The runs of one (mode, clients, target)."""
-
-    tps: list[float] = field(default_factory=list)
-    cpu_us: list[float] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-
-
-def fmt(value: float | None, digits: int) -> str:
-    return "NA" if value is None else f"{value:.{digits}f}"
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
 
 
 def pgbouncer_version() -> str:
@@ -64,59 +34,6 @@ def pgbouncer_version() -> str:
         return "?"
     m = re.search(r"PgBouncer (\S+)", out)
     return m.group(1) if m else "?"
-
-
-def shardgate_workers(logfile: str) -> str:
-    """workers=N from shardgate's "event=listening" log line (the default is one per core)."""
-    try:
-        text = open(logfile, errors="replace").read()
-    except OSError:
-        return "?"
-    found = re.findall(r"event=listening .*?workers=(\d+)", text)
-    return found[-1] if found else "?"
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "?"
-
-
-def run_one(target: Target, mode: str, clients: int, seconds: int, threads: int, cell: Cell) -> None:
-    if not target.running():
-        if target.restart is None:
-            raise BenchError(f"{target.name} is not running")
-        log(f"{target.name} is not running any more; restarting it")
-        cell.failures.append("restarted: it had stopped")
-        target.restart()
-    pid = target.pid()
-    before = benchlib.cpu_ticks(pid) if pid else 0
-    # -n: the tables were vacuumed by -i; vacuuming again before every run only adds noise.
-    r = benchlib.pgbench(target.port(), "-n", "-S", "-M", mode, "-c", str(clients), "-j", str(min(threads, clients)),
-                         "-T", str(seconds), timeout=seconds + 180)
-    after = benchlib.cpu_ticks(pid) if pid and target.running() else None
-    problem = ""
-    if not r.ok:
-        problem = f"exit {r.returncode}, {r.failed} failed transactions"
-    errors = [ln for ln in r.stderr.splitlines() if "error" in ln.lower() or "fatal" in ln.lower()]
-    if errors:
-        problem += ("; " if problem else "") + "; ".join(errors[:3])
-    cpu = None
-    if pid and after is not None and r.transactions > 0:
-        cpu = (after - before) / benchlib.CLK_TCK * 1e6 / r.transactions
-    if r.tps is not None and not problem:
-        cell.tps.append(r.tps)
-        if cpu is not None:
-            cell.cpu_us.append(cpu)
-    if problem:
-        cell.failures.append(problem)
-        log(f"  {target.name:9} {mode:8} c={clients:<3} FAILED: {problem}")
-        if not r.tps:
-            log(f"  pgbench stdout:\n{r.stdout}\n  pgbench stderr:\n{r.stderr}")
-    else:
-        log(f"  {target.name:9} {mode:8} c={clients:<3} tps={r.tps:9.1f}"
-            + (f"  cpu/tx={cpu:7.2f} us" if cpu is not None else ""))
 
 
 def main() -> int:

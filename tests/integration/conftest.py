@@ -180,3 +180,8 @@ def make_cluster(request, cluster_root, shardgate_bin):
             shutil.rmtree(c.base_dir, ignore_errors=True)
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+# The differential suite's clusters (tests/integration/differential/fixtures.py): session-scoped, so
+# test_differential.py and test_multi_shard_writes.py share them.
+from differential.fixtures import diff_reference, diff_sharded  # noqa: E402,F401

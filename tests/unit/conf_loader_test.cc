@@ -199,6 +199,7 @@ client_login_timeout = 2
 query_wait_timeout = 3
 idle_server_timeout = 0
 server_lifetime = 4294967295
+shutdown_timeout = 1500
 default_pool_size = 7
 min_pool_size = 2
 metrics_port = 9000
@@ -218,6 +219,7 @@ log_format = "json"
   EXPECT_EQ(g.query_wait_timeout_ms, 3u);
   EXPECT_EQ(g.idle_server_timeout_ms, 0u);
   EXPECT_EQ(g.server_lifetime_ms, 4294967295u);
+  EXPECT_EQ(g.shutdown_timeout_ms, 1500u);
   EXPECT_EQ(g.default_pool_size, 7u);
   EXPECT_EQ(g.min_pool_size, 2u);
   EXPECT_EQ(g.metrics_port, 9000);

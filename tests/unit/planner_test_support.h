@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "conf/config_loader.h"
+#include "planner/multi_shard_planner.h"
 #include "planner/router.h"
 
 namespace shardgate::planner::testing {
@@ -168,7 +169,8 @@ class FakeColumns : public ColumnOrderProvider {
   std::map<std::string, std::vector<std::string>> tables_;
 };
 
-// "ERROR 0A000: message" (+ detail and hint lines) or describeDecision (+ EXPLAIN lines).
+// "ERROR 0A000: message" (+ detail and hint lines) or describeDecision (+ EXPLAIN lines, and
+// "> " lines with a multi-shard plan's shard SQL and merge steps).
 inline std::vector<std::string> describeResult(const conf::Database& db,
                                                const Result<RouteDecision>& r) {
   std::vector<std::string> out;
@@ -180,6 +182,10 @@ inline std::vector<std::string> describeResult(const conf::Database& db,
   }
   out.push_back(describeDecision(db, *r));
   for (const std::string& line : r->explain_lines) out.push_back("| " + line);
+  if (r->kind == RouteDecision::Kind::kMultiShard && r->multi) {
+    for (const std::string& line : describeMultiShardPlan(db, *r->multi))
+      out.push_back("> " + line);
+  }
   return out;
 }
 

@@ -1,0 +1,63 @@
+// The client session's side of routing lookups (directory keys, column orders) and of the
+// shardgate.move_key call it answers itself.
+#include <string>
+
+#include "proxy/client_session.h"
+#include "proxy/routing_lookups.h"
+#include "proxy/wire/backend_messages.h"
+#include "proxy/worker.h"
+
+namespace shardgate::proxy {
+
+bool ClientSession::awaitLookups(const planner::RouteDecision& decision) {
+  // The input stays pending meanwhile (routeClientMessages stops while lookup_wait_ waits).
+  return lookup_wait_.start(worker_.lookups(), decision, [this] { processPending(); });
+}
+
+bool ClientSession::interceptShardgateCall(std::string_view sql) {
+  auto call = parseMoveKeyCall(*database_, sql);
+  if (!call) return false;
+  if (!call->ok()) {
+    refuseStatement(call->error(), /*extended_protocol=*/false);
+    return true;
+  }
+  if (user_ == nullptr || !user_->admin) {
+    refuseStatement(Error::make("42501", "permission denied for shardgate.move_key", {},
+                                "Only users with admin = true in the config may move keys."),
+                    false);
+    return true;
+  }
+  if (transaction_status_ != 'I') {
+    // The directory write commits on its own: it cannot be part of the client's transaction.
+    refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
+                                "shardgate.move_key cannot run inside a transaction block"),
+                    false);
+    return true;
+  }
+  const MoveKeyCall& c = call->value();
+  std::string shard_name = database_->shards[c.shard].name;
+  lookup_wait_.startMoveKey(worker_.lookups(), *database_, *c.table, c.key, c.shard,
+                            [this, shard_name = std::move(shard_name)](std::optional<Error> error) {
+                              if (error) {
+                                refuseStatement(*error, false);
+                              } else {
+                                std::string reply;
+                                wire::RowDescription description;
+                                wire::FieldDescription field;
+                                field.name = "move_key";
+                                field.type_oid = 25;  // text
+                                field.type_size = -1;
+                                field.type_modifier = -1;
+                                description.fields.push_back(field);
+                                description.encode(reply);
+                                wire::DataRow{{shard_name}}.encode(reply);
+                                wire::CommandComplete{"SELECT 1"}.encode(reply);
+                                wire::writeReadyForQuery(reply, transaction_status_);
+                                answer(std::move(reply));
+                              }
+                              processPending();
+                            });
+  return true;
+}
+
+}  // namespace shardgate::proxy

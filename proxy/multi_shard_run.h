@@ -1,0 +1,151 @@
+// MultiShardRun: one statement running on several shards at once, their replies merged into the
+// one answer the client gets (rows concatenated or merged by the executor, command tags summed).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "backends/pool.h"
+#include "backends/server_connection.h"
+#include "common/error.h"
+#include "planner/multi_shard_plan.h"
+#include "planner/router.h"
+
+namespace shardgate::executor {
+class ResultMerger;
+class CopySplitter;
+}  // namespace shardgate::executor
+
+namespace shardgate::proxy {
+
+// What the run needs from the session that started it.
+class MultiShardHost {
+ public:
+  virtual ~MultiShardHost() = default;
+  // The pool of the server that runs the statement on `shard` (primary, or a replica for reads).
+  virtual backends::Pool& multiShardPool(uint32_t shard, planner::Role role) = 0;
+  // Brings a freshly acquired server in line with the session's settings, then calls `then`
+  // (with an error if that failed).
+  virtual void multiShardSync(backends::ServerConnection* server,
+                              std::function<void(Status)> then) = 0;
+  // A connection the session holds in its open transaction on `shard`, handed to the run (nullptr:
+  // none; the run then acquires one and begins the transaction there with Request::begin_sql).
+  virtual backends::ServerConnection* multiShardTakeServer(uint32_t shard,
+                                                           backends::Pool** pool) = 0;
+  // After the statement, a connection inside the session's transaction goes back to the session.
+  virtual void multiShardKeepServer(uint32_t shard, backends::ServerConnection* server,
+                                    backends::Pool* pool) = 0;
+  // Bytes for the client (whole messages).
+  virtual void multiShardOutput(std::string_view bytes) = 0;
+  // True while the client's output is over its limit (the shards' reads pause).
+  virtual bool multiShardClientCongested() const = 0;
+  // COPY FROM STDIN: every shard is ready for rows (the client got CopyInResponse).
+  virtual void multiShardCopyReady() = 0;
+  // The run ended (every shard answered or failed); the client got everything but the
+  // ReadyForQuery. `error` is set if the statement failed. Called once; the host may destroy the
+  // run only after this call returned.
+  virtual void multiShardFinished(const std::optional<Error>& error) = 0;
+  // The loop the run's connections live on (for cancel requests).
+  virtual LoopContext& multiShardLoop() = 0;
+  // A shard's name for messages ("shard1").
+  virtual std::string multiShardShardName(uint32_t shard) const = 0;
+};
+
+class MultiShardRun {
+ public:
+  struct Request {
+    std::shared_ptr<const planner::MultiShardPlan> plan;
+    planner::Role role = planner::Role::kPrimary;
+    bool send_row_description = true;  // simple protocol; extended: the client sent Describe
+    // Extended protocol: the client's Bind (parameters and formats) and parameter types. The
+    // simple protocol sends no parameters and wants text.
+    std::vector<int32_t> param_types;
+    std::vector<int16_t> param_formats;
+    std::vector<std::optional<std::string>> params;
+    std::vector<int16_t> result_formats;  // the client's, per visible column (or none / one)
+    std::optional<int64_t> limit;         // evaluated MergePlan::limit / offset
+    std::optional<int64_t> offset;
+    size_t max_merge_bytes = 64u << 20;
+    // Inside a transaction block: connections stay in the session's transaction afterwards, and
+    // a shard joining it first runs `begin_sql` (BEGIN as the client wrote it, and what ran before
+    // on every shard).
+    bool in_transaction = false;
+    std::string begin_sql;
+    // Outside a transaction block, a write to several shards runs in a transaction on each and
+    // commits them one after the other only if every shard succeeded (else rolls them all back).
+    bool atomic = false;
+    std::string collation = "C";
+  };
+
+  MultiShardRun(MultiShardHost& host, Request request);
+  ~MultiShardRun();
+  MultiShardRun(const MultiShardRun&) = delete;
+  MultiShardRun& operator=(const MultiShardRun&) = delete;
+
+  // Acquires a server per shard and sends each its statement.
+  void start();
+  // The client's output drained: shards paused for it may read again.
+  void resume();
+  // The client left: servers still working are closed, waits abandoned.
+  void abandon();
+  bool finished() const { return finished_; }
+  // COPY FROM STDIN: every shard is in copy-in mode and the client was told to send its rows.
+  bool acceptsCopyData() const { return copy_in_; }
+  // The shards' connections hold more unsent rows than the client buffer limit: wait.
+  bool copyCongested(size_t limit) const;
+  // A CopyData ('d'), CopyDone ('c') or CopyFail ('f') from the client.
+  void copyFromClient(char type, std::string_view payload);
+  // The transaction status the shards reported: 'E' if any transaction failed, else 'T' or 'I'.
+  char transactionStatus() const { return transaction_status_; }
+  // Cancels the statement on every shard still running it.
+  void cancel();
+
+ private:
+  class Leg;
+  friend class Leg;
+
+  void legReady(Leg& leg);
+  void legMessage(Leg& leg, char type, std::string_view message, std::string_view payload);
+  void legDone(Leg& leg);
+  void noteTransactionStatus(char status);
+  void legCopyReady(Leg& leg, std::string_view message);
+  void flushCopyRows();
+  void endNextLeg(size_t index, std::string sql);
+  void finish();
+  void endCopy(char type, std::string_view payload);
+  void legFailed(Leg& leg, const Error& error);
+  void fail(Error error);
+  void flushMerger();
+  void maybeFinish();
+  std::string commandTag() const;
+  std::vector<int16_t> shardResultFormats() const;
+
+  MultiShardHost& host_;
+  Request request_;
+  std::vector<std::shared_ptr<Leg>> legs_;
+  std::unique_ptr<executor::ResultMerger> merger_;
+  std::optional<Error> error_;
+  bool description_sent_ = false;
+  bool finished_ = false;
+  bool abandoned_ = false;
+  // Command tag totals.
+  std::string tag_verb_;  // "SELECT", "INSERT 0", "UPDATE", ... (DDL: the whole tag)
+  uint64_t tag_rows_ = 0;
+  bool tag_counts_ = false;
+  uint64_t rows_passed_ = 0;
+  char transaction_status_ = 'I';
+  // COPY FROM STDIN
+  std::unique_ptr<executor::CopySplitter> splitter_;
+  size_t copy_ready_ = 0;      // legs in copy-in mode
+  std::string copy_response_;  // the first shard's CopyInResponse, for the client
+  bool copy_in_ = false;       // the client sends rows
+  bool copy_ended_ = false;    // CopyDone / CopyFail sent to the shards
+  bool ending_ = false;        // atomic: COMMIT / ROLLBACK running on the legs
+};
+
+}  // namespace shardgate::proxy

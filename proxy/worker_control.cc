@@ -1,0 +1,132 @@
+// Worker: switching to a reloaded config (pools drained and rebuilt) and PAUSE / RESUME.
+#include <algorithm>
+
+#include "common/log.h"
+#include "proxy/client_session.h"
+#include "proxy/worker.h"
+
+namespace shardgate::proxy {
+
+namespace {
+
+// A pool key is "database \x1f user \x1f shard index \x1f role" (see Worker::poolSpec).
+struct PoolKeyParts {
+  std::string database;
+  std::string user;
+  uint32_t shard = 0;
+  int replica = -1;
+};
+
+std::optional<PoolKeyParts> splitPoolKey(const std::string& key) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  for (;;) {
+    size_t end = key.find('\x1f', start);
+    parts.push_back(key.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  if (parts.size() != 4) return std::nullopt;
+  PoolKeyParts out{parts[0], parts[1], 0, -1};
+  try {
+    out.shard = static_cast<uint32_t>(std::stoul(parts[2]));
+    if (parts[3] != "primary") {
+      if (parts[3].rfind("replica", 0) != 0) return std::nullopt;
+      out.replica = std::stoi(parts[3].substr(7));
+    }
+  } catch (...) {  // written by poolSpec, so never; but a key is no reason to throw
+    return std::nullopt;
+  }
+  return out;
+}
+
+bool sameServer(const backends::ServerEndpoint& a, const backends::ServerEndpoint& b) {
+  return a.host == b.host && a.port == b.port && a.database == b.database && a.user == b.user &&
+         a.password == b.password && a.label == b.label;
+}
+
+}  // namespace
+
+void Worker::applyConfig(conf::ConfigPtr config) {
+  if (!config || config == config_) return;
+  config_ = std::move(config);
+  scram_secrets_.clear();  // passwords may have changed
+  collations_.clear();     // shard servers may have changed
+  size_t kept = 0, drained = 0;
+  for (auto it = pools_.begin(); it != pools_.end();) {
+    backends::Pool& pool = *it->second;
+    std::optional<PoolSpec> spec;
+    if (auto parts = splitPoolKey(it->first)) {
+      const conf::Database* database = config_->findDatabase(parts->database);
+      const conf::User* user = config_->findUser(parts->user);
+      if (database && user && parts->shard < database->shards.size() &&
+          (parts->replica < 0 ||
+           static_cast<size_t>(parts->replica) < database->shards[parts->shard].replicas.size())) {
+        spec = poolSpec(*config_, *database, *user, parts->shard, parts->replica);
+      }
+    }
+    bool same = spec && sameServer(spec->endpoint, pool.endpoint()) &&
+                spec->settings.max_size == pool.settings().max_size &&
+                spec->settings.min_idle == pool.settings().min_idle;
+    if (same) {
+      pool.updateSettings(spec->settings);
+      ++kept;
+      ++it;
+      continue;
+    }
+    // Connections in use finish their transaction on the old server; new ones use the new pool.
+    spdlog::info("event=pool_draining worker={} pool={} reason={}", index_, pool.endpoint().label,
+                 spec ? "settings_changed" : "removed_from_config");
+    pool.drain();
+    draining_pools_.push_back(std::move(it->second));
+    it = pools_.erase(it);
+    ++drained;
+  }
+  spdlog::debug("event=config_applied worker={} pools_kept={} pools_draining={}", index_, kept,
+                drained);
+  sweepDrainingPools(backends::monotonicMs());
+}
+
+void Worker::sweepDrainingPools(uint64_t now_ms) {
+  for (auto it = draining_pools_.begin(); it != draining_pools_.end();) {
+    (*it)->sweep(now_ms);
+    if ((*it)->drained()) {
+      it = draining_pools_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Worker::pauseDatabase(const std::string& database) {
+  if (database.empty()) {
+    paused_all_ = true;
+    return;
+  }
+  if (!databasePaused(database)) paused_databases_.push_back(database);
+}
+
+void Worker::resumeDatabase(const std::string& database) {
+  if (database.empty()) {
+    paused_all_ = false;
+    paused_databases_.clear();
+  } else {
+    paused_databases_.erase(
+        std::remove(paused_databases_.begin(), paused_databases_.end(), database),
+        paused_databases_.end());
+  }
+  // Sessions still paused (another database, or all) hold themselves again when they retry.
+  std::vector<uint64_t> held;
+  held.swap(held_sessions_);
+  for (uint64_t id : held) {
+    auto it = sessions_.find(id);
+    if (it != sessions_.end()) it->second->resumeAfterPause();
+  }
+}
+
+bool Worker::databasePaused(const std::string& database) const {
+  return paused_all_ || std::find(paused_databases_.begin(), paused_databases_.end(), database) !=
+                            paused_databases_.end();
+}
+
+}  // namespace shardgate::proxy

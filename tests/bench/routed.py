@@ -1,0 +1,202 @@
+"""Routed-statement benchmark: keyed pgbench_accounts reads through shardgate over two hash shards, against
+the pass-through figure of the same run (shardgate in front of one server holding the whole table).
+
+Run it through tests/bench/routed.sh (which makes the work directory and cleans up). The script is
+    \\set aid random(1, 100000 * :scale)
+    SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+Targets, each in turn (the order rotates every run):
+  direct       Postgres itself, the server holding the whole table
+  passthrough  shardgate in front of that server (one shard: nothing to route)
+  routed       shardgate in front of two servers, pgbench_accounts hash-sharded on aid (as in
+               conf/demo.toml); each server holds only its own rows, placed by Postgres's own
+               satisfies_hash_partition (MODULUS 2)
+Settings (environment): BENCH_SECONDS (10), BENCH_RUNS (3), BENCH_CLIENTS ("1 8 32"),
+BENCH_ROUTED_MODES ("simple prepared"), BENCH_SCALE (10), BENCH_POOL_SIZE (20), BENCH_THREADS (2),
+BENCH_SHARDGATE_WORKERS (1; 0 = one per core).
+Progress goes to stderr; stdout gets the report, whose last lines are one
+  BENCH name=routed_<mode>_c<clients> direct=.. passthrough=.. routed=.. ratio_passthrough=..
+        ratio_direct=.. passthrough_cpu_us=.. routed_cpu_us=..
+per mode and client count (ratios are the routed TPS over the peer's; cpu_us is shardgate's own
+utime+stime per transaction, in microseconds). Floor (reported, not asserted): ratio_passthrough >= 0.9.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import benchlib
+from benchlib import BenchError, Cell, Target, fmt, loadavg, log, median, ratio, run_one, shardgate_workers
+
+MODES = ("simple", "extended", "prepared")
+TARGETS = ("direct", "passthrough", "routed")
+FLOOR = 0.9
+SCRIPT = "\\set aid random(1, 100000 * :scale)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n"
+ROUTED_TOML = """\
+# pgbench_accounts split across the two shards by Postgres's PARTITION BY HASH (aid) MODULUS 2.
+[[databases.sharded_tables]]
+name = "pgbench_accounts"
+column = "aid"
+type = "integer"
+strategy = "hash"
+"""
+
+
+def keep_own_rows(server: benchlib.pgcluster.Server, shard: int, shards: int) -> int:
+    """Deletes the pgbench_accounts rows that hash to another shard; returns the rows kept.
+
+    Postgres decides: satisfies_hash_partition() against a hash-partitioned probe table with the
+    same key type is true exactly for the rows PARTITION BY HASH ... MODULUS shards puts in
+    remainder `shard`, which is what shardgate's hash strategy computes."""
+    server.psql(
+        "CREATE TABLE shardgate_bench_hash_probe (aid integer) PARTITION BY HASH (aid);"
+        "DELETE FROM pgbench_accounts WHERE NOT satisfies_hash_partition("
+        f"'shardgate_bench_hash_probe'::regclass, {shards}, {shard}, aid);"
+        "DROP TABLE shardgate_bench_hash_probe;")
+    # Compact the table and its index, as pgbench -i leaves them, so that the shards are not
+    # slowed by half-empty pages.
+    server.psql("VACUUM (FULL, ANALYZE) pgbench_accounts")
+    return int(server.psql("SELECT count(*) FROM pgbench_accounts"))
+
+
+def main() -> int:
+    benchlib.exit_on_signals()
+    seconds = benchlib.env_int("BENCH_SECONDS", 10)
+    runs = benchlib.env_int("BENCH_RUNS", 3)
+    clients = [int(c) for c in benchlib.env_list("BENCH_CLIENTS", ["1", "8", "32"])]
+    modes = benchlib.env_list("BENCH_ROUTED_MODES", ["simple", "prepared"])
+    scale = benchlib.env_int("BENCH_SCALE", 10)
+    pool = benchlib.env_int("BENCH_POOL_SIZE", 20)
+    threads = benchlib.env_int("BENCH_THREADS", 2)
+    sg_workers = benchlib.env_int("BENCH_SHARDGATE_WORKERS", 1, minimum=0)
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise BenchError(f"BENCH_ROUTED_MODES: unknown mode(s) {bad}; use {' '.join(MODES)}")
+
+    wd = benchlib.work_dir()
+    script = wd / "routed_select.sql"
+    script.write_text(SCRIPT)
+    os.chmod(script, 0o644)
+    # -s: a custom script's :scale is 1 unless given (pgbench only counts pgbench_branches for its
+    # built-in scripts).
+    workload = ("-f", str(script), "-s", str(scale))
+    users = [{"name": benchlib.SUPERUSER, "password": benchlib.SUPERPASS, "auth_method": "scram-sha-256",
+              "admin": True}]
+    general = {"pool_mode": "transaction", "default_pool_size": pool, "workers": sg_workers}
+    single = benchlib.make_cluster(wd / "passthrough", users=users, general=general)
+    sharded = benchlib.make_cluster(wd / "routed", users=users, general=general, num_shards=2,
+                                    database_options={"default_shard": 0}, extra_toml=ROUTED_TOML)
+    clusters = {"passthrough": single, "routed": sharded}
+    try:
+        log(f"starting Postgres: one server in {wd / 'passthrough'}, two shards in {wd / 'routed'}")
+        single.start()
+        sharded.start()
+        pg = single.shards[0].primary
+        for server in [pg] + [s.primary for s in sharded.shards]:
+            benchlib.pgbench_init(server.port, scale)
+        for shard in sharded.shards:
+            kept = keep_own_rows(shard.primary, shard.index, len(sharded.shards))
+            log(f"{shard.name}: {kept} pgbench_accounts rows of {100000 * scale} kept")
+
+        def starter(name: str):
+            def start() -> None:
+                c = clusters[name]
+                c.start_shardgate()
+                benchlib.record_pid(c.shardgate.pid, f"shardgate ({name})")
+                log(f"{name}: shardgate pid {c.shardgate.pid} on port {c.shardgate.port} "
+                    f"(pool_mode=transaction, default_pool_size={pool}, workers={sg_workers or 'one per core'})")
+            return start
+
+        for name in clusters:
+            starter(name)()
+
+        def proxy_target(name: str) -> Target:
+            c = clusters[name]
+            return Target(name, lambda: c.shardgate.port, lambda: c.shardgate.pid, lambda: c.shardgate.is_running(),
+                          starter(name))
+
+        targets = {"direct": Target("direct", lambda: pg.port, lambda: None, pg.is_running),
+                   "passthrough": proxy_target("passthrough"), "routed": proxy_target("routed")}
+
+        # Every row the script can ask for must be found through the router, on the right shard.
+        probe = sharded.shardgate.psql("SELECT count(*) FROM pgbench_accounts WHERE aid = 1").stdout.strip()
+        if probe != "1":
+            raise BenchError(f"routed: SELECT ... WHERE aid = 1 through shardgate found {probe!r} rows, not 1")
+
+        log("warm-up: 2 s per target and mode")
+        for mode in modes:
+            for t in targets.values():
+                r = benchlib.pgbench(t.port(), "-n", *workload, "-M", mode, "-c", str(min(8, max(clients))),
+                                     "-j", str(min(threads, max(clients))), "-T", "2", timeout=120)
+                if not r.ok:
+                    log(f"warm-up against {t.name} ({mode}) failed: exit {r.returncode}\n{r.stderr[-2000:]}")
+
+        load_before = loadavg()
+        cells = {(m, c, t): Cell() for m in modes for c in clients for t in TARGETS}
+        total = runs * len(modes) * len(clients) * len(TARGETS)
+        done = 0
+        for run in range(runs):
+            order = TARGETS[run % 3:] + TARGETS[:run % 3]
+            for mode in modes:
+                for c in clients:
+                    for name in order:
+                        done += 1
+                        log(f"run {run + 1}/{runs} [{done}/{total}]")
+                        run_one(targets[name], mode, c, seconds, threads, cells[(mode, c, name)], workload)
+
+        # ---- report -------------------------------------------------------------------------------
+        out = [f"== shardgate routed-statement benchmark: pgbench -f (keyed SELECT on pgbench_accounts), -j {threads}, "
+               f"{runs} runs x {seconds} s per point, medians ==",
+               f"data: pgbench -i -s {scale}; direct and passthrough: one Postgres 15 server with every row; "
+               f"routed: two servers, each with its own half (hash on aid, MODULUS 2)",
+               f"shardgate: pool_mode=transaction, default_pool_size={pool}, workers="
+               f"{shardgate_workers(single.shardgate.logfile)} (BENCH_SHARDGATE_WORKERS), auth scram-sha-256",
+               "cpu_us = shardgate's own utime+stime (/proc/<pid>/stat) over the run / transactions",
+               f"load average before / after the runs: {load_before} / {loadavg()} (other load skews the figures)",
+               f"{os.cpu_count()} cores shared by pgbench, Postgres and shardgate",
+               "",
+               f"{'mode':9}{'clients':>8}{'direct':>11}{'passthru':>11}{'routed':>11}{'r/pass':>8}{'r/direct':>10}"
+               f"{'pass_cpu':>10}{'rt_cpu':>9}"]
+        bench_lines, floors, anomalies = [], [], []
+        for mode in modes:
+            for c in clients:
+                d, p, s = (median(cells[(mode, c, t)].tps) for t in TARGETS)
+                pc = median(cells[(mode, c, "passthrough")].cpu_us)
+                sc = median(cells[(mode, c, "routed")].cpu_us)
+                rp, rd = ratio(s, p), ratio(s, d)
+                out.append(f"{mode:9}{c:>8}{fmt(d, 1):>11}{fmt(p, 1):>11}{fmt(s, 1):>11}{fmt(rp, 3):>8}"
+                           f"{fmt(rd, 3):>10}{fmt(pc, 2):>10}{fmt(sc, 2):>9}")
+                bench_lines.append(f"BENCH name=routed_{mode}_c{c} direct={fmt(d, 1)} passthrough={fmt(p, 1)} "
+                                   f"routed={fmt(s, 1)} ratio_passthrough={fmt(rp, 3)} ratio_direct={fmt(rd, 3)} "
+                                   f"passthrough_cpu_us={fmt(pc, 2)} routed_cpu_us={fmt(sc, 2)}")
+                met = rp is not None and rp >= FLOOR
+                floors.append(f"  routed_{mode}_c{c}: TPS routed/passthrough {fmt(rp, 3)} (floor {FLOOR}) "
+                              f"{'MET' if met else 'MISSED'}")
+                for t in TARGETS:
+                    anomalies += [f"  {t} {mode}_c{c}: {f}" for f in cells[(mode, c, t)].failures]
+        out.append("")
+        out.append(f"floor (reported, not asserted): routed TPS >= {FLOOR}x the pass-through TPS")
+        out += floors
+        logs = [f"  {name} shardgate log: {ln}" for name, c in clusters.items()
+                for ln in benchlib.log_anomalies(c.shardgate.logfile)]
+        out.append("anomalies:" + ("" if anomalies or logs else " none"))
+        out += anomalies + logs
+        out.append("")
+        out += bench_lines
+        print("\n".join(out), flush=True)
+        return 0
+    finally:
+        log("stopping shardgate and Postgres")
+        for c in clusters.values():
+            try:
+                c.stop()
+            except Exception as e:  # noqa: BLE001 - keep stopping the other cluster
+                log(f"stopping {c.base_dir} failed: {e}")
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (BenchError, benchlib.pgcluster.HarnessError, benchlib.pgcluster.PsqlError) as e:
+        print(f"routed: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,130 @@
+-- Aggregates: every one the issue lists, DISTINCT aggregates, string_agg/array_agg with and without
+-- their own ORDER BY, GROUP BY columns and expressions, HAVING, ORDER BY aggregates, empty inputs
+-- and NULL-only groups.
+
+-- @must-answer
+SELECT count(*) FROM users;
+-- @must-answer
+SELECT count(*) FROM orders;
+-- @must-answer
+SELECT count(*) FROM events;
+-- @must-answer
+SELECT sum(amount) FROM orders;
+-- @must-answer
+SELECT sum(qty) FROM orders;
+-- @must-answer
+SELECT count(*), sum(age) FROM users;
+SELECT count(age), count(DISTINCT age), count(*) FROM users;
+SELECT sum(id) FROM users;
+SELECT avg(id) FROM users;
+SELECT min(id), max(id) FROM users;
+SELECT avg(amount), avg(qty), avg(discount) FROM orders;
+SELECT sum(discount), count(discount) FROM orders;
+SELECT sum(value), avg(value), min(value), max(value) FROM events;
+SELECT min(amount), max(amount), min(created_at), max(created_at) FROM orders;
+SELECT min(name), max(name), min(created), max(created) FROM users;
+SELECT bool_and(active), bool_or(active), every(active) FROM users;
+SELECT stddev(amount), stddev_samp(amount), stddev_pop(amount), variance(amount), var_samp(amount), var_pop(amount) FROM orders;
+SELECT stddev(qty), variance(qty), stddev_pop(qty), var_pop(qty) FROM orders;
+SELECT stddev(age), var_samp(age), stddev(score), var_pop(score) FROM users;
+SELECT count(DISTINCT country), count(DISTINCT nick) FROM users;
+SELECT count(DISTINCT user_id) FROM orders;
+SELECT sum(DISTINCT qty), avg(DISTINCT qty), count(DISTINCT qty) FROM orders;
+SELECT count(DISTINCT status), min(status), max(status) FROM orders;
+SELECT count(DISTINCT (status, qty)) FROM orders;
+SELECT sum(amount * qty), avg(qty::numeric / 3), max(length(status)) FROM orders;
+SELECT count(*) + 1 AS n, sum(qty) * 2 AS q, max(amount) - min(amount) AS spread FROM orders;
+SELECT round(avg(amount), 2), coalesce(sum(discount), 0) FROM orders;
+SELECT count(*) FROM users WHERE age IS NULL;
+SELECT count(*) FILTER (WHERE active), count(*) FILTER (WHERE NOT active), sum(age) FILTER (WHERE country = 'de') FROM users;
+
+-- string_agg / array_agg: without their own ORDER BY any order is right (compared sorted) ...
+-- @unordered-list 0
+SELECT string_agg(name, '|') FROM users WHERE age > 105;
+-- @unordered-list 1
+SELECT country, string_agg(name, '|') FROM users WHERE age > 100 GROUP BY country;
+-- @unordered-array 0
+SELECT array_agg(id) FROM users WHERE age = 42;
+-- @unordered-array 1
+SELECT status, array_agg(qty) FROM orders WHERE qty > 48 GROUP BY status;
+-- @unordered-array 0
+SELECT array_agg(nick) FROM users WHERE age < 3;
+-- @unordered-array 0
+-- @unordered-list 1
+SELECT array_agg(c_numeric), string_agg(c_text, '|') FROM typed WHERE grp = 3 AND c_int2 > 20000;
+-- ... with it, the order is Postgres's.
+SELECT string_agg(name, ', ' ORDER BY name, id) FROM users WHERE age = 42;
+SELECT array_agg(id ORDER BY id DESC) FROM users WHERE country = 'fr';
+-- @ordered
+SELECT country, array_agg(age ORDER BY age NULLS FIRST, id) FROM users GROUP BY country ORDER BY country NULLS FIRST;
+SELECT string_agg(DISTINCT kind, '|' ORDER BY kind) FROM events;
+SELECT array_agg(DISTINCT status ORDER BY status DESC) FROM orders;
+SELECT string_agg(c_text, '|' ORDER BY c_float8 NULLS FIRST, id) FROM typed WHERE grp = 7;
+
+-- GROUP BY columns and expressions.
+SELECT country, count(*) FROM users GROUP BY country;
+-- @ordered
+SELECT country, count(*), sum(score), avg(score), min(age), max(age) FROM users GROUP BY country ORDER BY country NULLS FIRST;
+-- @ordered
+SELECT status, count(*), sum(amount), avg(amount) FROM orders GROUP BY status ORDER BY status;
+-- @ordered
+SELECT kind, count(*), sum(value), avg(value), min(at), max(at) FROM events GROUP BY kind ORDER BY kind NULLS LAST;
+-- @ordered
+SELECT age / 10 AS decade, count(*) FROM users GROUP BY age / 10 ORDER BY decade NULLS FIRST;
+-- @ordered
+SELECT date_trunc('year', created_at) AS y, count(*), sum(qty) FROM orders GROUP BY 1 ORDER BY 1;
+-- @ordered
+SELECT extract(dow FROM at) AS dow, count(*) FROM events GROUP BY dow ORDER BY dow;
+SELECT lower(country), count(*) FROM users GROUP BY lower(country);
+SELECT active, country IS NULL, count(*) FROM users GROUP BY active, country IS NULL;
+SELECT qty % 3, status, count(*), max(amount) FROM orders GROUP BY 1, 2;
+SELECT user_id, count(*), sum(amount) FROM orders GROUP BY user_id;
+-- @ordered
+SELECT user_id, count(*) FROM orders GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 10;
+-- @ordered
+SELECT id % 10 AS bucket, count(*) FROM users GROUP BY bucket ORDER BY bucket;
+-- @ordered
+SELECT grp, count(DISTINCT c_bool), count(DISTINCT c_text), sum(DISTINCT c_int2) FROM typed GROUP BY grp ORDER BY grp;
+-- @ordered
+SELECT country, active, count(*), bool_and(age > 18) FROM users GROUP BY country, active ORDER BY country NULLS FIRST, active NULLS FIRST;
+
+-- HAVING.
+SELECT country, count(*) FROM users GROUP BY country HAVING count(*) > 150;
+-- @ordered
+SELECT status, sum(amount) FROM orders GROUP BY status HAVING sum(amount) > 1000000 ORDER BY status;
+-- @ordered
+SELECT country, avg(age) FROM users GROUP BY country HAVING avg(age) < 55 AND count(*) >= 100 ORDER BY 2, 1;
+SELECT kind, count(*) FROM events GROUP BY kind HAVING min(value) < 0 OR kind IS NULL;
+SELECT user_id FROM orders GROUP BY user_id HAVING count(*) > 9;
+SELECT country FROM users GROUP BY country HAVING bool_or(active) AND NOT bool_and(active);
+SELECT country, max(age) - min(age) AS span FROM users GROUP BY country HAVING max(age) - min(age) >= 110;
+SELECT 1 AS yes FROM users HAVING count(*) > 0;
+SELECT count(*) FROM users HAVING count(*) > 1000000;
+
+-- ORDER BY aggregates.
+-- @ordered
+SELECT country, count(*) AS n FROM users GROUP BY country ORDER BY n DESC, country LIMIT 10;
+-- @ordered
+SELECT status, sum(amount) FROM orders GROUP BY status ORDER BY sum(amount) DESC NULLS LAST, status;
+-- @ordered
+SELECT country, max(score) FROM users GROUP BY country ORDER BY max(score) NULLS FIRST, country;
+-- @ordered
+SELECT kind, avg(value) AS a FROM events GROUP BY kind ORDER BY a DESC, kind;
+-- @ordered
+SELECT country, count(*) FROM users GROUP BY country ORDER BY 2, 1 OFFSET 3 LIMIT 5;
+-- @ordered
+SELECT country FROM users GROUP BY country ORDER BY count(*) DESC, country LIMIT 5;
+
+-- Empty inputs and NULL-only groups.
+SELECT count(*), count(age), sum(age), avg(age), min(age), max(age), bool_and(active), bool_or(active), stddev(age), variance(age), string_agg(name, '|'), array_agg(id) FROM users WHERE false;
+SELECT country, count(*) FROM users WHERE false GROUP BY country;
+SELECT count(DISTINCT age) FROM users WHERE age > 1000;
+SELECT sum(amount) FROM orders WHERE amount IS NULL;
+SELECT max(amount), count(amount), count(*), avg(amount) FROM orders WHERE amount IS NULL;
+SELECT grp, count(c_int4), sum(c_int4), avg(c_numeric), min(c_text), max(c_date), bool_or(c_bool), string_agg(c_text, '|') FROM typed WHERE grp = 12 GROUP BY grp;
+SELECT country IS NULL AS no_country, sum(age), count(*) FROM users GROUP BY 1;
+SELECT status, count(amount), sum(amount) FROM orders WHERE amount IS NULL GROUP BY status;
+-- @ordered
+SELECT grp, count(*) FILTER (WHERE c_bool), sum(c_int2) FILTER (WHERE c_int2 > 0) FROM typed GROUP BY grp ORDER BY grp NULLS LAST;
+-- @ordered
+SELECT grp, sum(c_float8), avg(c_float4), min(c_interval), max(c_uuid::text) FROM typed GROUP BY grp ORDER BY grp NULLS FIRST;

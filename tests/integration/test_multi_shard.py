@@ -1,0 +1,395 @@
+"""Multi-shard execution at run time: fan-out over pooled shard connections, streaming, errors, cancel.
+
+The differential suite (test_differential.py) proves answers equal plain Postgres's; this module checks
+what happens around them: every protocol and driver gets the merged answer, a shard's error names the
+shard, a transaction block refuses multi-shard statements cleanly, a client that stops reading or
+leaves does not make shardgate buffer the result or leak shard connections, and a cancel reaches every
+shard. One 2-shard cluster (transaction pooling), users hashed on id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+import time
+
+import asyncpg
+import psycopg
+import pytest
+
+import conftest
+import pgcluster
+import pgwire
+from txn_helpers import connect as wire_connect
+
+pytestmark = pytest.mark.requires_shardgate
+
+SHARDING_TOML = """\
+  [[databases.sharded_tables]]
+  name = "users"
+  column = "id"
+  type = "bigint"
+  strategy = "hash"
+"""
+
+SHARD_DDL = "CREATE TABLE users (id bigint PRIMARY KEY, name text, score int);"
+USERS = 2000
+
+
+@pytest.fixture(scope="module")
+def ms(cluster_root, shardgate_bin):
+    if conftest.DIRECT:
+        pytest.skip(conftest.SKIP_DIRECT_REASON)
+    c = conftest._new_cluster(cluster_root / "multi-shard", shardgate_bin, num_shards=2,
+                              replicas_per_shard=0, pool_mode="transaction",
+                              database_options={"default_shard": 0}, extra_toml=SHARDING_TOML)
+    try:
+        for i in range(2):
+            c.shards[i].primary.psql(SHARD_DDL)
+        # Postgres's own hash partitioning decides where each row lives.
+        with psycopg.connect(c.shards[0].primary.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE placement (id bigint) PARTITION BY HASH (id)")
+            rows = conn.execute(
+                "SELECT k, satisfies_hash_partition('placement'::regclass, 2, 1, k) "
+                "FROM generate_series(1::bigint, %s) k", (USERS,)).fetchall()
+            conn.execute("DROP TABLE placement")
+        for shard in range(2):
+            keys = [k for k, on_1 in rows if (1 if on_1 else 0) == shard]
+            with psycopg.connect(c.shards[shard].primary.dsn(), autocommit=True) as conn:
+                conn.execute("INSERT INTO users SELECT k, 'user' || k, k %% 97 FROM unnest(%s::bigint[]) k",
+                             (keys,))
+        yield c
+    finally:
+        problems = conftest._finish(c)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    with pgwire.deadline(120):
+        yield
+
+
+def dsn(c: pgcluster.Cluster) -> str:
+    return c.shardgate.dsn()
+
+
+def shard_users(c: pgcluster.Cluster, shard: int) -> set[int]:
+    with psycopg.connect(c.shards[shard].primary.dsn(), autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT id FROM users")}
+
+
+def test_fan_out_returns_every_shards_rows_simple_protocol(ms):
+    with psycopg.connect(dsn(ms), autocommit=True) as conn:
+        cur = psycopg.ClientCursor(conn)
+        cur.execute("SELECT id, name FROM users WHERE score = 5")
+        rows = cur.fetchall()
+        assert cur.statusmessage == f"SELECT {len(rows)}"
+    expected = {k for k in range(1, USERS + 1) if k % 97 == 5}
+    assert {r[0] for r in rows} == expected
+    assert shard_users(ms, 0) & expected and shard_users(ms, 1) & expected, "rows must span both shards"
+
+
+def test_count_through_psql(ms):
+    out = ms.shardgate.psql("SELECT count(*) FROM users", extra_args=["-At"]).stdout
+    assert int(out.strip()) == USERS
+
+
+def test_extended_protocol_with_parameters(ms):
+    with psycopg.connect(dsn(ms), autocommit=True) as conn:
+        rows = conn.execute("SELECT id FROM users WHERE score = %s ORDER BY id LIMIT %s", (7, 5)).fetchall()
+        assert [r[0] for r in rows] == sorted(k for k in range(1, USERS + 1) if k % 97 == 7)[:5]
+        total = conn.execute("SELECT sum(score), count(*) FROM users WHERE id > %s", (100,)).fetchone()
+        assert total == (sum(k % 97 for k in range(101, USERS + 1)), USERS - 100)
+
+
+def test_asyncpg_prepared_statement(ms):
+    async def run():
+        conn = await asyncpg.connect(host="127.0.0.1", port=ms.shardgate.port, user="postgres",
+                                     password="postgres", database="app")
+        try:
+            stmt = await conn.prepare("SELECT id, name FROM users WHERE score = $1 ORDER BY id DESC")
+            first = await stmt.fetch(11)
+            second = await stmt.fetch(12)
+            return first, second, [a.name for a in stmt.get_attributes()]
+        finally:
+            await conn.close()
+
+    first, second, columns = asyncio.run(run())
+    assert columns == ["id", "name"]
+    assert [r["id"] for r in first] == sorted((k for k in range(1, USERS + 1) if k % 97 == 11), reverse=True)
+    assert [r["id"] for r in second] == sorted((k for k in range(1, USERS + 1) if k % 97 == 12), reverse=True)
+
+
+def test_error_on_one_shard_names_it(ms):
+    # 1/(id - k) fails only on the shard holding k.
+    k = min(shard_users(ms, 1))
+    with psycopg.connect(dsn(ms), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero) as info:
+            psycopg.ClientCursor(conn).execute(f"SELECT 1 / (id - {k}) FROM users").fetchall()
+        assert "shard1" in (info.value.diag.message_detail or "")
+        # The session goes on.
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == USERS
+
+
+def _key_on(ms, shard: int, skip: int = 0) -> int:
+    return sorted(shard_users(ms, shard))[skip]
+
+
+def _scores(ms, keys: list[int]) -> dict[int, int]:
+    out = {}
+    for shard in range(2):
+        with psycopg.connect(ms.shards[shard].primary.dsn(), autocommit=True) as conn:
+            out.update(dict(conn.execute("SELECT id, score FROM users WHERE id = ANY(%s)", (keys,)).fetchall()))
+    return out
+
+
+def test_transaction_spanning_shards_commits_on_each(ms):
+    k0, k1 = _key_on(ms, 0, 1), _key_on(ms, 1, 1)
+    with psycopg.connect(dsn(ms)) as conn:
+        conn.execute("UPDATE users SET score = -1 WHERE id = %s", (k0,))
+        conn.execute("UPDATE users SET score = -2 WHERE id = %s", (k1,))
+        # A multi-shard read inside the transaction sees both uncommitted updates.
+        assert conn.execute("SELECT count(*) FROM users WHERE score < 0").fetchone()[0] == 2
+        # Nothing is visible outside yet.
+        assert _scores(ms, [k0, k1]) == {k0: k0 % 97, k1: k1 % 97}
+        conn.commit()
+    assert _scores(ms, [k0, k1]) == {k0: -1, k1: -2}
+    with psycopg.connect(dsn(ms), autocommit=True) as conn:
+        cur = psycopg.ClientCursor(conn)
+        cur.execute(f"UPDATE users SET score = id % 97 WHERE id IN ({k0}, {k1})")
+        assert cur.statusmessage == "UPDATE 2"
+    assert _scores(ms, [k0, k1]) == {k0: k0 % 97, k1: k1 % 97}
+
+
+def test_transaction_spanning_shards_rolls_back_everywhere(ms):
+    k0, k1 = _key_on(ms, 0, 2), _key_on(ms, 1, 2)
+    with psycopg.connect(dsn(ms)) as conn:
+        conn.execute("UPDATE users SET score = -5 WHERE id = %s", (k0,))
+        cur = psycopg.ClientCursor(conn)
+        cur.execute("UPDATE users SET score = -6 WHERE score = %d" % (k1 % 97))  # every shard
+        conn.execute("UPDATE users SET score = -7 WHERE id = %s", (k1,))
+        conn.rollback()
+    assert _scores(ms, [k0, k1]) == {k0: k0 % 97, k1: k1 % 97}
+
+
+def test_failure_on_one_shard_fails_the_whole_transaction(ms):
+    k0, k1 = _key_on(ms, 0, 3), _key_on(ms, 1, 3)
+    with psycopg.connect(dsn(ms)) as conn:
+        conn.execute("UPDATE users SET score = -9 WHERE id = %s", (k0,))
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            psycopg.ClientCursor(conn).execute(f"SELECT 1 / (id - {k1}) FROM users").fetchall()
+        # As in Postgres: everything but the end of the transaction is refused now.
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("SELECT 1 FROM users WHERE id = %s", (k0,))
+        conn.rollback()
+    assert _scores(ms, [k0]) == {k0: k0 % 97}
+    # COMMIT of a failed transaction spanning shards rolls back (the answer is ROLLBACK).
+    with psycopg.connect(dsn(ms)) as conn:
+        cur = psycopg.ClientCursor(conn)
+        cur.execute("UPDATE users SET score = -9 WHERE id = %s", (k0,))
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            cur.execute(f"SELECT 1 / (id - {k1}) FROM users").fetchall()
+        cur.execute("COMMIT")
+        assert cur.statusmessage == "ROLLBACK"
+    assert _scores(ms, [k0]) == {k0: k0 % 97}
+
+
+def test_savepoint_in_transaction_spanning_shards_is_refused(ms):
+    k0, k1 = _key_on(ms, 0, 4), _key_on(ms, 1, 4)
+    with psycopg.connect(dsn(ms)) as conn:
+        conn.execute("UPDATE users SET score = score WHERE id = %s", (k0,))
+        conn.execute("UPDATE users SET score = score WHERE id = %s", (k1,))
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("SAVEPOINT s1")
+        conn.rollback()
+
+
+def test_client_leaving_a_transaction_spanning_shards_commits_nothing(ms):
+    k0, k1 = _key_on(ms, 0, 5), _key_on(ms, 1, 5)
+    w = wire_connect(ms.shardgate.port)
+    for sql in ("BEGIN", f"UPDATE users SET score = -3 WHERE id = {k0}",
+                f"UPDATE users SET score = -3 WHERE id = {k1}"):
+        msgs = w.simple(sql)
+        assert all(m.type != b"E" for m in msgs), sql
+    w.abort()
+    time.sleep(0.5)
+    assert _scores(ms, [k0, k1]) == {k0: k0 % 97, k1: k1 % 97}
+
+
+def _raw_query(port: int, sql: str) -> pgwire.PgWire:
+    """A logged-in wire-protocol client that sends `sql` and reads nothing more."""
+    w = wire_connect(port)
+    w.send(pgwire.query(sql))
+    return w
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_client_that_stops_reading_is_not_buffered(ms):
+    # ~100 MB of rows; the client reads none of them for a while.
+    pid = ms.shardgate.pid
+    before = _rss_kib(pid)
+    s = _raw_query(ms.shardgate.port,
+                   "SELECT u.id, repeat('x', 1000) FROM users u, generate_series(1, 50) g")
+    time.sleep(3)
+    grown = _rss_kib(pid) - before
+    # It is the fan-out's answer that waits (not an error).
+    assert s.recv().type == b"T"
+    assert s.recv().type == b"D"
+    s.abort()
+    assert grown < 40 * 1024, f"shardgate buffered {grown} KiB for a client that reads nothing"
+    with psycopg.connect(dsn(ms), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == USERS
+
+
+def test_client_leaving_mid_fan_out_leaks_nothing(ms):
+    for _ in range(5):
+        s = _raw_query(ms.shardgate.port,
+                       "SELECT u.id, repeat('x', 1000) FROM users u, generate_series(1, 20) g")
+        assert s.recv().type == b"T"
+        s.abort()
+    # Every pool still serves: as many sessions as the pool size, each running a fan-out.
+    with psycopg.connect(dsn(ms), autocommit=True) as conn:
+        for _ in range(20):
+            assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == USERS
+
+
+def test_cancel_reaches_every_shard(ms):
+    with psycopg.connect(dsn(ms), autocommit=True) as conn:
+        timer = threading.Timer(1.0, conn.cancel)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            psycopg.ClientCursor(conn).execute("SELECT pg_sleep(30) FROM users WHERE id IN (1, 2, 3, 4)")
+        timer.join()
+        assert time.monotonic() - started < 15
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == USERS
+
+
+def test_update_and_delete_on_every_shard_sum_their_tags(ms):
+    with psycopg.connect(dsn(ms), autocommit=True) as conn:
+        cur = psycopg.ClientCursor(conn)
+        cur.execute("UPDATE users SET name = name WHERE score = 3")
+        assert cur.statusmessage == f"UPDATE {sum(1 for k in range(1, USERS + 1) if k % 97 == 3)}"
+        cur.execute("DELETE FROM users WHERE score = 1000")
+        assert cur.statusmessage == "DELETE 0"
+
+
+def _placement(ms, keys: list[int]) -> dict[int, int]:
+    out = {}
+    for shard in range(2):
+        with psycopg.connect(ms.shards[shard].primary.dsn(), autocommit=True) as conn:
+            for (k,) in conn.execute("SELECT id FROM users WHERE id = ANY(%s)", (keys,)):
+                assert k not in out, f"key {k} on two shards"
+                out[k] = shard
+    return out
+
+
+def _expected_shard(ms, keys: list[int]) -> dict[int, int]:
+    with psycopg.connect(ms.shards[0].primary.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS placement_probe (id bigint) PARTITION BY HASH (id)")
+        rows = conn.execute("SELECT k, satisfies_hash_partition('placement_probe'::regclass, 2, 1, k) "
+                            "FROM unnest(%s::bigint[]) k", (keys,)).fetchall()
+    return {k: 1 if on_1 else 0 for k, on_1 in rows}
+
+
+def test_copy_from_stdin_splits_rows_by_key(ms):
+    text_keys = list(range(100001, 100301))
+    csv_keys = list(range(100301, 100401))
+    try:
+        with psycopg.connect(dsn(ms), autocommit=True) as conn:
+            with conn.cursor() as cur:
+                with cur.copy("COPY users (id, name, score) FROM STDIN") as copy:
+                    for k in text_keys:
+                        copy.write(f"{k}\tname\\t{k}\t{k % 97}\n")
+                assert cur.statusmessage == f"COPY {len(text_keys)}"
+                with cur.copy("COPY users (name, id) FROM STDIN WITH (FORMAT csv, HEADER true)") as copy:
+                    copy.write("name,id\n")
+                    for k in csv_keys:
+                        copy.write(f'"a, ""quoted""\nname",{k}\n')
+                assert cur.statusmessage == f"COPY {len(csv_keys)}"
+            names = dict(conn.execute("SELECT id, name FROM users WHERE id IN (100001, 100301)").fetchall())
+        assert names == {100001: "name\t100001", 100301: 'a, "quoted"\nname'}
+        keys = text_keys + csv_keys
+        assert _placement(ms, keys) == _expected_shard(ms, keys)
+    finally:
+        with psycopg.connect(dsn(ms), autocommit=True) as conn:
+            conn.execute("DELETE FROM users WHERE id > 100000")
+
+
+def test_copy_with_a_bad_row_loads_nothing_anywhere(ms):
+    with psycopg.connect(dsn(ms), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            with conn.cursor() as cur:
+                with cur.copy("COPY users (id, name) FROM STDIN") as copy:
+                    for k in range(200001, 200200):
+                        copy.write(f"{k}\tx\n")
+                    copy.write("not-a-key\tx\n")
+                    for k in range(200200, 200300):
+                        copy.write(f"{k}\tx\n")
+        assert conn.execute("SELECT count(*) FROM users WHERE id > 200000").fetchone()[0] == 0
+    assert _placement(ms, list(range(200001, 200300))) == {}
+
+
+PGBENCH_TOML = "".join(f"""
+  [[databases.sharded_tables]]
+  name = "pgbench_{table}"
+  column = "{column}"
+  type = "integer"
+  strategy = "hash"
+""" for table, column in (("accounts", "aid"), ("branches", "bid"), ("tellers", "tid"), ("history", "aid")))
+
+
+def test_pgbench_initializes_and_runs_through_shardgate(cluster_root, shardgate_bin):
+    if conftest.DIRECT:
+        pytest.skip(conftest.SKIP_DIRECT_REASON)
+    c = conftest._new_cluster(cluster_root / "multi-shard-pgbench", shardgate_bin, num_shards=2,
+                              replicas_per_shard=0, pool_mode="transaction",
+                              database_options={"default_shard": 0}, extra_toml=PGBENCH_TOML)
+    try:
+        pgbench = str(pgcluster.pg_bindir() / "pgbench")
+        env = {"PGPASSWORD": "postgres", "PATH": "/usr/bin:/bin"}
+        base = ["-h", "127.0.0.1", "-p", str(c.shardgate.port), "-U", "postgres"]
+        init = subprocess.run([pgbench, "-i", "-s", "2", *base, "app"], capture_output=True, text=True,
+                              env=env, timeout=180)
+        assert init.returncode == 0, init.stderr
+        counts = []
+        for shard in range(2):
+            with psycopg.connect(c.shards[shard].primary.dsn(), autocommit=True) as conn:
+                counts.append(conn.execute(
+                    "SELECT (SELECT count(*) FROM pgbench_accounts), (SELECT count(*) FROM pgbench_branches),"
+                    " (SELECT count(*) FROM pgbench_tellers),"
+                    " (SELECT count(*) FROM pgbench_accounts"
+                    "  WHERE NOT satisfies_hash_partition('pgbench_probe'::regclass, 2, %s, aid))",
+                    (shard,)).fetchone() if _probe(conn) else None)
+        assert counts[0][:3] != (0, 0, 0) and counts[1][:3] != (0, 0, 0)
+        assert [sum(x) for x in zip(*(row[:3] for row in counts))] == [200000, 2, 20]
+        assert counts[0][3] == 0 and counts[1][3] == 0, "rows on a shard Postgres would not put them on"
+        run = subprocess.run([pgbench, "-T", "5", "-c", "4", "-j", "2", *base, "app"], capture_output=True,
+                             text=True, env=env, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert "number of failed transactions: 0" in run.stdout
+        with psycopg.connect(c.shardgate.dsn(), autocommit=True) as conn:
+            # TPC-B keeps the sums equal across the tables, whichever shards the rows are on.
+            branch, teller, account = (
+                conn.execute(f"SELECT sum({col}) FROM pgbench_{table}").fetchone()[0]
+                for table, col in (("branches", "bbalance"), ("tellers", "tbalance"), ("accounts", "abalance")))
+            assert branch == teller == account
+    finally:
+        problems = conftest._finish(c)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+def _probe(conn) -> bool:
+    conn.execute("CREATE TABLE IF NOT EXISTS pgbench_probe (aid int) PARTITION BY HASH (aid)")
+    return True
