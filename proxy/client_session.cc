@@ -558,6 +558,18 @@ void ClientSession::answerExplainRoute(const planner::RouteDecision& decision) {
   answer(std::move(reply));
 }
 
+// Ends an extended batch of only Parse / Describe on the held server with a Sync whose
+// ReadyForQuery is swallowed; the pending input is processed again once the server caught up.
+void ClientSession::endDescribeOnlyBatch() {
+  std::string sync;
+  wire::Sync{}.encode(sync);
+  server_->forward(sync);
+  server_->expect(backends::ExpectedReply{
+      backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+  batch_open_ = false;
+  server_->notifyWhenCaughtUp();
+}
+
 // Gets the session onto `target`'s server. True when it is held and ready now; false when the
 // session must wait (for owed replies, a release, an acquisition or a settings sync), after
 // which the pending input is processed again.
@@ -568,13 +580,7 @@ bool ClientSession::moveTo(const Target& target) {
     if (batch_open_ && !batch_executes_) {
       // Only Parse / Describe so far (asyncpg describes a statement before binding it): end
       // that batch on this server, then move.
-      std::string sync;
-      wire::Sync{}.encode(sync);
-      server_->forward(sync);
-      server_->expect(backends::ExpectedReply{
-          backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
-      batch_open_ = false;
-      server_->notifyWhenCaughtUp();
+      endDescribeOnlyBatch();
       return false;
     }
     if (batch_open_) {
@@ -1747,14 +1753,7 @@ bool ClientSession::readyForMultiShard() {
   if (waiting_for_server_ || syncing_server_) return false;
   if (server_ == nullptr) return true;
   if (batch_open_ && !batch_executes_) {
-    // Only Parse / Describe so far went to the held server: end that batch there first.
-    std::string sync;
-    wire::Sync{}.encode(sync);
-    server_->forward(sync);
-    server_->expect(backends::ExpectedReply{
-        backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
-    batch_open_ = false;
-    server_->notifyWhenCaughtUp();
+    endDescribeOnlyBatch();  // Parse / Describe went to the held server: end that batch first
     return false;
   }
   if (server_->owesReplies()) {

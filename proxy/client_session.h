@@ -137,6 +137,7 @@ class ClientSession final : public TcpConnection,
                       bool extended_protocol, std::optional<Target>& target);
   Result<planner::RouteDecision> routeBind(std::string_view payload);
   bool moveTo(const Target& target);
+  void endDescribeOnlyBatch();
   void noteRoutedStatement();
   void rememberParse(const wire::Parse& parse);
   void ensureUnnamedPrepared();

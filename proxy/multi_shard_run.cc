@@ -140,6 +140,11 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
     if (server_) {
       backends::ServerConnection* server = server_;
       server_ = nullptr;
+      if (!done_) {
+        // Its statement is still running for a client that has gone: stop it.
+        backends::sendCancelRequest(run_.host_.multiShardLoop(), server->endpoint(),
+                                    server->backendPid(), server->backendSecret());
+      }
       server->detach();
       pool_->release(server, backends::Pool::Release::kClose, backends::monotonicMs());
     }
