@@ -116,6 +116,16 @@ std::string quoteQualified(std::string_view schema, std::string_view table) {
   return schema.empty() ? quote(table) : quote(schema) + "." + quote(table);
 }
 
+Result<std::string> readCollation(Connection& conn) {
+  if (Status s = conn.ensureConnected(); !s.ok()) return std::move(s).error();
+  auto res = exec(conn, "SELECT datcollate FROM pg_database WHERE datname = current_database()");
+  if (!res.ok()) return std::move(res).error();
+  if (PQntuples(res->get()) != 1) {
+    return Error::make(sqlstate::kInternalError, "the current database is not in pg_database");
+  }
+  return std::string(PQgetvalue(res->get(), 0, 0));
+}
+
 Result<std::vector<std::string>> readColumnOrder(Connection& conn, std::string_view schema,
                                                  std::string_view table,
                                                  std::string_view search_path_statement) {

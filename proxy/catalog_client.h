@@ -50,6 +50,9 @@ Result<std::vector<std::string>> readColumnOrder(Connection& conn, std::string_v
                                                  std::string_view table,
                                                  std::string_view search_path_statement);
 
+// The database's collation (pg_database.datcollate), which orders its text.
+Result<std::string> readCollation(Connection& conn);
+
 // The shard the directory table maps `key` to (its text form); nullopt: no row.
 Result<std::optional<uint32_t>> readDirectoryEntry(Connection& conn, const conf::TableName& table,
                                                    const std::string& key);

@@ -475,11 +475,7 @@ void MultiShardRun::legMessage(Leg& leg, char type, std::string_view message,
       Error error = response.ok()
                         ? response->toError()
                         : Error::make(sqlstate::kInternalError, "malformed error from shard");
-      std::string where = "on " + host_.multiShardShardName(leg.shard());
-      error.detail = error.detail.empty()
-                         ? "shardgate: the error happened " + where
-                         : error.detail + "\nshardgate: the error happened " + where;
-      fail(std::move(error));
+      fail(namingShard(std::move(error), leg.shard()));
       return;
     }
     case wire::be::kNoticeResponse:
@@ -505,6 +501,13 @@ void MultiShardRun::flushMerger() {
     return;
   }
   resume();  // draining made room: shards paused by the merger may read on
+}
+
+// A shard's error as the client gets it: the shard's name in DETAIL, after the shard's own.
+Error MultiShardRun::namingShard(Error error, uint32_t shard) const {
+  const std::string where = "shardgate: the error happened on " + host_.multiShardShardName(shard);
+  error.detail = error.detail.empty() ? where : error.detail + "\n" + where;
+  return error;
 }
 
 void MultiShardRun::legDone(Leg&) {
@@ -614,11 +617,7 @@ void MultiShardRun::noteTransactionStatus(char status) {
 }
 
 void MultiShardRun::legFailed(Leg& leg, const Error& error) {
-  Error e = error;
-  std::string where = "on " + host_.multiShardShardName(leg.shard());
-  e.detail = e.detail.empty() ? "shardgate: the error happened " + where
-                              : e.detail + "\nshardgate: the error happened " + where;
-  fail(std::move(e));
+  fail(namingShard(error, leg.shard()));
   maybeFinish();
 }
 

@@ -120,6 +120,7 @@ class MultiShardRun {
   void endCopy(char type, std::string_view payload);
   void legFailed(Leg& leg, const Error& error);
   void fail(Error error);
+  Error namingShard(Error error, uint32_t shard) const;
   void flushMerger();
   void maybeFinish();
   std::string commandTag() const;

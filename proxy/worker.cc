@@ -1,8 +1,6 @@
 // Worker: accepts clients on its own SO_REUSEPORT socket and serves them on its own loop.
 #include "proxy/worker.h"
 
-#include <libpq-fe.h>
-
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -12,6 +10,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "proxy/catalog_client.h"
 #include "proxy/client_auth.h"
 #include "proxy/client_session.h"
 #include "proxy/proxy_server.h"
@@ -217,28 +216,14 @@ Result<std::string> Worker::shardCollation(const conf::Database& database) {
   if (known != collations_.end()) return known->second;
   std::string collation;
   for (const conf::Shard& shard : database.shards) {
-    const conf::ServerAddress& a = shard.primary;
-    const std::string port = std::to_string(a.port);
-    const char* keys[] = {"host", "port", "dbname", "user", "password", "connect_timeout", nullptr};
-    const char* values[] = {a.host.c_str(), port.c_str(),       a.database.c_str(),
-                            a.user.c_str(), a.password.c_str(), "5",
-                            nullptr};
-    std::unique_ptr<PGconn, decltype(&PQfinish)> conn(PQconnectdbParams(keys, values, 0),
-                                                      &PQfinish);
-    if (PQstatus(conn.get()) != CONNECTION_OK) {
-      return Error::make(sqlstate::kConnectionFailure,
-                         "cannot read the collation of shard " + shard.name,
-                         PQerrorMessage(conn.get()));
+    catalog::Connection conn(catalog::conninfoFor(shard.primary));
+    Result<std::string> read = catalog::readCollation(conn);
+    if (!read.ok()) {
+      Error e = read.error();
+      e.message = "cannot read the collation of shard " + shard.name + ": " + e.message;
+      return e;
     }
-    std::unique_ptr<PGresult, decltype(&PQclear)> result(
-        PQexec(conn.get(), "SELECT datcollate FROM pg_database WHERE datname = current_database()"),
-        &PQclear);
-    if (PQresultStatus(result.get()) != PGRES_TUPLES_OK || PQntuples(result.get()) != 1) {
-      return Error::make(sqlstate::kConnectionFailure,
-                         "cannot read the collation of shard " + shard.name,
-                         PQresultErrorMessage(result.get()));
-    }
-    std::string value = PQgetvalue(result.get(), 0, 0);
+    const std::string& value = *read;
     if (collation.empty()) {
       collation = value;
     } else if (value != collation) {
