@@ -16,6 +16,8 @@ removed when their tests pass and kept for post-mortems otherwise (SHARDGATE_KEE
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import re
 import shutil
@@ -129,6 +131,19 @@ def _new_cluster(base_dir: Path, default_bin: str, **kw) -> pgcluster.Cluster:
     if direct:
         c.shardgate = pgcluster.DirectShardgate(c.shards[0].primary)
     return c
+
+
+@contextlib.contextmanager
+def running_cluster(base_dir: Path, default_bin: str, **kw):
+    """A started cluster (see _new_cluster), stopped on leaving; what _finish finds (a crash, a
+    sanitizer report, a process left behind) fails the test."""
+    c = _new_cluster(base_dir, default_bin, **kw)
+    try:
+        yield c
+    finally:
+        problems = _finish(c)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 def _finish(c: pgcluster.Cluster) -> list[str]:

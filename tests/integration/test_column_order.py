@@ -60,17 +60,12 @@ CLEAN_SQL = "TRUNCATE accounts, widgets, other.widgets"
 def cc(cluster_root, shardgate_bin):
     if conftest.DIRECT:
         pytest.skip(conftest.SKIP_DIRECT_REASON)
-    c = conftest._new_cluster(cluster_root / "column-order", shardgate_bin, num_shards=2, replicas_per_shard=0,
-                              pool_mode="transaction", general={"workers": 2},
-                              database_options={"default_shard": 0}, extra_toml=SHARDING_TOML)
-    try:
+    with conftest.running_cluster(cluster_root / "column-order", shardgate_bin, num_shards=2,
+                                  replicas_per_shard=0, pool_mode="transaction", general={"workers": 2},
+                                  database_options={"default_shard": 0}, extra_toml=SHARDING_TOML) as c:
         for shard in c.shards:
             shard.primary.psql(SHARD_DDL)
         yield c
-    finally:
-        problems = conftest._finish(c)
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture(autouse=True)

@@ -41,10 +41,9 @@ USERS = 2000
 def ms(cluster_root, shardgate_bin):
     if conftest.DIRECT:
         pytest.skip(conftest.SKIP_DIRECT_REASON)
-    c = conftest._new_cluster(cluster_root / "multi-shard", shardgate_bin, num_shards=2,
-                              replicas_per_shard=0, pool_mode="transaction",
-                              database_options={"default_shard": 0}, extra_toml=SHARDING_TOML)
-    try:
+    with conftest.running_cluster(cluster_root / "multi-shard", shardgate_bin, num_shards=2,
+                                  replicas_per_shard=0, pool_mode="transaction",
+                                  database_options={"default_shard": 0}, extra_toml=SHARDING_TOML) as c:
         for i in range(2):
             c.shards[i].primary.psql(SHARD_DDL)
         # Postgres's own hash partitioning decides where each row lives.
@@ -60,10 +59,6 @@ def ms(cluster_root, shardgate_bin):
                 conn.execute("INSERT INTO users SELECT k, 'user' || k, k %% 97 FROM unnest(%s::bigint[]) k",
                              (keys,))
         yield c
-    finally:
-        problems = conftest._finish(c)
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture(autouse=True)
@@ -352,10 +347,9 @@ PGBENCH_TOML = "".join(f"""
 def test_pgbench_initializes_and_runs_through_shardgate(cluster_root, shardgate_bin):
     if conftest.DIRECT:
         pytest.skip(conftest.SKIP_DIRECT_REASON)
-    c = conftest._new_cluster(cluster_root / "multi-shard-pgbench", shardgate_bin, num_shards=2,
-                              replicas_per_shard=0, pool_mode="transaction",
-                              database_options={"default_shard": 0}, extra_toml=PGBENCH_TOML)
-    try:
+    with conftest.running_cluster(cluster_root / "multi-shard-pgbench", shardgate_bin, num_shards=2,
+                                  replicas_per_shard=0, pool_mode="transaction",
+                                  database_options={"default_shard": 0}, extra_toml=PGBENCH_TOML) as c:
         pgbench = str(pgcluster.pg_bindir() / "pgbench")
         env = {"PGPASSWORD": "postgres", "PATH": "/usr/bin:/bin"}
         base = ["-h", "127.0.0.1", "-p", str(c.shardgate.port), "-U", "postgres"]
@@ -384,10 +378,6 @@ def test_pgbench_initializes_and_runs_through_shardgate(cluster_root, shardgate_
                 conn.execute(f"SELECT sum({col}) FROM pgbench_{table}").fetchone()[0]
                 for table, col in (("branches", "bbalance"), ("tellers", "tbalance"), ("accounts", "abalance")))
             assert branch == teller == account
-    finally:
-        problems = conftest._finish(c)
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
 
 
 def _probe(conn) -> bool:
