@@ -41,16 +41,16 @@ void LoopContext::forget(TcpConnection* connection) {
 
 void LoopContext::flushAll() {
   // flushNow() may schedule more flushes (a write completing synchronously wakes a reader), so
-  // swap the list out and loop until it stays empty.
-  std::vector<TcpConnection*> batch;
+  // swap the list out and loop until it stays empty. Both lists are members and keep their
+  // capacity: this runs once per loop iteration.
   while (!dirty_.empty()) {
-    batch.swap(dirty_);
-    for (TcpConnection* c : batch) {
+    flushing_.swap(dirty_);
+    for (TcpConnection* c : flushing_) {
       if (c == nullptr) continue;
       c->flush_scheduled_ = false;
       c->flushNow();
     }
-    batch.clear();
+    flushing_.clear();
   }
 }
 

@@ -40,6 +40,7 @@ class LoopContext {
   uv_check_t check_;
   std::vector<char> scratch_;
   std::vector<TcpConnection*> dirty_;
+  std::vector<TcpConnection*> flushing_;  // the batch flushAll() is writing
 };
 
 class TcpConnection {

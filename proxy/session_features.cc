@@ -14,8 +14,17 @@ namespace shardgate::proxy {
 
 namespace {
 
+// ASCII only, inline: this runs on every character of every simple Query (libc's isalnum and
+// tolower are calls that consult the locale). Bytes past ASCII (identifiers in UTF-8) are word
+// characters, as in Postgres's scanner.
 bool isWordChar(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$';
+  const auto u = static_cast<unsigned char>(c);
+  return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || (u >= '0' && u <= '9') || c == '_' ||
+         c == '$' || u >= 0x80;
+}
+
+char asciiLower(char c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
 }
 
 // What the scan keeps of one statement, without allocating: its first few words (lower-cased,
@@ -29,7 +38,7 @@ class StatementWords {
     char lowered[kWordLength];
     size_t n = std::min(word.size(), kWordLength);
     for (size_t i = 0; i < n; ++i) {
-      lowered[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(word[i])));
+      lowered[i] = asciiLower(word[i]);
     }
     std::string_view w(lowered, n);
     if (w.substr(0, 16) == "pg_advisory_lock" || w.substr(0, 20) == "pg_try_advisory_lock") {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 
 #include "common/log.h"
@@ -14,6 +15,7 @@
 #include "proxy/client_auth.h"
 #include "proxy/client_session.h"
 #include "proxy/proxy_server.h"
+#include "proxy/session_features.h"
 #include "proxy/session_metrics.h"
 
 namespace shardgate::proxy {
@@ -196,13 +198,38 @@ Worker::PoolSpec Worker::poolSpec(const conf::Config& config, const conf::Databa
   return spec;
 }
 
+bool Worker::sessionEffectFree(std::string_view sql) {
+  // Bounds: a few hundred texts of ordinary length (a driver's statement set), at most ~1 MiB.
+  constexpr size_t kMaxTexts = 512;
+  constexpr size_t kMaxTextBytes = 2048;
+  if (effect_free_texts_.find(sql) != effect_free_texts_.end()) return true;
+  if (!sessionEffectsOf(sql).empty()) return false;
+  if (sql.size() <= kMaxTextBytes) {
+    if (effect_free_texts_.size() >= kMaxTexts) effect_free_texts_.clear();
+    effect_free_texts_.emplace(sql);
+  }
+  return true;
+}
+
 backends::Pool& Worker::pool(const conf::Database& database, const conf::User& user, uint32_t shard,
                              int replica) {
-  std::string role = replica < 0 ? "primary" : "replica" + std::to_string(replica);
-  std::string key =
-      database.name + '\x1f' + user.name + '\x1f' + std::to_string(shard) + '\x1f' + role;
-  auto it = pools_.find(key);
+  // Every routed statement looks its pool up: the key is built in a buffer that keeps its
+  // capacity, so a hit allocates nothing.
+  char number[16];
+  pool_key_.assign(database.name).push_back('\x1f');
+  pool_key_.append(user.name).push_back('\x1f');
+  pool_key_.append(number, std::to_chars(number, number + sizeof number, shard).ptr);
+  pool_key_.push_back('\x1f');
+  if (replica < 0) {
+    pool_key_.append("primary");
+  } else {
+    pool_key_.append("replica");
+    pool_key_.append(number, std::to_chars(number, number + sizeof number, replica).ptr);
+  }
+  auto it = pools_.find(pool_key_);
   if (it != pools_.end()) return *it->second;
+  std::string key = pool_key_;
+  std::string role = replica < 0 ? "primary" : "replica" + std::to_string(replica);
   PoolSpec spec = poolSpec(*config_, database, user, shard, replica);
   auto pool = std::make_unique<backends::Pool>(*context_, std::move(spec.endpoint), spec.settings);
   pool->setMetrics(&metrics_->pool(database.name, user.name, database.shards.at(shard).name, role));

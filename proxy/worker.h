@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "backends/pool.h"
@@ -21,6 +22,7 @@
 #include "proxy/metrics.h"
 #include "proxy/routing_lookups.h"
 #include "proxy/session_settings.h"
+#include "proxy/wire/frontend_messages.h"
 #include "proxy/wire/scram.h"
 
 namespace shardgate::proxy {
@@ -74,6 +76,18 @@ class Worker {
   uint64_t nextUnnamedVersion() { return ++unnamed_versions_; }
   bool shuttingDown() const { return shutting_down_; }
   backends::StatementRegistry& statements() { return statements_; }
+  // Scratch space for routing one Bind (ClientSession::routeBind): its vectors keep their
+  // capacity, so routing an execution of a prepared statement allocates nothing for them. Valid
+  // only within one call on this worker's thread.
+  struct BindScratch {
+    wire::BindView bind;
+    planner::BindParameters params;
+  };
+  BindScratch& bindScratch() { return bind_scratch_; }
+  // sessionEffectsOf(sql).empty(), remembered for the texts seen recently: drivers send the same
+  // few statement texts in an unnamed Parse for every execution, and the lexical scan of each
+  // was the largest cost of passing such a Parse on.
+  bool sessionEffectFree(std::string_view sql);
   SettingsInterner& settingsInterner() { return settings_interner_; }
 
   // Reload and PAUSE (proxy/worker_control.cc), on the loop thread.
@@ -135,6 +149,14 @@ class Worker {
   uint64_t unnamed_versions_ = 0;
   std::unordered_map<uint64_t, ClientSession*> sessions_;
   std::map<std::string, std::unique_ptr<backends::Pool>> pools_;
+  std::string pool_key_;  // pool()'s lookup key, built in place (a routed statement per lookup)
+  BindScratch bind_scratch_;
+  struct TextHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
+  };
+  // Texts known to have no session-level effect; bounded (cleared when full).
+  std::unordered_set<std::string, TextHash, std::equal_to<>> effect_free_texts_;
   std::map<std::string, std::shared_ptr<const wire::ScramSecret>> scram_secrets_;
   backends::StatementRegistry statements_;
   SettingsInterner settings_interner_;

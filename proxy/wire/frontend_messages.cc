@@ -21,10 +21,12 @@ bool readRequestCode(MessageDecoder& d, int32_t expected) {
   return d.fail("request code " + std::to_string(code) + ", expected " + std::to_string(expected));
 }
 
-// Reads an int16 count of format codes followed by the codes (Bind, FunctionCall).
-bool readFormats(MessageDecoder& d, std::vector<int16_t>& out, std::string_view what) {
+// Reads an int16 count of format codes followed by the codes (Bind, FunctionCall). `count_field`
+// is "number of <what>" (a literal: Bind is on the hot path, so nothing is built per call).
+bool readFormats(MessageDecoder& d, std::vector<int16_t>& out, std::string_view count_field,
+                 std::string_view what) {
   size_t n = 0;
-  if (!d.ucount16(n, std::string("number of ") + std::string(what), 2)) return false;
+  if (!d.ucount16(n, count_field, 2)) return false;
   out.resize(n);
   for (auto& f : out) {
     if (!d.formatCode(f, what)) return false;
@@ -32,10 +34,11 @@ bool readFormats(MessageDecoder& d, std::vector<int16_t>& out, std::string_view 
   return true;
 }
 
-bool readValues(MessageDecoder& d, std::vector<std::optional<std::string>>& out,
-                std::string_view what) {
+template <typename Value>
+bool readValues(MessageDecoder& d, std::vector<std::optional<Value>>& out,
+                std::string_view count_field, std::string_view what) {
   size_t n = 0;
-  if (!d.ucount16(n, std::string("number of ") + std::string(what), 4)) return false;
+  if (!d.ucount16(n, count_field, 4)) return false;
   out.resize(n);
   for (auto& v : out) {
     if (!d.nullableBytes(v, what)) return false;
@@ -243,13 +246,28 @@ Result<Bind> Bind::decode(std::string_view payload) {
   MessageDecoder d(payload, "Bind");
   Bind m;
   if (!d.cstring(m.portal, "portal name") || !d.cstring(m.statement, "statement name") ||
-      !readFormats(d, m.param_formats, "parameter format code") ||
-      !readValues(d, m.params, "parameter value") ||
+      !readFormats(d, m.param_formats, "number of parameter format code",
+                   "parameter format code") ||
+      !readValues(d, m.params, "number of parameter value", "parameter value") ||
       !checkFormatCount(d, m.param_formats.size(), m.params.size(), "parameter") ||
-      !readFormats(d, m.result_formats, "result format code") || !d.end()) {
+      !readFormats(d, m.result_formats, "number of result format code", "result format code") ||
+      !d.end()) {
     return d.error();
   }
   return m;
+}
+
+Status BindView::decode(std::string_view payload) {
+  MessageDecoder d(payload, "Bind");
+  if (!d.cstring(portal, "portal name") || !d.cstring(statement, "statement name") ||
+      !readFormats(d, param_formats, "number of parameter format code", "parameter format code") ||
+      !readValues(d, params, "number of parameter value", "parameter value") ||
+      !checkFormatCount(d, param_formats.size(), params.size(), "parameter") ||
+      !readFormats(d, result_formats, "number of result format code", "result format code") ||
+      !d.end()) {
+    return d.error();
+  }
+  return {};
 }
 
 void Bind::encode(std::string& out) const {
@@ -404,8 +422,8 @@ Result<FunctionCall> FunctionCall::decode(std::string_view payload) {
   MessageDecoder d(payload, "FunctionCall");
   FunctionCall m;
   if (!d.int32(m.function_oid, "function OID") ||
-      !readFormats(d, m.arg_formats, "argument format code") ||
-      !readValues(d, m.args, "argument value") ||
+      !readFormats(d, m.arg_formats, "number of argument format code", "argument format code") ||
+      !readValues(d, m.args, "number of argument value", "argument value") ||
       !checkFormatCount(d, m.arg_formats.size(), m.args.size(), "argument") ||
       !d.formatCode(m.result_format, "result format code") || !d.end()) {
     return d.error();

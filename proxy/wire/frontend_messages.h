@@ -102,6 +102,19 @@ struct Bind {
   bool operator==(const Bind&) const = default;
 };
 
+// A Bind read without copying: views into the payload (valid while it is), in vectors the
+// caller keeps from one Bind to the next. The routing hot path reads every Bind this way.
+struct BindView {
+  std::string_view portal;
+  std::string_view statement;
+  std::vector<int16_t> param_formats;
+  std::vector<std::optional<std::string_view>> params;  // nullopt = SQL NULL
+  std::vector<int16_t> result_formats;
+
+  // The checks (and errors) of Bind::decode.
+  Status decode(std::string_view payload);
+};
+
 struct Describe {
   char kind = 'S';  // 'S' prepared statement, 'P' portal
   std::string name;

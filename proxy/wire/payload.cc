@@ -51,9 +51,10 @@ bool MessageDecoder::bytes(size_t n, std::string& out, std::string_view field) {
   return true;
 }
 
-bool MessageDecoder::nullableBytes(std::optional<std::string>& out, std::string_view field) {
+bool MessageDecoder::nullableBytes(std::optional<std::string_view>& out, std::string_view field) {
   int32_t length = 0;
-  if (!int32(length, std::string(field) + " length")) return false;
+  // The field's name is only spelled out on failure: this runs for every parameter and column.
+  if (!reader_.readInt32(length)) return truncated(std::string(field) + " length", 4);
   if (length == -1) {
     out.reset();
     return true;
@@ -61,9 +62,22 @@ bool MessageDecoder::nullableBytes(std::optional<std::string>& out, std::string_
   if (length < 0) {
     return fail("invalid length " + std::to_string(length) + " of " + std::string(field));
   }
-  std::string value;
-  if (!bytes(static_cast<size_t>(length), value, field)) return false;
-  out = std::move(value);
+  std::string_view view;
+  if (!reader_.readBytes(static_cast<size_t>(length), view)) {
+    return truncated(field, static_cast<size_t>(length));
+  }
+  out = view;
+  return true;
+}
+
+bool MessageDecoder::nullableBytes(std::optional<std::string>& out, std::string_view field) {
+  std::optional<std::string_view> view;
+  if (!nullableBytes(view, field)) return false;
+  if (view) {
+    out.emplace(*view);
+  } else {
+    out.reset();
+  }
   return true;
 }
 

@@ -163,6 +163,8 @@ class MessageDecoder {
   bool cstring(std::string_view& out, std::string_view field);
   // Int32 length (-1 = none, other negatives are invalid) followed by that many bytes.
   bool nullableBytes(std::optional<std::string>& out, std::string_view field);
+  // The same, as a view into the payload.
+  bool nullableBytes(std::optional<std::string_view>& out, std::string_view field);
   bool bytes(size_t n, std::string& out, std::string_view field);
   // A format code: 0 (text) or 1 (binary).
   bool formatCode(int16_t& out, std::string_view field);
