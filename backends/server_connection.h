@@ -52,6 +52,8 @@ class ServerSink {
   virtual void onServerCaughtUp() = 0;
   // A ParameterStatus passed on (its payload: name and value, NUL-terminated).
   virtual void onServerParameterStatus(std::string_view payload) = 0;
+  // Everything written to the server went out (a COPY's rows: the sink may read more of them).
+  virtual void onServerWriteDrained() {}
 };
 
 using ServerParameters = std::map<std::string, std::string, std::less<>>;
@@ -152,6 +154,9 @@ class ServerConnection final : public TcpConnection {
   size_t onData(std::string_view data) override;
   void onDisconnect(int status) override;
   void onClosed() override;
+  void onWriteDrained() override {
+    if (sink_) sink_->onServerWriteDrained();
+  }
 
  private:
   static void connectCallback(uv_connect_t* req, int status);

@@ -105,6 +105,9 @@ struct Database {
   ReplicaPolicy replica_policy = ReplicaPolicy::kRoundRobin;
   std::vector<TableName> reference_tables;  // a full copy on every shard
   std::vector<ShardedTable> sharded_tables;
+  // Unique per loaded config (0 for one built by hand): caches keyed by it never mix a reloaded
+  // config's plans with the old one's.
+  uint64_t generation = 0;
 
   // The sharded table a query's (schema, table) names, or nullptr. A qualified entry wins over an
   // unqualified one (the loader refuses configs where both could match).

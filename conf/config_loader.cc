@@ -2,6 +2,7 @@
 #include "conf/config_loader.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <initializer_list>
 #include <limits>
@@ -338,6 +339,8 @@ class Loader {
     for (const TableReader& t : *databases) {
       Database database;
       CONF_TRY(readDatabase(t, database, database_names));
+      static std::atomic<uint64_t> generations{0};
+      database.generation = ++generations;
       config->databases.push_back(std::move(database));
     }
     return ConfigPtr(std::move(config));

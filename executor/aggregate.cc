@@ -8,6 +8,8 @@
 
 #include "executor/distinct.h"
 #include "executor/float_format.h"
+#include "executor/pg_array.h"
+#include "executor/row_order.h"
 
 namespace shardgate::executor {
 
@@ -39,7 +41,15 @@ struct AggregateState {
   std::unordered_map<std::string, size_t> distinct_index;
   std::vector<std::pair<std::string, ValueKey>> distinct_values;
   bool distinct_null = false;
-  std::optional<std::string> delimiter;  // string_agg(DISTINCT ...)
+  std::optional<std::string> delimiter;  // string_agg(DISTINCT ...), ordered string_agg
+  // Ordered string_agg / array_agg: every element of the group with its decoded sort keys.
+  // string_agg: the value as text, or a bytea's raw bytes; array_agg: the item as the values
+  // array holds it (see PgArray).
+  struct OrderedElement {
+    std::optional<std::string> value;
+    DecodedKeys keys;
+  };
+  std::vector<OrderedElement> ordered;
 };
 
 namespace {
@@ -92,12 +102,17 @@ std::string encodeNumeric(const Decimal& d, const ColumnType& type) {
   return type.binary() ? d.toBinary() : d.toText();
 }
 
+// A NaN's sign bit depends on how it arose (on x86, Inf + -Inf gives a negative NaN) and so on the
+// order in which the shards' partial sums were added; the binary form sends Postgres's own NaN
+// (get_float8_nan, positive), which its NaN inputs carry.
 std::string encodeFloat8(double v, const AggregateSpec& spec) {
+  if (std::isnan(v)) v = std::numeric_limits<double>::quiet_NaN();
   if (spec.result.binary()) return bigEndian(std::bit_cast<uint64_t>(v), 8);
   return formatFloat8(v, spec.extra_float_digits);
 }
 
 std::string encodeFloat4(float v, const AggregateSpec& spec) {
+  if (std::isnan(v)) v = std::numeric_limits<float>::quiet_NaN();
   if (spec.result.binary()) return bigEndian(std::bit_cast<uint32_t>(v), 4);
   return formatFloat4(v, spec.extra_float_digits);
 }
@@ -110,31 +125,6 @@ std::string encodeBool(bool v, const ColumnType& type) {
 Decimal toDecimal(const ValueKey& key) {
   if (key.tag == ValueKey::Tag::kDecimal) return key.decimal;
   return Decimal::fromInteger(BigInt(key.integer));
-}
-
-// array_out quoting of one element.
-void appendArrayElementText(std::string_view element, std::string& out) {
-  bool quote =
-      element.empty() ||
-      (element.size() == 4 && (element[0] == 'N' || element[0] == 'n') &&
-       (element[1] == 'U' || element[1] == 'u') && (element[2] == 'L' || element[2] == 'l') &&
-       (element[3] == 'L' || element[3] == 'l'));
-  for (char c : element) {
-    if (c == '{' || c == '}' || c == ',' || c == '"' || c == '\\' || c == ' ' || c == '\t' ||
-        c == '\n' || c == '\r' || c == '\v' || c == '\f') {
-      quote = true;
-    }
-  }
-  if (!quote) {
-    out.append(element);
-    return;
-  }
-  out.push_back('"');
-  for (char c : element) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  out.push_back('"');
 }
 
 // Concatenates one shard's partial array_agg into the state.
@@ -245,6 +235,7 @@ Result<AggregateSpec> resolve(const planner::MergeAggregate& agg,
       wanted = 3;
       break;
     case Kind::kStringAgg:
+    case Kind::kOrderedStringAgg:
       wanted = 2;
       break;
     default:
@@ -292,7 +283,8 @@ Result<AggregateSpec> resolve(const planner::MergeAggregate& agg,
       spec.function = Function::kAvg;
       Status s = arithmetic("avg");
       if (!s.ok()) return std::move(s).error();
-      if (spec.arithmetic == Arithmetic::kFloat4) {
+      if (spec.arithmetic == Arithmetic::kFloat4 &&
+          (spec.input_types.size() < 3 || spec.input_types[2].oid != pg_type::kFloat8)) {
         // avg(real) accumulates in double precision; a real partial sum already lost digits.
         return unsupported("cannot compute avg() from a real partial sum across shards",
                            "The shards must return sum(x::float8).");
@@ -301,7 +293,9 @@ Result<AggregateSpec> resolve(const planner::MergeAggregate& agg,
         return planMismatch("avg count partial is not an integer");
       }
       spec.result.oid =
-          spec.arithmetic == Arithmetic::kFloat8 ? pg_type::kFloat8 : pg_type::kNumeric;
+          spec.arithmetic == Arithmetic::kFloat8 || spec.arithmetic == Arithmetic::kFloat4
+              ? pg_type::kFloat8
+              : pg_type::kNumeric;
       break;
     }
     case Kind::kBoolAnd:
@@ -387,7 +381,42 @@ Result<AggregateSpec> resolve(const planner::MergeAggregate& agg,
     case Kind::kArrayAgg:
       spec.function = Function::kArrayAgg;
       break;
+    case Kind::kOrderedStringAgg:
+    case Kind::kOrderedArrayAgg: {
+      spec.function = agg.kind == Kind::kOrderedStringAgg ? Function::kOrderedStringAgg
+                                                          : Function::kOrderedArrayAgg;
+      spec.array_delimiter = arrayDelimiterOf(first.oid);
+      if (spec.function == Function::kOrderedStringAgg) {
+        // string_agg takes text or bytea; text-like inputs (varchar, bpchar, name) give text.
+        spec.result.oid =
+            elementTypeOf(first.oid) == pg_type::kBytea ? pg_type::kBytea : pg_type::kText;
+        if (spec.result.oid == pg_type::kBytea && spec.input_types[1].oid != pg_type::kBytea) {
+          return unsupported("string_agg(bytea, ...) with an untyped delimiter across shards",
+                             "Cast the delimiter to bytea.");
+        }
+      }
+      if (agg.order.empty()) return planMismatch(agg.function + " has no ORDER BY keys");
+      for (const auto& key : agg.order) {
+        if (key.column >= columns.size()) {
+          return planMismatch(agg.function + " sorts on column " + std::to_string(key.column + 1) +
+                              " of " + std::to_string(columns.size()));
+        }
+        const ColumnType element{elementTypeOf(columns[key.column].oid),
+                                 columns[key.column].format};
+        if (element.oid == 0 || element.value_class() == ValueClass::kOther) {
+          return unsupported("cannot merge " + agg.function +
+                             "(... ORDER BY ...) across shards: a sort key's type (array type " +
+                             std::to_string(columns[key.column].oid) +
+                             ") is not one shardgate "
+                             "can order");
+        }
+        spec.key_types.push_back(element);
+      }
+      spec.order = agg.order;
+      break;
+    }
   }
+  if (agg.kind == Kind::kDistinct) spec.order = agg.order;
   if (agg.result_type_oid != 0 && agg.result_type_oid != spec.result.oid) {
     return planMismatch(agg.function + ": the plan says type " +
                         std::to_string(agg.result_type_oid) + ", the shards' columns give " +
@@ -398,6 +427,161 @@ Result<AggregateSpec> resolve(const planner::MergeAggregate& agg,
 
 Result<ValueKey> decodeCell(const ColumnType& type, std::string_view v) {
   return decodeValue(type, v);
+}
+
+// A bytea value's raw bytes, from its text ("\x..." or escape form) or binary form.
+Result<std::string> byteaBytes(std::string_view v, int16_t format) {
+  if (format == 1) return std::string(v);
+  auto key = decodeValue(ColumnType{pg_type::kBytea, 0}, v);
+  if (!key.ok()) return std::move(key).error();
+  return std::move(key->bytes);
+}
+
+std::string hexBytea(std::string_view raw) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out = "\\x";
+  out.reserve(2 + 2 * raw.size());
+  for (char c : raw) {
+    const auto b = static_cast<unsigned char>(c);
+    out.push_back(kDigits[b >> 4]);
+    out.push_back(kDigits[b & 0xF]);
+  }
+  return out;
+}
+
+// Folds one shard row's partial of an ordered string_agg / array_agg into the state: the values
+// array and the key arrays, element by element (position i of each belongs to the same row).
+Status accumulateOrdered(const AggregateSpec& spec, AggregateState& st, const ShardRow& row,
+                         MemoryBudget& budget) {
+  const Cell values_cell = row.cell(spec.inputs[0]);
+  if (!values_cell) return {};  // no rows of this group on that shard (or FILTER left none)
+  const ColumnType& values_type = spec.input_types[0];
+  auto values = parsePgArray(*values_cell, values_type.format, spec.array_delimiter);
+  if (!values.ok()) return std::move(values).error();
+  std::vector<PgArray> keys;
+  keys.reserve(spec.order.size());
+  for (size_t k = 0; k < spec.order.size(); ++k) {
+    const Cell c = row.cell(spec.order[k].column);
+    if (!c)
+      return planMismatch(spec.function == Function::kOrderedStringAgg
+                              ? "string_agg sort keys missing"
+                              : "array_agg sort keys missing");
+    auto parsed = parsePgArray(*c, spec.key_types[k].format, ',');
+    if (!parsed.ok()) return std::move(parsed).error();
+    if (parsed->items.size() != values->items.size()) {
+      return planMismatch("an ordered aggregate's key array and value array differ in length");
+    }
+    keys.push_back(std::move(*parsed));
+  }
+  const bool string_agg = spec.function == Function::kOrderedStringAgg;
+  if (string_agg && !st.delimiter) {
+    if (const Cell d = row.cell(spec.inputs[1])) {
+      if (spec.result.oid == pg_type::kBytea) {
+        auto raw = byteaBytes(*d, spec.input_types[1].format);
+        if (!raw.ok()) return std::move(raw).error();
+        st.delimiter = std::move(*raw);
+      } else {
+        st.delimiter = std::string(*d);
+      }
+    }
+  }
+  if (!string_agg && values_type.binary() && !values->items.empty()) {
+    // Sub-arrays (array_agg over arrays) must agree in their dimensions, as Postgres requires.
+    if (st.array_dimensions == 0) {
+      st.array_dimensions = values->dimensions;
+      st.array_element_type = values->element_type;
+      st.array_inner_dimensions = values->inner_dimensions;
+    } else if (st.array_dimensions != values->dimensions ||
+               st.array_inner_dimensions != values->inner_dimensions) {
+      return Error::make("2202E", "cannot accumulate arrays of different dimensionality");
+    }
+    st.array_has_null = st.array_has_null || values->has_null;
+  }
+  const int32_t value_element = elementTypeOf(values_type.oid);
+  size_t cost = 0;
+  for (size_t i = 0; i < values->items.size(); ++i) {
+    std::optional<std::string>& item = values->items[i];
+    AggregateState::OrderedElement element;
+    if (string_agg) {
+      if (!item) continue;  // string_agg skips NULL values
+      std::string v = values_type.binary() ? std::move(*item) : unquoteArrayItem(*item);
+      if (spec.result.oid == pg_type::kBytea) {
+        auto raw = byteaBytes(v, values_type.format);
+        if (!raw.ok()) return std::move(raw).error();
+        v = std::move(*raw);
+      } else if (value_element == pg_type::kBpchar) {
+        // string_agg sees the value cast to text, which drops char(n)'s trailing blanks.
+        while (!v.empty() && v.back() == ' ') v.pop_back();
+      }
+      element.value = std::move(v);
+    } else {
+      element.value = std::move(item);
+    }
+    element.keys.reserve(keys.size());
+    for (size_t k = 0; k < keys.size(); ++k) {
+      const std::optional<std::string>& key_item = keys[k].items[i];
+      if (!key_item) {
+        element.keys.emplace_back(std::nullopt);
+        continue;
+      }
+      const ColumnType& key_type = spec.key_types[k];
+      auto decoded = key_type.binary() ? decodeValue(key_type, *key_item)
+                                       : decodeValue(key_type, unquoteArrayItem(*key_item));
+      if (!decoded.ok()) return std::move(decoded).error();
+      cost += decoded->bytes.capacity();
+      element.keys.emplace_back(std::move(*decoded));
+    }
+    cost += sizeof(element) + (element.value ? element.value->capacity() : 0) +
+            element.keys.capacity() * sizeof(std::optional<ValueKey>);
+    st.ordered.push_back(std::move(element));
+    st.seen = true;
+  }
+  return budget.charge(cost);
+}
+
+// Compares two elements of an ordered aggregate by its ORDER BY keys.
+int compareOrdered(const AggregateSpec& spec, const DecodedKeys& a, const DecodedKeys& b,
+                   const Collation& collation) {
+  for (size_t i = 0; i < spec.order.size(); ++i) {
+    const auto& key = spec.order[i];
+    if (!a[i] || !b[i]) {
+      if (!a[i] && !b[i]) continue;
+      return !a[i] ? (key.nulls_first ? -1 : 1) : (key.nulls_first ? 1 : -1);
+    }
+    const int c = compareKeys(*a[i], *b[i], collation);
+    if (c != 0) return key.descending ? -c : c;
+  }
+  return 0;
+}
+
+// The finished ordered string_agg / array_agg: the elements of every shard in the aggregate's
+// order (among equal keys any order is Postgres's too).
+std::optional<std::string> finishOrdered(const AggregateSpec& spec, AggregateState& st,
+                                         const Collation& collation) {
+  if (!st.seen) return std::nullopt;
+  std::stable_sort(st.ordered.begin(), st.ordered.end(), [&](const auto& a, const auto& b) {
+    return compareOrdered(spec, a.keys, b.keys, collation) < 0;
+  });
+  if (spec.function == Function::kOrderedStringAgg) {
+    std::string out;
+    for (size_t i = 0; i < st.ordered.size(); ++i) {
+      if (i > 0 && st.delimiter) out += *st.delimiter;
+      out += *st.ordered[i].value;
+    }
+    if (spec.result.oid == pg_type::kBytea && !spec.result.binary()) return hexBytea(out);
+    return out;
+  }
+  std::vector<const std::optional<std::string>*> items;
+  items.reserve(st.ordered.size());
+  bool has_null = st.array_has_null;
+  for (const auto& e : st.ordered) {
+    items.push_back(&e.value);
+    has_null = has_null || !e.value;
+  }
+  if (spec.result.binary()) {
+    return buildBinaryArray(items, st.array_element_type, has_null, st.array_inner_dimensions);
+  }
+  return buildTextArray(items, spec.array_delimiter);
 }
 
 // Folds one shard row into the state of one aggregate.
@@ -441,6 +625,16 @@ Status accumulate(const AggregateSpec& spec, AggregateState& st, const ShardRow&
         }
       }
       if (!value) return {};
+      if (spec.function == Function::kAvg && spec.arithmetic == Arithmetic::kFloat4) {
+        // avg(real): the shards' sums in double precision (the third input), as Postgres sums.
+        const Cell wide = row.cell(spec.inputs[2]);
+        if (!wide) return planMismatch("avg(real) has no double precision sum");
+        auto sum = decodeCell(spec.input_types[2], *wide);
+        if (!sum.ok()) return std::move(sum).error();
+        st.float8_sum += sum->real;
+        st.seen = true;
+        return {};
+      }
       auto key = decodeCell(spec.input_types[0], *value);
       if (!key.ok()) return std::move(key).error();
       st.seen = true;
@@ -525,6 +719,9 @@ Status accumulate(const AggregateSpec& spec, AggregateState& st, const ShardRow&
       st.seen = true;
       return budget.charge(st.text.size() - before);
     }
+    case Function::kOrderedStringAgg:
+    case Function::kOrderedArrayAgg:
+      return accumulateOrdered(spec, st, row, budget);
   }
   return {};
 }
@@ -555,8 +752,13 @@ Result<std::optional<std::string>> finishDistinct(const AggregateSpec& spec, Agg
   const ColumnType& input = spec.input_types[0];
   // Postgres feeds a DISTINCT aggregate its input sorted (that is how it removes duplicates), so
   // ordered results (string_agg, array_agg, float sums) follow the type's order.
+  // string_agg / array_agg(DISTINCT x ORDER BY x DESC [NULLS ...]) want the reverse, or the NULL
+  // first.
+  const bool descending = !spec.order.empty() && spec.order[0].descending;
+  const bool null_first = !spec.order.empty() && spec.order[0].nulls_first;
   std::stable_sort(values.begin(), values.end(), [&](const auto& a, const auto& b) {
-    return compareKeys(a.second, b.second, collation) < 0;
+    const int c = compareKeys(a.second, b.second, collation);
+    return descending ? c > 0 : c < 0;
   });
   using Out = std::optional<std::string>;
   switch (spec.function) {
@@ -624,23 +826,27 @@ Result<std::optional<std::string>> finishDistinct(const AggregateSpec& spec, Agg
         out += bigEndian(static_cast<uint32_t>(input.oid), 4);
         out += bigEndian(elements, 4);
         out += bigEndian(1, 4);
+        if (st.distinct_null && null_first) out += bigEndian(0xFFFFFFFFu, 4);
         for (const auto& [raw, key] : values) {
           out += bigEndian(raw.size(), 4);
           out += raw;
         }
-        if (st.distinct_null) out += bigEndian(0xFFFFFFFFu, 4);  // NULL sorts last
+        if (st.distinct_null && !null_first) out += bigEndian(0xFFFFFFFFu, 4);
         return Out(std::move(out));
       }
       std::string out = "{";
+      if (st.distinct_null && null_first) out += values.empty() ? "NULL" : "NULL,";
       for (size_t i = 0; i < values.size(); ++i) {
         if (i > 0) out += ',';
-        appendArrayElementText(values[i].first, out);
+        appendQuotedArrayElement(values[i].first, out);
       }
-      if (st.distinct_null) out += values.empty() ? "NULL" : ",NULL";
+      if (st.distinct_null && !null_first) out += values.empty() ? "NULL" : ",NULL";
       out += '}';
       return Out(std::move(out));
     }
     case Function::kVariance:
+    case Function::kOrderedStringAgg:
+    case Function::kOrderedArrayAgg:
       break;
   }
   return unsupported("aggregate is not supported with DISTINCT across shards");
@@ -676,7 +882,7 @@ Result<std::optional<std::string>> finishAggregate(const AggregateSpec& spec, Ag
     }
     case Function::kAvg: {
       if (st.count == 0) return Out();
-      if (spec.arithmetic == Arithmetic::kFloat8) {
+      if (spec.arithmetic == Arithmetic::kFloat8 || spec.arithmetic == Arithmetic::kFloat4) {
         return Out(encodeFloat8(st.float8_sum / static_cast<double>(st.count), spec));
       }
       const Decimal sum = spec.arithmetic == Arithmetic::kInteger
@@ -705,6 +911,9 @@ Result<std::optional<std::string>> finishAggregate(const AggregateSpec& spec, Ag
       if (!st.seen) return Out();
       if (spec.result.binary()) return Out(finishBinaryArray(st));
       return Out("{" + st.text + "}");
+    case Function::kOrderedStringAgg:
+    case Function::kOrderedArrayAgg:
+      return finishOrdered(spec, st, collation);
   }
   return Out();
 }
@@ -749,6 +958,9 @@ Result<HashAggregate> HashAggregate::create(const planner::MergePlan& plan,
     result_column[spec->inputs[0]] = true;
     spec->extra_float_digits = extra_float_digits;
     for (uint32_t input : spec->inputs) agg.aggregate_input_[input] = true;
+    if (spec->kind != Kind::kDistinct) {
+      for (const auto& key : spec->order) agg.aggregate_input_[key.column] = true;
+    }
     agg.merged_columns_[spec->inputs[0]] = spec->result;
     agg.specs_.push_back(std::move(*spec));
   }

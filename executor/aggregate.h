@@ -1,7 +1,8 @@
 // Aggregate: the hash aggregate that finishes the shards' partial aggregates per group (sums of
 // counts, exact sums, min/max, avg as sum/count, bool_and/or, variance and stddev from count,
 // sum and sum of squares, DISTINCT aggregates over the shards' distinct values, string_agg and
-// array_agg concatenation), with Postgres's result types, scales, output format and NULL rules.
+// array_agg concatenation, or merged by their own ORDER BY), with Postgres's result types, scales,
+// output format and NULL rules.
 #pragma once
 
 #include <memory>
@@ -31,6 +32,8 @@ struct AggregateSpec {
     kVariance,
     kStringAgg,
     kArrayAgg,
+    kOrderedStringAgg,
+    kOrderedArrayAgg,
   };
   // How sums are kept: exactly for integers and numeric, in the float type for floats.
   enum class Arithmetic : uint8_t { kInteger, kNumeric, kFloat8, kFloat4 };
@@ -45,6 +48,11 @@ struct AggregateSpec {
   bool root = false;           // stddev*
   ColumnType result;           // the client's type and the shard column's format
   int extra_float_digits = 1;  // float results' text output (see float_format.h)
+  // The aggregate's own ORDER BY: kOrdered* (keys in arrays, `key_types` their element types in
+  // the arrays' format) and kDistinct string_agg/array_agg (at most one key: the value).
+  std::vector<planner::MergeAggregate::OrderKey> order;
+  std::vector<ColumnType> key_types;
+  char array_delimiter = ',';  // the values array's element delimiter (text format)
 };
 
 class HashAggregate {

@@ -25,6 +25,16 @@ Result<std::shared_ptr<const Collation>> Collation::load(std::string name) {
   if (name.empty() || name == "C" || name == "POSIX") {
     return std::shared_ptr<const Collation>(new Collation(std::move(name), nullptr));
   }
+  if (name.starts_with(kIcuCollationPrefix)) {
+    return Error::make("0A000",
+                       "cannot order text across shards: the shards' database uses the ICU "
+                       "collation provider (\"" +
+                           name.substr(kIcuCollationPrefix.size()) + "\")",
+                       "shardgate orders text with the C library's collations, as Postgres's "
+                       "libc provider does; ICU may order some strings differently.",
+                       "Use a database created with LOCALE_PROVIDER libc for sharded text "
+                       "ordering.");
+  }
   locale_t locale = newlocale(LC_COLLATE_MASK, name.c_str(), static_cast<locale_t>(nullptr));
   if (locale == static_cast<locale_t>(nullptr)) {
     return Error::make("0A000",

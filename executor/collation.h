@@ -11,6 +11,10 @@
 
 namespace shardgate::executor {
 
+// A collation name that stands for the shards' ICU locale (pg_database.datlocprovider = 'i'):
+// "icu:" and the ICU locale. Text ordering under it is refused (0A000).
+inline constexpr std::string_view kIcuCollationPrefix = "icu:";
+
 // varstr_cmp (src/backend/utils/adt/varlena.c): "C" and "POSIX" compare bytes (memcmp, then the
 // shorter first); any other collation compares with strcoll_l in that locale and, when strcoll
 // calls two different strings equal, breaks the tie with strcmp (deterministic collations).

@@ -28,6 +28,10 @@ class ShardRow {
     return std::string_view(payload_).substr(s.offset, static_cast<size_t>(s.length));
   }
   const std::string& payload() const { return payload_; }
+  // The payload's bytes from column `i`'s length word to the end (i < size()).
+  std::string_view columnsFrom(size_t i) const {
+    return std::string_view(payload_).substr(spans_[i].offset - 4);
+  }
   // What the row holds on to, for the merge's memory accounting.
   size_t bytes() const {
     return payload_.capacity() + spans_.capacity() * sizeof(Span) + sizeof(*this);

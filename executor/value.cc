@@ -18,6 +18,18 @@ Error badText(const ColumnType& type, std::string_view value) {
   return Error::make("22P02", "invalid input syntax for type " + typeName(type.oid) + ": \"" +
                                   std::string(value.substr(0, 64)) + "\"");
 }
+// A date or time value shardgate cannot read: the session's DateStyle (or IntervalStyle) makes
+// the shards print it in a form the merge does not compare. Refused, never compared wrongly.
+Error unreadableDateTime(const ColumnType& type, std::string_view value, std::string_view setting,
+                         std::string_view wanted) {
+  return Error::make("0A000",
+                     "cannot compare " + typeName(type.oid) + " value \"" +
+                         std::string(value.substr(0, 64)) + "\" across shards",
+                     "shardgate merges date and time values in the " + std::string(setting) + " " +
+                         std::string(wanted) + " output format.",
+                     "SET " + std::string(setting) + " TO " + std::string(wanted) +
+                         " (the default), or ask for binary results.");
+}
 Error badBinary(const ColumnType& type) {
   return Error::make(
       "22P03", "invalid binary value for type " + typeName(type.oid) + " in a shard's result row");
@@ -122,8 +134,9 @@ bool consumeBC(std::string_view s, size_t& pos) {
   return false;
 }
 
-// ISO DateStyle output of date, timestamp and timestamptz (the lead sets DateStyle=ISO on shard
-// connections). with_time: timestamp; with_zone: timestamptz (offset required).
+// ISO DateStyle output of date, timestamp and timestamptz (the shards print them in the client
+// session's DateStyle: other styles are refused). with_time: timestamp; with_zone: timestamptz
+// (offset required).
 Result<int64_t> parseDateTimeText(const ColumnType& type, std::string_view s, bool with_time,
                                   bool with_zone) {
   const int64_t plus_infinity =
@@ -134,20 +147,20 @@ Result<int64_t> parseDateTimeText(const ColumnType& type, std::string_view s, bo
   if (s == "-infinity") return minus_infinity;
   size_t pos = 0;
   int64_t year = 0, month = 0, day = 0;
-  if (!parseDate(s, pos, year, month, day)) return badText(type, s);
+  if (!parseDate(s, pos, year, month, day)) return unreadableDateTime(type, s, "DateStyle", "ISO");
   int64_t micros = 0;
   int64_t offset = 0;
   if (with_time) {
-    if (pos >= s.size() || s[pos] != ' ') return badText(type, s);
+    if (pos >= s.size() || s[pos] != ' ') return unreadableDateTime(type, s, "DateStyle", "ISO");
     ++pos;
-    if (!parseTimeOfDay(s, pos, micros)) return badText(type, s);
+    if (!parseTimeOfDay(s, pos, micros)) return unreadableDateTime(type, s, "DateStyle", "ISO");
     if (with_zone && !parseZoneOffset(s, pos, offset)) {
       return Error::make("0A000", "cannot compare timestamptz value \"" + std::string(s) +
                                       "\" without a UTC offset across shards");
     }
   }
   const bool bc = consumeBC(s, pos);
-  if (pos != s.size()) return badText(type, s);
+  if (pos != s.size()) return unreadableDateTime(type, s, "DateStyle", "ISO");
   if (bc) year = 1 - year;
   const int64_t days = daysSince2000(year, month, day);
   if (!with_time) return days;
@@ -178,7 +191,9 @@ Result<__int128> parseIntervalText(const ColumnType& type, std::string_view s) {
         p = 1;
       }
       int64_t t = 0;
-      if (!parseTimeOfDay(token, p, t) || p != token.size()) return badText(type, s);
+      if (!parseTimeOfDay(token, p, t) || p != token.size()) {
+        return unreadableDateTime(type, s, "IntervalStyle", "postgres");
+      }
       micros += negative ? -t : t;
       pos = end;
     } else {
@@ -189,7 +204,9 @@ Result<__int128> parseIntervalText(const ColumnType& type, std::string_view s) {
         negative = token[0] == '-';
         p = 1;
       }
-      if (!parseDigits(token, p, n) || p != token.size()) return badText(type, s);
+      if (!parseDigits(token, p, n) || p != token.size()) {
+        return unreadableDateTime(type, s, "IntervalStyle", "postgres");
+      }
       if (negative) n = -n;
       size_t unit_start = end;
       while (unit_start < s.size() && s[unit_start] == ' ') ++unit_start;
@@ -202,8 +219,7 @@ Result<__int128> parseIntervalText(const ColumnType& type, std::string_view s) {
       } else if (unit.starts_with("day")) {
         days += n;
       } else {
-        return Error::make("0A000", "cannot compare interval value \"" + std::string(s) +
-                                        "\" across shards: set IntervalStyle to postgres");
+        return unreadableDateTime(type, s, "IntervalStyle", "postgres");
       }
       pos = unit_end;
     }

@@ -1175,28 +1175,15 @@ class Analyzer {
       return;
     }
     if (!s.has_relation()) return;
-    const int32_t t = addTable(s.relation(), scope, s.is_from());
+    // The table is the statement's outermost level, as a SELECT's FROM would be.
+    const int32_t level = newScope(scope);
+    const int32_t t = addTable(s.relation(), level, s.is_from());
+    scopes_[level].level_tables.push_back(t);
     if (s.is_from()) noteWrite("COPY FROM");
-    if (s.has_where_clause()) walk(s.where_clause(), scope);
+    if (s.has_where_clause()) walk(s.where_clause(), level);
     const TableRef& ref = out_.tables[t];
     if (ref.table_class == TableClass::kSharded && s.is_from()) {
       out_.copy_from_sharded = true;  // split by the router (see CopySplit)
-    } else if (ref.table_class == TableClass::kSharded) {
-      out_.unsupported_only_when_sharded = true;
-      out_.unsupported =
-          s.is_from()
-              ? Error::make(sqlstate::kFeatureNotSupported,
-                            "COPY " + ref.display() + " FROM is not supported: " + ref.display() +
-                                " is sharded",
-                            "Its rows would have to be split across the shards by " +
-                                ref.qualifiedKey() + ".",
-                            "Insert the rows with INSERT (one shard per statement) for now.")
-              : Error::make(sqlstate::kFeatureNotSupported,
-                            "COPY " + ref.display() + " TO needs every shard: " + ref.display() +
-                                " is sharded",
-                            "Queries that span shards are not supported yet.",
-                            "Copy a query instead: COPY (SELECT ... FROM " + ref.display() +
-                                " WHERE " + ref.key_column + " = ...) TO ...");
     }
   }
 

@@ -1,4 +1,5 @@
-// CopySplit: reads COPY FROM's column list and options into the split of its rows across shards.
+// CopySplit: reads COPY FROM's column list and options into the split of its rows across shards,
+// and COPY TO's output format.
 #include "planner/copy_split.h"
 
 #include <algorithm>
@@ -45,6 +46,28 @@ Result<char> optionChar(const pg_query::DefElem& option) {
 }
 
 }  // namespace
+
+Result<CopyOutFormat> readCopyOutFormat(const pg_query::CopyStmt& copy) {
+  CopyOutFormat out;
+  for (const pg_query::Node& node : copy.options()) {
+    if (!node.has_def_elem()) continue;
+    const pg_query::DefElem& option = node.def_elem();
+    if (option.defname() == "format") {
+      std::optional<std::string> format = optionText(option);
+      if (format && *format == "binary") {
+        out.binary = true;
+      } else if (!format || (*format != "text" && *format != "csv")) {
+        return Error::make(sqlstate::kInvalidParameterValue,
+                           "COPY format \"" + format.value_or("") + "\" not recognized");
+      }
+    } else if (option.defname() == "header") {
+      auto b = optionBool(option);
+      if (!b.ok()) return b.error();
+      out.header = *b;
+    }
+  }
+  return out;
+}
 
 Result<CopySplit> planCopySplit(const pg_query::CopyStmt& copy, const conf::ShardedTable& table,
                                 size_t shard_count, const std::vector<std::string>* column_order) {

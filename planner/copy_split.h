@@ -1,5 +1,6 @@
 // CopySplit: how COPY ... FROM STDIN into a sharded table is split across the shards — the row
-// format (text or csv, as the statement's options say) and which field holds the sharding key.
+// format (text or csv, as the statement's options say) and which field holds the sharding key —
+// and the format of COPY ... TO STDOUT, whose shards' output is passed on together.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +30,16 @@ struct CopySplit {
 // `table`. Without a column list, `column_order` (the table's columns in attnum order) tells where
 // the key is. Errors: 0A000 for COPY from a server file or program and for the binary format;
 // 42703 if the key column is not copied (its value would be a default computed on a shard).
+// COPY ... TO STDOUT's output format, as far as merging several shards' output needs it.
+struct CopyOutFormat {
+  bool binary = false;
+  bool header = false;  // text / csv: the first row names the columns
+};
+
+// The format of `copy` (COPY <table> | (query) TO STDOUT [WITH (...)]). Errors: 42601 / 22023 for
+// options Postgres would reject the same way.
+Result<CopyOutFormat> readCopyOutFormat(const pg_query::CopyStmt& copy);
+
 Result<CopySplit> planCopySplit(const pg_query::CopyStmt& copy, const conf::ShardedTable& table,
                                 size_t shard_count, const std::vector<std::string>* column_order);
 

@@ -48,6 +48,8 @@ struct MergeAggregate {
     kMax,        // inputs: [max]
     kAvg,        // inputs: [sum, count]       -> sum / count as Postgres's avg (numeric for
                  //                               integer and numeric input, float8 for floats)
+                 //  optional 3rd input: the sum in float8 when the argument is real (NULL
+                 //  otherwise): avg(real) sums in double precision, sum(real) in real
     kBoolAnd,    // inputs: [bool_and]
     kBoolOr,     // inputs: [bool_or]
     kVariance,   // inputs: [count, sum, sum of squares] (sum and sum of squares as numeric);
@@ -59,10 +61,24 @@ struct MergeAggregate {
                  //                  values of each group
     kStringAgg,  // inputs: [partial string_agg, delimiter] -> concatenated with the delimiter
     kArrayAgg,   // inputs: [partial array_agg]             -> arrays concatenated
+    // With the aggregate's own ORDER BY: each shard returns array_agg(value ORDER BY ...) and,
+    // per `order` key, array_agg(key ORDER BY ...) (same order, so position i of every array
+    // belongs to one row, up to ties); shardgate merges the elements of all shards by the keys.
+    kOrderedStringAgg,  // inputs: [array of values, delimiter (a constant)] -> text or bytea
+    kOrderedArrayAgg,   // inputs: [array of values]                         -> the array
+  };
+  // One key of the aggregate's own ORDER BY. kOrdered*: `column` is the shard column holding the
+  // key's array. kDistinct (string_agg/array_agg): at most one key, the value itself (column =
+  // inputs[0]); none: ascending, NULLs last.
+  struct OrderKey {
+    uint32_t column = 0;
+    bool descending = false;
+    bool nulls_first = false;
   };
   Kind kind = Kind::kCount;
   std::string function;  // lower-case name as written: "count", "stddev_samp", ...
   std::vector<uint32_t> inputs;
+  std::vector<OrderKey> order;
   // The type the client sees for this column (0: the shard column's own type). avg over integers
   // is numeric (1700) although its first input (sum) may be bigint.
   int32_t result_type_oid = 0;
@@ -123,16 +139,21 @@ struct ShardStatement {
 // A statement that runs on several shards.
 struct MultiShardPlan {
   enum class Kind : uint8_t {
-    kRead,    // SELECT: results merged by `merge`
-    kWrite,   // INSERT / UPDATE / DELETE: command tags summed, RETURNING rows concatenated
-    kDdl,     // utility statement on every target: one tag; a failure names the shard
-    kCopyIn,  // COPY ... FROM STDIN: the client's rows split by `copy`, "COPY n" summed
+    kRead,     // SELECT: results merged by `merge`
+    kWrite,    // INSERT / UPDATE / DELETE: command tags summed, RETURNING rows concatenated
+    kDdl,      // utility statement on every target: one tag; a failure names the shard
+    kCopyIn,   // COPY ... FROM STDIN: the client's rows split by `copy`, "COPY n" summed
+    kCopyOut,  // COPY ... TO STDOUT: every shard's rows passed on as they come, "COPY n" summed
   };
   Kind kind = Kind::kRead;
   std::vector<ShardStatement> statements;  // one per target shard, in shard order
   std::shared_ptr<const MergePlan> merge;  // kRead; nullptr: concatenate as rows arrive
   std::shared_ptr<const CopySplit> copy;   // kCopyIn
-  std::string reason;                      // one line, for logs and EXPLAIN (ROUTE)
+  // kCopyOut: the COPY's format. A CSV header or a binary file header goes to the client once,
+  // and a binary file's trailer once at the end.
+  bool copy_out_binary = false;
+  bool copy_out_header = false;
+  std::string reason;  // one line, for logs and EXPLAIN (ROUTE)
   // kWrite / kDdl on a reference table: every shard does the same to its copy, so the client gets
   // one shard's result (command tag, RETURNING rows), not the sum of all.
   bool replicated = false;

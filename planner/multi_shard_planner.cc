@@ -314,6 +314,91 @@ Node binaryOp(std::string_view op, const Node& l, const Node& r) {
   return n;
 }
 
+Node typeCast(const Node& arg, std::string_view type) {
+  Node n;
+  pg_query::TypeCast* tc = n.mutable_type_cast();
+  tc->mutable_arg()->CopyFrom(arg);
+  tc->mutable_type_name()->add_names()->mutable_string()->set_sval("pg_catalog");
+  tc->mutable_type_name()->add_names()->mutable_string()->set_sval(std::string(type));
+  tc->mutable_type_name()->set_typemod(-1);
+  return n;
+}
+
+// array_agg(arg) with the call's own ORDER BY and FILTER: the shard's elements in the aggregate's
+// order, one per row the aggregate sees.
+Node arrayAggOf(const Node& call, const Node& arg) {
+  Node n = withFunctionName(call, "array_agg");
+  pg_query::FuncCall* f = n.mutable_func_call();
+  f->clear_args();
+  f->add_args()->CopyFrom(arg);
+  f->set_agg_distinct(false);
+  return n;
+}
+
+// For avg(x): the sum of x in double precision when x is real, else sum(NULL) — avg(real) sums in
+// double precision but sum(real) in real, and the planner does not know x's type. The choice is
+//   sum(CASE WHEN v / '2' * '2' + v / '10000' / '10000' = v THEN x * 1::float8 END)
+// with v = COALESCE(CASE WHEN false THEN x END, '1'), the number 1 in x's type. Postgres folds
+// the condition while planning (v is a constant), so the shards pay nothing per row: in integers
+// 1 / 2 * 2 is 0; in double precision and numeric 1 + 1e-8 is not 1; in real it is (and in
+// interval, whose avg shardgate refuses anyway). Every type avg takes passes the type check.
+Node realSumInFloat8(const Node& call) {
+  const Node& x = call.func_call().args(0);
+  const auto text = [](std::string_view t) {
+    Node n;
+    n.mutable_a_const()->mutable_sval()->set_sval(std::string(t));
+    return n;
+  };
+  Node never;
+  never.mutable_a_const()->mutable_boolval()->set_boolval(false);
+  Node typed_null;
+  pg_query::CaseWhen* only = typed_null.mutable_case_expr()->add_args()->mutable_case_when();
+  only->mutable_expr()->CopyFrom(never);
+  only->mutable_result()->CopyFrom(x);
+  Node one;
+  pg_query::CoalesceExpr* c = one.mutable_coalesce_expr();
+  c->add_args()->CopyFrom(typed_null);
+  c->add_args()->CopyFrom(text("1"));
+  const Node halved = binaryOp("*", binaryOp("/", one, text("2")), text("2"));
+  const Node tiny = binaryOp("/", binaryOp("/", one, text("10000")), text("10000"));
+  Node is_real = binaryOp("=", binaryOp("+", halved, tiny), one);
+  Node float8_one;
+  float8_one.mutable_a_const()->mutable_ival()->set_ival(1);
+  Node choose;
+  pg_query::CaseWhen* when = choose.mutable_case_expr()->add_args()->mutable_case_when();
+  when->mutable_expr()->CopyFrom(is_real);
+  when->mutable_result()->CopyFrom(binaryOp("*", x, typeCast(float8_one, "float8")));
+  Node sum = withFunctionName(call, "sum");
+  sum.mutable_func_call()->mutable_args(0)->CopyFrom(choose);
+  return sum;
+}
+
+// A value that is the same for every row: a constant or a parameter, maybe cast.
+bool isRowIndependent(const Node& n) {
+  if (n.has_a_const() || n.has_param_ref()) return true;
+  if (n.has_type_cast() && n.type_cast().has_arg()) return isRowIndependent(n.type_cast().arg());
+  return false;
+}
+
+int32_t typeOidOfName(const pg_query::TypeName& t);
+
+// A constant or parameter, maybe cast to a type whose input does not depend on the moment (a date
+// or time literal may say 'now', which each shard would read at its own time).
+bool isSameOnEveryShard(const Node& n) {
+  if (n.has_a_const() || n.has_param_ref()) return true;
+  if (!n.has_type_cast() || !n.type_cast().has_arg()) return false;
+  switch (typeOidOfName(n.type_cast().type_name())) {
+    case 0:     // a type the planner does not know
+    case 1082:  // date
+    case 1083:  // time
+    case 1114:  // timestamp
+    case 1184:  // timestamptz
+      return false;
+    default:
+      return isSameOnEveryShard(n.type_cast().arg());
+  }
+}
+
 int32_t typeOidOfName(const pg_query::TypeName& t) {
   if (t.array_bounds_size() > 0) return 0;
   const std::string n = lower(parser::lastName(t.names()).value_or(""));
@@ -391,6 +476,10 @@ const char* aggregateKindName(MergeAggregate::Kind k) {
       return "concatenated with delimiter";
     case MergeAggregate::Kind::kArrayAgg:
       return "arrays concatenated";
+    case MergeAggregate::Kind::kOrderedStringAgg:
+      return "elements merged by their order, joined with delimiter";
+    case MergeAggregate::Kind::kOrderedArrayAgg:
+      return "elements merged by their order";
   }
   return "?";
 }
@@ -410,6 +499,14 @@ void fillExplain(MergePlan& m) {
     for (const MergeAggregate& a : m.aggregates) {
       s += "; " + (a.inputs.empty() ? std::string("?") : col(a.inputs[0])) + " = " + a.function +
            " " + aggregateKindName(a.kind) + "(" + columnList(a.inputs) + ")";
+      if (!a.order.empty()) {
+        s += " order by ";
+        for (size_t i = 0; i < a.order.size(); ++i) {
+          const MergeAggregate::OrderKey& k = a.order[i];
+          s += (i ? ", " : "") + col(k.column) + (k.descending ? " DESC" : "");
+          if (k.nulls_first != k.descending) s += k.nulls_first ? " NULLS FIRST" : " NULLS LAST";
+        }
+      }
     }
     out.push_back(s);
   }
@@ -787,7 +884,9 @@ class ReadPlanner {
       const pg_query::ResTarget& rt = *originals_[i];
       const Node& v = rt.val();
       if (!containsAggregate(v)) {
-        if (!grouped) {
+        // Without GROUP BY, a constant or parameter is the same in every shard's one row: the
+        // merged rows are grouped by it, which keeps them one group.
+        if (!grouped && !isSameOnEveryShard(v)) {
           return notSupported(
               "column " + shownTarget(i) +
                   " is neither an aggregate nor grouped, in a query that aggregates across shards",
@@ -879,13 +978,36 @@ class ReadPlanner {
           "It needs the rows of every shard in one place.",
           "Narrow the query to one shard, or compute it in the application.");
     }
-    if (f.agg_order_size() > 0) {
-      return notSupported(fn + "() with ORDER BY inside the aggregate across shards is not "
-                               "supported",
-                          "shardgate concatenates the shards' partial results in any order.",
-                          "Drop the ORDER BY inside " + fn +
-                              "() and sort in the application, or narrow the query to one "
-                              "shard.");
+    // The order of the rows changes nothing for these; string_agg and array_agg are merged by it.
+    const bool order_free = fn == "count" || fn == "min" || fn == "max" || fn == "bool_and" ||
+                            fn == "bool_or" || fn == "every";
+    const bool listing = fn == "string_agg" || fn == "array_agg";
+    if (f.agg_order_size() > 0 && !order_free && !listing) {
+      return notSupported(
+          fn + "() with ORDER BY inside the aggregate across shards is not "
+               "supported",
+          "shardgate merges the shards' partial results by the aggregate's "
+          "ORDER BY only for string_agg and array_agg.",
+          "Drop the ORDER BY inside " + fn + "(), or narrow the query to one shard.");
+    }
+    for (const Node& o : f.agg_order()) {
+      if (!o.has_sort_by()) return notSupported(fn + "() with this ORDER BY across shards");
+      const pg_query::SortBy& sb = o.sort_by();
+      if (sb.use_op_size() > 0) {
+        return notSupported(fn + "(... ORDER BY ... USING) across shards is not supported", {},
+                            "Use ASC or DESC.");
+      }
+      if (hasCollate(sb.node())) {
+        return notSupported(fn + "(... ORDER BY ... COLLATE) across shards is not supported",
+                            "shardgate merges the shards' elements in the database's collation.");
+      }
+    }
+    if (listing && fn == "string_agg" && f.args_size() == 2 && !isRowIndependent(f.args(1)) &&
+        (f.agg_distinct() || f.agg_order_size() > 0)) {
+      return notSupported(
+          "string_agg() with a delimiter that is not a constant or parameter, with DISTINCT or "
+          "ORDER BY, across shards is not supported",
+          {}, "Use a constant delimiter, or narrow the query to one shard.");
     }
     if (f.func_variadic()) return notSupported("VARIADIC aggregate calls across shards");
     MergeAggregate a;
@@ -900,15 +1022,31 @@ class ReadPlanner {
       if (f.has_agg_filter()) {
         return notSupported(fn + "(DISTINCT ...) FILTER (...) across shards is not supported");
       }
-      if (f.args_size() != 1 ||
-          (fn != "count" && fn != "sum" && fn != "avg" && fn != "min" && fn != "max")) {
+      const bool finished = fn == "count" || fn == "sum" || fn == "avg" || fn == "min" ||
+                            fn == "max" || fn == "bool_and" || fn == "bool_or" || fn == "every" ||
+                            fn == "array_agg";
+      if (!(f.args_size() == 1 && finished) && !(fn == "string_agg" && f.args_size() == 2)) {
         return notSupported(fn + "(DISTINCT ...) across shards is not supported",
-                            "shardgate finishes count, sum, avg, min and max over DISTINCT "
-                            "values.");
+                            "shardgate finishes count, sum, avg, min, max, bool_and, bool_or, "
+                            "every, string_agg and array_agg over DISTINCT values.");
+      }
+      // Postgres requires a DISTINCT aggregate's ORDER BY to name its arguments; shardgate merges
+      // the one ordered by the value itself (the delimiter is a constant).
+      if (listing && (f.agg_order_size() > 1 ||
+                      (f.agg_order_size() == 1 &&
+                       !sameExpression(f.agg_order(0).sort_by().node(), f.args(0))))) {
+        return notSupported(fn + "(DISTINCT ... ORDER BY ...) across shards is supported only "
+                                 "ordered by the aggregated value",
+                            {}, "Order by the value, or narrow the query to one shard.");
       }
       // The shards group by the value as well and return each group's distinct values.
       a.kind = MergeAggregate::Kind::kDistinct;
       a.inputs.push_back(place(slot, f.args(0), name));
+      if (listing && f.agg_order_size() == 1) {
+        const MergeSortKey k = sortKey(f.agg_order(0).sort_by(), a.inputs[0]);
+        a.order.push_back({k.column, k.descending, k.nulls_first});
+      }
+      if (fn == "string_agg") a.inputs.push_back(addHidden(f.args(1)));
       bool known = false;
       for (const Node& d : distinct_values_) known = known || sameExpression(d, f.args(0));
       if (!known) distinct_values_.push_back(f.args(0));
@@ -928,6 +1066,7 @@ class ReadPlanner {
       a.kind = MergeAggregate::Kind::kAvg;
       a.inputs.push_back(visible(withFunctionName(call, "sum")));
       a.inputs.push_back(addHidden(withFunctionName(call, "count")));
+      a.inputs.push_back(addHidden(realSumInFloat8(call)));
     } else if (fn == "variance" || fn == "var_samp" || fn == "var_pop" || fn == "stddev" ||
                fn == "stddev_samp" || fn == "stddev_pop") {
       if (f.args_size() != 1) return notSupported(fn + "() across shards");
@@ -940,6 +1079,25 @@ class ReadPlanner {
       Node squares = withFunctionName(call, "sum");
       squares.mutable_func_call()->mutable_args(0)->CopyFrom(binaryOp("*", x, x));
       a.inputs.push_back(addHidden(squares));
+    } else if (listing && f.agg_order_size() > 0) {
+      if (f.args_size() != (fn == "string_agg" ? 2 : 1)) {
+        return notSupported(fn + "() across shards");
+      }
+      // Each shard returns its elements in the aggregate's order, with the keys beside them;
+      // shardgate merges the elements of all shards by the keys.
+      a.kind = fn == "string_agg" ? MergeAggregate::Kind::kOrderedStringAgg
+                                  : MergeAggregate::Kind::kOrderedArrayAgg;
+      a.inputs.push_back(visible(arrayAggOf(call, f.args(0))));
+      if (fn == "string_agg") a.inputs.push_back(addHidden(f.args(1)));
+      for (const Node& o : f.agg_order()) {
+        const pg_query::SortBy& sb = o.sort_by();
+        // A key that is the value itself is read from the values' array.
+        const uint32_t keys = sameExpression(sb.node(), f.args(0))
+                                  ? a.inputs[0]
+                                  : addHidden(arrayAggOf(call, sb.node()));
+        const MergeSortKey k = sortKey(sb, keys);
+        a.order.push_back({k.column, k.descending, k.nulls_first});
+      }
     } else if (fn == "string_agg") {
       if (f.args_size() != 2) return notSupported("string_agg() across shards");
       a.kind = MergeAggregate::Kind::kStringAgg;
@@ -953,8 +1111,8 @@ class ReadPlanner {
       return notSupported(
           "aggregate " + fn + "() across shards is not supported",
           "shardgate finishes count, sum, avg, min, max, bool_and, bool_or, "
-          "every, stddev, variance, string_agg and array_agg (and count, sum, "
-          "avg, min, max of DISTINCT values) from the shards' partial results.",
+          "every, stddev, variance, string_agg and array_agg (all but stddev and "
+          "variance also over DISTINCT values) from the shards' partial results.",
           "Narrow the query to one shard, or compute " + fn + "() in the application.");
     }
     merge_.aggregates.push_back(a);
@@ -1689,8 +1847,15 @@ std::vector<std::string> describeMultiShardPlan(const conf::Database& db,
       out.push_back(plan.replicated ? "Merge: every row to every shard, one shard's count"
                                     : "Merge: rows split by key, counts summed");
       break;
+    case MultiShardPlan::Kind::kCopyOut:
+      out.push_back("Merge: rows passed on as they arrive, counts summed");
+      break;
   }
   return out;
+}
+
+bool containsParameter(const pg_query::Node& n) {
+  return n.has_param_ref() || containsParam(n);
 }
 
 }  // namespace shardgate::planner

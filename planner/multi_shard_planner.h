@@ -66,6 +66,9 @@ Status checkReplicatedOuterJoins(const conf::Database& db, const pg_query::Node&
 // "count" for count(*), "name" for u.name, "?column?" for 1 + 1, ...
 std::string figureColumnName(const pg_query::Node& expr);
 
+// Whether `n` refers to a Bind parameter ($1) anywhere below it.
+bool containsParameter(const pg_query::Node& n);
+
 // Whether two expressions are the same tree (positions in the text aside).
 bool sameExpression(const pg_query::Node& a, const pg_query::Node& b);
 

@@ -72,6 +72,7 @@ Result<RouteDecision> QueryRouter::routeEntry(const conf::Database& db, const En
   in.params = params;
   in.directory = directory_;
   in.columns = columns_;
+  in.plans = &plans_;
   in.stale = stale;
   return routeStatements(db, statements_, in, ctx);
 }
@@ -135,22 +136,26 @@ Result<RouteDecision> QueryRouter::routeSimpleUncached(const conf::Database& db,
 
 Result<std::shared_ptr<const QueryAnalysis>> QueryRouter::prepare(
     const conf::Database& db, std::string_view sql, const std::vector<int32_t>& param_types) {
-  std::string types;
-  types.reserve(4 + 4 * param_types.size());
-  const auto put32 = [&types](uint32_t v) {
-    for (int shift = 24; shift >= 0; shift -= 8) types += static_cast<char>(v >> shift & 0xff);
+  // The key is built in key_, whose capacity stays: a hit (every Bind of a prepared statement
+  // looks its analysis up here) allocates nothing.
+  key_.clear();
+  key_ += 'P';
+  key_ += db.name;
+  key_ += '\0';
+  const auto put32 = [this](uint32_t v) {
+    for (int shift = 24; shift >= 0; shift -= 8) key_ += static_cast<char>(v >> shift & 0xff);
   };
   put32(static_cast<uint32_t>(param_types.size()));
   for (const int32_t t : param_types) put32(static_cast<uint32_t>(t));
-  types += sql;
-  std::string key = keyFor('P', db, types);
-  if (std::shared_ptr<const Entry> e = lookup(key)) {
+  key_ += sql;
+  if (std::shared_ptr<const Entry> e = lookup(key_)) {
     if (matchesConfig(db, *e) && e->statements.size() == 1) {
       ++stats_.exact_hits;
       return e->statements[0];
     }
   }
   ++stats_.misses;
+  std::string key = key_;  // kept for insert(); a miss is rare, so this copy is cheap overall
   Result<std::shared_ptr<const parser::ParsedQuery>> parsed = parser::parse(sql);
   if (!parsed.ok()) return std::move(parsed).error();
   if ((*parsed)->statementCount() > 1) {
@@ -176,6 +181,7 @@ Result<RouteDecision> QueryRouter::routeBound(const conf::Database& db,
   in.params = &params;
   in.directory = directory_;
   in.columns = columns_;
+  in.plans = &plans_;
   bool stale = false;
   in.stale = &stale;
   statements_.assign(1, &analysis);
@@ -199,6 +205,7 @@ QueryRouter::Stats QueryRouter::stats() const {
 void QueryRouter::clear() {
   index_.clear();
   lru_.clear();
+  plans_.clear();
   stats_ = Stats{};
 }
 

@@ -14,6 +14,7 @@
 #include "common/result.h"
 #include "conf/config.h"
 #include "planner/literal_template.h"
+#include "planner/multi_shard_plan_cache.h"
 #include "planner/query_analysis.h"
 #include "planner/router.h"
 
@@ -97,6 +98,7 @@ class QueryRouter {
   std::vector<const QueryAnalysis*> statements_;  // reused by routeEntry
   const DirectoryLookup* directory_ = nullptr;
   const ColumnOrderProvider* columns_ = nullptr;
+  MultiShardPlanCache plans_;
   Stats stats_;
 };
 

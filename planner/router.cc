@@ -958,10 +958,16 @@ class StatementRouter {
         return bind(anyShard("empty query"));
       case StatementKind::kTransaction:
         return routeTransaction();
-      case StatementKind::kSet:
-        return bind(anyShard(a_.read_only_transaction ? "SET TRANSACTION READ ONLY" : "SET"));
-      case StatementKind::kReset:
-        return bind(anyShard("RESET"));
+      case StatementKind::kSet: {
+        RouteDecision d = anyShard(a_.read_only_transaction ? "SET TRANSACTION READ ONLY" : "SET");
+        d.changes_setting = true;
+        return bind(std::move(d));
+      }
+      case StatementKind::kReset: {
+        RouteDecision d = anyShard("RESET");
+        d.changes_setting = true;
+        return bind(std::move(d));
+      }
       case StatementKind::kShow:
         return bind(anyShard("SHOW"));
       case StatementKind::kSessionCommand:
@@ -1399,6 +1405,42 @@ class StatementRouter {
     return d;
   }
 
+  // The plan cache key of a multi-shard read: everything planMultiShardRead's result depends on.
+  // Bind values count only where the plan reads them (LIMIT / OFFSET / HAVING parameters); the
+  // shards they choose are in `shards`.
+  std::string readPlanKey(const CurrentStatement& c, const std::vector<uint32_t>& shards,
+                          const std::string& reason) const {
+    std::string key;
+    const auto put = [&key](uint64_t v, int bytes) {
+      for (int shift = 8 * (bytes - 1); shift >= 0; shift -= 8) {
+        key += static_cast<char>(v >> shift & 0xff);
+      }
+    };
+    put(db_.generation, 8);
+    put(shards.size(), 4);
+    for (const uint32_t s : shards) put(s, 4);
+    key += reason;
+    key += '\0';
+    key += c.text;
+    const BindParameters* params = in_.params;
+    if (params != nullptr && c.node->has_select_stmt()) {
+      const pg_query::SelectStmt& s = c.node->select_stmt();
+      const bool reads_values = (s.has_limit_count() && containsParameter(s.limit_count())) ||
+                                (s.has_limit_offset() && containsParameter(s.limit_offset())) ||
+                                (s.has_having_clause() && containsParameter(s.having_clause()));
+      if (reads_values) {
+        key += '\0';
+        for (size_t i = 0; i < params->values.size(); ++i) {
+          const std::optional<std::string_view>& v = params->values[i];
+          put(v ? v->size() : 0xffffffffu, 4);
+          if (v) key += *v;
+        }
+        for (const int16_t f : params->formats) put(static_cast<uint16_t>(f), 2);
+      }
+    }
+    return key;
+  }
+
   MultiShardInput multiInput(const CurrentStatement& c, std::vector<uint32_t> shards,
                              std::string reason) const {
     MultiShardInput in;
@@ -1441,7 +1483,7 @@ class StatementRouter {
         return fallback;
       }
     } else if (a_.kind != StatementKind::kSelect && a_.kind != StatementKind::kUpdate &&
-               a_.kind != StatementKind::kDelete) {
+               a_.kind != StatementKind::kDelete && a_.kind != StatementKind::kCopy) {
       return fallback;
     }
     if (a_.explain == ExplainMode::kPlain || a_.explain == ExplainMode::kAnalyze) {
@@ -1474,7 +1516,8 @@ class StatementRouter {
       if (!plan.ok()) return std::move(plan).error();
       return multiDecision(std::move(plan).value());
     }
-    if (a_.kind == StatementKind::kSelect && a_.shape.set_operation) {
+    const bool reads = a_.kind == StatementKind::kSelect || a_.kind == StatementKind::kCopy;
+    if (reads && a_.shape.set_operation) {
       return notSupported(
           "UNION, INTERSECT and EXCEPT over sharded tables that need several shards are not "
           "supported",
@@ -1483,7 +1526,7 @@ class StatementRouter {
               "combine their results.",
           "Run each branch as its own query.");
     }
-    if (a_.kind == StatementKind::kSelect && a_.writes) {
+    if (reads && a_.writes) {
       return notSupported(
           a_.write_reason + " in a query that needs several shards is not supported",
           fallback.message, "Narrow the statement to one shard.");
@@ -1491,10 +1534,6 @@ class StatementRouter {
     Result<int32_t> root =
         perShardRoot(insert_target >= 0 ? tables_[insert_target].insert_source : -1);
     if (!root.ok()) return std::move(root).error();
-    if (Status st = checkNestedSelects(db_, *cur->node); !st.ok()) return std::move(st).error();
-    if (Status st = checkReplicatedOuterJoins(db_, *cur->node); !st.ok()) {
-      return std::move(st).error();
-    }
     const TableState& rs = tables_[*root];
     std::string reason = fragment(*root);
     if (reason.empty()) reason = tableLabel(*root) + " (every shard)";
@@ -1502,10 +1541,25 @@ class StatementRouter {
       reason = "INSERT into " + a_.tables[insert_target].display() + " from co-located " + reason;
     }
     const std::vector<uint32_t> shards = rs.set.toVector();
+    // A read planned before (same text, shards and plan-relevant values) passed the checks below
+    // then and has an immutable plan: reuse it.
+    std::string plan_key;
+    if (a_.kind == StatementKind::kSelect && in_.plans != nullptr && !cur->text.empty()) {
+      plan_key = readPlanKey(*cur, shards, reason);
+      if (std::shared_ptr<const MultiShardPlan> plan = in_.plans->find(plan_key)) {
+        return multiDecision(std::move(plan));
+      }
+    }
+    if (Status st = checkNestedSelects(db_, *cur->node); !st.ok()) return std::move(st).error();
+    if (Status st = checkReplicatedOuterJoins(db_, *cur->node); !st.ok()) {
+      return std::move(st).error();
+    }
+    if (a_.kind == StatementKind::kCopy) return routeCopyOut(*cur, shards, std::move(reason));
     if (a_.kind == StatementKind::kSelect) {
       Result<std::shared_ptr<const MultiShardPlan>> plan =
           planMultiShardRead(multiInput(*cur, shards, std::move(reason)));
       if (!plan.ok()) return std::move(plan).error();
+      if (!plan_key.empty()) in_.plans->insert(std::move(plan_key), *plan);
       return multiDecision(std::move(plan).value());
     }
     Result<std::shared_ptr<const MultiShardPlan>> plan = planSameStatement(
@@ -1534,9 +1588,8 @@ class StatementRouter {
       const TableRef& ref = a_.tables[t];
       const bool target =
           ref.written && (a_.kind == StatementKind::kUpdate || a_.kind == StatementKind::kDelete);
-      if (insert_source >= 0                  ? t == insert_source
-          : a_.kind == StatementKind::kSelect ? ref.outer_level
-                                              : target) {
+      const bool reads = a_.kind == StatementKind::kSelect || a_.kind == StatementKind::kCopy;
+      if (insert_source >= 0 ? t == insert_source : reads ? ref.outer_level : target) {
         candidates.push_back(t);
       }
     }
@@ -1670,6 +1723,48 @@ class StatementRouter {
         planUtilityWithoutTables(multiInput(*cur, allShards(), reason + " (every shard)"));
     if (!plan) return std::optional<RouteDecision>();
     return std::optional<RouteDecision>(multiDecision(std::move(*plan)));
+  }
+
+  // COPY <sharded table> | (SELECT ...) TO STDOUT: every shard runs the COPY and the proxy passes
+  // their rows on as they come. A query whose rows shardgate would have to merge (ORDER BY,
+  // aggregates, LIMIT, DISTINCT) is refused: COPY's rows are not in a form the merge reads.
+  Result<RouteDecision> routeCopyOut(const CurrentStatement& cur, std::vector<uint32_t> shards,
+                                     std::string reason) {
+    if (!cur.node->has_copy_stmt()) return notSupported("this COPY cannot run on several shards");
+    const pg_query::CopyStmt& copy = cur.node->copy_stmt();
+    if (!copy.filename().empty() || copy.is_program()) {
+      return notSupported(
+          "COPY TO a server file or program is not supported for a statement "
+          "that needs several shards",
+          reason + ". Each shard would write its own file on its own server.",
+          "Use COPY ... TO STDOUT (psql: \\copy ... TO).");
+    }
+    Result<CopyOutFormat> format = readCopyOutFormat(copy);
+    if (!format.ok()) return std::move(format).error();
+    if (copy.has_query()) {
+      MultiShardInput in = multiInput(cur, shards, reason);
+      in.statement = &copy.query();
+      in.text = {};
+      Result<std::shared_ptr<const MultiShardPlan>> read = planMultiShardRead(in);
+      if (!read.ok()) return std::move(read).error();
+      if ((*read)->merge) {
+        return notSupported(
+            "COPY (SELECT ...) TO STDOUT over several shards is only supported when the shards' "
+            "rows need no merging",
+            reason +
+                ". The query needs ORDER BY, aggregates, LIMIT or DISTINCT applied across "
+                "the shards' rows.",
+            "Run the SELECT itself (shardgate merges its rows), or COPY without that clause.");
+      }
+    }
+    Result<std::shared_ptr<const MultiShardPlan>> same =
+        planSameStatement(multiInput(cur, std::move(shards), "COPY TO STDOUT from " + reason),
+                          MultiShardPlan::Kind::kCopyOut, false);
+    if (!same.ok()) return std::move(same).error();
+    auto plan = std::make_shared<MultiShardPlan>(**same);
+    plan->copy_out_binary = format->binary;
+    plan->copy_out_header = format->header;
+    return multiDecision(std::move(plan));
   }
 
   // COPY <sharded table> FROM STDIN: every shard runs the COPY; the proxy sends each its rows.

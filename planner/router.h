@@ -13,6 +13,7 @@
 #include "conf/config.h"
 #include "planner/literal_template.h"
 #include "planner/multi_shard_plan.h"
+#include "planner/multi_shard_plan_cache.h"
 #include "planner/query_analysis.h"
 
 namespace shardgate::planner {
@@ -71,7 +72,8 @@ struct RouteDecision {
   bool writes = false;            // for transaction_wrote tracking
   bool begins_read_only_transaction = false;  // BEGIN READ ONLY / SET TRANSACTION READ ONLY seen
   TransactionAction transaction = TransactionAction::kNone;  // of the (last) statement
-  bool resets_session = false;  // RESET ALL / DISCARD ALL: shardgate.* settings reset too
+  bool resets_session = false;   // RESET ALL / DISCARD ALL: shardgate.* settings reset too
+  bool changes_setting = false;  // SET / RESET of a server setting (it reaches one connection)
   std::vector<std::string> explain_lines;  // kExplainRoute
   // kShardgateSetting: the lower-case name, and for kSet the validated value.
   SettingAction setting_action = SettingAction::kNone;
@@ -114,6 +116,7 @@ struct RouteInputs {
   const BindParameters* params = nullptr;     // extended protocol
   const DirectoryLookup* directory = nullptr;
   const ColumnOrderProvider* columns = nullptr;
+  MultiShardPlanCache* plans = nullptr;  // multi-shard read plans built before (nullptr: none)
   // Routing checks that the config facts the analysis relied on still hold (see
   // analysisMatchesConfig); if not, it fails with XX000 and sets *stale (the caller then analyses
   // the statement again).

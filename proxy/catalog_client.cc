@@ -5,6 +5,9 @@
 
 #include <charconv>
 #include <memory>
+#include <string_view>
+
+#include "executor/collation.h"
 
 namespace shardgate::proxy::catalog {
 namespace {
@@ -118,10 +121,17 @@ std::string quoteQualified(std::string_view schema, std::string_view table) {
 
 Result<std::string> readCollation(Connection& conn) {
   if (Status s = conn.ensureConnected(); !s.ok()) return std::move(s).error();
-  auto res = exec(conn, "SELECT datcollate FROM pg_database WHERE datname = current_database()");
+  // datlocprovider and daticulocale exist from Postgres 15 on: read through to_jsonb, so older
+  // servers answer NULL (libc) instead of failing.
+  auto res = exec(conn,
+                  "SELECT datcollate, to_jsonb(d)->>'datlocprovider', to_jsonb(d)->>'daticulocale' "
+                  "FROM pg_catalog.pg_database d WHERE datname = current_database()");
   if (!res.ok()) return std::move(res).error();
   if (PQntuples(res->get()) != 1) {
     return Error::make(sqlstate::kInternalError, "the current database is not in pg_database");
+  }
+  if (std::string_view(PQgetvalue(res->get(), 0, 1)) == "i") {
+    return std::string(executor::kIcuCollationPrefix) + PQgetvalue(res->get(), 0, 2);
   }
   return std::string(PQgetvalue(res->get(), 0, 0));
 }

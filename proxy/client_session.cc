@@ -640,8 +640,7 @@ bool ClientSession::moveTo(const Target& target) {
     }
     if (txn_bound_ || !parked_.empty()) {
       // The shard joins the transaction: it begins there as it began on the first one.
-      resume_transaction_ =
-          (txn_begin_sql_.empty() ? std::string("BEGIN") : txn_begin_sql_) + txn_replay_sql_;
+      resume_transaction_ = transactionJoinSql();
     }
   }
   current_target_ = target;
@@ -672,7 +671,11 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       if (type == wire::fe::kCopyData || type == wire::fe::kCopyDone ||
           type == wire::fe::kCopyFail) {
         if (multi_run_->copyCongested(worker_.config().general.client_buffer_limit)) {
-          return used;  // the shards take rows more slowly: the sweep tries again
+          // The shards take rows more slowly: stop reading until they drain (TCP slows the
+          // client), so what shardgate holds stays bounded.
+          paused_for_copy_ = true;
+          stopReading();
+          return used;
         }
         used += frame.size;
         multi_run_->copyFromClient(type, frame.payload);
@@ -935,18 +938,22 @@ void ClientSession::rememberParse(const wire::Parse& parse) {
 
 // Routes a Bind with its parameter values, through the statement's cached analysis.
 Result<planner::RouteDecision> ClientSession::routeBind(std::string_view payload) {
-  auto bind = wire::Bind::decode(payload);
-  if (!bind.ok()) return bind.error();
+  // Every execution of a prepared statement comes here: the Bind is read as views into the
+  // payload, into the worker's scratch vectors, so routing it allocates nothing of its own.
+  Worker::BindScratch& scratch = worker_.bindScratch();
+  wire::BindView& bind = scratch.bind;
+  if (Status read = bind.decode(payload); !read.ok()) return std::move(read).error();
   const std::string* query = nullptr;
   const std::vector<int32_t>* types = nullptr;
-  if (bind->statement.empty()) {
+  if (bind.statement.empty()) {
     query = &unnamed_query_;
     types = &unnamed_types_;
   } else {
-    auto it = statements_.find(bind->statement);
+    auto it = statements_.find(std::string(bind.statement));
     if (it == statements_.end()) {
-      return Error::make(sqlstate::kInvalidStatementName,
-                         "prepared statement \"" + bind->statement + "\" does not exist");
+      return Error::make(
+          sqlstate::kInvalidStatementName,
+          "prepared statement \"" + std::string(bind.statement) + "\" does not exist");
     }
     query = &it->second->query();
     types = &it->second->paramTypes();
@@ -954,13 +961,10 @@ Result<planner::RouteDecision> ClientSession::routeBind(std::string_view payload
   last_bound_text_ = *query;
   auto analysis = worker_.router().prepare(*database_, *query, *types);
   if (!analysis.ok()) return analysis.error();
-  planner::BindParameters params;
-  params.formats = bind->param_formats;
+  planner::BindParameters& params = scratch.params;
+  params.formats = bind.param_formats;
   params.type_oids = *types;
-  params.values.reserve(bind->params.size());
-  for (const auto& value : bind->params) {
-    params.values.push_back(value ? std::optional<std::string_view>(*value) : std::nullopt);
-  }
+  params.values = bind.params;
   return worker_.router().routeBound(*database_, **analysis, params, routeContext());
 }
 
@@ -1119,7 +1123,7 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
         if (reader.readCString(name) && name.empty() && reader.readCString(query) &&
             reader.readInt16(count) && count >= 0 &&
             reader.remaining() == static_cast<size_t>(count) * 4 &&
-            sessionEffectsOf(query).empty()) {
+            worker_.sessionEffectFree(query)) {
           unnamed_query_.assign(query);
           unnamed_types_.resize(static_cast<size_t>(count));
           for (int32_t& oid : unnamed_types_) reader.readInt32(oid);
@@ -1583,6 +1587,28 @@ void ClientSession::releaseParked(bool clean) {
   parked_.clear();
 }
 
+// What a shard joining the open transaction runs first: BEGIN as the client wrote it, what ran
+// before the transaction was bound to a shard, and the settings changed in it since (they hold on
+// the shards that join it too).
+std::string ClientSession::transactionJoinSql() const {
+  std::string sql =
+      (txn_begin_sql_.empty() ? std::string("BEGIN") : txn_begin_sql_) + txn_replay_sql_;
+  for (const SettingChange& change : changes_in_transaction_) {
+    switch (change.kind) {
+      case SettingChange::Kind::kSet:
+        sql += "; " + change.statement;
+        break;
+      case SettingChange::Kind::kReset:
+        sql += "; RESET " + change.name;
+        break;
+      case SettingChange::Kind::kResetAll:
+        sql += "; RESET ALL";
+        break;
+    }
+  }
+  return sql;
+}
+
 bool ClientSession::spreadTransaction() const {
   if (transaction_status_ == 'I') return false;
   return !parked_.empty() || ending_parked_ || spread_end_error_ || server_ == nullptr ||
@@ -1656,6 +1682,17 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     refuseStatement(Error::make("25P02",
                                 "current transaction is aborted, commands ignored until end of "
                                 "transaction block"),
+                    extended);
+    return SpreadOutcome::kAnswered;
+  }
+  if (decision.changes_setting && !parked_.empty()) {
+    // It would reach one shard's connection of the transaction; the others would go on without.
+    refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
+                                "SET and RESET are not supported in a transaction that already "
+                                "runs on several shards",
+                                "the setting would change on one shard's connection only",
+                                "SET it before the statement that needs several shards, or "
+                                "before BEGIN"),
                     extended);
     return SpreadOutcome::kAnswered;
   }
@@ -1744,6 +1781,8 @@ RouteKind multiShardRouteKind(const planner::MultiShardPlan& plan) {
       return RouteKind::kBroadcastDdl;
     case planner::MultiShardPlan::Kind::kCopyIn:
       return RouteKind::kCopySplit;
+    case planner::MultiShardPlan::Kind::kCopyOut:
+      return RouteKind::kCopyFanOut;
   }
   return RouteKind::kFanOut;
 }
@@ -1790,6 +1829,13 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
     return;
   }
   const planner::MultiShardPlan& plan = *decision.multi;
+  if (extended && (plan.kind == planner::MultiShardPlan::Kind::kCopyIn ||
+                   plan.kind == planner::MultiShardPlan::Kind::kCopyOut)) {
+    refuse(Error::make(sqlstate::kFeatureNotSupported,
+                       "COPY over several shards is not supported in the extended query protocol",
+                       decision.reason, "send the COPY as a simple query"));
+    return;
+  }
   MultiShardRun::Request request;
   request.plan = decision.multi;
   request.role = decision.role;
@@ -1800,8 +1846,7 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
                     plan.kind == planner::MultiShardPlan::Kind::kCopyIn);
   if (in_transaction) {
     request.in_transaction = true;
-    request.begin_sql =
-        (txn_begin_sql_.empty() ? std::string("BEGIN") : txn_begin_sql_) + txn_replay_sql_;
+    request.begin_sql = transactionJoinSql();
     txn_bound_ = true;  // its connections now stay in the transaction until it ends
     if (decision.writes) txn_wrote_ = true;
   }
@@ -1830,6 +1875,7 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
     auto collation = worker_.shardCollation(*database_);
     if (!collation.ok()) return refuse(collation.error());
     request.collation = *collation;
+    request.extra_float_digits = settings_.extraFloatDigits();
   }
   // The held server is not needed: give it back unless a session-level feature keeps it (in a
   // transaction the run takes it if its shard is among the targets).
@@ -1930,6 +1976,23 @@ void ClientSession::multiShardCopyReady() {
   processPending();
 }
 
+void ClientSession::multiShardCopyDrained() {
+  resumeCopyInput();
+}
+
+// Reads the client's COPY rows again once the shards' connections are under the limit (or the
+// COPY ended: what the client still sends is read and dropped).
+void ClientSession::resumeCopyInput() {
+  if (!paused_for_copy_) return;
+  if (multi_run_ && multi_run_->acceptsCopyData() &&
+      multi_run_->copyCongested(worker_.config().general.client_buffer_limit)) {
+    return;
+  }
+  paused_for_copy_ = false;
+  startReading();
+  processPending();
+}
+
 bool ClientSession::multiShardClientCongested() const {
   return sinkCongested();
 }
@@ -1961,6 +2024,10 @@ void ClientSession::multiShardFinished(const std::optional<Error>& error) {
   if (terminating_) {
     state_ = State::kClosed;
     close();
+    return;
+  }
+  if (paused_for_copy_) {
+    resumeCopyInput();  // reads on (and processes what is pending)
     return;
   }
   processPending();
@@ -2015,6 +2082,7 @@ void ClientSession::sweep(uint64_t now_ms) {
   if (multi_run_ && multi_run_->acceptsCopyData() && pendingInputBytes() > 0) {
     processPending();  // rows held back while the shards were congested
   }
+  resumeCopyInput();  // a backstop: the shards' drain normally does it
   uint32_t timeout = worker_.config().general.client_login_timeout_ms;
   if ((state_ == State::kStartup || state_ == State::kAuthenticating) && timeout &&
       now_ms - connected_at_ms_ >= timeout) {

@@ -103,6 +103,7 @@ class ClientSession final : public TcpConnection,
   void multiShardFinished(const std::optional<Error>& error) override;
   LoopContext& multiShardLoop() override;
   void multiShardCopyReady() override;
+  void multiShardCopyDrained() override;
   backends::ServerConnection* multiShardTakeServer(uint32_t shard, backends::Pool** pool) override;
   void multiShardKeepServer(uint32_t shard, backends::ServerConnection* server,
                             backends::Pool* pool) override;
@@ -183,6 +184,8 @@ class ClientSession final : public TcpConnection,
   void releaseParked(bool clean);
   // Whether the open transaction spans shards (or failed on a shard other than server_'s).
   bool spreadTransaction() const;
+  std::string transactionJoinSql() const;
+  void resumeCopyInput();
   // A statement in such a transaction: COMMIT / ROLLBACK end it on every shard; in a failed one
   // everything else gets 25P02 (as Postgres answers); savepoints get 0A000.
   enum class SpreadOutcome { kRun, kAnswered };
@@ -232,7 +235,8 @@ class ClientSession final : public TcpConnection,
   uint32_t outstanding_ = 0;
   char transaction_status_ = 'I';
   bool paused_for_server_ = false;
-  bool terminating_ = false;  // Terminate arrived; the requests before it are still running
+  bool paused_for_copy_ = false;  // COPY rows wait for the shards' connections to drain
+  bool terminating_ = false;      // Terminate arrived; the requests before it are still running
 
   // Settings changes waiting for their outcome: per simple Query (by the ordinal of the
   // ReadyForQuery that ends it), then per open transaction.

@@ -92,6 +92,8 @@ std::string_view routeKindName(RouteKind kind) {
       return "broadcast_ddl";
     case RouteKind::kCopySplit:
       return "copy_split";
+    case RouteKind::kCopyFanOut:
+      return "copy_fan_out";
     case RouteKind::kCount:
       break;
   }

@@ -34,6 +34,7 @@ enum class RouteKind : uint8_t {
   kMultiWrite,       // INSERT / UPDATE / DELETE on several shards, tags summed
   kBroadcastDdl,     // DDL on every shard
   kCopySplit,        // COPY FROM STDIN split by key
+  kCopyFanOut,       // COPY TO STDOUT from several shards
   kCount,
 };
 inline constexpr size_t kRouteKinds = static_cast<size_t>(RouteKind::kCount);

@@ -77,6 +77,8 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
   backends::ServerConnection* server() const { return server_; }
   bool copyReady() const { return copy_ready_; }
   void setCopyReady() { copy_ready_ = true; }
+  bool copyHeaderSeen() const { return copy_header_seen_; }
+  void setCopyHeaderSeen() { copy_header_seen_ = true; }
 
   void start(const std::shared_ptr<Leg>& self) {
     self_ = self;
@@ -185,6 +187,7 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
       run_.legMessage(*this, frame.type, bytes.substr(used, frame.size), frame.payload);
       used += frame.size;
     }
+    run_.flushMergerIfPending();  // once per read, not per row
   }
 
   void onServerReadyForQuery(char transaction_status) override {
@@ -224,6 +227,9 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
   void onServerErrorResponse() override {}
   void onServerCaughtUp() override {}
   void onServerParameterStatus(std::string_view) override {}
+  void onServerWriteDrained() override {
+    if (copy_ready_) run_.host_.multiShardCopyDrained();
+  }
 
  private:
   void sendStatement(bool begin) {
@@ -239,8 +245,10 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
           backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
       out.clear();
     }
-    if (r.plan->kind == planner::MultiShardPlan::Kind::kCopyIn) {
-      // COPY FROM STDIN as a simple query: the shard answers CopyInResponse and waits for rows.
+    if (r.plan->kind == planner::MultiShardPlan::Kind::kCopyIn ||
+        r.plan->kind == planner::MultiShardPlan::Kind::kCopyOut) {
+      // COPY as a simple query: the shard answers CopyInResponse and waits for rows, or
+      // CopyOutResponse and sends them.
       wire::Query{sql_}.encode(out);
       server_->forward(out);
       server_->noteSimpleQuery();
@@ -316,8 +324,9 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
   backends::ServerConnection* server_ = nullptr;
   bool waiting_ = false;
   bool done_ = false;
-  bool copy_ready_ = false;  // in copy-in mode (CopyInResponse seen)
-  bool cancelled_ = false;   // a cancel request was sent: the connection is not reused
+  bool copy_ready_ = false;        // in copy-in mode (CopyInResponse seen)
+  bool copy_header_seen_ = false;  // COPY TO: this shard's header row / file header went by
+  bool cancelled_ = false;         // a cancel request was sent: the connection is not reused
 };
 
 MultiShardRun::MultiShardRun(MultiShardHost& host, Request request)
@@ -336,6 +345,7 @@ void MultiShardRun::start() {
     options.offset = request_.offset;
     options.max_buffered_bytes = request_.max_merge_bytes;
     options.collation = request_.collation;
+    options.extra_float_digits = request_.extra_float_digits;
     auto merger = executor::ResultMerger::create(plan.merge, std::move(options));
     if (!merger.ok()) {
       fail(merger.error());
@@ -439,7 +449,7 @@ void MultiShardRun::legMessage(Leg& leg, char type, std::string_view message,
           fail(status.error());
           return;
         }
-        flushMerger();
+        merge_pending_ = true;
       } else if (!request_.plan->replicated || leg.index() == 0) {
         // A write to a reference table returns the same rows from every shard: one copy.
         host_.multiShardOutput(message);
@@ -479,11 +489,30 @@ void MultiShardRun::legMessage(Leg& leg, char type, std::string_view message,
       return;
     }
     case wire::be::kNoticeResponse:
+      // DDL and reference-table writes do the same on every shard: one shard's notices ("table
+      // does not exist, skipping") are the client's, as from one Postgres.
+      if ((request_.plan->kind == planner::MultiShardPlan::Kind::kDdl ||
+           request_.plan->replicated) &&
+          leg.index() != 0) {
+        return;
+      }
+      host_.multiShardOutput(message);
+      return;
     case wire::be::kNotificationResponse:
       host_.multiShardOutput(message);
       return;
     case wire::be::kCopyInResponse:
       legCopyReady(leg, message);
+      return;
+    case wire::be::kCopyOutResponse:
+      // Every shard runs the same COPY, so their responses are the same: the client gets one.
+      if (!error_ && !copy_out_started_) {
+        copy_out_started_ = true;
+        host_.multiShardOutput(message);
+      }
+      return;
+    case wire::be::kCopyData:
+      if (!error_) copyOutData(leg, message, payload);
       return;
     default:
       // ParseComplete, BindComplete, EmptyQueryResponse, ReadyForQuery (seen through
@@ -492,10 +521,60 @@ void MultiShardRun::legMessage(Leg& leg, char type, std::string_view message,
   }
 }
 
-void MultiShardRun::flushMerger() {
+// COPY TO STDOUT: a shard's CopyData (one row each). A CSV or text header row and the binary
+// file header come first in each shard's output: the client gets the first shard's, once. The
+// binary trailer (a field count of -1) ends each shard's output: the client gets one at the end.
+// Clients expect the binary file header in the same CopyData as the first row (Postgres sends it
+// so), so it waits for the first row or the trailer.
+void MultiShardRun::copyOutData(Leg& leg, std::string_view message, std::string_view data) {
+  const planner::MultiShardPlan& plan = *request_.plan;
+  std::string_view rows = data;
+  if (!leg.copyHeaderSeen() && (plan.copy_out_header || plan.copy_out_binary)) {
+    leg.setCopyHeaderSeen();
+    std::string_view header = data;  // text / csv: the header line is its own CopyData
+    if (plan.copy_out_binary) {
+      // Signature (11 bytes), flags (int32), header extension length (int32) and extension.
+      constexpr size_t kFixed = 19;
+      size_t length = kFixed;
+      if (data.size() >= kFixed) {
+        const auto byte = [&](size_t i) { return static_cast<uint8_t>(data[i]); };
+        const uint32_t extension = (uint32_t{byte(15)} << 24) | (uint32_t{byte(16)} << 16) |
+                                   (uint32_t{byte(17)} << 8) | uint32_t{byte(18)};
+        length += std::min<size_t>(extension, data.size() - kFixed);
+      }
+      header = data.substr(0, std::min(length, data.size()));
+    }
+    rows = data.substr(header.size());
+    if (!copy_header_sent_) {
+      copy_header_sent_ = true;
+      if (plan.copy_out_binary) {
+        copy_binary_header_ = std::string(header);
+      } else {
+        host_.multiShardOutput(message);
+      }
+    }
+  }
+  static constexpr std::string_view kBinaryTrailer("\xff\xff", 2);
+  if (rows.empty() || (plan.copy_out_binary && rows == kBinaryTrailer)) return;
+  if (rows.size() == data.size() && copy_binary_header_.empty()) {
+    host_.multiShardOutput(message);  // the common case: one row, passed on as it came
+    return;
+  }
   std::string out;
-  Status status = merger_->drain(out);
-  if (!out.empty()) host_.multiShardOutput(out);
+  wire::MessageWriter(out, wire::be::kCopyData).bytes(copy_binary_header_).bytes(rows).finish();
+  copy_binary_header_.clear();
+  host_.multiShardOutput(out);
+}
+
+void MultiShardRun::flushMergerIfPending() {
+  if (merge_pending_ && merger_ && !error_ && !finished_) flushMerger();
+}
+
+void MultiShardRun::flushMerger() {
+  merge_pending_ = false;
+  merge_out_.clear();  // keeps its capacity: rows are copied out once per read
+  Status status = merger_->drain(merge_out_);
+  if (!merge_out_.empty()) host_.multiShardOutput(merge_out_);
   if (!status.ok()) {
     fail(status.error());
     return;
@@ -692,6 +771,15 @@ void MultiShardRun::finish() {
   if (error_) {
     wire::writeError(out, *error_);
   } else {
+    if (copy_out_started_) {
+      if (request_.plan->copy_out_binary) {
+        wire::MessageWriter(out, wire::be::kCopyData)
+            .bytes(copy_binary_header_)  // no shard sent a row: the header goes with the trailer
+            .bytes(std::string_view("\xff\xff", 2))
+            .finish();
+      }
+      wire::MessageWriter(out, wire::be::kCopyDone).finish();
+    }
     wire::CommandComplete{commandTag()}.encode(out);
   }
   host_.multiShardOutput(out);

@@ -46,6 +46,8 @@ class MultiShardHost {
   virtual bool multiShardClientCongested() const = 0;
   // COPY FROM STDIN: every shard is ready for rows (the client got CopyInResponse).
   virtual void multiShardCopyReady() = 0;
+  // COPY FROM STDIN: a shard took the rows written to it (the client's may flow again).
+  virtual void multiShardCopyDrained() = 0;
   // The run ended (every shard answered or failed); the client got everything but the
   // ReadyForQuery. `error` is set if the statement failed. Called once; the host may destroy the
   // run only after this call returned.
@@ -80,6 +82,7 @@ class MultiShardRun {
     // commits them one after the other only if every shard succeeded (else rolls them all back).
     bool atomic = false;
     std::string collation = "C";
+    int extra_float_digits = 1;  // the session's: how merged floats are printed
   };
 
   MultiShardRun(MultiShardHost& host, Request request);
@@ -114,6 +117,7 @@ class MultiShardRun {
   void legDone(Leg& leg);
   void noteTransactionStatus(char status);
   void legCopyReady(Leg& leg, std::string_view message);
+  void copyOutData(Leg& leg, std::string_view message, std::string_view data);
   void flushCopyRows();
   void endNextLeg(size_t index, std::string sql);
   void finish();
@@ -122,6 +126,7 @@ class MultiShardRun {
   void fail(Error error);
   Error namingShard(Error error, uint32_t shard) const;
   void flushMerger();
+  void flushMergerIfPending();
   void maybeFinish();
   std::string commandTag() const;
   std::vector<int16_t> shardResultFormats() const;
@@ -132,6 +137,8 @@ class MultiShardRun {
   std::unique_ptr<executor::ResultMerger> merger_;
   std::optional<Error> error_;
   bool description_sent_ = false;
+  bool merge_pending_ = false;  // rows added since the last drain
+  std::string merge_out_;       // drained rows on their way to the client
   bool finished_ = false;
   bool abandoned_ = false;
   // Command tag totals.
@@ -147,6 +154,10 @@ class MultiShardRun {
   bool copy_in_ = false;       // the client sends rows
   bool copy_ended_ = false;    // CopyDone / CopyFail sent to the shards
   bool ending_ = false;        // atomic: COMMIT / ROLLBACK running on the legs
+  // COPY TO STDOUT
+  bool copy_out_started_ = false;   // the client got CopyOutResponse
+  bool copy_header_sent_ = false;   // the header row / binary file header went (or waits below)
+  std::string copy_binary_header_;  // the binary file header, sent with the first row
 };
 
 }  // namespace shardgate::proxy

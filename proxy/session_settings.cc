@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <charconv>
 
 namespace shardgate::proxy {
 
@@ -133,6 +134,22 @@ std::string setConfigStatement(std::string_view name, std::string_view value) {
          ", false)";
 }
 }  // namespace
+
+int SessionSettings::extraFloatDigits() const {
+  auto it = unreported_.find("extra_float_digits");
+  if (it == unreported_.end()) return 1;
+  // The statement ends with the value: "SET extra_float_digits TO 3", "... TO -2", or
+  // "SELECT pg_catalog.set_config('extra_float_digits', '3', false)"; DEFAULT has no digits.
+  const std::string& statement = it->second;
+  const size_t last = statement.find_last_of("0123456789");
+  if (last == std::string::npos) return 1;
+  size_t first = last;
+  while (first > 0 && std::isdigit(static_cast<unsigned char>(statement[first - 1]))) --first;
+  int value = 0;
+  std::from_chars(statement.data() + first, statement.data() + last + 1, value);
+  if (first > 0 && statement[first - 1] == '-') value = -value;
+  return std::clamp(value, -15, 3);  // Postgres's range for the setting
+}
 
 void SessionSettings::resetAll() {
   tag_stale_ = true;

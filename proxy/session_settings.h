@@ -52,6 +52,9 @@ class SessionSettings {
   // Unreported settings: name (lower-case) → the statement that gives the session its value.
   const std::map<std::string, std::string, std::less<>>& unreported() const { return unreported_; }
   void resetAll();  // RESET ALL / DISCARD ALL: back to the startup values
+  // The session's extra_float_digits (Postgres's default, 1, unless the client set it): how a
+  // float shardgate computes itself (a merged avg) is printed.
+  int extraFloatDigits() const;
 
   // A client's SET/RESET was sent to `server`: until it commits, what the server has is unknown.
   static void noteSent(backends::ServerConnection& server,

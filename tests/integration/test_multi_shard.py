@@ -202,6 +202,28 @@ def test_savepoint_in_transaction_spanning_shards_is_refused(ms):
         conn.rollback()
 
 
+def test_settings_changed_in_a_transaction_hold_on_shards_that_join_it(ms):
+    k0 = _key_on(ms, 0, 6)
+    with psycopg.connect(dsn(ms)) as conn:
+        conn.execute("SELECT name FROM users WHERE id = %s", (k0,))  # the transaction is on shard 0
+        conn.execute("SET work_mem = '7MB'")
+        # Each shard reports its own value: one distinct value means every shard has the SET.
+        assert conn.execute("SELECT DISTINCT current_setting('work_mem') FROM users").fetchall() == [("7MB",)]
+        conn.commit()
+        assert conn.execute("SELECT DISTINCT current_setting('work_mem') FROM users").fetchall() == [("7MB",)]
+        conn.rollback()
+
+
+def test_set_in_a_transaction_already_on_several_shards_is_refused(ms):
+    with psycopg.connect(dsn(ms)) as conn:
+        conn.execute("SELECT count(*) FROM users")  # runs on both shards: the transaction spans them
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as refused:
+            conn.execute("SET work_mem = '9MB'")
+        assert "several shards" in str(refused.value)
+        conn.rollback()
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (USERS,)
+
+
 def test_client_leaving_a_transaction_spanning_shards_commits_nothing(ms):
     k0, k1 = _key_on(ms, 0, 5), _key_on(ms, 1, 5)
     w = wire_connect(ms.shardgate.port)
@@ -333,6 +355,83 @@ def test_copy_with_a_bad_row_loads_nothing_anywhere(ms):
                         copy.write(f"{k}\tx\n")
         assert conn.execute("SELECT count(*) FROM users WHERE id > 200000").fetchone()[0] == 0
     assert _placement(ms, list(range(200001, 200300))) == {}
+
+
+def _all_users(ms) -> set[tuple[int, str, int]]:
+    rows = set()
+    for shard in range(2):
+        with psycopg.connect(ms.shards[shard].primary.dsn(), autocommit=True) as conn:
+            rows |= set(conn.execute("SELECT id, name, score FROM users").fetchall())
+    return rows
+
+
+def test_dates_merge_only_in_iso_datestyle(ms):
+    """The merge reads the shards' text: under another DateStyle it refuses instead of misreading."""
+    with psycopg.connect(dsn(ms), autocommit=True) as conn:
+        conn.execute("SET DateStyle = 'SQL, DMY'")
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as refused:
+            conn.execute("SELECT max(date '2020-01-01' + id::int) FROM users").fetchall()
+        assert "DateStyle" in (refused.value.diag.message_detail or "") + (refused.value.diag.message_hint or "")
+        # Without a merge of dates, any DateStyle is fine.
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (USERS,)
+        conn.execute("SET DateStyle = 'ISO, DMY'")
+        rows = conn.execute("SELECT (date '2020-01-01' + id::int)::text AS d FROM users "
+                            "ORDER BY date '2020-01-01' + id::int DESC LIMIT 2").fetchall()
+        assert rows == [("2025-06-23",), ("2025-06-22",)]
+
+
+def test_copy_to_stdout_gathers_every_shards_rows(ms):
+    expected = _all_users(ms)
+    with psycopg.connect(dsn(ms), autocommit=True) as conn, conn.cursor() as cur:
+        with cur.copy("COPY users (id, name, score) TO STDOUT") as copy:
+            text = b"".join(bytes(chunk) for chunk in copy).decode()
+        assert cur.rowcount == len(expected)  # from the summed "COPY n" tag
+        got = [line.split("\t") for line in text.splitlines()]
+        assert sorted((int(i), n, int(s)) for i, n, s in got) == sorted(expected)
+
+        with cur.copy("COPY users TO STDOUT WITH (FORMAT csv, HEADER true)") as copy:
+            lines = b"".join(bytes(chunk) for chunk in copy).decode().splitlines()
+        assert lines[0] == "id,name,score" and "id,name,score" not in lines[1:]
+        assert len(lines) == len(expected) + 1
+
+        with cur.copy("COPY users (id, score) TO STDOUT (FORMAT binary)") as copy:
+            copy.set_types(["int8", "int4"])
+            rows = list(copy.rows())
+        assert sorted(rows) == sorted((i, s) for i, _, s in expected)
+        # No rows: one file header and one trailer, in one message as Postgres sends them.
+        with cur.copy("COPY (SELECT id FROM users WHERE score < 0) TO STDOUT (FORMAT binary)") as copy:
+            assert [bytes(c) for c in copy] == [b"PGCOPY\n\xff\r\n\x00" + bytes(8) + b"\xff\xff"]
+
+        with cur.copy("COPY (SELECT id, score * 2 FROM users WHERE score = 5) TO STDOUT") as copy:
+            text = b"".join(bytes(chunk) for chunk in copy).decode()
+        assert sorted(tuple(map(int, line.split("\t"))) for line in text.splitlines()) == sorted(
+            (i, 10) for i, _, s in expected if s == 5)
+        assert cur.rowcount == sum(1 for r in expected if r[2] == 5)
+
+
+def test_copy_to_stdout_refuses_what_it_cannot_do_across_shards(ms):
+    with psycopg.connect(dsn(ms), autocommit=True) as conn:
+        for sql in ("COPY (SELECT id FROM users ORDER BY id) TO STDOUT",
+                    "COPY (SELECT count(*) FROM users) TO STDOUT",
+                    "COPY users TO '/tmp/shardgate-copy-out-test'"):
+            with pytest.raises(psycopg.errors.FeatureNotSupported):
+                with conn.cursor().copy(sql) as copy:
+                    for _ in copy:
+                        pass
+        # A COPY of one shard's rows is not a multi-shard statement at all.
+        with conn.cursor().copy("COPY (SELECT name FROM users WHERE id = 7) TO STDOUT") as copy:
+            assert b"".join(bytes(c) for c in copy) == b"user7\n"
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_copy_to_stdout_error_on_one_shard_names_it_and_session_goes_on(ms):
+    with psycopg.connect(dsn(ms), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero) as failure:
+            with conn.cursor().copy("COPY (SELECT id / (score - 5) FROM users) TO STDOUT") as copy:
+                for _ in copy:
+                    pass
+        assert "shardgate: the error happened on shard" in (failure.value.diag.message_detail or "")
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (USERS,)
 
 
 PGBENCH_TOML = "".join(f"""

@@ -418,6 +418,17 @@ def test_ddl_reaches_every_shard(writes, diff_sharded, capsys):
         pytest.xfail(message)
 
 
+def test_ddl_on_every_shard_gives_its_notice_once(writes, diff_sharded):
+    """DROP TABLE IF EXISTS of a missing sharded table: every shard skips it, the client hears it once."""
+    for c in writes.shards:
+        c.execute("DROP TABLE IF EXISTS ddl_items")
+    with _text_conn(diff_sharded.dsn("app")) as sg:
+        notices = []
+        sg.add_notice_handler(lambda d: notices.append(d.message_primary))
+        sg.execute("DROP TABLE IF EXISTS ddl_items")
+    assert notices == ['table "ddl_items" does not exist, skipping']
+
+
 def test_ddl_failing_on_one_shard_names_it(writes, diff_sharded):
     """An index name taken on the last shard only: the CREATE INDEX fails there, and the error says where."""
     last = writes.n - 1

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "executor/collation.h"
 #include "executor/decimal.h"
 #include "executor/result_merger.h"
 #include "executor/value.h"
@@ -981,6 +982,13 @@ TEST(ExecutorMergeTest, DescribesEveryStep) {
           "MergeSort(k-way merge of the shards' sorted streams on column 2 DESC NULLS LAST)"});
   EXPECT_EQ(describeMergePlan(MergePlan{}),
             std::vector<std::string>{"Concatenate(shard rows as they arrive)"});
+}
+
+TEST(ExecutorMergeTest, IcuDatabasesRefuseTextOrdering) {
+  auto icu = Collation::open(std::string(kIcuCollationPrefix) + "und-x-icu");
+  ASSERT_FALSE(icu.ok());
+  EXPECT_EQ(icu.error().sqlstate, "0A000");
+  EXPECT_NE(icu.error().message.find("ICU"), std::string::npos) << icu.error().message;
 }
 
 }  // namespace

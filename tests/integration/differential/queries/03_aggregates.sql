@@ -60,6 +60,28 @@ SELECT country, array_agg(age ORDER BY age NULLS FIRST, id) FROM users GROUP BY 
 SELECT string_agg(DISTINCT kind, '|' ORDER BY kind) FROM events;
 SELECT array_agg(DISTINCT status ORDER BY status DESC) FROM orders;
 SELECT string_agg(c_text, '|' ORDER BY c_float8 NULLS FIRST, id) FROM typed WHERE grp = 7;
+-- Texts that array_out must quote (commas, quotes, backslashes, braces, spaces, "NULL", ''), NULL
+-- elements, several keys with DESC and NULLS placement, FILTER, DISTINCT with ORDER BY.
+-- @ordered
+SELECT country, array_agg(name ORDER BY name NULLS FIRST, id) FROM users WHERE age < 12 GROUP BY country ORDER BY country NULLS FIRST;
+SELECT array_agg(nick ORDER BY id DESC), array_agg(name ORDER BY age DESC NULLS FIRST, id) FROM users WHERE age > 100;
+SELECT string_agg(name, ' ; ' ORDER BY age DESC NULLS LAST, id), string_agg(nick, ',' ORDER BY nick DESC, id) FROM users WHERE country = 'de';
+SELECT array_agg(c_text ORDER BY c_int4 NULLS FIRST, id), array_agg(c_bytea ORDER BY id), string_agg(c_bytea, '\x2c'::bytea ORDER BY id DESC) FROM typed WHERE grp = 5;
+-- @ordered
+SELECT grp, array_agg(c_float4 ORDER BY c_float4, id), array_agg(c_numeric ORDER BY c_numeric DESC, id) FROM typed GROUP BY grp ORDER BY grp NULLS FIRST;
+SELECT array_agg(c_interval ORDER BY c_interval, id), array_agg(c_timestamptz ORDER BY c_date DESC, c_time, id), array_agg(c_uuid ORDER BY c_uuid NULLS FIRST, id) FROM typed WHERE grp = 2;
+SELECT array_agg(id ORDER BY id) FILTER (WHERE active), string_agg(name, '|' ORDER BY name DESC, id) FILTER (WHERE NOT active), count(*) FROM users WHERE age = 30;
+-- @ordered
+SELECT status, array_agg(ARRAY[qty::bigint, user_id] ORDER BY id, user_id) FROM orders WHERE qty > 48 GROUP BY status ORDER BY status;
+SELECT array_agg(DISTINCT name ORDER BY name) FROM users WHERE age > 95;
+SELECT string_agg(DISTINCT country, ',' ORDER BY country DESC), array_agg(DISTINCT country ORDER BY country NULLS FIRST) FROM users;
+-- @ordered
+SELECT active, array_agg(DISTINCT age ORDER BY age DESC), string_agg(DISTINCT country, '|') FROM users WHERE age < 30 GROUP BY active ORDER BY active NULLS FIRST;
+SELECT bool_and(DISTINCT active), bool_or(DISTINCT active), every(DISTINCT active) FROM users;
+SELECT count(name ORDER BY name), min(age ORDER BY id), max(name ORDER BY age) FROM users;
+SELECT avg(c_float4), sum(c_float4), avg(c_float8) FROM typed WHERE grp = 3;
+-- @ordered
+SELECT grp, avg(c_float4), avg(c_float4) FILTER (WHERE c_int2 > 0) FROM typed GROUP BY grp ORDER BY grp NULLS FIRST;
 
 -- GROUP BY columns and expressions.
 SELECT country, count(*) FROM users GROUP BY country;

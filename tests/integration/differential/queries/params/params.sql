@@ -67,6 +67,15 @@ SELECT status, array_agg(id) FROM orders WHERE qty = $1 GROUP BY status;
 SELECT id FROM events WHERE id >= $1 AND id < $2 ORDER BY id;
 -- @params [2]
 SELECT min(c_int2), max(c_int4), sum(c_int8), avg(c_float4), sum(c_numeric) FROM typed WHERE grp = $1;
+-- @ordered
+-- @params [4]
+SELECT grp, array_agg(c_int4 ORDER BY c_int4 DESC NULLS LAST, id), array_agg(c_text ORDER BY c_text, id), string_agg(c_text, ' | ' ORDER BY id) FROM typed WHERE grp >= $1 GROUP BY grp ORDER BY grp;
+-- @params [6]
+SELECT array_agg(c_bytea ORDER BY c_bytea NULLS FIRST, id), string_agg(c_bytea, '\x00'::bytea ORDER BY id), array_agg(c_numeric ORDER BY id), array_agg(c_float8 ORDER BY c_float8, id) FROM typed WHERE grp = $1;
+-- @params [7]
+SELECT array_agg(DISTINCT c_date ORDER BY c_date DESC), string_agg(DISTINCT c_text, ',' ORDER BY c_text), avg(c_float4) FROM typed WHERE grp = $1;
+-- @params [40]
+SELECT array_agg(name ORDER BY name, id), array_agg(ARRAY[age::bigint, id] ORDER BY id) FROM users WHERE age > $1 AND age < 43;
 -- @params ["NaN"]
 SELECT count(*) FROM typed WHERE c_float8 = $1::text::float8;
 -- @ordered
