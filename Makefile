@@ -57,6 +57,7 @@ bench: build
 	SHARDGATE_BIN=$(abspath $(BUILD_DIR))/shardgate tests/bench/passthrough.sh
 	SHARDGATE_BIN=$(abspath $(BUILD_DIR))/shardgate tests/bench/routed.sh
 	SHARDGATE_BIN=$(abspath $(BUILD_DIR))/shardgate tests/bench/idle_clients
+	SHARDGATE_BIN=$(abspath $(BUILD_DIR))/shardgate tests/bench/multishard.sh
 
 # libFuzzer targets (tests/fuzz/, clang + ASan/UBSan), each run for FUZZ_SECONDS. New inputs go to
 # $(FUZZ_DIR)/corpus/<target> (seeded from tests/fuzz/seeds/ and tests/fuzz/regressions/), crashes

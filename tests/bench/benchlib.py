@@ -422,6 +422,25 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def stop_clusters(clusters) -> None:
+    """Stops every cluster (shardgate and Postgres), going on past one that fails to stop."""
+    log("stopping shardgate and Postgres")
+    for c in clusters:
+        try:
+            c.stop()
+        except Exception as e:  # noqa: BLE001 - keep stopping the other clusters
+            log(f"stopping {c.base_dir} failed: {e}")
+
+
+def run_main(name: str, main) -> None:
+    """Runs a benchmark's main() and exits with its status; a set-up failure is one line on stderr."""
+    try:
+        sys.exit(main())
+    except (BenchError, pgcluster.HarnessError, pgcluster.PsqlError) as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
 def exit_on_signals() -> None:
     """SIGTERM/SIGINT/SIGHUP raise SystemExit, so the benchmark's finally blocks stop what it started.
     Installed before the harness looks: it then leaves SIGTERM to us (it only takes an unset one)."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import resource
 import struct
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -243,8 +242,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (BenchError, benchlib.pgcluster.HarnessError) as e:
-        print(f"idle_clients: {e}", file=sys.stderr)
-        sys.exit(1)
+    benchlib.run_main("idle_clients", main)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 
 import benchlib
 from benchlib import BenchError, Cell, PgBouncer, Target, fmt, loadavg, log, median, ratio, run_one, shardgate_workers
@@ -195,11 +194,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print(f"passthrough: {e}", file=sys.stderr)
-        sys.exit(1)
-    except benchlib.pgcluster.HarnessError as e:
-        print(f"passthrough: {e}", file=sys.stderr)
-        sys.exit(1)
+    benchlib.run_main("passthrough", main)

@@ -23,7 +23,6 @@ utime+stime per transaction, in microseconds). Floor (reported, not asserted): r
 from __future__ import annotations
 
 import os
-import sys
 
 import benchlib
 from benchlib import BenchError, Cell, Target, fmt, loadavg, log, median, ratio, run_one, shardgate_workers
@@ -186,17 +185,8 @@ def main() -> int:
         print("\n".join(out), flush=True)
         return 0
     finally:
-        log("stopping shardgate and Postgres")
-        for c in clusters.values():
-            try:
-                c.stop()
-            except Exception as e:  # noqa: BLE001 - keep stopping the other cluster
-                log(f"stopping {c.base_dir} failed: {e}")
+        benchlib.stop_clusters(clusters.values())
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (BenchError, benchlib.pgcluster.HarnessError, benchlib.pgcluster.PsqlError) as e:
-        print(f"routed: {e}", file=sys.stderr)
-        sys.exit(1)
+    benchlib.run_main("routed", main)
