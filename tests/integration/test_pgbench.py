@@ -3,13 +3,13 @@ tpcb-like scripts in each query mode (simple, extended, prepared) with 4 clients
 run must finish with no failed transactions, and the tpcb-like runs must leave consistent balances."""
 
 import os
-import re
 import subprocess
 
 import pytest
 
 import pgcluster
 import pgwire
+from txn_helpers import check_pgbench
 
 PGBENCH = str(pgcluster.pg_bindir() / "pgbench")
 HOST = "127.0.0.1"
@@ -38,30 +38,16 @@ def pgbench_tables(cluster):
     pgbench(primary.port, "-i", "-I", "d")
 
 
-def check_run(r: subprocess.CompletedProcess) -> int:
-    """Asserts a clean pgbench run; returns the number of transactions processed."""
-    report = f"exit {r.returncode}\n--- stdout ---\n{r.stdout}\n--- stderr ---\n{r.stderr}"
-    assert r.returncode == 0, report
-    assert "number of failed transactions: 0" in r.stdout, report
-    m = re.search(r"number of transactions actually processed: (\d+)", r.stdout)
-    assert m, report
-    processed = int(m.group(1))
-    assert processed > 0, report
-    # pgbench goes on after some client errors and only reports them on stderr.
-    assert "error" not in r.stderr.lower(), report
-    return processed
-
-
 @pytest.mark.parametrize("mode", ["simple", "extended", "prepared"])
 def test_select_only(cluster, pgbench_tables, mode):
     r = pgbench(cluster.shardgate.port, "-S", "-M", mode, "-T", "3", "-c", "4", "-j", "2")
-    check_run(r)
+    check_pgbench(r)
 
 
 @pytest.mark.parametrize("mode", ["simple", "extended", "prepared"])
 def test_tpcb_like(cluster, pgbench_tables, mode):
     r = pgbench(cluster.shardgate.port, "-M", mode, "-T", "3", "-c", "4", "-j", "2")
-    processed = check_run(r)
+    processed = check_pgbench(r)
     # Checked directly on the shard: every committed transaction moved the same delta through one
     # account, teller and branch and wrote one history row (pgbench truncates history before each run).
     primary = pgbench_tables

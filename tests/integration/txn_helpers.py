@@ -269,9 +269,10 @@ def pgbench(port: int, *args: str, timeout: float = 90) -> subprocess.CompletedP
     return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def check_pgbench(r: subprocess.CompletedProcess) -> int:
-    """Asserts a clean pgbench run; returns the number of transactions processed."""
-    report = f"exit {r.returncode}\n--- stdout ---\n{r.stdout}\n--- stderr ---\n{r.stderr[-4000:]}"
+def check_pgbench(r: subprocess.CompletedProcess, context: str = "") -> int:
+    """Asserts a clean pgbench run; returns the number of transactions processed. `context` (a
+    log tail, say) is added to the failure report."""
+    report = f"exit {r.returncode}\n--- stdout ---\n{r.stdout}\n--- stderr ---\n{r.stderr[-4000:]}\n{context}"
     assert r.returncode == 0, report
     assert "number of failed transactions: 0" in r.stdout, report
     m = re.search(r"number of transactions actually processed: (\d+)", r.stdout)
