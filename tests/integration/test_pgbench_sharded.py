@@ -278,6 +278,12 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
+def _sanitized(pid: int) -> bool:
+    """Whether the process runs with a sanitizer runtime (its RSS then says little)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return any("libasan" in line or "libtsan" in line for line in f)
+
+
 def test_copy_of_millions_of_rows_holds_bounded_memory(initialized):
     """pgbench -i -s 30 sends 3M rows by COPY faster than the shards take them: shardgate stops
     reading the client instead of holding the rows (it used to grow by 50-60 MiB here).
@@ -301,7 +307,9 @@ def test_copy_of_millions_of_rows_holds_bounded_memory(initialized):
         done.set()
         sampler.join()
     assert r.returncode == 0, _report(r, c)
-    growth = max(samples, default=baseline) - baseline
-    assert growth < 32, f"shardgate grew by {growth:.1f} MiB during the COPY (baseline {baseline:.1f} MiB)"
     counts = on_primaries(c, "SELECT count(*) FROM pgbench_accounts")
     assert sum(n for (n,) in counts) == 3_000_000, counts
+    growth = max(samples, default=baseline) - baseline
+    if _sanitized(pid):
+        pytest.skip(f"ASan keeps freed memory in quarantine: RSS grew {growth:.1f} MiB, not a measure here")
+    assert growth < 32, f"shardgate grew by {growth:.1f} MiB during the COPY (baseline {baseline:.1f} MiB)"
