@@ -44,7 +44,7 @@ import time
 
 import benchlib
 from benchlib import BenchError, fmt, loadavg, log, median, ratio, shardgate_workers
-from routed import ROUTED_TOML, keep_own_rows
+from routed import ROUTED_TOML, start_and_load
 
 sys.path.insert(0, str(benchlib.REPO_ROOT / "tests" / "integration"))
 import pgwire  # noqa: E402
@@ -187,21 +187,15 @@ def main() -> int:
                                     database_options={"default_shard": 0}, extra_toml=ROUTED_TOML)
     conns: list[pgwire.PgWire] = []
     try:
-        log(f"starting Postgres: one server in {wd / 'postgres'}, two shards in {wd / 'sharded'}")
-        single.start()
-        sharded.start()
-        pg = single.shards[0].primary
-        for server in [pg] + [s.primary for s in sharded.shards]:
-            benchlib.pgbench_init(server.port, scale)
-        # pgbench -i leaves every abalance 0: give them varied values (the same on every server), so
-        # that the sum and avg checks mean something. The shards are then compacted by keep_own_rows,
-        # the single server here.
-        for server in [pg] + [s.primary for s in sharded.shards]:
-            server.psql(BALANCE_SQL)
-        pg.psql("VACUUM (FULL, ANALYZE) pgbench_accounts")
-        for shard in sharded.shards:
-            kept = keep_own_rows(shard.primary, shard.index, len(sharded.shards))
-            log(f"{shard.name}: {kept} pgbench_accounts rows of {expected_rows} kept")
+        def vary_balances(servers) -> None:
+            # pgbench -i leaves every abalance 0: give them varied values (the same on every
+            # server), so that the sum and avg checks mean something. The shards are then
+            # compacted by keep_own_rows, the single server here.
+            for server in servers:
+                server.psql(BALANCE_SQL)
+            servers[0].psql("VACUUM (FULL, ANALYZE) pgbench_accounts")
+
+        pg = start_and_load(single, sharded, scale, vary_balances)
         sharded.start_shardgate()
         sg = sharded.shardgate
         benchlib.record_pid(sg.pid, "shardgate (sharded)")

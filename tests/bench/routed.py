@@ -58,6 +58,25 @@ def keep_own_rows(server: benchlib.pgcluster.Server, shard: int, shards: int) ->
     return int(server.psql("SELECT count(*) FROM pgbench_accounts"))
 
 
+
+def start_and_load(single, sharded, scale: int, before_split=None) -> benchlib.pgcluster.Server:
+    """Starts one server with every row and two shards, loads pgbench at `scale` into each, runs
+    `before_split(servers)` if given, and keeps on each shard only its own pgbench_accounts rows.
+    Returns the single server."""
+    log(f"starting Postgres: one server in {single.base_dir}, two shards in {sharded.base_dir}")
+    single.start()
+    sharded.start()
+    pg = single.shards[0].primary
+    servers = [pg] + [s.primary for s in sharded.shards]
+    for server in servers:
+        benchlib.pgbench_init(server.port, scale)
+    if before_split is not None:
+        before_split(servers)
+    for shard in sharded.shards:
+        kept = keep_own_rows(shard.primary, shard.index, len(sharded.shards))
+        log(f"{shard.name}: {kept} pgbench_accounts rows of {100000 * scale} kept")
+    return pg
+
 def main() -> int:
     benchlib.exit_on_signals()
     seconds = benchlib.env_int("BENCH_SECONDS", 10)
@@ -87,15 +106,7 @@ def main() -> int:
                                     database_options={"default_shard": 0}, extra_toml=ROUTED_TOML)
     clusters = {"passthrough": single, "routed": sharded}
     try:
-        log(f"starting Postgres: one server in {wd / 'passthrough'}, two shards in {wd / 'routed'}")
-        single.start()
-        sharded.start()
-        pg = single.shards[0].primary
-        for server in [pg] + [s.primary for s in sharded.shards]:
-            benchlib.pgbench_init(server.port, scale)
-        for shard in sharded.shards:
-            kept = keep_own_rows(shard.primary, shard.index, len(sharded.shards))
-            log(f"{shard.name}: {kept} pgbench_accounts rows of {100000 * scale} kept")
+        pg = start_and_load(single, sharded, scale)
 
         def starter(name: str):
             def start() -> None:

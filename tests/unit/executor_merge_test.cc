@@ -14,6 +14,7 @@
 #include "executor/result_merger.h"
 #include "executor/value.h"
 #include "proxy/wire/backend_messages.h"
+#include "tests/unit/executor_test_support.h"
 
 namespace shardgate::executor {
 namespace {
@@ -75,11 +76,7 @@ std::string rowDescription(const std::vector<int32_t>& oids, int16_t format = 0)
 }
 
 std::string dataRow(const Row& row) {
-  wire::DataRow d;
-  d.values = row;
-  std::string framed;
-  d.encode(framed);
-  return framed.substr(5);
+  return testing::dataRowPayload(row);
 }
 
 std::vector<Row> decodeOutput(const std::string& out) {

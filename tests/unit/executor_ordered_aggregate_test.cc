@@ -9,6 +9,7 @@
 #include "executor/aggregate.h"
 #include "executor/pg_array.h"
 #include "proxy/wire/backend_messages.h"
+#include "tests/unit/executor_test_support.h"
 
 namespace shardgate::executor {
 namespace {
@@ -24,11 +25,7 @@ std::string be32(uint32_t v) {
 }
 
 std::string payload(const Row& row) {
-  wire::DataRow d;
-  d.values = row;
-  std::string framed;
-  d.encode(framed);
-  return framed.substr(5);
+  return testing::dataRowPayload(row);
 }
 
 // Runs the plan's aggregation over the shard rows (all shards' rows in one list: the aggregate
