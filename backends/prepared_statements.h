@@ -69,6 +69,7 @@ class ServerStatementCache {
   // Server names of the least recently used statements beyond capacity, forgotten here; the
   // caller deallocates them on the server at a quiet moment.
   std::vector<std::string> takeEvictions();
+  bool hasEvictions() const { return index_.size() > capacity_; }
   void clear();
   size_t size() const { return index_.size(); }
 

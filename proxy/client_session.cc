@@ -301,6 +301,13 @@ void ClientSession::onServerUnavailable(const Error& error) {
 }
 
 void ClientSession::syncServer(std::function<void()> then) {
+  // The hot path (every acquire under transaction pooling): the connection already has this
+  // session's settings, so `then` runs at once, without wrapping it in another callback.
+  const void* tag = settings_.tag(worker_.settingsInterner());
+  if (tag != nullptr && server_->settingsTag() == tag && !server_->statements().hasEvictions()) {
+    then();
+    return;
+  }
   syncing_server_ = true;
   syncSettings(server_, [this, then = std::move(then)](Status status) {
     syncing_server_ = false;
@@ -886,7 +893,8 @@ bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::
       break;
   }
   target = targetFor(decision);
-  pending_decision_ = decision;
+  pending_decision_ = PendingRoute{decision.kind == Kind::kShard, decision.writes,
+                                   decision.begins_read_only_transaction, decision.resets_session};
   pending_replay_sql_.clear();
   if (transaction_status_ != 'I' && !txn_bound_ && !extended_protocol &&
       decision.kind == planner::RouteDecision::Kind::kAnyShard) {
@@ -902,8 +910,8 @@ bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::
 // After a routed statement was passed to its server: what it tells about the transaction.
 void ClientSession::noteRoutedStatement() {
   if (!pending_decision_) return;
-  const planner::RouteDecision& d = *pending_decision_;
-  if (d.kind == planner::RouteDecision::Kind::kShard) txn_bound_ = true;
+  const PendingRoute& d = *pending_decision_;
+  if (d.binds_shard) txn_bound_ = true;
   if (!pending_replay_sql_.empty()) {
     txn_replay_sql_ += "; " + pending_replay_sql_;
     pending_replay_sql_.clear();

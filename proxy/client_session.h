@@ -251,7 +251,15 @@ class ClientSession final : public TcpConnection,
   // Routing state.
   std::optional<Target> current_target_;
   std::optional<conf::ReadPreference> read_preference_override_;  // SET shardgate.read_preference
-  std::optional<planner::RouteDecision> pending_decision_;
+  // What the statement just routed tells about the transaction once it ran (noteRoutedStatement):
+  // the few facts of its RouteDecision that matter, not a copy of the whole decision.
+  struct PendingRoute {
+    bool binds_shard = false;  // kShard: the transaction is bound to that shard
+    bool writes = false;
+    bool begins_read_only_transaction = false;
+    bool resets_session = false;
+  };
+  std::optional<PendingRoute> pending_decision_;
   LookupWait lookup_wait_;  // directory / column-order lookups, shardgate.move_key
   bool txn_bound_ = false;  // a statement that needs its shard ran in the open transaction
   bool txn_wrote_ = false;
