@@ -246,13 +246,7 @@ void ClientSession::authenticated() {
   metrics_.loggedIn(database_name_, user_name_);
   state_ = State::kLoggingIn;
   transaction_pooling_ = worker_.config().general.pool_mode == conf::PoolMode::kTransaction;
-  bool has_replicas = false;
-  for (const auto& shard : database_->shards) has_replicas |= !shard.replicas.empty();
-  // One shard without replicas: every statement goes to it, unparsed.
-  routing_ = database_->shards.size() > 1 || has_replicas;
-  manage_statements_ = transaction_pooling_ || routing_;
-  current_target_ = Target{database_->default_shard, -1};
-  pool_ = &worker_.pool(*database_, *user_, database_->default_shard);
+  useDatabase(user_, database_);
   waiting_for_server_ = true;
   pool_->acquire(this, backends::monotonicMs());
 }
@@ -298,6 +292,20 @@ void ClientSession::onServerUnavailable(const Error& error) {
     return;
   }
   fatal(e);
+}
+
+// The session's user and database (at login, and after a reload at a transaction boundary): how
+// its statements are routed and which pool serves them first.
+void ClientSession::useDatabase(const conf::User* user, const conf::Database* database) {
+  user_ = user;
+  database_ = database;
+  bool has_replicas = false;
+  for (const auto& shard : database_->shards) has_replicas |= !shard.replicas.empty();
+  // One shard without replicas: every statement goes to it, unparsed.
+  routing_ = database_->shards.size() > 1 || has_replicas;
+  manage_statements_ = transaction_pooling_ || routing_;
+  current_target_ = Target{database_->default_shard, -1};
+  pool_ = &worker_.pool(*database_, *user_, database_->default_shard);
 }
 
 void ClientSession::syncServer(std::function<void()> then) {

@@ -185,6 +185,7 @@ class ClientSession final : public TcpConnection,
   // Whether the open transaction spans shards (or failed on a shard other than server_'s).
   bool spreadTransaction() const;
   std::string transactionJoinSql() const;
+  void useDatabase(const conf::User* user, const conf::Database* database);
   void resumeCopyInput();
   // A statement in such a transaction: COMMIT / ROLLBACK end it on every shard; in a failed one
   // everything else gets 25P02 (as Postgres answers); savepoints get 0A000.

@@ -95,14 +95,7 @@ bool ClientSession::readyForNextTransaction(std::string_view data) {
     return false;
   }
   config_ = std::move(next);
-  user_ = user;
-  database_ = database;
-  bool has_replicas = false;
-  for (const auto& shard : database_->shards) has_replicas |= !shard.replicas.empty();
-  routing_ = database_->shards.size() > 1 || has_replicas;
-  manage_statements_ = transaction_pooling_ || routing_;
-  current_target_ = Target{database_->default_shard, -1};
-  pool_ = &worker_.pool(*database_, *user_, database_->default_shard);
+  useDatabase(user, database);
   return true;
 }
 
