@@ -199,4 +199,18 @@ def make_cluster(request, cluster_root, shardgate_bin):
 
 # The differential suite's clusters (tests/integration/differential/fixtures.py): session-scoped, so
 # test_differential.py and test_multi_shard_writes.py share them.
+def hash_shards(server: pgcluster.Server, keys, modulus: int = 2) -> dict[int, int]:
+    """Where Postgres's own PARTITION BY HASH (MODULUS `modulus`) puts each bigint key: {key: remainder},
+    the shard shardgate's hash strategy must pick. Asked of `server` through satisfies_hash_partition()."""
+    import psycopg  # noqa: PLC0415 - only the tests that check placement need it
+
+    with psycopg.connect(server.dsn(), autocommit=True, connect_timeout=10) as conn:
+        conn.execute("CREATE TEMP TABLE shardgate_hash_probe (id bigint) PARTITION BY HASH (id)")
+        rows = conn.execute(
+            "SELECT k, r FROM unnest(%s::bigint[]) k, generate_series(0, %s - 1) r "
+            "WHERE satisfies_hash_partition('shardgate_hash_probe'::regclass, %s, r, k)",
+            (list(keys), modulus, modulus)).fetchall()
+    return dict(rows)
+
+
 from differential.fixtures import diff_reference, diff_sharded  # noqa: E402,F401

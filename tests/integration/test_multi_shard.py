@@ -47,14 +47,9 @@ def ms(cluster_root, shardgate_bin):
         for i in range(2):
             c.shards[i].primary.psql(SHARD_DDL)
         # Postgres's own hash partitioning decides where each row lives.
-        with psycopg.connect(c.shards[0].primary.dsn(), autocommit=True) as conn:
-            conn.execute("CREATE TABLE placement (id bigint) PARTITION BY HASH (id)")
-            rows = conn.execute(
-                "SELECT k, satisfies_hash_partition('placement'::regclass, 2, 1, k) "
-                "FROM generate_series(1::bigint, %s) k", (USERS,)).fetchall()
-            conn.execute("DROP TABLE placement")
+        placed = conftest.hash_shards(c.shards[0].primary, range(1, USERS + 1))
         for shard in range(2):
-            keys = [k for k, on_1 in rows if (1 if on_1 else 0) == shard]
+            keys = [k for k, s in placed.items() if s == shard]
             with psycopg.connect(c.shards[shard].primary.dsn(), autocommit=True) as conn:
                 conn.execute("INSERT INTO users SELECT k, 'user' || k, k %% 97 FROM unnest(%s::bigint[]) k",
                              (keys,))
@@ -312,11 +307,7 @@ def _placement(ms, keys: list[int]) -> dict[int, int]:
 
 
 def _expected_shard(ms, keys: list[int]) -> dict[int, int]:
-    with psycopg.connect(ms.shards[0].primary.dsn(), autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS placement_probe (id bigint) PARTITION BY HASH (id)")
-        rows = conn.execute("SELECT k, satisfies_hash_partition('placement_probe'::regclass, 2, 1, k) "
-                            "FROM unnest(%s::bigint[]) k", (keys,)).fetchall()
-    return {k: 1 if on_1 else 0 for k, on_1 in rows}
+    return conftest.hash_shards(ms.shards[0].primary, keys)
 
 
 def test_copy_from_stdin_splits_rows_by_key(ms):
