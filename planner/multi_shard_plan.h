@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -122,11 +123,18 @@ struct MergePlan {
   std::vector<std::string> explain;  // one line per step, for EXPLAIN (ROUTE) and goldens
 };
 
+// Which parameters a statement's text refers to, outside quotes and comments: element n-1 is
+// true if $n appears.
+std::vector<bool> referencedParameters(std::string_view sql);
+
 // What each target shard runs.
 struct ShardStatement {
   ShardStatement() = default;
   ShardStatement(uint32_t s, std::string q, std::vector<int32_t> p = {})
-      : shard(s), sql(std::move(q)), params(std::move(p)) {}
+      : shard(s),
+        sql(std::move(q)),
+        params(std::move(p)),
+        referenced_params(referencedParameters(sql)) {}
 
   uint32_t shard = 0;
   std::string sql;
@@ -134,6 +142,9 @@ struct ShardStatement {
   // uses only some of them, renumbered: its $i is the client's $params[i-1] (value, format and
   // type) — a multi-row INSERT split by shard, each shard's rows with their own parameters.
   std::vector<int32_t> params;
+  // The parameters `sql` uses (see referencedParameters), found once with the plan: a Bind value
+  // it does not use gets a type Postgres accepts anything for.
+  std::vector<bool> referenced_params;
 };
 
 // A statement that runs on several shards.

@@ -2,7 +2,6 @@
 #include "proxy/multi_shard_run.h"
 
 #include <algorithm>
-#include <cctype>
 #include <charconv>
 
 #include "backends/cancel_request.h"
@@ -21,37 +20,6 @@ namespace {
 // Replies from our own shards are trusted to be well framed; this only bounds a corrupt length.
 constexpr uint32_t kMaxServerMessage = 1u << 30;
 
-// Which parameters ($1 .. $count) a statement's text refers to (outside quotes and comments).
-std::vector<bool> referencedParameters(std::string_view sql, size_t count) {
-  std::vector<bool> used(count, false);
-  char quote = 0;
-  for (size_t i = 0; i < sql.size(); ++i) {
-    const char c = sql[i];
-    if (quote != 0) {
-      if (c == quote) quote = 0;  // a doubled quote reopens at once: the same state
-      continue;
-    }
-    if (c == '\'' || c == '"') {
-      quote = c;
-    } else if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
-      while (i < sql.size() && sql[i] != '\n') ++i;
-    } else if (c == '$' && i + 1 < sql.size() &&
-               std::isdigit(static_cast<unsigned char>(sql[i + 1])) &&
-               (i == 0 ||
-                !(std::isalnum(static_cast<unsigned char>(sql[i - 1])) || sql[i - 1] == '_'))) {
-      size_t n = 0;
-      size_t j = i + 1;
-      while (j < sql.size() && std::isdigit(static_cast<unsigned char>(sql[j]))) {
-        n = n * 10 + static_cast<size_t>(sql[j] - '0');
-        ++j;
-      }
-      if (n >= 1 && n <= count) used[n - 1] = true;
-      i = j - 1;
-    }
-  }
-  return used;
-}
-
 // Verbs whose command tag ends with a row count that adds up across shards.
 bool countedVerb(std::string_view verb) {
   return verb == "SELECT" || verb == "INSERT 0" || verb == "UPDATE" || verb == "DELETE" ||
@@ -63,11 +31,7 @@ bool countedVerb(std::string_view verb) {
 class MultiShardRun::Leg final : public backends::ServerSink, public backends::PoolWaiter {
  public:
   Leg(MultiShardRun& run, size_t index, const planner::ShardStatement& statement)
-      : run_(run),
-        index_(index),
-        shard_(statement.shard),
-        sql_(statement.sql),
-        param_map_(statement.params) {}
+      : run_(run), index_(index), shard_(statement.shard), statement_(statement) {}
 
   ~Leg() override { abandon(); }
 
@@ -249,7 +213,7 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
         r.plan->kind == planner::MultiShardPlan::Kind::kCopyOut) {
       // COPY as a simple query: the shard answers CopyInResponse and waits for rows, or
       // CopyOutResponse and sends them.
-      wire::Query{sql_}.encode(out);
+      wire::Query{statement_.sql}.encode(out);
       server_->forward(out);
       server_->noteSimpleQuery();
       server_->expect(backends::Reply::kReadyForQuery);
@@ -265,13 +229,13 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
     };
     std::vector<int32_t> types;
     wire::Bind bind;
-    if (param_map_.empty()) {
+    if (statement_.params.empty()) {
       types = r.param_types;
       bind.param_formats = r.param_formats;
       bind.params = r.params;
     } else {
       // This shard's statement takes some of the client's parameters, renumbered.
-      for (int32_t client_param : param_map_) {
+      for (int32_t client_param : statement_.params) {
         const size_t i = static_cast<size_t>(client_param - 1);
         types.push_back(i < r.param_types.size() ? r.param_types[i] : 0);
         bind.param_formats.push_back(clientFormat(i));
@@ -279,15 +243,15 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
       }
     }
     if (types.size() < bind.params.size()) types.resize(bind.params.size(), 0);
-    const std::vector<bool> used = referencedParameters(sql_, types.size());
+    const std::vector<bool>& used = statement_.referenced_params;
     for (size_t i = 0; i < types.size(); ++i) {
-      if (used[i] || types[i] != 0) continue;
+      if ((i < used.size() && used[i]) || types[i] != 0) continue;
       const int16_t format = bind.param_formats.empty()       ? 0
                              : bind.param_formats.size() == 1 ? bind.param_formats[0]
                                                               : bind.param_formats.at(i);
       types[i] = format == 1 ? 17 /* bytea */ : 25 /* text */;
     }
-    wire::Parse{"", sql_, types}.encode(out);
+    wire::Parse{"", statement_.sql, types}.encode(out);
     bind.result_formats = run_.shardResultFormats();
     bind.encode(out);
     wire::Describe{'P', ""}.encode(out);
@@ -317,8 +281,9 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
   MultiShardRun& run_;
   size_t index_;
   uint32_t shard_;
-  std::string sql_;
-  std::vector<int32_t> param_map_;  // this shard's $i is the client's $param_map_[i-1] (if any)
+  // Part of the run's plan (Request::plan keeps it alive). Its params map this shard's $i to the
+  // client's $params[i-1] (if any).
+  const planner::ShardStatement& statement_;
   std::weak_ptr<Leg> self_;
   backends::Pool* pool_ = nullptr;
   backends::ServerConnection* server_ = nullptr;

@@ -204,6 +204,16 @@ TEST_F(MultiShardTest, ParametersStayParametersAndLimitsAreEvaluated) {
   EXPECT_FALSE(n->multi->merge->limit);
 }
 
+TEST(ReferencedParameters, FindsParametersOutsideQuotesAndComments) {
+  EXPECT_EQ(referencedParameters("SELECT $2, '$1', \"$3\" FROM t -- $4\nWHERE a$5 = $6"),
+            (std::vector<bool>{false, true, false, false, false, true}));
+  EXPECT_TRUE(referencedParameters("SELECT 1").empty());
+  EXPECT_TRUE(referencedParameters("SELECT $0, $99999").empty());  // not parameters
+  // Every shard statement knows its own, once, with the plan.
+  ShardStatement st(0, "INSERT INTO t VALUES ($1, $3)");
+  EXPECT_EQ(st.referenced_params, (std::vector<bool>{true, false, true}));
+}
+
 TEST_F(MultiShardTest, ReadPlansAreCachedPerTextShardsAndPlanValues) {
   // The same text again: the same immutable plan, not a rebuilt one.
   auto first = plan("SELECT id FROM users ORDER BY id LIMIT 5");
