@@ -73,6 +73,7 @@ Result<RouteDecision> QueryRouter::routeEntry(const conf::Database& db, const En
   in.directory = directory_;
   in.columns = columns_;
   in.plans = &plans_;
+  in.describe = describe_;
   in.stale = stale;
   return routeStatements(db, statements_, in, ctx);
 }
@@ -182,6 +183,7 @@ Result<RouteDecision> QueryRouter::routeBound(const conf::Database& db,
   in.directory = directory_;
   in.columns = columns_;
   in.plans = &plans_;
+  in.describe = describe_;
   bool stale = false;
   in.stale = &stale;
   statements_.assign(1, &analysis);

@@ -52,6 +52,8 @@ class QueryRouter {
   // objects must outlive the router or be reset first.
   void setDirectoryLookup(const DirectoryLookup* lookup) { directory_ = lookup; }
   void setColumnOrderProvider(const ColumnOrderProvider* provider) { columns_ = provider; }
+  // Whether one-shard decisions carry their reason (RouteInputs::describe; on by default).
+  void setDescribeDecisions(bool describe) { describe_ = describe; }
 
   // The same as routeSimple without any cache: parse, analyse with constants inline, route.
   // (The reference the template cache is tested against.)
@@ -99,6 +101,7 @@ class QueryRouter {
   const DirectoryLookup* directory_ = nullptr;
   const ColumnOrderProvider* columns_ = nullptr;
   MultiShardPlanCache plans_;
+  bool describe_ = true;
   Stats stats_;
 };
 

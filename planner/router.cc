@@ -280,7 +280,12 @@ class StatementRouter {
  public:
   StatementRouter(const conf::Database& db, const QueryAnalysis& a, const RouteInputs& in,
                   const SessionRouteContext& ctx)
-      : db_(db), a_(a), in_(in), ctx_(ctx), n_(db.shards.size()) {}
+      : db_(db),
+        a_(a),
+        in_(in),
+        ctx_(ctx),
+        n_(db.shards.size()),
+        describe_(in.describe || a.explain == ExplainMode::kRoute) {}
 
   Result<RouteDecision> route() {
     if (a_.explain == ExplainMode::kRoute) return explainRoute();
@@ -293,11 +298,14 @@ class StatementRouter {
     ShardSet set;
     bool constrained = false;            // a condition or inserted keys gave the set
     int32_t narrowed_by = -1;            // the occurrence whose keys equal this one's (co-located)
-    std::string condition;               // "users.id = 42"
+    std::string condition;               // "users.id = 42" (read it through condition(t))
+    bool condition_pending = false;      // condition is described from the predicate or the
+                                         // inserted keys when first asked for
     std::vector<int32_t> not_colocated;  // joined on keys to these, but not co-located
     bool unevaluable = false;    // a value of its condition cannot pick a shard (4.5, $1 unbound)
     int32_t insert_source = -1;  // INSERT ... SELECT: the table whose key the rows copy
     std::vector<uint32_t> row_shards;  // INSERT ... VALUES: the shard of each row
+    uint32_t insert_key_position = 0;  // INSERT ... VALUES: the key's cell in a row
   };
 
   // ---- values ----
@@ -772,7 +780,7 @@ class StatementRouter {
     }
     ts.set = ShardSet::none(n_);
     ts.constrained = true;
-    std::vector<std::string> shown;
+    ts.insert_key_position = pos;
     for (uint32_t row = 0; row < ins.rows; ++row) {
       const size_t cell = static_cast<size_t>(row) * (ins.column_list ? 1 : ins.width) + pos;
       const ValueRef& v = ins.cells[cell];
@@ -821,19 +829,43 @@ class StatementRouter {
         ts.set.add(**s);
         ts.row_shards.push_back(**s);
       }
-      if (shown.size() <= kMaxShownValues) shown.push_back(sqlLiteral(r->key, ref.key_type));
     }
-    if (ins.rows == 1 && !shown.empty()) {
-      ts.condition = key + " = " + shown[0];
-    } else {
-      ts.condition = key + " IN (";
-      for (size_t i = 0; i < shown.size(); ++i) {
-        if (i > 0) ts.condition += ", ";
-        ts.condition += i == kMaxShownValues ? "..." : shown[i];
-      }
-      ts.condition += ")";
-    }
+    ts.condition_pending = true;
     return {};
+  }
+
+  // "users.id IN (1, 2)": the keys of the rows insertSet routed (every row has one).
+  std::string describeInsert(int32_t t) {
+    const TableRef& ref = a_.tables[t];
+    const InsertRows& ins = a_.inserts[static_cast<size_t>(ref.insert)];
+    const uint32_t pos = tables_[t].insert_key_position;
+    std::vector<std::string> shown;
+    for (uint32_t row = 0; row < ins.rows && shown.size() <= kMaxShownValues; ++row) {
+      const size_t cell = static_cast<size_t>(row) * (ins.column_list ? 1 : ins.width) + pos;
+      Result<Resolved> r = resolve(ins.cells[cell], ref.key_type);
+      shown.push_back(r.ok() && r->state == Resolved::State::kValue
+                          ? sqlLiteral(r->key, ref.key_type)
+                          : std::string("?"));
+    }
+    const std::string key = ref.name + "." + ref.key_column;
+    if (ins.rows == 1 && !shown.empty()) return key + " = " + shown[0];
+    std::string s = key + " IN (";
+    for (size_t i = 0; i < shown.size(); ++i) {
+      if (i > 0) s += ", ";
+      s += i == kMaxShownValues ? "..." : shown[i];
+    }
+    return s + ")";
+  }
+
+  // What restricts table t's rows, described when first needed (reasons, errors, EXPLAIN).
+  const std::string& condition(int32_t t) {
+    TableState& ts = tables_[t];
+    if (ts.condition_pending) {
+      ts.condition_pending = false;
+      const TableRef& ref = a_.tables[t];
+      ts.condition = ref.insert >= 0 ? describeInsert(t) : describe(ref.predicate, t);
+    }
+    return ts.condition;
   }
 
   // ---- the statement ----
@@ -918,9 +950,15 @@ class StatementRouter {
     RouteDecision d = base();
     d.kind = RouteDecision::Kind::kShard;
     d.shard = shard;
-    d.reason = std::move(reason) + " -> " + shardName(db_, shard);
+    if (!reason.empty()) d.reason = std::move(reason) + " -> " + shardName(db_, shard);
     setRole(d);
     return d;
+  }
+
+  // Whether bind() refuses a statement for `shard`: another shard than the transaction's.
+  bool bindRefuses(uint32_t shard) const {
+    return ctx_.transaction_shard && *ctx_.transaction_shard != shard &&
+           !ctx_.transaction_may_span_shards;
   }
 
   // Binds kAnyShard to the transaction's shard and refuses another shard inside a transaction.
@@ -938,8 +976,7 @@ class StatementRouter {
       d.reason += " -> " + shardName(db_, ts) + " (the transaction's shard)";
       return d;
     }
-    if (d.kind == RouteDecision::Kind::kShard && d.shard != ts &&
-        !ctx_.transaction_may_span_shards) {
+    if (d.kind == RouteDecision::Kind::kShard && bindRefuses(d.shard)) {
       return notSupported(
           "this transaction runs on " + shardName(db_, ts) + ", but the statement needs " +
               shardName(db_, d.shard),
@@ -1119,7 +1156,7 @@ class StatementRouter {
         if (!s.ok()) return std::move(s).error();
         ts.set = std::move(s).value();
         ts.constrained = true;
-        ts.condition = describe(ref.predicate, t);
+        ts.condition_pending = true;
       }
       if (!ref.key_assignments.empty()) {
         if (Status s = checkAssignments(t); !s.ok()) return std::move(s).error();
@@ -1151,24 +1188,19 @@ class StatementRouter {
     // problem with the rows' source is reported as such.
     std::optional<uint32_t> chosen;
     int32_t chosen_by = -1;
-    std::vector<std::string> fragments;
     bool empty_match = false;
-    std::vector<size_t> order;
+    order_.clear();
     for (size_t i = 0; i < count; ++i) {
-      if (a_.tables[i].insert < 0) order.push_back(i);
+      if (a_.tables[i].insert < 0) order_.push_back(static_cast<int32_t>(i));
     }
     for (size_t i = 0; i < count; ++i) {
-      if (a_.tables[i].insert >= 0) order.push_back(i);
+      if (a_.tables[i].insert >= 0) order_.push_back(static_cast<int32_t>(i));
     }
-    for (const size_t i : order) {
-      const auto t = static_cast<int32_t>(i);
-      const TableRef& ref = a_.tables[i];
-      if (ref.table_class != TableClass::kSharded) continue;
-      TableState& ts = tables_[i];
-      std::string f = fragment(t);
+    for (const int32_t t : order_) {
+      if (a_.tables[t].table_class != TableClass::kSharded) continue;
+      const TableState& ts = tables_[t];
       if (ts.set.empty()) {
         empty_match = true;
-        if (!f.empty()) fragments.push_back(f + " matches no row");
         continue;
       }
       if (ts.set.size() > 1) return routeMultiShard(t, spansShards(t));
@@ -1177,10 +1209,6 @@ class StatementRouter {
       if (!chosen) {
         chosen = s;
         chosen_by = t;
-      }
-      if (f.empty()) f = tableLabel(t) + " (single shard)";
-      if (std::find(fragments.begin(), fragments.end(), f) == fragments.end()) {
-        fragments.push_back(std::move(f));
       }
     }
     if (any_unsharded) {
@@ -1194,15 +1222,14 @@ class StatementRouter {
             "Split the statement, or make " + unsharded_name +
                 " a reference table (a copy on every shard).");
       }
-      fragments.push_back("unsharded " + unsharded_name);
       chosen = db_.default_shard;
     }
-    std::string reason;
-    for (const std::string& f : fragments) {
-      if (!reason.empty()) reason += ", ";
-      reason += f;
+    if (chosen) {
+      // The reason is built only where someone reads it: bind's refusal quotes it.
+      const bool shown = describe_ || bindRefuses(*chosen);
+      return bind(oneShard(*chosen, shown ? tablesReason(any_unsharded ? &unsharded_name : nullptr)
+                                          : std::string()));
     }
-    if (chosen) return bind(oneShard(*chosen, reason));
     if (a_.writes && !empty_match) {
       // Writes without a table (DDL of other objects, nextval(), advisory locks) go to one
       // fixed place, where the unsharded objects live: the default shard (or the transaction's).
@@ -1215,12 +1242,38 @@ class StatementRouter {
       if (ctx_.transaction_shard) return bind(anyShard(why));
       return oneShard(db_.default_shard, why + " on the default shard");
     }
+    std::string reason = tablesReason(nullptr);
     if (reason.empty()) {
       reason = any_reference ? "reference tables only" : "no table";
     } else if (empty_match) {
       reason += " (no shard needed)";
     }
     return bind(anyShard(reason));
+  }
+
+  // "users.id = 42, unsharded audit": what put the statement on its one shard (or on none), for
+  // the decision's reason. Tables in the order routeTables weighed them (order_).
+  std::string tablesReason(const std::string* unsharded_name) {
+    std::vector<std::string> fragments;
+    for (const int32_t t : order_) {
+      if (a_.tables[t].table_class != TableClass::kSharded) continue;
+      std::string f = fragment(t);
+      if (tables_[t].set.empty()) {
+        if (!f.empty()) fragments.push_back(f + " matches no row");
+        continue;
+      }
+      if (f.empty()) f = tableLabel(t) + " (single shard)";
+      if (std::find(fragments.begin(), fragments.end(), f) == fragments.end()) {
+        fragments.push_back(std::move(f));
+      }
+    }
+    if (unsharded_name != nullptr) fragments.push_back("unsharded " + *unsharded_name);
+    std::string reason;
+    for (const std::string& f : fragments) {
+      if (!reason.empty()) reason += ", ";
+      reason += f;
+    }
+    return reason;
   }
 
   // Co-located key equalities: a table's rows that matter are on the shards of its partner's.
@@ -1276,7 +1329,7 @@ class StatementRouter {
     return {};
   }
 
-  Error spansShards(int32_t t) const {
+  Error spansShards(int32_t t) {
     const TableRef& ref = a_.tables[t];
     const TableState& ts = tables_[t];
     const std::string key = ref.qualifiedKey();
@@ -1304,12 +1357,12 @@ class StatementRouter {
     }
     if (ref.insert >= 0) {
       return notSupported(
-          "INSERT into " + ref.display() + " writes rows to " + shards + " (" + ts.condition + ")",
+          "INSERT into " + ref.display() + " writes rows to " + shards + " (" + condition(t) + ")",
           detail, "Send one INSERT per shard.");
     }
     if (ts.unevaluable && ts.set.isAll()) {
       return notSupported(
-          "table " + tableLabel(t) + " needs every shard: " + ts.condition +
+          "table " + tableLabel(t) + " needs every shard: " + condition(t) +
               " does not tell which shard",
           detail + " A value that is not a " + std::string(conf::keyTypeName(ts.cfg->key_type)) +
               " (or a parameter without a value) cannot pick a shard.",
@@ -1328,7 +1381,7 @@ class StatementRouter {
                    : std::string()) +
               " so that the statement runs on one shard.");
     }
-    const std::string cond = ts.condition.empty() ? key : ts.condition;
+    const std::string cond = condition(t).empty() ? key : condition(t);
     return notSupported("table " + tableLabel(t) + " needs " + shards + " for " + cond, detail,
                         "Narrow " + key +
                             " to keys of one shard, or split the statement by "
@@ -1336,9 +1389,9 @@ class StatementRouter {
   }
 
   // What restricts table t: its condition and the key equality that narrowed it.
-  std::string fragment(int32_t t) const {
+  std::string fragment(int32_t t) {
     const TableState& ts = tables_[t];
-    std::string f = ts.condition;
+    std::string f = condition(t);
     if (ts.narrowed_by >= 0) {
       const std::string eq =
           a_.tables[t].qualifiedKey() + " = " + a_.tables[ts.narrowed_by].qualifiedKey();
@@ -1347,7 +1400,7 @@ class StatementRouter {
     return f;
   }
 
-  Error conflict(int32_t a, int32_t b) const {
+  Error conflict(int32_t a, int32_t b) {
     const auto part = [&](int32_t t) {
       std::string cond = fragment(t);
       if (cond.empty()) cond = tableLabel(t);
@@ -1510,7 +1563,7 @@ class StatementRouter {
                           "Narrow the query to one shard.");
     }
     if (a_.kind == StatementKind::kInsert && insert_target < 0) {
-      std::string reason = "INSERT into " + ref.display() + " split by " + tables_[t].condition;
+      std::string reason = "INSERT into " + ref.display() + " split by " + condition(t);
       Result<std::shared_ptr<const MultiShardPlan>> plan = planInsertSplit(
           multiInput(*cur, tables_[t].set.toVector(), std::move(reason)), tables_[t].row_shards);
       if (!plan.ok()) return std::move(plan).error();
@@ -1886,7 +1939,7 @@ class StatementRouter {
     return d;
   }
 
-  std::string tableLine(int32_t t) const {
+  std::string tableLine(int32_t t) {
     const TableRef& ref = a_.tables[t];
     const TableState& ts = tables_[t];
     std::string s = "Table " + tableLabel(t) + ": ";
@@ -1908,7 +1961,7 @@ class StatementRouter {
       s += " -> ";
       for (size_t i = 0; i < list.size(); ++i) s += (i ? ", " : "") + shardName(db_, list[i]);
     }
-    if (!ts.condition.empty()) s += "; " + ts.condition;
+    if (!condition(t).empty()) s += "; " + condition(t);
     if (ts.narrowed_by >= 0) {
       s += "; co-located with " + tableLabel(ts.narrowed_by) + " on " + ref.qualifiedKey() + " = " +
            a_.tables[ts.narrowed_by].qualifiedKey();
@@ -1921,6 +1974,8 @@ class StatementRouter {
   const RouteInputs& in_;
   const SessionRouteContext& ctx_;
   const size_t n_;
+  const bool describe_;  // build one-shard reasons (RouteInputs::describe, or EXPLAIN (ROUTE))
+  std::vector<int32_t> order_;  // routeTables: the tables in the order they are weighed
   std::vector<TableState> tables_;
   std::vector<KeyEquality> insert_sources_;
   std::vector<DirectoryKeyRequest> pending_directory_;
@@ -2059,8 +2114,10 @@ Result<RouteDecision> routeStatements(const conf::Database& db,
         combined.begins_read_only_transaction || d.begins_read_only_transaction;
     combined.resets_session = combined.resets_session || d.resets_session;
     if (d.transaction != TransactionAction::kNone) combined.transaction = d.transaction;
-    if (!combined.reason.empty()) combined.reason += "; ";
-    combined.reason += d.reason;
+    if (inputs.describe) {
+      if (!combined.reason.empty()) combined.reason += "; ";
+      combined.reason += d.reason;
+    }
     advance(state, a, d);
   }
   if (!lookups.directory_lookups.empty() || !lookups.column_order_lookups.empty()) {

@@ -117,6 +117,10 @@ struct RouteInputs {
   const DirectoryLookup* directory = nullptr;
   const ColumnOrderProvider* columns = nullptr;
   MultiShardPlanCache* plans = nullptr;  // multi-shard read plans built before (nullptr: none)
+  // Whether one-shard decisions carry their reason. Building it (key values shown as SQL
+  // literals, table labels) costs more than the routing itself, and the proxy shows it nowhere but
+  // in EXPLAIN (ROUTE), which describes itself regardless; errors always name their conditions.
+  bool describe = true;
   // Routing checks that the config facts the analysis relied on still hold (see
   // analysisMatchesConfig); if not, it fails with XX000 and sets *stale (the caller then analyses
   // the statement again).

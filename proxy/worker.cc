@@ -43,6 +43,7 @@ Worker::Worker(ProxyServer& server, uint32_t index, conf::ConfigPtr config)
       });
   router_.setDirectoryLookup(lookups_.get());
   router_.setColumnOrderProvider(lookups_.get());
+  router_.setDescribeDecisions(false);  // clients see reasons only through EXPLAIN (ROUTE)
 }
 
 Worker::~Worker() {

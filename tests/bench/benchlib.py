@@ -101,6 +101,24 @@ def cpu_ticks(pid: int) -> int:
     return int(rest[14 - 3]) + int(rest[15 - 3])
 
 
+def machine_busy_ticks() -> int:
+    """Every core's non-idle time (user, nice, system, irq, softirq, steal) from /proc/stat, in
+    clock ticks: with the proxy's and pgbench's own, it tells how the machine's CPU per transaction
+    divides between proxy, client and Postgres."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return user + nice + system + irq + softirq + steal
+
+
+def children_cpu_seconds() -> float:
+    """utime + stime of this process's waited-for children (the pgbench runs)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def vm_rss_bytes(pid: int) -> int:
     """VmRSS from /proc/<pid>/status, in bytes."""
     with open(f"/proc/{pid}/status") as f:
@@ -391,10 +409,13 @@ def run_one(target: Target, mode: str, clients: int, seconds: int, threads: int,
         target.restart()
     pid = target.pid()
     before = cpu_ticks(pid) if pid else 0
+    machine_before, client_before = machine_busy_ticks(), children_cpu_seconds()
     # -n: the tables were vacuumed by -i; vacuuming again before every run only adds noise.
     r = pgbench(target.port(), "-n", *workload, "-M", mode, "-c", str(clients), "-j", str(min(threads, clients)),
                 "-T", str(seconds), timeout=seconds + 180)
     after = cpu_ticks(pid) if pid and target.running() else None
+    machine_us = (machine_busy_ticks() - machine_before) / CLK_TCK * 1e6
+    client_us = (children_cpu_seconds() - client_before) * 1e6
     problem = ""
     if not r.ok:
         problem = f"exit {r.returncode}, {r.failed} failed transactions"
@@ -415,7 +436,9 @@ def run_one(target: Target, mode: str, clients: int, seconds: int, threads: int,
             log(f"  pgbench stdout:\n{r.stdout}\n  pgbench stderr:\n{r.stderr}")
     else:
         log(f"  {target.name:9} {mode:8} c={clients:<3} tps={r.tps:9.1f}"
-            + (f"  cpu/tx={cpu:7.2f} us" if cpu is not None else ""))
+            + (f"  cpu/tx={cpu:7.2f} us" if cpu is not None else "")
+            + (f"  machine/tx={machine_us / r.transactions:6.1f} us (pgbench {client_us / r.transactions:5.1f})"
+               if r.transactions else ""))
 
 
 def remove_tree(path: Path) -> None:

@@ -149,6 +149,14 @@ void parseParams(const std::string& spec, std::vector<std::string>& storage, Bin
   }
 }
 
+// `quiet` (routed without one-shard reasons) with the reason of `described`, where it has none:
+// what is left to compare is the decision itself, and errors in full.
+Result<RouteDecision> withReasonOf(Result<RouteDecision> quiet,
+                                   const Result<RouteDecision>& described) {
+  if (quiet.ok() && described.ok() && quiet->reason.empty()) quiet->reason = described->reason;
+  return quiet;
+}
+
 std::vector<std::string> runCase(const conf::Database& db, const Case& c) {
   QueryRouter router;
   testing::FakeDirectory directory;
@@ -167,6 +175,13 @@ std::vector<std::string> runCase(const conf::Database& db, const Case& c) {
     if (c.options.find("no-columns") == std::string::npos) fresh.setColumnOrderProvider(&columns);
     EXPECT_EQ(describeResult(db, fresh.routeSimpleUncached(db, c.sql, ctx)), out)
         << "uncached parse differs, line " << c.line_number;
+    // As the proxy routes (no one-shard reasons built): the same decision, the same errors.
+    QueryRouter quiet;
+    quiet.setDescribeDecisions(false);
+    if (c.options.find("no-directory") == std::string::npos) quiet.setDirectoryLookup(&directory);
+    if (c.options.find("no-columns") == std::string::npos) quiet.setColumnOrderProvider(&columns);
+    EXPECT_EQ(describeResult(db, withReasonOf(quiet.routeSimple(db, c.sql, ctx), first)), out)
+        << "routing without reasons differs, line " << c.line_number;
     return out;
   }
   std::vector<int32_t> types;
@@ -179,7 +194,19 @@ std::vector<std::string> runCase(const conf::Database& db, const Case& c) {
   BindParameters bind;
   bind.type_oids = types;
   if (!trim(c.params).empty()) parseParams(c.params, storage, bind);
-  return describeResult(db, router.routeBound(db, **prepared, bind, ctx));
+  const Result<RouteDecision> routed = router.routeBound(db, **prepared, bind, ctx);
+  QueryRouter quiet;
+  quiet.setDescribeDecisions(false);
+  if (c.options.find("no-directory") == std::string::npos) quiet.setDirectoryLookup(&directory);
+  if (c.options.find("no-columns") == std::string::npos) quiet.setColumnOrderProvider(&columns);
+  Result<std::shared_ptr<const QueryAnalysis>> again = quiet.prepare(db, c.sql, types);
+  EXPECT_TRUE(again.ok()) << "line " << c.line_number;
+  if (again.ok()) {
+    EXPECT_EQ(describeResult(db, withReasonOf(quiet.routeBound(db, **again, bind, ctx), routed)),
+              describeResult(db, routed))
+        << "routing without reasons differs, line " << c.line_number;
+  }
+  return describeResult(db, routed);
 }
 
 // Blocks of lines separated by blank lines; a block with a "sql:" line is a case, any other block
