@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/ring_queue.h"
+
 namespace shardgate::backends {
 
 class PreparedStatement;
@@ -45,33 +47,14 @@ struct ExpectedReply {
   std::string synthetic;  // the encoded message for kSynthesize
 };
 
-// A FIFO of ExpectedReply in a ring of slots that keeps its capacity: a connection pushes and
-// pops several entries per transaction (five for an extended-protocol one), and a std::deque of
-// entries this size allocated and freed a block every few of them. Unlike std::deque,
-// push_back() may move the entries: a reference to front() is good until the next push_back.
-class ReplyQueue {
- public:
-  bool empty() const { return size_ == 0; }
-  size_t size() const { return size_; }
-  ExpectedReply& front() { return slots_[head_]; }
-  const ExpectedReply& front() const { return slots_[head_]; }
-  void push_back(ExpectedReply&& reply) {
-    if (size_ == slots_.size()) grow();
-    slots_[(head_ + size_) & (slots_.size() - 1)] = std::move(reply);
-    ++size_;
-  }
-  void pop_front() {
-    ExpectedReply& slot = slots_[head_];
-    // The statement reference goes now; the strings are short (names, a few encoded replies)
-    // and keep their buffers for the next entry, unless one was unusually large.
+// Popped entries drop their statement reference at once; their strings are short (names, a few
+// encoded replies) and keep their buffers for the next entry, unless one was unusually large.
+struct RecycleExpectedReply {
+  void operator()(ExpectedReply& slot) const {
     slot.statement.reset();
     clearString(slot.client_statement_name);
     clearString(slot.synthetic);
-    head_ = (head_ + 1) & (slots_.size() - 1);
-    --size_;
   }
-
- private:
   static void clearString(std::string& s) {
     if (s.capacity() > 1024) {
       std::string().swap(s);
@@ -79,19 +62,11 @@ class ReplyQueue {
       s.clear();
     }
   }
-  void grow() {
-    // Sizes are powers of two, so that positions wrap with a mask.
-    std::vector<ExpectedReply> bigger(slots_.empty() ? 8 : slots_.size() * 2);
-    for (size_t i = 0; i < size_; ++i) {
-      bigger[i] = std::move(slots_[(head_ + i) & (slots_.size() - 1)]);
-    }
-    slots_ = std::move(bigger);
-    head_ = 0;
-  }
-
-  std::vector<ExpectedReply> slots_;
-  size_t head_ = 0;
-  size_t size_ = 0;
 };
+
+// A connection pushes and pops several entries per transaction (five for an extended-protocol
+// one): a ring that keeps its slots allocates nothing per transaction. A reference to front() is
+// good until the next push_back.
+using ReplyQueue = RingQueue<ExpectedReply, RecycleExpectedReply>;
 
 }  // namespace shardgate::backends

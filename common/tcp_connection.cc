@@ -188,6 +188,15 @@ void TcpConnection::writeCallback(uv_write_t* req, int status) {
   self->flushNow();
 }
 
+bool TcpConnection::releaseIdleBuffers() {
+  if (!pending_.empty() || unsentBytes() != 0) return false;
+  std::string().swap(pending_);
+  std::string().swap(out_);
+  out_offset_ = 0;
+  std::string().swap(inflight_);
+  return true;
+}
+
 void TcpConnection::reportDisconnect(int status) {
   if (disconnect_reported_ || closing_) return;
   disconnect_reported_ = true;

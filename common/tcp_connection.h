@@ -70,6 +70,9 @@ class TcpConnection {
   void scheduleFlush();
   void flushNow();
   size_t unsentBytes() const { return out_.size() - out_offset_ + inflight_.size(); }
+  // Frees the input and output buffers if they hold nothing (a connection about to idle for long:
+  // they grow again on the next traffic). Returns whether they were empty.
+  bool releaseIdleBuffers();
 
   // Traffic accounting (client connections, for the metrics): bytes read and bytes handed to the
   // kernel are added to these counters, and each read is time-stamped. Null: not counted.

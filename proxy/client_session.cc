@@ -369,6 +369,9 @@ void ClientSession::finishLogin() {
   wire::writeReadyForQuery(outputBuffer(), transaction_status_);
   scheduleFlush();
   state_ = State::kReady;
+  // The login's messages grew the output buffer; many clients log in and then idle (application
+  // pools), so it is freed once written (see onWriteDrained).
+  release_buffers_when_drained_ = true;
   spdlog::info("event=client_login session={} user={} database={}", id_, user_name_,
                database_name_);
   maybeReleaseServer();
@@ -673,7 +676,8 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
     if (waiting_for_server_ || syncing_server_) return used;
     // The rest waits for the multi-shard statement running (unless it is a COPY taking rows).
     if (multi_run_ && !multi_run_->acceptsCopyData()) return used;
-    if (lookup_wait_.waiting()) return used;  // routed again once the lookups answer
+    if (lookup_wait_ && lookup_wait_->waiting())
+      return used;  // routed again once the lookups answer
     wire::FrameStatus status = wire::peekTyped(data.substr(used), max_size, frame);
     if (status == wire::FrameStatus::kNeedMore) break;
     if (status == wire::FrameStatus::kInvalid) {
@@ -895,7 +899,7 @@ bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::
       }
       return false;
     case Kind::kNeedsLookup:  // awaitLookups() could not get the answers
-      refuseStatement(lookup_wait_.takeError(), extended_protocol);
+      refuseStatement(lookupWait().takeError(), extended_protocol);
       return false;
     default:
       break;
@@ -1285,7 +1289,7 @@ void ClientSession::applySessionEffects(std::string pin_reason, std::vector<Sett
   }
   SessionSettings::noteSent(*server_, changes);
   // The Query being forwarded is the next one to end with ReadyForQuery.
-  changes_in_flight_.emplace_back(ready_sent_ + 1, std::move(changes));
+  changes_in_flight_.push_back({ready_sent_ + 1, std::move(changes)});
 }
 
 // PREPARE / EXECUTE / DEALLOCATE under transaction pooling: client names become the shared
@@ -1462,6 +1466,9 @@ bool ClientSession::sinkCongested() const {
 }
 
 void ClientSession::onWriteDrained() {
+  if (release_buffers_when_drained_ && server_ == nullptr && releaseIdleBuffers()) {
+    release_buffers_when_drained_ = false;
+  }
   if (multi_run_) multi_run_->resume();
   if (server_) server_->resumeIfPaused();
   if (paused_for_server_ && server_ &&

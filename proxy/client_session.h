@@ -2,7 +2,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,6 +12,7 @@
 #include "backends/pool.h"
 #include "backends/prepared_statements.h"
 #include "backends/server_connection.h"
+#include "common/ring_queue.h"
 #include "common/tcp_connection.h"
 #include "conf/config.h"
 #include "planner/query_router.h"
@@ -150,6 +150,7 @@ class ClientSession final : public TcpConnection,
   // kNeedsLookup: true when the session pauses until the lookups answer (the statement is then
   // routed again); false when they cannot help (lookup_wait_.takeError() says why).
   bool awaitLookups(const planner::RouteDecision& decision);
+  LookupWait& lookupWait();
   // True when `sql` was a shardgate.move_key call, answered (or being answered) here.
   bool interceptShardgateCall(std::string_view sql);
   size_t failPendingRequests(std::string_view data);
@@ -238,10 +239,11 @@ class ClientSession final : public TcpConnection,
   bool paused_for_server_ = false;
   bool paused_for_copy_ = false;  // COPY rows wait for the shards' connections to drain
   bool terminating_ = false;      // Terminate arrived; the requests before it are still running
+  bool release_buffers_when_drained_ = false;  // logged in: free the buffers once all is written
 
   // Settings changes waiting for their outcome: per simple Query (by the ordinal of the
   // ReadyForQuery that ends it), then per open transaction.
-  std::deque<std::pair<uint64_t, std::vector<SettingChange>>> changes_in_flight_;
+  RingQueue<std::pair<uint64_t, std::vector<SettingChange>>> changes_in_flight_;
   std::vector<SettingChange> changes_in_transaction_;
   uint64_t ready_sent_ = 0;      // requests sent that end with ReadyForQuery
   uint64_t ready_received_ = 0;  // ReadyForQuery messages received
@@ -261,7 +263,9 @@ class ClientSession final : public TcpConnection,
     bool resets_session = false;
   };
   std::optional<PendingRoute> pending_decision_;
-  LookupWait lookup_wait_;  // directory / column-order lookups, shardgate.move_key
+  // Directory / column-order lookups, shardgate.move_key: made on first use (lookupWait()), so
+  // that sessions that never need one stay small.
+  std::unique_ptr<LookupWait> lookup_wait_;
   bool txn_bound_ = false;  // a statement that needs its shard ran in the open transaction
   bool txn_wrote_ = false;
   bool txn_read_only_ = false;

@@ -9,9 +9,14 @@
 
 namespace shardgate::proxy {
 
+LookupWait& ClientSession::lookupWait() {
+  if (!lookup_wait_) lookup_wait_ = std::make_unique<LookupWait>();
+  return *lookup_wait_;
+}
+
 bool ClientSession::awaitLookups(const planner::RouteDecision& decision) {
   // The input stays pending meanwhile (routeClientMessages stops while lookup_wait_ waits).
-  return lookup_wait_.start(worker_.lookups(), decision, [this] { processPending(); });
+  return lookupWait().start(worker_.lookups(), decision, [this] { processPending(); });
 }
 
 bool ClientSession::interceptShardgateCall(std::string_view sql) {
@@ -36,7 +41,7 @@ bool ClientSession::interceptShardgateCall(std::string_view sql) {
   }
   const MoveKeyCall& c = call->value();
   std::string shard_name = database_->shards[c.shard].name;
-  lookup_wait_.startMoveKey(worker_.lookups(), *database_, *c.table, c.key, c.shard,
+  lookupWait().startMoveKey(worker_.lookups(), *database_, *c.table, c.key, c.shard,
                             [this, shard_name = std::move(shard_name)](std::optional<Error> error) {
                               if (error) {
                                 refuseStatement(*error, false);

@@ -132,8 +132,7 @@ ClientSnapshot ClientSession::adminSnapshot() const {
   socketAddress(self->handle(), /*peer=*/true, c.addr, c.port);
   socketAddress(self->handle(), /*peer=*/false, c.local_addr, c.local_port);
   c.connected_at_ms = connected_at_ms_;
-  auto app = settings_.reported().find("application_name");
-  if (app != settings_.reported().end()) c.application_name = app->second;
+  if (auto app = settings_.reported("application_name")) c.application_name = *app;
   c.prepared_statements = statements_.size();
   if (current_target_ && database_ != nullptr &&
       current_target_->shard < database_->shards.size()) {

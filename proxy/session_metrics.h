@@ -3,13 +3,13 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
+#include "common/ring_queue.h"
 #include "conf/config.h"
 #include "planner/router.h"
 #include "proxy/metrics.h"
@@ -19,7 +19,7 @@ namespace shardgate::proxy {
 class ClientSession;
 
 // Lives in its session and runs on its worker's thread. The hot path per statement is a counter
-// add, a deque push and pop, two histogram observations and one clock read (at ReadyForQuery; a
+// add, a queue push and pop, two histogram observations and one clock read (at ReadyForQuery; a
 // statement's arrival time is the time stamp of the read that brought it).
 class SessionMetrics {
  public:
@@ -85,7 +85,7 @@ class SessionMetrics {
   RouteKind route_ = RouteKind::kPassthrough;   // of the statement being sent
   std::optional<RouteKind> transaction_route_;  // the widest route in the open transaction
   uint64_t acquired_ns_ = 0;
-  std::deque<Request> requests_;   // sent, waiting for their ReadyForQuery (oldest first)
+  RingQueue<Request> requests_;    // sent, waiting for their ReadyForQuery (oldest first)
   uint64_t multi_arrival_ns_ = 0;  // the multi-shard statement running
   std::string multi_text_;
 

@@ -24,7 +24,7 @@ constexpr std::array<std::string_view, 13> kReported = {"application_name",
                                                         "session_authorization",
                                                         "standard_conforming_strings",
                                                         "TimeZone"};
-constexpr std::array<std::string_view, 7> kSynced = {
+constexpr std::array<std::string_view, kSyncedReportedSettings> kSynced = {
     "application_name", "client_encoding",
     "DateStyle",        "default_transaction_read_only",
     "IntervalStyle",    "standard_conforming_strings",
@@ -60,9 +60,17 @@ bool isReportedSetting(std::string_view name) {
                      [&](std::string_view r) { return equalsIgnoreCase(r, name); });
 }
 
+namespace {
+// The slot of a synced reported setting (kSynced.size() for any other name).
+size_t syncedSlot(std::string_view name) {
+  size_t i = 0;
+  while (i < kSynced.size() && !equalsIgnoreCase(kSynced[i], name)) ++i;
+  return i;
+}
+}  // namespace
+
 bool isSyncedReportedSetting(std::string_view name) {
-  return std::any_of(kSynced.begin(), kSynced.end(),
-                     [&](std::string_view r) { return equalsIgnoreCase(r, name); });
+  return syncedSlot(name) < kSynced.size();
 }
 
 const std::string* SettingsInterner::intern(const std::string& state) {
@@ -75,10 +83,10 @@ const std::string* SettingsInterner::intern(const std::string& state) {
 const void* SessionSettings::tag(SettingsInterner& interner) {
   if (!tag_stale_) return tag_;
   std::string state;
-  for (const auto& [name, value] : reported_) {
-    if (!isSyncedReportedSetting(name)) continue;
-    state.append(name).push_back('=');
-    state.append(value).push_back('\0');
+  for (size_t i = 0; i < kSynced.size(); ++i) {
+    if ((reported_known_ >> i & 1) == 0) continue;
+    state.append(kSynced[i]).push_back('=');
+    state.append(reported_values_[i]).push_back('\0');
   }
   state.push_back('\x01');
   for (const auto& [name, statement] : unreported_) state.append(statement).push_back('\0');
@@ -91,35 +99,47 @@ void SessionSettings::setStartup(const SettingList& startup) {
   startup_ = startup;
   resetAll();
   for (const auto& [name, value] : startup_) {
-    if (isReportedSetting(name)) reported_[name] = value;
+    const size_t slot = syncedSlot(name);
+    if (slot < kSynced.size()) setReportedValue(slot, value);
   }
+}
+
+void SessionSettings::setReportedValue(size_t slot, std::string_view value) {
+  const auto bit = static_cast<uint8_t>(1u << slot);
+  if ((reported_known_ & bit) != 0 && reported_values_[slot] == value) return;
+  reported_values_[slot].assign(value);
+  reported_known_ |= bit;
+  tag_stale_ = true;
+}
+
+void SessionSettings::setReported(const backends::ServerParameters& values) {
+  reported_known_ = 0;
+  for (size_t i = 0; i < kSynced.size(); ++i) {
+    reported_values_[i].clear();
+    if (const std::string* value = findIgnoreCase(values, kSynced[i])) {
+      setReportedValue(i, *value);
+    }
+  }
+  tag_stale_ = true;
 }
 
 void SessionSettings::startFrom(const backends::ServerParameters& defaults) {
-  reported_ = defaults;
+  setReported(defaults);
   for (const auto& [name, value] : startup_) {
-    if (!isReportedSetting(name)) continue;
-    // The server spells the name its own way (TimeZone, not timezone): replace its entry.
-    for (auto it = reported_.begin(); it != reported_.end(); ++it) {
-      if (equalsIgnoreCase(it->first, name)) {
-        reported_.erase(it);
-        break;
-      }
-    }
-    reported_[name] = value;
+    const size_t slot = syncedSlot(name);
+    if (slot < kSynced.size()) setReportedValue(slot, value);
   }
-  tag_stale_ = true;
 }
 
 void SessionSettings::noteReported(std::string_view name, std::string_view value) {
-  auto it = reported_.find(name);
-  if (it != reported_.end()) {
-    if (it->second == value) return;
-    it->second = value;
-  } else {
-    reported_.emplace(std::string(name), std::string(value));
-  }
-  tag_stale_ = true;
+  const size_t slot = syncedSlot(name);
+  if (slot < kSynced.size()) setReportedValue(slot, value);
+}
+
+std::optional<std::string_view> SessionSettings::reported(std::string_view name) const {
+  const size_t slot = syncedSlot(name);
+  if (slot == kSynced.size() || (reported_known_ >> slot & 1) == 0) return std::nullopt;
+  return std::string_view(reported_values_[slot]);
 }
 
 namespace {
@@ -217,11 +237,11 @@ std::string SessionSettings::startupSql(bool all, const std::vector<std::string>
 
 std::string SessionSettings::syncSql(const backends::ServerConnection& server) const {
   std::string sql;
-  for (const auto& [name, value] : reported_) {
-    if (!isSyncedReportedSetting(name)) continue;
-    const std::string* current = findIgnoreCase(server.parameters(), name);
-    if (current && *current == value) continue;
-    appendStatement(sql, setConfigStatement(name, value));
+  for (size_t i = 0; i < kSynced.size(); ++i) {
+    if ((reported_known_ >> i & 1) == 0) continue;
+    const std::string* current = findIgnoreCase(server.parameters(), kSynced[i]);
+    if (current && *current == reported_values_[i]) continue;
+    appendStatement(sql, setConfigStatement(kSynced[i], reported_values_[i]));
   }
   const auto& applied = server.appliedSettings();
   for (const auto& [name, statement] : unreported_) {

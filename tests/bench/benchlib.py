@@ -101,6 +101,27 @@ def cpu_ticks(pid: int) -> int:
     return int(rest[14 - 3]) + int(rest[15 - 3])
 
 
+def tree_cpu_ticks(pid: int) -> int:
+    """utime + stime of a process and its children (a postmaster and its backends), in clock ticks,
+    with the children it has reaped (cutime + cstime): a backend that ends in between still counts."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            rest = f.read().decode(errors="replace")
+        fields = rest[rest.rfind(")") + 2 :].split()
+        total += sum(int(fields[i - 3]) for i in (14, 15, 16, 17))
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except (OSError, ValueError, IndexError):
+        return total
+    for child in children:
+        try:
+            total += cpu_ticks(child)
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def machine_busy_ticks() -> int:
     """Every core's non-idle time (user, nice, system, irq, softirq, steal) from /proc/stat, in
     clock ticks: with the proxy's and pgbench's own, it tells how the machine's CPU per transaction
@@ -362,6 +383,9 @@ class Target:
     pid: Callable[[], int | None]
     running: Callable[[], bool]
     restart: Callable[[], None] | None = None
+    # The postmasters of the servers behind it, whose CPU (with their backends') is charged to
+    # server_cpu_us: it shows what a topology costs Postgres itself.
+    servers: Callable[[], list[int]] | None = None
 
 
 @dataclass
@@ -370,6 +394,7 @@ class Cell:
 
     tps: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
+    server_cpu_us: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
 
@@ -410,11 +435,14 @@ def run_one(target: Target, mode: str, clients: int, seconds: int, threads: int,
     pid = target.pid()
     before = cpu_ticks(pid) if pid else 0
     machine_before, client_before = machine_busy_ticks(), children_cpu_seconds()
+    servers = target.servers() if target.servers else []
+    servers_before = sum(tree_cpu_ticks(p) for p in servers)
     # -n: the tables were vacuumed by -i; vacuuming again before every run only adds noise.
     r = pgbench(target.port(), "-n", *workload, "-M", mode, "-c", str(clients), "-j", str(min(threads, clients)),
                 "-T", str(seconds), timeout=seconds + 180)
     after = cpu_ticks(pid) if pid and target.running() else None
     machine_us = (machine_busy_ticks() - machine_before) / CLK_TCK * 1e6
+    server_us = (sum(tree_cpu_ticks(p) for p in servers) - servers_before) / CLK_TCK * 1e6
     client_us = (children_cpu_seconds() - client_before) * 1e6
     problem = ""
     if not r.ok:
@@ -429,6 +457,8 @@ def run_one(target: Target, mode: str, clients: int, seconds: int, threads: int,
         cell.tps.append(r.tps)
         if cpu is not None:
             cell.cpu_us.append(cpu)
+        if servers:
+            cell.server_cpu_us.append(server_us / r.transactions)
     if problem:
         cell.failures.append(problem)
         log(f"  {target.name:9} {mode:8} c={clients:<3} FAILED: {problem}")
@@ -437,7 +467,8 @@ def run_one(target: Target, mode: str, clients: int, seconds: int, threads: int,
     else:
         log(f"  {target.name:9} {mode:8} c={clients:<3} tps={r.tps:9.1f}"
             + (f"  cpu/tx={cpu:7.2f} us" if cpu is not None else "")
-            + (f"  machine/tx={machine_us / r.transactions:6.1f} us (pgbench {client_us / r.transactions:5.1f})"
+            + (f"  machine/tx={machine_us / r.transactions:6.1f} us (pgbench {client_us / r.transactions:5.1f}"
+               + (f", Postgres {server_us / r.transactions:5.1f}" if servers else "") + ")"
                if r.transactions else ""))
 
 

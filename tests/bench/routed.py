@@ -41,6 +41,11 @@ strategy = "hash"
 """
 
 
+def postmasters(cluster) -> list[int]:
+    """The primaries' postmaster pids of a harness cluster."""
+    return [pid for pid in (s.primary.postmaster_pid() for s in cluster.shards) if pid]
+
+
 def keep_own_rows(server: benchlib.pgcluster.Server, shard: int, shards: int) -> int:
     """Deletes the pgbench_accounts rows that hash to another shard; returns the rows kept.
 
@@ -123,9 +128,10 @@ def main() -> int:
         def proxy_target(name: str) -> Target:
             c = clusters[name]
             return Target(name, lambda: c.shardgate.port, lambda: c.shardgate.pid, lambda: c.shardgate.is_running(),
-                          starter(name))
+                          starter(name), lambda: postmasters(c))
 
-        targets = {"direct": Target("direct", lambda: pg.port, lambda: None, pg.is_running),
+        targets = {"direct": Target("direct", lambda: pg.port, lambda: None, pg.is_running,
+                                    servers=lambda: postmasters(single)),
                    "passthrough": proxy_target("passthrough"), "routed": proxy_target("routed")}
 
         # Every row the script can ask for must be found through the router, on the right shard.
@@ -161,24 +167,29 @@ def main() -> int:
                f"routed: two servers, each with its own half (hash on aid, MODULUS 2)",
                f"shardgate: pool_mode=transaction, default_pool_size={pool}, workers="
                f"{shardgate_workers(single.shardgate.logfile)} (BENCH_SHARDGATE_WORKERS), auth scram-sha-256",
-               "cpu_us = shardgate's own utime+stime (/proc/<pid>/stat) over the run / transactions",
+               "cpu_us = shardgate's own utime+stime (/proc/<pid>/stat) over the run / transactions; pg_cpu_us the "
+               "same for the Postgres servers behind it (postmasters and their backends): two servers cost "
+               "Postgres more per statement than one",
                f"load average before / after the runs: {load_before} / {loadavg()} (other load skews the figures)",
                f"{os.cpu_count()} cores shared by pgbench, Postgres and shardgate",
                "",
                f"{'mode':9}{'clients':>8}{'direct':>11}{'passthru':>11}{'routed':>11}{'r/pass':>8}{'r/direct':>10}"
-               f"{'pass_cpu':>10}{'rt_cpu':>9}"]
+               f"{'pass_cpu':>10}{'rt_cpu':>9}{'pass_pg':>9}{'rt_pg':>8}"]
         bench_lines, floors, anomalies = [], [], []
         for mode in modes:
             for c in clients:
                 d, p, s = (median(cells[(mode, c, t)].tps) for t in TARGETS)
                 pc = median(cells[(mode, c, "passthrough")].cpu_us)
                 sc = median(cells[(mode, c, "routed")].cpu_us)
+                ppg = median(cells[(mode, c, "passthrough")].server_cpu_us)
+                spg = median(cells[(mode, c, "routed")].server_cpu_us)
                 rp, rd = ratio(s, p), ratio(s, d)
                 out.append(f"{mode:9}{c:>8}{fmt(d, 1):>11}{fmt(p, 1):>11}{fmt(s, 1):>11}{fmt(rp, 3):>8}"
-                           f"{fmt(rd, 3):>10}{fmt(pc, 2):>10}{fmt(sc, 2):>9}")
+                           f"{fmt(rd, 3):>10}{fmt(pc, 2):>10}{fmt(sc, 2):>9}{fmt(ppg, 1):>9}{fmt(spg, 1):>8}")
                 bench_lines.append(f"BENCH name=routed_{mode}_c{c} direct={fmt(d, 1)} passthrough={fmt(p, 1)} "
                                    f"routed={fmt(s, 1)} ratio_passthrough={fmt(rp, 3)} ratio_direct={fmt(rd, 3)} "
-                                   f"passthrough_cpu_us={fmt(pc, 2)} routed_cpu_us={fmt(sc, 2)}")
+                                   f"passthrough_cpu_us={fmt(pc, 2)} routed_cpu_us={fmt(sc, 2)} "
+                                   f"passthrough_pg_cpu_us={fmt(ppg, 1)} routed_pg_cpu_us={fmt(spg, 1)}")
                 met = rp is not None and rp >= FLOOR
                 floors.append(f"  routed_{mode}_c{c}: TPS routed/passthrough {fmt(rp, 3)} (floor {FLOOR}) "
                               f"{'MET' if met else 'MISSED'}")

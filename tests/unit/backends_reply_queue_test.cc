@@ -1,5 +1,5 @@
-// ReplyQueue: a FIFO that keeps its order across wrap-around and growth, and lets go of what it
-// popped.
+// ReplyQueue and the RingQueue under it: a FIFO that keeps its order across wrap-around and
+// growth, lets go of what it popped, and allocates nothing while it has never been used.
 #include "backends/reply_queue.h"
 
 #include <gtest/gtest.h>
@@ -55,6 +55,34 @@ TEST(ReplyQueue, PopReleasesTheEntry) {
   EXPECT_TRUE(q.front().synthetic.empty());
   EXPECT_TRUE(q.front().client_statement_name.empty());
   EXPECT_EQ(q.front().statement, nullptr);
+}
+
+TEST(RingQueue, AllocatesNothingUntilTheFirstPush) {
+  RingQueue<std::vector<int>> q;
+  EXPECT_EQ(q.capacity(), 0u);  // an idle session's queues cost their size only
+  q.push_back({1, 2});
+  EXPECT_GT(q.capacity(), 0u);
+  q.pop_front();
+  EXPECT_TRUE(q.empty());
+}
+
+TEST(RingQueue, EmplacedSlotsStartDefaultAfterReuse) {
+  RingQueue<std::vector<int>> q;
+  for (int round = 0; round < 20; ++round) {
+    std::vector<int>& slot = q.emplace_back();
+    EXPECT_TRUE(slot.empty()) << "round " << round;  // the popped entry was reset
+    slot.assign(static_cast<size_t>(round + 1), round);
+    if (round % 3 != 2) {
+      EXPECT_EQ(q.front().front(), q.front().back());
+      q.pop_front();
+    }
+  }
+  EXPECT_EQ(q.size(), 6u);
+  EXPECT_EQ(q.front(), std::vector<int>(15, 14));  // 20 pushed, 14 popped in order
+  EXPECT_EQ(q.back(), std::vector<int>(20, 19));
+  q.clear();
+  EXPECT_TRUE(q.empty());
+  EXPECT_TRUE(q.emplace_back().empty());
 }
 
 }  // namespace
