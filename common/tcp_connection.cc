@@ -2,8 +2,12 @@
 // connections.
 #include "common/tcp_connection.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cassert>
+#include <cerrno>
+#include <cstdint>
 
 namespace shardgate {
 
@@ -134,13 +138,26 @@ void TcpConnection::scheduleFlush() {
   context_.scheduleFlush(this);
 }
 
+int TcpConnection::trySend(const char* data, size_t size) {
+  // send() where libuv's uv_try_write would write(): a socket call skips the VFS layer, a little
+  // less kernel time on the path every statement takes. Nothing of ours is queued in libuv when
+  // this runs (inflight_ is empty), so bytes stay in order.
+  uv_os_fd_t fd;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) != 0) return UV_EBADF;
+  ssize_t sent;
+  do {
+    sent = ::send(fd, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (sent < 0 && errno == EINTR);
+  if (sent >= 0) return static_cast<int>(std::min<ssize_t>(sent, INT32_MAX));
+  return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : uv_translate_sys_error(errno);
+}
+
 void TcpConnection::flushNow() {
   if (closing_) return;
   if (!inflight_.empty()) return;  // writeCallback continues
   size_t unsent = out_.size() - out_offset_;
   if (unsent > 0) {
-    uv_buf_t buf = uv_buf_init(out_.data() + out_offset_, static_cast<unsigned>(unsent));
-    int written = uv_try_write(stream(), &buf, 1);
+    int written = trySend(out_.data() + out_offset_, unsent);
     if (written > 0) {
       out_offset_ += static_cast<size_t>(written);
       if (bytes_sent_) bytes_sent_->add(static_cast<uint64_t>(written));

@@ -105,6 +105,8 @@ class TcpConnection {
   static void writeCallback(uv_write_t* req, int status);
   static void closeCallback(uv_handle_t* handle);
   void consume(std::string_view data, bool from_pending);
+  // Writes what the socket takes now: bytes written, UV_EAGAIN, or another libuv error code.
+  int trySend(const char* data, size_t size);
   void reportDisconnect(int status);
 
   LoopContext& context_;

@@ -35,6 +35,13 @@ class StatementWords {
   static constexpr size_t kWordLength = 32;
 
   void add(std::string_view word) {
+    if (count_ >= kKept && !mayMatterLater(word.front())) {
+      // Past the first words only a few matter (pg_advisory_lock..., WITH HOLD, INTO TEMP): the
+      // rest, most words of a long statement, are not copied (every simple query is scanned).
+      previous_ = Previous::kOther;
+      ++count_;
+      return;
+    }
     char lowered[kWordLength];
     size_t n = std::min(word.size(), kWordLength);
     for (size_t i = 0; i < n; ++i) {
@@ -64,6 +71,10 @@ class StatementWords {
 
  private:
   enum class Previous { kOther, kWith, kInto };
+  static bool mayMatterLater(char first) {
+    const char c = asciiLower(first);
+    return c == 'p' || c == 'w' || c == 'h' || c == 'i' || c == 't';
+  }
   char words_[kKept][kWordLength];
   size_t lengths_[kKept] = {};
   size_t count_ = 0;
