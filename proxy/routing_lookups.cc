@@ -451,14 +451,19 @@ void LookupWait::cancel() {
 
 namespace {
 
+// Whether "move_key" (in any case) occurs in `sql`. Every simple query is checked: the scan jumps
+// from one '_' to the next (memchr) instead of comparing at every position.
 bool containsMoveKey(std::string_view sql) {
   static constexpr std::string_view kName = "move_key";
-  if (sql.size() < kName.size()) return false;
-  for (size_t i = 0; i + kName.size() <= sql.size(); ++i) {
+  constexpr size_t kUnderscore = 4;  // kName[4]
+  const auto lowerEquals = [](char c, char lower) {
+    return (c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) == lower;
+  };
+  for (size_t u = sql.find('_', kUnderscore); u != std::string_view::npos;
+       u = sql.find('_', u + 1)) {
+    if (u + kName.size() - kUnderscore > sql.size()) return false;
     size_t j = 0;
-    while (j < kName.size() && std::tolower(static_cast<unsigned char>(sql[i + j])) == kName[j]) {
-      ++j;
-    }
+    while (j < kName.size() && lowerEquals(sql[u - kUnderscore + j], kName[j])) ++j;
     if (j == kName.size()) return true;
   }
   return false;

@@ -17,11 +17,16 @@ namespace {
 // ASCII only, inline: this runs on every character of every simple Query (libc's isalnum and
 // tolower are calls that consult the locale). Bytes past ASCII (identifiers in UTF-8) are word
 // characters, as in Postgres's scanner.
-bool isWordChar(char c) {
-  const auto u = static_cast<unsigned char>(c);
-  return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || (u >= '0' && u <= '9') || c == '_' ||
-         c == '$' || u >= 0x80;
-}
+constexpr std::array<bool, 256> kWordChars = [] {
+  std::array<bool, 256> table{};
+  for (int u = 0; u < 256; ++u) {
+    table[static_cast<size_t>(u)] = (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') ||
+                                    (u >= '0' && u <= '9') || u == '_' || u == '$' || u >= 0x80;
+  }
+  return table;
+}();
+
+bool isWordChar(char c) { return kWordChars[static_cast<unsigned char>(c)]; }
 
 char asciiLower(char c) {
   return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
