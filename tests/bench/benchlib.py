@@ -92,13 +92,24 @@ def shardgate_bin() -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of the whole process (all threads), in clock ticks: /proc/<pid>/stat fields 14, 15."""
+def stat_fields(pid: int, *numbers: int) -> list[int]:
+    """Fields of /proc/<pid>/stat by their 1-based numbers in proc(5) (from 3 on)."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         data = f.read().decode(errors="replace")
     # Field 2 (comm) is in parentheses and may hold spaces; after the last ')' comes field 3.
     rest = data[data.rfind(")") + 2 :].split()
-    return int(rest[14 - 3]) + int(rest[15 - 3])
+    return [int(rest[n - 3]) for n in numbers]
+
+
+def cpu_split_ticks(pid: int) -> tuple[int, int]:
+    """(utime, stime) of the whole process (all threads), in clock ticks: fields 14, 15."""
+    user, system = stat_fields(pid, 14, 15)
+    return user, system
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of the whole process (all threads), in clock ticks."""
+    return sum(cpu_split_ticks(pid))
 
 
 def tree_cpu_ticks(pid: int) -> int:
@@ -106,10 +117,7 @@ def tree_cpu_ticks(pid: int) -> int:
     with the children it has reaped (cutime + cstime): a backend that ends in between still counts."""
     total = 0
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            rest = f.read().decode(errors="replace")
-        fields = rest[rest.rfind(")") + 2 :].split()
-        total += sum(int(fields[i - 3]) for i in (14, 15, 16, 17))
+        total += sum(stat_fields(pid, 14, 15, 16, 17))
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             children = [int(c) for c in f.read().split()]
     except (OSError, ValueError, IndexError):
@@ -433,14 +441,16 @@ def run_one(target: Target, mode: str, clients: int, seconds: int, threads: int,
         cell.failures.append("restarted: it had stopped")
         target.restart()
     pid = target.pid()
-    before = cpu_ticks(pid) if pid else 0
+    before_user, before_system = cpu_split_ticks(pid) if pid else (0, 0)
+    before = before_user + before_system
     machine_before, client_before = machine_busy_ticks(), children_cpu_seconds()
     servers = target.servers() if target.servers else []
     servers_before = sum(tree_cpu_ticks(p) for p in servers)
     # -n: the tables were vacuumed by -i; vacuuming again before every run only adds noise.
     r = pgbench(target.port(), "-n", *workload, "-M", mode, "-c", str(clients), "-j", str(min(threads, clients)),
                 "-T", str(seconds), timeout=seconds + 180)
-    after = cpu_ticks(pid) if pid and target.running() else None
+    after_user, after_system = cpu_split_ticks(pid) if pid and target.running() else (0, 0)
+    after = after_user + after_system if pid and target.running() else None
     machine_us = (machine_busy_ticks() - machine_before) / CLK_TCK * 1e6
     server_us = (sum(tree_cpu_ticks(p) for p in servers) - servers_before) / CLK_TCK * 1e6
     client_us = (children_cpu_seconds() - client_before) * 1e6
@@ -466,7 +476,8 @@ def run_one(target: Target, mode: str, clients: int, seconds: int, threads: int,
             log(f"  pgbench stdout:\n{r.stdout}\n  pgbench stderr:\n{r.stderr}")
     else:
         log(f"  {target.name:9} {mode:8} c={clients:<3} tps={r.tps:9.1f}"
-            + (f"  cpu/tx={cpu:7.2f} us" if cpu is not None else "")
+            + (f"  cpu/tx={cpu:7.2f} us (user {(after_user - before_user) / CLK_TCK * 1e6 / r.transactions:5.2f})"
+               if cpu is not None else "")
             + (f"  machine/tx={machine_us / r.transactions:6.1f} us (pgbench {client_us / r.transactions:5.1f}"
                + (f", Postgres {server_us / r.transactions:5.1f}" if servers else "") + ")"
                if r.transactions else ""))
