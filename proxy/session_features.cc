@@ -26,7 +26,9 @@ constexpr std::array<bool, 256> kWordChars = [] {
   return table;
 }();
 
-bool isWordChar(char c) { return kWordChars[static_cast<unsigned char>(c)]; }
+bool isWordChar(char c) {
+  return kWordChars[static_cast<unsigned char>(c)];
+}
 
 char asciiLower(char c) {
   return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
@@ -197,9 +199,70 @@ SessionEffects settingEffects(std::string_view sql) {
   return effects;
 }
 
+// Whether `sql` contains `word` (lower-case ASCII) in any case. The scan jumps between the
+// occurrences of its last letter (memchr) rather than comparing at every position.
+bool containsIgnoreCase(std::string_view sql, std::string_view word) {
+  const char last = word.back();
+  const char upper_last = static_cast<char>(last - 'a' + 'A');
+  for (const char probe : {last, upper_last}) {
+    for (size_t at = sql.find(probe, word.size() - 1); at != std::string_view::npos;
+         at = sql.find(probe, at + 1)) {
+      size_t j = 0;
+      const size_t start = at + 1 - word.size();
+      while (j < word.size() && asciiLower(sql[start + j]) == word[j]) ++j;
+      if (j == word.size()) return true;
+    }
+  }
+  return false;
+}
+
+// A statement whose first word is one of these can affect the session (judgeStatement).
+bool startsSessionStatement(std::string_view first) {
+  static constexpr std::string_view kWords[] = {
+      "listen", "prepare", "execute", "deallocate", "declare", "create", "discard", "set", "reset"};
+  for (std::string_view w : kWords) {
+    if (first == w) return true;
+  }
+  return false;
+}
+
+// The common case, answered without the word scan: one statement (no ';' but a trailing one),
+// whose first word starts none of the statements above, and that names neither an advisory lock
+// function nor a temporary table (the only words that matter anywhere in a statement). Anything
+// else, a ';' inside a literal included, gets the full scan.
+bool obviouslyEffectFree(std::string_view sql) {
+  const size_t semicolon = sql.find(';');
+  if (semicolon != std::string_view::npos &&
+      sql.find_first_not_of(" \t\r\n;", semicolon) != std::string_view::npos) {
+    return false;
+  }
+  size_t i = 0;
+  for (;;) {  // comments and space before the first word
+    while (i < sql.size() && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\r' || sql[i] == '\n'))
+      ++i;
+    if (sql.substr(i, 2) == "--") {
+      i = sql.find('\n', i);
+      if (i == std::string_view::npos) return false;
+    } else if (sql.substr(i, 2) == "/*") {
+      return false;  // nested block comments: left to the full scan
+    } else {
+      break;
+    }
+  }
+  char first[16];
+  size_t n = 0;
+  while (i < sql.size() && isWordChar(sql[i])) {
+    if (n == sizeof first) return false;
+    first[n++] = asciiLower(sql[i++]);
+  }
+  if (startsSessionStatement(std::string_view(first, n))) return false;
+  return !containsIgnoreCase(sql, "advisory") && !containsIgnoreCase(sql, "temp");
+}
+
 }  // namespace
 
 SessionEffects sessionEffectsOf(std::string_view sql) {
+  if (obviouslyEffectFree(sql)) return {};
   StatementWords words;
   bool needs_parse = false;
   SessionEffects effects;

@@ -1,0 +1,62 @@
+// sessionEffectsOf: which statements pin a session, change or reset its settings, or use SQL
+// prepared statements; and that the shortcut for plain statements never misses one.
+#include "proxy/session_features.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace shardgate::proxy {
+namespace {
+
+std::string verdict(std::string_view sql) {
+  const SessionEffects e = sessionEffectsOf(sql);
+  if (!e.pin_reason.empty()) return "pin: " + e.pin_reason;
+  if (e.sql_prepared) return "prepared";
+  if (e.resets_all) return "resets all";
+  if (!e.resets.empty()) return "resets " + e.resets.front();
+  if (!e.changes.empty()) return "changes " + e.changes.front().name;
+  return "none";
+}
+
+TEST(SessionEffects, PlainStatementsHaveNone) {
+  for (const char* sql :
+       {"SELECT abalance FROM pgbench_accounts WHERE aid = 42;", "select 1",
+        "  UPDATE t SET x = 1 WHERE id = 2", "INSERT INTO t VALUES (1)", "-- a comment\nSELECT 1",
+        "/* block */ SELECT 1", "(SELECT 1)", "SELECT 'set x = 1; listen y'", "SELECT 1;  \n",
+        "BEGIN", "COMMIT", "SET LOCAL statement_timeout = 5", "SET TRANSACTION READ ONLY"}) {
+    EXPECT_EQ(verdict(sql), "none") << sql;
+  }
+}
+
+// Each of these takes the full scan: the shortcut must not answer "none" for any of them.
+TEST(SessionEffects, ShortcutMissesNothing) {
+  EXPECT_EQ(verdict("LISTEN jobs"), "pin: LISTEN");
+  EXPECT_EQ(verdict("  -- c\n  listen jobs"), "pin: LISTEN");
+  EXPECT_EQ(verdict("/* c */ LISTEN jobs"), "pin: LISTEN");
+  EXPECT_EQ(verdict("SELECT pg_advisory_lock(1)"), "pin: session advisory lock");
+  EXPECT_EQ(verdict("select PG_TRY_ADVISORY_LOCK(1)"), "pin: session advisory lock");
+  EXPECT_EQ(verdict("SELECT * INTO TEMP t FROM x"), "pin: temporary table");
+  EXPECT_EQ(verdict("select * into temporary t from x"), "pin: temporary table");
+  EXPECT_EQ(verdict("CREATE TEMP TABLE t (a int)"), "pin: temporary table");
+  EXPECT_EQ(verdict("DECLARE c CURSOR WITH HOLD FOR SELECT 1"), "pin: WITH HOLD cursor");
+  EXPECT_EQ(verdict("SELECT 1; LISTEN jobs"), "pin: LISTEN");
+  EXPECT_EQ(verdict("SELECT ';'; LISTEN jobs"), "pin: LISTEN");
+  EXPECT_EQ(verdict("PREPARE p AS SELECT 1"), "prepared");
+  EXPECT_EQ(verdict("execute p"), "prepared");
+  EXPECT_EQ(verdict("DISCARD ALL"), "resets all");
+  EXPECT_EQ(verdict("RESET TimeZone"), "resets timezone");
+  EXPECT_EQ(verdict("SET search_path = app"), "changes search_path");
+  EXPECT_EQ(verdict("SELECT 1; SET search_path = app"), "changes search_path");
+}
+
+TEST(SessionEffects, WordsThatOnlyLookAlikeDoNotPin) {
+  // "temp" and "advisory" inside other words or literals send the statement to the full scan,
+  // which finds nothing.
+  EXPECT_EQ(verdict("SELECT temperature FROM readings"), "none");
+  EXPECT_EQ(verdict("SELECT 'pg_advisory_lock(1)'"), "none");
+  EXPECT_EQ(verdict("SELECT advisory_notes FROM t"), "none");
+}
+
+}  // namespace
+}  // namespace shardgate::proxy
