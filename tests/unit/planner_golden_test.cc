@@ -158,11 +158,16 @@ Result<RouteDecision> withReasonOf(Result<RouteDecision> quiet,
 }
 
 std::vector<std::string> runCase(const conf::Database& db, const Case& c) {
-  QueryRouter router;
   testing::FakeDirectory directory;
   testing::FakeColumns columns;
-  if (c.options.find("no-directory") == std::string::npos) router.setDirectoryLookup(&directory);
-  if (c.options.find("no-columns") == std::string::npos) router.setColumnOrderProvider(&columns);
+  // Routers with the lookups the case asks for; `describe` off is how the proxy routes.
+  const auto setUp = [&](QueryRouter& r, bool describe) {
+    if (c.options.find("no-directory") == std::string::npos) r.setDirectoryLookup(&directory);
+    if (c.options.find("no-columns") == std::string::npos) r.setColumnOrderProvider(&columns);
+    r.setDescribeDecisions(describe);
+  };
+  QueryRouter router;
+  setUp(router, true);
   const SessionRouteContext ctx = parseCtx(c.ctx);
   if (!c.has_params) {
     const Result<RouteDecision> first = router.routeSimple(db, c.sql, ctx);
@@ -171,15 +176,12 @@ std::vector<std::string> runCase(const conf::Database& db, const Case& c) {
     const Result<RouteDecision> cached = router.routeSimple(db, c.sql, ctx);
     EXPECT_EQ(describeResult(db, cached), out) << "cache hit differs, line " << c.line_number;
     QueryRouter fresh;
-    if (c.options.find("no-directory") == std::string::npos) fresh.setDirectoryLookup(&directory);
-    if (c.options.find("no-columns") == std::string::npos) fresh.setColumnOrderProvider(&columns);
+    setUp(fresh, true);
     EXPECT_EQ(describeResult(db, fresh.routeSimpleUncached(db, c.sql, ctx)), out)
         << "uncached parse differs, line " << c.line_number;
     // As the proxy routes (no one-shard reasons built): the same decision, the same errors.
     QueryRouter quiet;
-    quiet.setDescribeDecisions(false);
-    if (c.options.find("no-directory") == std::string::npos) quiet.setDirectoryLookup(&directory);
-    if (c.options.find("no-columns") == std::string::npos) quiet.setColumnOrderProvider(&columns);
+    setUp(quiet, false);
     EXPECT_EQ(describeResult(db, withReasonOf(quiet.routeSimple(db, c.sql, ctx), first)), out)
         << "routing without reasons differs, line " << c.line_number;
     return out;
@@ -196,9 +198,7 @@ std::vector<std::string> runCase(const conf::Database& db, const Case& c) {
   if (!trim(c.params).empty()) parseParams(c.params, storage, bind);
   const Result<RouteDecision> routed = router.routeBound(db, **prepared, bind, ctx);
   QueryRouter quiet;
-  quiet.setDescribeDecisions(false);
-  if (c.options.find("no-directory") == std::string::npos) quiet.setDirectoryLookup(&directory);
-  if (c.options.find("no-columns") == std::string::npos) quiet.setColumnOrderProvider(&columns);
+  setUp(quiet, false);
   Result<std::shared_ptr<const QueryAnalysis>> again = quiet.prepare(db, c.sql, types);
   EXPECT_TRUE(again.ok()) << "line " << c.line_number;
   if (again.ok()) {
