@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
+#include <cstring>
 
 namespace shardgate::planner {
 namespace {
@@ -133,6 +135,17 @@ bool isValidUtf8Text(std::string_view sql) {
   const size_t n = sql.size();
   size_t i = 0;
   while (i < n) {
+    // Eight ASCII bytes, none of them NUL, at a time: most statements are all ASCII.
+    constexpr uint64_t kHighBits = 0x8080808080808080ull;
+    constexpr uint64_t kLowBits = 0x0101010101010101ull;
+    if (i + 8 <= n) {
+      uint64_t word;
+      std::memcpy(&word, p + i, sizeof word);
+      if ((word & kHighBits) == 0 && ((word - kLowBits) & ~word & kHighBits) == 0) {
+        i += 8;
+        continue;
+      }
+    }
     const unsigned char c = p[i];
     if (c < 0x80) {
       if (c == 0) return false;

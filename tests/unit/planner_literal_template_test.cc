@@ -146,6 +146,19 @@ TEST(LiteralTemplate, Utf8Validation) {
   EXPECT_FALSE(isValidUtf8Text("\xe0\x80\xaf"));      // overlong
   EXPECT_FALSE(isValidUtf8Text("\xf4\x90\x80\x80"));  // past U+10FFFF
   EXPECT_FALSE(isValidUtf8Text("\xe2\x82"));          // truncated
+  // Long ASCII runs (checked eight bytes at a time) with a bad byte at every position.
+  const std::string ascii = "SELECT abalance FROM pgbench_accounts WHERE aid = 42";
+  EXPECT_TRUE(isValidUtf8Text(ascii));
+  for (size_t at = 0; at < ascii.size(); ++at) {
+    for (const char bad : {'\0', '\xff', '\x80'}) {
+      std::string s = ascii;
+      s[at] = bad;
+      EXPECT_FALSE(isValidUtf8Text(s)) << "byte " << static_cast<int>(bad) << " at " << at;
+    }
+    std::string two = ascii;
+    two.replace(at, 1, "\xc3\xa9");  // a valid two-byte character anywhere
+    EXPECT_TRUE(isValidUtf8Text(two)) << at;
+  }
 }
 
 }  // namespace
