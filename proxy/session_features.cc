@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "common/ascii.h"
 #include "parser/node_helpers.h"
 #include "parser/parser.h"
 #include "proxy/session_settings.h"
@@ -28,10 +29,6 @@ constexpr std::array<bool, 256> kWordChars = [] {
 
 bool isWordChar(char c) {
   return kWordChars[static_cast<unsigned char>(c)];
-}
-
-char asciiLower(char c) {
-  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
 }
 
 // What the scan keeps of one statement, without allocating: its first few words (lower-cased,
@@ -197,23 +194,6 @@ SessionEffects settingEffects(std::string_view sql) {
     }
   }
   return effects;
-}
-
-// Whether `sql` contains `word` (lower-case ASCII) in any case. The scan jumps between the
-// occurrences of its last letter (memchr) rather than comparing at every position.
-bool containsIgnoreCase(std::string_view sql, std::string_view word) {
-  const char last = word.back();
-  const char upper_last = static_cast<char>(last - 'a' + 'A');
-  for (const char probe : {last, upper_last}) {
-    for (size_t at = sql.find(probe, word.size() - 1); at != std::string_view::npos;
-         at = sql.find(probe, at + 1)) {
-      size_t j = 0;
-      const size_t start = at + 1 - word.size();
-      while (j < word.size() && asciiLower(sql[start + j]) == word[j]) ++j;
-      if (j == word.size()) return true;
-    }
-  }
-  return false;
 }
 
 // A statement whose first word is one of these can affect the session (judgeStatement).
