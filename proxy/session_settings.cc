@@ -98,6 +98,11 @@ const void* SessionSettings::tag(SettingsInterner& interner) {
 void SessionSettings::setStartup(const SettingList& startup) {
   startup_ = startup;
   resetAll();
+  applyStartupReported();
+}
+
+// The startup packet's values of the synced reported settings win over the server's defaults.
+void SessionSettings::applyStartupReported() {
   for (const auto& [name, value] : startup_) {
     const size_t slot = syncedSlot(name);
     if (slot < kSynced.size()) setReportedValue(slot, value);
@@ -125,10 +130,7 @@ void SessionSettings::setReported(const backends::ServerParameters& values) {
 
 void SessionSettings::startFrom(const backends::ServerParameters& defaults) {
   setReported(defaults);
-  for (const auto& [name, value] : startup_) {
-    const size_t slot = syncedSlot(name);
-    if (slot < kSynced.size()) setReportedValue(slot, value);
-  }
+  applyStartupReported();
 }
 
 void SessionSettings::noteReported(std::string_view name, std::string_view value) {

@@ -81,6 +81,7 @@ class SessionSettings {
   // reported_known_ is set. A few short strings in place: a map of every reported setting per
   // session (13 nodes) was a quarter of an idle client's memory.
   void setReportedValue(size_t slot, std::string_view value);
+  void applyStartupReported();
   SettingList startup_;
   std::array<std::string, kSyncedReportedSettings> reported_values_;
   uint8_t reported_known_ = 0;
