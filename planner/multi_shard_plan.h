@@ -123,8 +123,8 @@ struct MergePlan {
   std::vector<std::string> explain;  // one line per step, for EXPLAIN (ROUTE) and goldens
 };
 
-// Which parameters a statement's text refers to, outside quotes and comments: element n-1 is
-// true if $n appears.
+// Which parameters a statement's text refers to, outside quotes, dollar quotes and comments
+// (scan.l's rules): element n-1 is true if $n appears.
 std::vector<bool> referencedParameters(std::string_view sql);
 
 // What each target shard runs.

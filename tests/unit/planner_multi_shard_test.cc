@@ -209,6 +209,19 @@ TEST(ReferencedParameters, FindsParametersOutsideQuotesAndComments) {
             (std::vector<bool>{false, true, false, false, false, true}));
   EXPECT_TRUE(referencedParameters("SELECT 1").empty());
   EXPECT_TRUE(referencedParameters("SELECT $0, $99999").empty());  // not parameters
+  // Block comments (nested), dollar quotes with and without a tag, E'' escapes: a quote inside
+  // them opens nothing, so the parameters after them still count.
+  EXPECT_EQ(referencedParameters("SELECT /* $1 /* it's */ $2 */ $3"),
+            (std::vector<bool>{false, false, true}));
+  EXPECT_EQ(referencedParameters("SELECT $$it's $1$$, $f$ $$ $2 $f$, $4"),
+            (std::vector<bool>{false, false, false, true}));
+  EXPECT_EQ(referencedParameters("SELECT E'\\' $1', $2, name'x', $3"),
+            (std::vector<bool>{false, true, true}));
+  EXPECT_EQ(referencedParameters("SELECT a$b$ + $1"), (std::vector<bool>{true}));
+  // Unterminated quotes and comments end the text without reading past it.
+  EXPECT_TRUE(referencedParameters("SELECT '$1").empty());
+  EXPECT_TRUE(referencedParameters("SELECT /* $1").empty());
+  EXPECT_TRUE(referencedParameters("SELECT $q$ $1").empty());
   // Every shard statement knows its own, once, with the plan.
   ShardStatement st(0, "INSERT INTO t VALUES ($1, $3)");
   EXPECT_EQ(st.referenced_params, (std::vector<bool>{true, false, true}));
