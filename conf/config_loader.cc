@@ -16,6 +16,7 @@
 
 #include <toml++/toml.h>
 
+#include "common/scram_verifier.h"
 #include "conf/password.h"
 
 namespace shardgate::conf {
@@ -100,6 +101,19 @@ size_t editDistance(std::string_view a, std::string_view b) {
 
 std::string quoted(std::string_view s) {
   return "\"" + std::string(s) + "\"";
+}
+
+// An error detail is a sentence for a client ("The salt is not valid base64."); a config error
+// continues after "<key>: ...", so it wants a clause ("the salt is not valid base64"). A leading
+// acronym ("SCRAM ...") keeps its case.
+std::string asClause(std::string_view sentence) {
+  std::string clause(sentence);
+  if (clause.ends_with('.')) clause.pop_back();
+  auto is_upper = [](char c) { return c >= 'A' && c <= 'Z'; };
+  if (!clause.empty() && is_upper(clause[0]) && !(clause.size() > 1 && is_upper(clause[1]))) {
+    clause[0] = static_cast<char>(clause[0] - 'A' + 'a');
+  }
+  return clause;
 }
 
 // One TOML table being read: knows its key path and position so that every error can name them,
@@ -440,8 +454,10 @@ class Loader {
                       "malformed md5 hash: expected \"md5\" followed by 32 lowercase hex digits");
     }
     if (u.password_kind == PasswordKind::kScramVerifier) {
+      // The parser the login path uses, so that a verifier accepted here also works there.
       if (auto verifier = parseScramVerifier(u.password); !verifier.ok()) {
-        return t.failAt("password", verifier.error().message);
+        return t.failAt("password",
+                        "malformed SCRAM verifier: " + asClause(verifier.error().detail));
       }
     }
 

@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "common/scram_verifier.h"
 #include "proxy/wire/backend_messages.h"
 #include "proxy/wire/frontend_messages.h"
 #include "proxy/wire/md5.h"
@@ -21,7 +22,7 @@ std::optional<wire::ScramSecret> scramSecretFor(const conf::User& user) {
     case conf::PasswordKind::kPlain:
       return wire::makeScramSecret(user.password, {}, 4096);
     case conf::PasswordKind::kScramVerifier: {
-      auto parsed = wire::parseScramVerifier(user.password);
+      auto parsed = parseScramVerifier(user.password);
       if (parsed.ok()) return *parsed;
       return std::nullopt;
     }

@@ -1,4 +1,4 @@
-// SCRAM-SHA-256 exchanges and verifiers on top of OpenSSL (SHA-256, HMAC, PBKDF2, RAND_bytes).
+// SCRAM-SHA-256 secrets and exchanges on top of OpenSSL (SHA-256, HMAC, PBKDF2, RAND_bytes).
 #include "proxy/wire/scram.h"
 
 #include <openssl/crypto.h>
@@ -14,7 +14,7 @@
 #include <optional>
 #include <utility>
 
-#include "proxy/wire/base64.h"
+#include "common/base64.h"
 
 namespace shardgate::wire {
 
@@ -23,7 +23,6 @@ namespace {
 constexpr size_t kKeyLength = 32;       // SHA-256 output
 constexpr size_t kRawNonceLength = 18;  // as Postgres (SCRAM_RAW_NONCE_LEN)
 constexpr size_t kDefaultSaltLength = 16;
-constexpr std::string_view kVerifierPrefix = "SCRAM-SHA-256$";
 
 // Without entropy no nonce or salt would be safe to hand out, and there is no useful way to go
 // on; OpenSSL only fails here when the system has no random source at all.
@@ -81,10 +80,6 @@ bool equalConstantTime(std::string_view a, std::string_view b) {
 
 Error malformed(std::string detail) {
   return Error::fatal(sqlstate::kProtocolViolation, "malformed SCRAM message", std::move(detail));
-}
-
-Error invalidVerifier(std::string detail) {
-  return Error::make(sqlstate::kInvalidParameterValue, "invalid SCRAM verifier", std::move(detail));
 }
 
 Error authenticationFailed(std::string_view user_name) {
@@ -203,49 +198,7 @@ std::string escapeSaslName(std::string_view name) {
 
 }  // namespace
 
-// ---- verifiers ---------------------------------------------------------------------------------
-
-Result<ScramSecret> parseScramVerifier(std::string_view verifier) {
-  if (!verifier.starts_with(kVerifierPrefix)) {
-    return invalidVerifier("A SCRAM verifier starts with \"SCRAM-SHA-256$\".");
-  }
-  std::string_view rest = verifier.substr(kVerifierPrefix.size());
-  size_t dollar = rest.find('$');
-  if (dollar == std::string_view::npos) {
-    return invalidVerifier("Expected \"<iterations>:<salt>$<StoredKey>:<ServerKey>\".");
-  }
-  std::string_view params = rest.substr(0, dollar);
-  std::string_view keys = rest.substr(dollar + 1);
-  size_t colon = params.find(':');
-  size_t key_colon = keys.find(':');
-  if (colon == std::string_view::npos || key_colon == std::string_view::npos) {
-    return invalidVerifier("Expected \"<iterations>:<salt>$<StoredKey>:<ServerKey>\".");
-  }
-  ScramSecret secret;
-  auto iterations = parseIterations(params.substr(0, colon));
-  if (!iterations) return invalidVerifier("The iteration count is not a positive integer.");
-  secret.iterations = *iterations;
-  auto salt = base64Decode(params.substr(colon + 1));
-  if (!salt || salt->empty()) return invalidVerifier("The salt is not valid base64.");
-  secret.salt = std::move(*salt);
-  auto stored_key = base64Decode(keys.substr(0, key_colon));
-  if (!stored_key || stored_key->size() != kKeyLength) {
-    return invalidVerifier("The StoredKey is not 32 bytes of base64.");
-  }
-  auto server_key = base64Decode(keys.substr(key_colon + 1));
-  if (!server_key || server_key->size() != kKeyLength) {
-    return invalidVerifier("The ServerKey is not 32 bytes of base64.");
-  }
-  secret.stored_key = std::move(*stored_key);
-  secret.server_key = std::move(*server_key);
-  return secret;
-}
-
-std::string formatScramVerifier(const ScramSecret& secret) {
-  return std::string(kVerifierPrefix) + std::to_string(secret.iterations) + ":" +
-         base64Encode(secret.salt) + "$" + base64Encode(secret.stored_key) + ":" +
-         base64Encode(secret.server_key);
-}
+// ---- secrets ------------------------------------------------------------------------------------
 
 ScramSecret makeScramSecret(std::string_view password, std::string_view salt, int iterations) {
   ScramSecret secret;

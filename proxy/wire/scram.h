@@ -1,4 +1,4 @@
-// SCRAM-SHA-256 (RFC 5802, RFC 7677) as Postgres speaks it: verifiers, the server and client
+// SCRAM-SHA-256 (RFC 5802, RFC 7677) as Postgres speaks it: secrets, the server and client
 // exchanges.
 //
 // No SASLprep is applied to passwords: ASCII passwords are unaffected, and Postgres itself falls
@@ -11,22 +11,14 @@
 #include <string_view>
 
 #include "common/result.h"
+#include "common/scram_verifier.h"
 
 namespace shardgate::wire {
 
-// A stored SCRAM-SHA-256 secret. salt, stored_key and server_key hold raw bytes.
-struct ScramSecret {
-  int iterations = 4096;
-  std::string salt;
-  std::string stored_key;
-  std::string server_key;
-};
-
-// Parses Postgres's verifier format "SCRAM-SHA-256$<iter>:<salt b64>$<StoredKey b64>:<ServerKey
-// b64>" (as in pg_authid.rolpassword). Errors are 22023 "invalid SCRAM verifier" with a detail that
-// names the bad part but never echoes the secret.
-Result<ScramSecret> parseScramVerifier(std::string_view verifier);
-std::string formatScramVerifier(const ScramSecret& secret);
+// A stored SCRAM-SHA-256 secret (raw bytes). Its text form, as in pg_authid.rolpassword, is read
+// and written by parseScramVerifier / formatScramVerifier in common/scram_verifier.h, which the
+// config loader uses too, so both refuse the same verifiers.
+using ScramSecret = ScramVerifier;
 
 // Derives a secret from a cleartext password. An empty salt means 16 random bytes (Postgres's
 // default salt length); iterations below 1 are raised to 1.

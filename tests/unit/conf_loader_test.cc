@@ -594,6 +594,14 @@ const BadCase kBadCases[] = {
      "\"SCRAM-SHA-256$0:c2FsdA==$0ZzQRwiH54iQ4aqwX6ctaymwERqzmu3JRfWLLJtSIiE=:"
      "vzfgNe5vza/NVu050k98IZYFZRzrT0Mhv/gjPRwzZ2g=\"\n",
      3, 12, "users[0].password", "iteration count \"0\" is not a positive integer"},
+    // PBKDF2 takes an int: a count above INT_MAX would pass here and fail at every login.
+    {"ScramIterationsAboveIntMax",
+     "[[users]]\nname = \"a\"\npassword = "
+     "\"SCRAM-SHA-256$3000000000:c2FsdA==$0ZzQRwiH54iQ4aqwX6ctaymwERqzmu3JRfWLLJtSIiE=:"
+     "vzfgNe5vza/NVu050k98IZYFZRzrT0Mhv/gjPRwzZ2g=\"\n",
+     3, 12, "users[0].password",
+     "malformed SCRAM verifier: the iteration count \"3000000000\" is out of range "
+     "(1..2147483647)"},
     {"ScramMissingKeys", "[[users]]\nname = \"a\"\npassword = \"SCRAM-SHA-256$4096:c2FsdA==\"\n", 3,
      12, "users[0].password", "malformed SCRAM verifier"},
     {"ScramBadSaltBase64",

@@ -1,10 +1,10 @@
 // Strict standard base64: a small hand-written codec, so that bad client input is rejected exactly.
-#include "proxy/wire/base64.h"
+#include "common/base64.h"
 
 #include <array>
 #include <cstdint>
 
-namespace shardgate::wire {
+namespace shardgate {
 
 namespace {
 
@@ -80,4 +80,4 @@ std::optional<std::string> base64Decode(std::string_view text) {
   return out;
 }
 
-}  // namespace shardgate::wire
+}  // namespace shardgate

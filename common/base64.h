@@ -1,11 +1,11 @@
-// Strict standard base64 (RFC 4648 section 4, with padding) for SCRAM attributes and verifiers.
+// Strict standard base64 (RFC 4648 section 4, with padding) for SCRAM messages and verifiers.
 #pragma once
 
 #include <optional>
 #include <string>
 #include <string_view>
 
-namespace shardgate::wire {
+namespace shardgate {
 
 // Encodes with the standard alphabet and '=' padding, no line breaks.
 std::string base64Encode(std::string_view raw);
@@ -16,4 +16,4 @@ std::string base64Encode(std::string_view raw);
 // The empty string decodes to the empty string.
 std::optional<std::string> base64Decode(std::string_view text);
 
-}  // namespace shardgate::wire
+}  // namespace shardgate
