@@ -287,7 +287,7 @@ void ClientSession::onServerUnavailable(const Error& error) {
   if (state_ == State::kReady && e.severity != "FATAL") {
     // Transaction pooling: the client stays; what it sent fails as if a server had failed it.
     e.severity = "ERROR";
-    failing_ = std::move(e);
+    failing_ = std::make_unique<Error>(std::move(e));
     processPending();
     return;
   }
@@ -1650,7 +1650,7 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
       endNextParked(commit ? "COMMIT" : "ROLLBACK");
       return SpreadOutcome::kAnswered;  // the statement waits (ending_parked_) and comes again
     }
-    const bool failed = transaction_status_ == 'E' || spread_end_error_.has_value();
+    const bool failed = transaction_status_ == 'E' || spread_end_error_ != nullptr;
     if (!failed && server_ != nullptr) return SpreadOutcome::kRun;  // server_ ends it as usual
     // End it here: roll back what is still held, and answer as Postgres would.
     if (server_) {
@@ -1665,7 +1665,7 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
       });
     }
     std::string reply;
-    const bool spread_end_error_was = spread_end_error_.has_value();
+    const bool spread_end_error_was = spread_end_error_ != nullptr;
     if (spread_end_error_) {
       wire::writeError(reply, *spread_end_error_);
     } else {
@@ -1756,7 +1756,7 @@ void ClientSession::endNextParked(std::string sql) {
       std::string where = parked ? planner::shardName(*database_, parked->shard) : "a shard";
       e.detail = e.detail.empty() ? sql + " failed on " + where
                                   : e.detail + "\n" + sql + " failed on " + where;
-      spread_end_error_ = e;
+      spread_end_error_ = std::make_unique<Error>(std::move(e));
       next = "ROLLBACK";
     }
     if (parked && parked->server) {
