@@ -10,30 +10,21 @@ namespace {
 
 class CancelConnection final : public TcpConnection {
  public:
-  CancelConnection(LoopContext& context, std::string label)
-      : TcpConnection(context), label_(std::move(label)) {
+  CancelConnection(LoopContext& context, Transport transport, std::string label, std::string packet)
+      : TcpConnection(context, transport), label_(std::move(label)), packet_(std::move(packet)) {
     connect_req_.data = this;
   }
 
-  void start(const struct sockaddr* addr, std::string packet) {
-    packet_ = std::move(packet);
-    int rc = uv_tcp_connect(&connect_req_, handle(), addr, [](uv_connect_t* req, int status) {
-      auto* self = static_cast<CancelConnection*>(req->data);
-      if (status == UV_ECANCELED) return;
-      if (status < 0) {
-        spdlog::warn("event=cancel_failed server={} error=\"{}\"", self->label_,
-                     uv_strerror(status));
-        self->close();
-        return;
-      }
-      self->send(self->packet_);
-      // Nothing comes back; the kernel still delivers the packet after our close.
-      self->closeAfterFlush();
-    });
+  void start(const struct sockaddr* addr) {
+    int rc = uv_tcp_connect(&connect_req_, handle(), addr, &CancelConnection::connected);
     if (rc < 0) {
       spdlog::warn("event=cancel_failed server={} error=\"{}\"", label_, uv_strerror(rc));
       close();
     }
+  }
+
+  void startUnix(const std::string& path) {
+    uv_pipe_connect(&connect_req_, pipeHandle(), path.c_str(), &CancelConnection::connected);
   }
 
  protected:
@@ -41,6 +32,19 @@ class CancelConnection final : public TcpConnection {
   void onDisconnect(int /*status*/) override { close(); }
 
  private:
+  static void connected(uv_connect_t* req, int status) {
+    auto* self = static_cast<CancelConnection*>(req->data);
+    if (status == UV_ECANCELED) return;
+    if (status < 0) {
+      spdlog::warn("event=cancel_failed server={} error=\"{}\"", self->label_, uv_strerror(status));
+      self->close();
+      return;
+    }
+    self->send(self->packet_);
+    // Nothing comes back; the kernel still delivers the packet after our close.
+    self->closeAfterFlush();
+  }
+
   std::string label_;
   std::string packet_;
   uv_connect_t connect_req_;
@@ -50,6 +54,14 @@ class CancelConnection final : public TcpConnection {
 
 void sendCancelRequest(LoopContext& context, const ServerEndpoint& endpoint, int32_t backend_pid,
                        int32_t backend_secret) {
+  std::string packet;
+  wire::CancelRequest{backend_pid, backend_secret}.encode(packet);
+  if (endpoint.unixSocket()) {
+    auto* connection = new CancelConnection(context, TcpConnection::Transport::kUnix,
+                                            endpoint.label, std::move(packet));
+    connection->startUnix(endpoint.unixSocketPath());
+    return;
+  }
   struct sockaddr_storage addr {};
   if (uv_ip4_addr(endpoint.host.c_str(), endpoint.port,
                   reinterpret_cast<struct sockaddr_in*>(&addr)) != 0 &&
@@ -68,10 +80,9 @@ void sendCancelRequest(LoopContext& context, const ServerEndpoint& endpoint, int
     memcpy(&addr, res->ai_addr, res->ai_addrlen);
     freeaddrinfo(res);
   }
-  std::string packet;
-  wire::CancelRequest{backend_pid, backend_secret}.encode(packet);
-  auto* connection = new CancelConnection(context, endpoint.label);
-  connection->start(reinterpret_cast<const struct sockaddr*>(&addr), std::move(packet));
+  auto* connection = new CancelConnection(context, TcpConnection::Transport::kTcp, endpoint.label,
+                                          std::move(packet));
+  connection->start(reinterpret_cast<const struct sockaddr*>(&addr));
 }
 
 }  // namespace shardgate::backends

@@ -22,8 +22,7 @@ constexpr uint32_t kMaxServerMessage = 1u << 30;
 
 Error lostError(const ServerEndpoint& endpoint, std::string what) {
   return Error::make(sqlstate::kConnectionFailure, "server connection lost: " + what,
-                     "server " + endpoint.label + " (" + endpoint.host + ":" +
-                         std::to_string(endpoint.port) + ")");
+                     "server " + endpoint.label + " (" + endpoint.where() + ")");
 }
 
 // Copies the SQLSTATE (field 'C') of an ErrorResponse payload into `out`; leaves `out` as it was
@@ -68,7 +67,7 @@ const char* toString(ServerConnection::State state) {
 
 ServerConnection::ServerConnection(LoopContext& context, Pool* pool, const ServerEndpoint& endpoint,
                                    uint64_t id, uint64_t now_ms)
-    : TcpConnection(context),
+    : TcpConnection(context, endpoint.unixSocket() ? Transport::kUnix : Transport::kTcp),
       pool_(pool),
       endpoint_(endpoint),
       id_(id),
@@ -79,6 +78,12 @@ ServerConnection::ServerConnection(LoopContext& context, Pool* pool, const Serve
 }
 
 void ServerConnection::connect() {
+  if (endpoint_.unixSocket()) {
+    // uv_pipe_connect reports every failure (a missing socket too) through the callback.
+    uv_pipe_connect(&connect_req_, pipeHandle(), endpoint_.unixSocketPath().c_str(),
+                    &ServerConnection::connectCallback);
+    return;
+  }
   struct sockaddr_storage addr {};
   if (uv_ip4_addr(endpoint_.host.c_str(), endpoint_.port,
                   reinterpret_cast<struct sockaddr_in*>(&addr)) == 0 ||
@@ -124,13 +129,13 @@ void ServerConnection::connectCallback(uv_connect_t* req, int status) {
   auto* self = static_cast<ServerConnection*>(req->data);
   if (status == UV_ECANCELED || self->closing()) return;
   if (status < 0) {
-    self->fail(Error::make(sqlstate::kConnectionFailure,
-                           "could not connect to server " + self->endpoint_.label + " at " +
-                               self->endpoint_.host + ":" + std::to_string(self->endpoint_.port),
-                           uv_strerror(status)));
+    self->fail(Error::make(
+        sqlstate::kConnectionFailure,
+        "could not connect to server " + self->endpoint_.label + " at " + self->endpoint_.where(),
+        uv_strerror(status)));
     return;
   }
-  uv_tcp_nodelay(self->handle(), 1);
+  if (self->transport() == Transport::kTcp) uv_tcp_nodelay(self->handle(), 1);
   self->state_ = State::kLoggingIn;
   self->sendStartup();
   self->startReading();

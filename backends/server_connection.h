@@ -14,6 +14,7 @@
 #include "backends/reply_queue.h"
 #include "common/result.h"
 #include "common/tcp_connection.h"
+#include "conf/config.h"
 
 namespace shardgate::backends {
 
@@ -27,6 +28,13 @@ struct ServerEndpoint {
   std::string user;
   std::string password;
   std::string label;  // "<database>/<shard>/<role>", for logs and error details
+
+  bool unixSocket() const { return conf::isUnixSocketDirectory(host); }
+  std::string unixSocketPath() const { return conf::unixSocketPath(host, port); }
+  // "host:port", or the socket's path.
+  std::string where() const {
+    return unixSocket() ? unixSocketPath() : host + ":" + std::to_string(port);
+  }
 };
 
 // The party holding a server connection: it receives what the server says.

@@ -58,9 +58,14 @@ void LoopContext::flushAll() {
   }
 }
 
-TcpConnection::TcpConnection(LoopContext& context) : context_(context) {
-  uv_tcp_init(context_.loop(), &tcp_);
-  tcp_.data = this;
+TcpConnection::TcpConnection(LoopContext& context, Transport transport)
+    : context_(context), transport_(transport) {
+  if (transport_ == Transport::kUnix) {
+    uv_pipe_init(context_.loop(), &pipe_, /*ipc=*/0);
+  } else {
+    uv_tcp_init(context_.loop(), &tcp_);
+  }
+  stream()->data = this;
   write_req_.data = this;
 }
 
@@ -143,7 +148,7 @@ int TcpConnection::trySend(const char* data, size_t size) {
   // less kernel time on the path every statement takes. Nothing of ours is queued in libuv when
   // this runs (inflight_ is empty), so bytes stay in order.
   uv_os_fd_t fd;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) != 0) return UV_EBADF;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(stream()), &fd) != 0) return UV_EBADF;
   ssize_t sent;
   do {
     sent = ::send(fd, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -238,7 +243,7 @@ void TcpConnection::close() {
   closing_ = true;
   reading_ = false;
   context_.forget(this);
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &TcpConnection::closeCallback);
+  uv_close(reinterpret_cast<uv_handle_t*>(stream()), &TcpConnection::closeCallback);
 }
 
 void TcpConnection::closeCallback(uv_handle_t* handle) {

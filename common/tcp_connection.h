@@ -1,4 +1,5 @@
-// A libuv TCP connection with framed-input buffering and batched, back-pressured output.
+// A libuv stream connection (TCP, or a Unix-domain socket) with framed-input buffering and
+// batched, back-pressured output.
 #pragma once
 
 #include <uv.h>
@@ -45,12 +46,17 @@ class LoopContext {
 
 class TcpConnection {
  public:
-  explicit TcpConnection(LoopContext& context);
+  // kUnix: a Unix-domain stream socket (a Postgres server's socket directory), on a uv_pipe_t.
+  enum class Transport { kTcp, kUnix };
+
+  explicit TcpConnection(LoopContext& context, Transport transport = Transport::kTcp);
   virtual ~TcpConnection();
   TcpConnection(const TcpConnection&) = delete;
   TcpConnection& operator=(const TcpConnection&) = delete;
 
-  uv_tcp_t* handle() { return &tcp_; }
+  Transport transport() const { return transport_; }
+  uv_tcp_t* handle() { return &tcp_; }        // kTcp only
+  uv_pipe_t* pipeHandle() { return &pipe_; }  // kUnix only
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
   LoopContext& context() { return context_; }
 
@@ -110,7 +116,11 @@ class TcpConnection {
   void reportDisconnect(int status);
 
   LoopContext& context_;
-  uv_tcp_t tcp_;
+  Transport transport_;
+  union {  // by transport_; both are uv_stream_t underneath, at the same address
+    uv_tcp_t tcp_;
+    uv_pipe_t pipe_;
+  };
   uv_write_t write_req_;
   std::string pending_;    // input not yet consumed
   std::string out_;        // output not yet handed to the kernel

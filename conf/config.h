@@ -26,12 +26,23 @@ enum class PasswordKind {
 
 // One Postgres server shardgate logs in to.
 struct ServerAddress {
-  std::string host;
+  std::string host;  // a name or address, or (starting with '/') a Unix-socket directory
   uint16_t port = 5432;
   std::string database;  // database name on that server
   std::string user;      // login user shardgate uses
   std::string password;  // plain text (empty: trust)
 };
+
+// As libpq reads a host: one that starts with '/' is the directory of the server's Unix-domain
+// socket, and the socket is <directory>/.s.PGSQL.<port>.
+inline bool isUnixSocketDirectory(std::string_view host) {
+  return !host.empty() && host.front() == '/';
+}
+inline std::string unixSocketPath(std::string_view directory, uint16_t port) {
+  std::string path(directory);
+  if (path.size() > 1 && path.back() == '/') path.pop_back();
+  return path + "/.s.PGSQL." + std::to_string(port);
+}
 
 struct Shard {
   std::string name;  // unique in its database; defaults to "shard<i>" (0-based)

@@ -543,6 +543,14 @@ class Loader {
     CONF_TRY(t.readString("host", out.host));
     if (!t.has("port")) return t.missing("port");
     CONF_TRY(t.readInt("port", out.port, 1, 65535));
+    if (isUnixSocketDirectory(out.host)) {
+      // sockaddr_un holds 108 bytes with the terminating NUL; libuv would cut a longer path.
+      const std::string path = unixSocketPath(out.host, out.port);
+      if (path.size() > 107) {
+        return t.failAt("host", "the Unix socket path " + quoted(path) + " is " +
+                                    std::to_string(path.size()) + " bytes long; the limit is 107");
+      }
+    }
     out.database = primary ? primary->database : db_name;
     CONF_TRY(t.readString("database", out.database));
     if (primary) {

@@ -164,7 +164,11 @@ WorkerSnapshot takeSnapshot(Worker& worker) {
     s.state = serverStateName(server->state(), idle);
     s.addr = server->endpoint().host;
     s.port = server->endpoint().port;
-    socketAddress(server->handle(), /*peer=*/false, s.local_addr, s.local_port);
+    if (server->transport() == TcpConnection::Transport::kTcp) {
+      socketAddress(server->handle(), /*peer=*/false, s.local_addr, s.local_port);
+    } else {
+      s.local_addr = "unix";  // a Unix-socket client end has no address of its own
+    }
     s.created_at_ms = server->createdAtMs();
     s.last_used_at_ms = server->lastUsedAtMs();
     s.backend_pid = server->backendPid();

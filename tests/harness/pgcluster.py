@@ -1091,7 +1091,8 @@ class Cluster:
                  with_shardgate: bool = True, *, server_ports: dict[str, int] | None = None,
                  pg_settings: dict | None = None, database_options: dict | None = None, extra_toml: str = "",
                  shard_names: list[str] | None = None, shardgate_env: dict | None = None,
-                 template_root=None, fix_permissions: bool = False, reuse_data: bool = False):
+                 template_root=None, fix_permissions: bool = False, reuse_data: bool = False,
+                 unix_sockets: bool = False):
         """
         replicas_per_shard: an int, or one count per shard.
         general: extra [general] keys (override the defaults, None removes a key).
@@ -1102,6 +1103,8 @@ class Cluster:
         database_options: extra keys of the [[databases]] table (e.g. pool_size).
         extra_toml: appended verbatim to the rendered config.
         reuse_data: keep existing data directories (the demo); otherwise they are created fresh.
+        unix_sockets: shardgate reaches the servers through their Unix sockets (host = the socket
+               directory) instead of TCP.
         """
         self.base_dir = Path(os.path.abspath(base_dir))
         self.num_shards = num_shards
@@ -1128,6 +1131,7 @@ class Cluster:
         self.shardgate_env = shardgate_env
         self.template_root = Path(template_root) if template_root else default_template_root()
         self.fix_permissions = fix_permissions
+        self.unix_sockets = unix_sockets
         self.reuse_data = reuse_data
         self.config_path = str(self.base_dir / "shardgate.toml")
         self.shards: list[Shard] = []
@@ -1187,12 +1191,20 @@ class Cluster:
             out += _toml_table(rest)
         out += ["", "[[databases]]", f"name = {toml_value(self.database)}"]
         out += _toml_table(self.database_options)
+        def host(server: Server) -> str:
+            if not self.unix_sockets:
+                return HOST
+            if not server.socket_dir:
+                raise RuntimeError(f"{server.name}: its data directory is too long for a Unix socket")
+            return server.socket_dir
+
         for shard in self.shards:
-            primary = {"host": HOST, "port": shard.primary.port, "database": self.database, "user": "postgres",
-                       "password": self.superuser_password}
+            primary = {"host": host(shard.primary), "port": shard.primary.port, "database": self.database,
+                       "user": "postgres", "password": self.superuser_password}
+            replicas = [{"host": host(r), "port": r.port} for r in shard.replicas]
             out += ["", "  [[databases.shards]]", f"  name = {toml_value(shard.name)}",
                     f"  primary = {toml_value(primary)}",
-                    f"  replicas = {toml_value([{'host': HOST, 'port': r.port} for r in shard.replicas])}"]
+                    f"  replicas = {toml_value(replicas)}"]
         if self.extra_toml:
             out += ["", self.extra_toml]
         return "\n".join(out) + "\n"

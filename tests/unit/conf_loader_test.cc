@@ -165,6 +165,21 @@ replicas = [ { host = "r", port = 2, user = "ru", password = "rp", database = "r
   EXPECT_EQ(r.database, "rd");
 }
 
+TEST(ConfLoader, UnixSocketDirectoryAsHost) {
+  auto c = parseOk(R"([[databases]]
+name = "app"
+[[databases.shards]]
+primary = { host = "/var/run/postgresql/", port = 5433, user = "u" }
+replicas = [ { host = "127.0.0.1", port = 5434 } ]
+)");
+  ASSERT_TRUE(c);
+  const ServerAddress& p = c->databases[0].shards[0].primary;
+  EXPECT_TRUE(isUnixSocketDirectory(p.host));
+  EXPECT_EQ(unixSocketPath(p.host, p.port), "/var/run/postgresql/.s.PGSQL.5433");
+  EXPECT_FALSE(isUnixSocketDirectory(c->databases[0].shards[0].replicas[0].host));
+  EXPECT_EQ(unixSocketPath("/", 5432), "//.s.PGSQL.5432");
+}
+
 TEST(ConfLoader, EmptyDocumentGivesDefaults) {
   auto c = parseOk("");
   ASSERT_TRUE(c);
@@ -491,6 +506,12 @@ const BadCase kBadCases[] = {
      "[[databases]]\nname = \"app\"\n[[databases.shards]]\n[databases.shards.primary]\nhost = "
      "\"h\"\nuser = \"u\"\n",
      4, 0, "databases[0].shards[0].primary.port", "required key is missing"},
+    // A socket directory: <dir>/.s.PGSQL.<port> must fit sockaddr_un (libuv would cut it).
+    {"UnixSocketPathTooLong",
+     "[[databases]]\nname = \"app\"\n[[databases.shards]]\n[databases.shards.primary]\nhost = "
+     "\"/" +
+         std::string(100, 'd') + "\"\nport = 5432\nuser = \"u\"\n",
+     5, 8, "databases[0].shards[0].primary.host", "bytes long; the limit is 107"},
     {"PrimaryWithoutUser",
      "[[databases]]\nname = \"app\"\n[[databases.shards]]\nprimary = { host = \"h\", port = 1 "
      "}\n",

@@ -1,0 +1,122 @@
+"""Shards reached through their Unix-domain sockets (host = the socket directory, as libpq reads it):
+routed writes and reads, replica reads, cancellation and the admin console, with no TCP connection
+from shardgate to any server."""
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+import pgwire
+
+HOST = "127.0.0.1"
+
+SHARDED = """
+[[databases.sharded_tables]]
+name = "unix_items"
+column = "id"
+type = "bigint"
+strategy = "hash"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    with pgwire.deadline(120):
+        yield
+
+
+@pytest.fixture
+def unix_cluster(make_cluster, requires_shardgate):
+    cluster = make_cluster(num_shards=2, replicas_per_shard=1, pool_mode="transaction",
+                           unix_sockets=True, extra_toml=SHARDED)
+    for shard in cluster.shards:
+        shard.primary.psql("CREATE TABLE unix_items (id bigint PRIMARY KEY, note text)")
+    # Replicas replay the CREATE asynchronously; a read routed to one must find the table.
+    deadline = time.monotonic() + 30
+    for shard in cluster.shards:
+        for replica in shard.replicas:
+            while replica.psql("SELECT to_regclass('unix_items') IS NOT NULL") != "t":
+                assert time.monotonic() < deadline, f"{replica.name} never replayed CREATE TABLE"
+                time.sleep(0.1)
+    return cluster
+
+
+def connect(cluster, **kw) -> psycopg.Connection:
+    return psycopg.connect(host=HOST, port=cluster.shardgate.port, dbname="app", user="postgres",
+                           password="postgres", autocommit=True, **kw)
+
+
+def connections_by_transport(server) -> tuple[int, int]:
+    """(Unix-socket, TCP) client backends on `server` other than the one asking."""
+    out = server.psql("SELECT count(*) FILTER (WHERE client_port = -1), count(*) FILTER (WHERE client_port > 0) "
+                      "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+    unix, tcp = (int(x) for x in out.split("|"))
+    return unix, tcp
+
+
+def test_routed_rows_land_on_their_shards_over_unix_sockets(unix_cluster):
+    with connect(unix_cluster) as conn:
+        for i in range(1, 41):
+            conn.execute("INSERT INTO unix_items VALUES (%s, %s)", (i, f"n{i}"))
+        # Keyed reads in the extended protocol (psycopg's default) and in the simple one.
+        for i in (1, 17, 40):
+            assert conn.execute("SELECT note FROM unix_items WHERE id = %s", (i,)).fetchone() == (f"n{i}",)
+        assert conn.execute("SELECT note FROM unix_items WHERE id = 23").fetchall() == [("n23",)]
+        assert conn.execute("UPDATE unix_items SET note = 'x' WHERE id = 5").rowcount == 1
+        # Across both shards: shardgate merges.
+        assert conn.execute("SELECT count(*) FROM unix_items").fetchone() == (40,)
+    counts = [int(s.primary.psql("SELECT count(*) FROM unix_items")) for s in unix_cluster.shards]
+    assert sum(counts) == 40 and all(c > 0 for c in counts), counts
+    for shard in unix_cluster.shards:
+        unix, tcp = connections_by_transport(shard.primary)
+        assert unix >= 1, f"{shard.name}: shardgate's pooled connections should be on the Unix socket"
+        assert tcp == 0, f"{shard.name}: {tcp} TCP client connection(s); shardgate was told to use the socket"
+
+
+def test_replica_reads_over_unix_sockets(unix_cluster):
+    with connect(unix_cluster) as conn:
+        conn.execute("INSERT INTO unix_items VALUES (7, 'seven')")
+        conn.execute("SET shardgate.read_preference = 'replica'")
+        deadline = time.monotonic() + 20
+        while True:  # the replica replays the insert asynchronously
+            row = conn.execute("SELECT note, pg_is_in_recovery() FROM unix_items WHERE id = 7").fetchone()
+            if row is not None:
+                break
+            assert time.monotonic() < deadline, "the replica never showed the row"
+            time.sleep(0.1)
+        assert row == ("seven", True)
+    for shard in unix_cluster.shards:
+        for replica in shard.replicas:
+            assert connections_by_transport(replica)[1] == 0
+
+
+def test_cancel_reaches_a_unix_socket_server(unix_cluster):
+    with connect(unix_cluster) as conn:
+        conn.execute("BEGIN")  # holds its server connection, so the cancel has a backend to name
+        timer = threading.Timer(1.0, conn.cancel)
+        timer.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute("SELECT pg_sleep(30)")
+        finally:
+            timer.cancel()
+        assert time.monotonic() - started < 15, "the cancel did not reach the server over its socket"
+        conn.execute("ROLLBACK")
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_admin_console_shows_unix_socket_servers(unix_cluster):
+    with connect(unix_cluster) as conn:
+        conn.execute("SELECT count(*) FROM unix_items")
+    with psycopg.connect(host=HOST, port=unix_cluster.shardgate.port, dbname="shardgate", user="postgres",
+                         password="postgres", autocommit=True) as admin:
+        cur = admin.execute("SHOW SERVERS")
+        names = [d.name for d in cur.description]
+        rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    assert rows, "SHOW SERVERS lists the pooled connections"
+    sockets = {s.primary.socket_dir for s in unix_cluster.shards}
+    for row in rows:
+        assert row.get("addr") in sockets, row
