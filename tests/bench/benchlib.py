@@ -167,15 +167,18 @@ def median(values: list[float]) -> float | None:
 
 
 def make_cluster(base_dir: Path, *, users: list[dict], general: dict, num_shards: int = 1,
-                 database_options: dict | None = None, extra_toml: str = "") -> pgcluster.Cluster:
+                 database_options: dict | None = None, extra_toml: str = "",
+                 unix_sockets: bool = False) -> pgcluster.Cluster:
     """num_shards Postgres servers (one per shard, no replica) with shardgate configured in front of
-    them, not yet started. extra_toml is appended to shardgate's config (e.g. sharded tables)."""
+    them, not yet started. extra_toml is appended to shardgate's config (e.g. sharded tables);
+    unix_sockets: shardgate reaches the servers through their Unix sockets."""
     # info: the "event=listening ... workers=N" line and per-client errors, nothing per query.
     g = {"metrics_port": None, "log_level": "info"}
     g.update(general)
     return pgcluster.Cluster(base_dir, num_shards=num_shards, replicas_per_shard=0, shardgate_bin=shardgate_bin(),
                              general=g, users=users, database=DATABASE, with_shardgate=False,
-                             fix_permissions=True, database_options=database_options, extra_toml=extra_toml)
+                             fix_permissions=True, database_options=database_options, extra_toml=extra_toml,
+                             unix_sockets=unix_sockets)
 
 
 def log_anomalies(logfile: str | Path | None, limit: int = 20) -> list[str]:
@@ -205,9 +208,11 @@ class PgBouncer:
     (it refuses to run as root) and listening on a free loopback port."""
 
     def __init__(self, base_dir: Path, name: str, pg_port: int, *, pool_mode: str, pool_size: int,
-                 auth_type: str, users: dict[str, str | None], max_client_conn: int = 200):
+                 auth_type: str, users: dict[str, str | None], max_client_conn: int = 200,
+                 pg_host: str = HOST):
         self.dir = base_dir / name
         self.name = name
+        self.pg_host = pg_host  # an address, or the server's Unix-socket directory
         self.pg_port = pg_port
         self.pool_mode = pool_mode
         self.pool_size = pool_size
@@ -230,7 +235,7 @@ class PgBouncer:
         ini.write_text(f"""\
 ;; Written by tests/bench/benchlib.py for one benchmark run.
 [databases]
-{DATABASE} = host={HOST} port={self.pg_port} dbname={DATABASE}
+{DATABASE} = host={self.pg_host} port={self.pg_port} dbname={DATABASE}
 
 [pgbouncer]
 listen_addr = {HOST}

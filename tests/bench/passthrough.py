@@ -6,6 +6,7 @@ from the environment:
   BENCH_CLIENTS ("1 8 32")                            BENCH_MODES ("simple extended prepared")
   BENCH_SCALE (10)    pgbench -i scale               BENCH_POOL_SIZE (20) pool size of both proxies
   BENCH_THREADS (2)   pgbench -j (at most the client count)
+  BENCH_SERVER_SOCKET ("tcp") how both proxies reach Postgres: "tcp" (loopback) or "unix" (its socket)
 Progress goes to stderr; stdout gets the report, whose last lines are one
   BENCH name=<mode>_c<clients> direct=.. pgbouncer=.. shardgate=.. ratio_pgbouncer=.. ratio_direct=..
         pgbouncer_cpu_us=.. shardgate_cpu_us=..
@@ -47,6 +48,10 @@ def main() -> int:
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise BenchError(f"BENCH_MODES: unknown mode(s) {bad}; use {' '.join(MODES)}")
+    server_socket = os.environ.get("BENCH_SERVER_SOCKET", "tcp")
+    if server_socket not in ("tcp", "unix"):
+        raise BenchError(f"BENCH_SERVER_SOCKET: {server_socket!r}; use tcp or unix")
+    unix = server_socket == "unix"
     # Session pooling gives each client a server for its whole session, so the session-mode PgBouncer
     # needs one per client or the clients past the pool size would wait forever.
     session_pool = max(pool, max(clients))
@@ -60,7 +65,8 @@ def main() -> int:
         wd / "cluster",
         users=[{"name": benchlib.SUPERUSER, "password": benchlib.SUPERPASS, "auth_method": "scram-sha-256",
                 "admin": True}],
-        general={"pool_mode": "transaction", "default_pool_size": pool, "workers": sg_workers})
+        general={"pool_mode": "transaction", "default_pool_size": pool, "workers": sg_workers},
+        unix_sockets=unix)
     bouncers: dict[str, PgBouncer] = {}
     try:
         log(f"starting Postgres in {wd / 'cluster'}")
@@ -77,11 +83,16 @@ def main() -> int:
 
         start_shardgate()
         users = {benchlib.SUPERUSER: benchlib.SUPERPASS}
+        pg_host = pg.socket_dir if unix else benchlib.HOST
+        if not pg_host:
+            raise BenchError(f"BENCH_SERVER_SOCKET=unix: {pg.datadir} is too long for a socket path")
         bouncers["transaction"] = PgBouncer(wd, "pgbouncer-transaction", pg.port, pool_mode="transaction",
-                                            pool_size=pool, auth_type="scram-sha-256", users=users)
+                                            pool_size=pool, auth_type="scram-sha-256", users=users,
+                                            pg_host=pg_host)
         if "prepared" in modes:
             bouncers["session"] = PgBouncer(wd, "pgbouncer-session", pg.port, pool_mode="session",
-                                            pool_size=session_pool, auth_type="scram-sha-256", users=users)
+                                            pool_size=session_pool, auth_type="scram-sha-256", users=users,
+                                            pg_host=pg_host)
         for b in bouncers.values():
             b.start()
 
@@ -132,6 +143,7 @@ def main() -> int:
                    f"per point, medians ==")
         out.append(f"Postgres 15: one server (port {pg.port}, max_connections={max_conn}), pgbench -i -s {scale}, "
                    f"loopback TCP, {os.cpu_count()} cores shared by pgbench, Postgres and the proxy")
+        out.append(f"proxies to Postgres: {'its Unix socket' if unix else 'loopback TCP'} (BENCH_SERVER_SOCKET)")
         out.append(f"PgBouncer {pgbouncer_version()}: pool_mode=transaction, default_pool_size={pool}, "
                    f"auth_type=scram-sha-256 (auth_file)")
         if "prepared" in modes:
