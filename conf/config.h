@@ -151,6 +151,9 @@ struct User {
 struct General {
   std::string listen_addr = "127.0.0.1";
   uint16_t port = 6432;
+  // Non-empty: clients may also connect through <unix_socket_dir>/.s.PGSQL.<port> (as to Postgres:
+  // psql -h <dir>). Empty: TCP only.
+  std::string unix_socket_dir;
   uint32_t workers = 0;  // resolved by the loader: 0 in the file means the number of cores
   PoolMode pool_mode = PoolMode::kTransaction;
   uint32_t max_client_conn = 10000;

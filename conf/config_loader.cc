@@ -361,9 +361,19 @@ class Loader {
   }
 
  private:
+  // sockaddr_un holds 108 bytes with the terminating NUL; libuv would cut a longer path.
+  static Status checkSocketPath(const TableReader& t, std::string_view key,
+                                const std::string& directory, uint16_t port) {
+    const std::string path = unixSocketPath(directory, port);
+    if (path.size() <= 107) return {};
+    return t.failAt(key, "the Unix socket path " + quoted(path) + " is " +
+                             std::to_string(path.size()) + " bytes long; the limit is 107");
+  }
+
   static Status readGeneral(const TableReader& t, General& g) {
     CONF_TRY(t.onlyKeys({"listen_addr",
                          "port",
+                         "unix_socket_dir",
                          "workers",
                          "pool_mode",
                          "max_client_conn",
@@ -388,6 +398,13 @@ class Loader {
                          "log_parameters"}));
     CONF_TRY(t.readString("listen_addr", g.listen_addr));
     CONF_TRY(t.readInt("port", g.port, 1, 65535));
+    CONF_TRY(t.readString("unix_socket_dir", g.unix_socket_dir, /*non_empty=*/false));
+    if (!g.unix_socket_dir.empty()) {
+      if (!isUnixSocketDirectory(g.unix_socket_dir)) {
+        return t.failAt("unix_socket_dir", "must be an absolute directory path (or \"\" for none)");
+      }
+      CONF_TRY(checkSocketPath(t, "unix_socket_dir", g.unix_socket_dir, g.port));
+    }
     CONF_TRY(t.readInt("workers", g.workers, 0, kMaxWorkers));
     CONF_TRY(t.readEnum("pool_mode", g.pool_mode, {PoolMode::kSession, PoolMode::kTransaction},
                         poolModeName));
@@ -543,14 +560,7 @@ class Loader {
     CONF_TRY(t.readString("host", out.host));
     if (!t.has("port")) return t.missing("port");
     CONF_TRY(t.readInt("port", out.port, 1, 65535));
-    if (isUnixSocketDirectory(out.host)) {
-      // sockaddr_un holds 108 bytes with the terminating NUL; libuv would cut a longer path.
-      const std::string path = unixSocketPath(out.host, out.port);
-      if (path.size() > 107) {
-        return t.failAt("host", "the Unix socket path " + quoted(path) + " is " +
-                                    std::to_string(path.size()) + " bytes long; the limit is 107");
-      }
-    }
+    if (isUnixSocketDirectory(out.host)) CONF_TRY(checkSocketPath(t, "host", out.host, out.port));
     out.database = primary ? primary->database : db_name;
     CONF_TRY(t.readString("database", out.database));
     if (primary) {

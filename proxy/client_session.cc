@@ -26,8 +26,8 @@ bool isFalseValue(std::string_view v) {
 }
 }  // namespace
 
-ClientSession::ClientSession(Worker& worker, uint64_t id, uint64_t now_ms)
-    : TcpConnection(worker.context()),
+ClientSession::ClientSession(Worker& worker, uint64_t id, uint64_t now_ms, Transport transport)
+    : TcpConnection(worker.context(), transport),
       worker_(worker),
       id_(id),
       connected_at_ms_(now_ms),
@@ -36,7 +36,7 @@ ClientSession::ClientSession(Worker& worker, uint64_t id, uint64_t now_ms)
 ClientSession::~ClientSession() = default;
 
 void ClientSession::start() {
-  uv_tcp_nodelay(handle(), 1);
+  if (transport() == Transport::kTcp) uv_tcp_nodelay(handle(), 1);
   meterTraffic(&worker_.metrics().bytes_received, &worker_.metrics().bytes_sent);
   counted_ = true;
   worker_.addSession(this);

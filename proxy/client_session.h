@@ -47,7 +47,8 @@ class ClientSession final : public TcpConnection,
  public:
   enum class State { kStartup, kAuthenticating, kLoggingIn, kReady, kClosed };
 
-  ClientSession(Worker& worker, uint64_t id, uint64_t now_ms);
+  ClientSession(Worker& worker, uint64_t id, uint64_t now_ms,
+                Transport transport = Transport::kTcp);
   ~ClientSession() override;
 
   void start();

@@ -1,12 +1,60 @@
 // ProxyServer: starts one Worker per configured thread and coordinates their shutdown.
 #include "proxy/proxy_server.h"
 
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "common/log.h"
 #include "conf/config_loader.h"
 #include "proxy/metrics_server.h"
 #include "proxy/worker.h"
 
 namespace shardgate::proxy {
+
+namespace {
+
+Error socketError(const std::string& path, const std::string& what) {
+  return Error::fatal(sqlstate::kInternalError,
+                      "cannot listen on Unix socket \"" + path + "\": " + what);
+}
+
+// A listening Unix-domain socket at `path`. A socket file left by a process that is gone is
+// replaced; one that a live server still answers on is not (as Postgres and PgBouncer do).
+Result<int> openUnixListener(const std::string& path) {
+  struct sockaddr_un addr {};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) return socketError(path, "the path is too long");
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  const auto* sa = reinterpret_cast<const struct sockaddr*>(&addr);
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return socketError(path, "a file that is not a socket is there");
+    int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0) {
+      const bool answered = ::connect(probe, sa, sizeof(addr)) == 0;
+      ::close(probe);
+      if (answered) return socketError(path, "another server is listening on it");
+    }
+    ::unlink(path.c_str());
+  }
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return socketError(path, std::string("socket(): ") + strerror(errno));
+  // Like Postgres's default unix_socket_permissions (0777): who may log in is the auth's business.
+  if (::bind(fd, sa, sizeof(addr)) != 0 || ::chmod(path.c_str(), 0777) != 0 ||
+      ::listen(fd, 4096) != 0) {
+    std::string why = strerror(errno);
+    ::close(fd);
+    return socketError(path, why);
+  }
+  return fd;
+}
+
+}  // namespace
 
 ProxyServer::ProxyServer(conf::ConfigPtr config) : config_(std::move(config)) {
   history_.push_back(config_);
@@ -25,6 +73,7 @@ void ProxyServer::requestShutdown() {
 ProxyServer::~ProxyServer() {
   for (auto& worker : workers_) worker->join();
   workers_.clear();
+  if (!unix_socket_path_.empty()) ::unlink(unix_socket_path_.c_str());
 }
 
 Status ProxyServer::start() {
@@ -37,6 +86,19 @@ Status ProxyServer::start() {
     if (!listening.ok()) return listening;
     workers_.push_back(std::move(worker));
   }
+  if (!g.unix_socket_dir.empty()) {
+    const std::string path = conf::unixSocketPath(g.unix_socket_dir, g.port);
+    Result<int> fd = openUnixListener(path);
+    if (!fd.ok()) return fd.error();
+    unix_socket_path_ = path;
+    Status listening;
+    for (auto& worker : workers_) {
+      listening = worker->listenUnix(*fd);
+      if (!listening.ok()) break;
+    }
+    ::close(*fd);  // each worker holds its own duplicate
+    if (!listening.ok()) return listening;
+  }
   if (g.metrics_port != 0) {
     std::vector<std::shared_ptr<const WorkerMetrics>> cells;
     for (auto& worker : workers_) cells.push_back(worker->metricsHandle());
@@ -48,6 +110,9 @@ Status ProxyServer::start() {
   for (auto& worker : workers_) worker->start();
   spdlog::info("event=listening address={} port={} workers={} pool_mode={}", g.listen_addr, g.port,
                count, g.pool_mode == conf::PoolMode::kSession ? "session" : "transaction");
+  if (!unix_socket_path_.empty()) {
+    spdlog::info("event=listening_unix path=\"{}\"", unix_socket_path_);
+  }
   return {};
 }
 
@@ -81,6 +146,7 @@ Result<conf::ConfigPtr> ProxyServer::reload() {
   };
   restart_needed("listen_addr", was.listen_addr, now.listen_addr);
   restart_needed("port", was.port, now.port);
+  restart_needed("unix_socket_dir", was.unix_socket_dir, now.unix_socket_dir);
   restart_needed("workers", was.workers, now.workers);
   restart_needed("metrics_port", was.metrics_port, now.metrics_port);
   setLogLevel(now.log_level);

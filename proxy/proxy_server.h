@@ -59,6 +59,8 @@ class ProxyServer {
   CancelRegistry cancel_registry_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<MetricsServer> metrics_server_;  // general.metrics_port != 0
+  std::string
+      unix_socket_path_;  // the socket file we made (general.unix_socket_dir), removed at exit
   std::atomic<uint32_t> clients_{0};
 };
 

@@ -15,7 +15,12 @@ namespace shardgate::proxy {
 
 namespace {
 
-void socketAddress(uv_tcp_t* handle, bool peer, std::string& addr, int& port) {
+void socketAddress(TcpConnection& connection, bool peer, std::string& addr, int& port) {
+  if (connection.transport() == TcpConnection::Transport::kUnix) {
+    addr = "unix";  // as PgBouncer shows Unix-socket peers; there is no port
+    return;
+  }
+  uv_tcp_t* handle = connection.handle();
   struct sockaddr_storage storage {};
   int len = sizeof(storage);
   auto* sa = reinterpret_cast<struct sockaddr*>(&storage);
@@ -129,8 +134,8 @@ ClientSnapshot ClientSession::adminSnapshot() const {
     c.state = "idle";
   }
   auto* self = const_cast<ClientSession*>(this);
-  socketAddress(self->handle(), /*peer=*/true, c.addr, c.port);
-  socketAddress(self->handle(), /*peer=*/false, c.local_addr, c.local_port);
+  socketAddress(*self, /*peer=*/true, c.addr, c.port);
+  socketAddress(*self, /*peer=*/false, c.local_addr, c.local_port);
   c.connected_at_ms = connected_at_ms_;
   if (auto app = settings_.reported("application_name")) c.application_name = *app;
   c.prepared_statements = statements_.size();
@@ -164,11 +169,7 @@ WorkerSnapshot takeSnapshot(Worker& worker) {
     s.state = serverStateName(server->state(), idle);
     s.addr = server->endpoint().host;
     s.port = server->endpoint().port;
-    if (server->transport() == TcpConnection::Transport::kTcp) {
-      socketAddress(server->handle(), /*peer=*/false, s.local_addr, s.local_port);
-    } else {
-      s.local_addr = "unix";  // a Unix-socket client end has no address of its own
-    }
+    socketAddress(*server, /*peer=*/false, s.local_addr, s.local_port);
     s.created_at_ms = server->createdAtMs();
     s.last_used_at_ms = server->lastUsedAtMs();
     s.backend_pid = server->backendPid();

@@ -2,6 +2,7 @@
 #include "proxy/worker.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -88,6 +89,26 @@ Status Worker::listen(const std::string& address, uint16_t port) {
   return {};
 }
 
+Status Worker::listenUnix(int listening_fd) {
+  int fd = ::fcntl(listening_fd, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) {
+    return Error::fatal(sqlstate::kInternalError, "dup(): " + std::string(strerror(errno)));
+  }
+  uv_pipe_init(&loop_, &unix_listener_, /*ipc=*/0);
+  unix_listener_.data = this;
+  unix_listening_ = true;  // from here on the handle must be closed, even if the rest fails
+  int rc = uv_pipe_open(&unix_listener_, fd);
+  if (rc == 0) {
+    rc =
+        uv_listen(reinterpret_cast<uv_stream_t*>(&unix_listener_), 4096, &Worker::onUnixConnection);
+  }
+  if (rc < 0) {
+    return Error::fatal(sqlstate::kInternalError,
+                        std::string("listening on the Unix socket: ") + uv_strerror(rc));
+  }
+  return {};
+}
+
 uint16_t Worker::listeningPort() {
   struct sockaddr_storage addr {};
   int len = sizeof(addr);
@@ -152,20 +173,35 @@ void Worker::onConnection(uv_stream_t* listener, int status) {
     spdlog::warn("event=accept_failed worker={} error=\"{}\"", self->index_, uv_strerror(status));
     return;
   }
+  self->accept(listener, TcpConnection::Transport::kTcp);
+}
+
+void Worker::onUnixConnection(uv_stream_t* listener, int status) {
+  auto* self = static_cast<Worker*>(listener->data);
+  if (status < 0) {
+    spdlog::warn("event=accept_failed worker={} socket=unix error=\"{}\"", self->index_,
+                 uv_strerror(status));
+    return;
+  }
+  self->accept(listener, TcpConnection::Transport::kUnix);
+}
+
+void Worker::accept(uv_stream_t* listener, TcpConnection::Transport transport) {
   uint64_t now = backends::monotonicMs();
-  auto* session = new ClientSession(*self, self->nextSessionId(), now);
+  auto* session = new ClientSession(*this, nextSessionId(), now, transport);
   if (uv_accept(listener, session->stream()) != 0) {
+    // Another worker took the client first (they all watch the Unix socket), or it left.
     session->close();
     return;
   }
-  if (self->shutting_down_) {
+  if (shutting_down_) {
     session->refuse(Error::fatal(sqlstate::kAdminShutdown, "shardgate is shutting down"));
     return;
   }
-  if (!self->server_.tryAddClient()) {
-    session->refuse(Error::fatal(
-        sqlstate::kTooManyConnections, "sorry, too many clients already",
-        "max_client_conn is " + std::to_string(self->config_->general.max_client_conn)));
+  if (!server_.tryAddClient()) {
+    session->refuse(
+        Error::fatal(sqlstate::kTooManyConnections, "sorry, too many clients already",
+                     "max_client_conn is " + std::to_string(config_->general.max_client_conn)));
     return;
   }
   session->start();
@@ -348,6 +384,10 @@ void Worker::beginShutdown(uint32_t timeout_ms) {
   if (listening_) {
     uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
     listening_ = false;
+  }
+  if (unix_listening_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&unix_listener_), nullptr);
+    unix_listening_ = false;
   }
   sweep();
 }

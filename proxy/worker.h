@@ -39,6 +39,9 @@ class Worker {
 
   // Opens this worker's listening socket (called before start(), on the main thread).
   Status listen(const std::string& address, uint16_t port);
+  // Also accepts clients on a Unix-domain socket that is already listening (every worker watches
+  // its own duplicate of the one descriptor; the first to accept a client serves it).
+  Status listenUnix(int listening_fd);
   // The port the listening socket is bound to (the configured one, or the kernel's pick for 0).
   uint16_t listeningPort();
   void start();
@@ -115,6 +118,8 @@ class Worker {
 
  private:
   static void onConnection(uv_stream_t* listener, int status);
+  static void onUnixConnection(uv_stream_t* listener, int status);
+  void accept(uv_stream_t* listener, TcpConnection::Transport transport);
   void run();
   void drainTasks();
   void sweep();
@@ -137,6 +142,8 @@ class Worker {
   std::unique_ptr<LoopContext> context_;
   uv_tcp_t listener_;
   bool listening_ = false;
+  uv_pipe_t unix_listener_;
+  bool unix_listening_ = false;
   uv_async_t wakeup_;
   uv_timer_t sweep_timer_;
   std::thread thread_;

@@ -1,13 +1,18 @@
-"""Shards reached through their Unix-domain sockets (host = the socket directory, as libpq reads it):
-routed writes and reads, replica reads, cancellation and the admin console, with no TCP connection
-from shardgate to any server."""
+"""Unix-domain sockets on both sides of shardgate: shards reached through their sockets (host = the
+socket directory, as libpq reads it) with no TCP connection from shardgate to any server, and
+clients connecting to shardgate's own socket (general.unix_socket_dir)."""
 
+import os
+import shutil
+import socket
+import tempfile
 import threading
 import time
 
 import psycopg
 import pytest
 
+import pgcluster
 import pgwire
 
 HOST = "127.0.0.1"
@@ -120,3 +125,83 @@ def test_admin_console_shows_unix_socket_servers(unix_cluster):
     sockets = {s.primary.socket_dir for s in unix_cluster.shards}
     for row in rows:
         assert row.get("addr") in sockets, row
+
+
+# ---- clients on shardgate's own Unix socket (general.unix_socket_dir) ------------------------------
+
+
+@pytest.fixture
+def socket_dir():
+    # Short and in /tmp: the socket path must fit 107 bytes.
+    d = tempfile.mkdtemp(prefix="sgsock")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def socket_path(d: str, port: int) -> str:
+    return os.path.join(d, f".s.PGSQL.{port}")
+
+
+def test_clients_connect_through_shardgates_unix_socket(make_cluster, requires_shardgate, socket_dir):
+    # A socket file left behind by a process that is gone: shardgate replaces it.
+    port = pgcluster.free_port()
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(socket_path(socket_dir, port))
+    stale.close()
+    cluster = make_cluster(num_shards=2, replicas_per_shard=0, pool_mode="transaction", shardgate_port=port,
+                           general={"unix_socket_dir": socket_dir}, extra_toml=SHARDED)
+    assert cluster.shardgate.port == port
+    for shard in cluster.shards:
+        shard.primary.psql("CREATE TABLE unix_items (id bigint PRIMARY KEY, note text)")
+    with psycopg.connect(host=socket_dir, port=port, dbname="app", user="postgres", password="postgres",
+                         autocommit=True) as conn:
+        for i in range(1, 11):
+            conn.execute("INSERT INTO unix_items VALUES (%s, %s)", (i, f"n{i}"))
+        assert conn.execute("SELECT note FROM unix_items WHERE id = %s", (4,)).fetchone() == ("n4",)
+        assert conn.execute("SELECT count(*) FROM unix_items").fetchone() == (10,)
+        # The admin console, reached the same way, shows the client as "unix".
+        with psycopg.connect(host=socket_dir, port=port, dbname="shardgate", user="postgres",
+                             password="postgres", autocommit=True) as admin:
+            cur = admin.execute("SHOW CLIENTS")
+            names = [d.name for d in cur.description]
+            addrs = [dict(zip(names, r))["addr"] for r in cur.fetchall()]
+        assert "unix" in addrs, addrs
+        # Cancel over the socket: the CancelRequest arrives on a new Unix-socket connection.
+        conn.execute("BEGIN")
+        timer = threading.Timer(1.0, conn.cancel)
+        timer.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute("SELECT pg_sleep(30)")
+        finally:
+            timer.cancel()
+        assert time.monotonic() - started < 15
+        conn.execute("ROLLBACK")
+    # psql, in the simple protocol, finds the socket the way it finds Postgres's.
+    out = pgcluster.run_psql(socket_dir, port, "SELECT note FROM unix_items WHERE id = 7", password="postgres")
+    assert out.stdout.strip() == "n7"
+    # TCP keeps working beside it.
+    with psycopg.connect(host=HOST, port=port, dbname="app", user="postgres", password="postgres") as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    # Stopping shardgate removes its socket file.
+    cluster.shardgate.stop()
+    assert not os.path.exists(socket_path(socket_dir, port))
+
+
+def test_a_live_socket_is_not_taken_over(make_cluster, requires_shardgate, socket_dir):
+    port = pgcluster.free_port()
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.bind(socket_path(socket_dir, port))
+    live.listen(1)
+    try:
+        cluster = make_cluster(num_shards=1, replicas_per_shard=0, with_shardgate=False, shardgate_port=port,
+                               general={"unix_socket_dir": socket_dir})
+        with pytest.raises(pgcluster.HarnessError):
+            cluster.start_shardgate(timeout=10)
+        log = (cluster.base_dir / "shardgate.log").read_text()
+        assert "another server is listening on it" in log, log[-2000:]
+        assert os.path.exists(socket_path(socket_dir, port)), "the live server's socket must stay"
+    finally:
+        live.close()

@@ -180,6 +180,16 @@ replicas = [ { host = "127.0.0.1", port = 5434 } ]
   EXPECT_EQ(unixSocketPath("/", 5432), "//.s.PGSQL.5432");
 }
 
+TEST(ConfLoader, UnixSocketDirForClients) {
+  auto c = parseOk("[general]\nport = 7000\nunix_socket_dir = \"/tmp\"\n");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->general.unix_socket_dir, "/tmp");
+  EXPECT_EQ(unixSocketPath(c->general.unix_socket_dir, c->general.port), "/tmp/.s.PGSQL.7000");
+  auto off = parseOk("[general]\nunix_socket_dir = \"\"\n");
+  ASSERT_TRUE(off);
+  EXPECT_TRUE(off->general.unix_socket_dir.empty());
+}
+
 TEST(ConfLoader, EmptyDocumentGivesDefaults) {
   auto c = parseOk("");
   ASSERT_TRUE(c);
@@ -506,6 +516,10 @@ const BadCase kBadCases[] = {
      "[[databases]]\nname = \"app\"\n[[databases.shards]]\n[databases.shards.primary]\nhost = "
      "\"h\"\nuser = \"u\"\n",
      4, 0, "databases[0].shards[0].primary.port", "required key is missing"},
+    {"RelativeUnixSocketDir", "[general]\nunix_socket_dir = \"tmp\"\n", 2, 0,
+     "general.unix_socket_dir", "must be an absolute directory path"},
+    {"UnixSocketDirTooLong", "[general]\nunix_socket_dir = \"/" + std::string(100, 'd') + "\"\n", 2,
+     0, "general.unix_socket_dir", "the limit is 107"},
     // A socket directory: <dir>/.s.PGSQL.<port> must fit sockaddr_un (libuv would cut it).
     {"UnixSocketPathTooLong",
      "[[databases]]\nname = \"app\"\n[[databases.shards]]\n[databases.shards.primary]\nhost = "
