@@ -53,6 +53,23 @@ def connect(cluster, **kw) -> psycopg.Connection:
                            password="postgres", autocommit=True, **kw)
 
 
+def cancel_a_sleep(conn: psycopg.Connection) -> None:
+    """Cancels a long pg_sleep from another thread: it must fail with 57014 soon, and the session
+    must go on working."""
+    conn.execute("BEGIN")  # holds its server connection, so the cancel has a backend to name
+    timer = threading.Timer(1.0, conn.cancel)
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(30)")
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 15, "the cancel did not reach the server"
+    conn.execute("ROLLBACK")
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
 def connections_by_transport(server) -> tuple[int, int]:
     """(Unix-socket, TCP) client backends on `server` other than the one asking."""
     out = server.psql("SELECT count(*) FILTER (WHERE client_port = -1), count(*) FILTER (WHERE client_port > 0) "
@@ -99,18 +116,7 @@ def test_replica_reads_over_unix_sockets(unix_cluster):
 
 def test_cancel_reaches_a_unix_socket_server(unix_cluster):
     with connect(unix_cluster) as conn:
-        conn.execute("BEGIN")  # holds its server connection, so the cancel has a backend to name
-        timer = threading.Timer(1.0, conn.cancel)
-        timer.start()
-        started = time.monotonic()
-        try:
-            with pytest.raises(psycopg.errors.QueryCanceled):
-                conn.execute("SELECT pg_sleep(30)")
-        finally:
-            timer.cancel()
-        assert time.monotonic() - started < 15, "the cancel did not reach the server over its socket"
-        conn.execute("ROLLBACK")
-        assert conn.execute("SELECT 1").fetchone() == (1,)
+        cancel_a_sleep(conn)
 
 
 def test_admin_console_shows_unix_socket_servers(unix_cluster):
@@ -168,17 +174,7 @@ def test_clients_connect_through_shardgates_unix_socket(make_cluster, requires_s
             addrs = [dict(zip(names, r))["addr"] for r in cur.fetchall()]
         assert "unix" in addrs, addrs
         # Cancel over the socket: the CancelRequest arrives on a new Unix-socket connection.
-        conn.execute("BEGIN")
-        timer = threading.Timer(1.0, conn.cancel)
-        timer.start()
-        started = time.monotonic()
-        try:
-            with pytest.raises(psycopg.errors.QueryCanceled):
-                conn.execute("SELECT pg_sleep(30)")
-        finally:
-            timer.cancel()
-        assert time.monotonic() - started < 15
-        conn.execute("ROLLBACK")
+        cancel_a_sleep(conn)
     # psql, in the simple protocol, finds the socket the way it finds Postgres's.
     out = pgcluster.run_psql(socket_dir, port, "SELECT note FROM unix_items WHERE id = 7", password="postgres")
     assert out.stdout.strip() == "n7"
