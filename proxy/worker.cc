@@ -190,7 +190,6 @@ void Worker::accept(uv_stream_t* listener, TcpConnection::Transport transport) {
   uint64_t now = backends::monotonicMs();
   auto* session = new ClientSession(*this, nextSessionId(), now, transport);
   if (uv_accept(listener, session->stream()) != 0) {
-    // Another worker took the client first (they all watch the Unix socket), or it left.
     session->close();
     return;
   }
