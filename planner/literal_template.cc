@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common/sql_text.h"
+
 namespace shardgate::planner {
 namespace {
 
@@ -23,12 +25,11 @@ enum : uint8_t {
 constexpr std::array<uint8_t, 256> makeClasses() {
   std::array<uint8_t, 256> t{};
   for (const char c : std::string_view(" \t\n\r\f")) t[static_cast<unsigned char>(c)] |= kSpace;
-  for (int c = '0'; c <= '9'; ++c) t[c] |= kDigit | kIdentCont;
-  for (int c = 'a'; c <= 'z'; ++c) t[c] |= kIdentStart | kIdentCont;
-  for (int c = 'A'; c <= 'Z'; ++c) t[c] |= kIdentStart | kIdentCont;
-  for (int c = 0x80; c <= 0xff; ++c) t[c] |= kIdentStart | kIdentCont;
-  t['_'] |= kIdentStart | kIdentCont;
-  t['$'] |= kIdentCont;
+  for (int c = '0'; c <= '9'; ++c) t[c] |= kDigit;
+  for (int c = 0; c < 256; ++c) {
+    if (isSqlIdentStart(static_cast<char>(c))) t[c] |= kIdentStart;
+    if (isSqlIdentCont(static_cast<char>(c))) t[c] |= kIdentCont;
+  }
   for (const char c : std::string_view("~!@#^&|`?+-*/%<>="))
     t[static_cast<unsigned char>(c)] |= kOp;
   for (const char c : std::string_view(",()[].;:")) t[static_cast<unsigned char>(c)] |= kSelf;
@@ -85,31 +86,15 @@ bool isTypmodKeyword(std::string_view word) {
 bool skipSpaceAndComments(std::string_view s, size_t& i) {
   const size_t n = s.size();
   while (i < n) {
-    if (isSpace(s[i])) {
-      ++i;
-      continue;
-    }
     const unsigned char c = s[i];
     if (isSpace(c)) {
       ++i;
     } else if (c == '-' && i + 1 < n && s[i + 1] == '-') {
       while (i < n && s[i] != '\n' && s[i] != '\r') ++i;
     } else if (c == '/' && i + 1 < n && s[i + 1] == '*') {
-      // Block comments nest in Postgres.
-      int depth = 1;
-      i += 2;
-      while (i < n && depth > 0) {
-        if (s[i] == '/' && i + 1 < n && s[i + 1] == '*') {
-          ++depth;
-          i += 2;
-        } else if (s[i] == '*' && i + 1 < n && s[i + 1] == '/') {
-          --depth;
-          i += 2;
-        } else {
-          ++i;
-        }
-      }
-      if (depth > 0) return false;
+      const size_t end = skipSqlBlockComment(s, i);
+      if (end == std::string_view::npos) return false;
+      i = end;
     } else {
       break;
     }

@@ -1,0 +1,95 @@
+// Postgres's lexical rules (scan.l) that shardgate's own quick scans of SQL text share.
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+
+namespace shardgate {
+
+// scan.l's ident_start: [A-Za-z\200-\377_] (bytes past ASCII belong to multibyte identifiers).
+constexpr bool isSqlIdentStart(char c) {
+  const auto u = static_cast<unsigned char>(c);
+  return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || u == '_' || u >= 0x80;
+}
+
+// scan.l's ident_cont: ident_start, digits and '$' (so "a$1" is one word, not a parameter).
+constexpr bool isSqlIdentCont(char c) {
+  return isSqlIdentStart(c) || (c >= '0' && c <= '9') || c == '$';
+}
+
+// The end of the block comment that opens at `i` ("/*"), just past its "*/": block comments nest
+// in Postgres. npos when it never closes.
+inline size_t skipSqlBlockComment(std::string_view sql, size_t i) {
+  int depth = 0;
+  while (i + 1 < sql.size()) {
+    if (sql[i] == '/' && sql[i + 1] == '*') {
+      ++depth;
+      i += 2;
+    } else if (sql[i] == '*' && sql[i + 1] == '/') {
+      i += 2;
+      if (--depth == 0) return i;
+    } else {
+      ++i;
+    }
+  }
+  return std::string_view::npos;
+}
+
+// The end of the quoted text that opens at `i` with `quote` (' or "): just past the closing quote,
+// or npos when it never closes. A doubled quote stands for one; with `backslash_escapes` (E'...')
+// a backslash takes the next byte literally.
+inline size_t skipSqlQuoted(std::string_view sql, size_t i, char quote, bool backslash_escapes) {
+  for (size_t j = i + 1; j < sql.size(); ++j) {
+    if (backslash_escapes && sql[j] == '\\') {
+      ++j;
+    } else if (sql[j] == quote) {
+      if (j + 1 < sql.size() && sql[j + 1] == quote) {
+        ++j;
+      } else {
+        return j + 1;
+      }
+    }
+  }
+  return std::string_view::npos;
+}
+
+// The length of a dollar-quote delimiter ("$$", "$tag$") that starts at `i`, or 0 if none does.
+// "$1" is a parameter, not a delimiter: a tag cannot start with a digit.
+inline size_t sqlDollarDelimiterLength(std::string_view sql, size_t i) {
+  if (i >= sql.size() || sql[i] != '$') return 0;
+  size_t j = i + 1;
+  if (j < sql.size() && isSqlIdentStart(sql[j])) {
+    ++j;
+    while (j < sql.size() && isSqlIdentCont(sql[j]) && sql[j] != '$') ++j;
+  }
+  return j < sql.size() && sql[j] == '$' ? j + 1 - i : 0;
+}
+
+// Where the code resumes after what starts at `i`, when that is text in which no keyword,
+// parameter or ';' counts: a string literal ('...', E'...' with backslash escapes), a quoted
+// identifier, a dollar-quoted string, a "--" comment or a block comment (nested). Returns `i` when
+// none starts there, and sql.size() when it never ends.
+inline size_t skipSqlNonCode(std::string_view sql, size_t i) {
+  const size_t n = sql.size();
+  if (i >= n) return i;
+  const char c = sql[i];
+  const bool after_word = i > 0 && isSqlIdentCont(sql[i - 1]);
+  size_t end = i;
+  if (c == '\'' || c == '"') {
+    // E'...' takes backslash escapes, unless the E ends a longer word ("name'x'" is no E string).
+    const bool escapes = c == '\'' && i > 0 && (sql[i - 1] == 'E' || sql[i - 1] == 'e') &&
+                         !(i > 1 && isSqlIdentCont(sql[i - 2]));
+    end = skipSqlQuoted(sql, i, c, escapes);
+  } else if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
+    end = sql.find('\n', i);
+  } else if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
+    end = skipSqlBlockComment(sql, i);
+  } else if (const size_t delimiter = after_word ? 0 : sqlDollarDelimiterLength(sql, i);
+             delimiter != 0) {
+    const size_t close = sql.find(sql.substr(i, delimiter), i + delimiter);
+    end = close == std::string_view::npos ? close : close + delimiter;
+  }
+  return end == std::string_view::npos ? n : end;
+}
+
+}  // namespace shardgate
