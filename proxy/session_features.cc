@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/ascii.h"
+#include "common/sql_text.h"
 #include "parser/node_helpers.h"
 #include "parser/parser.h"
 #include "proxy/session_settings.h"
@@ -20,10 +21,8 @@ namespace {
 // characters, as in Postgres's scanner.
 constexpr std::array<bool, 256> kWordChars = [] {
   std::array<bool, 256> table{};
-  for (int u = 0; u < 256; ++u) {
-    table[static_cast<size_t>(u)] = (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') ||
-                                    (u >= '0' && u <= '9') || u == '_' || u == '$' || u >= 0x80;
-  }
+  for (int u = 0; u < 256; ++u)
+    table[static_cast<size_t>(u)] = isSqlIdentCont(static_cast<char>(u));
   return table;
 }();
 
@@ -220,14 +219,10 @@ bool obviouslyEffectFree(std::string_view sql) {
   for (;;) {  // comments and space before the first word
     while (i < sql.size() && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\r' || sql[i] == '\n'))
       ++i;
-    if (sql.substr(i, 2) == "--") {
-      i = sql.find('\n', i);
-      if (i == std::string_view::npos) return false;
-    } else if (sql.substr(i, 2) == "/*") {
-      return false;  // nested block comments: left to the full scan
-    } else {
-      break;
-    }
+    if (i == sql.size() || (sql[i] != '-' && sql[i] != '/')) break;
+    const size_t next = skipSqlNonCode(sql, i);
+    if (next == i) break;
+    i = next;
   }
   char first[16];
   size_t n = 0;
@@ -265,24 +260,10 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
   size_t i = 0;
   const size_t n = sql.size();
   while (i < n) {
-    char c = sql[i];
-    if (c == '\'' || c == '"') {  // literal or quoted identifier: skip it whole
-      char quote = c;
-      for (++i; i < n; ++i) {
-        if (sql[i] == quote) {
-          if (i + 1 < n && sql[i + 1] == quote) {
-            ++i;
-            continue;
-          }
-          break;
-        }
-      }
-      ++i;
-    } else if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
-      while (i < n && sql[i] != '\n') ++i;
-    } else if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
-      size_t end = sql.find("*/", i + 2);
-      i = end == std::string_view::npos ? n : end + 2;
+    const char c = sql[i];
+    if (const size_t next = skipSqlNonCode(sql, i); next != i) {
+      // Literals, quoted identifiers, dollar quotes and comments hold no statement words.
+      i = next;
     } else if (c == ';') {
       if (!judge()) return effects;
       ++i;

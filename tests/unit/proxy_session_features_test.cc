@@ -50,6 +50,19 @@ TEST(SessionEffects, ShortcutMissesNothing) {
   EXPECT_EQ(verdict("SELECT 1; SET search_path = app"), "changes search_path");
 }
 
+// Postgres's quoting: what hides inside a nested comment, an E'' string with an escaped quote or a
+// dollar-quoted string is no statement, so it neither pins nor resets a setting; a statement after
+// such text still counts.
+TEST(SessionEffects, QuotedAndCommentedTextIsNoStatement) {
+  EXPECT_EQ(verdict("/* a /* b */ RESET TimeZone; */ SELECT 1"), "none");
+  EXPECT_EQ(verdict("SELECT E'\\'; RESET TimeZone; --'"), "none");
+  EXPECT_EQ(verdict("SELECT $$; RESET TimeZone; $$"), "none");
+  EXPECT_EQ(verdict("SELECT $q$ $$; LISTEN x; $q$"), "none");
+  EXPECT_EQ(verdict("/* a /* b */ c */ LISTEN jobs"), "pin: LISTEN");
+  EXPECT_EQ(verdict("SELECT E'\\''; RESET TimeZone"), "resets timezone");
+  EXPECT_EQ(verdict("SELECT $$x$$; RESET TimeZone"), "resets timezone");
+}
+
 TEST(SessionEffects, WordsThatOnlyLookAlikeDoNotPin) {
   // "temp" and "advisory" inside other words or literals send the statement to the full scan,
   // which finds nothing.
