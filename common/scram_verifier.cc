@@ -19,36 +19,35 @@ Error invalidVerifier(std::string detail) {
   return Error::make(sqlstate::kInvalidParameterValue, "invalid SCRAM verifier", std::move(detail));
 }
 
-bool isAllDigits(std::string_view text) {
-  if (text.empty()) return false;
-  for (char c : text) {
-    if (c < '0' || c > '9') return false;
-  }
-  return true;
-}
-
-// A decimal iteration count, digits only, 1 to INT_MAX (the count is an int for PBKDF2).
-Result<int> parseIterations(std::string_view text) {
-  if (!isAllDigits(text)) {
-    return invalidVerifier("The iteration count is not a positive integer.");
-  }
+// The detail for a count parseScramIterations refused.
+Error invalidIterations(std::string_view text) {
   // A digit string is no secret (the count is sent to every client in server-first-message), so
   // it may be quoted; anything else might be a mistyped password and is not.
+  const bool digits =
+      !text.empty() && text.find_first_not_of("0123456789") == std::string_view::npos;
+  if (!digits) return invalidVerifier("The iteration count is not a positive integer.");
   const std::string quoted =
       text.size() <= kMaxEchoedDigits ? "\"" + std::string(text) + "\" " : std::string();
   if (text.find_first_not_of('0') == std::string_view::npos) {
     return invalidVerifier("The iteration count " + quoted + "is not a positive integer.");
   }
-  long long value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size() || value > INT_MAX) {
-    return invalidVerifier("The iteration count " + quoted + "is out of range (1.." +
-                           std::to_string(INT_MAX) + ").");
-  }
-  return static_cast<int>(value);
+  return invalidVerifier("The iteration count " + quoted + "is out of range (1.." +
+                         std::to_string(INT_MAX) + ").");
 }
 
 }  // namespace
+
+std::optional<int> parseScramIterations(std::string_view text) {
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string_view::npos) {
+    return std::nullopt;
+  }
+  long long value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || value < 1 || value > INT_MAX) {
+    return std::nullopt;
+  }
+  return static_cast<int>(value);
+}
 
 Result<ScramVerifier> parseScramVerifier(std::string_view text) {
   if (!text.starts_with(kScramVerifierPrefix)) {
@@ -67,8 +66,8 @@ Result<ScramVerifier> parseScramVerifier(std::string_view text) {
     return invalidVerifier("Expected \"<iterations>:<salt>$<StoredKey>:<ServerKey>\".");
   }
   ScramVerifier verifier;
-  auto iterations = parseIterations(params.substr(0, colon));
-  if (!iterations.ok()) return std::move(iterations).error();
+  const std::optional<int> iterations = parseScramIterations(params.substr(0, colon));
+  if (!iterations) return invalidIterations(params.substr(0, colon));
   verifier.iterations = *iterations;
   auto salt = base64Decode(params.substr(colon + 1));
   if (!salt || salt->empty()) return invalidVerifier("The salt is not valid base64.");

@@ -1,6 +1,7 @@
 // Postgres's stored SCRAM-SHA-256 verifier text, parsed and formatted (no cryptography here).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -19,6 +20,10 @@ struct ScramVerifier {
   std::string stored_key;  // 32 bytes: H(ClientKey)
   std::string server_key;  // 32 bytes
 };
+
+// A SCRAM iteration count as Postgres writes it: decimal digits only, 1 to INT_MAX (PBKDF2 takes
+// an int). nullopt for anything else. The verifier and the server-first-message ("i=") use it.
+std::optional<int> parseScramIterations(std::string_view text);
 
 // Parses a verifier. Base64 must be canonical (common/base64.h). Errors are 22023 "invalid SCRAM
 // verifier" with a detail that names the bad part but never echoes the salt or keys, so the

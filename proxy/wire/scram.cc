@@ -7,8 +7,6 @@
 #include <openssl/rand.h>
 
 #include <array>
-#include <charconv>
-#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
@@ -101,20 +99,6 @@ bool isPrintable(std::string_view text) {
     if (c < 0x21 || c > 0x7e || c == ',') return false;
   }
   return true;
-}
-
-// Parses a decimal iteration count: digits only, 1 to INT_MAX.
-std::optional<int> parseIterations(std::string_view text) {
-  if (text.empty() || text.size() > 10) return std::nullopt;
-  for (char c : text) {
-    if (c < '0' || c > '9') return std::nullopt;
-  }
-  long long value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size() || value < 1 || value > INT_MAX) {
-    return std::nullopt;
-  }
-  return static_cast<int>(value);
 }
 
 // Reads "a=value,b=value,..." attribute by attribute, as RFC 5802 lays messages out. Every
@@ -407,7 +391,7 @@ Result<std::string> ScramClient::parseServerFirst(std::string_view message) {
   if (!salt || salt->empty()) return malformed("Invalid salt in server-first-message.");
   auto iterations_text = reader.read('i');
   if (!iterations_text.ok()) return std::move(iterations_text).error();
-  auto iterations = parseIterations(*iterations_text);
+  auto iterations = parseScramIterations(*iterations_text);
   if (!iterations) return malformed("Invalid iteration count in server-first-message.");
   while (!reader.atEnd()) {
     if (auto extension = reader.readAny(); !extension.ok()) return std::move(extension).error();
