@@ -454,8 +454,9 @@ def run_one(target: Target, mode: str, clients: int, seconds: int, threads: int,
     # -n: the tables were vacuumed by -i; vacuuming again before every run only adds noise.
     r = pgbench(target.port(), "-n", *workload, "-M", mode, "-c", str(clients), "-j", str(min(threads, clients)),
                 "-T", str(seconds), timeout=seconds + 180)
-    after_user, after_system = cpu_split_ticks(pid) if pid and target.running() else (0, 0)
-    after = after_user + after_system if pid and target.running() else None
+    alive = bool(pid) and target.running()  # asked once: the two figures must agree
+    after_user, after_system = cpu_split_ticks(pid) if alive else (0, 0)
+    after = after_user + after_system if alive else None
     machine_us = (machine_busy_ticks() - machine_before) / CLK_TCK * 1e6
     server_us = (sum(tree_cpu_ticks(p) for p in servers) - servers_before) / CLK_TCK * 1e6
     client_us = (children_cpu_seconds() - client_before) * 1e6
