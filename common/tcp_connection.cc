@@ -9,10 +9,14 @@
 #include <cerrno>
 #include <cstdint>
 
+#include "common/log.h"
+
 namespace shardgate {
 
 namespace {
 constexpr size_t kScratchSize = 256 * 1024;
+// One TLS record's plaintext at most (16 KiB), asked of OpenSSL per call.
+constexpr size_t kTlsReadChunk = 16 * 1024;
 // Compact the output buffer once this much of it has been written.
 constexpr size_t kCompactThreshold = 64 * 1024;
 }  // namespace
@@ -101,12 +105,71 @@ void TcpConnection::readCallback(uv_stream_t* stream, ssize_t nread, const uv_bu
     self->last_read_ns_ = uv_hrtime();
   }
   std::string_view data(buf->base, static_cast<size_t>(nread));
-  if (self->pending_.empty()) {
-    self->consume(data, /*from_pending=*/false);
+  if (self->tls_) {
+    self->receiveTls(data);
   } else {
-    self->pending_.append(data);
-    self->consume(self->pending_, /*from_pending=*/true);
+    self->deliver(data);
   }
+}
+
+void TcpConnection::deliver(std::string_view data) {
+  if (pending_.empty()) {
+    consume(data, /*from_pending=*/false);
+  } else {
+    pending_.append(data);
+    consume(pending_, /*from_pending=*/true);
+  }
+}
+
+void TcpConnection::receiveTls(std::string_view ciphertext) {
+  tls_->feed(ciphertext);
+  // All the plaintext this read brings is offered at once, as a plain read's bytes are: a session
+  // that pauses in the middle (back-pressure, Terminate) then sees what it would have seen
+  // without TLS.
+  std::string& plaintext = context_.tlsPlaintext();
+  plaintext.clear();
+  TlsSession::ReadResult r;
+  for (;;) {
+    size_t at = plaintext.size();
+    plaintext.resize(at + kTlsReadChunk);
+    r = tls_->read(plaintext.data() + at, kTlsReadChunk);
+    plaintext.resize(at + (r.kind == TlsSession::ReadResult::Kind::kData ? r.size : 0));
+    if (r.kind != TlsSession::ReadResult::Kind::kData) break;
+  }
+  if (!plaintext.empty()) deliver(plaintext);
+  if (plaintext.capacity() > kScratchSize) std::string().swap(plaintext);
+  if (closing_) return;
+  if (r.kind == TlsSession::ReadResult::Kind::kClosed) {
+    reportDisconnect(UV_EOF);
+    return;
+  }
+  if (r.kind == TlsSession::ReadResult::Kind::kFailed) {
+    spdlog::info("event=tls_failed error=\"{}\"", r.error);
+    reportDisconnect(UV_EPROTO);
+    return;
+  }
+  // Handshake replies, or output that waited for the handshake to end.
+  if (tls_->unsentWireBytes() > 0 || out_.size() > out_offset_) scheduleFlush();
+}
+
+void TcpConnection::startTls(std::unique_ptr<TlsSession> tls) {
+  flushNow();  // what is queued goes out before the first TLS byte
+  tls_ = std::move(tls);
+}
+
+bool TcpConnection::encryptOutput() {
+  if (out_.size() == out_offset_) return true;
+  Result<bool> taken = tls_->write(std::string_view(out_).substr(out_offset_));
+  if (!taken.ok()) {
+    spdlog::info("event=tls_failed error=\"{}\"", taken.error().message);
+    reportDisconnect(UV_EPROTO);
+    return false;
+  }
+  if (*taken) {
+    out_.clear();
+    out_offset_ = 0;
+  }
+  return true;
 }
 
 void TcpConnection::consume(std::string_view data, bool from_pending) {
@@ -160,23 +223,27 @@ int TcpConnection::trySend(const char* data, size_t size) {
 void TcpConnection::flushNow() {
   if (closing_) return;
   if (!inflight_.empty()) return;  // writeCallback continues
-  size_t unsent = out_.size() - out_offset_;
+  if (tls_ && !encryptOutput()) return;
+  // What goes on the wire: the queued output itself, or the TLS records made from it.
+  std::string& wire = tls_ ? tls_->wireOut() : out_;
+  size_t& wire_offset = tls_ ? tls_->wireOffset() : out_offset_;
+  size_t unsent = wire.size() - wire_offset;
   if (unsent > 0) {
-    int written = trySend(out_.data() + out_offset_, unsent);
+    int written = trySend(wire.data() + wire_offset, unsent);
     if (written > 0) {
-      out_offset_ += static_cast<size_t>(written);
+      wire_offset += static_cast<size_t>(written);
       if (bytes_sent_) bytes_sent_->add(static_cast<uint64_t>(written));
     }
     if (written < 0 && written != UV_EAGAIN && written != UV_ENOSYS) {
       reportDisconnect(written);
       return;
     }
-    unsent = out_.size() - out_offset_;
+    unsent = wire.size() - wire_offset;
     if (unsent > 0) {
       // The kernel buffer is full: hand the rest to uv_write and keep it alive until done.
-      inflight_.assign(out_, out_offset_, unsent);
-      out_.clear();
-      out_offset_ = 0;
+      inflight_.assign(wire, wire_offset, unsent);
+      wire.clear();
+      wire_offset = 0;
       uv_buf_t rest = uv_buf_init(inflight_.data(), static_cast<unsigned>(inflight_.size()));
       int rc = uv_write(&write_req_, stream(), &rest, 1, &TcpConnection::writeCallback);
       if (rc < 0) {
@@ -188,9 +255,11 @@ void TcpConnection::flushNow() {
       return;
     }
   }
-  out_.clear();
-  out_offset_ = 0;
-  if (out_.capacity() > kCompactThreshold) out_.shrink_to_fit();
+  wire.clear();
+  wire_offset = 0;
+  if (wire.capacity() > kCompactThreshold) wire.shrink_to_fit();
+  // Plaintext still queued under TLS waits for the handshake to end (receiveTls flushes then).
+  if (out_.size() > out_offset_) return;
   if (close_after_flush_) {
     close();
     return;
@@ -216,6 +285,10 @@ bool TcpConnection::releaseIdleBuffers() {
   std::string().swap(out_);
   out_offset_ = 0;
   std::string().swap(inflight_);
+  if (tls_) {
+    std::string().swap(tls_->wireOut());
+    tls_->wireOffset() = 0;
+  }
   return true;
 }
 

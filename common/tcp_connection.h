@@ -5,11 +5,13 @@
 #include <uv.h>
 
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/relaxed_metrics.h"
+#include "common/tls.h"
 
 namespace shardgate {
 
@@ -28,6 +30,8 @@ class LoopContext {
   uv_loop_t* loop() const { return loop_; }
   char* scratch() { return scratch_.data(); }
   size_t scratchSize() const { return scratch_.size(); }
+  // Where a TLS connection collects the plaintext of one read (one buffer for the whole loop).
+  std::string& tlsPlaintext() { return tls_plaintext_; }
 
   void scheduleFlush(TcpConnection* connection);
   void forget(TcpConnection* connection);  // a closing connection leaves the flush list
@@ -40,6 +44,7 @@ class LoopContext {
   uv_loop_t* loop_;
   uv_check_t check_;
   std::vector<char> scratch_;
+  std::string tls_plaintext_;
   std::vector<TcpConnection*> dirty_;
   std::vector<TcpConnection*> flushing_;  // the batch flushAll() is writing
 };
@@ -75,7 +80,9 @@ class TcpConnection {
   std::string& outputBuffer() { return out_; }  // append, then scheduleFlush()
   void scheduleFlush();
   void flushNow();
-  size_t unsentBytes() const { return out_.size() - out_offset_ + inflight_.size(); }
+  size_t unsentBytes() const {
+    return out_.size() - out_offset_ + inflight_.size() + (tls_ ? tls_->unsentWireBytes() : 0);
+  }
   // Frees the input and output buffers if they hold nothing (a connection about to idle for long:
   // they grow again on the next traffic). Returns whether they were empty.
   bool releaseIdleBuffers();
@@ -88,6 +95,12 @@ class TcpConnection {
   }
   // uv_hrtime() of the latest read (0 before the first, or when not metered).
   uint64_t lastReadNs() const { return last_read_ns_; }
+
+  // TLS from here on: input is decrypted before onData() sees it and output encrypted as it is
+  // flushed. Output queued before is flushed in plain text first (the 'S' that accepts an
+  // SSLRequest).
+  void startTls(std::unique_ptr<TlsSession> tls);
+  const TlsSession* tls() const { return tls_.get(); }
 
   // Closes the socket; queued output is dropped. The object deletes itself once libuv is done.
   void close();
@@ -110,7 +123,13 @@ class TcpConnection {
   static void readCallback(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
   static void writeCallback(uv_write_t* req, int status);
   static void closeCallback(uv_handle_t* handle);
+  // Offers bytes read (plaintext) to onData(), after any kept from earlier reads.
+  void deliver(std::string_view data);
   void consume(std::string_view data, bool from_pending);
+  // Ciphertext read: decrypts it and delivers the plaintext.
+  void receiveTls(std::string_view ciphertext);
+  // Moves the queued plaintext into TLS records; false when TLS failed (reported).
+  bool encryptOutput();
   // Writes what the socket takes now: bytes written, UV_EAGAIN, or another libuv error code.
   int trySend(const char* data, size_t size);
   void reportDisconnect(int status);
@@ -122,10 +141,11 @@ class TcpConnection {
     uv_pipe_t pipe_;
   };
   uv_write_t write_req_;
-  std::string pending_;    // input not yet consumed
-  std::string out_;        // output not yet handed to the kernel
-  size_t out_offset_ = 0;  // bytes of out_ already written
-  std::string inflight_;   // output handed to uv_write, waiting for its callback
+  std::string pending_;              // input not yet consumed
+  std::string out_;                  // output not yet handed to the kernel
+  size_t out_offset_ = 0;            // bytes of out_ already written
+  std::string inflight_;             // output handed to uv_write, waiting for its callback
+  std::unique_ptr<TlsSession> tls_;  // null: plain text
   bool reading_ = false;
   bool closing_ = false;
   bool close_after_flush_ = false;

@@ -15,6 +15,9 @@ namespace shardgate::conf {
 enum class PoolMode { kSession, kTransaction };
 enum class AuthMethod { kTrust, kCleartext, kMd5, kScramSha256 };
 enum class LogFormat { kText, kJson };
+// TLS with clients, PgBouncer's client_tls_sslmode: kDisable answers every SSLRequest 'N'; kAllow
+// and kPrefer accept TLS when a client asks; kRequire also refuses TCP clients that do not.
+enum class TlsMode { kDisable, kAllow, kPrefer, kRequire };
 
 // How a user's password is stored in the config.
 enum class PasswordKind {
@@ -187,6 +190,11 @@ struct General {
   bool log_parameters = false;
   std::string log_level = "info";  // trace, debug, info, warn, error, critical, off
   LogFormat log_format = LogFormat::kText;
+  // TLS with clients; with a mode other than disable, both files (PEM) are required. RELOAD reads
+  // them again (a renewed certificate), and keeps the old ones if they fail to load.
+  TlsMode client_tls_sslmode = TlsMode::kDisable;
+  std::string client_tls_cert_file;
+  std::string client_tls_key_file;
 };
 
 struct Config {
@@ -248,6 +256,19 @@ inline std::string_view logFormatName(LogFormat f) {
       return "text";
     case LogFormat::kJson:
       return "json";
+  }
+  return "?";
+}
+inline std::string_view tlsModeName(TlsMode m) {
+  switch (m) {
+    case TlsMode::kDisable:
+      return "disable";
+    case TlsMode::kAllow:
+      return "allow";
+    case TlsMode::kPrefer:
+      return "prefer";
+    case TlsMode::kRequire:
+      return "require";
   }
   return "?";
 }

@@ -370,6 +370,34 @@ class Loader {
                              std::to_string(path.size()) + " bytes long; the limit is 107");
   }
 
+  // The files are only named here; the proxy loads them (and says what is wrong with them).
+  static Status readClientTls(const TableReader& t, General& g) {
+    if (t.has("client_tls_sslmode")) {
+      std::string mode;
+      CONF_TRY(t.readString("client_tls_sslmode", mode));
+      if (mode == "verify-ca" || mode == "verify-full") {
+        return t.failAt("client_tls_sslmode", quoted(mode) +
+                                                  " (client certificates) is not supported; use " +
+                                                  "disable, allow, prefer or require");
+      }
+    }
+    CONF_TRY(t.readEnum("client_tls_sslmode", g.client_tls_sslmode,
+                        {TlsMode::kDisable, TlsMode::kAllow, TlsMode::kPrefer, TlsMode::kRequire},
+                        tlsModeName));
+    CONF_TRY(t.readString("client_tls_cert_file", g.client_tls_cert_file, /*non_empty=*/false));
+    CONF_TRY(t.readString("client_tls_key_file", g.client_tls_key_file, /*non_empty=*/false));
+    if (g.client_tls_sslmode == TlsMode::kDisable) return {};
+    for (auto [key, value] : {std::pair{"client_tls_cert_file", &g.client_tls_cert_file},
+                              std::pair{"client_tls_key_file", &g.client_tls_key_file}}) {
+      if (value->empty()) {
+        return t.failAt("client_tls_sslmode",
+                        "client_tls_sslmode = " + quoted(tlsModeName(g.client_tls_sslmode)) +
+                            " needs " + key + " (a PEM file)");
+      }
+    }
+    return {};
+  }
+
   static Status readGeneral(const TableReader& t, General& g) {
     CONF_TRY(t.onlyKeys({"listen_addr",
                          "port",
@@ -395,7 +423,10 @@ class Loader {
                          "table_stats_interval_ms",
                          "slow_query_ms",
                          "slow_query_max_chars",
-                         "log_parameters"}));
+                         "log_parameters",
+                         "client_tls_sslmode",
+                         "client_tls_cert_file",
+                         "client_tls_key_file"}));
     CONF_TRY(t.readString("listen_addr", g.listen_addr));
     CONF_TRY(t.readInt("port", g.port, 1, 65535));
     CONF_TRY(t.readString("unix_socket_dir", g.unix_socket_dir, /*non_empty=*/false));
@@ -431,6 +462,7 @@ class Loader {
                           {"trace", "debug", "info", "warn", "error", "critical", "off"}));
     CONF_TRY(t.readEnum("log_format", g.log_format, {LogFormat::kText, LogFormat::kJson},
                         logFormatName));
+    CONF_TRY(readClientTls(t, g));
     // Both listeners on one port would fail to bind, or with SO_REUSEPORT split connections.
     if (g.metrics_port != 0 && g.metrics_port == g.port) {
       return t.failAt("metrics_port",

@@ -112,9 +112,12 @@ size_t ClientSession::handleStartupPhase(std::string_view data) {
       fatal(packet.error());
       return data.size();
     }
-    if (std::holds_alternative<wire::SslRequest>(*packet) ||
-        std::holds_alternative<wire::GssEncRequest>(*packet)) {
-      send("N");  // no TLS or GSS encryption (yet): the client goes on in plain text
+    if (std::holds_alternative<wire::SslRequest>(*packet)) {
+      if (!answerSslRequest(used < data.size())) return data.size();
+      continue;
+    }
+    if (std::holds_alternative<wire::GssEncRequest>(*packet)) {
+      send("N");  // no GSS encryption: the client goes on in plain text (or asks for TLS)
       continue;
     }
     if (auto* cancel = std::get_if<wire::CancelRequest>(&*packet)) {
@@ -133,7 +136,43 @@ size_t ClientSession::handleStartupPhase(std::string_view data) {
   return used;
 }
 
+bool ClientSession::answerSslRequest(bool more_input) {
+  if (tls()) {
+    fatal(Error::fatal(sqlstate::kProtocolViolation, "SSLRequest on a connection already in TLS"));
+    return false;
+  }
+  // Postgres does not offer TLS on its Unix-domain socket either.
+  std::shared_ptr<const TlsContext> context =
+      transport() == Transport::kTcp ? worker_.server().clientTls() : nullptr;
+  if (!context) {
+    send("N");  // the client goes on in plain text, or gives up if it insists on TLS
+    return true;
+  }
+  if (more_input) {
+    // Bytes the client sent before the handshake could be injected by anyone on the path
+    // (CVE-2021-23214): Postgres refuses them, and so do we.
+    fatal(
+        Error::fatal(sqlstate::kProtocolViolation, "received unencrypted data after SSL request"));
+    return false;
+  }
+  auto session = TlsSession::serverSide(std::move(context));
+  if (!session.ok()) {
+    fatal(session.error());
+    return false;
+  }
+  send("S");
+  startTls(std::move(*session));
+  return true;
+}
+
 void ClientSession::handleStartupMessage(const wire::StartupMessage& startup) {
+  if (!tls() && transport() == Transport::kTcp &&
+      worker_.config().general.client_tls_sslmode == conf::TlsMode::kRequire) {
+    fatal(Error::fatal(sqlstate::kInvalidAuthorization,
+                       "shardgate accepts only TLS connections (client_tls_sslmode = require)", "",
+                       "connect with sslmode=require"));
+    return;
+  }
   int32_t minor = startup.protocol_version & 0xffff;
   std::vector<std::string> unrecognized;
   SettingList startup_settings;

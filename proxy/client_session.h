@@ -31,7 +31,7 @@ class AdminConsole;
 struct ClientSnapshot;
 
 // States and the transitions each allows:
-//   kStartup        → kStartup (SSLRequest/GSSENCRequest answered 'N'), kAuthenticating,
+//   kStartup        → kStartup (SSLRequest answered 'S' and TLS, or 'N'), kAuthenticating,
 //                     closed (CancelRequest, bad packet)
 //   kAuthenticating → kLoggingIn (credentials accepted), closed (wrong password, bad message)
 //   kLoggingIn      → kReady (a server was acquired and brought in line with the client's
@@ -112,6 +112,9 @@ class ClientSession final : public TcpConnection,
 
  private:
   size_t handleStartupPhase(std::string_view data);
+  // Answers 'S' and starts TLS, or 'N'; false when the session failed (more_input: bytes came
+  // after the request).
+  bool answerSslRequest(bool more_input);
   void handleStartupMessage(const wire::StartupMessage& startup);
   size_t handleAuthPhase(std::string_view data);
   void authenticated();

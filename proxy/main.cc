@@ -130,6 +130,11 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "shardgate: %s\n", loaded.error().message.c_str());
       return kExitConfigError;
     }
+    auto tls = shardgate::proxy::ProxyServer::loadClientTls((*loaded)->general);
+    if (!tls.ok()) {
+      std::fprintf(stderr, "shardgate: %s\n", tls.error().message.c_str());
+      return kExitConfigError;
+    }
     std::printf("%s: configuration is valid\n", argv[2]);
     return 0;
   }

@@ -76,9 +76,27 @@ ProxyServer::~ProxyServer() {
   if (!unix_socket_path_.empty()) ::unlink(unix_socket_path_.c_str());
 }
 
+Result<std::shared_ptr<const TlsContext>> ProxyServer::loadClientTls(const conf::General& general) {
+  if (general.client_tls_sslmode == conf::TlsMode::kDisable) {
+    return std::shared_ptr<const TlsContext>();
+  }
+  return TlsContext::forServer(general.client_tls_cert_file, general.client_tls_key_file);
+}
+
+std::shared_ptr<const TlsContext> ProxyServer::clientTls() const {
+  std::lock_guard lock(config_mutex_);
+  return client_tls_;
+}
+
 Status ProxyServer::start() {
   conf::ConfigPtr config = currentConfig();
   const conf::General& g = config->general;
+  auto tls = loadClientTls(g);
+  if (!tls.ok()) return tls.error();
+  {
+    std::lock_guard lock(config_mutex_);
+    client_tls_ = *tls;
+  }
   uint32_t count = std::max<uint32_t>(1, g.workers);
   for (uint32_t i = 0; i < count; ++i) {
     auto worker = std::make_unique<Worker>(*this, i, config);
@@ -108,8 +126,10 @@ Status ProxyServer::start() {
     if (!serving.ok()) return serving;
   }
   for (auto& worker : workers_) worker->start();
-  spdlog::info("event=listening address={} port={} workers={} pool_mode={}", g.listen_addr, g.port,
-               count, g.pool_mode == conf::PoolMode::kSession ? "session" : "transaction");
+  spdlog::info("event=listening address={} port={} workers={} pool_mode={} client_tls={}",
+               g.listen_addr, g.port, count,
+               g.pool_mode == conf::PoolMode::kSession ? "session" : "transaction",
+               conf::tlsModeName(g.client_tls_sslmode));
   if (!unix_socket_path_.empty()) {
     spdlog::info("event=listening_unix path=\"{}\"", unix_socket_path_);
   }
@@ -135,6 +155,12 @@ Result<conf::ConfigPtr> ProxyServer::reload() {
     return loaded.error();
   }
   conf::ConfigPtr next = *loaded;
+  auto tls = loadClientTls(next->general);
+  if (!tls.ok()) {
+    spdlog::error("event=reload_failed source=\"{}\" error=\"{}\"", current->source_path,
+                  tls.error().message);
+    return tls.error();
+  }
   // The listening sockets and threads stay as they are until a restart.
   const conf::General& was = current->general;
   const conf::General& now = next->general;
@@ -156,6 +182,7 @@ Result<conf::ConfigPtr> ProxyServer::reload() {
     std::lock_guard lock(config_mutex_);
     config_ = next;
     history_.push_back(next);
+    client_tls_ = *tls;
   }
   max_client_conn_.store(now.max_client_conn, std::memory_order_relaxed);
   for (auto& worker : workers_) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/tls.h"
 #include "conf/config.h"
 #include "proxy/cancel_registry.h"
 
@@ -40,6 +41,13 @@ class ProxyServer {
   // The admin console's SHUTDOWN (any thread): what SIGTERM does. main() installs the handler.
   void setShutdownHandler(std::function<void()> handler) { shutdown_handler_ = std::move(handler); }
   void requestShutdown();
+  // The certificate and key for clients' TLS (null when client_tls_sslmode is disable). Any
+  // thread; RELOAD loads the files again.
+  std::shared_ptr<const TlsContext> clientTls() const;
+  // Loads the files general.client_tls_* name (null for disable): for start, RELOAD and
+  // --check-config.
+  static Result<std::shared_ptr<const TlsContext>> loadClientTls(const conf::General& general);
+
   CancelRegistry& cancelRegistry() { return cancel_registry_; }
   Worker& worker(uint32_t index) { return *workers_.at(index); }
   size_t workerCount() const { return workers_.size(); }
@@ -50,8 +58,9 @@ class ProxyServer {
   uint32_t clientCount() const { return clients_.load(std::memory_order_relaxed); }
 
  private:
-  mutable std::mutex config_mutex_;  // guards config_ and history_; never taken per query
+  mutable std::mutex config_mutex_;  // guards config_, history_, client_tls_; never per query
   conf::ConfigPtr config_;
+  std::shared_ptr<const TlsContext> client_tls_;
   std::vector<conf::ConfigPtr> history_;
   std::mutex reload_mutex_;  // one reload at a time (SIGHUP and RELOAD may race)
   std::atomic<uint32_t> max_client_conn_{0};

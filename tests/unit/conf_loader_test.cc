@@ -190,6 +190,23 @@ TEST(ConfLoader, UnixSocketDirForClients) {
   EXPECT_TRUE(off->general.unix_socket_dir.empty());
 }
 
+TEST(ConfLoader, ClientTls) {
+  auto off = parseOk("");
+  ASSERT_TRUE(off);
+  EXPECT_EQ(off->general.client_tls_sslmode, TlsMode::kDisable);
+  auto on = parseOk(
+      "[general]\nclient_tls_sslmode = \"require\"\nclient_tls_cert_file = \"/etc/c.pem\"\n"
+      "client_tls_key_file = \"/etc/k.pem\"\n");
+  ASSERT_TRUE(on);
+  EXPECT_EQ(on->general.client_tls_sslmode, TlsMode::kRequire);
+  EXPECT_EQ(on->general.client_tls_cert_file, "/etc/c.pem");
+  EXPECT_EQ(on->general.client_tls_key_file, "/etc/k.pem");
+  // Files named with TLS off are kept for a later switch, and not required.
+  auto named = parseOk("[general]\nclient_tls_cert_file = \"/etc/c.pem\"\n");
+  ASSERT_TRUE(named);
+  EXPECT_EQ(named->general.client_tls_sslmode, TlsMode::kDisable);
+}
+
 TEST(ConfLoader, EmptyDocumentGivesDefaults) {
   auto c = parseOk("");
   ASSERT_TRUE(c);
@@ -516,6 +533,16 @@ const BadCase kBadCases[] = {
      "[[databases]]\nname = \"app\"\n[[databases.shards]]\n[databases.shards.primary]\nhost = "
      "\"h\"\nuser = \"u\"\n",
      4, 0, "databases[0].shards[0].primary.port", "required key is missing"},
+    {"ClientTlsWithoutCertificate",
+     "[general]\nclient_tls_sslmode = \"require\"\nclient_tls_key_file = \"/k.pem\"\n", 2, 0,
+     "general.client_tls_sslmode", "needs client_tls_cert_file (a PEM file)"},
+    {"ClientTlsWithoutKey",
+     "[general]\nclient_tls_sslmode = \"prefer\"\nclient_tls_cert_file = \"/c.pem\"\n", 2, 0,
+     "general.client_tls_sslmode", "needs client_tls_key_file"},
+    {"ClientTlsVerifyFull", "[general]\nclient_tls_sslmode = \"verify-full\"\n", 2, 0,
+     "general.client_tls_sslmode", "(client certificates) is not supported"},
+    {"ClientTlsUnknownMode", "[general]\nclient_tls_sslmode = \"on\"\n", 2, 0,
+     "general.client_tls_sslmode", "is not one of"},
     {"RelativeUnixSocketDir", "[general]\nunix_socket_dir = \"tmp\"\n", 2, 0,
      "general.unix_socket_dir", "must be an absolute directory path"},
     {"UnixSocketDirTooLong", "[general]\nunix_socket_dir = \"/" + std::string(100, 'd') + "\"\n", 2,

@@ -1,0 +1,165 @@
+// TlsContext and TlsSession: OpenSSL's server side over memory BIOs.
+#include "common/tls.h"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <algorithm>
+#include <climits>
+
+namespace shardgate {
+
+namespace {
+
+// OpenSSL's reasons for the latest failures on this thread (its error queue), emptied.
+std::string takeOpensslErrors() {
+  std::string out;
+  while (unsigned long code = ERR_get_error()) {
+    char text[256];
+    ERR_error_string_n(code, text, sizeof(text));
+    if (!out.empty()) out += "; ";
+    out += text;
+  }
+  return out.empty() ? "unknown TLS error" : out;
+}
+
+Error tlsConfigError(std::string message) {
+  return Error::fatal(sqlstate::kConfigFileError, std::move(message));
+}
+
+}  // namespace
+
+Result<std::shared_ptr<const TlsContext>> TlsContext::forServer(const std::string& cert_file,
+                                                                const std::string& key_file) {
+  ERR_clear_error();
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == nullptr) return tlsConfigError("cannot create a TLS context: " + takeOpensslErrors());
+  std::shared_ptr<const TlsContext> context(new TlsContext(ctx));
+  // TLS 1.0 and 1.1 are broken and off in Postgres 15's default (ssl_min_protocol_version).
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  // No renegotiation (Postgres refuses it too), and our own buffers can shrink when idle.
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  if (SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1) {
+    return tlsConfigError("cannot load the TLS certificate \"" + cert_file +
+                          "\": " + takeOpensslErrors());
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    return tlsConfigError("cannot load the TLS private key \"" + key_file +
+                          "\": " + takeOpensslErrors());
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    return tlsConfigError("the TLS private key \"" + key_file +
+                          "\" does not match the certificate \"" + cert_file +
+                          "\": " + takeOpensslErrors());
+  }
+  return context;
+}
+
+TlsContext::~TlsContext() {
+  SSL_CTX_free(ctx_);
+}
+
+Result<std::unique_ptr<TlsSession>> TlsSession::serverSide(
+    std::shared_ptr<const TlsContext> context) {
+  ERR_clear_error();
+  SSL* ssl = SSL_new(context->native());
+  BIO* from_peer = BIO_new(BIO_s_mem());
+  BIO* to_peer = BIO_new(BIO_s_mem());
+  if (ssl == nullptr || from_peer == nullptr || to_peer == nullptr) {
+    SSL_free(ssl);
+    BIO_free(from_peer);
+    BIO_free(to_peer);
+    return Error::fatal(sqlstate::kInternalError,
+                        "cannot start TLS on this connection: " + takeOpensslErrors());
+  }
+  // An empty input BIO means "wait for more", not end of stream.
+  BIO_set_mem_eof_return(from_peer, -1);
+  BIO_set_mem_eof_return(to_peer, -1);
+  SSL_set_bio(ssl, from_peer, to_peer);  // ssl owns both from here
+  SSL_set_accept_state(ssl);
+  return std::unique_ptr<TlsSession>(new TlsSession(ssl, from_peer, to_peer));
+}
+
+TlsSession::~TlsSession() {
+  SSL_free(ssl_);
+}
+
+void TlsSession::feed(std::string_view ciphertext) {
+  while (!ciphertext.empty()) {
+    int chunk = static_cast<int>(std::min<size_t>(ciphertext.size(), INT_MAX));
+    int written = BIO_write(from_peer_, ciphertext.data(), chunk);
+    if (written <= 0) return;  // a memory BIO only fails when out of memory; read() will fail
+    ciphertext.remove_prefix(static_cast<size_t>(written));
+  }
+}
+
+TlsSession::ReadResult TlsSession::read(char* buffer, size_t capacity) {
+  ERR_clear_error();
+  int n = SSL_read(ssl_, buffer, static_cast<int>(std::min<size_t>(capacity, INT_MAX)));
+  // The handshake and post-handshake messages (TLS 1.3 session tickets) leave output to send.
+  collectWireOutput();
+  ReadResult result;
+  if (n > 0) {
+    result.kind = ReadResult::Kind::kData;
+    result.size = static_cast<size_t>(n);
+    return result;
+  }
+  switch (SSL_get_error(ssl_, n)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:  // a memory BIO takes every write; listed for completeness
+      result.kind = ReadResult::Kind::kNeedMore;
+      break;
+    case SSL_ERROR_ZERO_RETURN:
+      result.kind = ReadResult::Kind::kClosed;
+      break;
+    default:
+      result.kind = ReadResult::Kind::kFailed;
+      result.error = takeOpensslErrors();
+      break;
+  }
+  return result;
+}
+
+Result<bool> TlsSession::write(std::string_view plaintext) {
+  if (!handshakeDone()) return false;
+  ERR_clear_error();
+  while (!plaintext.empty()) {
+    // Records are at most 16 KiB; a bounded chunk keeps the int conversion safe.
+    int chunk = static_cast<int>(std::min<size_t>(plaintext.size(), 1u << 20));
+    int n = SSL_write(ssl_, plaintext.data(), chunk);
+    if (n <= 0) {
+      collectWireOutput();
+      return Error::fatal(sqlstate::kConnectionFailure, "TLS write failed: " + takeOpensslErrors());
+    }
+    plaintext.remove_prefix(static_cast<size_t>(n));
+  }
+  collectWireOutput();
+  return true;
+}
+
+void TlsSession::collectWireOutput() {
+  size_t pending = BIO_ctrl_pending(to_peer_);
+  if (pending == 0) return;
+  if (wire_offset_ == wire_out_.size()) {
+    wire_out_.clear();
+    wire_offset_ = 0;
+  }
+  size_t at = wire_out_.size();
+  wire_out_.resize(at + pending);
+  int n = BIO_read(to_peer_, wire_out_.data() + at,
+                   static_cast<int>(std::min<size_t>(pending, INT_MAX)));
+  wire_out_.resize(at + static_cast<size_t>(std::max(n, 0)));
+}
+
+bool TlsSession::handshakeDone() const {
+  return SSL_is_init_finished(ssl_) == 1;
+}
+
+std::string TlsSession::describe() const {
+  if (!handshakeDone()) return {};
+  return std::string(SSL_get_version(ssl_)) + "/" + SSL_get_cipher_name(ssl_);
+}
+
+}  // namespace shardgate

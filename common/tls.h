@@ -1,0 +1,82 @@
+// TLS over a byte stream with OpenSSL memory BIOs: a connection feeds in the ciphertext it read and
+// writes out the ciphertext TLS produces; OpenSSL never touches the socket.
+#pragma once
+
+#include <openssl/types.h>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+
+namespace shardgate {
+
+// A certificate chain and its private key, loaded once and shared (read-only) by the connections
+// of every thread: OpenSSL's SSL_CTX is safe for that once configured.
+class TlsContext {
+ public:
+  // The server side of TLS 1.2 and later, with a PEM certificate chain and its PEM private key.
+  // The error names the file and OpenSSL's reason.
+  static Result<std::shared_ptr<const TlsContext>> forServer(const std::string& cert_file,
+                                                             const std::string& key_file);
+  ~TlsContext();
+  TlsContext(const TlsContext&) = delete;
+  TlsContext& operator=(const TlsContext&) = delete;
+
+  SSL_CTX* native() const { return ctx_; }
+
+ private:
+  explicit TlsContext(SSL_CTX* ctx) : ctx_(ctx) {}
+  SSL_CTX* ctx_;
+};
+
+// One connection's TLS state: the handshake, then records in both directions.
+class TlsSession {
+ public:
+  static Result<std::unique_ptr<TlsSession>> serverSide(std::shared_ptr<const TlsContext> context);
+  ~TlsSession();
+  TlsSession(const TlsSession&) = delete;
+  TlsSession& operator=(const TlsSession&) = delete;
+
+  // Ciphertext read from the peer.
+  void feed(std::string_view ciphertext);
+
+  struct ReadResult {
+    enum class Kind { kData, kNeedMore, kClosed, kFailed };
+    Kind kind = Kind::kNeedMore;
+    size_t size = 0;    // kData: plaintext bytes put in the buffer
+    std::string error;  // kFailed: OpenSSL's reason
+  };
+  // Plaintext decrypted from what was fed, up to `capacity` bytes at a time; call until it says
+  // kNeedMore. Also advances the handshake. kClosed: the peer ended TLS (close_notify).
+  ReadResult read(char* buffer, size_t capacity);
+
+  // Encrypts `plaintext` into wireOut(). False, with nothing taken, while the handshake is not
+  // finished; an error when TLS has failed.
+  Result<bool> write(std::string_view plaintext);
+
+  // Ciphertext for the peer (handshake messages and records), from wireOffset() on.
+  std::string& wireOut() { return wire_out_; }
+  size_t& wireOffset() { return wire_offset_; }
+  size_t unsentWireBytes() const { return wire_out_.size() - wire_offset_; }
+
+  bool handshakeDone() const;
+  // "TLSv1.3/TLS_AES_256_GCM_SHA384", or "" before the handshake ends (PgBouncer's SHOW CLIENTS
+  // shows the same).
+  std::string describe() const;
+
+ private:
+  explicit TlsSession(SSL* ssl, BIO* from_peer, BIO* to_peer)
+      : ssl_(ssl), from_peer_(from_peer), to_peer_(to_peer) {}
+  void collectWireOutput();
+
+  SSL* ssl_;
+  BIO* from_peer_;  // owned by ssl_
+  BIO* to_peer_;    // owned by ssl_
+  std::string wire_out_;
+  size_t wire_offset_ = 0;
+};
+
+}  // namespace shardgate
