@@ -24,6 +24,7 @@ Pool::~Pool() {
 }
 
 void Pool::acquire(PoolWaiter* waiter, uint64_t now_ms) {
+  if (gate_ != nullptr && !passGate(waiter, now_ms)) return;
   while (!idle_.empty()) {
     ServerConnection* server = idle_.back();
     idle_.pop_back();
@@ -45,6 +46,42 @@ void Pool::acquire(PoolWaiter* waiter, uint64_t now_ms) {
 void Pool::cancelWait(PoolWaiter* waiter) {
   auto it = std::find(waiters_.begin(), waiters_.end(), waiter);
   if (it != waiters_.end()) waiters_.erase(it);
+  auto held = std::find(held_.begin(), held_.end(), waiter);
+  if (held != held_.end()) held_.erase(held);
+}
+
+bool Pool::passGate(PoolWaiter* waiter, uint64_t now_ms) {
+  Error error;
+  switch (gate_->admit(waiter, error)) {
+    case PoolGate::Verdict::kAdmit:
+      return true;
+    case PoolGate::Verdict::kHold:
+      waiter->wait_started_ms_ = now_ms;
+      held_.push_back(waiter);
+      return false;
+    case PoolGate::Verdict::kRefuse:
+      waiter->onServerUnavailable(error);
+      return false;
+  }
+  return true;
+}
+
+void Pool::admitHeld(uint64_t now_ms) {
+  // One pass over those held now: a waiter the gate holds again goes to the back and waits for
+  // the next call. Popped one at a time, so a waiter that leaves meanwhile (cancelWait) is skipped.
+  for (size_t n = held_.size(); n > 0 && !held_.empty(); --n) {
+    PoolWaiter* waiter = held_.front();
+    held_.pop_front();
+    acquire(waiter, now_ms);
+  }
+}
+
+void Pool::reconnect() {
+  retire_before_id_ = next_id_;
+  std::vector<ServerConnection*> idle = idle_;
+  for (ServerConnection* server : idle) retire(server);
+  spdlog::info("event=pool_reconnect server={} closed_idle={} closing_when_released={}",
+               endpoint_.label, idle.size(), all_.size());
 }
 
 void Pool::openConnection(uint64_t now_ms) {
@@ -88,6 +125,12 @@ void Pool::makeIdle(ServerConnection* server, uint64_t now_ms) {
     retire(server);
     return;
   }
+  if (server->id() < retire_before_id_) {
+    // Opened (or logging in) before a RECONNECT: a fresh connection serves any waiter instead.
+    retire(server);
+    serveWaiters(now_ms);
+    return;
+  }
   if (!waiters_.empty()) {
     handOut(server, now_ms);
     return;
@@ -104,7 +147,8 @@ void Pool::release(ServerConnection* server, Release how, uint64_t now_ms) {
   server->detach();
   if (server->closing() || server->state() == ServerConnection::State::kClosed) return;
   bool expired = settings_.lifetime_ms && now_ms - server->createdAtMs() >= settings_.lifetime_ms;
-  if (how == Release::kClose || expired || closing_all_ || server->transactionStatus() != 'I') {
+  if (how == Release::kClose || expired || closing_all_ || server->id() < retire_before_id_ ||
+      server->transactionStatus() != 'I') {
     retire(server);
     serveWaiters(now_ms);
     return;
@@ -227,6 +271,8 @@ void Pool::publishMetrics(const PoolStats& now) {
 
 void Pool::closeAll() {
   closing_all_ = true;
+  for (PoolWaiter* waiter : held_) waiters_.push_back(waiter);
+  held_.clear();
   while (!waiters_.empty()) {
     PoolWaiter* waiter = waiters_.front();
     waiters_.pop_front();
@@ -261,7 +307,7 @@ PoolStats Pool::stats() const {
   s.idle = static_cast<uint32_t>(idle_.size());
   s.connecting = connecting_;
   s.active = static_cast<uint32_t>(all_.size()) - s.idle - connecting_;
-  s.waiting_clients = static_cast<uint32_t>(waiters_.size());
+  s.waiting_clients = static_cast<uint32_t>(waiters_.size() + held_.size());
   s.connections_opened = connections_opened_;
   s.connect_failures = connect_failures_;
   return s;

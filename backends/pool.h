@@ -35,11 +35,25 @@ class PoolWaiter {
   uint64_t wait_started_ns_ = 0;  // for the pool wait histogram
 };
 
+// Decides whether a waiter may have a connection at all: a worker sets one on its pools while an
+// admin command (PAUSE, KILL, DISABLE) holds back or refuses clients that are logging in.
+class PoolGate {
+ public:
+  enum class Verdict {
+    kAdmit,   // served as usual
+    kHold,    // kept aside until Pool::admitHeld() (e.g. RESUME)
+    kRefuse,  // told onServerUnavailable(error)
+  };
+  virtual ~PoolGate() = default;
+  // Fills `error` for kRefuse.
+  virtual Verdict admit(PoolWaiter* waiter, Error& error) = 0;
+};
+
 struct PoolStats {
   uint32_t idle = 0;
   uint32_t active = 0;  // held by a client or running an internal statement
   uint32_t connecting = 0;
-  uint32_t waiting_clients = 0;
+  uint32_t waiting_clients = 0;  // in the queue, or held by the gate
   uint64_t connections_opened = 0;
   uint64_t connect_failures = 0;
 };
@@ -63,8 +77,12 @@ class Pool {
   void setMetrics(PoolMetrics* metrics) { metrics_ = metrics; }
 
   // Hands a connection to `waiter`, now (before returning) or later. A waiter that goes away
-  // first must call cancelWait().
+  // first must call cancelWait(). With a gate set, the gate may hold the waiter back or refuse it.
   void acquire(PoolWaiter* waiter, uint64_t now_ms);
+  // Null: every waiter is admitted (the hot path asks nothing). The gate must outlive the pool.
+  void setGate(PoolGate* gate) { gate_ = gate; }
+  // The gate may have opened: the waiters it held ask it again, in the order they came.
+  void admitHeld(uint64_t now_ms);
   void cancelWait(PoolWaiter* waiter);
   void release(ServerConnection* server, Release how, uint64_t now_ms);
 
@@ -76,7 +94,15 @@ class Pool {
   // when released; clients already waiting are still served. Deletable once drained().
   void drain();
   bool draining() const { return draining_; }
-  bool drained() const { return all_.empty() && waiters_.empty(); }
+  bool drained() const { return all_.empty() && waiters_.empty() && held_.empty(); }
+  // RECONNECT: every connection open now is closed instead of being reused, idle ones at once, the
+  // others when released (or when their login completes); new ones are opened as needed. Holders
+  // are not disturbed.
+  void reconnect();
+  // Whether `server` is to be closed when released (PgBouncer's close_needed).
+  bool closeNeeded(const ServerConnection* server) const {
+    return server->id() < retire_before_id_ || draining_ || closing_all_;
+  }
   // A reload changed only timeouts: they apply from now on.
   void updateSettings(const PoolSettings& settings) { settings_ = settings; }
 
@@ -102,6 +128,8 @@ class Pool {
   void makeIdle(ServerConnection* server, uint64_t now_ms);
   void serveWaiters(uint64_t now_ms);
   void retire(ServerConnection* server);
+  // Asks the gate about `waiter`; false when it was held back or refused.
+  bool passGate(PoolWaiter* waiter, uint64_t now_ms);
 
   LoopContext& context_;
   ServerEndpoint endpoint_;
@@ -111,6 +139,11 @@ class Pool {
   std::vector<ServerConnection*>
       idle_;  // most recently used last (LIFO keeps few connections warm)
   std::deque<PoolWaiter*> waiters_;
+  PoolGate* gate_ = nullptr;
+  std::deque<PoolWaiter*> held_;  // held back by the gate
+  // Connections with a lower id were open at the last RECONNECT: closed when released. Ids grow
+  // (next_id_), so this one number marks them all without a flag per connection.
+  uint64_t retire_before_id_ = 0;
   uint32_t connecting_ = 0;
   bool closing_all_ = false;
   bool draining_ = false;

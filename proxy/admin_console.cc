@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <chrono>
 #include <ctime>
 #include <map>
 #include <optional>
 #include <tuple>
+#include <unordered_set>
 
 #include "common/log.h"
 #include "conf/config.h"
@@ -26,6 +28,8 @@ namespace shardgate::proxy {
 namespace {
 
 constexpr uint64_t kPausePollMs = 50;
+// Postgres's undefined_object: KILL_CLIENT of an id no session has.
+constexpr std::string_view kUndefinedObject = "42704";
 constexpr int32_t kTextOid = 25;
 constexpr int32_t kInt8Oid = 20;
 
@@ -167,8 +171,19 @@ constexpr HelpEntry kHelp[] = {
      "server connections"},
     {"SHOW LISTS", "counts of databases, users, pools, clients and servers"},
     {"RELOAD", "read the configuration file again (a bad file changes nothing)"},
-    {"PAUSE [db]", "hold new transactions (of db, or all); returns once running ones finished"},
-    {"RESUME [db]", "let held transactions run"},
+    {"PAUSE [db]",
+     "hold new transactions and new clients (of db, or all); returns once running transactions "
+     "finished"},
+    {"RESUME [db]", "let transactions and clients held by PAUSE or KILL run"},
+    {"RECONNECT [db]",
+     "close every server connection (of db, or all) when it is next released; new ones are "
+     "opened as needed"},
+    {"KILL [db]",
+     "disconnect the clients of db (or of all databases) and close its server connections; new "
+     "clients wait for RESUME"},
+    {"KILL_CLIENT id", "disconnect one client (the id column of SHOW CLIENTS)"},
+    {"DISABLE db", "refuse new clients of db; connected clients go on"},
+    {"ENABLE db", "accept new clients of db again"},
     {"SHUTDOWN", "stop accepting clients, let open transactions finish, exit (as SIGTERM)"},
 };
 
@@ -329,14 +344,47 @@ void AdminConsole::runCommand(std::string_view sql) {
          "SHOW HELP lists the commands");
     return;
   }
-  if ((verb == "PAUSE" || verb == "RESUME") && w.size() <= 2) {
+  auto unknownDatabase = [&](const std::string& database) {
+    if (worker_.config().findDatabase(database) != nullptr) return false;
+    fail(sqlstate::kInvalidCatalogName, "database \"" + database + "\" does not exist",
+         "SHOW DATABASES lists the databases");
+    return true;
+  };
+  if ((verb == "PAUSE" || verb == "RESUME" || verb == "RECONNECT" || verb == "KILL") &&
+      w.size() <= 2) {
     std::string database = w.size() == 2 ? identifier(w[1]) : std::string();
-    if (!database.empty() && worker_.config().findDatabase(database) == nullptr) {
-      fail(sqlstate::kInvalidCatalogName, "database \"" + database + "\" does not exist",
-           "SHOW DATABASES lists the databases");
+    if (!database.empty() && unknownDatabase(database)) return;
+    if (verb == "PAUSE") return pause(database);
+    if (verb == "RESUME") return resume(database);
+    if (verb == "RECONNECT") return reconnect(database);
+    return kill(database);
+  }
+  if (verb == "DISABLE" || verb == "ENABLE") {
+    if (w.size() != 2) {
+      fail(sqlstate::kSyntaxError, verb + " needs the name of a database",
+           "for example: " + verb + " app (SHOW DATABASES lists the databases)");
       return;
     }
-    return verb == "PAUSE" ? pause(database) : resume(database);
+    std::string database = identifier(w[1]);
+    if (unknownDatabase(database)) return;
+    return setDisabled(database, verb == "DISABLE");
+  }
+  if (verb == "KILL_CLIENT") {
+    uint64_t id = 0;
+    const std::string* arg = w.size() == 2 ? &w[1] : nullptr;
+    auto parsed = arg ? std::from_chars(arg->data(), arg->data() + arg->size(), id)
+                      : std::from_chars_result{nullptr, std::errc::invalid_argument};
+    if (arg == nullptr || parsed.ec != std::errc() || parsed.ptr != arg->data() + arg->size()) {
+      fail(sqlstate::kSyntaxError, "KILL_CLIENT takes the id of one client",
+           "the id column of SHOW CLIENTS, for example: KILL_CLIENT 42");
+      return;
+    }
+    if (id == session_id_) {
+      fail(sqlstate::kInvalidParameterValue, "client " + w[1] + " is this console session",
+           "disconnect instead");
+      return;
+    }
+    return killClient(id);
   }
   if (verb == "RELOAD" && w.size() == 1) return reload();
   if (verb == "SHUTDOWN" && w.size() == 1) return shutdown();
@@ -391,10 +439,34 @@ void AdminConsole::showConfig() {
 
 // ---- answered from every worker's snapshot ----------------------------------------------------
 
+namespace {
+
+// takeSnapshot, and what only the console's own commands change: DISABLE, and the connections
+// RECONNECT or KILL will close when released.
+WorkerSnapshot consoleSnapshot(Worker& worker) {
+  WorkerSnapshot snapshot = takeSnapshot(worker);
+  snapshot.disabled_databases = worker.disabledDatabases();
+  std::unordered_set<const void*> closing;
+  for (const auto& [key, pool] : worker.pools()) {
+    for (const backends::ServerConnection* server : pool->connections()) {
+      if (pool->closeNeeded(server)) closing.insert(server);
+    }
+  }
+  for (PoolSnapshot& pool : snapshot.pools) {
+    for (ServerSnapshot& server : pool.servers) {
+      server.close_needed = server.draining || closing.count(server.ptr) > 0;
+    }
+  }
+  for (ServerSnapshot& server : snapshot.draining) server.close_needed = true;
+  return snapshot;
+}
+
+}  // namespace
+
 void AdminConsole::withSnapshots(void (AdminConsole::*show)(const std::vector<WorkerSnapshot>&)) {
   std::weak_ptr<AdminConsole*> self = self_;
   onEveryWorker<WorkerSnapshot>(
-      allWorkers(), worker_, [](Worker& w) { return takeSnapshot(w); },
+      allWorkers(), worker_, [](Worker& w) { return consoleSnapshot(w); },
       [self, show](std::vector<WorkerSnapshot> snapshots) {
         auto alive = self.lock();
         if (alive && *alive != nullptr) ((*alive)->*show)(snapshots);
@@ -444,6 +516,12 @@ bool paused(const std::vector<WorkerSnapshot>& snapshots, const std::string& dat
   return false;
 }
 
+bool disabled(const std::vector<WorkerSnapshot>& snapshots, const std::string& database) {
+  if (snapshots.empty()) return false;
+  const std::vector<std::string>& names = snapshots.front().disabled_databases;
+  return std::find(names.begin(), names.end(), database) != names.end();
+}
+
 }  // namespace
 
 void AdminConsole::showDatabases(const std::vector<WorkerSnapshot>& snapshots) {
@@ -466,8 +544,8 @@ void AdminConsole::showDatabases(const std::vector<WorkerSnapshot>& snapshots) {
     rows.add({db.name, num(uint64_t{db.shards.size()}), num(replicas), num(pool_size),
               num(config.general.min_pool_size),
               std::string(conf::poolModeName(config.general.pool_mode)), num(connections),
-              paused(snapshots, db.name) ? "1" : "0", "0", default_shard,
-              std::string(conf::readPreferenceName(db.read_preference)),
+              paused(snapshots, db.name) ? "1" : "0", disabled(snapshots, db.name) ? "1" : "0",
+              default_shard, std::string(conf::readPreferenceName(db.read_preference)),
               num(uint64_t{db.sharded_tables.size()}), num(uint64_t{db.reference_tables.size()})});
   }
   finish(rows.encode());
@@ -610,7 +688,7 @@ void AdminConsole::showServers(const std::vector<WorkerSnapshot>& snapshots) {
               wallTime(server.last_used_at_ms, s.now_ms),
               "0",
               "0",
-              server.draining ? "1" : "0",
+              server.close_needed || server.draining ? "1" : "0",
               pointer(server.ptr),
               pointer(server.link),
               num(server.backend_pid),
@@ -819,6 +897,92 @@ void AdminConsole::resume(const std::string& database) {
         wire::CommandComplete{"RESUME"}.encode(reply);
         (*alive)->finish(std::move(reply));
       });
+}
+
+void AdminConsole::onEveryWorkerThenAnswer(std::function<void(Worker&)> each, std::string tag) {
+  std::weak_ptr<AdminConsole*> self = self_;
+  onEveryWorker<int>(
+      allWorkers(), worker_,
+      [each = std::move(each)](Worker& w) {
+        each(w);
+        return 0;
+      },
+      [self, tag = std::move(tag)](std::vector<int>) {
+        auto alive = self.lock();
+        if (!alive || *alive == nullptr) return;
+        std::string reply;
+        wire::CommandComplete{tag}.encode(reply);
+        (*alive)->finish(std::move(reply));
+      });
+}
+
+// RECONNECT answers once every worker marked its connections; they close as they are released
+// (PgBouncer's RECONNECT does not wait either: its WAIT_CLOSE does).
+void AdminConsole::reconnect(const std::string& database) {
+  spdlog::info("event=reconnect session={} database={}", session_id_,
+               database.empty() ? "*" : database);
+  onEveryWorkerThenAnswer([database](Worker& w) { w.reconnectDatabase(database); }, "RECONNECT");
+}
+
+// KILL pauses the database as well: PgBouncer's new clients of a killed database wait for RESUME.
+void AdminConsole::kill(const std::string& database) {
+  std::string command = database.empty() ? "KILL" : "KILL " + database;
+  Error why =
+      Error::fatal(sqlstate::kAdminShutdown, "terminating connection due to administrator command",
+                   "the shardgate admin console ran " + command);
+  std::weak_ptr<AdminConsole*> self = self_;
+  uint64_t session = session_id_;
+  onEveryWorker<uint32_t>(
+      allWorkers(), worker_, [database, why](Worker& w) { return w.killDatabase(database, why); },
+      [self, session, database](std::vector<uint32_t> counts) {
+        uint64_t killed = 0;
+        for (uint32_t c : counts) killed += c;
+        spdlog::info("event=kill session={} database={} clients_killed={}", session,
+                     database.empty() ? "*" : database, killed);
+        auto alive = self.lock();
+        if (!alive || *alive == nullptr) return;
+        std::string reply;
+        wire::CommandComplete{"KILL"}.encode(reply);
+        (*alive)->finish(std::move(reply));
+      });
+}
+
+void AdminConsole::killClient(uint64_t id) {
+  Error why =
+      Error::fatal(sqlstate::kAdminShutdown, "terminating connection due to administrator command",
+                   "the shardgate admin console ran KILL_CLIENT " + std::to_string(id));
+  std::weak_ptr<AdminConsole*> self = self_;
+  uint64_t session = session_id_;
+  onEveryWorker<int>(
+      allWorkers(), worker_, [id, why](Worker& w) { return w.killSession(id, why) ? 1 : 0; },
+      [self, session, id](std::vector<int> found) {
+        bool killed = std::find(found.begin(), found.end(), 1) != found.end();
+        spdlog::info("event=kill_client session={} client={} found={}", session, id, killed);
+        auto alive = self.lock();
+        if (!alive || *alive == nullptr) return;
+        if (!killed) {
+          (*alive)->fail(kUndefinedObject, "client " + std::to_string(id) + " does not exist",
+                         "SHOW CLIENTS lists the clients and their ids");
+          return;
+        }
+        std::string reply;
+        wire::CommandComplete{"KILL_CLIENT"}.encode(reply);
+        (*alive)->finish(std::move(reply));
+      });
+}
+
+void AdminConsole::setDisabled(const std::string& database, bool disable) {
+  spdlog::info("event={} session={} database={}", disable ? "disable" : "enable", session_id_,
+               database);
+  onEveryWorkerThenAnswer(
+      [database, disable](Worker& w) {
+        if (disable) {
+          w.disableDatabase(database);
+        } else {
+          w.enableDatabase(database);
+        }
+      },
+      disable ? "DISABLE" : "ENABLE");
 }
 
 void AdminConsole::shutdown() {

@@ -1,10 +1,12 @@
-// The admin console: `psql dbname=shardgate` as an admin user gets SHOW / RELOAD / PAUSE /
-// RESUME / SHUTDOWN commands instead of a database (PgBouncer's console, same column names).
+// The admin console: `psql dbname=shardgate` as an admin user gets PgBouncer's console commands
+// (SHOW, RELOAD, PAUSE, RESUME, RECONNECT, KILL, DISABLE, ENABLE, SHUTDOWN...) instead of a
+// database, with PgBouncer's column names.
 #pragma once
 
 #include <uv.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -59,7 +61,13 @@ class AdminConsole {
   void pause(const std::string& database);
   void checkPaused(const std::string& database);
   void resume(const std::string& database);
+  void reconnect(const std::string& database);
+  void kill(const std::string& database);
+  void killClient(uint64_t id);
+  void setDisabled(const std::string& database, bool disabled);
   void shutdown();
+  // Runs `each` on every worker, then answers with `tag` (a command that changes state only).
+  void onEveryWorkerThenAnswer(std::function<void(Worker&)> each, std::string tag);
 
   std::vector<Worker*> allWorkers() const;
 

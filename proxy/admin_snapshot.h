@@ -50,7 +50,8 @@ struct ServerSnapshot {
   uint64_t last_used_at_ms = 0;  // monotonic
   int32_t backend_pid = 0;
   size_t prepared_statements = 0;
-  bool draining = false;  // its pool was replaced by a reload
+  bool draining = false;      // its pool was replaced by a reload
+  bool close_needed = false;  // closed when released (a reload or RECONNECT / KILL)
 };
 
 struct PoolSnapshot {
@@ -76,6 +77,7 @@ struct WorkerSnapshot {
   std::vector<PoolSnapshot> pools;            // the pools in use
   std::vector<ServerSnapshot> draining;       // connections of pools a reload replaced
   std::vector<std::string> paused_databases;  // "*" = all
+  std::vector<std::string> disabled_databases;
   // From the worker's metric cells (proxy/metrics.h), by database: for SHOW STATS.
   std::map<std::string, uint64_t> transactions;
   std::map<std::string, uint64_t> queries;

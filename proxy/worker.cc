@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -206,6 +207,11 @@ void Worker::accept(uv_stream_t* listener, TcpConnection::Transport transport) {
   session->start();
 }
 
+uint64_t Worker::nextSessionId() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
 Worker::PoolSpec Worker::poolSpec(const conf::Config& config, const conf::Database& database,
                                   const conf::User& user, uint32_t shard, int replica) const {
   PoolSpec spec;
@@ -269,6 +275,7 @@ backends::Pool& Worker::pool(const conf::Database& database, const conf::User& u
   PoolSpec spec = poolSpec(*config_, database, user, shard, replica);
   auto pool = std::make_unique<backends::Pool>(*context_, std::move(spec.endpoint), spec.settings);
   pool->setMetrics(&metrics_->pool(database.name, user.name, database.shards.at(shard).name, role));
+  if (gateNeeded()) pool->setGate(&login_gate_);
   auto& ref = *pool;
   pools_.emplace(std::move(key), std::move(pool));
   return ref;

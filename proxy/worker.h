@@ -75,7 +75,8 @@ class Worker {
   std::shared_ptr<const wire::ScramSecret> scramSecret(const conf::User& user);
   void addSession(ClientSession* session);
   void removeSession(ClientSession* session);
-  uint64_t nextSessionId() { return next_session_id_++; }
+  // Unique across all workers (SHOW CLIENTS lists it, KILL_CLIENT takes it); thread-safe.
+  static uint64_t nextSessionId();
   uint64_t nextUnnamedVersion() { return ++unnamed_versions_; }
   bool shuttingDown() const { return shutting_down_; }
   backends::StatementRegistry& statements() { return statements_; }
@@ -97,7 +98,7 @@ class Worker {
   // Switches to `config`: pools whose server or settings changed are drained and replaced;
   // sessions pick the new config up between transactions.
   void applyConfig(conf::ConfigPtr config);
-  // PAUSE / RESUME of one database ("" = every database): new transactions wait.
+  // PAUSE / RESUME of one database ("" = every database): new transactions and new clients wait.
   void pauseDatabase(const std::string& database);
   void resumeDatabase(const std::string& database);
   bool databasePaused(const std::string& database) const;
@@ -105,6 +106,18 @@ class Worker {
   const std::vector<std::string>& pausedDatabases() const { return paused_databases_; }
   // A session whose next transaction waits for RESUME.
   void holdUntilResume(uint64_t session_id) { held_sessions_.push_back(session_id); }
+  // RECONNECT: the database's server connections ("" = all) are closed as they are released.
+  void reconnectDatabase(const std::string& database);
+  // KILL: pauses the database ("" = every one) and ends its clients with `why` (the admin
+  // console's own sessions excepted) and its server connections. Returns the clients ended.
+  uint32_t killDatabase(const std::string& database, const Error& why);
+  // KILL_CLIENT: ends session `id` with `why`; false if it is not on this worker.
+  bool killSession(uint64_t id, const Error& why);
+  // DISABLE / ENABLE: clients logging in to the database are refused; connected ones go on.
+  void disableDatabase(const std::string& database);
+  void enableDatabase(const std::string& database);
+  bool databaseDisabled(const std::string& database) const;
+  const std::vector<std::string>& disabledDatabases() const { return disabled_databases_; }
   // For the admin console's snapshots.
   const std::unordered_map<uint64_t, ClientSession*>& sessions() const { return sessions_; }
   const std::map<std::string, std::unique_ptr<backends::Pool>>& pools() const { return pools_; }
@@ -134,6 +147,20 @@ class Worker {
                     const conf::User& user, uint32_t shard, int replica) const;
   void sweepDrainingPools(uint64_t now_ms);
   void finishIfDrained();
+  // Logins to a paused database wait and to a disabled one are refused: the pools ask this gate
+  // while any database is paused or disabled, and nothing otherwise (refreshPoolGates).
+  class LoginGate final : public backends::PoolGate {
+   public:
+    explicit LoginGate(const Worker& worker) : worker_(worker) {}
+    Verdict admit(backends::PoolWaiter* waiter, Error& error) override;
+
+   private:
+    const Worker& worker_;
+  };
+  bool gateNeeded() const {
+    return paused_all_ || !paused_databases_.empty() || !disabled_databases_.empty();
+  }
+  void refreshPoolGates();
 
   ProxyServer& server_;
   uint32_t index_;
@@ -152,9 +179,9 @@ class Worker {
   std::vector<std::function<void()>> tasks_;
   bool wakeup_closed_ = false;  // guarded by tasks_mutex_
 
-  uint64_t next_session_id_ = 1;
   uint64_t unnamed_versions_ = 0;
   std::unordered_map<uint64_t, ClientSession*> sessions_;
+  LoginGate login_gate_{*this};  // before the pools, which point to it
   std::map<std::string, std::unique_ptr<backends::Pool>> pools_;
   std::string pool_key_;  // pool()'s lookup key, built in place (a routed statement per lookup)
   BindScratch bind_scratch_;
@@ -178,6 +205,7 @@ class Worker {
   bool paused_all_ = false;
   std::vector<std::string> paused_databases_;
   std::vector<uint64_t> held_sessions_;
+  std::vector<std::string> disabled_databases_;    // DISABLE
   std::map<std::string, std::string> collations_;  // by database name
 
   bool shutting_down_ = false;

@@ -1,7 +1,9 @@
-// Worker: switching to a reloaded config (pools drained and rebuilt) and PAUSE / RESUME.
+// Worker: switching to a reloaded config (pools drained and rebuilt), and the admin console's
+// PAUSE / RESUME, RECONNECT, KILL, KILL_CLIENT, DISABLE / ENABLE.
 #include <algorithm>
 
 #include "common/log.h"
+#include "proxy/admin_console.h"
 #include "proxy/client_session.h"
 #include "proxy/worker.h"
 
@@ -38,6 +40,17 @@ std::optional<PoolKeyParts> splitPoolKey(const std::string& key) {
     return std::nullopt;
   }
   return out;
+}
+
+// Postgres's object_not_in_prerequisite_state, which it sends to logins of a database that does
+// not allow connections (datallowconn = false), the nearest thing to DISABLE.
+constexpr std::string_view kObjectNotInPrerequisiteState = "55000";
+
+// Whether the pool with this key serves `database` ("" = any).
+bool poolOf(const std::string& key, const std::string& database) {
+  if (database.empty()) return true;
+  auto parts = splitPoolKey(key);
+  return parts && parts->database == database;
 }
 
 bool sameServer(const backends::ServerEndpoint& a, const backends::ServerEndpoint& b) {
@@ -101,9 +114,10 @@ void Worker::sweepDrainingPools(uint64_t now_ms) {
 void Worker::pauseDatabase(const std::string& database) {
   if (database.empty()) {
     paused_all_ = true;
-    return;
+  } else if (!databasePaused(database)) {
+    paused_databases_.push_back(database);
   }
-  if (!databasePaused(database)) paused_databases_.push_back(database);
+  refreshPoolGates();
 }
 
 void Worker::resumeDatabase(const std::string& database) {
@@ -115,6 +129,11 @@ void Worker::resumeDatabase(const std::string& database) {
         std::remove(paused_databases_.begin(), paused_databases_.end(), database),
         paused_databases_.end());
   }
+  refreshPoolGates();
+  // Logins held at their pool's gate ask again (those still paused are held again).
+  uint64_t now = backends::monotonicMs();
+  for (auto& [key, pool] : pools_) pool->admitHeld(now);
+  for (auto& pool : draining_pools_) pool->admitHeld(now);
   // Sessions still paused (another database, or all) hold themselves again when they retry.
   std::vector<uint64_t> held;
   held.swap(held_sessions_);
@@ -127,6 +146,83 @@ void Worker::resumeDatabase(const std::string& database) {
 bool Worker::databasePaused(const std::string& database) const {
   return paused_all_ || std::find(paused_databases_.begin(), paused_databases_.end(), database) !=
                             paused_databases_.end();
+}
+
+void Worker::reconnectDatabase(const std::string& database) {
+  // Pools a reload replaced already close every connection as it is released.
+  for (auto& [key, pool] : pools_) {
+    if (poolOf(key, database)) pool->reconnect();
+  }
+}
+
+uint32_t Worker::killDatabase(const std::string& database, const Error& why) {
+  // First the gate, so no client logs in to the database while its connections are closed.
+  pauseDatabase(database);
+  std::vector<ClientSession*> victims;
+  for (const auto& [id, session] : sessions_) {
+    if (session->adminConsole() || session->closing()) continue;
+    // Clients still authenticating are new ones: the pause holds them at their login.
+    auto state = session->state();
+    if (state != ClientSession::State::kLoggingIn && state != ClientSession::State::kReady)
+      continue;
+    const std::string& name = session->databaseName();
+    if (name == kAdminDatabaseName || (!database.empty() && name != database)) continue;
+    victims.push_back(session);
+  }
+  // Ending a session releases (and, mid-transaction, closes) its server connections at once.
+  for (ClientSession* session : victims) session->terminate(why);
+  // The released ones, the idle ones and those still logging in are closed too.
+  reconnectDatabase(database);
+  return static_cast<uint32_t>(victims.size());
+}
+
+bool Worker::killSession(uint64_t id, const Error& why) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end() || it->second->closing()) return false;
+  it->second->terminate(why);
+  return true;
+}
+
+void Worker::disableDatabase(const std::string& database) {
+  if (!databaseDisabled(database)) disabled_databases_.push_back(database);
+  refreshPoolGates();
+}
+
+void Worker::enableDatabase(const std::string& database) {
+  disabled_databases_.erase(
+      std::remove(disabled_databases_.begin(), disabled_databases_.end(), database),
+      disabled_databases_.end());
+  refreshPoolGates();
+}
+
+bool Worker::databaseDisabled(const std::string& database) const {
+  return std::find(disabled_databases_.begin(), disabled_databases_.end(), database) !=
+         disabled_databases_.end();
+}
+
+void Worker::refreshPoolGates() {
+  backends::PoolGate* gate = gateNeeded() ? &login_gate_ : nullptr;
+  for (auto& [key, pool] : pools_) pool->setGate(gate);
+  for (auto& pool : draining_pools_) pool->setGate(gate);
+}
+
+backends::PoolGate::Verdict Worker::LoginGate::admit(backends::PoolWaiter* waiter, Error& error) {
+  // Only a client's first connection, at login, is gated: a logged-in session waits for RESUME
+  // between transactions (readyForNextTransaction), and a transaction already running must go
+  // on to get its connections. Multi-shard legs are not sessions, hence the cast.
+  auto* session = dynamic_cast<ClientSession*>(waiter);
+  if (session == nullptr || session->state() != ClientSession::State::kLoggingIn) {
+    return Verdict::kAdmit;
+  }
+  const std::string& database = session->databaseName();
+  if (worker_.databaseDisabled(database)) {
+    error = Error::fatal(kObjectNotInPrerequisiteState,
+                         "database \"" + database + "\" is not currently accepting connections",
+                         "the admin console ran DISABLE " + database,
+                         "ENABLE " + database + " on the admin console lets clients in again");
+    return Verdict::kRefuse;
+  }
+  return worker_.databasePaused(database) ? Verdict::kHold : Verdict::kAdmit;
 }
 
 }  // namespace shardgate::proxy
