@@ -137,8 +137,52 @@ void ServerConnection::connectCallback(uv_connect_t* req, int status) {
   }
   if (self->transport() == Transport::kTcp) uv_tcp_nodelay(self->handle(), 1);
   self->state_ = State::kLoggingIn;
-  self->sendStartup();
+  if (self->transport() == Transport::kTcp &&
+      self->endpoint_.tls_mode != conf::ServerTlsMode::kDisable && self->endpoint_.tls) {
+    self->awaiting_tls_answer_ = true;
+    wire::SslRequest{}.encode(self->outputBuffer());
+    self->scheduleFlush();
+  } else {
+    self->sendStartup();
+  }
   self->startReading();
+}
+
+size_t ServerConnection::onTlsAnswer(std::string_view data) {
+  awaiting_tls_answer_ = false;
+  const char answer = data.front();
+  if (answer == 'S') {
+    if (data.size() > 1) {
+      // Bytes before the handshake could come from anyone on the path (CVE-2021-23222).
+      fail(lostError(endpoint_, "the server sent unencrypted data after accepting TLS"));
+      return data.size();
+    }
+    auto session = TlsSession::clientSide(endpoint_.tls, endpoint_.host,
+                                          endpoint_.tls_mode == conf::ServerTlsMode::kVerifyFull);
+    if (!session.ok()) {
+      fail(std::move(session).error());
+      return data.size();
+    }
+    startTls(std::move(*session));
+    sendStartup();  // queued in plain text, encrypted once the handshake is done
+    return 1;
+  }
+  if (answer == 'N') {
+    if (endpoint_.tls_mode != conf::ServerTlsMode::kPrefer) {
+      fail(Error::fatal(sqlstate::kConnectionFailure,
+                        "server " + endpoint_.label + " at " + endpoint_.where() +
+                            " does not support TLS, and server_tls_sslmode = " +
+                            std::string(conf::serverTlsModeName(endpoint_.tls_mode)),
+                        "",
+                        "turn ssl on in the server's configuration, or set server_tls_sslmode "
+                        "to prefer"));
+      return data.size();
+    }
+    sendStartup();
+    return 1;
+  }
+  fail(lostError(endpoint_, std::string("unexpected answer '") + answer + "' to SSLRequest"));
+  return data.size();
 }
 
 void ServerConnection::sendStartup() {
@@ -160,6 +204,11 @@ size_t ServerConnection::onData(std::string_view data) {
       break;
   }
   size_t used = 0;
+  if (awaiting_tls_answer_ && !data.empty()) {
+    used = onTlsAnswer(data);
+    // TLS starts after the answer: nothing else can be in this read.
+    if (closing() || tls() != nullptr) return data.size();
+  }
   while (used < data.size() && !closing()) {
     if (state_ == State::kHeld) return used + passThrough(data.substr(used));
     if (state_ == State::kInternal) return used + consumeInternal(data.substr(used));
@@ -605,19 +654,31 @@ void ServerConnection::fail(Error error) {
 
 void ServerConnection::terminate() {
   if (state_ == State::kClosed) return;
-  if (state_ != State::kConnecting && state_ != State::kLoggingIn) {
+  const bool logged_in = state_ != State::kConnecting && state_ != State::kLoggingIn;
+  state_ = State::kClosed;  // a write failure below finds the connection closed already
+  sink_ = nullptr;
+  if (logged_in) {
     // Tell the server we are leaving so it logs no "unexpected EOF".
     std::string bye;
     wire::Terminate{}.encode(bye);
-    uv_buf_t buf = uv_buf_init(bye.data(), static_cast<unsigned>(bye.size()));
-    uv_try_write(stream(), &buf, 1);
+    if (tls() != nullptr) {
+      send(bye);  // in a TLS record, after whatever is queued
+      flushNow();
+    } else {
+      uv_buf_t buf = uv_buf_init(bye.data(), static_cast<unsigned>(bye.size()));
+      uv_try_write(stream(), &buf, 1);
+    }
   }
-  state_ = State::kClosed;
-  sink_ = nullptr;
   close();
 }
 
 void ServerConnection::onDisconnect(int status) {
+  if (tls() != nullptr && !tls()->failure().empty()) {
+    fail(Error::fatal(sqlstate::kConnectionFailure,
+                      "TLS with server " + endpoint_.label + " at " + endpoint_.where() + " failed",
+                      tls()->failure()));
+    return;
+  }
   fail(lostError(endpoint_,
                  status == UV_EOF ? "server closed the connection" : uv_strerror(status)));
 }

@@ -28,6 +28,10 @@ struct ServerEndpoint {
   std::string user;
   std::string password;
   std::string label;  // "<database>/<shard>/<role>", for logs and error details
+  // TLS: disable sends no SSLRequest; otherwise `tls` is the client context to use (its CA
+  // decides whether the certificate is checked). Unix sockets never use TLS.
+  conf::ServerTlsMode tls_mode = conf::ServerTlsMode::kDisable;
+  std::shared_ptr<const TlsContext> tls;
 
   bool unixSocket() const { return conf::isUnixSocketDirectory(host); }
   std::string unixSocketPath() const { return conf::unixSocketPath(host, port); }
@@ -181,6 +185,9 @@ class ServerConnection final : public TcpConnection {
   size_t consumeInternal(std::string_view data);
   void noteParameterStatus(std::string_view payload);
   void fail(Error error);
+  // The server's one-byte answer to our SSLRequest: 'S' starts TLS, 'N' goes on in plain text
+  // unless TLS is required. Returns the bytes used.
+  size_t onTlsAnswer(std::string_view data);
 
   Pool* pool_;
   ServerEndpoint endpoint_;
@@ -202,6 +209,7 @@ class ServerConnection final : public TcpConnection {
   std::function<void(Status)> internal_done_;
   std::optional<Error> internal_error_;
   bool paused_for_sink_ = false;
+  bool awaiting_tls_answer_ = false;
   ReplyQueue replies_;
   ServerStatementCache statements_;
   std::map<std::string, std::string, std::less<>> applied_settings_;

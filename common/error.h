@@ -31,6 +31,9 @@ inline constexpr std::string_view kInvalidStatementName = "26000";
 inline constexpr std::string_view kInvalidTextRepresentation = "22P02";
 inline constexpr std::string_view kInvalidRowCountInLimit = "2201W";
 inline constexpr std::string_view kInvalidRowCountInOffset = "2201X";
+inline constexpr std::string_view kUndefinedObject = "42704";
+// Sent by Postgres to logins of a database that does not allow connections (datallowconn).
+inline constexpr std::string_view kObjectNotInPrerequisiteState = "55000";
 }  // namespace sqlstate
 
 // An expected failure: bad client input, a network problem, an unsupported query.

@@ -155,6 +155,8 @@ void TcpConnection::receiveTls(std::string_view ciphertext) {
 void TcpConnection::startTls(std::unique_ptr<TlsSession> tls) {
   flushNow();  // what is queued goes out before the first TLS byte
   tls_ = std::move(tls);
+  tls_->start();  // a client's ClientHello; nothing for a server, which waits for one
+  if (tls_->unsentWireBytes() > 0) scheduleFlush();
 }
 
 bool TcpConnection::encryptOutput() {

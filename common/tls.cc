@@ -4,6 +4,7 @@
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <climits>
@@ -61,10 +62,29 @@ TlsContext::~TlsContext() {
   SSL_CTX_free(ctx_);
 }
 
-Result<std::unique_ptr<TlsSession>> TlsSession::serverSide(
-    std::shared_ptr<const TlsContext> context) {
+Result<std::shared_ptr<const TlsContext>> TlsContext::forClient(const std::string& ca_file) {
   ERR_clear_error();
-  SSL* ssl = SSL_new(context->native());
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == nullptr) return tlsConfigError("cannot create a TLS context: " + takeOpensslErrors());
+  std::shared_ptr<const TlsContext> context(new TlsContext(ctx));
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  if (ca_file.empty()) {
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+    return context;
+  }
+  if (SSL_CTX_load_verify_locations(ctx, ca_file.c_str(), nullptr) != 1) {
+    return tlsConfigError("cannot load the TLS CA file \"" + ca_file +
+                          "\": " + takeOpensslErrors());
+  }
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  return context;
+}
+
+Result<std::unique_ptr<TlsSession>> TlsSession::make(const TlsContext& context) {
+  ERR_clear_error();
+  SSL* ssl = SSL_new(context.native());
   BIO* from_peer = BIO_new(BIO_s_mem());
   BIO* to_peer = BIO_new(BIO_s_mem());
   if (ssl == nullptr || from_peer == nullptr || to_peer == nullptr) {
@@ -78,8 +98,44 @@ Result<std::unique_ptr<TlsSession>> TlsSession::serverSide(
   BIO_set_mem_eof_return(from_peer, -1);
   BIO_set_mem_eof_return(to_peer, -1);
   SSL_set_bio(ssl, from_peer, to_peer);  // ssl owns both from here
-  SSL_set_accept_state(ssl);
   return std::unique_ptr<TlsSession>(new TlsSession(ssl, from_peer, to_peer));
+}
+
+Result<std::unique_ptr<TlsSession>> TlsSession::serverSide(
+    std::shared_ptr<const TlsContext> context) {
+  auto session = make(*context);
+  if (session.ok()) SSL_set_accept_state((*session)->ssl_);
+  return session;
+}
+
+Result<std::unique_ptr<TlsSession>> TlsSession::clientSide(
+    std::shared_ptr<const TlsContext> context, const std::string& host, bool check_host) {
+  auto session = make(*context);
+  if (!session.ok()) return session;
+  SSL* ssl = (*session)->ssl_;
+  SSL_set_connect_state(ssl);
+  ASN1_OCTET_STRING* ip = a2i_IPADDRESS(host.c_str());  // null: a name, not an address
+  bool is_address = ip != nullptr;
+  ASN1_OCTET_STRING_free(ip);
+  // SNI carries names only (RFC 6066).
+  if (!is_address && !host.empty()) SSL_set_tlsext_host_name(ssl, host.c_str());
+  if (check_host) {
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+    int ok = is_address ? X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str())
+                        : X509_VERIFY_PARAM_set1_host(param, host.c_str(), 0);
+    if (ok != 1) {
+      return Error::fatal(
+          sqlstate::kConnectionFailure,
+          "cannot check the server's certificate against \"" + host + "\": " + takeOpensslErrors());
+    }
+  }
+  return session;
+}
+
+void TlsSession::start() {
+  ERR_clear_error();
+  SSL_do_handshake(ssl_);  // wants the server's answer: WANT_READ, with the ClientHello written
+  collectWireOutput();
 }
 
 TlsSession::~TlsSession() {
@@ -117,6 +173,11 @@ TlsSession::ReadResult TlsSession::read(char* buffer, size_t capacity) {
     default:
       result.kind = ReadResult::Kind::kFailed;
       result.error = takeOpensslErrors();
+      if (long verify = SSL_get_verify_result(ssl_);
+          (SSL_get_verify_mode(ssl_) & SSL_VERIFY_PEER) && verify != X509_V_OK) {
+        result.error += std::string(" (") + X509_verify_cert_error_string(verify) + ")";
+      }
+      failure_ = result.error;
       break;
   }
   return result;

@@ -21,6 +21,9 @@ class TlsContext {
   // The error names the file and OpenSSL's reason.
   static Result<std::shared_ptr<const TlsContext>> forServer(const std::string& cert_file,
                                                              const std::string& key_file);
+  // The client side (shardgate to its servers): with a CA file, the server's certificate must be
+  // signed by it (verify-ca, verify-full); without one it is not checked (encryption only).
+  static Result<std::shared_ptr<const TlsContext>> forClient(const std::string& ca_file);
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;
@@ -36,6 +39,13 @@ class TlsContext {
 class TlsSession {
  public:
   static Result<std::unique_ptr<TlsSession>> serverSide(std::shared_ptr<const TlsContext> context);
+  // The client side of a connection to `host` (sent as SNI when it is a name). check_host: the
+  // certificate must also name the host (verify-full: a DNS name, or an IP address SAN).
+  // Call start() to send the ClientHello.
+  static Result<std::unique_ptr<TlsSession>> clientSide(std::shared_ptr<const TlsContext> context,
+                                                        const std::string& host, bool check_host);
+  // A client begins the handshake: its first flight lands in wireOut().
+  void start();
   ~TlsSession();
   TlsSession(const TlsSession&) = delete;
   TlsSession& operator=(const TlsSession&) = delete;
@@ -63,6 +73,8 @@ class TlsSession {
   size_t unsentWireBytes() const { return wire_out_.size() - wire_offset_; }
 
   bool handshakeDone() const;
+  // Why TLS failed (the last kFailed read's reason), or "".
+  const std::string& failure() const { return failure_; }
   // "TLSv1.3/TLS_AES_256_GCM_SHA384", or "" before the handshake ends (PgBouncer's SHOW CLIENTS
   // shows the same).
   std::string describe() const;
@@ -70,6 +82,7 @@ class TlsSession {
  private:
   explicit TlsSession(SSL* ssl, BIO* from_peer, BIO* to_peer)
       : ssl_(ssl), from_peer_(from_peer), to_peer_(to_peer) {}
+  static Result<std::unique_ptr<TlsSession>> make(const TlsContext& context);
   void collectWireOutput();
 
   SSL* ssl_;
@@ -77,6 +90,7 @@ class TlsSession {
   BIO* to_peer_;    // owned by ssl_
   std::string wire_out_;
   size_t wire_offset_ = 0;
+  std::string failure_;
 };
 
 }  // namespace shardgate

@@ -18,6 +18,10 @@ enum class LogFormat { kText, kJson };
 // TLS with clients, PgBouncer's client_tls_sslmode: kDisable answers every SSLRequest 'N'; kAllow
 // and kPrefer accept TLS when a client asks; kRequire also refuses TCP clients that do not.
 enum class TlsMode { kDisable, kAllow, kPrefer, kRequire };
+// TLS to the shard servers, libpq's sslmode (and PgBouncer's server_tls_sslmode): kPrefer uses TLS
+// when the server offers it; kRequire fails without it; kVerifyCa also checks the certificate
+// against server_tls_ca_file, kVerifyFull also that it names the host. Unix sockets never use TLS.
+enum class ServerTlsMode { kDisable, kPrefer, kRequire, kVerifyCa, kVerifyFull };
 
 // How a user's password is stored in the config.
 enum class PasswordKind {
@@ -34,6 +38,10 @@ struct ServerAddress {
   std::string database;  // database name on that server
   std::string user;      // login user shardgate uses
   std::string password;  // plain text (empty: trust)
+  // [general] server_tls_sslmode and server_tls_ca_file, copied here by the loader so that every
+  // way of reaching the server (pools, probes, catalog reads) sees them.
+  ServerTlsMode tls_mode = ServerTlsMode::kPrefer;
+  std::string tls_ca_file;
 };
 
 // As libpq reads a host: one that starts with '/' is the directory of the server's Unix-domain
@@ -51,6 +59,12 @@ struct Shard {
   std::string name;  // unique in its database; defaults to "shard<i>" (0-based)
   ServerAddress primary;
   std::vector<ServerAddress> replicas;  // replicas inherit database/user/password from primary
+
+  std::vector<ServerAddress*> servers() {
+    std::vector<ServerAddress*> out{&primary};
+    for (ServerAddress& replica : replicas) out.push_back(&replica);
+    return out;
+  }
 };
 
 // A table named in the config: "table" (unqualified: any schema) or "schema.table" (that schema
@@ -195,6 +209,10 @@ struct General {
   TlsMode client_tls_sslmode = TlsMode::kDisable;
   std::string client_tls_cert_file;
   std::string client_tls_key_file;
+  // TLS to the servers (prefer, as libpq and PgBouncer 1.20+); the CA file (PEM) is required by
+  // verify-ca and verify-full.
+  ServerTlsMode server_tls_sslmode = ServerTlsMode::kPrefer;
+  std::string server_tls_ca_file;
 };
 
 struct Config {
@@ -269,6 +287,21 @@ inline std::string_view tlsModeName(TlsMode m) {
       return "prefer";
     case TlsMode::kRequire:
       return "require";
+  }
+  return "?";
+}
+inline std::string_view serverTlsModeName(ServerTlsMode m) {
+  switch (m) {
+    case ServerTlsMode::kDisable:
+      return "disable";
+    case ServerTlsMode::kPrefer:
+      return "prefer";
+    case ServerTlsMode::kRequire:
+      return "require";
+    case ServerTlsMode::kVerifyCa:
+      return "verify-ca";
+    case ServerTlsMode::kVerifyFull:
+      return "verify-full";
   }
   return "?";
 }

@@ -357,6 +357,14 @@ class Loader {
       database.generation = ++generations;
       config->databases.push_back(std::move(database));
     }
+    for (Database& database : config->databases) {
+      for (Shard& shard : database.shards) {
+        for (ServerAddress* server : shard.servers()) {
+          server->tls_mode = config->general.server_tls_sslmode;
+          server->tls_ca_file = config->general.server_tls_ca_file;
+        }
+      }
+    }
     return ConfigPtr(std::move(config));
   }
 
@@ -398,6 +406,23 @@ class Loader {
     return {};
   }
 
+  static Status readServerTls(const TableReader& t, General& g) {
+    CONF_TRY(t.readEnum("server_tls_sslmode", g.server_tls_sslmode,
+                        {ServerTlsMode::kDisable, ServerTlsMode::kPrefer, ServerTlsMode::kRequire,
+                         ServerTlsMode::kVerifyCa, ServerTlsMode::kVerifyFull},
+                        serverTlsModeName));
+    CONF_TRY(t.readString("server_tls_ca_file", g.server_tls_ca_file, /*non_empty=*/false));
+    bool verifies = g.server_tls_sslmode == ServerTlsMode::kVerifyCa ||
+                    g.server_tls_sslmode == ServerTlsMode::kVerifyFull;
+    if (verifies && g.server_tls_ca_file.empty()) {
+      return t.failAt("server_tls_sslmode",
+                      "server_tls_sslmode = " + quoted(serverTlsModeName(g.server_tls_sslmode)) +
+                          " needs server_tls_ca_file (the PEM file of the CA that signs the "
+                          "servers' certificates)");
+    }
+    return {};
+  }
+
   static Status readGeneral(const TableReader& t, General& g) {
     CONF_TRY(t.onlyKeys({"listen_addr",
                          "port",
@@ -426,7 +451,9 @@ class Loader {
                          "log_parameters",
                          "client_tls_sslmode",
                          "client_tls_cert_file",
-                         "client_tls_key_file"}));
+                         "client_tls_key_file",
+                         "server_tls_sslmode",
+                         "server_tls_ca_file"}));
     CONF_TRY(t.readString("listen_addr", g.listen_addr));
     CONF_TRY(t.readInt("port", g.port, 1, 65535));
     CONF_TRY(t.readString("unix_socket_dir", g.unix_socket_dir, /*non_empty=*/false));
@@ -463,6 +490,7 @@ class Loader {
     CONF_TRY(t.readEnum("log_format", g.log_format, {LogFormat::kText, LogFormat::kJson},
                         logFormatName));
     CONF_TRY(readClientTls(t, g));
+    CONF_TRY(readServerTls(t, g));
     // Both listeners on one port would fail to bind, or with SO_REUSEPORT split connections.
     if (g.metrics_port != 0 && g.metrics_port == g.port) {
       return t.failAt("metrics_port",

@@ -28,8 +28,6 @@ namespace shardgate::proxy {
 namespace {
 
 constexpr uint64_t kPausePollMs = 50;
-// Postgres's undefined_object: KILL_CLIENT of an id no session has.
-constexpr std::string_view kUndefinedObject = "42704";
 constexpr int32_t kTextOid = 25;
 constexpr int32_t kInt8Oid = 20;
 
@@ -639,7 +637,7 @@ void AdminConsole::showClients(const std::vector<WorkerSnapshot>& snapshots) {
                 "0",
                 pointer(c.ptr),
                 pointer(c.link),
-                "",
+                c.tls,
                 c.application_name,
                 num(uint64_t{c.prepared_statements}),
                 num(c.id),
@@ -692,7 +690,7 @@ void AdminConsole::showServers(const std::vector<WorkerSnapshot>& snapshots) {
               pointer(server.ptr),
               pointer(server.link),
               num(server.backend_pid),
-              "",
+              server.tls,
               "",
               num(uint64_t{server.prepared_statements}),
               shard,
@@ -961,7 +959,8 @@ void AdminConsole::killClient(uint64_t id) {
         auto alive = self.lock();
         if (!alive || *alive == nullptr) return;
         if (!killed) {
-          (*alive)->fail(kUndefinedObject, "client " + std::to_string(id) + " does not exist",
+          (*alive)->fail(sqlstate::kUndefinedObject,
+                         "client " + std::to_string(id) + " does not exist",
                          "SHOW CLIENTS lists the clients and their ids");
           return;
         }

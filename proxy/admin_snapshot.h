@@ -31,6 +31,7 @@ struct ClientSnapshot {
   int local_port = 0;
   uint64_t connected_at_ms = 0;  // monotonic
   std::string application_name;
+  std::string tls;  // "TLSv1.3/TLS_AES_256_GCM_SHA384", "" in plain text
   size_t prepared_statements = 0;
   std::string shard;  // the shard of the held (or last) server, "" if none
   bool in_transaction = false;
@@ -49,6 +50,7 @@ struct ServerSnapshot {
   uint64_t created_at_ms = 0;    // monotonic
   uint64_t last_used_at_ms = 0;  // monotonic
   int32_t backend_pid = 0;
+  std::string tls;  // as ClientSnapshot::tls
   size_t prepared_statements = 0;
   bool draining = false;      // its pool was replaced by a reload
   bool close_needed = false;  // closed when released (a reload or RECONNECT / KILL)

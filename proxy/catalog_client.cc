@@ -77,6 +77,8 @@ std::string conninfoFor(const conf::ServerAddress& server) {
                   " application_name='shardgate lookups' connect_timeout=5"
                   " options='-c statement_timeout=5000'";
   if (!server.password.empty()) s += " password=" + conninfoValue(server.password);
+  s += " sslmode=" + std::string(conf::serverTlsModeName(server.tls_mode));
+  if (!server.tls_ca_file.empty()) s += " sslrootcert=" + conninfoValue(server.tls_ca_file);
   return s;
 }
 

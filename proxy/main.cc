@@ -131,6 +131,7 @@ int main(int argc, char** argv) {
       return kExitConfigError;
     }
     auto tls = shardgate::proxy::ProxyServer::loadClientTls((*loaded)->general);
+    if (tls.ok()) tls = shardgate::proxy::ProxyServer::loadServerTls((*loaded)->general);
     if (!tls.ok()) {
       std::fprintf(stderr, "shardgate: %s\n", tls.error().message.c_str());
       return kExitConfigError;

@@ -88,14 +88,36 @@ std::shared_ptr<const TlsContext> ProxyServer::clientTls() const {
   return client_tls_;
 }
 
+Result<std::shared_ptr<const TlsContext>> ProxyServer::loadServerTls(const conf::General& general) {
+  switch (general.server_tls_sslmode) {
+    case conf::ServerTlsMode::kDisable:
+      return std::shared_ptr<const TlsContext>();
+    case conf::ServerTlsMode::kPrefer:
+    case conf::ServerTlsMode::kRequire:
+      return TlsContext::forClient("");  // encryption only, as libpq without a root certificate
+    case conf::ServerTlsMode::kVerifyCa:
+    case conf::ServerTlsMode::kVerifyFull:
+      return TlsContext::forClient(general.server_tls_ca_file);
+  }
+  return std::shared_ptr<const TlsContext>();
+}
+
+std::shared_ptr<const TlsContext> ProxyServer::serverTls() const {
+  std::lock_guard lock(config_mutex_);
+  return server_tls_;
+}
+
 Status ProxyServer::start() {
   conf::ConfigPtr config = currentConfig();
   const conf::General& g = config->general;
   auto tls = loadClientTls(g);
   if (!tls.ok()) return tls.error();
+  auto server_tls = loadServerTls(g);
+  if (!server_tls.ok()) return server_tls.error();
   {
     std::lock_guard lock(config_mutex_);
     client_tls_ = *tls;
+    server_tls_ = *server_tls;
   }
   uint32_t count = std::max<uint32_t>(1, g.workers);
   for (uint32_t i = 0; i < count; ++i) {
@@ -144,6 +166,13 @@ void ProxyServer::wait() {
   for (auto& worker : workers_) worker->join();
 }
 
+namespace {
+bool sameServerTls(const conf::General& was, const conf::General& now) {
+  return was.server_tls_sslmode == now.server_tls_sslmode &&
+         was.server_tls_ca_file == now.server_tls_ca_file;
+}
+}  // namespace
+
 Result<conf::ConfigPtr> ProxyServer::reload() {
   std::lock_guard reload_lock(reload_mutex_);
   conf::ConfigPtr current = currentConfig();
@@ -156,10 +185,14 @@ Result<conf::ConfigPtr> ProxyServer::reload() {
   }
   conf::ConfigPtr next = *loaded;
   auto tls = loadClientTls(next->general);
-  if (!tls.ok()) {
+  // The servers' context is made again only when its settings change: pools compare it, and a
+  // new one makes them reconnect.
+  const bool same_server_tls = sameServerTls(current->general, next->general);
+  auto server_tls = !tls.ok() ? tls : same_server_tls ? serverTls() : loadServerTls(next->general);
+  if (!server_tls.ok()) {
     spdlog::error("event=reload_failed source=\"{}\" error=\"{}\"", current->source_path,
-                  tls.error().message);
-    return tls.error();
+                  server_tls.error().message);
+    return server_tls.error();
   }
   // The listening sockets and threads stay as they are until a restart.
   const conf::General& was = current->general;
@@ -183,6 +216,7 @@ Result<conf::ConfigPtr> ProxyServer::reload() {
     config_ = next;
     history_.push_back(next);
     client_tls_ = *tls;
+    server_tls_ = *server_tls;
   }
   max_client_conn_.store(now.max_client_conn, std::memory_order_relaxed);
   for (auto& worker : workers_) {

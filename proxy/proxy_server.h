@@ -47,6 +47,9 @@ class ProxyServer {
   // Loads the files general.client_tls_* name (null for disable): for start, RELOAD and
   // --check-config.
   static Result<std::shared_ptr<const TlsContext>> loadClientTls(const conf::General& general);
+  // The client-side context for TLS to the servers (null when server_tls_sslmode is disable).
+  std::shared_ptr<const TlsContext> serverTls() const;
+  static Result<std::shared_ptr<const TlsContext>> loadServerTls(const conf::General& general);
 
   CancelRegistry& cancelRegistry() { return cancel_registry_; }
   Worker& worker(uint32_t index) { return *workers_.at(index); }
@@ -58,9 +61,10 @@ class ProxyServer {
   uint32_t clientCount() const { return clients_.load(std::memory_order_relaxed); }
 
  private:
-  mutable std::mutex config_mutex_;  // guards config_, history_, client_tls_; never per query
+  mutable std::mutex config_mutex_;  // guards config_, history_, the TLS contexts; never per query
   conf::ConfigPtr config_;
   std::shared_ptr<const TlsContext> client_tls_;
+  std::shared_ptr<const TlsContext> server_tls_;
   std::vector<conf::ConfigPtr> history_;
   std::mutex reload_mutex_;  // one reload at a time (SIGHUP and RELOAD may race)
   std::atomic<uint32_t> max_client_conn_{0};

@@ -31,8 +31,18 @@ using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
 
 PgConn connect(const conf::ServerAddress& address) {
   std::string port = std::to_string(address.port);
-  const char* keys[] = {"host",     "port",    "dbname",          "user",
-                        "password", "options", "connect_timeout", "application_name",
+  std::string sslmode(conf::serverTlsModeName(address.tls_mode));
+  // libpq ignores an empty value: no CA file, as in shardgate's own connections.
+  const char* keys[] = {"host",
+                        "port",
+                        "dbname",
+                        "user",
+                        "password",
+                        "options",
+                        "connect_timeout",
+                        "application_name",
+                        "sslmode",
+                        "sslrootcert",
                         nullptr};
   const char* values[] = {address.host.c_str(),
                           port.c_str(),
@@ -42,6 +52,8 @@ PgConn connect(const conf::ServerAddress& address) {
                           kProbeOptions,
                           kProbeConnectTimeoutSeconds,
                           "shardgate_probe",
+                          sslmode.c_str(),
+                          address.tls_ca_file.c_str(),
                           nullptr};
   PgConn conn(PQconnectdbParams(keys, values, 0));
   if (conn && PQstatus(conn.get()) != CONNECTION_OK) {

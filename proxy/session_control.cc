@@ -139,6 +139,7 @@ ClientSnapshot ClientSession::adminSnapshot() const {
   c.connected_at_ms = connected_at_ms_;
   if (auto app = settings_.reported("application_name")) c.application_name = *app;
   c.prepared_statements = statements_.size();
+  if (tls() != nullptr) c.tls = tls()->describe();
   if (current_target_ && database_ != nullptr &&
       current_target_->shard < database_->shards.size()) {
     c.shard = database_->shards[current_target_->shard].name;
@@ -174,6 +175,7 @@ WorkerSnapshot takeSnapshot(Worker& worker) {
     s.last_used_at_ms = server->lastUsedAtMs();
     s.backend_pid = server->backendPid();
     s.prepared_statements = server->statements().size();
+    if (server->tls() != nullptr) s.tls = server->tls()->describe();
     s.draining = draining;
     return s;
   };

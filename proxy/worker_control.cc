@@ -42,10 +42,6 @@ std::optional<PoolKeyParts> splitPoolKey(const std::string& key) {
   return out;
 }
 
-// Postgres's object_not_in_prerequisite_state, which it sends to logins of a database that does
-// not allow connections (datallowconn = false), the nearest thing to DISABLE.
-constexpr std::string_view kObjectNotInPrerequisiteState = "55000";
-
 // Whether the pool with this key serves `database` ("" = any).
 bool poolOf(const std::string& key, const std::string& database) {
   if (database.empty()) return true;
@@ -55,7 +51,8 @@ bool poolOf(const std::string& key, const std::string& database) {
 
 bool sameServer(const backends::ServerEndpoint& a, const backends::ServerEndpoint& b) {
   return a.host == b.host && a.port == b.port && a.database == b.database && a.user == b.user &&
-         a.password == b.password && a.label == b.label;
+         a.password == b.password && a.label == b.label && a.tls_mode == b.tls_mode &&
+         a.tls == b.tls;
 }
 
 }  // namespace
@@ -216,7 +213,7 @@ backends::PoolGate::Verdict Worker::LoginGate::admit(backends::PoolWaiter* waite
   }
   const std::string& database = session->databaseName();
   if (worker_.databaseDisabled(database)) {
-    error = Error::fatal(kObjectNotInPrerequisiteState,
+    error = Error::fatal(sqlstate::kObjectNotInPrerequisiteState,
                          "database \"" + database + "\" is not currently accepting connections",
                          "the admin console ran DISABLE " + database,
                          "ENABLE " + database + " on the admin console lets clients in again");

@@ -118,6 +118,11 @@ def test_psql_reports_a_tls_connection_and_verify_full_accepts_the_certificate(t
 def test_routed_reads_and_writes_over_tls_in_both_protocols(tls_cluster):
     with connect(tls_cluster, sslmode="require") as conn:
         assert conn.pgconn.ssl_in_use
+        # SHOW CLIENTS' tls column names the protocol and cipher; the console's own client is
+        # plain here, and its column empty.
+        clients = tls_cluster.shardgate.psql("SHOW CLIENTS", dbname="shardgate",
+                                             env={"PGSSLMODE": "disable"}).stdout.splitlines()
+        assert sorted(row.split("|")[14][:12] for row in clients) == ["", "TLSv1.3/TLS_"], clients
         for i in range(200):
             conn.execute("INSERT INTO tls_items (id, note) VALUES (%s, %s)", (i, f"note {i}"))
         # Extended protocol with a server-side prepared statement, then the simple protocol.
@@ -322,3 +327,119 @@ name = "app"
                              timeout=30)
     assert started.returncode != 0
     assert "cannot load the TLS private key" in started.stdout + started.stderr
+
+
+# ---- TLS to the shards (general.server_tls_*) ----------------------------------------------------
+
+SERVER_TLS_TABLE = """
+[[databases.sharded_tables]]
+name = "tls_rows"
+column = "id"
+type = "bigint"
+strategy = "hash"
+"""
+
+
+def turn_server_ssl_on(server: pgcluster.Server, cert: Path, key: Path) -> None:
+    """ssl = on with this certificate (server.crt / server.key in the data directory)."""
+    for source, name in ((cert, "server.crt"), (key, "server.key")):
+        target = Path(server.datadir) / name
+        target.write_bytes(source.read_bytes())
+        os.chmod(target, 0o600)
+        pgcluster._chown_pg(target)
+    server.psql("ALTER SYSTEM SET ssl = on")
+    server.psql("SELECT pg_reload_conf()")
+    deadline = time.monotonic() + 10
+    while server.psql("SHOW ssl") != "on":
+        assert time.monotonic() < deadline, "ssl did not turn on"
+        time.sleep(0.1)
+
+
+def tls_of_shard_connection(cluster) -> tuple[str, str]:
+    """(ssl, version) of the shard backend serving this statement, seen through shardgate."""
+    out = cluster.shardgate.psql("SELECT ssl, coalesce(version, '') FROM pg_stat_ssl "
+                                 "WHERE pid = pg_backend_pid()", extra_args=("-At",)).stdout.strip()
+    ssl_on, version = out.split("|")
+    return ssl_on, version
+
+
+@pytest.fixture(scope="module")
+def host_mismatch_cert():
+    """A self-signed certificate that names another host only."""
+    with tempfile.TemporaryDirectory(prefix="sg-tls-") as d:
+        cert, key = Path(d) / "elsewhere.crt", Path(d) / "elsewhere.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=elsewhere.example", "-addext", "subjectAltName=DNS:elsewhere.example",
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+        yield cert, key
+
+
+def server_tls_cluster(make_cluster, general: dict, cert: Path, key: Path, ssl_on: bool = True):
+    cluster = make_cluster(num_shards=1, pool_mode="transaction", general=general, extra_toml=SERVER_TLS_TABLE)
+    primary = cluster.shards[0].primary
+    primary.psql("CREATE TABLE tls_rows (id bigint PRIMARY KEY, note text)")
+    if ssl_on:
+        turn_server_ssl_on(primary, cert, key)
+    return cluster
+
+
+def test_prefer_is_the_default_and_uses_tls_when_the_server_has_it(make_cluster, requires_shardgate, certs):
+    cert, key = certs["first"]
+    cluster = server_tls_cluster(make_cluster, {}, cert, key)
+    ssl_on, version = tls_of_shard_connection(cluster)
+    assert (ssl_on, version) == ("t", "TLSv1.3")
+    servers = cluster.shardgate.psql("SHOW SERVERS", dbname="shardgate").stdout
+    assert "|TLSv1.3/TLS_" in servers, servers
+
+
+def test_verify_full_checks_the_chain_and_the_host_for_pools_and_catalog_reads(make_cluster, requires_shardgate,
+                                                                               certs):
+    cert, key = certs["first"]
+    general = {"server_tls_sslmode": "verify-full", "server_tls_ca_file": str(cert)}
+    cluster = server_tls_cluster(make_cluster, general, cert, key)
+    assert tls_of_shard_connection(cluster) == ("t", "TLSv1.3")
+    # No column list: the key's position is read from the catalog through libpq, with the same TLS.
+    cluster.shardgate.psql("INSERT INTO tls_rows VALUES (7, 'seven')")
+    assert cluster.shardgate.psql("SELECT note FROM tls_rows WHERE id = 7").stdout.strip() == "seven"
+    lookups = cluster.shards[0].primary.psql(
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) "
+        "WHERE application_name = 'shardgate lookups' AND ssl")
+    assert lookups == "1"
+
+
+def test_verify_ca_refuses_a_certificate_signed_by_another_ca(make_cluster, requires_shardgate, certs):
+    cert, key = certs["first"]
+    general = {"server_tls_sslmode": "verify-ca", "server_tls_ca_file": str(certs["second"][0])}
+    cluster = server_tls_cluster(make_cluster, general, cert, key)
+    failed = cluster.shardgate.psql("SELECT 1", check=False)
+    assert failed.returncode != 0
+    assert "certificate verify failed" in failed.stderr, failed.stderr
+    assert cluster.shardgate.is_running()
+
+
+def test_verify_full_refuses_a_certificate_for_another_host(make_cluster, requires_shardgate, host_mismatch_cert):
+    cert, key = host_mismatch_cert
+    general = {"server_tls_sslmode": "verify-full", "server_tls_ca_file": str(cert)}
+    cluster = server_tls_cluster(make_cluster, general, cert, key)
+    failed = cluster.shardgate.psql("SELECT 1", check=False)
+    assert failed.returncode != 0 and "certificate verify failed" in failed.stderr, failed.stderr
+    # verify-ca checks the chain only: the same certificate is accepted.
+    cluster.general_overrides["server_tls_sslmode"] = "verify-ca"
+    cluster.write_config()
+    cluster.shardgate.reload()
+    deadline = time.monotonic() + 10
+    while cluster.shardgate.psql("SELECT 1", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "verify-ca did not accept the certificate after RELOAD"
+        time.sleep(0.2)
+    assert tls_of_shard_connection(cluster) == ("t", "TLSv1.3")
+
+
+def test_require_fails_against_a_server_without_ssl_and_disable_stays_plain(make_cluster, requires_shardgate,
+                                                                            certs):
+    cert, key = certs["first"]
+    cluster = server_tls_cluster(make_cluster, {"server_tls_sslmode": "require"}, cert, key, ssl_on=False)
+    failed = cluster.shardgate.psql("SELECT 1", check=False)
+    assert failed.returncode != 0 and "does not support TLS" in failed.stderr, failed.stderr
+
+    plain = server_tls_cluster(make_cluster, {"server_tls_sslmode": "disable"}, cert, key)
+    assert tls_of_shard_connection(plain) == ("f", "")

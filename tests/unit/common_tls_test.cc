@@ -232,6 +232,72 @@ TEST_F(TlsSessionTest, CloseNotifyEndsTheSession) {
   EXPECT_EQ(last, Kind::kClosed);
 }
 
+// shardgate on both ends: a client session (to a shard) against a server session (for a client).
+class TlsBothEndsTest : public ::testing::Test {
+ protected:
+  // Runs the handshake; false when either end failed.
+  bool handshake(TlsSession& client, TlsSession& server) {
+    client.start();
+    char buffer[4096];
+    for (int round = 0; round < 20 && !(client.handshakeDone() && server.handshakeDone());
+         ++round) {
+      server.feed(takeWire(client));
+      if (server.read(buffer, sizeof(buffer)).kind == Kind::kFailed) return false;
+      client.feed(takeWire(server));
+      if (client.read(buffer, sizeof(buffer)).kind == Kind::kFailed) return false;
+    }
+    return client.handshakeDone() && server.handshakeDone();
+  }
+  std::unique_ptr<TlsSession> server() {
+    auto context = TlsContext::forServer(files_.cert_path(), files_.key_path());
+    EXPECT_TRUE(context.ok());
+    auto session = TlsSession::serverSide(*context);
+    EXPECT_TRUE(session.ok());
+    return std::move(*session);
+  }
+  std::unique_ptr<TlsSession> client(const std::string& ca, const std::string& host,
+                                     bool check_host) {
+    auto context = TlsContext::forClient(ca);
+    EXPECT_TRUE(context.ok()) << context.error().message;
+    auto session = TlsSession::clientSide(*context, host, check_host);
+    EXPECT_TRUE(session.ok()) << session.error().message;
+    return std::move(*session);
+  }
+  TlsFiles files_;
+};
+
+TEST_F(TlsBothEndsTest, EncryptionOnlyThenData) {
+  auto c = client("", "127.0.0.1", false);
+  auto s = server();
+  ASSERT_TRUE(handshake(*c, *s));
+  // The client queued its startup packet before the handshake ended: written now.
+  auto taken = c->write("startup");
+  ASSERT_TRUE(taken.ok() && *taken);
+  EXPECT_EQ(serverReads(*s, takeWire(*c)), "startup");
+}
+
+TEST_F(TlsBothEndsTest, VerifiedChainAndHostName) {
+  auto c = client(files_.cert_path(), "shardgate-test", /*check_host=*/true);
+  auto s = server();
+  EXPECT_TRUE(handshake(*c, *s));
+}
+
+TEST_F(TlsBothEndsTest, WrongHostFailsWithTheReason) {
+  auto c = client(files_.cert_path(), "127.0.0.1", /*check_host=*/true);  // no IP in the cert
+  auto s = server();
+  EXPECT_FALSE(handshake(*c, *s));
+  EXPECT_NE(c->failure().find("certificate verify failed"), std::string::npos) << c->failure();
+  EXPECT_NE(c->failure().find("IP address mismatch"), std::string::npos) << c->failure();
+}
+
+TEST_F(TlsBothEndsTest, ChainFromAnotherCaFails) {
+  TlsFiles other;
+  auto c = client(other.cert_path(), "shardgate-test", /*check_host=*/false);
+  auto s = server();
+  EXPECT_FALSE(handshake(*c, *s));
+  EXPECT_NE(c->failure().find("certificate verify failed"), std::string::npos) << c->failure();
+}
+
 TEST(TlsContext, FileErrorsNameTheFile) {
   TlsFiles files;
   auto missing = TlsContext::forServer("/nonexistent/cert.pem", files.key_path());
@@ -250,6 +316,12 @@ TEST(TlsContext, FileErrorsNameTheFile) {
   // A key file that is the certificate's: not a key at all.
   auto not_a_key = TlsContext::forServer(files.cert_path(), files.cert_path());
   EXPECT_FALSE(not_a_key.ok());
+
+  auto no_ca = TlsContext::forClient("/nonexistent/ca.pem");
+  ASSERT_FALSE(no_ca.ok());
+  EXPECT_NE(no_ca.error().message.find("cannot load the TLS CA file \"/nonexistent/ca.pem\""),
+            std::string::npos)
+      << no_ca.error().message;
 
   auto mismatch = TlsContext::forServer(files.cert_path(), files.other_key_path());
   ASSERT_FALSE(mismatch.ok());

@@ -207,6 +207,25 @@ TEST(ConfLoader, ClientTls) {
   EXPECT_EQ(named->general.client_tls_sslmode, TlsMode::kDisable);
 }
 
+TEST(ConfLoader, ServerTlsReachesEveryServerAddress) {
+  const std::string shards =
+      "[[databases]]\nname = \"app\"\n[[databases.shards]]\n"
+      "primary = { host = \"h\", port = 1, user = \"u\" }\n"
+      "replicas = [ { host = \"r\", port = 2 } ]\n";
+  auto fallback = parseOk(shards);
+  ASSERT_TRUE(fallback);
+  EXPECT_EQ(fallback->general.server_tls_sslmode, ServerTlsMode::kPrefer);  // as libpq
+  EXPECT_EQ(fallback->databases[0].shards[0].replicas[0].tls_mode, ServerTlsMode::kPrefer);
+  auto verify = parseOk(
+      "[general]\nserver_tls_sslmode = \"verify-ca\"\nserver_tls_ca_file = \"/ca.pem\"\n" + shards);
+  ASSERT_TRUE(verify);
+  for (const conf::ServerAddress* server :
+       {&verify->databases[0].shards[0].primary, &verify->databases[0].shards[0].replicas[0]}) {
+    EXPECT_EQ(server->tls_mode, ServerTlsMode::kVerifyCa);
+    EXPECT_EQ(server->tls_ca_file, "/ca.pem");
+  }
+}
+
 TEST(ConfLoader, EmptyDocumentGivesDefaults) {
   auto c = parseOk("");
   ASSERT_TRUE(c);
@@ -539,6 +558,10 @@ const BadCase kBadCases[] = {
     {"ClientTlsWithoutKey",
      "[general]\nclient_tls_sslmode = \"prefer\"\nclient_tls_cert_file = \"/c.pem\"\n", 2, 0,
      "general.client_tls_sslmode", "needs client_tls_key_file"},
+    {"ServerTlsVerifyWithoutCa", "[general]\nserver_tls_sslmode = \"verify-full\"\n", 2, 0,
+     "general.server_tls_sslmode", "needs server_tls_ca_file"},
+    {"ServerTlsAllow", "[general]\nserver_tls_sslmode = \"allow\"\n", 2, 0,
+     "general.server_tls_sslmode", "is not one of"},
     {"ClientTlsVerifyFull", "[general]\nclient_tls_sslmode = \"verify-full\"\n", 2, 0,
      "general.client_tls_sslmode", "(client certificates) is not supported"},
     {"ClientTlsUnknownMode", "[general]\nclient_tls_sslmode = \"on\"\n", 2, 0,

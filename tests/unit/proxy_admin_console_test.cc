@@ -41,8 +41,10 @@ conf::ConfigPtr consoleConfig() {
   db.name = "app";
   conf::Shard shard;
   shard.name = "shard0";
-  shard.primary = conf::ServerAddress{"127.0.0.1", 1, "app", "postgres", ""};
-  shard.replicas.push_back(conf::ServerAddress{"127.0.0.1", 2, "app", "postgres", ""});
+  shard.primary =
+      conf::ServerAddress{"127.0.0.1", 1, "app", "postgres", "", conf::ServerTlsMode::kPrefer, ""};
+  shard.replicas.push_back(
+      conf::ServerAddress{"127.0.0.1", 2, "app", "postgres", "", conf::ServerTlsMode::kPrefer, ""});
   db.shards.push_back(shard);
   config->databases.push_back(db);
   return config;

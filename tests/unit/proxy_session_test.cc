@@ -48,7 +48,8 @@ conf::ConfigPtr testConfig() {
   conf::Shard shard;
   shard.name = "shard0";
   // Nothing listens on port 1: a login that gets this far fails with a connection error.
-  shard.primary = conf::ServerAddress{"127.0.0.1", 1, "app", "postgres", "postgres"};
+  shard.primary = conf::ServerAddress{
+      "127.0.0.1", 1, "app", "postgres", "postgres", conf::ServerTlsMode::kPrefer, ""};
   db.shards.push_back(shard);
   config->databases.push_back(db);
   return config;
