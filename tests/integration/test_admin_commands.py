@@ -16,6 +16,7 @@ import pytest
 
 import conftest
 import pgwire
+from console_helpers import command, console, error_of, run, show
 
 HOST = "127.0.0.1"
 
@@ -63,38 +64,6 @@ def _resumed_and_enabled(c):
 
 
 # ---- helpers --------------------------------------------------------------------------------------
-
-
-def console(cluster) -> pgwire.PgWire:
-    w = pgwire.PgWire(HOST, cluster.shardgate.port)
-    w.login(user="postgres", password="postgres", database="shardgate")
-    return w
-
-
-def run(w: pgwire.PgWire, sql: str, timeout: float = 20) -> list[pgwire.Message]:
-    w.send(pgwire.query(sql))
-    return w.recv_until(b"Z", timeout=timeout)
-
-
-def show(w: pgwire.PgWire, sql: str) -> tuple[list[str], list[dict]]:
-    msgs = run(w, sql)
-    assert not pgwire.errors(msgs), f"{sql}: {pgwire.errors(msgs)}"
-    desc = [m for m in msgs if m.type == b"T"][0]
-    cols = [col["name"] for col in pgwire.parse_row_description(desc)]
-    return cols, [dict(zip(cols, r)) for r in pgwire.data_rows(msgs)]
-
-
-def command(w: pgwire.PgWire, sql: str) -> str:
-    msgs = run(w, sql)
-    assert not pgwire.errors(msgs), f"{sql}: {pgwire.errors(msgs)}"
-    return [pgwire.parse_command_complete(m) for m in msgs if m.type == b"C"][0]
-
-
-def error_of(w: pgwire.PgWire, sql: str) -> pgwire.ServerError:
-    msgs = run(w, sql)
-    errs = pgwire.errors(msgs)
-    assert len(errs) == 1 and msgs[-1].type == b"Z", pgwire.types(msgs)
-    return errs[0]
 
 
 def app(cluster, dbname: str = "app", autocommit: bool = True, **kw) -> psycopg.Connection:

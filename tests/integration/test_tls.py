@@ -10,7 +10,6 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 
 import pgcluster
 import pgwire
+from client_helpers import cancel_a_sleep
 
 HOST = "127.0.0.1"
 
@@ -80,15 +80,20 @@ def connect(cluster, **kw) -> psycopg.Connection:
                            password="postgres", autocommit=True, connect_timeout=10, **kw)
 
 
+def unverified_tls() -> ssl.SSLContext:
+    """A client context that takes any certificate (the tests' certificates are self-signed)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def served_certificate(port: int) -> bytes:
     """The certificate shardgate presents after answering an SSLRequest 'S' (DER)."""
     with socket.create_connection((HOST, port), timeout=10) as raw:
         raw.sendall(pgwire.ssl_request())
         assert raw.recv(1) == b"S"
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        with context.wrap_socket(raw, server_hostname=HOST) as tls:
+        with unverified_tls().wrap_socket(raw, server_hostname=HOST) as tls:
             return tls.getpeercert(binary_form=True)
 
 
@@ -178,18 +183,7 @@ def test_asyncpg_prepares_over_tls(tls_cluster):
 
 def test_cancel_reaches_a_query_on_a_tls_connection(tls_cluster):
     with connect(tls_cluster, sslmode="require") as conn:
-        conn.execute("BEGIN")
-        timer = threading.Timer(1.0, conn.cancel)  # libpq sends the cancel in plain text
-        timer.start()
-        started = time.monotonic()
-        try:
-            with pytest.raises(psycopg.errors.QueryCanceled):
-                conn.execute("SELECT pg_sleep(30)")
-        finally:
-            timer.cancel()
-        assert time.monotonic() - started < 15
-        conn.execute("ROLLBACK")
-        assert conn.execute("SELECT 1").fetchone() == (1,)
+        cancel_a_sleep(conn)  # libpq sends the cancel in plain text, on a new connection
 
 
 def test_prefer_still_serves_plain_clients(tls_cluster):
@@ -213,10 +207,7 @@ def test_a_second_sslrequest_inside_tls_is_refused(tls_cluster):
     with socket.create_connection((HOST, tls_cluster.shardgate.port), timeout=10) as raw:
         raw.sendall(pgwire.ssl_request())
         assert raw.recv(1) == b"S"
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        with context.wrap_socket(raw, server_hostname=HOST) as tls:
+        with unverified_tls().wrap_socket(raw, server_hostname=HOST) as tls:
             tls.sendall(pgwire.ssl_request())
             reply = read_until_closed(tls)
     assert reply[:1] == b"E" and b"already in TLS" in reply, reply
@@ -275,14 +266,7 @@ def test_require_refuses_plain_tcp_but_not_the_unix_socket(make_cluster, require
             assert conn.execute("SELECT 2").fetchone() == (2,)
         # A cancel arrives in plain text on a new connection, and is still accepted.
         with connect(cluster, sslmode="require") as conn:
-            conn.execute("BEGIN")
-            timer = threading.Timer(1.0, conn.cancel)
-            timer.start()
-            try:
-                with pytest.raises(psycopg.errors.QueryCanceled):
-                    conn.execute("SELECT pg_sleep(30)")
-            finally:
-                timer.cancel()
+            cancel_a_sleep(conn)
     finally:
         cluster_socket = Path(socket_dir)
         for leftover in cluster_socket.glob(".s.PGSQL.*"):

@@ -6,7 +6,6 @@ import os
 import shutil
 import socket
 import tempfile
-import threading
 import time
 
 import psycopg
@@ -14,6 +13,7 @@ import pytest
 
 import pgcluster
 import pgwire
+from client_helpers import cancel_a_sleep
 
 HOST = "127.0.0.1"
 
@@ -51,23 +51,6 @@ def unix_cluster(make_cluster, requires_shardgate):
 def connect(cluster, **kw) -> psycopg.Connection:
     return psycopg.connect(host=HOST, port=cluster.shardgate.port, dbname="app", user="postgres",
                            password="postgres", autocommit=True, **kw)
-
-
-def cancel_a_sleep(conn: psycopg.Connection) -> None:
-    """Cancels a long pg_sleep from another thread: it must fail with 57014 soon, and the session
-    must go on working."""
-    conn.execute("BEGIN")  # holds its server connection, so the cancel has a backend to name
-    timer = threading.Timer(1.0, conn.cancel)
-    timer.start()
-    started = time.monotonic()
-    try:
-        with pytest.raises(psycopg.errors.QueryCanceled):
-            conn.execute("SELECT pg_sleep(30)")
-    finally:
-        timer.cancel()
-    assert time.monotonic() - started < 15, "the cancel did not reach the server"
-    conn.execute("ROLLBACK")
-    assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def connections_by_transport(server) -> tuple[int, int]:
