@@ -42,6 +42,11 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::forServer(const std::strin
   // No renegotiation (Postgres refuses it too), and our own buffers can shrink when idle.
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  // No session resumption, as in Postgres: libpq never resumes, and a cached session or a ticket
+  // per connection would only cost memory.
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+  SSL_CTX_set_num_tickets(ctx, 0);
   if (SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1) {
     return tlsConfigError("cannot load the TLS certificate \"" + cert_file +
                           "\": " + takeOpensslErrors());
