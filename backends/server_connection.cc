@@ -181,6 +181,7 @@ size_t ServerConnection::onTlsAnswer(std::string_view data) {
     sendStartup();
     return 1;
   }
+  if (answer == 'E') return 0;  // an ErrorResponse (e.g. out of processes): the login loop reads it
   fail(lostError(endpoint_, std::string("unexpected answer '") + answer + "' to SSLRequest"));
   return data.size();
 }
@@ -662,7 +663,8 @@ void ServerConnection::terminate() {
     std::string bye;
     wire::Terminate{}.encode(bye);
     if (tls() != nullptr) {
-      send(bye);  // in a TLS record, after whatever is queued
+      send(bye);  // in a TLS record, after whatever is queued, then close_notify
+      sendCloseNotify();
       flushNow();
     } else {
       uv_buf_t buf = uv_buf_init(bye.data(), static_cast<unsigned>(bye.size()));

@@ -57,6 +57,7 @@ void LoopContext::flushAll() {
       if (c == nullptr) continue;
       c->flush_scheduled_ = false;
       c->flushNow();
+      c->reportDeferredEof();
     }
     flushing_.clear();
   }
@@ -77,6 +78,9 @@ TcpConnection::~TcpConnection() = default;
 
 void TcpConnection::startReading() {
   if (reading_ || closing_) return;
+  // A TLS peer that ended while we were paused: its end is reported after the held input (at the
+  // end of this loop iteration, by when the reader has taken it).
+  if (eof_after_pending_) scheduleFlush();
   reading_ = true;
   uv_read_start(stream(), &TcpConnection::allocCallback, &TcpConnection::readCallback);
 }
@@ -122,34 +126,63 @@ void TcpConnection::deliver(std::string_view data) {
 }
 
 void TcpConnection::receiveTls(std::string_view ciphertext) {
-  tls_->feed(ciphertext);
   // All the plaintext this read brings is offered at once, as a plain read's bytes are: a session
   // that pauses in the middle (back-pressure, Terminate) then sees what it would have seen
-  // without TLS.
+  // without TLS. The ciphertext goes in by slices, each decrypted before the next, so that
+  // OpenSSL's input buffer stays small.
   std::string& plaintext = context_.tlsPlaintext();
   plaintext.clear();
   TlsSession::ReadResult r;
-  for (;;) {
-    size_t at = plaintext.size();
-    plaintext.resize(at + kTlsReadChunk);
-    r = tls_->read(plaintext.data() + at, kTlsReadChunk);
-    plaintext.resize(at + (r.kind == TlsSession::ReadResult::Kind::kData ? r.size : 0));
-    if (r.kind != TlsSession::ReadResult::Kind::kData) break;
+  while (!ciphertext.empty() && r.kind != TlsSession::ReadResult::Kind::kClosed &&
+         r.kind != TlsSession::ReadResult::Kind::kFailed) {
+    size_t slice = std::min(ciphertext.size(), TlsSession::kFeedSlice);
+    tls_->feed(ciphertext.substr(0, slice));
+    ciphertext.remove_prefix(slice);
+    for (;;) {
+      size_t at = plaintext.size();
+      plaintext.resize(at + kTlsReadChunk);
+      r = tls_->read(plaintext.data() + at, kTlsReadChunk);
+      plaintext.resize(at + (r.kind == TlsSession::ReadResult::Kind::kData ? r.size : 0));
+      if (r.kind != TlsSession::ReadResult::Kind::kData) break;
+    }
   }
   if (!plaintext.empty()) deliver(plaintext);
   if (plaintext.capacity() > kScratchSize) std::string().swap(plaintext);
   if (closing_) return;
   if (r.kind == TlsSession::ReadResult::Kind::kClosed) {
+    // close_notify: as a plain FIN, it is seen only after what a paused reader still holds.
+    if (!reading_ && !pending_.empty()) {
+      eof_after_pending_ = true;
+      return;
+    }
     reportDisconnect(UV_EOF);
     return;
   }
   if (r.kind == TlsSession::ReadResult::Kind::kFailed) {
     spdlog::info("event=tls_failed error=\"{}\"", r.error);
+    // The alert OpenSSL wrote says why (e.g. "protocol version"); best effort, no waiting.
+    if (inflight_.empty() && tls_->unsentWireBytes() > 0) {
+      trySend(tls_->wireOut().data() + tls_->wireOffset(), tls_->unsentWireBytes());
+    }
     reportDisconnect(UV_EPROTO);
     return;
   }
   // Handshake replies, or output that waited for the handshake to end.
   if (tls_->unsentWireBytes() > 0 || out_.size() > out_offset_) scheduleFlush();
+}
+
+void TcpConnection::reportDeferredEof() {
+  if (!eof_after_pending_ || closing_) return;
+  if (reading_ || pending_.empty()) {
+    eof_after_pending_ = false;
+    reportDisconnect(UV_EOF);
+  }
+}
+
+void TcpConnection::sendCloseNotify() {
+  if (!tls_ || !encryptOutput()) return;
+  tls_->closeNotify();
+  scheduleFlush();
 }
 
 void TcpConnection::startTls(std::unique_ptr<TlsSession> tls) {
@@ -170,6 +203,7 @@ bool TcpConnection::encryptOutput() {
   if (*taken) {
     out_.clear();
     out_offset_ = 0;
+    if (out_.capacity() > kCompactThreshold) out_.shrink_to_fit();  // the records hold it now
   }
   return true;
 }
@@ -302,8 +336,13 @@ void TcpConnection::reportDisconnect(int status) {
 
 void TcpConnection::closeAfterFlush() {
   if (closing_ || close_after_flush_) return;
+  if (tls_ && !tls_->handshakeDone()) {
+    close();  // nothing can be sent before the handshake ends, and the peer may never end it
+    return;
+  }
   close_after_flush_ = true;
   stopReading();
+  if (tls_) sendCloseNotify();
   // Flush now rather than at the end of the iteration: a loop with nothing else to do (at
   // shutdown) would otherwise end with this connection still open.
   if (!in_on_data_) {

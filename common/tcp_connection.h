@@ -101,6 +101,8 @@ class TcpConnection {
   // SSLRequest).
   void startTls(std::unique_ptr<TlsSession> tls);
   const TlsSession* tls() const { return tls_.get(); }
+  // Queues TLS's close_notify after the queued output (no-op without TLS).
+  void sendCloseNotify();
 
   // Closes the socket; queued output is dropped. The object deletes itself once libuv is done.
   void close();
@@ -130,6 +132,8 @@ class TcpConnection {
   void receiveTls(std::string_view ciphertext);
   // Moves the queued plaintext into TLS records; false when TLS failed (reported).
   bool encryptOutput();
+  // Reports a TLS peer's end held back while a paused reader had input (see receiveTls).
+  void reportDeferredEof();
   // Writes what the socket takes now: bytes written, UV_EAGAIN, or another libuv error code.
   int trySend(const char* data, size_t size);
   void reportDisconnect(int status);
@@ -152,6 +156,7 @@ class TcpConnection {
   bool flush_scheduled_ = false;
   bool disconnect_reported_ = false;
   bool in_on_data_ = false;
+  bool eof_after_pending_ = false;  // TLS close_notify seen while paused with input held
   metrics::Counter* bytes_received_ = nullptr;
   metrics::Counter* bytes_sent_ = nullptr;
   uint64_t last_read_ns_ = 0;

@@ -25,6 +25,18 @@ std::string takeOpensslErrors() {
   return out.empty() ? "unknown TLS error" : out;
 }
 
+// A memory BIO for which "empty" means "wait for more", not end of stream.
+BIO* newMemoryBio() {
+  BIO* bio = BIO_new(BIO_s_mem());
+  if (bio != nullptr) BIO_set_mem_eof_return(bio, -1);
+  return bio;
+}
+
+// Traffic through a memory BIO after which a drained one is replaced (it keeps its peak size).
+constexpr size_t kBioRenewalBytes = 64 * 1024;
+// Plaintext per SSL_write: one record, so the output BIO never holds more than about one.
+constexpr size_t kWriteSlice = 16 * 1024;
+
 Error tlsConfigError(std::string message) {
   return Error::fatal(sqlstate::kConfigFileError, std::move(message));
 }
@@ -90,8 +102,8 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::forClient(const std::strin
 Result<std::unique_ptr<TlsSession>> TlsSession::make(const TlsContext& context) {
   ERR_clear_error();
   SSL* ssl = SSL_new(context.native());
-  BIO* from_peer = BIO_new(BIO_s_mem());
-  BIO* to_peer = BIO_new(BIO_s_mem());
+  BIO* from_peer = newMemoryBio();
+  BIO* to_peer = newMemoryBio();
   if (ssl == nullptr || from_peer == nullptr || to_peer == nullptr) {
     SSL_free(ssl);
     BIO_free(from_peer);
@@ -99,9 +111,6 @@ Result<std::unique_ptr<TlsSession>> TlsSession::make(const TlsContext& context) 
     return Error::fatal(sqlstate::kInternalError,
                         "cannot start TLS on this connection: " + takeOpensslErrors());
   }
-  // An empty input BIO means "wait for more", not end of stream.
-  BIO_set_mem_eof_return(from_peer, -1);
-  BIO_set_mem_eof_return(to_peer, -1);
   SSL_set_bio(ssl, from_peer, to_peer);  // ssl owns both from here
   return std::unique_ptr<TlsSession>(new TlsSession(ssl, from_peer, to_peer));
 }
@@ -153,7 +162,34 @@ void TlsSession::feed(std::string_view ciphertext) {
     int written = BIO_write(from_peer_, ciphertext.data(), chunk);
     if (written <= 0) return;  // a memory BIO only fails when out of memory; read() will fail
     ciphertext.remove_prefix(static_cast<size_t>(written));
+    fed_since_renewal_ += static_cast<size_t>(written);
   }
+}
+
+void TlsSession::renewDrainedBios() {
+  if (!handshakeDone()) return;  // OpenSSL buffers the handshake's flight in front of to_peer_
+  if (fed_since_renewal_ > kBioRenewalBytes && BIO_ctrl_pending(from_peer_) == 0) {
+    if (BIO* fresh = newMemoryBio()) {
+      SSL_set0_rbio(ssl_, fresh);  // frees the old one
+      from_peer_ = fresh;
+      fed_since_renewal_ = 0;
+    }
+  }
+  if (written_since_renewal_ > kBioRenewalBytes && BIO_ctrl_pending(to_peer_) == 0) {
+    if (BIO* fresh = newMemoryBio()) {
+      SSL_set0_wbio(ssl_, fresh);
+      to_peer_ = fresh;
+      written_since_renewal_ = 0;
+    }
+  }
+}
+
+void TlsSession::closeNotify() {
+  if (!handshakeDone()) return;
+  ERR_clear_error();
+  SSL_shutdown(ssl_);  // sends ours; the peer's is not waited for
+  ERR_clear_error();
+  collectWireOutput();
 }
 
 TlsSession::ReadResult TlsSession::read(char* buffer, size_t capacity) {
@@ -167,7 +203,9 @@ TlsSession::ReadResult TlsSession::read(char* buffer, size_t capacity) {
     result.size = static_cast<size_t>(n);
     return result;
   }
-  switch (SSL_get_error(ssl_, n)) {
+  const int error = SSL_get_error(ssl_, n);  // reads the BIO's retry flags: before any renewal
+  if (error == SSL_ERROR_WANT_READ) renewDrainedBios();
+  switch (error) {
     case SSL_ERROR_WANT_READ:
     case SSL_ERROR_WANT_WRITE:  // a memory BIO takes every write; listed for completeness
       result.kind = ReadResult::Kind::kNeedMore;
@@ -177,7 +215,7 @@ TlsSession::ReadResult TlsSession::read(char* buffer, size_t capacity) {
       break;
     default:
       result.kind = ReadResult::Kind::kFailed;
-      result.error = takeOpensslErrors();
+      result.error = takeOpensslErrors() + " (SSL_get_error " + std::to_string(error) + ")";
       if (long verify = SSL_get_verify_result(ssl_);
           (SSL_get_verify_mode(ssl_) & SSL_VERIFY_PEER) && verify != X509_V_OK) {
         result.error += std::string(" (") + X509_verify_cert_error_string(verify) + ")";
@@ -192,16 +230,16 @@ Result<bool> TlsSession::write(std::string_view plaintext) {
   if (!handshakeDone()) return false;
   ERR_clear_error();
   while (!plaintext.empty()) {
-    // Records are at most 16 KiB; a bounded chunk keeps the int conversion safe.
-    int chunk = static_cast<int>(std::min<size_t>(plaintext.size(), 1u << 20));
+    // A record at a time, moved out of the BIO at once: the BIO stays about one record big.
+    int chunk = static_cast<int>(std::min(plaintext.size(), kWriteSlice));
     int n = SSL_write(ssl_, plaintext.data(), chunk);
+    collectWireOutput();
     if (n <= 0) {
-      collectWireOutput();
       return Error::fatal(sqlstate::kConnectionFailure, "TLS write failed: " + takeOpensslErrors());
     }
     plaintext.remove_prefix(static_cast<size_t>(n));
   }
-  collectWireOutput();
+  renewDrainedBios();
   return true;
 }
 
@@ -212,6 +250,7 @@ void TlsSession::collectWireOutput() {
     wire_out_.clear();
     wire_offset_ = 0;
   }
+  written_since_renewal_ += pending;
   size_t at = wire_out_.size();
   wire_out_.resize(at + pending);
   int n = BIO_read(to_peer_, wire_out_.data() + at,

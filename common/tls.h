@@ -50,7 +50,9 @@ class TlsSession {
   TlsSession(const TlsSession&) = delete;
   TlsSession& operator=(const TlsSession&) = delete;
 
-  // Ciphertext read from the peer.
+  // Ciphertext read from the peer. Feed at most kFeedSlice at a time and read() until kNeedMore
+  // in between, so that the input buffer stays small.
+  static constexpr size_t kFeedSlice = 32 * 1024;
   void feed(std::string_view ciphertext);
 
   struct ReadResult {
@@ -66,6 +68,9 @@ class TlsSession {
   // Encrypts `plaintext` into wireOut(). False, with nothing taken, while the handshake is not
   // finished; an error when TLS has failed.
   Result<bool> write(std::string_view plaintext);
+
+  // Queues close_notify (the end of TLS) after what was written; nothing before the handshake.
+  void closeNotify();
 
   // Ciphertext for the peer (handshake messages and records), from wireOffset() on.
   std::string& wireOut() { return wire_out_; }
@@ -84,12 +89,17 @@ class TlsSession {
       : ssl_(ssl), from_peer_(from_peer), to_peer_(to_peer) {}
   static Result<std::unique_ptr<TlsSession>> make(const TlsContext& context);
   void collectWireOutput();
+  // A memory BIO keeps the largest size it ever held: once the traffic through one since its
+  // last replacement passes a threshold, an empty one is replaced by a fresh one.
+  void renewDrainedBios();
 
   SSL* ssl_;
   BIO* from_peer_;  // owned by ssl_
   BIO* to_peer_;    // owned by ssl_
   std::string wire_out_;
   size_t wire_offset_ = 0;
+  size_t fed_since_renewal_ = 0;
+  size_t written_since_renewal_ = 0;
   std::string failure_;
 };
 

@@ -290,6 +290,9 @@ inline std::string_view tlsModeName(TlsMode m) {
   }
   return "?";
 }
+inline bool verifiesServerCertificate(ServerTlsMode m) {
+  return m == ServerTlsMode::kVerifyCa || m == ServerTlsMode::kVerifyFull;
+}
 inline std::string_view serverTlsModeName(ServerTlsMode m) {
   switch (m) {
     case ServerTlsMode::kDisable:

@@ -412,9 +412,7 @@ class Loader {
                          ServerTlsMode::kVerifyCa, ServerTlsMode::kVerifyFull},
                         serverTlsModeName));
     CONF_TRY(t.readString("server_tls_ca_file", g.server_tls_ca_file, /*non_empty=*/false));
-    bool verifies = g.server_tls_sslmode == ServerTlsMode::kVerifyCa ||
-                    g.server_tls_sslmode == ServerTlsMode::kVerifyFull;
-    if (verifies && g.server_tls_ca_file.empty()) {
+    if (verifiesServerCertificate(g.server_tls_sslmode) && g.server_tls_ca_file.empty()) {
       return t.failAt("server_tls_sslmode",
                       "server_tls_sslmode = " + quoted(serverTlsModeName(g.server_tls_sslmode)) +
                           " needs server_tls_ca_file (the PEM file of the CA that signs the "

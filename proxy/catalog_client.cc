@@ -78,7 +78,11 @@ std::string conninfoFor(const conf::ServerAddress& server) {
                   " options='-c statement_timeout=5000'";
   if (!server.password.empty()) s += " password=" + conninfoValue(server.password);
   s += " sslmode=" + std::string(conf::serverTlsModeName(server.tls_mode));
-  if (!server.tls_ca_file.empty()) s += " sslrootcert=" + conninfoValue(server.tls_ca_file);
+  // libpq reads a root certificate as "verify" even under require: only the verify modes get it,
+  // as shardgate's own connections check the certificate only then.
+  if (conf::verifiesServerCertificate(server.tls_mode) && !server.tls_ca_file.empty()) {
+    s += " sslrootcert=" + conninfoValue(server.tls_ca_file);
+  }
   return s;
 }
 

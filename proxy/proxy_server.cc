@@ -1,6 +1,8 @@
 // ProxyServer: starts one Worker per configured thread and coordinates their shutdown.
 #include "proxy/proxy_server.h"
 
+#include <filesystem>
+
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -76,6 +78,19 @@ ProxyServer::~ProxyServer() {
   if (!unix_socket_path_.empty()) ::unlink(unix_socket_path_.c_str());
 }
 
+namespace {
+// What identifies the CA file's contents cheaply: a renewed file at the same path differs.
+std::string fileStamp(const std::string& path) {
+  if (path.empty()) return {};
+  std::error_code ec;
+  auto size = std::filesystem::file_size(path, ec);
+  if (ec) return "missing";
+  auto mtime = std::filesystem::last_write_time(path, ec);
+  if (ec) return "missing";
+  return std::to_string(size) + "@" + std::to_string(mtime.time_since_epoch().count());
+}
+}  // namespace
+
 Result<std::shared_ptr<const TlsContext>> ProxyServer::loadClientTls(const conf::General& general) {
   if (general.client_tls_sslmode == conf::TlsMode::kDisable) {
     return std::shared_ptr<const TlsContext>();
@@ -119,6 +134,7 @@ Status ProxyServer::start() {
     client_tls_ = *tls;
     server_tls_ = *server_tls;
   }
+  server_tls_ca_stamp_ = fileStamp(g.server_tls_ca_file);
   uint32_t count = std::max<uint32_t>(1, g.workers);
   for (uint32_t i = 0; i < count; ++i) {
     auto worker = std::make_unique<Worker>(*this, i, config);
@@ -166,12 +182,11 @@ void ProxyServer::wait() {
   for (auto& worker : workers_) worker->join();
 }
 
-namespace {
-bool sameServerTls(const conf::General& was, const conf::General& now) {
+bool ProxyServer::sameServerTls(const conf::General& was, const conf::General& now) const {
   return was.server_tls_sslmode == now.server_tls_sslmode &&
-         was.server_tls_ca_file == now.server_tls_ca_file;
+         was.server_tls_ca_file == now.server_tls_ca_file &&
+         fileStamp(now.server_tls_ca_file) == server_tls_ca_stamp_;
 }
-}  // namespace
 
 Result<conf::ConfigPtr> ProxyServer::reload() {
   std::lock_guard reload_lock(reload_mutex_);
@@ -218,6 +233,7 @@ Result<conf::ConfigPtr> ProxyServer::reload() {
     client_tls_ = *tls;
     server_tls_ = *server_tls;
   }
+  server_tls_ca_stamp_ = fileStamp(now.server_tls_ca_file);
   max_client_conn_.store(now.max_client_conn, std::memory_order_relaxed);
   for (auto& worker : workers_) {
     Worker* w = worker.get();

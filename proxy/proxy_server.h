@@ -65,6 +65,9 @@ class ProxyServer {
   conf::ConfigPtr config_;
   std::shared_ptr<const TlsContext> client_tls_;
   std::shared_ptr<const TlsContext> server_tls_;
+  std::string server_tls_ca_stamp_;  // the CA file's size and mtime when server_tls_ was made
+  // Whether a reload can keep server_tls_ (same mode, same CA file, unchanged on disk).
+  bool sameServerTls(const conf::General& was, const conf::General& now) const;
   std::vector<conf::ConfigPtr> history_;
   std::mutex reload_mutex_;  // one reload at a time (SIGHUP and RELOAD may race)
   std::atomic<uint32_t> max_client_conn_{0};

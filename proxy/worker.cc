@@ -362,7 +362,12 @@ void Worker::sweep() {
   snapshot.reserve(sessions_.size());
   for (auto& [id, session] : sessions_) snapshot.push_back(session);
   for (ClientSession* session : snapshot) {
-    if (session->closing()) continue;
+    if (session->closing()) {
+      // A final error the client never takes (a full socket, a TLS handshake it stalled) must
+      // not hold shutdown past its deadline.
+      if (shutting_down_ && now >= shutdown_deadline_ms_) session->close();
+      continue;
+    }
     session->sweep(now);
     if (shutting_down_ && (session->idle() || now >= shutdown_deadline_ms_)) {
       session->terminate(Error::fatal(sqlstate::kAdminShutdown,

@@ -225,6 +225,26 @@ def test_garbage_instead_of_a_handshake_closes_only_that_client(tls_cluster):
     assert "event=tls_failed" in tls_cluster.shardgate.log_text()
 
 
+def test_a_stalled_handshake_is_closed_at_the_login_timeout_and_does_not_hold_shutdown(
+        make_cluster, requires_shardgate, certs):
+    general = tls_general(certs) | {"client_login_timeout": 1000, "shutdown_timeout": 1000}
+    cluster = make_cluster(num_shards=1, pool_mode="transaction", general=general)
+    with socket.create_connection((HOST, cluster.shardgate.port), timeout=10) as stalled:
+        stalled.sendall(pgwire.ssl_request())
+        assert stalled.recv(1) == b"S"
+        stalled.sendall(b"\x16\x03\x01\x00\x40")  # the start of a ClientHello, and then nothing
+        started = time.monotonic()
+        assert read_until_closed(stalled, limit=15) == b""
+        assert time.monotonic() - started < 10, "the stalled client was not closed by the login timeout"
+    # Another stalled client is open when SIGTERM comes: shutdown still ends in its time.
+    with socket.create_connection((HOST, cluster.shardgate.port), timeout=10) as stalled:
+        stalled.sendall(pgwire.ssl_request())
+        assert stalled.recv(1) == b"S"
+        started = time.monotonic()
+        assert cluster.shardgate.stop(timeout=15) == 0
+        assert time.monotonic() - started < 10
+
+
 def test_reload_swaps_the_certificate_and_a_bad_key_changes_nothing(tls_cluster, certs, tmp_path):
     port = tls_cluster.shardgate.port
     assert served_certificate(port) == der_of(certs["first"][0])
@@ -391,14 +411,26 @@ def test_verify_full_checks_the_chain_and_the_host_for_pools_and_catalog_reads(m
     assert lookups == "1"
 
 
-def test_verify_ca_refuses_a_certificate_signed_by_another_ca(make_cluster, requires_shardgate, certs):
+def test_verify_ca_refuses_another_ca_until_the_renewed_file_is_reloaded(make_cluster, requires_shardgate, certs,
+                                                                         tmp_path):
     cert, key = certs["first"]
-    general = {"server_tls_sslmode": "verify-ca", "server_tls_ca_file": str(certs["second"][0])}
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(certs["second"][0].read_bytes())
+    general = {"server_tls_sslmode": "verify-ca", "server_tls_ca_file": str(ca_file)}
     cluster = server_tls_cluster(make_cluster, general, cert, key)
     failed = cluster.shardgate.psql("SELECT 1", check=False)
     assert failed.returncode != 0
     assert "certificate verify failed" in failed.stderr, failed.stderr
     assert cluster.shardgate.is_running()
+    # The right CA written over the same file: RELOAD sees the file changed and makes a new context.
+    ca_file.write_bytes(cert.read_bytes())
+    os.utime(ca_file, (time.time() + 5, time.time() + 5))  # a new mtime even within one tick
+    cluster.shardgate.reload()
+    deadline = time.monotonic() + 10
+    while cluster.shardgate.psql("SELECT 1", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "the renewed CA file was not used after RELOAD"
+        time.sleep(0.2)
+    assert tls_of_shard_connection(cluster) == ("t", "TLSv1.3")
 
 
 def test_verify_full_refuses_a_certificate_for_another_host(make_cluster, requires_shardgate, host_mismatch_cert):
