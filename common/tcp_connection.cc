@@ -256,8 +256,27 @@ int TcpConnection::trySend(const char* data, size_t size) {
   return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : uv_translate_sys_error(errno);
 }
 
+void TcpConnection::dropOutput() {
+  drop_output_ = true;
+  scheduleFlush();
+}
+
 void TcpConnection::flushNow() {
   if (closing_) return;
+  if (drop_output_) {
+    out_.clear();
+    out_offset_ = 0;
+    if (tls_) {
+      tls_->wireOut().clear();
+      tls_->wireOffset() = 0;
+    }
+    if (close_after_flush_) {
+      close();
+      return;
+    }
+    onWriteDrained();
+    return;
+  }
   if (!inflight_.empty()) return;  // writeCallback continues
   if (tls_ && !encryptOutput()) return;
   // What goes on the wire: the queued output itself, or the TLS records made from it.

@@ -74,6 +74,10 @@ class TcpConnection {
   size_t pendingInputBytes() const { return pending_.size(); }
   // Drops input kept from earlier reads (after a failure that makes it moot).
   void discardPendingInput() { pending_.clear(); }
+  std::string_view pendingInput() const { return pending_; }
+  // The peer is gone, but what it sent is still to be processed: output is dropped from now on
+  // (each flush discards it and reports it drained).
+  void dropOutput();
 
   // Output is appended, then written at the end of the loop iteration (or at once by flushNow).
   void send(std::string_view bytes);
@@ -157,6 +161,7 @@ class TcpConnection {
   bool disconnect_reported_ = false;
   bool in_on_data_ = false;
   bool eof_after_pending_ = false;  // TLS close_notify seen while paused with input held
+  bool drop_output_ = false;
   metrics::Counter* bytes_received_ = nullptr;
   metrics::Counter* bytes_sent_ = nullptr;
   uint64_t last_read_ns_ = 0;

@@ -753,6 +753,14 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       continue;
     }
     if (type == wire::fe::kTerminate) {
+      if (outstanding_ > 0 && !batch_open_) {
+        // What the client sent before Terminate still runs to its end, as in Postgres (even in
+        // the same packet); then the session closes (onServerReadyForQuery). An unsynced batch
+        // is rolled back by leaving, as Postgres does.
+        terminating_ = true;
+        stopReading();
+        return data.size();
+      }
       releaseServer(/*client_left=*/true);
       state_ = State::kClosed;
       close();
@@ -2153,7 +2161,30 @@ void ClientSession::sweep(uint64_t now_ms) {
   }
 }
 
+namespace {
+// Whether `input` is whole messages, the last a Terminate: a client that said goodbye after its
+// requests (and closed at once) rather than one that vanished.
+bool endsWithTerminate(std::string_view input, uint32_t max_size) {
+  wire::Frame frame;
+  char last = 0;
+  while (!input.empty()) {
+    if (wire::peekTyped(input, max_size, frame) != wire::FrameStatus::kComplete) return false;
+    last = frame.type;
+    input.remove_prefix(frame.size);
+  }
+  return last == wire::fe::kTerminate;
+}
+}  // namespace
+
 void ClientSession::onDisconnect(int /*status*/) {
+  if (state_ == State::kReady && !admin_ &&
+      endsWithTerminate(pendingInput(), worker_.config().general.max_message_size)) {
+    // Postgres runs what came before Terminate, even in the packet the client closed after:
+    // so do we, dropping only the answers.
+    dropOutput();
+    processPending();
+    return;
+  }
   releaseServer(/*client_left=*/true);
   state_ = State::kClosed;
   close();

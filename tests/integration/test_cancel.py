@@ -231,3 +231,39 @@ def test_disconnect_mid_query_many_times(one_conn_cluster):
         c.abort()
         with connect(cluster) as conn:
             assert conn.execute("SELECT %s::int", (i,)).fetchone() == (i,)
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+@pytest.mark.parametrize("pool", ["idle_connection", "busy_pool"])
+def test_a_write_sent_together_with_terminate_runs(make_cluster, requires_shardgate, protocol, pool):
+    """Postgres runs what a client sent before Terminate, even in the same packet: so must shardgate,
+    whether a pooled connection is ready or the statement must wait for one (and bring it in line
+    with the client's settings)."""
+    cluster = make_cluster(num_shards=1, replicas_per_shard=0, pool_mode="transaction",
+                           general={"workers": 1, "default_pool_size": 1})
+    table = "sg_terminate_" + uuid.uuid4().hex[:8]
+    with connect(cluster) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int)")
+    c = PgWire(HOST, cluster.shardgate.port)
+    c.login(params={"application_name": "leaves_at_once"})  # a setting the server must be given
+    holder = connect(cluster)
+    try:
+        if pool == "busy_pool":
+            holder.execute("BEGIN")
+            holder.execute("SELECT 1")  # holds the only server connection
+        sql = f"INSERT INTO {table} SELECT 1 FROM pg_sleep(0.5)"
+        if protocol == "simple":
+            batch = pgwire.query(sql)
+        else:
+            batch = pgwire.parse("", sql) + pgwire.bind("", "") + pgwire.execute("") + pgwire.sync()
+        c.send(batch + pgwire.terminate())
+        c.close()
+        if pool == "busy_pool":
+            time.sleep(0.3)  # the INSERT waits for the connection meanwhile
+            holder.execute("COMMIT")
+        deadline = time.monotonic() + 10
+        while cluster.shards[0].primary.psql(f"SELECT count(*) FROM {table}") != "1":
+            assert time.monotonic() < deadline, "the INSERT sent before Terminate never ran"
+            time.sleep(0.1)
+    finally:
+        holder.close()
