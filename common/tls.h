@@ -100,6 +100,7 @@ class TlsSession {
   size_t wire_offset_ = 0;
   size_t fed_since_renewal_ = 0;
   size_t written_since_renewal_ = 0;
+  bool renewed_after_handshake_ = false;
   std::string failure_;
 };
 

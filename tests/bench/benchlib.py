@@ -209,7 +209,7 @@ class PgBouncer:
 
     def __init__(self, base_dir: Path, name: str, pg_port: int, *, pool_mode: str, pool_size: int,
                  auth_type: str, users: dict[str, str | None], max_client_conn: int = 200,
-                 pg_host: str = HOST):
+                 pg_host: str = HOST, extra_settings: dict[str, str] | None = None):
         self.dir = base_dir / name
         self.name = name
         self.pg_host = pg_host  # an address, or the server's Unix-socket directory
@@ -219,6 +219,7 @@ class PgBouncer:
         self.auth_type = auth_type
         self.users = users
         self.max_client_conn = max_client_conn
+        self.extra_settings = dict(extra_settings or {})  # more [pgbouncer] keys (e.g. client_tls_*)
         self.port = 0
         self.pid: int | None = None
         self._proc: subprocess.Popen | None = None
@@ -256,7 +257,7 @@ pidfile = {self.dir / "pgbouncer.pid"}
 log_connections = 0
 log_disconnections = 0
 log_pooler_errors = 1
-""")
+""" + "".join(f"{k} = {v}\n" for k, v in self.extra_settings.items()))
         uid, gid, _ = pgcluster._pg_account()
         for p in (self.dir, ini, userlist):
             os.chown(p, uid, gid)

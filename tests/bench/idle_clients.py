@@ -7,14 +7,19 @@ and runs pgbench -S -T 5 -c 4 through it while they stay open. The same for PgBo
 skips it). The last line of stdout is
   BENCH name=idle_clients clients=<n> shardgate_rss_per_client_bytes=<n> pgbench_tps_while_idle=<tps>
 Environment: IDLE_CLIENTS (10000), IDLE_CONCURRENCY (200 logins in flight), IDLE_PGBENCH_SECONDS (5),
-BENCH_SCALE (1), IDLE_PGBOUNCER (1), SHARDGATE_BIN.
+BENCH_SCALE (1), IDLE_PGBOUNCER (1), IDLE_TLS (0; 1: every idle client uses TLS, with a self-signed
+certificate made for the run, against both proxies, and the BENCH line is named idle_clients_tls),
+SHARDGATE_BIN.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
+import ssl
 import struct
+import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -37,11 +42,38 @@ class LoginError(Exception):
     pass
 
 
-async def login(host: str, port: int, user: str, database: str, timeout: float
-                ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connects and reads up to ReadyForQuery; any password request or ErrorResponse is a failure."""
+def make_certificate(directory) -> tuple[str, str]:
+    """A self-signed certificate and key for 127.0.0.1 (PEM), readable by the Postgres account
+    (PgBouncer runs as it)."""
+    cert, key = directory / "idle_tls.crt", directory / "idle_tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    for path in (cert, key):
+        os.chmod(path, 0o600)
+        benchlib.pgcluster._chown_pg(path)
+    return str(cert), str(key)
+
+
+def unverified_tls() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def login(host: str, port: int, user: str, database: str, timeout: float,
+                tls: ssl.SSLContext | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connects (with TLS: SSLRequest, then the handshake) and reads up to ReadyForQuery; any
+    password request or ErrorResponse is a failure."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=8192), timeout)
     try:
+        if tls is not None:
+            writer.write(struct.pack("!ii", 8, 80877103))  # SSLRequest
+            answer = await asyncio.wait_for(reader.readexactly(1), timeout)
+            if answer != b"S":
+                raise LoginError(f"SSLRequest answered {answer!r}, not S")
+            await asyncio.wait_for(writer.start_tls(tls, server_hostname=host), timeout)
         writer.write(startup_message(user, database))
         deadline = time.monotonic() + timeout
         while True:
@@ -85,10 +117,10 @@ class IdleResult:
 
 
 async def hold_idle_clients(target: str, port: int, pid: int, n: int, concurrency: int,
-                            pgbench_seconds: int) -> IdleResult:
+                            pgbench_seconds: int, tls: ssl.SSLContext | None) -> IdleResult:
     res = IdleResult(target, n)
     # One login first, so that the pool of the idle user exists before the "before" reading.
-    r, w = await login(benchlib.HOST, port, IDLE_USER, benchlib.DATABASE, 30)
+    r, w = await login(benchlib.HOST, port, IDLE_USER, benchlib.DATABASE, 30, tls)
     w.write(b"X\0\0\0\4")
     w.close()
     await asyncio.sleep(0.5)
@@ -100,8 +132,8 @@ async def hold_idle_clients(target: str, port: int, pid: int, n: int, concurrenc
     async def one() -> None:
         async with sem:
             try:
-                conns.append(await login(benchlib.HOST, port, IDLE_USER, benchlib.DATABASE, 120))
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, LoginError) as e:
+                conns.append(await login(benchlib.HOST, port, IDLE_USER, benchlib.DATABASE, 120, tls))
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, LoginError, ssl.SSLError) as e:
                 key = f"{type(e).__name__}: {e}"[:200]
                 res.errors[key] = res.errors.get(key, 0) + 1
 
@@ -142,10 +174,11 @@ async def hold_idle_clients(target: str, port: int, pid: int, n: int, concurrenc
     return res
 
 
-def measure(target: str, port: int, pid: int, n: int, concurrency: int, pgbench_seconds: int) -> IdleResult:
+def measure(target: str, port: int, pid: int, n: int, concurrency: int, pgbench_seconds: int,
+            tls: ssl.SSLContext | None = None) -> IdleResult:
     # A short warm-up through the proxy: its pools and caches exist before the "before" reading.
     benchlib.pgbench(port, "-n", "-S", "-T", "2", "-c", "4", "-j", "2", timeout=120)
-    return asyncio.run(hold_idle_clients(target, port, pid, n, concurrency, pgbench_seconds))
+    return asyncio.run(hold_idle_clients(target, port, pid, n, concurrency, pgbench_seconds, tls))
 
 
 def fmt_tps(tps: float | None) -> str:
@@ -174,6 +207,7 @@ def main() -> int:
     pgbench_seconds = benchlib.env_int("IDLE_PGBENCH_SECONDS", 5)
     scale = benchlib.env_int("BENCH_SCALE", 1)
     with_pgbouncer = benchlib.env_int("IDLE_PGBOUNCER", 1, minimum=0) != 0
+    use_tls = benchlib.env_int("IDLE_TLS", 0, minimum=0) != 0
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < n + 200:
         raise BenchError(f"the open-files limit is {soft} (hard {hard}); {n} clients need {n + 200}: "
@@ -181,12 +215,18 @@ def main() -> int:
     max_conn = n + 1000
 
     wd = benchlib.work_dir()
+    tls = unverified_tls() if use_tls else None
+    sg_tls, pgb_tls = {}, {}
+    if use_tls:
+        cert, key = make_certificate(wd)
+        sg_tls = {"client_tls_sslmode": "prefer", "client_tls_cert_file": cert, "client_tls_key_file": key}
+        pgb_tls = {"client_tls_sslmode": "allow", "client_tls_cert_file": cert, "client_tls_key_file": key}
     cluster = benchlib.make_cluster(
         wd / "cluster",
         users=[{"name": benchlib.SUPERUSER, "password": benchlib.SUPERPASS, "auth_method": "scram-sha-256",
                 "admin": True},
                {"name": IDLE_USER, "password": None, "auth_method": "trust"}],
-        general={"pool_mode": "transaction", "default_pool_size": 20, "max_client_conn": max_conn})
+        general={"pool_mode": "transaction", "default_pool_size": 20, "max_client_conn": max_conn} | sg_tls)
     bouncer: PgBouncer | None = None
     try:
         log(f"starting Postgres in {wd / 'cluster'}")
@@ -197,7 +237,7 @@ def main() -> int:
         sg = cluster.shardgate
         benchlib.record_pid(sg.pid, "shardgate")
         log(f"shardgate pid {sg.pid} on port {sg.port} (pool_mode=transaction, max_client_conn={max_conn})")
-        sg_res = measure("shardgate", sg.port, sg.pid, n, concurrency, pgbench_seconds)
+        sg_res = measure("shardgate", sg.port, sg.pid, n, concurrency, pgbench_seconds, tls)
         sg_alive = sg.is_running()
 
         pgb_res = None
@@ -206,14 +246,16 @@ def main() -> int:
             # auth_file passwords.
             bouncer = PgBouncer(wd, "pgbouncer-idle", pg.port, pool_mode="transaction", pool_size=20,
                                 auth_type="trust", max_client_conn=max_conn,
-                                users={benchlib.SUPERUSER: benchlib.SUPERPASS, IDLE_USER: None})
+                                users={benchlib.SUPERUSER: benchlib.SUPERPASS, IDLE_USER: None},
+                                extra_settings=pgb_tls)
             bouncer.start()
-            pgb_res = measure("pgbouncer", bouncer.port, bouncer.pid, n, concurrency, pgbench_seconds)
+            pgb_res = measure("pgbouncer", bouncer.port, bouncer.pid, n, concurrency, pgbench_seconds, tls)
 
-        out = [f"== idle clients: {n} authenticated idle connections (trust user, asyncio raw sockets), "
+        out = [f"== idle clients: {n} authenticated idle connections (trust user, asyncio raw sockets"
+               f"{', TLS 1.3 with a self-signed certificate' if use_tls else ''}), "
                f"transaction pooling, pool size 20 ==",
                "RSS per idle client = (VmRSS with the clients open - VmRSS before) / clients, from /proc/<pid>/status"]
-        out += describe(sg_res, floors=True)
+        out += describe(sg_res, floors=not use_tls)  # the floors are for plain idle clients
         if not sg_alive:
             out.append("  shardgate was NOT running after the test")
         if pgb_res is not None:
@@ -223,10 +265,11 @@ def main() -> int:
         out.append("shardgate log anomalies:" + (" none" if not anomalies else ""))
         out += [f"  {ln}" for ln in anomalies]
         if pgb_res is not None:
-            out.append(f"BENCH name=idle_clients_pgbouncer clients={n} pgbouncer_rss_per_client_bytes="
+            out.append(f"BENCH name=idle_clients{'_tls' if use_tls else ''}_pgbouncer clients={n} "
+                       f"pgbouncer_rss_per_client_bytes="
                        f"{pgb_res.per_client if pgb_res.per_client is not None else 'NA'} "
                        f"pgbench_tps_while_idle={fmt_tps(pgb_res.tps)}")
-        out.append(f"BENCH name=idle_clients clients={n} shardgate_rss_per_client_bytes="
+        out.append(f"BENCH name=idle_clients{'_tls' if use_tls else ''} clients={n} shardgate_rss_per_client_bytes="
                    f"{sg_res.per_client if sg_res.per_client is not None else 'NA'} "
                    f"pgbench_tps_while_idle={fmt_tps(sg_res.tps if sg_res.pgbench_ok else 0.0)}")
         print("\n".join(out), flush=True)
