@@ -367,6 +367,16 @@ def tls_of_shard_connection(cluster) -> tuple[str, str]:
     return ssl_on, version
 
 
+def reload_until_tls_to_the_shard(cluster, what: str) -> None:
+    """RELOADs, then waits until statements reach the shard again, over TLS."""
+    cluster.shardgate.reload()
+    deadline = time.monotonic() + 10
+    while cluster.shardgate.psql("SELECT 1", check=False).returncode != 0:
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+    assert tls_of_shard_connection(cluster) == ("t", "TLSv1.3")
+
+
 @pytest.fixture(scope="module")
 def host_mismatch_cert():
     """A self-signed certificate that names another host only."""
@@ -425,12 +435,7 @@ def test_verify_ca_refuses_another_ca_until_the_renewed_file_is_reloaded(make_cl
     # The right CA written over the same file: RELOAD sees the file changed and makes a new context.
     ca_file.write_bytes(cert.read_bytes())
     os.utime(ca_file, (time.time() + 5, time.time() + 5))  # a new mtime even within one tick
-    cluster.shardgate.reload()
-    deadline = time.monotonic() + 10
-    while cluster.shardgate.psql("SELECT 1", check=False).returncode != 0:
-        assert time.monotonic() < deadline, "the renewed CA file was not used after RELOAD"
-        time.sleep(0.2)
-    assert tls_of_shard_connection(cluster) == ("t", "TLSv1.3")
+    reload_until_tls_to_the_shard(cluster, "the renewed CA file was not used after RELOAD")
 
 
 def test_verify_full_refuses_a_certificate_for_another_host(make_cluster, requires_shardgate, host_mismatch_cert):
@@ -442,12 +447,7 @@ def test_verify_full_refuses_a_certificate_for_another_host(make_cluster, requir
     # verify-ca checks the chain only: the same certificate is accepted.
     cluster.general_overrides["server_tls_sslmode"] = "verify-ca"
     cluster.write_config()
-    cluster.shardgate.reload()
-    deadline = time.monotonic() + 10
-    while cluster.shardgate.psql("SELECT 1", check=False).returncode != 0:
-        assert time.monotonic() < deadline, "verify-ca did not accept the certificate after RELOAD"
-        time.sleep(0.2)
-    assert tls_of_shard_connection(cluster) == ("t", "TLSv1.3")
+    reload_until_tls_to_the_shard(cluster, "verify-ca did not accept the certificate after RELOAD")
 
 
 def test_require_fails_against_a_server_without_ssl_and_disable_stays_plain(make_cluster, requires_shardgate,
