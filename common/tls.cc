@@ -32,8 +32,6 @@ BIO* newMemoryBio() {
   return bio;
 }
 
-// Traffic through a memory BIO after which a drained one is replaced (it keeps its peak size).
-constexpr size_t kBioRenewalBytes = 64 * 1024;
 // Plaintext per SSL_write: one record, so the output BIO never holds more than about one.
 constexpr size_t kWriteSlice = 16 * 1024;
 
@@ -168,12 +166,6 @@ void TlsSession::feed(std::string_view ciphertext) {
 
 void TlsSession::renewDrainedBios() {
   if (!handshakeDone()) return;  // OpenSSL buffers the handshake's flight in front of to_peer_
-  // The handshake's messages (the certificate chain) leave a few KiB in each: once it is over,
-  // an idle connection need not keep them.
-  if (!renewed_after_handshake_) {
-    fed_since_renewal_ = written_since_renewal_ = kBioRenewalBytes + 1;
-    renewed_after_handshake_ = true;
-  }
   if (fed_since_renewal_ > kBioRenewalBytes && BIO_ctrl_pending(from_peer_) == 0) {
     if (BIO* fresh = newMemoryBio()) {
       SSL_set0_rbio(ssl_, fresh);  // frees the old one

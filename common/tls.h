@@ -53,6 +53,8 @@ class TlsSession {
   // Ciphertext read from the peer. Feed at most kFeedSlice at a time and read() until kNeedMore
   // in between, so that the input buffer stays small.
   static constexpr size_t kFeedSlice = 32 * 1024;
+  // Traffic through a memory BIO after which a drained one is replaced (it keeps its peak size).
+  static constexpr size_t kBioRenewalBytes = 64 * 1024;
   void feed(std::string_view ciphertext);
 
   struct ReadResult {
@@ -98,9 +100,10 @@ class TlsSession {
   BIO* to_peer_;    // owned by ssl_
   std::string wire_out_;
   size_t wire_offset_ = 0;
-  size_t fed_since_renewal_ = 0;
-  size_t written_since_renewal_ = 0;
-  bool renewed_after_handshake_ = false;
+  // Bytes through each BIO since it was made. They start past the threshold so that the BIOs
+  // that carried the handshake (the certificate chain) are replaced once it is over.
+  size_t fed_since_renewal_ = kBioRenewalBytes + 1;
+  size_t written_since_renewal_ = kBioRenewalBytes + 1;
   std::string failure_;
 };
 

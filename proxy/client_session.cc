@@ -143,7 +143,7 @@ bool ClientSession::answerSslRequest(bool more_input) {
   }
   // Postgres does not offer TLS on its Unix-domain socket either.
   std::shared_ptr<const TlsContext> context =
-      transport() == Transport::kTcp ? worker_.server().clientTls() : nullptr;
+      transport() == Transport::kTcp ? worker_.server().tls().clients : nullptr;
   if (!context) {
     send("N");  // the client goes on in plain text, or gives up if it insists on TLS
     return true;
@@ -166,8 +166,8 @@ bool ClientSession::answerSslRequest(bool more_input) {
 }
 
 void ClientSession::handleStartupMessage(const wire::StartupMessage& startup) {
-  if (!tls() && transport() == Transport::kTcp &&
-      worker_.config().general.client_tls_sslmode == conf::TlsMode::kRequire) {
+  // The same source as the SSLRequest's answer: both follow a RELOAD together.
+  if (!tls() && transport() == Transport::kTcp && worker_.server().tls().clients_must_use_tls) {
     fatal(Error::fatal(sqlstate::kInvalidAuthorization,
                        "shardgate accepts only TLS connections (client_tls_sslmode = require)", "",
                        "connect with sslmode=require"));

@@ -130,8 +130,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "shardgate: %s\n", loaded.error().message.c_str());
       return kExitConfigError;
     }
-    auto tls = shardgate::proxy::ProxyServer::loadClientTls((*loaded)->general);
-    if (tls.ok()) tls = shardgate::proxy::ProxyServer::loadServerTls((*loaded)->general);
+    auto tls = shardgate::proxy::ProxyServer::loadTls((*loaded)->general);
     if (!tls.ok()) {
       std::fprintf(stderr, "shardgate: %s\n", tls.error().message.c_str());
       return kExitConfigError;

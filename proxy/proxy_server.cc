@@ -56,6 +56,17 @@ Result<int> openUnixListener(const std::string& path) {
   return fd;
 }
 
+// What identifies the CA file's contents cheaply: a renewed file at the same path differs.
+std::string fileStamp(const std::string& path) {
+  if (path.empty()) return {};
+  std::error_code ec;
+  auto size = std::filesystem::file_size(path, ec);
+  if (ec) return "missing";
+  auto mtime = std::filesystem::last_write_time(path, ec);
+  if (ec) return "missing";
+  return std::to_string(size) + "@" + std::to_string(mtime.time_since_epoch().count());
+}
+
 }  // namespace
 
 ProxyServer::ProxyServer(conf::ConfigPtr config) : config_(std::move(config)) {
@@ -78,61 +89,38 @@ ProxyServer::~ProxyServer() {
   if (!unix_socket_path_.empty()) ::unlink(unix_socket_path_.c_str());
 }
 
-namespace {
-// What identifies the CA file's contents cheaply: a renewed file at the same path differs.
-std::string fileStamp(const std::string& path) {
-  if (path.empty()) return {};
-  std::error_code ec;
-  auto size = std::filesystem::file_size(path, ec);
-  if (ec) return "missing";
-  auto mtime = std::filesystem::last_write_time(path, ec);
-  if (ec) return "missing";
-  return std::to_string(size) + "@" + std::to_string(mtime.time_since_epoch().count());
-}
-}  // namespace
-
-Result<std::shared_ptr<const TlsContext>> ProxyServer::loadClientTls(const conf::General& general) {
-  if (general.client_tls_sslmode == conf::TlsMode::kDisable) {
-    return std::shared_ptr<const TlsContext>();
+Result<ProxyServer::TlsContexts> ProxyServer::loadTls(const conf::General& general) {
+  TlsContexts contexts;
+  if (general.client_tls_sslmode != conf::TlsMode::kDisable) {
+    auto clients = TlsContext::forServer(general.client_tls_cert_file, general.client_tls_key_file);
+    if (!clients.ok()) return clients.error();
+    contexts.clients = *clients;
+    contexts.clients_must_use_tls = general.client_tls_sslmode == conf::TlsMode::kRequire;
   }
-  return TlsContext::forServer(general.client_tls_cert_file, general.client_tls_key_file);
-}
-
-std::shared_ptr<const TlsContext> ProxyServer::clientTls() const {
-  std::lock_guard lock(config_mutex_);
-  return client_tls_;
-}
-
-Result<std::shared_ptr<const TlsContext>> ProxyServer::loadServerTls(const conf::General& general) {
-  switch (general.server_tls_sslmode) {
-    case conf::ServerTlsMode::kDisable:
-      return std::shared_ptr<const TlsContext>();
-    case conf::ServerTlsMode::kPrefer:
-    case conf::ServerTlsMode::kRequire:
-      return TlsContext::forClient("");  // encryption only, as libpq without a root certificate
-    case conf::ServerTlsMode::kVerifyCa:
-    case conf::ServerTlsMode::kVerifyFull:
-      return TlsContext::forClient(general.server_tls_ca_file);
+  if (general.server_tls_sslmode != conf::ServerTlsMode::kDisable) {
+    // Without verification, encryption only (as libpq without a root certificate).
+    auto servers = TlsContext::forClient(conf::verifiesServerCertificate(general.server_tls_sslmode)
+                                             ? general.server_tls_ca_file
+                                             : std::string());
+    if (!servers.ok()) return servers.error();
+    contexts.servers = *servers;
   }
-  return std::shared_ptr<const TlsContext>();
+  return contexts;
 }
 
-std::shared_ptr<const TlsContext> ProxyServer::serverTls() const {
+ProxyServer::TlsContexts ProxyServer::tls() const {
   std::lock_guard lock(config_mutex_);
-  return server_tls_;
+  return tls_;
 }
 
 Status ProxyServer::start() {
   conf::ConfigPtr config = currentConfig();
   const conf::General& g = config->general;
-  auto tls = loadClientTls(g);
+  auto tls = loadTls(g);
   if (!tls.ok()) return tls.error();
-  auto server_tls = loadServerTls(g);
-  if (!server_tls.ok()) return server_tls.error();
   {
     std::lock_guard lock(config_mutex_);
-    client_tls_ = *tls;
-    server_tls_ = *server_tls;
+    tls_ = *tls;
   }
   server_tls_ca_stamp_ = fileStamp(g.server_tls_ca_file);
   uint32_t count = std::max<uint32_t>(1, g.workers);
@@ -199,16 +187,13 @@ Result<conf::ConfigPtr> ProxyServer::reload() {
     return loaded.error();
   }
   conf::ConfigPtr next = *loaded;
-  auto tls = loadClientTls(next->general);
-  // The servers' context is made again only when its settings change: pools compare it, and a
-  // new one makes them reconnect.
-  const bool same_server_tls = sameServerTls(current->general, next->general);
-  auto server_tls = !tls.ok() ? tls : same_server_tls ? serverTls() : loadServerTls(next->general);
-  if (!server_tls.ok()) {
+  auto tls = loadTls(next->general);
+  if (!tls.ok()) {
     spdlog::error("event=reload_failed source=\"{}\" error=\"{}\"", current->source_path,
-                  server_tls.error().message);
-    return server_tls.error();
+                  tls.error().message);
+    return tls.error();
   }
+  if (sameServerTls(current->general, next->general)) tls->servers = this->tls().servers;
   // The listening sockets and threads stay as they are until a restart.
   const conf::General& was = current->general;
   const conf::General& now = next->general;
@@ -230,8 +215,7 @@ Result<conf::ConfigPtr> ProxyServer::reload() {
     std::lock_guard lock(config_mutex_);
     config_ = next;
     history_.push_back(next);
-    client_tls_ = *tls;
-    server_tls_ = *server_tls;
+    tls_ = *tls;
   }
   server_tls_ca_stamp_ = fileStamp(now.server_tls_ca_file);
   max_client_conn_.store(now.max_client_conn, std::memory_order_relaxed);

@@ -41,15 +41,16 @@ class ProxyServer {
   // The admin console's SHUTDOWN (any thread): what SIGTERM does. main() installs the handler.
   void setShutdownHandler(std::function<void()> handler) { shutdown_handler_ = std::move(handler); }
   void requestShutdown();
-  // The certificate and key for clients' TLS (null when client_tls_sslmode is disable). Any
-  // thread; RELOAD loads the files again.
-  std::shared_ptr<const TlsContext> clientTls() const;
-  // Loads the files general.client_tls_* name (null for disable): for start, RELOAD and
-  // --check-config.
-  static Result<std::shared_ptr<const TlsContext>> loadClientTls(const conf::General& general);
-  // The client-side context for TLS to the servers (null when server_tls_sslmode is disable).
-  std::shared_ptr<const TlsContext> serverTls() const;
-  static Result<std::shared_ptr<const TlsContext>> loadServerTls(const conf::General& general);
+  // The TLS contexts a config asks for, made together so that they always belong to one config.
+  struct TlsContexts {
+    std::shared_ptr<const TlsContext> clients;  // client_tls_*; null for disable
+    bool clients_must_use_tls = false;          // client_tls_sslmode = require
+    std::shared_ptr<const TlsContext> servers;  // server_tls_*; null for disable
+  };
+  // Loads the files general names (for start, RELOAD and --check-config).
+  static Result<TlsContexts> loadTls(const conf::General& general);
+  // Those in force (RELOAD swaps them). Any thread; read per connection, never per query.
+  TlsContexts tls() const;
 
   CancelRegistry& cancelRegistry() { return cancel_registry_; }
   Worker& worker(uint32_t index) { return *workers_.at(index); }
@@ -63,10 +64,10 @@ class ProxyServer {
  private:
   mutable std::mutex config_mutex_;  // guards config_, history_, the TLS contexts; never per query
   conf::ConfigPtr config_;
-  std::shared_ptr<const TlsContext> client_tls_;
-  std::shared_ptr<const TlsContext> server_tls_;
-  std::string server_tls_ca_stamp_;  // the CA file's size and mtime when server_tls_ was made
-  // Whether a reload can keep server_tls_ (same mode, same CA file, unchanged on disk).
+  TlsContexts tls_;
+  std::string server_tls_ca_stamp_;  // the CA file's size and mtime when tls_.servers was made
+  // Whether a reload can keep tls_.servers (same mode, same CA file, unchanged on disk): pools
+  // compare it, and a new one makes them reconnect.
   bool sameServerTls(const conf::General& was, const conf::General& now) const;
   std::vector<conf::ConfigPtr> history_;
   std::mutex reload_mutex_;  // one reload at a time (SIGHUP and RELOAD may race)

@@ -227,7 +227,7 @@ Worker::PoolSpec Worker::poolSpec(const conf::Config& config, const conf::Databa
   endpoint.password = address.password;
   endpoint.label = database.name + "/" + s.name + "/" + role;
   endpoint.tls_mode = address.tls_mode;
-  endpoint.tls = server_.serverTls();
+  endpoint.tls = server_.tls().servers;
   const conf::General& g = config.general;
   backends::PoolSettings& settings = spec.settings;
   // pool_size counts connections across all workers; each worker gets its share (at least one).
