@@ -15,11 +15,9 @@ SHARDGATE_BIN.
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import ssl
 import struct
-import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -40,26 +38,6 @@ def startup_message(user: str, database: str) -> bytes:
 
 class LoginError(Exception):
     pass
-
-
-def make_certificate(directory) -> tuple[str, str]:
-    """A self-signed certificate and key for 127.0.0.1 (PEM), readable by the Postgres account
-    (PgBouncer runs as it)."""
-    cert, key = directory / "idle_tls.crt", directory / "idle_tls.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
-    for path in (cert, key):
-        os.chmod(path, 0o600)
-        benchlib.pgcluster._chown_pg(path)
-    return str(cert), str(key)
-
-
-def unverified_tls() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 async def login(host: str, port: int, user: str, database: str, timeout: float,
@@ -215,10 +193,11 @@ def main() -> int:
     max_conn = n + 1000
 
     wd = benchlib.work_dir()
-    tls = unverified_tls() if use_tls else None
+    tls = benchlib.pgcluster.unverified_tls_context() if use_tls else None
     sg_tls, pgb_tls = {}, {}
     if use_tls:
-        cert, key = make_certificate(wd)
+        cert, key = (str(f) for f in benchlib.pgcluster.make_certificate(wd, "127.0.0.1", san="IP:127.0.0.1",
+                                                                          for_postgres=True))
         sg_tls = {"client_tls_sslmode": "prefer", "client_tls_cert_file": cert, "client_tls_key_file": key}
         pgb_tls = {"client_tls_sslmode": "allow", "client_tls_cert_file": cert, "client_tls_key_file": key}
     cluster = benchlib.make_cluster(

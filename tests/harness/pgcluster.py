@@ -420,6 +420,33 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
+def make_certificate(directory: str | Path, name: str, san: str = "IP:127.0.0.1,DNS:localhost",
+                     for_postgres: bool = False) -> tuple[Path, Path]:
+    """A self-signed certificate (CN=name, subjectAltName=san) and its key, as PEM files
+    name.crt and name.key in directory; for_postgres: owned by the Postgres account (PgBouncer and
+    Postgres run as it and want their key private)."""
+    cert, key = Path(directory) / f"{name}.crt", Path(directory) / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", f"/CN={name}", "-addext", f"subjectAltName={san}",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    os.chmod(key, 0o600)
+    if for_postgres:
+        for path in (cert, key):
+            _chown_pg(path)
+    return cert, key
+
+
+def unverified_tls_context():
+    """A TLS client context that takes any certificate (the test certificates are self-signed)."""
+    import ssl  # noqa: PLC0415 - only the TLS tests and benchmarks need it
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def pg_bindir() -> Path:
     env = os.environ.get("PG_BINDIR")
     if env:

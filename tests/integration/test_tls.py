@@ -38,17 +38,6 @@ def _deadline():
         yield
 
 
-def make_certificate(directory: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost, and its key (PEM files)."""
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                    "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
-    os.chmod(key, 0o600)
-    return cert, key
-
-
 def der_of(cert: Path) -> bytes:
     return ssl.PEM_cert_to_DER_cert(cert.read_text())
 
@@ -56,8 +45,8 @@ def der_of(cert: Path) -> bytes:
 @pytest.fixture(scope="module")
 def certs():
     with tempfile.TemporaryDirectory(prefix="sg-tls-") as d:
-        first = make_certificate(Path(d), "first")
-        second = make_certificate(Path(d), "second")
+        first = pgcluster.make_certificate(Path(d), "first")
+        second = pgcluster.make_certificate(Path(d), "second")
         yield {"first": first, "second": second}
 
 
@@ -80,20 +69,12 @@ def connect(cluster, **kw) -> psycopg.Connection:
                            password="postgres", autocommit=True, connect_timeout=10, **kw)
 
 
-def unverified_tls() -> ssl.SSLContext:
-    """A client context that takes any certificate (the tests' certificates are self-signed)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def served_certificate(port: int) -> bytes:
     """The certificate shardgate presents after answering an SSLRequest 'S' (DER)."""
     with socket.create_connection((HOST, port), timeout=10) as raw:
         raw.sendall(pgwire.ssl_request())
         assert raw.recv(1) == b"S"
-        with unverified_tls().wrap_socket(raw, server_hostname=HOST) as tls:
+        with pgcluster.unverified_tls_context().wrap_socket(raw, server_hostname=HOST) as tls:
             return tls.getpeercert(binary_form=True)
 
 
@@ -207,7 +188,7 @@ def test_a_second_sslrequest_inside_tls_is_refused(tls_cluster):
     with socket.create_connection((HOST, tls_cluster.shardgate.port), timeout=10) as raw:
         raw.sendall(pgwire.ssl_request())
         assert raw.recv(1) == b"S"
-        with unverified_tls().wrap_socket(raw, server_hostname=HOST) as tls:
+        with pgcluster.unverified_tls_context().wrap_socket(raw, server_hostname=HOST) as tls:
             tls.sendall(pgwire.ssl_request())
             reply = read_until_closed(tls)
     assert reply[:1] == b"E" and b"already in TLS" in reply, reply
@@ -381,11 +362,7 @@ def reload_until_tls_to_the_shard(cluster, what: str) -> None:
 def host_mismatch_cert():
     """A self-signed certificate that names another host only."""
     with tempfile.TemporaryDirectory(prefix="sg-tls-") as d:
-        cert, key = Path(d) / "elsewhere.crt", Path(d) / "elsewhere.key"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                        "-subj", "/CN=elsewhere.example", "-addext", "subjectAltName=DNS:elsewhere.example",
-                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
-        yield cert, key
+        yield pgcluster.make_certificate(d, "elsewhere.example", san="DNS:elsewhere.example")
 
 
 def server_tls_cluster(make_cluster, general: dict, cert: Path, key: Path, ssl_on: bool = True):
