@@ -124,7 +124,8 @@ def test_routed_reads_and_writes_over_tls_in_both_protocols(tls_cluster):
 
 def test_large_results_and_inputs_cross_many_records(tls_cluster):
     with connect(tls_cluster, sslmode="require") as conn:
-        # About 20 MB out: more than a TLS record, a read buffer and the client buffer limit.
+        # About 20 MB out: many TLS records and many reads (psycopg reads as fast as it can, so this
+        # does not check back-pressure).
         digest = hashlib.md5()
         rows = 0
         with conn.cursor() as cur:
