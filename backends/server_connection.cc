@@ -456,6 +456,19 @@ size_t ServerConnection::passThrough(std::string_view data) {
   return used;
 }
 
+// Pops the head of the reply queue for a request the server skipped: a Parse it skipped left no
+// statement, on the server or for the client.
+void ServerConnection::dropSkippedReply() {
+  ExpectedReply& skipped = replies_.front();
+  if (skipped.reply == Reply::kParseComplete && skipped.statement) {
+    statements_.remove(skipped.statement->id());
+    if (!skipped.client_statement_name.empty() && sink_) {
+      sink_->onStatementFailed(skipped.client_statement_name);
+    }
+  }
+  replies_.pop_front();
+}
+
 void ServerConnection::expect(ExpectedReply expected) {
   if (expected.action == ReplyAction::kSynthesize && replies_.empty()) {
     if (sink_) sink_->onServerBytes(expected.synthetic);
@@ -547,23 +560,16 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
         }
       }
       // Requests shardgate answered itself in this batch are skipped too (their answers with it).
-      while (!replies_.empty() && !realReady(replies_.front())) {
-        ExpectedReply& skipped = replies_.front();
-        if (skipped.reply == Reply::kParseComplete && skipped.statement) {
-          statements_.remove(skipped.statement->id());
-          if (!skipped.client_statement_name.empty() && sink_) {
-            sink_->onStatementFailed(skipped.client_statement_name);
-          }
-        }
-        replies_.pop_front();
-      }
+      while (!replies_.empty() && !realReady(replies_.front())) dropSkippedReply();
       return pass;
     }
     case wire::be::kReadyForQuery:
       transaction_status_ = payload.empty() ? 'I' : payload[0];
+      // Requests sent after an error and before the Sync were skipped by the server without a
+      // reply (or the queue is out of step): resynchronise at the Sync.
       while (!replies_.empty() && (replies_.front().reply != Reply::kReadyForQuery ||
                                    replies_.front().action == ReplyAction::kSynthesize)) {
-        replies_.pop_front();  // out of step (should not happen): resynchronise at the Sync
+        dropSkippedReply();
       }
       if (!replies_.empty()) {
         bool pass = replies_.front().action != ReplyAction::kSwallow;

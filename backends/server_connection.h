@@ -182,6 +182,7 @@ class ServerConnection final : public TcpConnection {
   // Appends to `synthetic` replies that stand in for requests the server never saw.
   bool trackReply(char type, std::string_view payload, std::string& synthetic);
   void popReply(std::string& synthetic);
+  void dropSkippedReply();
   size_t consumeInternal(std::string_view data);
   void noteParameterStatus(std::string_view payload);
   void fail(Error error);

@@ -815,6 +815,28 @@ def test_wire_pipeline_error_midway(make_cluster):
         assert pgwire.data_rows(th.exec_prepared(b, "b1")) == [["42"]]
 
 
+def test_parse_sent_after_the_error_was_read_is_skipped_too(make_cluster):
+    """A pipeline fails, the client reads the error (it sent a Flush) and goes on with a named Parse
+    before its Sync: Postgres skips that Parse too. shardgate must not count the statement as prepared
+    on the connection, or the next client preparing the same text gets its Bind sent without a Parse."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    sql = "SELECT 1 + $1::int /* parsed after the error */"
+    with connect(c.shardgate.port) as a:
+        a.send(pgwire.parse("", "SELECT 1/0") + pgwire.bind("", "") + pgwire.execute() + pgwire.flush())
+        msgs = a.recv_until(b"E")
+        assert error_codes(msgs) == ["22012"], describe_reply(msgs)
+        a.send(pgwire.parse("late", sql, (INT4,)) + pgwire.bind("", "late", ("1",)) + pgwire.execute()
+               + pgwire.sync())
+        msgs = a.recv_until(b"Z")
+        assert pgwire.types(msgs) == "Z" and status_of(msgs) == "I", describe_reply(msgs)
+        assert error_codes(th.exec_prepared(a, "late", ("1",))) == ["26000"]
+    with connect(c.shardgate.port) as b:
+        msgs = th.prepare(b, "again", sql, (INT4,))
+        assert not pgwire.errors(msgs), describe_reply(msgs)
+        msgs = th.exec_prepared(b, "again", ("41",))
+        assert pgwire.data_rows(msgs) == [["42"]], describe_reply(msgs)
+
+
 def test_psycopg_pipeline_error_then_working_session(make_cluster):
     c = tx_cluster(make_cluster, pool_size=2)
     with sg_psycopg(c, prepare_threshold=None) as conn, ChurnGroup(c.shardgate.port, primary_port(c)) as churn:
