@@ -627,10 +627,116 @@ void ClientSession::endDescribeOnlyBatch() {
   server_->notifyWhenCaughtUp();
 }
 
+// A statement of an open extended batch needs another shard than the batch's part so far. The
+// batch is one transaction (implicit, or the client's own), so it spreads like a transaction
+// that spans shards: this shard's part must have been answered (a Flush makes the server send
+// what it holds until the Sync) and have succeeded; then it is parked and the batch goes on
+// elsewhere. An implicit transaction is made explicit here first (BEGIN inside the batch makes
+// what ran so far part of it), so that no shard's part commits before the client's Sync
+// (endSpreadBatch). False: not now (the caller waits, or skips to the Sync after a failure).
+bool ClientSession::spreadBatch() {
+  if (pinned_) {
+    refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
+                                "statements in one extended-protocol batch need different shards",
+                                "the session is pinned to one shard connection by a "
+                                "session-level feature (LISTEN, a temporary table, ...)",
+                                "send a Sync between statements for different shards"),
+                    /*extended_protocol=*/true);
+    return false;
+  }
+  if (server_->owesReplies()) {
+    std::string flush;
+    wire::Flush{}.encode(flush);
+    server_->forward(flush);
+    server_->notifyWhenCaughtUp();
+    return false;
+  }
+  if (request_failed_ || server_->transactionStatus() == 'E') {
+    // The server skips everything up to the Sync after its error; the rest of the batch is
+    // skipped here too, wherever it would have run.
+    if (batch_spread_) batch_spread_failed_ = true;
+    skipping_to_sync_ = true;
+    return false;
+  }
+  if (transaction_status_ == 'I') {
+    std::string begin;
+    wire::Query{"BEGIN"}.encode(begin);
+    server_->forward(begin);
+    server_->noteSimpleQuery();
+    server_->expect(backends::ExpectedReply{
+        backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+    batch_spread_ = true;
+    transaction_status_ = 'T';  // shardgate's view: the client sees 'I' again after its Sync
+    txn_begin_sql_ = "BEGIN";
+  }
+  txn_bound_ = true;  // this shard's part stays in the transaction (parked)
+  return true;
+}
+
+// The client's Sync ends a batch spread over shards: the current server's part is synced, then
+// every shard commits its part in turn (or all roll back if one failed), and the Sync is
+// answered as Postgres answers it for an implicit transaction. A commit that fails rolls back the
+// shards not yet committed, and its error goes to the client. False: not yet (the Sync is
+// processed again when the shards have answered).
+bool ClientSession::endSpreadBatch() {
+  if (waiting_for_server_ || syncing_server_ || ending_parked_) return false;
+  if (server_ != nullptr) {
+    if (!batch_spread_synced_) {
+      std::string sync;
+      wire::Sync{}.encode(sync);
+      server_->forward(sync);
+      server_->expect(backends::ExpectedReply{
+          backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+      batch_spread_synced_ = true;
+    }
+    if (server_->owesReplies()) {
+      server_->notifyWhenCaughtUp();
+      return false;
+    }
+    // Failed: an error from a server, or one shardgate answered (it skipped to this Sync).
+    batch_spread_failed_ = batch_spread_failed_ || request_failed_ || skipping_to_sync_ ||
+                           transaction_status_ == 'E' || server_->transactionStatus() != 'T';
+    park(server_, pool_, current_target_->shard);
+    server_ = nullptr;
+    current_target_.reset();
+  }
+  if (!parked_.empty()) {
+    batch_spread_failed_ = batch_spread_failed_ || skipping_to_sync_;
+    ending_parked_ = true;
+    endNextParked(batch_spread_failed_ ? "ROLLBACK" : "COMMIT");
+    return false;
+  }
+  std::string reply;
+  if (spread_end_error_) {
+    metrics_.countError(spread_end_error_->sqlstate);
+    wire::writeError(reply, *spread_end_error_);
+  }
+  wire::writeReadyForQuery(reply, 'I');
+  spread_end_error_.reset();
+  batch_spread_ = false;
+  batch_spread_synced_ = false;
+  batch_spread_failed_ = false;
+  batch_open_ = false;
+  batch_executes_ = false;
+  skipping_to_sync_ = false;
+  request_failed_ = false;
+  transaction_status_ = 'I';
+  txn_bound_ = false;
+  txn_wrote_ = false;
+  txn_read_only_ = false;
+  txn_begin_sql_.clear();
+  txn_replay_sql_.clear();
+  changes_in_transaction_.clear();
+  savepoint_marks_.clear();
+  send(reply);
+  return true;
+}
+
 // Gets the session onto `target`'s server. True when it is held and ready now; false when the
 // session must wait (for owed replies, a release, an acquisition or a settings sync), after
-// which the pending input is processed again.
-bool ClientSession::moveTo(const Target& target) {
+// which the pending input is processed again, or when the statement was refused (answered as
+// its protocol needs: with skipping_to_sync_ set for the extended protocol).
+bool ClientSession::moveTo(const Target& target, bool extended_protocol) {
   if (server_ && current_target_ && *current_target_ == target) return !syncing_server_;
   if (waiting_for_server_ || syncing_server_) return false;
   if (server_) {
@@ -640,16 +746,7 @@ bool ClientSession::moveTo(const Target& target) {
       endDescribeOnlyBatch();
       return false;
     }
-    if (batch_open_) {
-      // An extended batch runs in one implicit transaction, on one server.
-      refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
-                                  "statements in one extended-protocol batch need different shards",
-                                  "the batch began on shard " +
-                                      planner::shardName(*database_, current_target_->shard),
-                                  "send a Sync between statements for different shards"),
-                      /*extended_protocol=*/true);
-      return false;
-    }
+    if (batch_open_ && !spreadBatch()) return false;
     if (server_->owesReplies()) {
       server_->notifyWhenCaughtUp();  // the move waits for the replies
       return false;
@@ -661,7 +758,7 @@ bool ClientSession::moveTo(const Target& target) {
                                   "...) on shard " +
                                       planner::shardName(*database_, current_target_->shard),
                                   "run the statement in another session"),
-                      /*extended_protocol=*/false);
+                      extended_protocol);
       return false;
     }
     backends::ServerConnection* server = server_;
@@ -765,6 +862,11 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       state_ = State::kClosed;
       close();
       return data.size();
+    }
+    if (batch_spread_ && type == wire::fe::kSync) {
+      if (!endSpreadBatch()) return used;
+      used += frame.size;
+      continue;
     }
     if (skipping_to_sync_) {
       if (type != wire::fe::kSync) {
@@ -906,7 +1008,10 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       }
       target = Target{database_->default_shard, -1};
     }
-    if (target && !moveTo(*target)) return used;
+    if (target && !moveTo(*target, /*extended_protocol=*/type != wire::fe::kQuery)) {
+      if (skipping_to_sync_) continue;  // refused, or its batch failed: skipped to the Sync
+      return used;
+    }
     if (server_ == nullptr) return used;
     // The server is held and in line: pass the message on, as the unrouted path does.
     size_t consumed = forwardClientMessages(message);

@@ -141,8 +141,11 @@ class ClientSession final : public TcpConnection,
   bool handleDecision(const planner::RouteDecision& decision, std::string_view sql,
                       bool extended_protocol, std::optional<Target>& target);
   Result<planner::RouteDecision> routeBind(std::string_view payload);
-  bool moveTo(const Target& target);
+  bool moveTo(const Target& target, bool extended_protocol);
   void endDescribeOnlyBatch();
+  // An extended batch with a statement for another shard than its part so far (see the .cc).
+  bool spreadBatch();
+  bool endSpreadBatch();
   void noteRoutedStatement();
   void rememberParse(const wire::Parse& parse);
   void ensureUnnamedPrepared();
@@ -280,7 +283,12 @@ class ClientSession final : public TcpConnection,
   bool skipping_to_sync_ = false;  // a routing error in an extended batch
   bool batch_open_ = false;        // extended messages sent since the last Sync
   bool batch_executes_ = false;    // ... among them a Bind or Execute
-  std::string unnamed_query_;      // the unnamed statement (prepared where it is bound)
+  // The open batch runs on several shards as one transaction that shardgate began on each (the
+  // client's was implicit): it ends at the client's Sync (endSpreadBatch).
+  bool batch_spread_ = false;
+  bool batch_spread_synced_ = false;  // the current server got its Sync for it
+  bool batch_spread_failed_ = false;  // a shard's part failed: every part rolls back
+  std::string unnamed_query_;         // the unnamed statement (prepared where it is bound)
   std::vector<int32_t> unnamed_types_;
   uint64_t unnamed_version_ = 0;
   std::string last_bound_text_;

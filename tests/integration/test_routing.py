@@ -938,6 +938,151 @@ def test_cross_shard_write_transaction_psycopg(r):
         assert shard_rows(r, s, "SELECT name FROM users WHERE id = %s", (k,)) == [("z",)], f"shard{s}"
 
 
+# ---------------------------------------------------------------------------------------------
+# Extended batches (one Sync: one transaction) with statements for both shards
+# ---------------------------------------------------------------------------------------------
+
+
+def insert_pipeline(rows: list[tuple[int, str]]) -> bytes:
+    """One INSERT per row, Parse/Bind/Execute each, no Sync (the caller ends the batch)."""
+    out = b""
+    for k, name in rows:
+        out += (pgwire.parse("", "INSERT INTO users (id, name) VALUES ($1, $2)") + pgwire.bind("", "", (str(k), name))
+                + pgwire.execute())
+    return out
+
+
+def test_executemany_across_shards_psycopg(r):
+    """psycopg's executemany pipelines every row with one Sync at the end: one implicit transaction. Rows
+    for both shards (alternating) land on their shards; a batch with a failing row (a duplicate key on
+    shard 1) leaves nothing on either shard, as Postgres rolls the whole batch back; RETURNING rows come
+    back in order; the connection goes on."""
+    k0s, k1s = r.keys_on(0, 6), r.keys_on(1, 6)
+    keys = [k for pair in zip(k0s[:4], k1s[:4]) for k in pair]
+    with sg(r) as conn:
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO users (id, name) VALUES (%s, %s)", [(k, f"e{k}") for k in keys])
+        assert placement(r, "users", "id", keys) == {k: [r.hash_shard[k]] for k in keys}
+        fresh = [k0s[4], k1s[4]]
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO users (id, name) VALUES (%s, %s)",
+                                [(fresh[0], "lost"), (fresh[1], "lost"), (k1s[0], "dup")])
+        assert placement(r, "users", "id", fresh) == {k: [] for k in fresh}
+        with conn.cursor() as cur:
+            cur.executemany("UPDATE users SET name = %s WHERE id = %s RETURNING id, name",
+                            [("u0", k0s[0]), ("u1", k1s[0]), ("u2", k0s[1])], returning=True)
+            got = []
+            while True:
+                got += cur.fetchall()
+                if not cur.nextset():
+                    break
+        assert got == [(k0s[0], "u0"), (k1s[0], "u1"), (k0s[1], "u2")]
+        assert conn.execute("SELECT count(*) FROM users WHERE id = ANY(%s)", (keys,)).fetchone() == (len(keys),)
+    assert shard_rows(r, 1, "SELECT name FROM users WHERE id = %s", (k1s[0],)) == [("u1",)]
+
+
+def test_executemany_across_shards_asyncpg(r):
+    """asyncpg's executemany binds one prepared statement per row and syncs once (atomic): rows for both
+    shards land on theirs, and a failing row rolls back the rows of both shards."""
+    k0s, k1s = r.keys_on(0, 5), r.keys_on(1, 5)
+    keys = [k for pair in zip(k0s[:3], k1s[:3]) for k in pair]
+    fresh = [k1s[3], k0s[3]]
+
+    async def scenario():
+        conn = await apg_connect(r)
+        try:
+            await conn.executemany("INSERT INTO users (id, name) VALUES ($1, $2)", [(k, f"a{k}") for k in keys])
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await conn.executemany("INSERT INTO users (id, name) VALUES ($1, $2)",
+                                       [(fresh[0], "lost"), (fresh[1], "lost"), (k0s[0], "dup")])
+            # fetch, not fetchval: a multi-shard result is not fetched in parts (Execute with a row limit).
+            rows = await conn.fetch("SELECT count(*) FROM users WHERE id = ANY($1::bigint[])", keys + fresh)
+            return rows[0][0]
+        finally:
+            await conn.close()
+
+    assert run_async(scenario()) == len(keys)
+    assert placement(r, "users", "id", keys + fresh) == {**{k: [r.hash_shard[k]] for k in keys},
+                                                         **{k: [] for k in fresh}}
+
+
+def test_batch_across_shards_raw(r):
+    """By hand: a batch with rows for both shards commits at its Sync (ReadyForQuery 'I'); a batch whose
+    statement on its second shard fails leaves nothing on the first; after an error on the first shard,
+    the batch's statements for the other shard are skipped, as Postgres skips everything up to the Sync;
+    inside BEGIN a batch may span shards too, and COMMIT ends it on both."""
+    k0s, k1s = r.keys_on(0, 5), r.keys_on(1, 5)
+    with wire_connect(r.port) as w:
+        w.send(insert_pipeline([(k0s[0], "a"), (k1s[0], "b"), (k0s[1], "c")]) + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert not pgwire.errors(msgs) and status_of(msgs) == "I", describe_reply(msgs)
+        assert command_tags(msgs) == ["INSERT 0 1"] * 3, describe_reply(msgs)
+        assert placement(r, "users", "id", [k0s[0], k1s[0], k0s[1]]) == {k0s[0]: [0], k1s[0]: [1], k0s[1]: [0]}
+        # Fails on its second shard: the first shard's row goes too.
+        w.send(insert_pipeline([(k0s[2], "lost"), (k1s[0], "dup")]) + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert error_codes(msgs) == ["23505"] and status_of(msgs) == "I", describe_reply(msgs)
+        assert command_tags(msgs) == ["INSERT 0 1"], describe_reply(msgs)
+        # Fails on its first shard: the other shard's statement never runs.
+        w.send(insert_pipeline([(k0s[0], "dup"), (k1s[1], "skipped"), (k0s[3], "skipped")]) + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert error_codes(msgs) == ["23505"] and status_of(msgs) == "I", describe_reply(msgs)
+        assert command_tags(msgs) == [], describe_reply(msgs)
+        assert placement(r, "users", "id", [k0s[2], k1s[1], k0s[3]]) == {k0s[2]: [], k1s[1]: [], k0s[3]: []}
+        # Inside BEGIN: the batch spreads the transaction; it stays open after the Sync.
+        assert status_of(w.simple("BEGIN")) == "T"
+        w.send(insert_pipeline([(k1s[2], "t"), (k0s[4], "t")]) + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert not pgwire.errors(msgs) and status_of(msgs) == "T", describe_reply(msgs)
+        assert placement(r, "users", "id", [k1s[2], k0s[4]]) == {k1s[2]: [], k0s[4]: []}  # not committed
+        end_transaction(w, "COMMIT", "COMMIT")
+        assert ok(w, "SELECT count(*) FROM users") == [["5"]]
+    assert placement(r, "users", "id", [k1s[2], k0s[4]]) == {k1s[2]: [1], k0s[4]: [0]}
+
+
+def test_batch_across_shards_in_a_pinned_session_is_refused(r):
+    """A session pinned to its connection (a temporary table, on the default shard) cannot spread a
+    batch: the statement for the other shard gets 0A000, the rest of the batch is skipped, and what
+    ran of it is rolled back, as after any error in a batch. The session goes on, still pinned."""
+    d = r.default_shard
+    kd, ko = r.keys_on(d, 2), r.keys_on(1 - d, 1)[0]
+    with wire_connect(r.port) as w:
+        assert not pgwire.errors(w.simple("CREATE TEMP TABLE pinned_here (x int)"))
+        w.send(insert_pipeline([(kd[0], "rolled back"), (ko, "refused")]) + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert error_codes(msgs) == ["0A000"] and status_of(msgs) == "I", describe_reply(msgs)
+        assert command_tags(msgs) == ["INSERT 0 1"], describe_reply(msgs)
+        w.send(insert_pipeline([(ko, "refused"), (kd[1], "skipped")]) + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert error_codes(msgs) == ["0A000"] and status_of(msgs) == "I", describe_reply(msgs)
+        assert command_tags(msgs) == [], describe_reply(msgs)
+        assert ok(w, "SELECT count(*) FROM pinned_here") == [["0"]]
+    assert placement(r, "users", "id", kd + [ko]) == {k: [] for k in kd + [ko]}
+
+
+def test_client_leaving_mid_batch_across_shards_commits_nothing(r):
+    """A client sends rows for both shards, sees them run (Flush), and leaves without its Sync: neither
+    shard keeps its row, and neither is left holding the rows' locks (the same rows go in afterwards,
+    within a lock timeout)."""
+    k0, k1 = r.keys_on(0, 1)[0], r.keys_on(1, 1)[0]
+    w = wire_connect(r.port)
+    try:
+        w.send(insert_pipeline([(k0, "gone"), (k1, "gone")]) + pgwire.flush())
+        got = []
+        while command_tags(got) != ["INSERT 0 1"] * 2:
+            got += w.recv_until(b"CE")
+            assert not pgwire.errors(got), describe_reply(got)
+    finally:
+        w.close()
+    with sg(r) as conn:
+        conn.execute("SET lock_timeout = '5s'")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO users (id, name) VALUES (%s, %s)", [(k0, "again"), (k1, "again")])
+    for s, k in ((0, k0), (1, k1)):
+        assert shard_rows(r, s, "SELECT name FROM users WHERE id = %s", (k,)) == [("again",)], f"shard{s}"
+
+
 @pytest.mark.parametrize("prelude", [[], ["SELECT 1"], ["SET LOCAL statement_timeout = '9s'", "SELECT 1"]],
                          ids=["begin", "begin-select1", "begin-setlocal"])
 def test_transaction_starts_where_it_is_needed(r, prelude):
