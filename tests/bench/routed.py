@@ -10,12 +10,18 @@ Targets, each in turn (the order rotates every run):
   routed       shardgate in front of two servers, pgbench_accounts hash-sharded on aid (as in
                conf/demo.toml); each server holds only its own rows, placed by Postgres's own
                satisfies_hash_partition (MODULUS 2)
+  two_servers  no proxy: two more servers, each with every row, each sent half the clients by its
+               own pgbench at once (clients >= 2). Its TPS over direct's is what splitting the
+               statements over two Postgres servers costs on this machine before any router runs:
+               on 2 cores shared with pgbench the two servers do less than one (reported as
+               two_server_ratio, the ceiling of ratio_passthrough here)
 Settings (environment): BENCH_SECONDS (10), BENCH_RUNS (3), BENCH_CLIENTS ("1 8 32"),
 BENCH_ROUTED_MODES ("simple prepared"), BENCH_SCALE (10), BENCH_POOL_SIZE (20), BENCH_THREADS (2),
 BENCH_SHARDGATE_WORKERS (1; 0 = one per core).
 Progress goes to stderr; stdout gets the report, whose last lines are one
   BENCH name=routed_<mode>_c<clients> direct=.. passthrough=.. routed=.. ratio_passthrough=..
-        ratio_direct=.. passthrough_cpu_us=.. routed_cpu_us=..
+        ratio_direct=.. passthrough_cpu_us=.. routed_cpu_us=.. passthrough_pg_cpu_us=..
+        routed_pg_cpu_us=.. two_servers=.. two_server_ratio=..
 per mode and client count (ratios are the routed TPS over the peer's; cpu_us is shardgate's own
 utime+stime per transaction, in microseconds). Floor (reported, not asserted): ratio_passthrough >= 0.9.
 """
@@ -23,12 +29,13 @@ utime+stime per transaction, in microseconds). Floor (reported, not asserted): r
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import benchlib
 from benchlib import BenchError, Cell, Target, fmt, loadavg, log, median, ratio, run_one, shardgate_workers
 
 MODES = ("simple", "extended", "prepared")
-TARGETS = ("direct", "passthrough", "routed")
+TARGETS = ("direct", "passthrough", "routed", "two_servers")
 FLOOR = 0.9
 SCRIPT = "\\set aid random(1, 100000 * :scale)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n"
 ROUTED_TOML = """\
@@ -62,6 +69,41 @@ def keep_own_rows(server: benchlib.pgcluster.Server, shard: int, shards: int) ->
     server.psql("VACUUM (FULL, ANALYZE) pgbench_accounts")
     return int(server.psql("SELECT count(*) FROM pgbench_accounts"))
 
+
+
+def run_split(servers: list, mode: str, clients: int, seconds: int, threads: int, cell: Cell,
+              workload: tuple[str, ...]) -> None:
+    """One run of `workload` against each of `servers` at once, clients and threads shared out
+    among them, by one pgbench each; the cell gets the summed TPS and the servers' CPU per
+    transaction."""
+    if clients < len(servers):
+        return  # the split needs a client per server
+    for s in servers:
+        if not s.is_running():
+            raise BenchError(f"two_servers: Postgres on port {s.port} is not running")
+    pids = [p for p in (s.postmaster_pid() for s in servers) if p]
+    cpu_before = sum(benchlib.tree_cpu_ticks(p) for p in pids)
+    share = clients // len(servers)
+    jobs = max(1, threads // len(servers))
+
+    def one(server):
+        return benchlib.pgbench(server.port, "-n", *workload, "-M", mode, "-c", str(share), "-j", str(jobs),
+                                "-T", str(seconds), timeout=seconds + 180)
+
+    with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+        results = list(pool.map(one, servers))
+    server_us = (sum(benchlib.tree_cpu_ticks(p) for p in pids) - cpu_before) / benchlib.CLK_TCK * 1e6
+    bad = [f"port {s.port}: exit {r.returncode}, {r.failed} failed" for s, r in zip(servers, results) if not r.ok]
+    if bad:
+        cell.failures.append("; ".join(bad))
+        log(f"  two_servers {mode:8} c={clients:<3} FAILED: {'; '.join(bad)}")
+        return
+    tps = sum(r.tps for r in results)
+    transactions = sum(r.transactions for r in results)
+    cell.tps.append(tps)
+    cell.server_cpu_us.append(server_us / transactions)
+    log(f"  two_servers {mode:8} c={clients:<3} tps={tps:9.1f}  (" +
+        " + ".join(f"{r.tps:.1f}" for r in results) + f")  Postgres/tx={server_us / transactions:6.1f} us")
 
 
 def start_and_load(single, sharded, scale: int, before_split=None) -> benchlib.pgcluster.Server:
@@ -109,9 +151,15 @@ def main() -> int:
     single = benchlib.make_cluster(wd / "passthrough", users=users, general=general)
     sharded = benchlib.make_cluster(wd / "routed", users=users, general=general, num_shards=2,
                                     database_options={"default_shard": 0}, extra_toml=ROUTED_TOML)
+    # Only its Postgres servers run (two_servers); shardgate is not started there.
+    full_pair = benchlib.make_cluster(wd / "two_servers", users=users, general=general, num_shards=2)
     clusters = {"passthrough": single, "routed": sharded}
     try:
         pg = start_and_load(single, sharded, scale)
+        full_pair.start()
+        pair = [s.primary for s in full_pair.shards]
+        for server in pair:
+            benchlib.pgbench_init(server.port, scale)
 
         def starter(name: str):
             def start() -> None:
@@ -141,6 +189,7 @@ def main() -> int:
 
         log("warm-up: 2 s per target and mode")
         for mode in modes:
+            run_split(pair, mode, 2, 2, threads, Cell(), workload)
             for t in targets.values():
                 r = benchlib.pgbench(t.port(), "-n", *workload, "-M", mode, "-c", str(min(8, max(clients))),
                                      "-j", str(min(threads, max(clients))), "-T", "2", timeout=120)
@@ -152,19 +201,23 @@ def main() -> int:
         total = runs * len(modes) * len(clients) * len(TARGETS)
         done = 0
         for run in range(runs):
-            order = TARGETS[run % 3:] + TARGETS[:run % 3]
+            order = TARGETS[run % len(TARGETS):] + TARGETS[:run % len(TARGETS)]
             for mode in modes:
                 for c in clients:
                     for name in order:
                         done += 1
                         log(f"run {run + 1}/{runs} [{done}/{total}]")
-                        run_one(targets[name], mode, c, seconds, threads, cells[(mode, c, name)], workload)
+                        if name == "two_servers":
+                            run_split(pair, mode, c, seconds, threads, cells[(mode, c, name)], workload)
+                        else:
+                            run_one(targets[name], mode, c, seconds, threads, cells[(mode, c, name)], workload)
 
         # ---- report -------------------------------------------------------------------------------
         out = [f"== shardgate routed-statement benchmark: pgbench -f (keyed SELECT on pgbench_accounts), -j {threads}, "
                f"{runs} runs x {seconds} s per point, medians ==",
                f"data: pgbench -i -s {scale}; direct and passthrough: one Postgres 15 server with every row; "
-               f"routed: two servers, each with its own half (hash on aid, MODULUS 2)",
+               f"routed: two servers, each with its own half (hash on aid, MODULUS 2); two_servers: two more "
+               f"servers with every row, half the clients on each, no proxy",
                f"shardgate: pool_mode=transaction, default_pool_size={pool}, workers="
                f"{shardgate_workers(single.shardgate.logfile)} (BENCH_SHARDGATE_WORKERS), auth scram-sha-256",
                "cpu_us = shardgate's own utime+stime (/proc/<pid>/stat) over the run / transactions; pg_cpu_us the "
@@ -174,25 +227,30 @@ def main() -> int:
                f"{os.cpu_count()} cores shared by pgbench, Postgres and shardgate",
                "",
                f"{'mode':9}{'clients':>8}{'direct':>11}{'passthru':>11}{'routed':>11}{'r/pass':>8}{'r/direct':>10}"
-               f"{'pass_cpu':>10}{'rt_cpu':>9}{'pass_pg':>9}{'rt_pg':>8}"]
+               f"{'pass_cpu':>10}{'rt_cpu':>9}{'pass_pg':>9}{'rt_pg':>8}{'two_srv':>11}{'2srv/dir':>9}"]
         bench_lines, floors, anomalies = [], [], []
         for mode in modes:
             for c in clients:
-                d, p, s = (median(cells[(mode, c, t)].tps) for t in TARGETS)
+                d, p, s, two = (median(cells[(mode, c, t)].tps) for t in TARGETS)
+                two_ratio = ratio(two, d)
                 pc = median(cells[(mode, c, "passthrough")].cpu_us)
                 sc = median(cells[(mode, c, "routed")].cpu_us)
                 ppg = median(cells[(mode, c, "passthrough")].server_cpu_us)
                 spg = median(cells[(mode, c, "routed")].server_cpu_us)
                 rp, rd = ratio(s, p), ratio(s, d)
                 out.append(f"{mode:9}{c:>8}{fmt(d, 1):>11}{fmt(p, 1):>11}{fmt(s, 1):>11}{fmt(rp, 3):>8}"
-                           f"{fmt(rd, 3):>10}{fmt(pc, 2):>10}{fmt(sc, 2):>9}{fmt(ppg, 1):>9}{fmt(spg, 1):>8}")
+                           f"{fmt(rd, 3):>10}{fmt(pc, 2):>10}{fmt(sc, 2):>9}{fmt(ppg, 1):>9}{fmt(spg, 1):>8}"
+                           f"{fmt(two, 1):>11}{fmt(two_ratio, 3):>9}")
                 bench_lines.append(f"BENCH name=routed_{mode}_c{c} direct={fmt(d, 1)} passthrough={fmt(p, 1)} "
                                    f"routed={fmt(s, 1)} ratio_passthrough={fmt(rp, 3)} ratio_direct={fmt(rd, 3)} "
                                    f"passthrough_cpu_us={fmt(pc, 2)} routed_cpu_us={fmt(sc, 2)} "
-                                   f"passthrough_pg_cpu_us={fmt(ppg, 1)} routed_pg_cpu_us={fmt(spg, 1)}")
+                                   f"passthrough_pg_cpu_us={fmt(ppg, 1)} routed_pg_cpu_us={fmt(spg, 1)} "
+                                   f"two_servers={fmt(two, 1)} two_server_ratio={fmt(two_ratio, 3)}")
                 met = rp is not None and rp >= FLOOR
                 floors.append(f"  routed_{mode}_c{c}: TPS routed/passthrough {fmt(rp, 3)} (floor {FLOOR}) "
-                              f"{'MET' if met else 'MISSED'}")
+                              f"{'MET' if met else 'MISSED'}"
+                              + (f"; two servers without a proxy reach {fmt(two_ratio, 3)}x one server"
+                                 if two_ratio is not None else ""))
                 for t in TARGETS:
                     anomalies += [f"  {t} {mode}_c{c}: {f}" for f in cells[(mode, c, t)].failures]
         out.append("")
@@ -207,7 +265,7 @@ def main() -> int:
         print("\n".join(out), flush=True)
         return 0
     finally:
-        benchlib.stop_clusters(clusters.values())
+        benchlib.stop_clusters([*clusters.values(), full_pair])
 
 
 if __name__ == "__main__":
