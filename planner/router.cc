@@ -1718,6 +1718,7 @@ class StatementRouter {
   Result<RouteDecision> routeEveryShard(int32_t t, const std::string& unsharded) {
     const TableRef& ref = a_.tables[t];
     const bool utility = a_.kind == StatementKind::kUtility;
+    const bool sharded_table = ref.table_class == TableClass::kSharded;
     if (!unsharded.empty()) {
       return notSupported("this statement changes " + ref.display() +
                               ", which is on every shard, and uses unsharded table " + unsharded +
@@ -1735,6 +1736,7 @@ class StatementRouter {
                               "Read the rows first and write them with VALUES.");
         }
       }
+      if (a_.kind == StatementKind::kCopy && !sharded_table) return routeCopyIntoReference(ref);
       if (a_.kind != StatementKind::kInsert && a_.kind != StatementKind::kUpdate &&
           a_.kind != StatementKind::kDelete) {
         return notSupported(std::string(a_.kindName()) + " into reference table " + ref.display() +
@@ -1750,9 +1752,8 @@ class StatementRouter {
     }
     Result<CurrentStatement> cur = currentStatement();
     if (!cur.ok()) return std::move(cur).error();
-    const bool sharded = ref.table_class == TableClass::kSharded;
     std::string reason = std::string(utility ? a_.write_reason : a_.kindName()) + " on " +
-                         (sharded ? "sharded" : "reference") + " table " + ref.display();
+                         (sharded_table ? "sharded" : "reference") + " table " + ref.display();
     bool replicated = true;
     for (const TableRef& other : a_.tables) {
       replicated = replicated && other.table_class == TableClass::kReference;
@@ -1760,6 +1761,35 @@ class StatementRouter {
     Result<std::shared_ptr<const MultiShardPlan>> plan = planSameStatement(
         multiInput(*cur, allShards(), std::move(reason)),
         utility ? MultiShardPlan::Kind::kDdl : MultiShardPlan::Kind::kWrite, replicated);
+    if (!plan.ok()) return std::move(plan).error();
+    return multiDecision(std::move(plan).value());
+  }
+
+  // COPY <reference table> FROM STDIN: every shard's copy gets every row. The client's CopyData
+  // goes to each shard unchanged (so any format works, binary too), and the client gets one
+  // shard's count, as for the other writes to a reference table.
+  Result<RouteDecision> routeCopyIntoReference(const TableRef& ref) {
+    Result<CurrentStatement> cur = currentStatement();
+    if (!cur.ok()) return std::move(cur).error();
+    if (!cur->node->has_copy_stmt() || !cur->node->copy_stmt().is_from()) {
+      return notSupported("this COPY cannot run on several shards");
+    }
+    const pg_query::CopyStmt& copy = cur->node->copy_stmt();
+    if (!copy.filename().empty() || copy.is_program()) {
+      return notSupported("COPY " + ref.display() +
+                              " FROM a server file or program is not supported: " + ref.display() +
+                              " is a reference table",
+                          "Each shard would read its own file on its own server.",
+                          "Use COPY " + ref.display() + " FROM STDIN (psql: \\copy).");
+    }
+    if (cur->parsed->statementCount() != 1) {
+      return notSupported("COPY into reference table " + ref.display() +
+                          " must be sent as a query of its own");
+    }
+    Result<std::shared_ptr<const MultiShardPlan>> plan = planSameStatement(
+        multiInput(*cur, allShards(),
+                   "COPY " + ref.display() + " FROM STDIN: every row to every shard"),
+        MultiShardPlan::Kind::kCopyIn, /*replicated=*/true);
     if (!plan.ok()) return std::move(plan).error();
     return multiDecision(std::move(plan).value());
   }

@@ -8,7 +8,8 @@ afterwards, a row on a shard its key does not hash to, a reference-table copy th
 Writes: multi-row INSERT spanning shards (tags `INSERT 0 n`), UPDATE/DELETE without the shard key
 (tags summed), RETURNING, writes to a reference table (every shard gets them, the tag counts one
 copy), explicit transactions, a statement failing on one shard (nothing of it may remain),
-parameters through the extended protocol, and COPY: FROM STDIN (text, CSV, with and without a
+parameters through the extended protocol, executemany (one pipeline, one Sync: one transaction across
+the shards its rows need), and COPY: FROM STDIN (text, CSV, with and without a
 column list, a bad row failing the whole COPY) and TO STDOUT (tables and queries; lines compared
 as a multiset).
 DDL (CREATE/ALTER/DROP TABLE, CREATE/DROP INDEX, COMMENT, TRUNCATE, VACUUM, ANALYZE) on sharded and
@@ -23,6 +24,7 @@ Needs shardgate itself: skipped with SHARDGATE_TARGET=direct.
 from __future__ import annotations
 
 import os
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -61,7 +63,29 @@ class Copy:
     """A COPY statement: FROM STDIN with data, or TO STDOUT (data None)."""
 
     sql: str
-    data: str | None = None
+    data: str | bytes | None = None
+
+
+@dataclass
+class Many:
+    """psycopg's executemany: every row in one pipeline with one Sync (one transaction, which spans
+    shards when the rows do); with returning, the RETURNING rows of every execution, in order."""
+
+    sql: str
+    rows: list
+    returning: bool = False
+
+
+def _binary_copy(rows: list[tuple[str, ...]]) -> bytes:
+    """COPY's binary format for rows of text fields: signature, flags, extension length, each tuple
+    (field count, then length and bytes per field), trailer."""
+    out = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+    for row in rows:
+        out += struct.pack("!h", len(row))
+        for value in row:
+            data = value.encode()
+            out += struct.pack("!i", len(data)) + data
+    return out + struct.pack("!h", -1)
 
 
 _COPY_USERS = "".join(f"{i}\tcopied {i}\t{i % 17}\n" for i in range(3000, 3040))
@@ -119,7 +143,16 @@ CASES = [
     # A bad row (on some shard) fails the whole COPY everywhere: nothing of it remains.
     Case("copy-in-bad-row", [Copy("COPY w_users (id, name, score) FROM STDIN",
                                   _COPY_USERS + "3999\tbad\tnot-a-number\n")]),
-    Case("copy-in-reference", [Copy("COPY w_ref (code, label) FROM STDIN", "x1\tone\nx2\ttwo\nx3\tthree\n")]),
+    Case("copy-in-reference", [Copy("COPY w_ref (code, label) FROM STDIN", "x1\tone\nx2\ttwo\nx3\tthree\n")],
+         must_answer=True),
+    Case("copy-in-reference-csv", [Copy("COPY w_ref FROM STDIN WITH (FORMAT csv, HEADER true)",
+                                        'code,label\ny1,"with, comma"\ny2,\n')], must_answer=True),
+    Case("copy-in-reference-binary", [Copy("COPY w_ref (code, label) FROM STDIN WITH (FORMAT binary)",
+                                           _binary_copy([("q1", "binary one"), ("q2", "binary two")]))],
+         must_answer=True),
+    # A duplicate code (b1 is there): every copy of the reference table keeps none of the rows.
+    Case("copy-in-reference-duplicate", [Copy("COPY w_ref (code, label) FROM STDIN", "z1\tnew\nb1\tdup\n")],
+         must_answer=True),
     Case("copy-out-table", [Copy("COPY w_users TO STDOUT")]),
     Case("copy-out-csv-columns", [Copy("COPY w_orders (user_id, amount) TO STDOUT WITH (FORMAT csv)")]),
     Case("copy-out-query", [Copy("COPY (SELECT id, upper(name) FROM w_users WHERE score > 10) TO STDOUT")]),
@@ -128,6 +161,22 @@ CASES = [
                                   [4001, "p1", 1, 4002, "p2", 2, 4003, "p3", 3])]),
     Case("params-update", [("UPDATE w_users SET score = %s WHERE score < %s RETURNING id", [50, 4])]),
     Case("params-delete", [("DELETE FROM w_orders WHERE amount > %s", [90])]),
+    Case("executemany-insert", [Many("INSERT INTO w_users (id, name, score) VALUES (%s, %s, %s)",
+                                     [(5100 + i, f"many {i}", i) for i in range(12)])], must_answer=True),
+    Case("executemany-orders", [Many("INSERT INTO w_orders (id, user_id, amount) VALUES (%s, %s, %s)",
+                                     [(5200 + i, i * 5 + 1, f"{i}.75") for i in range(10)])], must_answer=True),
+    # Row 40 is already there: the whole batch fails, and none of its rows remains on any shard.
+    Case("executemany-duplicate-key", [Many("INSERT INTO w_users (id, name, score) VALUES (%s, %s, %s)",
+                                            [(5300, "a", 1), (5301, "b", 2), (5302, "c", 3), (40, "dup", 4),
+                                             (5303, "d", 5)])], must_answer=True),
+    Case("executemany-update-returning", [Many("UPDATE w_users SET score = %s WHERE id = %s RETURNING id, score",
+                                               [(100 + i, i) for i in range(1, 13)], returning=True)],
+         must_answer=True),
+    Case("executemany-in-transaction", ["BEGIN", Many("DELETE FROM w_users WHERE id = %s", [(i,) for i in range(1, 9)]),
+                                        "UPDATE w_users SET score = 0 WHERE id = 9", "COMMIT"], must_answer=True),
+    Case("executemany-rolled-back", ["BEGIN", Many("INSERT INTO w_users (id, name, score) VALUES (%s, %s, %s)",
+                                                   [(5400 + i, "gone", i) for i in range(6)]), "ROLLBACK"],
+         must_answer=True),
 ]
 
 
@@ -179,6 +228,18 @@ def _run_steps(conn: psycopg.Connection, statements: list) -> list[StepResult]:
                     r.tag = cur.statusmessage
                 out.append(r)
                 continue
+            if isinstance(st, Many):
+                with _raw_text(conn.cursor()) as cur:
+                    cur.executemany(st.sql, st.rows, returning=st.returning)
+                    r.tag = cur.statusmessage
+                    if st.returning:
+                        r.columns = [(d.name, d.type_code) for d in cur.description]
+                        while True:
+                            r.rows += [tuple(x) for x in cur.fetchall()]
+                            if not cur.nextset():
+                                break
+                out.append(r)
+                continue
             sql, params = st if isinstance(st, tuple) else (st, None)
             cur = conn.cursor() if params is not None else psycopg.ClientCursor(conn)
             with _raw_text(cur):
@@ -201,7 +262,8 @@ def _run_steps(conn: psycopg.Connection, statements: list) -> list[StepResult]:
 
 
 def _short(statements: list, limit: int = 240) -> str:
-    text = "; ".join(st.sql if isinstance(st, Copy) else st[0] if isinstance(st, tuple) else st for st in statements)
+    text = "; ".join(st.sql if isinstance(st, (Copy, Many)) else st[0] if isinstance(st, tuple) else st
+                     for st in statements)
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
