@@ -211,6 +211,22 @@ void Pool::sweep(uint64_t now_ms) {
                         std::to_string(settings_.max_size) + " connections in use",
                     "raise pool_size, or make transactions shorter"));
   }
+  // Clients the gate held (PAUSE) too long: query_wait_timeout bounds that wait too, as in
+  // PgBouncer. Taken out of held_ before they are told, since the waiter may leave at once.
+  if (settings_.query_wait_timeout_ms && !held_.empty()) {
+    std::vector<PoolWaiter*> expired;
+    std::erase_if(held_, [&](PoolWaiter* waiter) {
+      if (now_ms - waiter->wait_started_ms_ < settings_.query_wait_timeout_ms) return false;
+      expired.push_back(waiter);
+      return true;
+    });
+    for (PoolWaiter* waiter : expired) {
+      waiter->onServerUnavailable(
+          gate_ != nullptr ? gate_->heldTooLong(waiter, settings_.query_wait_timeout_ms)
+                           : Error::make(sqlstate::kTooManyConnections,
+                                         "no server connection within query_wait_timeout"));
+    }
+  }
   // Connections that take too long to log in.
   std::vector<ServerConnection*> stale;
   for (ServerConnection* server : all_) {

@@ -47,6 +47,8 @@ class PoolGate {
   virtual ~PoolGate() = default;
   // Fills `error` for kRefuse.
   virtual Verdict admit(PoolWaiter* waiter, Error& error) = 0;
+  // What a waiter held for query_wait_timeout (`timeout_ms`) is told when it stops waiting.
+  virtual Error heldTooLong(PoolWaiter* waiter, uint32_t timeout_ms) const = 0;
 };
 
 struct PoolStats {

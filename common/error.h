@@ -19,6 +19,7 @@ inline constexpr std::string_view kInvalidCatalogName = "3D000";
 inline constexpr std::string_view kTooManyConnections = "53300";
 inline constexpr std::string_view kOutOfMemory = "53200";
 inline constexpr std::string_view kAdminShutdown = "57P01";
+inline constexpr std::string_view kCannotConnectNow = "57P03";
 inline constexpr std::string_view kQueryCanceled = "57014";
 inline constexpr std::string_view kInternalError = "XX000";
 inline constexpr std::string_view kConfigFileError = "F0000";

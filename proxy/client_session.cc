@@ -2258,6 +2258,15 @@ void ClientSession::sweep(uint64_t now_ms) {
     processPending();  // rows held back while the shards were congested
   }
   resumeCopyInput();  // a backstop: the shards' drain normally does it
+  const uint32_t wait = worker_.config().general.query_wait_timeout_ms;
+  if (held_by_pause_ && wait != 0 && now_ms - held_since_ms_ >= wait) {
+    // PAUSE held the next statement as long as a pool queue may: it fails; the session stays (the
+    // worker's list of held sessions may still name it: resumeAfterPause then does nothing).
+    held_by_pause_ = false;
+    failing_ =
+        std::make_unique<Error>(Worker::pausedTooLong(database_name_, wait, /*at_login=*/false));
+    processPending();
+  }
   uint32_t timeout = worker_.config().general.client_login_timeout_ms;
   if ((state_ == State::kStartup || state_ == State::kAuthenticating) && timeout &&
       now_ms - connected_at_ms_ >= timeout) {

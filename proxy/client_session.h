@@ -229,6 +229,7 @@ class ClientSession final : public TcpConnection,
   const conf::Database* database_ = nullptr;
   std::unique_ptr<AdminConsole> admin_;  // dbname=shardgate
   bool held_by_pause_ = false;
+  uint64_t held_since_ms_ = 0;  // when PAUSE began holding its next statement
   SessionSettings settings_;
   std::unique_ptr<ClientAuthenticator> auth_;
   int32_t cancel_pid_ = 0;

@@ -80,6 +80,7 @@ bool ClientSession::readyForNextTransaction(std::string_view data) {
   if (worker_.databasePaused(database_name_)) {
     if (!held_by_pause_) {
       held_by_pause_ = true;
+      held_since_ms_ = backends::monotonicMs();
       worker_.holdUntilResume(id_);
       spdlog::debug("event=client_paused session={} database={}", id_, database_name_);
     }

@@ -102,6 +102,8 @@ class Worker {
   void pauseDatabase(const std::string& database);
   void resumeDatabase(const std::string& database);
   bool databasePaused(const std::string& database) const;
+  // What a client held by PAUSE for query_wait_timeout gets: 57P03, FATAL at login.
+  static Error pausedTooLong(const std::string& database, uint32_t timeout_ms, bool at_login);
   bool pausedAll() const { return paused_all_; }
   const std::vector<std::string>& pausedDatabases() const { return paused_databases_; }
   // A session whose next transaction waits for RESUME.
@@ -153,6 +155,7 @@ class Worker {
    public:
     explicit LoginGate(const Worker& worker) : worker_(worker) {}
     Verdict admit(backends::PoolWaiter* waiter, Error& error) override;
+    Error heldTooLong(backends::PoolWaiter* waiter, uint32_t timeout_ms) const override;
 
    private:
     const Worker& worker_;

@@ -140,6 +140,16 @@ void Worker::resumeDatabase(const std::string& database) {
   }
 }
 
+Error Worker::pausedTooLong(const std::string& database, uint32_t timeout_ms, bool at_login) {
+  std::string message = "database \"" + database + "\" is paused: the " +
+                        (at_login ? "login" : "statement") + " waited query_wait_timeout (" +
+                        std::to_string(timeout_ms) + " ms)";
+  const char* detail = "the admin console ran PAUSE or KILL";
+  std::string hint = "RESUME " + database + " on the admin console lets clients go on";
+  return at_login ? Error::fatal(sqlstate::kCannotConnectNow, std::move(message), detail, hint)
+                  : Error::make(sqlstate::kCannotConnectNow, std::move(message), detail, hint);
+}
+
 bool Worker::databasePaused(const std::string& database) const {
   return paused_all_ || std::find(paused_databases_.begin(), paused_databases_.end(), database) !=
                             paused_databases_.end();
@@ -220,6 +230,12 @@ backends::PoolGate::Verdict Worker::LoginGate::admit(backends::PoolWaiter* waite
     return Verdict::kRefuse;
   }
   return worker_.databasePaused(database) ? Verdict::kHold : Verdict::kAdmit;
+}
+
+Error Worker::LoginGate::heldTooLong(backends::PoolWaiter* waiter, uint32_t timeout_ms) const {
+  auto* session = dynamic_cast<ClientSession*>(waiter);
+  return pausedTooLong(session != nullptr ? session->databaseName() : std::string("?"), timeout_ms,
+                       /*at_login=*/true);
 }
 
 }  // namespace shardgate::proxy

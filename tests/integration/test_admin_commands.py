@@ -304,6 +304,37 @@ def test_disable_wins_over_a_pause(c):
 # ---- the console ----------------------------------------------------------------------------------
 
 
+def test_paused_clients_wait_at_most_query_wait_timeout(cluster_root, shardgate_bin):
+    """PAUSE holds a logged-in client's next statement and a new client's login, but not forever: after
+    query_wait_timeout the statement gets ERROR 57P03 (the session goes on, and runs statements again
+    after RESUME) and the login FATAL 57P03, as PgBouncer's query_wait_timeout ends paused clients'
+    waits too."""
+    if conftest.DIRECT:
+        pytest.skip(conftest.SKIP_DIRECT_REASON)
+    wait_ms = 1500
+    with conftest.running_cluster(cluster_root / "pause-timeout", shardgate_bin, num_shards=1,
+                                  replicas_per_shard=0, pool_mode="transaction",
+                                  general={"workers": 1, "query_wait_timeout": wait_ms}) as cl:
+        client = wire_client(cl)
+        with console(cl) as w:
+            assert command(w, "PAUSE app") == "PAUSE"
+            login = start_login(cl, "app")
+            started = time.monotonic()
+            msgs = run(client, "SELECT 1")
+            waited = time.monotonic() - started
+            errs = pgwire.errors(msgs)
+            assert [(e.severity, e.code) for e in errs] == [("ERROR", "57P03")], pgwire.types(msgs)
+            assert "query_wait_timeout" in errs[0].message, errs[0].message
+            assert wait_ms / 1000 - 0.2 <= waited < wait_ms / 1000 + 5, waited
+            with pytest.raises(pgwire.LoginError) as refused:
+                login.finish_login("postgres", "postgres", timeout=10)
+            assert (refused.value.error.severity, refused.value.error.code) == ("FATAL", "57P03")
+            login.close()
+            assert command(w, "RESUME app") == "RESUME"
+            assert wire_value(client, "SELECT 40 + 2") == "42"
+        client.close()
+
+
 def test_commands_name_known_databases_and_are_in_the_help(c):
     with console(c) as w:
         for sql in ("RECONNECT nosuchdb", "KILL nosuchdb", "DISABLE nosuchdb", "ENABLE nosuchdb",

@@ -121,6 +121,9 @@ class ScriptedGate : public PoolGate {
     if (verdict == Verdict::kRefuse) error = Error::fatal("55000", "not accepting connections");
     return verdict;
   }
+  Error heldTooLong(PoolWaiter*, uint32_t timeout_ms) const override {
+    return Error::fatal("57P03", "held for " + std::to_string(timeout_ms) + " ms");
+  }
 };
 
 class PoolTest : public ::testing::Test {
@@ -262,6 +265,29 @@ TEST_F(PoolTest, GateHoldsWaitersUntilAdmitted) {
   ASSERT_NE(acquire(after), nullptr);
   EXPECT_EQ(gate.asked, asked);
   release(after);
+}
+
+TEST_F(PoolTest, HeldWaitersGetTheGatesErrorAfterQueryWaitTimeout) {
+  ScriptedGate gate;
+  gate.verdict = PoolGate::Verdict::kHold;
+  pool_->setGate(&gate);
+  const uint32_t timeout = PoolSettings{}.query_wait_timeout_ms;
+  ASSERT_GT(timeout, 0u);
+  Waiter early, late;
+  pool_->acquire(&early, 1000);
+  pool_->acquire(&late, 1500);
+  pool_->sweep(1000 + timeout - 1);
+  EXPECT_FALSE(early.error);
+  EXPECT_EQ(pool_->stats().waiting_clients, 2u);
+  pool_->sweep(1000 + timeout);
+  ASSERT_TRUE(early.error.has_value());
+  EXPECT_EQ(early.error->sqlstate, "57P03");
+  EXPECT_EQ(early.error->message, "held for " + std::to_string(timeout) + " ms");
+  EXPECT_FALSE(late.error);  // held later: still waiting
+  EXPECT_EQ(pool_->stats().waiting_clients, 1u);
+  pool_->sweep(1500 + timeout);
+  ASSERT_TRUE(late.error.has_value());
+  EXPECT_TRUE(pool_->drained());
 }
 
 TEST_F(PoolTest, GateRefusesWithItsError) {
