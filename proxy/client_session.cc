@@ -306,13 +306,8 @@ void ClientSession::onServerAcquired(backends::ServerConnection* server) {
     syncServer([this] {
       if (!resume_transaction_.empty()) {
         // The open transaction moved here: begin it again; its replies are not the client's.
-        std::string begin;
-        wire::Query{resume_transaction_}.encode(begin);
+        sendOwnQuery(resume_transaction_);
         resume_transaction_.clear();
-        server_->forward(begin);
-        server_->noteSimpleQuery();
-        server_->expect(backends::ExpectedReply{
-            backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
       }
       processPending();
     });
@@ -530,6 +525,26 @@ ClientSession::Target ClientSession::targetFor(const planner::RouteDecision& dec
   return target;
 }
 
+// A statement of shardgate's own, sent to the held server in line with the client's requests:
+// its replies, errors included, never reach the client.
+void ClientSession::sendOwnQuery(std::string_view sql) {
+  std::string query;
+  wire::Query{std::string(sql)}.encode(query);
+  server_->forward(query);
+  server_->noteSimpleQuery();
+  server_->expect(backends::ExpectedReply{
+      backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+}
+
+// A Sync of shardgate's own, ending the held server's open batch; its ReadyForQuery is swallowed.
+void ClientSession::sendOwnSync() {
+  std::string sync;
+  wire::Sync{}.encode(sync);
+  server_->forward(sync);
+  server_->expect(backends::ExpectedReply{
+      backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+}
+
 // Replies shardgate makes itself go after whatever the held server still owes.
 void ClientSession::answer(std::string bytes) {
   if (server_ && server_->owesReplies()) {
@@ -550,12 +565,7 @@ void ClientSession::refuseStatement(const Error& error, bool extended_protocol) 
   if (server_ && (transaction_status_ != 'I' || batch_open_)) {
     // Postgres aborts the (explicit or implicit) transaction on an error: make the server's fail
     // too, so that nothing the client sent before the refused statement commits.
-    std::string abort;
-    wire::Query{"DO $$BEGIN RAISE EXCEPTION 'statement refused by shardgate'; END$$"}.encode(abort);
-    server_->forward(abort);
-    server_->noteSimpleQuery();
-    server_->expect(backends::ExpectedReply{
-        backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+    sendOwnQuery("DO $$BEGIN RAISE EXCEPTION 'statement refused by shardgate'; END$$");
     if (transaction_status_ != 'I') transaction_status_ = 'E';
   }
   if (extended_protocol) {
@@ -618,11 +628,7 @@ void ClientSession::answerExplainRoute(const planner::RouteDecision& decision) {
 // Ends an extended batch of only Parse / Describe on the held server with a Sync whose
 // ReadyForQuery is swallowed; the pending input is processed again once the server caught up.
 void ClientSession::endDescribeOnlyBatch() {
-  std::string sync;
-  wire::Sync{}.encode(sync);
-  server_->forward(sync);
-  server_->expect(backends::ExpectedReply{
-      backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+  sendOwnSync();
   batch_open_ = false;
   server_->notifyWhenCaughtUp();
 }
@@ -659,12 +665,7 @@ bool ClientSession::spreadBatch() {
     return false;
   }
   if (transaction_status_ == 'I') {
-    std::string begin;
-    wire::Query{"BEGIN"}.encode(begin);
-    server_->forward(begin);
-    server_->noteSimpleQuery();
-    server_->expect(backends::ExpectedReply{
-        backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+    sendOwnQuery("BEGIN");
     batch_spread_ = true;
     transaction_status_ = 'T';  // shardgate's view: the client sees 'I' again after its Sync
     txn_begin_sql_ = "BEGIN";
@@ -682,11 +683,7 @@ bool ClientSession::endSpreadBatch() {
   if (waiting_for_server_ || syncing_server_ || ending_parked_) return false;
   if (server_ != nullptr) {
     if (!batch_spread_synced_) {
-      std::string sync;
-      wire::Sync{}.encode(sync);
-      server_->forward(sync);
-      server_->expect(backends::ExpectedReply{
-          backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+      sendOwnSync();
       batch_spread_synced_ = true;
     }
     if (server_->owesReplies()) {
@@ -720,16 +717,21 @@ bool ClientSession::endSpreadBatch() {
   batch_executes_ = false;
   skipping_to_sync_ = false;
   request_failed_ = false;
+  forgetTransaction();
+  send(reply);
+  return true;
+}
+
+// A transaction shardgate ended itself (on several shards): what the session knew of it goes.
+void ClientSession::forgetTransaction() {
+  changes_in_transaction_.clear();
+  savepoint_marks_.clear();
   transaction_status_ = 'I';
   txn_bound_ = false;
   txn_wrote_ = false;
   txn_read_only_ = false;
   txn_begin_sql_.clear();
   txn_replay_sql_.clear();
-  changes_in_transaction_.clear();
-  savepoint_marks_.clear();
-  send(reply);
-  return true;
 }
 
 // Gets the session onto `target`'s server. True when it is held and ready now; false when the
@@ -1203,12 +1205,7 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
           // own. Put the client's back right after, in a statement whose replies it never sees
           // but for the ParameterStatus messages that tell it the values.
           passRun(used);
-          std::string restore;
-          wire::Query{sql_restore}.encode(restore);
-          server_->forward(restore);
-          server_->noteSimpleQuery();
-          server_->expect(backends::ExpectedReply{
-              backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+          sendOwnQuery(sql_restore);
         }
         break;
       }
@@ -1829,14 +1826,7 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
           .encode(reply);
     }
     spread_end_error_.reset();
-    changes_in_transaction_.clear();
-    savepoint_marks_.clear();
-    transaction_status_ = 'I';
-    txn_bound_ = false;
-    txn_wrote_ = false;
-    txn_read_only_ = false;
-    txn_begin_sql_.clear();
-    txn_replay_sql_.clear();
+    forgetTransaction();
     if (extended && spread_end_error_was) {
       answer(std::move(reply));
       skipping_to_sync_ = true;  // as Postgres does after an error in a batch

@@ -142,10 +142,13 @@ class ClientSession final : public TcpConnection,
                       bool extended_protocol, std::optional<Target>& target);
   Result<planner::RouteDecision> routeBind(std::string_view payload);
   bool moveTo(const Target& target, bool extended_protocol);
+  void sendOwnQuery(std::string_view sql);
+  void sendOwnSync();
   void endDescribeOnlyBatch();
   // An extended batch with a statement for another shard than its part so far (see the .cc).
   bool spreadBatch();
   bool endSpreadBatch();
+  void forgetTransaction();
   void noteRoutedStatement();
   void rememberParse(const wire::Parse& parse);
   void ensureUnnamedPrepared();
