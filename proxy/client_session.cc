@@ -1592,7 +1592,10 @@ void ClientSession::onServerReadyForQuery(char transaction_status) {
 
 void ClientSession::maybeReleaseServer() {
   if (!transactionPooling() || server_ == nullptr || state_ != State::kReady) return;
-  if (outstanding_ != 0 || transaction_status_ != 'I' || server_->owesReplies() ||
+  // An open batch (no Sync yet) keeps its server: the server is inside the batch's implicit
+  // transaction, even when it has answered everything so far (a Flush, or a Describe asyncpg sends
+  // before binding).
+  if (outstanding_ != 0 || transaction_status_ != 'I' || batch_open_ || server_->owesReplies() ||
       syncing_server_ || pendingInputBytes() != 0) {
     return;
   }
@@ -2080,17 +2083,20 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
     }
     case wire::fe::kExecute: {
       auto execute = wire::Execute::decode(payload);
-      if (!execute.ok() || !execute->portal.empty() || multi_bound_->executed) break;
-      if (execute->max_rows > 0) {
+      if (!execute.ok() || !execute->portal.empty()) break;
+      if (multi_bound_->suspended) {
         multi_bound_.reset();
         refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
-                                    "fetching a multi-shard result in parts (Execute with a row "
-                                    "limit) is not supported yet",
-                                    {}, "fetch all rows at once"),
+                                    "fetching the rest of a multi-shard result is not supported",
+                                    "an Execute with a row limit got the first rows; shardgate "
+                                    "did not keep the others",
+                                    "fetch all rows at once (an Execute without a row limit)"),
                         /*extended_protocol=*/true);
         return true;
       }
+      if (multi_bound_->executed) break;
       multi_bound_->executed = true;
+      multi_bound_->max_rows = execute->max_rows;
       if (multi_bound_->local_reply) {
         answer(std::move(*multi_bound_->local_reply));
         return true;
@@ -2134,7 +2140,36 @@ void ClientSession::multiShardSync(backends::ServerConnection* server,
 }
 
 void ClientSession::multiShardOutput(std::string_view bytes) {
-  send(bytes);
+  if (!multi_bound_ || multi_bound_->max_rows <= 0) {
+    send(bytes);
+    return;
+  }
+  // An Execute with a row limit (asyncpg's fetchrow and fetchval send 1): the first rows pass;
+  // when that many came, the end is PortalSuspended, as Postgres ends a portal it stopped early.
+  BoundMultiShard& bound = *multi_bound_;
+  wire::Frame frame;
+  size_t used = 0;
+  while (used < bytes.size()) {
+    if (wire::peekTyped(bytes.substr(used), UINT32_MAX, frame) != wire::FrameStatus::kComplete) {
+      send(bytes.substr(used));  // the run sends whole messages; anything else passes as it is
+      return;
+    }
+    const std::string_view message = bytes.substr(used, frame.size);
+    used += frame.size;
+    if (frame.type == wire::be::kDataRow) {
+      if (bound.rows_sent < bound.max_rows) {
+        ++bound.rows_sent;
+        send(message);
+      }
+    } else if (frame.type == wire::be::kCommandComplete && bound.rows_sent >= bound.max_rows) {
+      bound.suspended = true;
+      std::string suspended;
+      wire::PortalSuspended{}.encode(suspended);
+      send(suspended);
+    } else {
+      send(message);
+    }
+  }
 }
 
 void ClientSession::multiShardCopyReady() {

@@ -306,6 +306,11 @@ class ClientSession final : public TcpConnection,
     wire::Bind bind;
     bool describe = false;
     bool executed = false;
+    // Execute's row limit (0: none): the client gets the first max_rows rows, then PortalSuspended
+    // if there were that many (the rest of the result is dropped: the portal cannot go on).
+    int32_t max_rows = 0;
+    int32_t rows_sent = 0;
+    bool suspended = false;
     // Answered by shardgate itself (the end of a transaction spanning shards): Execute gets this
     // instead of running anything, Describe gets NoData.
     std::optional<std::string> local_reply;

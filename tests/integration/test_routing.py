@@ -996,9 +996,7 @@ def test_executemany_across_shards_asyncpg(r):
             with pytest.raises(asyncpg.UniqueViolationError):
                 await conn.executemany("INSERT INTO users (id, name) VALUES ($1, $2)",
                                        [(fresh[0], "lost"), (fresh[1], "lost"), (k0s[0], "dup")])
-            # fetch, not fetchval: a multi-shard result is not fetched in parts (Execute with a row limit).
-            rows = await conn.fetch("SELECT count(*) FROM users WHERE id = ANY($1::bigint[])", keys + fresh)
-            return rows[0][0]
+            return await conn.fetchval("SELECT count(*) FROM users WHERE id = ANY($1::bigint[])", keys + fresh)
         finally:
             await conn.close()
 
@@ -1334,6 +1332,42 @@ def test_no_key_condition_runs_on_every_shard(r):
         got = shard_rows(r, s, "SELECT id, name FROM users ORDER BY id")
         assert got == [(k, "again") for k in sorted(users) if r.hash_shard[k] == s], f"shard{s}"
         assert shard_rows(r, s, "SELECT payload FROM events") == [("y",)], f"shard{s}"
+
+
+def test_multi_shard_result_with_a_row_limit(r):
+    """An Execute with a row limit on a multi-shard result (asyncpg's fetchrow and fetchval send 1) gets
+    the first rows, then PortalSuspended when there were that many, or CommandComplete when there were
+    fewer, as from one Postgres; a second Execute of the suspended portal gets 0A000 (shardgate did not
+    keep the rest), and the session goes on."""
+    k0s, k1s = r.keys_on(0, 3), r.keys_on(1, 2)
+    keys = sorted(k0s + k1s)
+    seed_users(r, [(k, f"n{k}") for k in keys])
+    sql = "SELECT id FROM users ORDER BY id"
+    with wire_connect(r.port) as w:
+        for limit, rows, end in ((2, keys[:2], "s"), (5, keys, "s"), (6, keys, "C")):
+            w.send(pgwire.parse("", sql) + pgwire.bind("", "") + pgwire.describe("P") + pgwire.execute("", limit)
+                   + pgwire.sync())
+            msgs = w.recv_until(b"Z")
+            assert not pgwire.errors(msgs), describe_reply(msgs)
+            assert pgwire.data_rows(msgs) == [[str(k)] for k in rows], describe_reply(msgs)
+            assert pgwire.types(msgs)[-2] == end and status_of(msgs) == "I", describe_reply(msgs)
+        w.send(pgwire.parse("", sql) + pgwire.bind("", "") + pgwire.execute("", 1) + pgwire.execute("", 1)
+               + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert pgwire.data_rows(msgs) == [[str(keys[0])]], describe_reply(msgs)
+        assert error_codes(msgs) == ["0A000"] and status_of(msgs) == "I", describe_reply(msgs)
+        assert ok(w, "SELECT count(*) FROM users") == [[str(len(keys))]]
+
+    async def scenario():
+        conn = await apg_connect(r)
+        try:
+            count = await conn.fetchval("SELECT count(*) FROM users")
+            first = await conn.fetchrow("SELECT id, name FROM users ORDER BY id DESC")
+            return count, tuple(first)
+        finally:
+            await conn.close()
+
+    assert run_async(scenario()) == (len(keys), (keys[-1], f"n{keys[-1]}"))
 
 
 # ---------------------------------------------------------------------------------------------
