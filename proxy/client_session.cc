@@ -1165,14 +1165,17 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
     metrics_.clientMessage(type, frame.payload, *database_,
                            current_target_ ? current_target_->shard : database_->default_shard,
                            lastReadNs());
-    if (type == wire::fe::kSync || type == wire::fe::kQuery) {
+    if (type == wire::fe::kSync || type == wire::fe::kQuery || type == wire::fe::kFunctionCall) {
+      // Each ends with its own ReadyForQuery (a Query or FunctionCall inside a batch ends it too).
       batch_open_ = false;
       batch_executes_ = false;
-    } else if (type != wire::fe::kFlush && type != wire::fe::kTerminate) {
-      batch_open_ = true;  // an extended batch (or COPY) in progress until its Sync
-      batch_executes_ |= type == wire::fe::kBind || type == wire::fe::kExecute ||
-                         type == wire::fe::kFunctionCall || type == wire::fe::kCopyData;
+    } else if (type == wire::fe::kParse || type == wire::fe::kBind || type == wire::fe::kDescribe ||
+               type == wire::fe::kExecute || type == wire::fe::kClose) {
+      batch_open_ = true;  // an extended batch in progress until its Sync
+      batch_executes_ |= type == wire::fe::kBind || type == wire::fe::kExecute;
     }
+    // CopyData / CopyDone / CopyFail belong to the COPY that began them: a simple Query's (no
+    // batch), or an Execute's (its batch is open already).
     // A simple Query destroys the unnamed statement, whoever parsed it.
     if (type == wire::fe::kQuery) server_->noteSimpleQuery();
     switch (type) {

@@ -14,6 +14,7 @@ import asyncio
 import datetime
 import decimal
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -137,6 +138,27 @@ def test_autocommit_statements_share_one_backend(make_cluster):
     finally:
         for w in clients:
             w.close()
+
+
+@pytest.mark.requires_shardgate
+def test_copy_and_function_call_give_the_connection_back(make_cluster):
+    """A simple-protocol COPY FROM STDIN and a fast-path FunctionCall (libpq's large-object calls use it)
+    each end with their ReadyForQuery: the connection goes back to the pool then, so another client of
+    a pool of one gets it at once (not after query_wait_timeout)."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    with connect(c.shardgate.port) as a, connect(c.shardgate.port) as b:
+        assert not pgwire.errors(a.simple("CREATE TABLE IF NOT EXISTS copied_back (x int)"))
+        a.send(pgwire.query("COPY copied_back FROM STDIN"))
+        assert pgwire.types(a.recv_until(b"G")) == "G"
+        a.send(pgwire.copy_data(b"1\n2\n") + pgwire.copy_done())
+        msgs = a.recv_until(b"Z")
+        assert not pgwire.errors(msgs) and status_of(msgs) == "I", describe_reply(msgs)
+        assert ok(b, "SELECT count(*) FROM copied_back", timeout=5) == [["2"]]
+        pg_backend_pid_oid = 2026
+        a.send(pgwire.message(b"F", struct.pack("!ihhh", pg_backend_pid_oid, 0, 0, 0)))
+        msgs = a.recv_until(b"Z")
+        assert pgwire.types(msgs) == "VZ" and status_of(msgs) == "I", describe_reply(msgs)
+        assert ok(b, "SELECT 1", timeout=5) == [["1"]]
 
 
 @pytest.mark.requires_shardgate
