@@ -660,8 +660,7 @@ bool ClientSession::spreadBatch() {
   if (request_failed_ || server_->transactionStatus() == 'E') {
     // The server skips everything up to the Sync after its error; the rest of the batch is
     // skipped here too, wherever it would have run.
-    if (batch_spread_) batch_spread_failed_ = true;
-    skipping_to_sync_ = true;
+    skipping_to_sync_ = true;  // endSpreadBatch reads this as the batch's failure
     return false;
   }
   if (transaction_status_ == 'I') {
@@ -690,17 +689,20 @@ bool ClientSession::endSpreadBatch() {
       server_->notifyWhenCaughtUp();
       return false;
     }
-    // Failed: an error from a server, or one shardgate answered (it skipped to this Sync).
-    batch_spread_failed_ = batch_spread_failed_ || request_failed_ || skipping_to_sync_ ||
-                           transaction_status_ == 'E' || server_->transactionStatus() != 'T';
-    park(server_, pool_, current_target_->shard);
-    server_ = nullptr;
-    current_target_.reset();
   }
-  if (!parked_.empty()) {
-    batch_spread_failed_ = batch_spread_failed_ || skipping_to_sync_;
+  if (server_ != nullptr || !parked_.empty()) {
+    // Failed: an error from a server (request_failed_ lasts until a ReadyForQuery reaches the
+    // client, which none does inside the batch), or one shardgate answered (it skipped to this
+    // Sync). What is known now is all there is: the current server has answered everything.
+    const bool failed = request_failed_ || skipping_to_sync_ || transaction_status_ == 'E' ||
+                        (server_ != nullptr && server_->transactionStatus() != 'T');
+    if (server_ != nullptr) {
+      park(server_, pool_, current_target_->shard);
+      server_ = nullptr;
+      current_target_.reset();
+    }
     ending_parked_ = true;
-    endNextParked(batch_spread_failed_ ? "ROLLBACK" : "COMMIT");
+    endNextParked(failed ? "ROLLBACK" : "COMMIT");
     return false;
   }
   std::string reply;
@@ -712,7 +714,6 @@ bool ClientSession::endSpreadBatch() {
   spread_end_error_.reset();
   batch_spread_ = false;
   batch_spread_synced_ = false;
-  batch_spread_failed_ = false;
   batch_open_ = false;
   batch_executes_ = false;
   skipping_to_sync_ = false;

@@ -291,7 +291,6 @@ class ClientSession final : public TcpConnection,
   // client's was implicit): it ends at the client's Sync (endSpreadBatch).
   bool batch_spread_ = false;
   bool batch_spread_synced_ = false;  // the current server got its Sync for it
-  bool batch_spread_failed_ = false;  // a shard's part failed: every part rolls back
   std::string unnamed_query_;         // the unnamed statement (prepared where it is bound)
   std::vector<int32_t> unnamed_types_;
   uint64_t unnamed_version_ = 0;
