@@ -212,8 +212,9 @@ void Pool::sweep(uint64_t now_ms) {
                     "raise pool_size, or make transactions shorter"));
   }
   // Clients the gate held (PAUSE) too long: query_wait_timeout bounds that wait too, as in
-  // PgBouncer. Taken out of held_ before they are told, since the waiter may leave at once.
-  if (settings_.query_wait_timeout_ms && !held_.empty()) {
+  // PgBouncer. Taken out of held_ before they are told, since the waiter may leave at once. (Only
+  // a gate holds waiters; removing it admits them all, see Worker::resumeDatabase.)
+  if (settings_.query_wait_timeout_ms && gate_ != nullptr && !held_.empty()) {
     std::vector<PoolWaiter*> expired;
     std::erase_if(held_, [&](PoolWaiter* waiter) {
       if (now_ms - waiter->wait_started_ms_ < settings_.query_wait_timeout_ms) return false;
@@ -221,10 +222,7 @@ void Pool::sweep(uint64_t now_ms) {
       return true;
     });
     for (PoolWaiter* waiter : expired) {
-      waiter->onServerUnavailable(
-          gate_ != nullptr ? gate_->heldTooLong(waiter, settings_.query_wait_timeout_ms)
-                           : Error::make(sqlstate::kTooManyConnections,
-                                         "no server connection within query_wait_timeout"));
+      waiter->onServerUnavailable(gate_->heldTooLong(waiter, settings_.query_wait_timeout_ms));
     }
   }
   // Connections that take too long to log in.
