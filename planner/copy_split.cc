@@ -69,13 +69,22 @@ Result<CopyOutFormat> readCopyOutFormat(const pg_query::CopyStmt& copy) {
   return out;
 }
 
+Status requireCopyFromStdin(const pg_query::CopyStmt& copy, const std::string& table,
+                            std::string_view table_kind) {
+  if (copy.filename().empty() && !copy.is_program()) return {};
+  Error e =
+      notSupported("COPY " + table + " FROM a server file or program is not supported: " + table +
+                       " is " + std::string(table_kind),
+                   "Use COPY " + table + " FROM STDIN (psql: \\copy).");
+  e.detail = "Each shard would read its own file on its own server.";
+  return e;
+}
+
 Result<CopySplit> planCopySplit(const pg_query::CopyStmt& copy, const conf::ShardedTable& table,
                                 size_t shard_count, const std::vector<std::string>* column_order) {
   const std::string name = table.tableName().display();
-  if (!copy.filename().empty() || copy.is_program()) {
-    return notSupported(
-        "COPY " + name + " FROM a server file or program is not supported: " + name + " is sharded",
-        "Use COPY " + name + " FROM STDIN (psql: \\copy).");
+  if (Status stdin_only = requireCopyFromStdin(copy, name, "sharded"); !stdin_only.ok()) {
+    return std::move(stdin_only).error();
   }
   CopySplit split;
   split.table = table;

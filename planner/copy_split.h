@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
@@ -39,6 +40,11 @@ struct CopyOutFormat {
 // The format of `copy` (COPY <table> | (query) TO STDOUT [WITH (...)]). Errors: 42601 / 22023 for
 // options Postgres would reject the same way.
 Result<CopyOutFormat> readCopyOutFormat(const pg_query::CopyStmt& copy);
+
+// COPY FROM a server file or program is refused (0A000) for a table on several shards: each shard
+// would read its own file. `table_kind` completes "<table> is ...".
+Status requireCopyFromStdin(const pg_query::CopyStmt& copy, const std::string& table,
+                            std::string_view table_kind);
 
 Result<CopySplit> planCopySplit(const pg_query::CopyStmt& copy, const conf::ShardedTable& table,
                                 size_t shard_count, const std::vector<std::string>* column_order);

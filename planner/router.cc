@@ -1774,13 +1774,10 @@ class StatementRouter {
     if (!cur->node->has_copy_stmt() || !cur->node->copy_stmt().is_from()) {
       return notSupported("this COPY cannot run on several shards");
     }
-    const pg_query::CopyStmt& copy = cur->node->copy_stmt();
-    if (!copy.filename().empty() || copy.is_program()) {
-      return notSupported("COPY " + ref.display() +
-                              " FROM a server file or program is not supported: " + ref.display() +
-                              " is a reference table",
-                          "Each shard would read its own file on its own server.",
-                          "Use COPY " + ref.display() + " FROM STDIN (psql: \\copy).");
+    if (Status stdin_only =
+            requireCopyFromStdin(cur->node->copy_stmt(), ref.display(), "a reference table");
+        !stdin_only.ok()) {
+      return std::move(stdin_only).error();
     }
     if (cur->parsed->statementCount() != 1) {
       return notSupported("COPY into reference table " + ref.display() +
