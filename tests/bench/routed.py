@@ -13,8 +13,9 @@ Targets, each in turn (the order rotates every run):
   two_servers  no proxy: two more servers, each with every row, each sent half the clients by its
                own pgbench at once (clients >= 2). Its TPS over direct's is what splitting the
                statements over two Postgres servers costs on this machine before any router runs:
-               on 2 cores shared with pgbench the two servers do less than one (reported as
-               two_server_ratio, the ceiling of ratio_passthrough here)
+               on 2 cores shared with pgbench the two servers may do less than one (reported as
+               two_server_ratio; it bounds ratio_passthrough only roughly, since every figure
+               here moves by several percent from run to run)
 Settings (environment): BENCH_SECONDS (10), BENCH_RUNS (3), BENCH_CLIENTS ("1 8 32"),
 BENCH_ROUTED_MODES ("simple prepared"), BENCH_SCALE (10), BENCH_POOL_SIZE (20), BENCH_THREADS (2),
 BENCH_SHARDGATE_WORKERS (1; 0 = one per core).
