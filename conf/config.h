@@ -308,6 +308,15 @@ inline std::string_view serverTlsModeName(ServerTlsMode m) {
   }
   return "?";
 }
+
+// The root certificate libpq's connections (health probes, catalog and directory reads) get for
+// `server`: libpq takes any root certificate as "verify" even under sslmode=require, so only the
+// verify modes pass theirs, as shardgate's own connections check the certificate only then.
+inline const std::string& libpqRootCertificate(const ServerAddress& server) {
+  static const std::string kNone;
+  return verifiesServerCertificate(server.tls_mode) ? server.tls_ca_file : kNone;
+}
+
 // Not a config spelling: for logs and the admin console.
 inline std::string_view passwordKindName(PasswordKind k) {
   switch (k) {

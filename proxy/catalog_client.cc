@@ -78,10 +78,8 @@ std::string conninfoFor(const conf::ServerAddress& server) {
                   " options='-c statement_timeout=5000'";
   if (!server.password.empty()) s += " password=" + conninfoValue(server.password);
   s += " sslmode=" + std::string(conf::serverTlsModeName(server.tls_mode));
-  // libpq reads a root certificate as "verify" even under require: only the verify modes get it,
-  // as shardgate's own connections check the certificate only then.
-  if (conf::verifiesServerCertificate(server.tls_mode) && !server.tls_ca_file.empty()) {
-    s += " sslrootcert=" + conninfoValue(server.tls_ca_file);
+  if (const std::string& root = conf::libpqRootCertificate(server); !root.empty()) {
+    s += " sslrootcert=" + conninfoValue(root);
   }
   return s;
 }

@@ -44,18 +44,17 @@ PgConn connect(const conf::ServerAddress& address) {
                         "sslmode",
                         "sslrootcert",
                         nullptr};
-  const char* values[] = {
-      address.host.c_str(),
-      port.c_str(),
-      address.database.c_str(),
-      address.user.c_str(),
-      address.password.c_str(),
-      kProbeOptions,
-      kProbeConnectTimeoutSeconds,
-      "shardgate_probe",
-      sslmode.c_str(),
-      conf::verifiesServerCertificate(address.tls_mode) ? address.tls_ca_file.c_str() : "",
-      nullptr};
+  const char* values[] = {address.host.c_str(),
+                          port.c_str(),
+                          address.database.c_str(),
+                          address.user.c_str(),
+                          address.password.c_str(),
+                          kProbeOptions,
+                          kProbeConnectTimeoutSeconds,
+                          "shardgate_probe",
+                          sslmode.c_str(),
+                          conf::libpqRootCertificate(address).c_str(),
+                          nullptr};
   PgConn conn(PQconnectdbParams(keys, values, 0));
   if (conn && PQstatus(conn.get()) != CONNECTION_OK) {
     spdlog::debug("event=probe_connect_failed server={}:{} error=\"{}\"", address.host,
