@@ -2,7 +2,10 @@
 #include "proxy/session_features.h"
 
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <cctype>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,6 +14,10 @@
 #include "parser/node_helpers.h"
 #include "parser/parser.h"
 #include "proxy/session_settings.h"
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace shardgate::proxy {
 
@@ -205,16 +212,45 @@ bool startsSessionStatement(std::string_view first) {
   return false;
 }
 
+// The bytes the one-pass check below stops at: the last letters of "advisory" and "temp" in
+// either case (rarer in SQL than their first letters), and ';'.
+constexpr std::array<bool, 256> kEffectProbeChars = [] {
+  std::array<bool, 256> table{};
+  for (const char c : std::string_view("yYpP;")) table[static_cast<unsigned char>(c)] = true;
+  return table;
+}();
+
+// Whether the `lower_word.size()` bytes of `sql` that end at `last` (inclusive) spell
+// `lower_word` (lower-case ASCII) in any case.
+bool endsWordIgnoreCase(std::string_view sql, size_t last, std::string_view lower_word) {
+  if (last + 1 < lower_word.size()) return false;
+  const size_t start = last + 1 - lower_word.size();
+  for (size_t j = 0; j < lower_word.size(); ++j) {
+    if (asciiLower(sql[start + j]) != lower_word[j]) return false;
+  }
+  return true;
+}
+
+enum class Probe { kGoOn, kFree, kNotFree };
+
+// The verdict at a byte kEffectProbeChars marks.
+Probe probeAt(std::string_view sql, size_t at) {
+  const char c = sql[at];
+  if (c == ';') {
+    return sql.find_first_not_of(" \t\r\n;", at) == std::string_view::npos ? Probe::kFree
+                                                                           : Probe::kNotFree;
+  }
+  const bool found = (c == 'y' || c == 'Y') ? endsWordIgnoreCase(sql, at, "advisory")
+                                            : endsWordIgnoreCase(sql, at, "temp");
+  return found ? Probe::kNotFree : Probe::kGoOn;
+}
+
 // The common case, answered without the word scan: one statement (no ';' but a trailing one),
 // whose first word starts none of the statements above, and that names neither an advisory lock
 // function nor a temporary table (the only words that matter anywhere in a statement). Anything
-// else, a ';' inside a literal included, gets the full scan.
+// else, a ';' inside a literal included, gets the full scan. Every simple Query passes here, so
+// the text is read once, stopping only at the bytes kEffectProbeChars marks.
 bool obviouslyEffectFree(std::string_view sql) {
-  const size_t semicolon = sql.find(';');
-  if (semicolon != std::string_view::npos &&
-      sql.find_first_not_of(" \t\r\n;", semicolon) != std::string_view::npos) {
-    return false;
-  }
   size_t i = 0;
   for (;;) {  // comments and space before the first word
     while (i < sql.size() && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\r' || sql[i] == '\n'))
@@ -231,7 +267,32 @@ bool obviouslyEffectFree(std::string_view sql) {
     first[n++] = asciiLower(sql[i++]);
   }
   if (startsSessionStatement(std::string_view(first, n))) return false;
-  return !containsIgnoreCase(sql, "advisory") && !containsIgnoreCase(sql, "temp");
+  size_t at = 0;
+#if defined(__SSE2__)
+  // Sixteen bytes at a time: a mask of the probe bytes among them (x | 0x20 folds 'Y' and 'P'
+  // onto 'y' and 'p', and no other byte onto either).
+  const __m128i fold = _mm_set1_epi8(0x20);
+  const __m128i y = _mm_set1_epi8('y');
+  const __m128i p = _mm_set1_epi8('p');
+  const __m128i semicolon = _mm_set1_epi8(';');
+  for (; at + 16 <= sql.size(); at += 16) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sql.data() + at));
+    const __m128i folded = _mm_or_si128(bytes, fold);
+    const __m128i hits =
+        _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(folded, y), _mm_cmpeq_epi8(folded, p)),
+                     _mm_cmpeq_epi8(bytes, semicolon));
+    for (auto mask = static_cast<unsigned>(_mm_movemask_epi8(hits)); mask != 0; mask &= mask - 1) {
+      const Probe verdict = probeAt(sql, at + static_cast<size_t>(std::countr_zero(mask)));
+      if (verdict != Probe::kGoOn) return verdict == Probe::kFree;
+    }
+  }
+#endif
+  for (; at < sql.size(); ++at) {
+    if (!kEffectProbeChars[static_cast<unsigned char>(sql[at])]) continue;
+    const Probe verdict = probeAt(sql, at);
+    if (verdict != Probe::kGoOn) return verdict == Probe::kFree;
+  }
+  return true;
 }
 
 }  // namespace

@@ -48,6 +48,24 @@ TEST(SessionEffects, ShortcutMissesNothing) {
   EXPECT_EQ(verdict("RESET TimeZone"), "resets timezone");
   EXPECT_EQ(verdict("SET search_path = app"), "changes search_path");
   EXPECT_EQ(verdict("SELECT 1; SET search_path = app"), "changes search_path");
+  // Mixed case, the word at the very end, and a ';' that only ends the text.
+  EXPECT_EQ(verdict("SELECT Pg_AdViSoRy_LoCk(1);"), "pin: session advisory lock");
+  EXPECT_EQ(verdict("SELECT a INTO tEmP"), "pin: temporary table");
+  EXPECT_EQ(verdict("SELECT 1 ;; \n"), "none");
+  EXPECT_EQ(verdict("SELECT 1;\x1b LISTEN jobs"), "pin: LISTEN");
+}
+
+// The shortcut reads sixteen bytes at a time: every word at every offset, blocks and tail.
+TEST(SessionEffects, ShortcutFindsWordsAtEveryOffset) {
+  for (size_t pad = 0; pad < 40; ++pad) {
+    const std::string spaces(pad, ' ');
+    SCOPED_TRACE(pad);
+    EXPECT_EQ(verdict("SELECT " + spaces + "pg_advisory_lock(1)"), "pin: session advisory lock");
+    EXPECT_EQ(verdict("SELECT " + spaces + "PG_ADVISORY_LOCK(1)"), "pin: session advisory lock");
+    EXPECT_EQ(verdict("SELECT a INTO " + spaces + "TeMp t"), "pin: temporary table");
+    EXPECT_EQ(verdict("SELECT 1" + spaces + "; LISTEN jobs"), "pin: LISTEN");
+    EXPECT_EQ(verdict("SELECT abalance FROM t WHERE a = 1" + spaces + ";"), "none");
+  }
 }
 
 // Postgres's quoting: what hides inside a nested comment, an E'' string with an escaped quote or a
