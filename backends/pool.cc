@@ -94,7 +94,7 @@ void Pool::openConnection(uint64_t now_ms) {
 
 void Pool::onServerLogin(ServerConnection* server, const Status& status) {
   --connecting_;
-  uint64_t now_ms = monotonicMs();
+  uint64_t now_ms = context_.nowMs();
   last_login_failed_ = !status.ok();
   if (!status.ok()) {
     ++connect_failures_;
@@ -159,11 +159,11 @@ void Pool::release(ServerConnection* server, Release how, uint64_t now_ms) {
         spdlog::warn("event=server_reset_failed server={} error=\"{}\"", endpoint_.label,
                      st.error().describe());
         retire(server);
-        serveWaiters(monotonicMs());
+        serveWaiters(context_.nowMs());
         return;
       }
       server->forgetSessionState();
-      makeIdle(server, monotonicMs());
+      makeIdle(server, context_.nowMs());
     });
     return;
   }
@@ -194,7 +194,7 @@ void Pool::retire(ServerConnection* server) {
 void Pool::onServerClosed(ServerConnection* server) {
   auto it = std::find(idle_.begin(), idle_.end(), server);
   if (it != idle_.end()) idle_.erase(it);
-  if (all_.erase(server) > 0 && !closing_all_) serveWaiters(monotonicMs());
+  if (all_.erase(server) > 0 && !closing_all_) serveWaiters(context_.nowMs());
 }
 
 void Pool::sweep(uint64_t now_ms) {

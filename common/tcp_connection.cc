@@ -24,8 +24,11 @@ constexpr size_t kCompactThreshold = 64 * 1024;
 LoopContext::LoopContext(uv_loop_t* loop) : loop_(loop), scratch_(kScratchSize) {
   uv_check_init(loop_, &check_);
   check_.data = this;
-  uv_check_start(&check_,
-                 [](uv_check_t* handle) { static_cast<LoopContext*>(handle->data)->flushAll(); });
+  uv_check_start(&check_, [](uv_check_t* handle) {
+    auto* self = static_cast<LoopContext*>(handle->data);
+    self->flushAll();
+    self->iteration_clock_ = false;
+  });
   // The check handle alone must not keep the loop alive.
   uv_unref(reinterpret_cast<uv_handle_t*>(&check_));
 }
@@ -33,6 +36,7 @@ LoopContext::LoopContext(uv_loop_t* loop) : loop_(loop), scratch_(kScratchSize) 
 LoopContext::~LoopContext() = default;
 
 void LoopContext::close() {
+  iteration_clock_ = false;
   uv_check_stop(&check_);
   if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&check_))) {
     uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
@@ -104,9 +108,10 @@ void TcpConnection::readCallback(uv_stream_t* stream, ssize_t nread, const uv_bu
     return;
   }
   if (nread == 0 || self->closing_) return;
+  self->context_.noteRead();
   if (self->bytes_received_) {
     self->bytes_received_->add(static_cast<uint64_t>(nread));
-    self->last_read_ns_ = uv_hrtime();
+    self->last_read_ns_ = self->context_.nowNs();
   }
   std::string_view data(buf->base, static_cast<size_t>(nread));
   if (self->tls_) {

@@ -33,6 +33,19 @@ class LoopContext {
   // Where a TLS connection collects the plaintext of one read (one buffer for the whole loop).
   std::string& tlsPlaintext() { return tls_plaintext_; }
 
+  // The monotonic clock (uv_hrtime, ns) as of this loop iteration's reads: read by the first read
+  // callback after a poll and shared by every callback until the iteration's check phase, so
+  // that timing a statement costs no clock read per message. Outside that window (timers, code
+  // not run by the loop) it reads the clock each time.
+  uint64_t nowNs() { return iteration_clock_ ? iteration_now_ns_ : uv_hrtime(); }
+  uint64_t nowMs() { return nowNs() / 1000000; }
+  // A read callback runs: the clock window opens, if it is not open yet.
+  void noteRead() {
+    if (iteration_clock_) return;
+    iteration_clock_ = true;
+    iteration_now_ns_ = uv_hrtime();
+  }
+
   void scheduleFlush(TcpConnection* connection);
   void forget(TcpConnection* connection);  // a closing connection leaves the flush list
   void flushAll();
@@ -43,6 +56,8 @@ class LoopContext {
  private:
   uv_loop_t* loop_;
   uv_check_t check_;
+  bool iteration_clock_ = false;  // from a read callback to the check phase: nowNs() is cached
+  uint64_t iteration_now_ns_ = 0;
   std::vector<char> scratch_;
   std::string tls_plaintext_;
   std::vector<TcpConnection*> dirty_;

@@ -287,7 +287,7 @@ void ClientSession::authenticated() {
   transaction_pooling_ = worker_.config().general.pool_mode == conf::PoolMode::kTransaction;
   useDatabase(user_, database_);
   waiting_for_server_ = true;
-  pool_->acquire(this, backends::monotonicMs());
+  pool_->acquire(this, context().nowMs());
 }
 
 void ClientSession::onServerAcquired(backends::ServerConnection* server) {
@@ -298,7 +298,7 @@ void ClientSession::onServerAcquired(backends::ServerConnection* server) {
   waiting_for_server_ = false;
   server_ = server;
   server_->attach(this);
-  metrics_.serverAcquired();
+  metrics_.serverAcquired(context().nowNs());
   if (state_ == State::kLoggingIn) {
     settings_.startFrom(pool_->serverParameters());
     syncServer([this] { finishLogin(); });
@@ -476,7 +476,7 @@ size_t ClientSession::handleClientMessages(std::string_view data) {
     }
     if (!waiting_for_server_) {
       waiting_for_server_ = true;
-      pool_->acquire(this, backends::monotonicMs());  // may complete before it returns
+      pool_->acquire(this, context().nowMs());  // may complete before it returns
     }
   }
   if (server_ == nullptr || syncing_server_) return 0;  // kept until the server is ready
@@ -782,7 +782,7 @@ bool ClientSession::moveTo(const Target& target, bool extended_protocol) {
     } else {
       auto how =
           transaction_pooling_ ? backends::Pool::Release::kClean : backends::Pool::Release::kReset;
-      pool_->release(server, how, backends::monotonicMs());
+      pool_->release(server, how, context().nowMs());
     }
   }
   if (transaction_status_ != 'I') {
@@ -803,7 +803,7 @@ bool ClientSession::moveTo(const Target& target, bool extended_protocol) {
   current_target_ = target;
   pool_ = &worker_.pool(*database_, *user_, target.shard, target.replica);
   waiting_for_server_ = true;
-  pool_->acquire(this, backends::monotonicMs());  // may complete before it returns
+  pool_->acquire(this, context().nowMs());  // may complete before it returns
   return server_ != nullptr && !syncing_server_;
 }
 
@@ -1571,7 +1571,7 @@ void ClientSession::onStatementFailed(const std::string& client_name) {
 void ClientSession::onServerReadyForQuery(char transaction_status) {
   if (outstanding_ > 0) --outstanding_;
   transaction_status_ = transaction_status;
-  metrics_.readyForQuery(transaction_status, outstanding_);
+  metrics_.readyForQuery(transaction_status, outstanding_, context().nowNs());
   if (transaction_status == 'I') {
     txn_bound_ = false;
     txn_wrote_ = false;
@@ -1605,7 +1605,7 @@ void ClientSession::maybeReleaseServer() {
   }
   backends::ServerConnection* server = server_;
   server_ = nullptr;
-  pool_->release(server, backends::Pool::Release::kClean, backends::monotonicMs());
+  pool_->release(server, backends::Pool::Release::kClean, context().nowMs());
 }
 
 void ClientSession::onServerLost(const Error& error) {
@@ -1761,7 +1761,7 @@ void ClientSession::releaseParked(bool clean) {
     if (parked->server == nullptr) continue;
     parked->pool->release(parked->server,
                           clean ? backends::Pool::Release::kClean : backends::Pool::Release::kClose,
-                          backends::monotonicMs());
+                          context().nowMs());
   }
   parked_.clear();
 }
@@ -1915,7 +1915,7 @@ void ClientSession::endNextParked(std::string sql) {
                                 ? (transaction_pooling_ ? backends::Pool::Release::kClean
                                                         : backends::Pool::Release::kReset)
                                 : backends::Pool::Release::kClose,
-                            backends::monotonicMs());
+                            context().nowMs());
     }
     endNextParked(next);
   });
@@ -2058,7 +2058,7 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
     pool_->release(
         server,
         transaction_pooling_ ? backends::Pool::Release::kClean : backends::Pool::Release::kReset,
-        backends::monotonicMs());
+        context().nowMs());
   }
   spdlog::debug("event=multi_shard_start session={} {}", id_,
                 planner::describeDecision(*database_, decision));
@@ -2215,7 +2215,7 @@ void ClientSession::multiShardFinished(const std::optional<Error>& error) {
     if (status == 'E' || error) transaction_status_ = 'E';
   }
   if (error) metrics_.countError(error->sqlstate);
-  metrics_.multiShardFinished(transaction_status_);
+  metrics_.multiShardFinished(transaction_status_, context().nowNs());
   finished_multi_runs_.push_back(std::move(multi_run_));
   if (!multi_bound_) {
     std::string ready;
@@ -2254,7 +2254,7 @@ void ClientSession::releaseServer(bool client_left) {
   if (server_ == nullptr) return;
   backends::ServerConnection* server = server_;
   server_ = nullptr;
-  uint64_t now = backends::monotonicMs();
+  uint64_t now = context().nowMs();
   // A batch without its Sync leaves the server skipping input after an error, or inside an
   // implicit transaction: never reused.
   bool clean = state_ == State::kReady && outstanding_ == 0 && !batch_open_ && !syncing_server_ &&
@@ -2336,7 +2336,7 @@ void ClientSession::onDisconnect(int /*status*/) {
 void ClientSession::onClosed() {
   if (!user_name_.empty()) {
     spdlog::info("event=client_closed session={} user={} database={} duration_ms={}", id_,
-                 user_name_, database_name_, backends::monotonicMs() - connected_at_ms_);
+                 user_name_, database_name_, context().nowMs() - connected_at_ms_);
   }
   releaseServer(/*client_left=*/true);
   if (cancel_pid_ != 0) worker_.server().cancelRegistry().remove(cancel_pid_);

@@ -41,9 +41,10 @@ class SessionMetrics {
   // their text is remembered, for the slow-query log.
   void statementText(char type, std::string_view payload);
   // A server connection was handed to the session (requests sent from now on wait no longer).
-  void serverAcquired();
+  // Times are uv_hrtime nanoseconds (LoopContext::nowNs).
+  void serverAcquired(uint64_t now_ns);
   // A ReadyForQuery reached the client; `outstanding` requests are still waiting for theirs.
-  void readyForQuery(char transaction_status, uint32_t outstanding);
+  void readyForQuery(char transaction_status, uint32_t outstanding, uint64_t now_ns);
   // An ErrorResponse went to the client.
   void countError(std::string_view sqlstate) { worker_.countError(sqlstate); }
   // A statement run outside clientMessage (the multi-shard executor): `shard` is the one shard it
@@ -54,7 +55,7 @@ class SessionMetrics {
   // finished (its ReadyForQuery, or the end of its part of an extended batch).
   void multiShardStarted(const conf::Database& db, RouteKind route, uint64_t arrival_ns,
                          std::string_view sql);
-  void multiShardFinished(char transaction_status);
+  void multiShardFinished(char transaction_status, uint64_t now_ns);
 
  private:
   struct Request {
