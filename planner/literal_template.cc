@@ -76,6 +76,22 @@ bool isTypmodKeyword(std::string_view word) {
       "timestamp", "second",        "current_time", "current_timestamp",
       "localtime", "localtimestamp"};
   if (word.size() < 3 || word.size() > 17) return false;
+  // Most words (table and column names) start with a letter none of these start with.
+  switch (word[0] | 0x20) {
+    case 'b':
+    case 'c':
+    case 'd':
+    case 'f':
+    case 'i':
+    case 'l':
+    case 'n':
+    case 's':
+    case 't':
+    case 'v':
+      break;
+    default:
+      return false;
+  }
   for (std::string_view w : kWords) {
     if (equalsLower(word, w)) return true;
   }

@@ -7,6 +7,8 @@
 #include <limits>
 #include <utility>
 
+#include <boost/container/small_vector.hpp>
+
 #include "parser/parser.h"
 #include "planner/copy_split.h"
 #include "planner/multi_shard_planner.h"
@@ -2002,8 +2004,10 @@ class StatementRouter {
   const SessionRouteContext& ctx_;
   const size_t n_;
   const bool describe_;  // build one-shard reasons (RouteInputs::describe, or EXPLAIN (ROUTE))
-  std::vector<int32_t> order_;  // routeTables: the tables in the order they are weighed
-  std::vector<TableState> tables_;
+  // One StatementRouter per statement routed: statements name a few tables, whose state stays
+  // inline (no allocation per statement).
+  boost::container::small_vector<int32_t, 8> order_;  // routeTables: the order tables are weighed
+  boost::container::small_vector<TableState, 4> tables_;
   std::vector<KeyEquality> insert_sources_;
   std::vector<DirectoryKeyRequest> pending_directory_;
   std::vector<ColumnOrderRequest> pending_columns_;

@@ -1,0 +1,97 @@
+// route_microbench: CPU cost of the planner's per-statement work on a cache hit (Google Benchmark):
+// the literal scan, a simple-protocol routing and a Bind-time routing of pgbench's keyed SELECT.
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "planner/query_router.h"
+#include "tests/unit/planner_test_support.h"
+
+namespace shardgate::planner {
+namespace {
+
+constexpr std::string_view kPgbenchSelect =
+    "SELECT abalance FROM pgbench_accounts WHERE aid = 173045;";
+
+// Statements differing only in their key, as pgbench -M simple sends them.
+std::vector<std::string> keyedSelects() {
+  std::vector<std::string> out;
+  for (int i = 0; i < 64; ++i) {
+    out.push_back("SELECT abalance FROM pgbench_accounts WHERE aid = " +
+                  std::to_string(100003 * i + 17) + ";");
+  }
+  return out;
+}
+
+void BM_LiteralTemplateScan(benchmark::State& state) {
+  LiteralTemplate scanner;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(scanner.scan(kPgbenchSelect, "Tapp"));
+  }
+}
+BENCHMARK(BM_LiteralTemplateScan);
+
+void BM_RouteSimpleCached(benchmark::State& state) {
+  const conf::ConfigPtr config = testing::loadTestConfig();
+  const conf::Database& db = testing::appDb(config);
+  QueryRouter router;
+  router.setDescribeDecisions(false);
+  const std::vector<std::string> texts = keyedSelects();
+  const SessionRouteContext ctx;
+  size_t i = 0;
+  for (auto _ : state) {
+    Result<RouteDecision> d = router.routeSimple(db, texts[i++ % texts.size()], ctx);
+    benchmark::DoNotOptimize(d);
+  }
+  if (router.stats().misses != 1) state.SkipWithError("the template cache missed");
+}
+BENCHMARK(BM_RouteSimpleCached);
+
+void BM_RouteBound(benchmark::State& state) {
+  const conf::ConfigPtr config = testing::loadTestConfig();
+  const conf::Database& db = testing::appDb(config);
+  QueryRouter router;
+  router.setDescribeDecisions(false);
+  Result<std::shared_ptr<const QueryAnalysis>> analysis =
+      router.prepare(db, "SELECT abalance FROM pgbench_accounts WHERE aid = $1;", {});
+  if (!analysis.ok()) {
+    state.SkipWithError("prepare failed");
+    return;
+  }
+  std::vector<std::string> keys;
+  for (int i = 0; i < 64; ++i) keys.push_back(std::to_string(100003 * i + 17));
+  BindParameters params;
+  params.values.resize(1);
+  const SessionRouteContext ctx;
+  size_t i = 0;
+  for (auto _ : state) {
+    params.values[0] = std::string_view(keys[i++ % keys.size()]);
+    Result<RouteDecision> d = router.routeBound(db, **analysis, params, ctx);
+    benchmark::DoNotOptimize(d);
+  }
+}
+BENCHMARK(BM_RouteBound);
+
+// The analysis lookup every Bind of a prepared statement makes (text + parameter types).
+void BM_PrepareCached(benchmark::State& state) {
+  const conf::ConfigPtr config = testing::loadTestConfig();
+  const conf::Database& db = testing::appDb(config);
+  QueryRouter router;
+  const std::string sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1;";
+  const std::vector<int32_t> types;
+  for (auto _ : state) {
+    Result<std::shared_ptr<const QueryAnalysis>> a = router.prepare(db, sql, types);
+    benchmark::DoNotOptimize(a);
+  }
+  if (router.stats().misses != 1) state.SkipWithError("the analysis cache missed");
+}
+BENCHMARK(BM_PrepareCached);
+
+}  // namespace
+}  // namespace shardgate::planner
+
+BENCHMARK_MAIN();
