@@ -871,6 +871,9 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       used += frame.size;
       continue;
     }
+    // A server's error in this batch: Postgres skips every message up to the Sync, so the ones
+    // this session would answer itself (Parse, Close) are skipped too, not answered.
+    if (request_failed_ && batch_open_) skipping_to_sync_ = true;
     if (skipping_to_sync_) {
       if (type != wire::fe::kSync) {
         used += frame.size;
