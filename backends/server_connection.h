@@ -109,7 +109,13 @@ class ServerConnection final : public TcpConnection {
   // Records the reply owed for a request just forwarded (or, for kSynthesize, stands in for it:
   // if nothing is owed before it, the synthetic reply goes to the sink at once).
   void expect(ExpectedReply expected);
-  void expect(Reply reply) { expect(ExpectedReply{reply, ReplyAction::kForward, nullptr, {}, {}}); }
+  // The common case (several per transaction), filled in place: a queue slot is either new or
+  // recycled with no statement and empty strings.
+  void expect(Reply reply) {
+    ExpectedReply& slot = replies_.emplace_back();
+    slot.reply = reply;
+    slot.action = ReplyAction::kForward;
+  }
   bool owesReplies() const { return !replies_.empty(); }
   // After DISCARD ALL: no prepared statements, settings or unnamed statement of anyone's.
   void forgetSessionState() {
