@@ -51,9 +51,10 @@ asan: deps
 	ASAN_OPTIONS=$${ASAN_OPTIONS:-detect_leaks=1} UBSAN_OPTIONS=$${UBSAN_OPTIONS:-print_stacktrace=1} \
 	  ctest --test-dir $(ASAN_DIR) --output-on-failure
 
-# Pass-through, routed-statement and idle-client benchmarks against Postgres and PgBouncer (tests/bench/; ~30 min).
+# The planner's microbenchmark, then pass-through, routed-statement and idle-client benchmarks against Postgres and PgBouncer (tests/bench/; ~30 min).
 # BENCH_SECONDS=2 BENCH_RUNS=1 IDLE_CLIENTS=1000 make bench is a quick check.
 bench: build
+	@if [ -x $(BUILD_DIR)/tests/route_microbench ]; then $(BUILD_DIR)/tests/route_microbench; fi
 	SHARDGATE_BIN=$(abspath $(BUILD_DIR))/shardgate tests/bench/passthrough.sh
 	SHARDGATE_BIN=$(abspath $(BUILD_DIR))/shardgate tests/bench/routed.sh
 	SHARDGATE_BIN=$(abspath $(BUILD_DIR))/shardgate tests/bench/idle_clients
