@@ -362,8 +362,13 @@ class StatementRouter {
         return r;
       case ValueRef::Kind::kParam: {
         const ParamInfo p = param(v.index);
-        r.shown = "$" + std::to_string(v.index);
-        if (!p.present) return r;
+        // Only a value that stays unevaluated is shown (built here on demand: every Bind of a
+        // prepared statement comes through this case).
+        const auto unevaluated = [&r, &v]() -> Resolved& {
+          r.shown = "$" + std::to_string(v.index);
+          return r;
+        };
+        if (!p.present) return unevaluated();
         if (!p.value) {
           r.state = Resolved::State::kNull;
           return r;
@@ -374,7 +379,7 @@ class StatementRouter {
         } else if (v.cast) {
           type = v.cast_type;
         }
-        if (!type || !sameKeyFamily(*type, column)) return r;
+        if (!type || !sameKeyFamily(*type, column)) return unevaluated();
         Result<KeyValue> key =
             p.binary ? parseKeyBinary(*type, *p.value) : parseKeyText(*type, *p.value);
         if (!key.ok()) return std::move(key).error();
