@@ -77,6 +77,10 @@ struct TableName {
   // qualify the name; such a name matches an unqualified entry, or one in "public" (the schema of
   // the default search_path).
   bool matches(std::string_view query_schema, std::string_view query_name) const {
+    return matches(schema, name, query_schema, query_name);
+  }
+  static bool matches(std::string_view schema, std::string_view name, std::string_view query_schema,
+                      std::string_view query_name) {
     if (query_name != name) return false;
     if (schema.empty()) return true;
     return query_schema.empty() ? schema == "public" : query_schema == schema;
@@ -118,8 +122,9 @@ struct ShardedTable {
   std::optional<DirectoryConfig> directory;  // strategy directory
 
   TableName tableName() const { return {schema, name}; }
+  // As TableName::matches (every routed statement asks, for each sharded table: no copies).
   bool matches(std::string_view query_schema, std::string_view query_name) const {
-    return tableName().matches(query_schema, query_name);
+    return TableName::matches(schema, name, query_schema, query_name);
   }
   std::string display() const { return tableName().display(); }
 };
