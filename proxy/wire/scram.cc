@@ -9,7 +9,10 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <optional>
+#include <string>
+#include <unordered_map>
 #include <utility>
 
 #include "common/base64.h"
@@ -64,6 +67,32 @@ std::string saltedPassword(std::string_view password, std::string_view salt, int
     std::abort();
   }
   return out;
+}
+
+// The salted password a SCRAM client derives from the salt and iteration count the server sent.
+// PBKDF2 over thousands of HMAC rounds costs about a millisecond of CPU, and Postgres keeps one
+// salt per role, so every connection a pool opens would derive the same key again: the keys are
+// memoised for the process (workers share them under a mutex), as PgBouncer keeps them per user.
+// Bounded: a config with more distinct (password, salt) pairs than this starts over.
+std::string memoisedSaltedPassword(std::string_view password, std::string_view salt,
+                                   int iterations) {
+  constexpr size_t kMaxEntries = 256;
+  static std::mutex mutex;
+  static std::unordered_map<std::string, std::string> keys;
+  std::string id = std::to_string(iterations) + ':' + std::to_string(salt.size()) + ':';
+  id.append(salt).append(password);
+  std::lock_guard lock(mutex);
+  if (const auto it = keys.find(id); it != keys.end()) {
+    OPENSSL_cleanse(id.data(), id.size());
+    return it->second;
+  }
+  if (keys.size() >= kMaxEntries) {
+    for (auto& [k, v] : keys) OPENSSL_cleanse(v.data(), v.size());
+    keys.clear();
+  }
+  std::string salted = saltedPassword(password, salt, iterations);
+  keys.emplace(std::move(id), salted);
+  return salted;
 }
 
 std::string xorBytes(std::string_view a, std::string_view b) {
@@ -397,7 +426,7 @@ Result<std::string> ScramClient::parseServerFirst(std::string_view message) {
     if (auto extension = reader.readAny(); !extension.ok()) return std::move(extension).error();
   }
 
-  std::string salted = saltedPassword(password_, *salt, *iterations);
+  std::string salted = memoisedSaltedPassword(password_, *salt, *iterations);
   std::string client_key = hmacSha256(salted, "Client Key");
   std::string stored_key = sha256(client_key);
   std::string server_key = hmacSha256(salted, "Server Key");

@@ -7,6 +7,7 @@
 
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/base64.h"
@@ -211,6 +212,22 @@ TEST(ScramExchange, ClientEscapesTheUserName) {
   // The escaped name is still an acceptable client-first for our server.
   ScramServer server(makeScramSecret("pw", "salt", 4096));
   EXPECT_TRUE(runExchange(server, client, "a,b=c").client_ok);
+}
+
+// A client derives its key once per (password, salt, iterations) and reuses it: one role's salt
+// with the right password, a wrong one, the right one again, and another iteration count.
+TEST(ScramExchange, RepeatedExchangesWithOneSaltKeepPasswordsApart) {
+  const ScramSecret secret = makeScramSecret("right", "fixed-salt-0123", 4096);
+  for (const auto& [password, ok] : std::vector<std::pair<std::string, bool>>{
+           {"right", true}, {"wrong", false}, {"right", true}, {"righ", false}, {"right", true}}) {
+    SCOPED_TRACE(password);
+    ScramServer server(secret);
+    ScramClient client(password);
+    EXPECT_EQ(runExchange(server, client, "carol").server_ok, ok);
+  }
+  ScramServer other_count(makeScramSecret("right", "fixed-salt-0123", 1024));
+  ScramClient client("right");
+  EXPECT_TRUE(runExchange(other_count, client, "carol").client_ok);
 }
 
 TEST(ScramExchange, WrongPasswordFails) {
