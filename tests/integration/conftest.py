@@ -76,13 +76,21 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
-def _prune_old_roots(base: Path, max_age_s: float = 2 * 86400) -> None:
+def _prune_old_roots(base: Path, max_age_s: float = 2 * 86400, keep: int = 5) -> None:
+    """Removes the directories failed runs kept: those older than two days, and all but the `keep`
+    newest (a kept cluster holds up to a few GB of data and WAL; a day of failing runs once filled
+    the disk, and then every test failed)."""
+    roots = []
     for d in base.glob(ROOT_PREFIX + "*"):
         try:
-            if d.is_dir() and time.time() - d.stat().st_mtime > max_age_s:
-                shutil.rmtree(d, ignore_errors=True)
+            if d.is_dir():
+                roots.append((d.stat().st_mtime, d))
         except OSError:
             pass
+    roots.sort(reverse=True)
+    for rank, (mtime, d) in enumerate(roots):
+        if rank >= keep or time.time() - mtime > max_age_s:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
