@@ -27,6 +27,18 @@ std::vector<std::string> keyedSelects() {
   return out;
 }
 
+// The planner tests' "app" database (conf/demo.toml and more tables) and a router for it, as a
+// worker sets it up (one-shard decisions without their reasons).
+struct AppRouter {
+  AppRouter() { router.setDescribeDecisions(false); }
+  const conf::ConfigPtr config = testing::loadTestConfig();
+  const conf::Database& db = testing::appDb(config);
+  QueryRouter router;
+};
+
+constexpr std::string_view kPgbenchPrepared =
+    "SELECT abalance FROM pgbench_accounts WHERE aid = $1;";
+
 void BM_LiteralTemplateScan(benchmark::State& state) {
   LiteralTemplate scanner;
   for (auto _ : state) {
@@ -36,15 +48,13 @@ void BM_LiteralTemplateScan(benchmark::State& state) {
 BENCHMARK(BM_LiteralTemplateScan);
 
 void BM_RouteSimpleCached(benchmark::State& state) {
-  const conf::ConfigPtr config = testing::loadTestConfig();
-  const conf::Database& db = testing::appDb(config);
-  QueryRouter router;
-  router.setDescribeDecisions(false);
+  AppRouter app;
+  QueryRouter& router = app.router;
   const std::vector<std::string> texts = keyedSelects();
   const SessionRouteContext ctx;
   size_t i = 0;
   for (auto _ : state) {
-    Result<RouteDecision> d = router.routeSimple(db, texts[i++ % texts.size()], ctx);
+    Result<RouteDecision> d = router.routeSimple(app.db, texts[i++ % texts.size()], ctx);
     benchmark::DoNotOptimize(d);
   }
   if (router.stats().misses != 1) state.SkipWithError("the template cache missed");
@@ -52,12 +62,9 @@ void BM_RouteSimpleCached(benchmark::State& state) {
 BENCHMARK(BM_RouteSimpleCached);
 
 void BM_RouteBound(benchmark::State& state) {
-  const conf::ConfigPtr config = testing::loadTestConfig();
-  const conf::Database& db = testing::appDb(config);
-  QueryRouter router;
-  router.setDescribeDecisions(false);
+  AppRouter app;
   Result<std::shared_ptr<const QueryAnalysis>> analysis =
-      router.prepare(db, "SELECT abalance FROM pgbench_accounts WHERE aid = $1;", {});
+      app.router.prepare(app.db, kPgbenchPrepared, {});
   if (!analysis.ok()) {
     state.SkipWithError("prepare failed");
     return;
@@ -70,7 +77,7 @@ void BM_RouteBound(benchmark::State& state) {
   size_t i = 0;
   for (auto _ : state) {
     params.values[0] = std::string_view(keys[i++ % keys.size()]);
-    Result<RouteDecision> d = router.routeBound(db, **analysis, params, ctx);
+    Result<RouteDecision> d = app.router.routeBound(app.db, **analysis, params, ctx);
     benchmark::DoNotOptimize(d);
   }
 }
@@ -78,16 +85,14 @@ BENCHMARK(BM_RouteBound);
 
 // The analysis lookup every Bind of a prepared statement makes (text + parameter types).
 void BM_PrepareCached(benchmark::State& state) {
-  const conf::ConfigPtr config = testing::loadTestConfig();
-  const conf::Database& db = testing::appDb(config);
-  QueryRouter router;
-  const std::string sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1;";
+  AppRouter app;
   const std::vector<int32_t> types;
   for (auto _ : state) {
-    Result<std::shared_ptr<const QueryAnalysis>> a = router.prepare(db, sql, types);
+    Result<std::shared_ptr<const QueryAnalysis>> a =
+        app.router.prepare(app.db, kPgbenchPrepared, types);
     benchmark::DoNotOptimize(a);
   }
-  if (router.stats().misses != 1) state.SkipWithError("the analysis cache missed");
+  if (app.router.stats().misses != 1) state.SkipWithError("the analysis cache missed");
 }
 BENCHMARK(BM_PrepareCached);
 
