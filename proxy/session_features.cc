@@ -5,7 +5,6 @@
 #include <array>
 #include <bit>
 #include <cctype>
-#include <optional>
 #include <string>
 #include <vector>
 
