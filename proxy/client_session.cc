@@ -657,9 +657,10 @@ bool ClientSession::spreadBatch() {
     server_->notifyWhenCaughtUp();
     return false;
   }
-  if (request_failed_ || server_->transactionStatus() == 'E') {
-    // The server skips everything up to the Sync after its error; the rest of the batch is
-    // skipped here too, wherever it would have run.
+  if (server_->transactionStatus() == 'E') {
+    // A failed transaction: its server refuses the batch's statements; the rest of the batch is
+    // skipped here, wherever it would have run. (An error inside this batch made the message loop
+    // skip to the Sync already: batchFailedOnServer.)
     skipping_to_sync_ = true;  // endSpreadBatch reads this as the batch's failure
     return false;
   }
@@ -871,9 +872,8 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       used += frame.size;
       continue;
     }
-    // A server's error in this batch: Postgres skips every message up to the Sync, so the ones
-    // this session would answer itself (Parse, Close) are skipped too, not answered.
-    if (request_failed_ && batch_open_) skipping_to_sync_ = true;
+    // The ones this session would answer itself (Parse, Close) are skipped too, not answered.
+    if (batchFailedOnServer()) skipping_to_sync_ = true;
     if (skipping_to_sync_) {
       if (type != wire::fe::kSync) {
         used += frame.size;
@@ -1166,6 +1166,13 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
     const char type = frame.type;
     const size_t start = used;
     used += frame.size;
+    if (batchFailedOnServer() && type != wire::fe::kSync && type != wire::fe::kTerminate) {
+      // The server ignores it: so does the session (no statement remembered or forgotten, no
+      // answer of its own, nothing owed).
+      passRun(start);
+      run_start = used;
+      continue;
+    }
     metrics_.clientMessage(type, frame.payload, *database_,
                            current_target_ ? current_target_->shard : database_->default_shard,
                            lastReadNs());

@@ -259,7 +259,10 @@ class ClientSession final : public TcpConnection,
   uint64_t ready_sent_ = 0;      // requests sent that end with ReadyForQuery
   uint64_t ready_received_ = 0;  // ReadyForQuery messages received
   bool request_failed_ = false;  // an ErrorResponse since the last ReadyForQuery
-  bool rollback_seen_ = false;   // a ROLLBACK (of the transaction or to a savepoint) since then
+  // A server's error in the open extended batch: Postgres ignores every message up to the Sync,
+  // and so does the session (both message loops).
+  bool batchFailedOnServer() const { return request_failed_ && batch_open_; }
+  bool rollback_seen_ = false;  // a ROLLBACK (of the transaction or to a savepoint) since then
   std::vector<size_t> savepoint_marks_;  // changes_in_transaction_ sizes at each SAVEPOINT
 
   // Routing state.

@@ -35,7 +35,7 @@ import conftest  # the shared start/stop helpers: crash and sanitizer checks as 
 import pgcluster
 import pgwire
 from txn_helpers import connect as wire_connect
-from txn_helpers import describe_reply, error_codes, exec_prepared, ok, prepare
+from txn_helpers import after_read_error_transcript, describe_reply, error_codes, ok
 
 pytestmark = pytest.mark.requires_shardgate
 
@@ -1420,23 +1420,6 @@ def test_messages_after_a_read_error_are_skipped_until_sync(r):
     answers only the Sync. A routed session answers Parse and Close itself: it must skip them too, so
     that the new name is not prepared and the closed one is still there. Checked against a shard's
     Postgres directly."""
-    def run(port: int) -> list[str]:
-        with wire_connect(port) as w:
-            seen = []
-            assert not pgwire.errors(prepare(w, "kept", "SELECT 7"))
-            w.send(pgwire.parse("", "SELECT 1/0") + pgwire.bind("", "") + pgwire.execute() + pgwire.flush())
-            msgs = w.recv_until(b"E")
-            seen.append(pgwire.types(msgs) + " " + ",".join(error_codes(msgs)))
-            w.send(pgwire.parse("late", "SELECT 8") + pgwire.close("S", "kept") + pgwire.bind("", "kept")
-                   + pgwire.execute() + pgwire.sync())
-            msgs = w.recv_until(b"Z")
-            seen.append(pgwire.types(msgs) + " " + status_of(msgs))
-            msgs = exec_prepared(w, "late")
-            seen.append(",".join(error_codes(msgs)))
-            msgs = exec_prepared(w, "kept")
-            seen.append(str(pgwire.data_rows(msgs)) + ",".join(error_codes(msgs)))
-            return seen
-
-    direct = run(r.primary(0).port)
+    direct = after_read_error_transcript(r.primary(0).port)
     assert direct == ["1E 22012", "Z I", "26000", "[['7']]"], direct
-    assert run(r.port) == direct
+    assert after_read_error_transcript(r.port) == direct

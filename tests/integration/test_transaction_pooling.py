@@ -859,6 +859,17 @@ def test_parse_sent_after_the_error_was_read_is_skipped_too(make_cluster):
         assert pgwire.data_rows(msgs) == [["42"]], describe_reply(msgs)
 
 
+def test_close_and_parse_sent_after_the_error_was_read_are_skipped(make_cluster):
+    """As above, with a Close of a statement the client has, then a Bind of it, before the Sync:
+    Postgres skips all of them, so the statement is still there afterwards and the new one is not.
+    shardgate answers a Close itself in transaction pooling (the server keeps the statement for
+    other clients): it must not answer or forget it here. Checked against Postgres directly."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    direct = th.after_read_error_transcript(primary_port(c))
+    assert direct == ["1E 22012", "Z I", "26000", "[['7']]"], direct
+    assert th.after_read_error_transcript(c.shardgate.port) == direct
+
+
 def test_psycopg_pipeline_error_then_working_session(make_cluster):
     c = tx_cluster(make_cluster, pool_size=2)
     with sg_psycopg(c, prepare_threshold=None) as conn, ChurnGroup(c.shardgate.port, primary_port(c)) as churn:

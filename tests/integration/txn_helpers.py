@@ -72,6 +72,28 @@ def exec_prepared(w: pgwire.PgWire, name: str, params: tuple = ()) -> list[pgwir
     return w.recv_until(b"Z")
 
 
+def after_read_error_transcript(port: int) -> list[str]:
+    """A batch fails; the client reads the error (it sent a Flush) and, before its Sync, sends a
+    named Parse, a Close of a statement it has and a Bind of that one. What it sees, step by step:
+    Postgres skips all three and answers only the Sync, so "kept" survives and "late" never exists.
+    Run against a proxy and against Postgres directly; the transcripts must be equal."""
+    with connect(port) as w:
+        seen = []
+        assert not pgwire.errors(prepare(w, "kept", "SELECT 7"))
+        w.send(pgwire.parse("", "SELECT 1/0") + pgwire.bind("", "") + pgwire.execute() + pgwire.flush())
+        msgs = w.recv_until(b"E")
+        seen.append(pgwire.types(msgs) + " " + ",".join(error_codes(msgs)))
+        w.send(pgwire.parse("late", "SELECT 8") + pgwire.close("S", "kept") + pgwire.bind("", "kept")
+               + pgwire.execute() + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert msgs[-1].type == b"Z", describe_reply(msgs)
+        seen.append(pgwire.types(msgs) + " " + msgs[-1].payload.decode())
+        seen.append(",".join(error_codes(exec_prepared(w, "late"))))
+        msgs = exec_prepared(w, "kept")
+        seen.append(str(pgwire.data_rows(msgs)) + ",".join(error_codes(msgs)))
+        return seen
+
+
 def describe_statement(w: pgwire.PgWire, name: str) -> list[pgwire.Message]:
     w.send(pgwire.describe("S", name) + pgwire.sync())
     return w.recv_until(b"Z")
