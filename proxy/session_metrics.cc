@@ -214,16 +214,15 @@ void SessionMetrics::statementText(char type, std::string_view payload) {
   }
 }
 
-void SessionMetrics::serverAcquired(uint64_t now_ns) {
-  acquired_ns_ = now_ns;
+void SessionMetrics::serverAcquired(uint64_t now) {
+  acquired_ns_ = now;
 }
 
-void SessionMetrics::readyForQuery(char transaction_status, uint32_t outstanding, uint64_t now_ns) {
+void SessionMetrics::readyForQuery(char transaction_status, uint32_t outstanding, uint64_t now) {
   if (!requests_.empty() && requests_.size() > outstanding) {
     // Requests the session answered without a server (a PREPARE it already had) leave entries
     // with no ReadyForQuery of their own: the oldest entries beyond what is still owed go.
     while (requests_.size() > outstanding + 1u) requests_.pop_front();
-    const uint64_t now = now_ns;
     const Request& request = requests_.front();
     const uint64_t duration = now > request.arrival_ns ? now - request.arrival_ns : 0;
     worker_.query_duration.observeNs(duration);
@@ -247,8 +246,7 @@ void SessionMetrics::multiShardStarted(const conf::Database& db, RouteKind route
   if (slowLogOn()) multi_text_ = clip(sql);
 }
 
-void SessionMetrics::multiShardFinished(char transaction_status, uint64_t now_ns) {
-  const uint64_t now = now_ns;
+void SessionMetrics::multiShardFinished(char transaction_status, uint64_t now) {
   const uint64_t duration = now > multi_arrival_ns_ ? now - multi_arrival_ns_ : 0;
   worker_.query_duration.observeNs(duration);
   const uint32_t slow_ms = config_->general.slow_query_ms;

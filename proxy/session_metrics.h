@@ -42,9 +42,9 @@ class SessionMetrics {
   void statementText(char type, std::string_view payload);
   // A server connection was handed to the session (requests sent from now on wait no longer).
   // Times are uv_hrtime nanoseconds (LoopContext::nowNs).
-  void serverAcquired(uint64_t now_ns);
+  void serverAcquired(uint64_t now);
   // A ReadyForQuery reached the client; `outstanding` requests are still waiting for theirs.
-  void readyForQuery(char transaction_status, uint32_t outstanding, uint64_t now_ns);
+  void readyForQuery(char transaction_status, uint32_t outstanding, uint64_t now);
   // An ErrorResponse went to the client.
   void countError(std::string_view sqlstate) { worker_.countError(sqlstate); }
   // A statement run outside clientMessage (the multi-shard executor): `shard` is the one shard it
@@ -55,7 +55,7 @@ class SessionMetrics {
   // finished (its ReadyForQuery, or the end of its part of an extended batch).
   void multiShardStarted(const conf::Database& db, RouteKind route, uint64_t arrival_ns,
                          std::string_view sql);
-  void multiShardFinished(char transaction_status, uint64_t now_ns);
+  void multiShardFinished(char transaction_status, uint64_t now);
 
  private:
   struct Request {
