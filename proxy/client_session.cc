@@ -1,6 +1,7 @@
 // ClientSession: what a client sees of shardgate, from the startup packet to Terminate.
 #include "proxy/client_session.h"
 
+#include <algorithm>
 #include <charconv>
 #include <variant>
 
@@ -734,6 +735,7 @@ void ClientSession::forgetTransaction() {
   txn_read_only_ = false;
   txn_begin_sql_.clear();
   txn_replay_sql_.clear();
+  dropPortals();
 }
 
 // Gets the session onto `target`'s server. True when it is held and ready now; false when the
@@ -881,6 +883,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       }
       skipping_to_sync_ = false;
       if (!server_) {
+        endPortalsOutsideTransaction();
         std::string ready;
         wire::writeReadyForQuery(ready, transaction_status_);
         answer(std::move(ready));
@@ -889,6 +892,11 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       }
     }
 
+    if ((!suspended_portals_.empty() || !bound_portals_.empty()) &&
+        continueKeptPortal(type, frame.payload)) {
+      used += frame.size;
+      continue;
+    }
     if (multi_bound_ && handleMultiShardBatchMessage(type, frame.payload)) {
       used += frame.size;
       continue;
@@ -994,6 +1002,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
     } else if (server_ == nullptr) {
       if (type == wire::fe::kSync) {
         used += frame.size;
+        endPortalsOutsideTransaction();
         std::string ready;
         wire::writeReadyForQuery(ready, transaction_status_);
         send(ready);
@@ -1588,6 +1597,7 @@ void ClientSession::onServerReadyForQuery(char transaction_status) {
     txn_read_only_ = false;
     txn_begin_sql_.clear();
     txn_replay_sql_.clear();
+    dropPortals();
   }
   settleSettingChanges(transaction_status);
   if (terminating_ && outstanding_ == 0) {
@@ -2082,7 +2092,7 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
   switch (type) {
     case wire::fe::kDescribe: {
       auto describe = wire::Describe::decode(payload);
-      if (!describe.ok() || describe->kind != 'P' || !describe->name.empty() ||
+      if (!describe.ok() || describe->kind != 'P' || describe->name != multi_bound_->bind.portal ||
           multi_bound_->executed) {
         break;
       }
@@ -2097,17 +2107,7 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
     }
     case wire::fe::kExecute: {
       auto execute = wire::Execute::decode(payload);
-      if (!execute.ok() || !execute->portal.empty()) break;
-      if (multi_bound_->suspended) {
-        multi_bound_.reset();
-        refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
-                                    "fetching the rest of a multi-shard result is not supported",
-                                    "an Execute with a row limit got the first rows; shardgate "
-                                    "did not keep the others",
-                                    "fetch all rows at once (an Execute without a row limit)"),
-                        /*extended_protocol=*/true);
-        return true;
-      }
+      if (!execute.ok() || execute->portal != multi_bound_->bind.portal) break;
       if (multi_bound_->executed) break;
       multi_bound_->executed = true;
       multi_bound_->max_rows = execute->max_rows;
@@ -2115,12 +2115,17 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
         answer(std::move(*multi_bound_->local_reply));
         return true;
       }
-      startMultiShard(multi_bound_->decision, &multi_bound_->bind, multi_bound_->describe);
+      // A row-limited portal keeps its row description for a later Describe, asked for or not.
+      startMultiShard(multi_bound_->decision, &multi_bound_->bind,
+                      multi_bound_->describe || execute->max_rows > 0);
       return true;
     }
     case wire::fe::kClose: {
       auto close_msg = wire::Close::decode(payload);
-      if (!close_msg.ok() || close_msg->kind != 'P' || !close_msg->name.empty()) break;
+      if (!close_msg.ok() || close_msg->kind != 'P' ||
+          close_msg->name != multi_bound_->bind.portal) {
+        break;
+      }
       std::string reply;
       wire::CloseComplete{}.encode(reply);
       answer(std::move(reply));
@@ -2129,7 +2134,16 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
     case wire::fe::kFlush:
       return true;
     case wire::fe::kSync: {
+      if (!multi_bound_->executed && !multi_bound_->local_reply && !multi_bound_->describe &&
+          transaction_status_ != 'I') {
+        // Bound in a transaction block, executed in a later batch (asyncpg's cursors): the
+        // portal lives until the transaction ends.
+        constexpr size_t kMaxBoundPortals = 64;
+        if (bound_portals_.size() >= kMaxBoundPortals) bound_portals_.erase(bound_portals_.begin());
+        bound_portals_.push_back(std::move(multi_bound_));
+      }
       multi_bound_.reset();
+      endPortalsOutsideTransaction();
       std::string ready;
       wire::writeReadyForQuery(ready, transaction_status_);
       answer(std::move(ready));
@@ -2140,6 +2154,137 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
   }
   multi_bound_.reset();  // another statement begins: handled as usual
   return false;
+}
+
+namespace {
+
+// The portal a message names: Execute's, Bind's (the one it replaces), a Describe or Close of a
+// portal, and the unnamed one for a simple Query (which drops it). Nullopt for the others.
+std::optional<std::string_view> portalNamedBy(char type, std::string_view payload) {
+  wire::PayloadReader reader(payload);
+  std::string_view name;
+  switch (type) {
+    case wire::fe::kQuery:
+      return name;
+    case wire::fe::kBind:
+    case wire::fe::kExecute:
+      if (!reader.readCString(name)) return std::nullopt;
+      return name;
+    case wire::fe::kDescribe:
+    case wire::fe::kClose: {
+      uint8_t kind = 0;
+      if (!reader.readInt8(kind) || kind != 'P' || !reader.readCString(name)) return std::nullopt;
+      return name;
+    }
+    default:
+      return std::nullopt;
+  }
+}
+
+}  // namespace
+
+bool ClientSession::continueKeptPortal(char type, std::string_view payload) {
+  const std::optional<std::string_view> name = portalNamedBy(type, payload);
+  if (!name) return false;
+  auto bound = std::find_if(bound_portals_.begin(), bound_portals_.end(),
+                            [&](const auto& p) { return p->bind.portal == *name; });
+  auto suspended = std::find_if(suspended_portals_.begin(), suspended_portals_.end(),
+                                [&](const SuspendedPortal& p) { return p.name == *name; });
+  if (type == wire::fe::kQuery || type == wire::fe::kBind) {
+    // The portal is replaced (or, for a Query, dropped): the message itself is handled as usual.
+    if (bound != bound_portals_.end()) bound_portals_.erase(bound);
+    if (suspended != suspended_portals_.end()) suspended_portals_.erase(suspended);
+    return false;
+  }
+  if (bound != bound_portals_.end()) {
+    // Bound in an earlier batch of this transaction: its batch goes on as if it had just begun.
+    std::unique_ptr<BoundMultiShard> portal = std::move(*bound);
+    bound_portals_.erase(bound);
+    if (type == wire::fe::kClose) {
+      std::string reply;
+      wire::CloseComplete{}.encode(reply);
+      answer(std::move(reply));
+      return true;
+    }
+    multi_bound_ = std::move(portal);
+    return handleMultiShardBatchMessage(type, payload);
+  }
+  if (suspended == suspended_portals_.end()) return false;
+  std::string reply;
+  if (type == wire::fe::kClose) {
+    suspended_portals_.erase(suspended);
+    wire::CloseComplete{}.encode(reply);
+  } else if (type == wire::fe::kDescribe) {
+    reply = suspended->row_description;  // a portal stopped by a row limit has rows
+  } else {
+    auto execute = wire::Execute::decode(payload);
+    if (!execute.ok()) return false;  // malformed: the usual path reports it
+    return executeSuspendedPortal(suspended, execute->max_rows);
+  }
+  answer(std::move(reply));
+  return true;
+}
+
+bool ClientSession::executeSuspendedPortal(std::vector<SuspendedPortal>::iterator portal,
+                                           int32_t max_rows) {
+  if (transaction_status_ == 'E') {
+    refuseStatement(Error::make("25P02",
+                                "current transaction is aborted, commands ignored until end of "
+                                "transaction block"),
+                    /*extended_protocol=*/true);
+    return true;
+  }
+  if (portal->dropped) {
+    suspended_portals_.erase(portal);
+    refuseStatement(
+        Error::make(sqlstate::kOutOfMemory,
+                    "the rest of the multi-shard result is larger than general.max_merge_bytes",
+                    "an Execute with a row limit got the first rows; shardgate could not keep "
+                    "the others",
+                    "fetch all rows at once, or raise general.max_merge_bytes"),
+        /*extended_protocol=*/true);
+    return true;
+  }
+  // The next rows, then PortalSuspended if the limit stopped them, else the part's tag.
+  const std::string_view kept = std::string_view(portal->rows).substr(portal->next);
+  int32_t rows = 0;
+  size_t used = 0;
+  wire::Frame frame;
+  while (used < kept.size() && (max_rows <= 0 || rows < max_rows) &&
+         wire::peekTyped(kept.substr(used), UINT32_MAX, frame) == wire::FrameStatus::kComplete) {
+    used += frame.size;
+    ++rows;
+  }
+  std::string out(kept.substr(0, used));
+  portal->next += used;
+  if (portal->next == portal->rows.size()) {  // all sent: the memory goes now
+    std::string().swap(portal->rows);
+    portal->next = 0;
+  }
+  if (max_rows > 0 && rows == max_rows) {
+    wire::PortalSuspended{}.encode(out);
+  } else {
+    // Each part is tagged with its own count ("SELECT 2", "UPDATE 0"), as Postgres does.
+    wire::CommandComplete{portal->tag_command + std::to_string(rows)}.encode(out);
+  }
+  answer(std::move(out));
+  return true;
+}
+
+void ClientSession::endPortalsOutsideTransaction() {
+  if (transaction_status_ == 'I') dropPortals();
+}
+
+void ClientSession::dropPortals() {
+  suspended_portals_.clear();
+  bound_portals_.clear();
+}
+
+uint64_t ClientSession::suspendedPortalBudget() const {
+  uint64_t kept = 0;
+  for (const SuspendedPortal& p : suspended_portals_) kept += p.rows.size() - p.next;
+  const uint64_t limit = worker_.config().general.max_merge_bytes;
+  return kept >= limit ? 0 : limit - kept;
 }
 
 backends::Pool& ClientSession::multiShardPool(uint32_t shard, planner::Role role) {
@@ -2174,13 +2319,30 @@ void ClientSession::multiShardOutput(std::string_view bytes) {
       if (bound.rows_sent < bound.max_rows) {
         ++bound.rows_sent;
         send(message);
+      } else if (!bound.rest_dropped) {
+        // Kept for the portal's next Executes, within the bound a merge has (for all the
+        // session's suspended portals together).
+        if (bound.rest.empty()) bound.rest_budget = suspendedPortalBudget();
+        if (bound.rest.size() + message.size() > bound.rest_budget) {
+          bound.rest_dropped = true;
+          std::string().swap(bound.rest);
+        } else {
+          bound.rest.append(message);
+        }
       }
     } else if (frame.type == wire::be::kCommandComplete && bound.rows_sent >= bound.max_rows) {
       bound.suspended = true;
+      // "SELECT 5" / "INSERT 0 5": the tag without its count, for the parts that follow.
+      const std::string_view tag = frame.payload.substr(0, frame.payload.find('\0'));
+      bound.tag_command = std::string(tag.substr(0, tag.rfind(' ') + 1));
       std::string suspended;
       wire::PortalSuspended{}.encode(suspended);
       send(suspended);
     } else {
+      if (frame.type == wire::be::kRowDescription) {
+        bound.row_description = message;
+        if (!bound.describe) continue;  // asked for by shardgate only (see the Execute above)
+      }
       send(message);
     }
   }
@@ -2234,6 +2396,16 @@ void ClientSession::multiShardFinished(const std::optional<Error>& error) {
   } else if (error) {
     multi_bound_.reset();
     skipping_to_sync_ = true;  // as Postgres does after an error in a batch
+  } else if (multi_bound_->suspended) {
+    // The portal goes on from the rows kept (continueKeptPortal).
+    constexpr size_t kMaxSuspendedPortals = 64;  // asyncpg names each cursor's portal anew
+    BoundMultiShard& bound = *multi_bound_;
+    if (suspended_portals_.size() >= kMaxSuspendedPortals) {
+      suspended_portals_.erase(suspended_portals_.begin());
+    }
+    suspended_portals_.push_back(
+        SuspendedPortal{bound.bind.portal, std::move(bound.row_description), std::move(bound.rest),
+                        0, bound.rest_dropped, std::move(bound.tag_command)});
   }
   if (terminating_) {
     state_ = State::kClosed;

@@ -182,6 +182,15 @@ class ClientSession final : public TcpConnection,
   // Extended protocol: the Describe / Execute / Close / Sync after a multi-shard Bind. Returns
   // false if the message is not part of that batch (it is then handled as usual).
   bool handleMultiShardBatchMessage(char type, std::string_view payload);
+  // Execute / Describe / Close of a multi-shard portal kept from an earlier batch (bound_portals_,
+  // suspended_portals_); a Bind or Query drops the portal it replaces. False: the message is
+  // handled as usual.
+  bool continueKeptPortal(char type, std::string_view payload);
+  // Portals end with their transaction (an implicit one ends at Sync), as in Postgres.
+  void endPortalsOutsideTransaction();
+  void dropPortals();
+  // What another suspended portal may still keep, within general.max_merge_bytes.
+  uint64_t suspendedPortalBudget() const;
 
   // A transaction that spans shards holds one connection per shard: server_ for the shard the
   // last statement ran on, the others parked (see ParkedServer).
@@ -309,15 +318,37 @@ class ClientSession final : public TcpConnection,
     bool describe = false;
     bool executed = false;
     // Execute's row limit (0: none): the client gets the first max_rows rows, then PortalSuspended
-    // if there were that many (the rest of the result is dropped: the portal cannot go on).
+    // if there were that many; the rest is kept (up to general.max_merge_bytes) for the portal's
+    // next Executes, and becomes a SuspendedPortal when the run ends.
     int32_t max_rows = 0;
     int32_t rows_sent = 0;
     bool suspended = false;
+    std::string row_description;  // as sent to the client (empty: it did not ask)
+    std::string rest;             // the DataRow messages past the limit
+    bool rest_dropped = false;    // ... larger than general.max_merge_bytes
+    uint64_t rest_budget = 0;     // how large `rest` may grow (set at its first row)
+    std::string tag_command;      // the result's tag without its row count ("INSERT 0 ")
     // Answered by shardgate itself (the end of a transaction spanning shards): Execute gets this
     // instead of running anything, Describe gets NoData.
     std::optional<std::string> local_reply;
   };
   std::unique_ptr<BoundMultiShard> multi_bound_;  // a pointer: idle sessions stay small
+
+  // A multi-shard portal stopped by Execute's row limit: its later Executes get the next rows from
+  // here, each part tagged with its own count as Postgres tags them (asyncpg's cursors).
+  struct SuspendedPortal {
+    std::string name;
+    std::string row_description;  // for a Describe of the portal (empty: never sent)
+    std::string rows;             // DataRow messages, from offset `next` on not yet sent
+    size_t next = 0;
+    bool dropped = false;     // the rest was larger than general.max_merge_bytes
+    std::string tag_command;  // the tag before its count: "SELECT ", "UPDATE ", "INSERT 0 "
+  };
+  std::vector<SuspendedPortal> suspended_portals_;  // oldest first
+  // Its next rows (all for max_rows 0), as Postgres answers an Execute of a suspended portal.
+  bool executeSuspendedPortal(std::vector<SuspendedPortal>::iterator portal, int32_t max_rows);
+  // Multi-shard portals bound in an earlier batch of the transaction, not executed yet.
+  std::vector<std::unique_ptr<BoundMultiShard>> bound_portals_;  // oldest first
 
   std::vector<std::unique_ptr<ParkedServer>> parked_;
   bool ending_parked_ = false;  // COMMIT / ROLLBACK running on parked connections

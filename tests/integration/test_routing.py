@@ -1337,8 +1337,7 @@ def test_no_key_condition_runs_on_every_shard(r):
 def test_multi_shard_result_with_a_row_limit(r):
     """An Execute with a row limit on a multi-shard result (asyncpg's fetchrow and fetchval send 1) gets
     the first rows, then PortalSuspended when there were that many, or CommandComplete when there were
-    fewer, as from one Postgres; a second Execute of the suspended portal gets 0A000 (shardgate did not
-    keep the rest), and the session goes on."""
+    fewer, as from one Postgres; the next Executes of the portal go on with the rest."""
     k0s, k1s = r.keys_on(0, 3), r.keys_on(1, 2)
     keys = sorted(k0s + k1s)
     seed_users(r, [(k, f"n{k}") for k in keys])
@@ -1354,8 +1353,12 @@ def test_multi_shard_result_with_a_row_limit(r):
         w.send(pgwire.parse("", sql) + pgwire.bind("", "") + pgwire.execute("", 1) + pgwire.execute("", 1)
                + pgwire.sync())
         msgs = w.recv_until(b"Z")
-        assert pgwire.data_rows(msgs) == [[str(keys[0])]], describe_reply(msgs)
-        assert error_codes(msgs) == ["0A000"] and status_of(msgs) == "I", describe_reply(msgs)
+        assert pgwire.data_rows(msgs) == [[str(keys[0])], [str(keys[1])]], describe_reply(msgs)
+        assert pgwire.types(msgs) == "12DsDsZ" and status_of(msgs) == "I", describe_reply(msgs)
+        # The portal ended with its (implicit) transaction: the shards say it does not exist.
+        w.send(pgwire.execute("", 1) + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert error_codes(msgs) == ["34000"], describe_reply(msgs)
         assert ok(w, "SELECT count(*) FROM users") == [[str(len(keys))]]
 
     async def scenario():
@@ -1363,11 +1366,138 @@ def test_multi_shard_result_with_a_row_limit(r):
         try:
             count = await conn.fetchval("SELECT count(*) FROM users")
             first = await conn.fetchrow("SELECT id, name FROM users ORDER BY id DESC")
-            return count, tuple(first)
+            async with conn.transaction():
+                walked = [row["id"] async for row in conn.cursor("SELECT id FROM users ORDER BY id", prefetch=2)]
+                cur = await conn.cursor("SELECT id, name FROM users WHERE id <> $1 ORDER BY id DESC", keys[0])
+                parts = [await cur.fetch(3), await cur.fetch(3), await cur.fetch(3)]
+            return count, tuple(first), walked, [[tuple(row) for row in part] for part in parts]
         finally:
             await conn.close()
 
-    assert run_async(scenario()) == (len(keys), (keys[-1], f"n{keys[-1]}"))
+    rest = [(k, f"n{k}") for k in reversed(keys[1:])]
+    assert run_async(scenario()) == (len(keys), (keys[-1], f"n{keys[-1]}"), keys, [rest[:3], rest[3:], []])
+
+
+def portal_transcript(port: int, table: str, setup: str = "") -> list[str]:
+    """Row-limited Executes of a portal, then more of them in later batches, in and out of transactions,
+    after its Close, after the transaction failed and after it ended: what the client sees of each batch
+    (message types, rows, tags, SQLSTATEs). Run through shardgate on the sharded table and on one Postgres
+    holding the same rows; the transcripts must be equal."""
+    sql = f"SELECT id, name FROM {table} ORDER BY id"
+
+    def step(w: pgwire.PgWire, data: bytes) -> str:
+        w.send(data)
+        msgs = w.recv_until(b"Z")
+        parts = []
+        for m in msgs:
+            if m.type == b"D":
+                parts.append("D" + ",".join(v.decode() if v is not None else "NULL"
+                                            for v in pgwire.parse_data_row(m)))
+            elif m.type == b"C":
+                parts.append("C:" + pgwire.parse_command_complete(m))
+            elif m.type == b"E":
+                parts.append("E:" + pgwire.parse_error(m).code)
+            elif m.type == b"T":
+                parts.append("T" + ",".join(c["name"] for c in pgwire.parse_row_description(m)))
+            elif m.type in (b"S", b"N"):
+                continue
+            else:
+                parts.append(m.type.decode())
+        return " ".join(parts)
+
+    with wire_connect(port) as w:
+        if setup:
+            ok(w, setup)
+        out = [
+            # An implicit transaction: the unnamed portal goes on within its batch.
+            step(w, pgwire.parse("", sql) + pgwire.bind("", "") + pgwire.describe("P") + pgwire.execute("", 2)
+                 + pgwire.execute("", 2) + pgwire.execute("", 2) + pgwire.execute("", 2) + pgwire.sync()),
+            step(w, pgwire.query("BEGIN")),
+            # A named portal in a transaction outlives its batch (asyncpg's cursors, JDBC's fetch size).
+            step(w, pgwire.parse("", sql) + pgwire.bind("c1", "") + pgwire.execute("c1", 3) + pgwire.sync()),
+            step(w, pgwire.describe("P", "c1") + pgwire.execute("c1", 1) + pgwire.sync()),
+            step(w, pgwire.parse("", sql) + pgwire.bind("c2", "") + pgwire.execute("c2", 1) + pgwire.sync()),
+            step(w, pgwire.execute("c1", 0) + pgwire.execute("c1", 0) + pgwire.execute("c2", 2) + pgwire.sync()),
+            step(w, pgwire.close("P", "c2") + pgwire.execute("c1", 5) + pgwire.sync()),
+            step(w, pgwire.execute("c2", 1) + pgwire.sync()),  # closed: 34000, and the transaction fails
+            step(w, pgwire.execute("c1", 1) + pgwire.sync()),  # 25P02
+            step(w, pgwire.query("ROLLBACK")),
+            step(w, pgwire.query("BEGIN")),
+            step(w, pgwire.parse("", sql) + pgwire.bind("c3", "") + pgwire.execute("c3", 2) + pgwire.sync()),
+            step(w, pgwire.query("COMMIT")),
+            step(w, pgwire.execute("c3", 1) + pgwire.sync()),  # ended with its transaction
+            step(w, pgwire.query("SELECT 1")),
+        ]
+    return out
+
+
+def test_suspended_multi_shard_portal_matches_postgres(r):
+    keys = sorted(r.keys_on(0, 3) + r.keys_on(1, 3))
+    seed_users(r, [(k, f"n{k}") for k in keys])
+    values = ", ".join(f"({k}::bigint, 'n{k}')" for k in keys)
+    reference = portal_transcript(r.primary(0).port, "pg_temp.users_all",
+                                  setup=f"CREATE TEMP TABLE users_all (id, name) AS VALUES {values}")
+    through = portal_transcript(r.port, "users")
+    assert through == reference, "\n".join(f"{a!r}\n{b!r}" for a, b in zip(through, reference) if a != b)
+
+
+def test_suspended_multi_shard_write_returning_matches_postgres(r):
+    """A write on every shard with RETURNING, fetched in parts: Postgres runs it whole at the first
+    Execute and tags each part with its own count ("UPDATE 2", then "UPDATE 0"); so does shardgate."""
+    keys = sorted(r.keys_on(0, 3) + r.keys_on(1, 3))
+    seed_users(r, [(k, f"n{k}") for k in keys])
+    values = ", ".join(f"({k}::bigint, 'n{k}')" for k in keys)
+
+    def transcript(port: int, table: str, setup: str = "") -> tuple[str, list[str]]:
+        with wire_connect(port) as w:
+            if setup:
+                ok(w, setup)
+            w.send(pgwire.parse("", f"UPDATE {table} SET name = 'u' || id RETURNING id")
+                   + pgwire.bind("", "") + pgwire.execute("", 2) + pgwire.execute("", 3)
+                   + pgwire.execute("", 3) + pgwire.execute("", 1) + pgwire.sync())
+            msgs = w.recv_until(b"Z")
+            shape = "".join("C:" + pgwire.parse_command_complete(m) + " " if m.type == b"C" else m.type.decode()
+                            for m in msgs if m.type not in (b"S", b"N"))
+            return shape, sorted(row[0] for row in pgwire.data_rows(msgs))
+
+    reference = transcript(r.primary(0).port, "pg_temp.users_all",
+                           setup=f"CREATE TEMP TABLE users_all (id, name) AS VALUES {values}")
+    through = transcript(r.port, "users")
+    # The rows come in shard order through shardgate: the set of them, and the messages, must match.
+    assert through == reference, f"{through!r}\n{reference!r}"
+    assert reference[0] == "12DDsDDDsDC:UPDATE 1 C:UPDATE 0 Z", reference
+    assert shard_rows(r, 0, "SELECT DISTINCT left(name, 1) FROM users") == [("u",)]
+
+
+def test_suspended_portal_rest_is_bounded_by_max_merge_bytes(cluster_root, shardgate_bin):
+    """The rows kept for a suspended multi-shard portal count against general.max_merge_bytes: past it
+    the next Execute gets 53200 (nothing wrong is returned), the session goes on, and smaller rests
+    are kept as usual."""
+    if conftest.DIRECT:
+        pytest.skip(conftest.SKIP_DIRECT_REASON)
+    with conftest.running_cluster(cluster_root / "portal-bound", shardgate_bin, num_shards=2,
+                                  replicas_per_shard=0, pool_mode="transaction",
+                                  general={"max_merge_bytes": 65536},
+                                  database_options={"default_shard": 0}, extra_toml=SHARDING_TOML) as c:
+        for i in range(2):
+            c.shards[i].primary.psql(SHARD_DDL.format(shard=f"shard{i}") + COUNTRIES_SQL)
+            c.shards[i].primary.psql("INSERT INTO users (id, name) SELECT g, repeat('x', 1000) "
+                                     f"FROM generate_series({i * 100 + 1}, {i * 100 + 100}) g")
+        with wire_connect(c.shardgate.port) as w:
+            w.send(pgwire.parse("", "SELECT id, name FROM users ORDER BY id") + pgwire.bind("", "")
+                   + pgwire.execute("", 1) + pgwire.execute("", 1) + pgwire.sync())
+            msgs = w.recv_until(b"Z")
+            assert pgwire.types(msgs) == "12DsEZ", describe_reply(msgs)
+            assert pgwire.data_rows(msgs)[0][0] == "1" and error_codes(msgs) == ["53200"], describe_reply(msgs)
+            assert "max_merge_bytes" in pgwire.errors(msgs)[0].message, describe_reply(msgs)
+            w.send(pgwire.parse("", "SELECT id FROM users ORDER BY id") + pgwire.bind("", "")
+                   + pgwire.execute("", 150) + pgwire.execute("", 0) + pgwire.sync())
+            msgs = w.recv_until(b"Z")
+            assert not pgwire.errors(msgs), describe_reply(msgs)
+            assert [int(row[0]) for row in pgwire.data_rows(msgs)] == list(range(1, 201))
+            assert pgwire.types(msgs) == "12" + "D" * 150 + "s" + "D" * 50 + "CZ", describe_reply(msgs)
+            assert pgwire.parse_command_complete(msgs[-2]) == "SELECT 50"
+            assert ok(w, "SELECT count(*) FROM users") == [["200"]]
 
 
 # ---------------------------------------------------------------------------------------------
