@@ -892,10 +892,20 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       }
     }
 
-    if ((!suspended_portals_.empty() || !bound_portals_.empty()) &&
-        continueKeptPortal(type, frame.payload)) {
-      used += frame.size;
-      continue;
+    if (!suspended_portals_.empty() || !bound_portals_.empty()) {
+      const PortalStep step = continueKeptPortal(type, frame.payload);
+      if (step == PortalStep::kWait) return used;
+      if (step == PortalStep::kAnswered) {
+        used += frame.size;
+        continue;
+      }
+    }
+    if (multi_bound_ && multi_bound_->describe && !multi_bound_->executed &&
+        (type == wire::fe::kSync || type == wire::fe::kFlush)) {
+      // The portal was described and the client wants the answer before any Execute.
+      if (!readyForMultiShard()) return used;
+      describeBoundPortalNow();
+      continue;  // the Sync or Flush is read again once the run has ended
     }
     if (multi_bound_ && handleMultiShardBatchMessage(type, frame.payload)) {
       used += frame.size;
@@ -2183,9 +2193,9 @@ std::optional<std::string_view> portalNamedBy(char type, std::string_view payloa
 
 }  // namespace
 
-bool ClientSession::continueKeptPortal(char type, std::string_view payload) {
+ClientSession::PortalStep ClientSession::continueKeptPortal(char type, std::string_view payload) {
   const std::optional<std::string_view> name = portalNamedBy(type, payload);
-  if (!name) return false;
+  if (!name) return PortalStep::kNotKept;
   auto bound = std::find_if(bound_portals_.begin(), bound_portals_.end(),
                             [&](const auto& p) { return p->bind.portal == *name; });
   auto suspended = std::find_if(suspended_portals_.begin(), suspended_portals_.end(),
@@ -2194,22 +2204,33 @@ bool ClientSession::continueKeptPortal(char type, std::string_view payload) {
     // The portal is replaced (or, for a Query, dropped): the message itself is handled as usual.
     if (bound != bound_portals_.end()) bound_portals_.erase(bound);
     if (suspended != suspended_portals_.end()) suspended_portals_.erase(suspended);
-    return false;
+    return PortalStep::kNotKept;
   }
   if (bound != bound_portals_.end()) {
     // Bound in an earlier batch of this transaction: its batch goes on as if it had just begun.
-    std::unique_ptr<BoundMultiShard> portal = std::move(*bound);
-    bound_portals_.erase(bound);
     if (type == wire::fe::kClose) {
+      bound_portals_.erase(bound);
       std::string reply;
       wire::CloseComplete{}.encode(reply);
       answer(std::move(reply));
-      return true;
+      return PortalStep::kAnswered;
     }
-    multi_bound_ = std::move(portal);
-    return handleMultiShardBatchMessage(type, payload);
+    if (multi_bound_) {
+      refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
+                                  "one batch cannot use two multi-shard portals",
+                                  "portal \"" + std::string(*name) +
+                                      "\" was bound in an earlier batch, another one in this batch",
+                                  "send a Sync between them"),
+                      /*extended_protocol=*/true);
+      return PortalStep::kAnswered;
+    }
+    if (type == wire::fe::kExecute && !readyForMultiShard()) return PortalStep::kWait;
+    multi_bound_ = std::move(*bound);
+    bound_portals_.erase(bound);
+    return handleMultiShardBatchMessage(type, payload) ? PortalStep::kAnswered
+                                                       : PortalStep::kNotKept;
   }
-  if (suspended == suspended_portals_.end()) return false;
+  if (suspended == suspended_portals_.end()) return PortalStep::kNotKept;
   std::string reply;
   if (type == wire::fe::kClose) {
     suspended_portals_.erase(suspended);
@@ -2218,21 +2239,42 @@ bool ClientSession::continueKeptPortal(char type, std::string_view payload) {
     reply = suspended->row_description;  // a portal stopped by a row limit has rows
   } else {
     auto execute = wire::Execute::decode(payload);
-    if (!execute.ok()) return false;  // malformed: the usual path reports it
-    return executeSuspendedPortal(suspended, execute->max_rows);
+    if (!execute.ok()) return PortalStep::kNotKept;  // malformed: the usual path reports it
+    executeSuspendedPortal(suspended, execute->max_rows);
+    return PortalStep::kAnswered;
   }
   answer(std::move(reply));
-  return true;
+  return PortalStep::kAnswered;
 }
 
-bool ClientSession::executeSuspendedPortal(std::vector<SuspendedPortal>::iterator portal,
+void ClientSession::describeBoundPortalNow() {
+  BoundMultiShard& bound = *multi_bound_;
+  bound.executed = true;
+  if (bound.decision.writes) {
+    // Running it to learn its columns would change the data before any Execute.
+    multi_bound_.reset();
+    refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
+                                "a multi-shard write's portal can be described only together "
+                                "with its Execute",
+                                "shardgate learns a multi-shard result's columns by running it",
+                                "send Execute before the Sync (or Flush) that follows Describe"),
+                    /*extended_protocol=*/true);
+    return;
+  }
+  // Its columns come from running it: the rows are kept for the portal's Executes, if the
+  // transaction lets it live that long.
+  bound.keep_all_rows = true;
+  startMultiShard(bound.decision, &bound.bind, /*describe=*/true);
+}
+
+void ClientSession::executeSuspendedPortal(std::vector<SuspendedPortal>::iterator portal,
                                            int32_t max_rows) {
   if (transaction_status_ == 'E') {
     refuseStatement(Error::make("25P02",
                                 "current transaction is aborted, commands ignored until end of "
                                 "transaction block"),
                     /*extended_protocol=*/true);
-    return true;
+    return;
   }
   if (portal->dropped) {
     suspended_portals_.erase(portal);
@@ -2243,7 +2285,7 @@ bool ClientSession::executeSuspendedPortal(std::vector<SuspendedPortal>::iterato
                     "the others",
                     "fetch all rows at once, or raise general.max_merge_bytes"),
         /*extended_protocol=*/true);
-    return true;
+    return;
   }
   // The next rows, then PortalSuspended if the limit stopped them, else the part's tag.
   const std::string_view kept = std::string_view(portal->rows).substr(portal->next);
@@ -2268,7 +2310,6 @@ bool ClientSession::executeSuspendedPortal(std::vector<SuspendedPortal>::iterato
     wire::CommandComplete{portal->tag_command + std::to_string(rows)}.encode(out);
   }
   answer(std::move(out));
-  return true;
 }
 
 void ClientSession::endPortalsOutsideTransaction() {
@@ -2299,7 +2340,7 @@ void ClientSession::multiShardSync(backends::ServerConnection* server,
 }
 
 void ClientSession::multiShardOutput(std::string_view bytes) {
-  if (!multi_bound_ || multi_bound_->max_rows <= 0) {
+  if (!multi_bound_ || (multi_bound_->max_rows <= 0 && !multi_bound_->keep_all_rows)) {
     send(bytes);
     return;
   }
@@ -2316,7 +2357,7 @@ void ClientSession::multiShardOutput(std::string_view bytes) {
     const std::string_view message = bytes.substr(used, frame.size);
     used += frame.size;
     if (frame.type == wire::be::kDataRow) {
-      if (bound.rows_sent < bound.max_rows) {
+      if (!bound.keep_all_rows && bound.rows_sent < bound.max_rows) {
         ++bound.rows_sent;
         send(message);
       } else if (!bound.rest_dropped) {
@@ -2330,14 +2371,17 @@ void ClientSession::multiShardOutput(std::string_view bytes) {
           bound.rest.append(message);
         }
       }
-    } else if (frame.type == wire::be::kCommandComplete && bound.rows_sent >= bound.max_rows) {
+    } else if (frame.type == wire::be::kCommandComplete &&
+               (bound.keep_all_rows || bound.rows_sent >= bound.max_rows)) {
       bound.suspended = true;
       // "SELECT 5" / "INSERT 0 5": the tag without its count, for the parts that follow.
       const std::string_view tag = frame.payload.substr(0, frame.payload.find('\0'));
       bound.tag_command = std::string(tag.substr(0, tag.rfind(' ') + 1));
-      std::string suspended;
-      wire::PortalSuspended{}.encode(suspended);
-      send(suspended);
+      if (!bound.keep_all_rows) {  // no Execute ran yet otherwise
+        std::string suspended;
+        wire::PortalSuspended{}.encode(suspended);
+        send(suspended);
+      }
     } else {
       if (frame.type == wire::be::kRowDescription) {
         bound.row_description = message;

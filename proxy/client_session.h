@@ -185,7 +185,11 @@ class ClientSession final : public TcpConnection,
   // Execute / Describe / Close of a multi-shard portal kept from an earlier batch (bound_portals_,
   // suspended_portals_); a Bind or Query drops the portal it replaces. False: the message is
   // handled as usual.
-  bool continueKeptPortal(char type, std::string_view payload);
+  enum class PortalStep { kNotKept, kAnswered, kWait };
+  PortalStep continueKeptPortal(char type, std::string_view payload);
+  // A Sync or Flush came after a multi-shard portal's Describe but before its Execute: runs it
+  // for its columns, keeping its rows for a later Execute (a write is refused instead).
+  void describeBoundPortalNow();
   // Portals end with their transaction (an implicit one ends at Sync), as in Postgres.
   void endPortalsOutsideTransaction();
   void dropPortals();
@@ -327,6 +331,7 @@ class ClientSession final : public TcpConnection,
     std::string rest;             // the DataRow messages past the limit
     bool rest_dropped = false;    // ... larger than general.max_merge_bytes
     uint64_t rest_budget = 0;     // how large `rest` may grow (set at its first row)
+    bool keep_all_rows = false;   // run for a Describe (describeBoundPortalNow): no row is sent
     std::string tag_command;      // the result's tag without its row count ("INSERT 0 ")
     // Answered by shardgate itself (the end of a transaction spanning shards): Execute gets this
     // instead of running anything, Describe gets NoData.
@@ -346,7 +351,7 @@ class ClientSession final : public TcpConnection,
   };
   std::vector<SuspendedPortal> suspended_portals_;  // oldest first
   // Its next rows (all for max_rows 0), as Postgres answers an Execute of a suspended portal.
-  bool executeSuspendedPortal(std::vector<SuspendedPortal>::iterator portal, int32_t max_rows);
+  void executeSuspendedPortal(std::vector<SuspendedPortal>::iterator portal, int32_t max_rows);
   // Multi-shard portals bound in an earlier batch of the transaction, not executed yet.
   std::vector<std::unique_ptr<BoundMultiShard>> bound_portals_;  // oldest first
 

@@ -1385,9 +1385,9 @@ def portal_transcript(port: int, table: str, setup: str = "") -> list[str]:
     holding the same rows; the transcripts must be equal."""
     sql = f"SELECT id, name FROM {table} ORDER BY id"
 
-    def step(w: pgwire.PgWire, data: bytes) -> str:
+    def step(w: pgwire.PgWire, data: bytes, until: bytes = b"Z") -> str:
         w.send(data)
-        msgs = w.recv_until(b"Z")
+        msgs = w.recv_until(until)
         parts = []
         for m in msgs:
             if m.type == b"D":
@@ -1424,7 +1424,13 @@ def portal_transcript(port: int, table: str, setup: str = "") -> list[str]:
             step(w, pgwire.query("ROLLBACK")),
             step(w, pgwire.query("BEGIN")),
             step(w, pgwire.parse("", sql) + pgwire.bind("c3", "") + pgwire.execute("c3", 2) + pgwire.sync()),
+            # Described before any Execute: the columns come at the Sync (or Flush).
+            step(w, pgwire.parse("", sql) + pgwire.bind("c4", "") + pgwire.describe("P", "c4") + pgwire.sync()),
+            step(w, pgwire.execute("c4", 4) + pgwire.describe("P", "c4") + pgwire.execute("c4", 4) + pgwire.sync()),
+            step(w, pgwire.parse("", sql) + pgwire.bind("", "") + pgwire.describe("P") + pgwire.flush(), b"T"),
+            step(w, pgwire.execute("", 0) + pgwire.sync()),
             step(w, pgwire.query("COMMIT")),
+            step(w, pgwire.parse("", sql) + pgwire.bind("", "") + pgwire.describe("P") + pgwire.sync()),
             step(w, pgwire.execute("c3", 1) + pgwire.sync()),  # ended with its transaction
             step(w, pgwire.query("SELECT 1")),
         ]
@@ -1460,6 +1466,15 @@ def test_suspended_multi_shard_write_returning_matches_postgres(r):
                             for m in msgs if m.type not in (b"S", b"N"))
             return shape, sorted(row[0] for row in pgwire.data_rows(msgs))
 
+    # Described with no Execute in its batch: shardgate would have to run it for its columns, so a
+    # write is refused (0A000), and nothing changes.
+    with wire_connect(r.port) as w:
+        w.send(pgwire.parse("", "UPDATE users SET name = 'd' || id RETURNING id") + pgwire.bind("", "")
+               + pgwire.describe("P") + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert error_codes(msgs) == ["0A000"], describe_reply(msgs)
+    assert sorted(shard_rows(r, 0, "SELECT name FROM users") + shard_rows(r, 1, "SELECT name FROM users")) == \
+        sorted((f"n{k}",) for k in keys)
     reference = transcript(r.primary(0).port, "pg_temp.users_all",
                            setup=f"CREATE TEMP TABLE users_all (id, name) AS VALUES {values}")
     through = transcript(r.port, "users")
