@@ -1123,8 +1123,32 @@ void ClientSession::ensureUnnamedPrepared() {
   server_->setUnnamedStatement(this, unnamed_version_);
 }
 
+bool ClientSession::rememberPlainUnnamedParse(std::string_view payload) {
+  wire::PayloadReader reader(payload);
+  std::string_view name, query;
+  int16_t count = 0;
+  if (!reader.readCString(name) || !name.empty() || !reader.readCString(query) ||
+      !reader.readInt16(count) || count < 0 ||
+      reader.remaining() != static_cast<size_t>(count) * 4) {
+    return false;
+  }
+  // Drivers send the same text again and again: once found free of session effects, it is not
+  // looked up again.
+  if (!unnamed_effect_free_ || query != unnamed_query_) {
+    if (!worker_.sessionEffectFree(query)) return false;
+    unnamed_query_.assign(query);
+    unnamed_effect_free_ = true;
+  }
+  unnamed_types_.resize(static_cast<size_t>(count));
+  for (int32_t& oid : unnamed_types_) reader.readInt32(oid);
+  unnamed_version_ = worker_.nextUnnamedVersion();
+  server_->setUnnamedStatement(this, unnamed_version_);
+  return true;
+}
+
 void ClientSession::rememberParse(const wire::Parse& parse) {
   if (parse.name.empty()) {
+    unnamed_effect_free_ = false;  // not known: it was not checked
     unnamed_query_ = parse.query;
     unnamed_types_ = parse.param_types;
     unnamed_version_ = worker_.nextUnnamedVersion();  // unique in the worker, unlike `this`
@@ -1316,24 +1340,7 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
   switch (type) {
     case wire::fe::kParse: {
       if (!manage_statements_) return pass(Reply::kParseComplete);
-      {
-        // The common case, on the hot path: the unnamed statement of an ordinary query. Its text
-        // and types are remembered (into buffers that keep their capacity) and the message passes.
-        wire::PayloadReader reader(payload);
-        std::string_view name, query;
-        int16_t count = 0;
-        if (reader.readCString(name) && name.empty() && reader.readCString(query) &&
-            reader.readInt16(count) && count >= 0 &&
-            reader.remaining() == static_cast<size_t>(count) * 4 &&
-            worker_.sessionEffectFree(query)) {
-          unnamed_query_.assign(query);
-          unnamed_types_.resize(static_cast<size_t>(count));
-          for (int32_t& oid : unnamed_types_) reader.readInt32(oid);
-          unnamed_version_ = worker_.nextUnnamedVersion();
-          server_->setUnnamedStatement(this, unnamed_version_);
-          return pass(Reply::kParseComplete);
-        }
-      }
+      if (rememberPlainUnnamedParse(payload)) return pass(Reply::kParseComplete);
       auto parse = wire::Parse::decode(payload);
       if (!parse.ok()) return malformed(parse.error());
       SessionEffects effects = sessionEffectsOf(parse->query);

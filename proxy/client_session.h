@@ -151,6 +151,9 @@ class ClientSession final : public TcpConnection,
   void forgetTransaction();
   void noteRoutedStatement();
   void rememberParse(const wire::Parse& parse);
+  // The hot path's Parse: the unnamed statement of an ordinary query (no session effects), its
+  // text and types remembered in buffers that keep their capacity. False: it needs the full path.
+  bool rememberPlainUnnamedParse(std::string_view payload);
   void ensureUnnamedPrepared();
   void answer(std::string bytes);
   void refuseStatement(const Error& error, bool extended_protocol);
@@ -308,6 +311,7 @@ class ClientSession final : public TcpConnection,
   bool batch_spread_ = false;
   bool batch_spread_synced_ = false;  // the current server got its Sync for it
   std::string unnamed_query_;         // the unnamed statement (prepared where it is bound)
+  bool unnamed_effect_free_ = false;  // ... was found free of session effects
   std::vector<int32_t> unnamed_types_;
   uint64_t unnamed_version_ = 0;
   std::string last_bound_text_;
