@@ -50,6 +50,7 @@ Worker::Worker(ProxyServer& server, uint32_t index, conf::ConfigPtr config)
 
 Worker::~Worker() {
   join();
+  forgetRecentPools();
   draining_pools_.clear();
   pools_.clear();
   uv_loop_close(&loop_);
@@ -257,8 +258,26 @@ bool Worker::sessionEffectFree(std::string_view sql) {
 
 backends::Pool& Worker::pool(const conf::Database& database, const conf::User& user, uint32_t shard,
                              int replica) {
-  // Every routed statement looks its pool up: the key is built in a buffer that keeps its
-  // capacity, so a hit allocates nothing.
+  // Every routed statement looks its pool up: most find it among the last few found.
+  for (const RecentPool& recent : recent_pools_) {
+    if (recent.database == &database && recent.user == &user && recent.shard == shard &&
+        recent.replica == replica) {
+      return *recent.pool;
+    }
+  }
+  backends::Pool& found = findOrCreatePool(database, user, shard, replica);
+  recent_pools_[next_recent_pool_++ % recent_pools_.size()] =
+      RecentPool{&database, &user, shard, replica, &found};
+  return found;
+}
+
+void Worker::forgetRecentPools() {
+  recent_pools_.fill(RecentPool{});
+}
+
+backends::Pool& Worker::findOrCreatePool(const conf::Database& database, const conf::User& user,
+                                         uint32_t shard, int replica) {
+  // The key is built in a buffer that keeps its capacity, so a hit allocates nothing.
   char number[16];
   pool_key_.assign(database.name).push_back('\x1f');
   pool_key_.append(user.name).push_back('\x1f');

@@ -3,6 +3,7 @@
 
 #include <uv.h>
 
+#include <array>
 #include <functional>
 #include <map>
 #include <memory>
@@ -148,6 +149,10 @@ class Worker {
   PoolSpec poolSpec(const conf::Config& config, const conf::Database& database,
                     const conf::User& user, uint32_t shard, int replica) const;
   void sweepDrainingPools(uint64_t now_ms);
+  // pool() without its memo of recent lookups; forgetRecentPools empties the memo.
+  backends::Pool& findOrCreatePool(const conf::Database& database, const conf::User& user,
+                                   uint32_t shard, int replica);
+  void forgetRecentPools();
   void finishIfDrained();
   // Logins to a paused database wait and to a disabled one are refused: the pools ask this gate
   // while any database is paused or disabled, and nothing otherwise (refreshPoolGates).
@@ -187,6 +192,18 @@ class Worker {
   LoginGate login_gate_{*this};  // before the pools, which point to it
   std::map<std::string, std::unique_ptr<backends::Pool>> pools_;
   std::string pool_key_;  // pool()'s lookup key, built in place (a routed statement per lookup)
+  // The pools pool() found last, by the config objects and numbers it was asked with. Forgotten
+  // when a config is applied (pools may be replaced; a later config's objects may reuse the
+  // addresses of a freed one's).
+  struct RecentPool {
+    const conf::Database* database = nullptr;
+    const conf::User* user = nullptr;
+    uint32_t shard = 0;
+    int replica = 0;
+    backends::Pool* pool = nullptr;
+  };
+  std::array<RecentPool, 8> recent_pools_{};
+  size_t next_recent_pool_ = 0;
   BindScratch bind_scratch_;
   struct TextHash {
     using is_transparent = void;
