@@ -9,7 +9,10 @@ Targets, each in turn (the order rotates every run):
   passthrough  shardgate in front of that server (one shard: nothing to route)
   routed       shardgate in front of two servers, pgbench_accounts hash-sharded on aid (as in
                conf/demo.toml); each server holds only its own rows, placed by Postgres's own
-               satisfies_hash_partition (MODULUS 2)
+               satisfies_hash_partition (MODULUS 2). Its pool size per shard is half the
+               pass-through's (BENCH_POOL_SIZE split over the shards), so that both may open the
+               same number of Postgres connections in all: with one pool per shard the same
+               setting would let the routed target run twice the backends on the same 2 cores
   two_servers  no proxy: two more servers, each with every row, each sent half the clients by its
                own pgbench at once (clients >= 2). Its TPS over direct's is what splitting the
                statements over two Postgres servers costs on this machine before any router runs:
@@ -149,8 +152,10 @@ def main() -> int:
     users = [{"name": benchlib.SUPERUSER, "password": benchlib.SUPERPASS, "auth_method": "scram-sha-256",
               "admin": True}]
     general = {"pool_mode": "transaction", "default_pool_size": pool, "workers": sg_workers}
+    shard_pool = max(1, pool // 2)  # the same budget of Postgres connections, split over the shards
     single = benchlib.make_cluster(wd / "passthrough", users=users, general=general)
-    sharded = benchlib.make_cluster(wd / "routed", users=users, general=general, num_shards=2,
+    sharded = benchlib.make_cluster(wd / "routed", users=users, general={**general, "default_pool_size": shard_pool},
+                                    num_shards=2,
                                     database_options={"default_shard": 0}, extra_toml=ROUTED_TOML)
     # Only its Postgres servers run (two_servers); shardgate is not started there.
     full_pair = benchlib.make_cluster(wd / "two_servers", users=users, general=general, num_shards=2)
@@ -167,8 +172,9 @@ def main() -> int:
                 c = clusters[name]
                 c.start_shardgate()
                 benchlib.record_pid(c.shardgate.pid, f"shardgate ({name})")
+                size = pool if name == "passthrough" else shard_pool
                 log(f"{name}: shardgate pid {c.shardgate.pid} on port {c.shardgate.port} "
-                    f"(pool_mode=transaction, default_pool_size={pool}, workers={sg_workers or 'one per core'})")
+                    f"(pool_mode=transaction, default_pool_size={size}, workers={sg_workers or 'one per core'})")
             return start
 
         for name in clusters:
@@ -219,7 +225,8 @@ def main() -> int:
                f"data: pgbench -i -s {scale}; direct and passthrough: one Postgres 15 server with every row; "
                f"routed: two servers, each with its own half (hash on aid, MODULUS 2); two_servers: two more "
                f"servers with every row, half the clients on each, no proxy",
-               f"shardgate: pool_mode=transaction, default_pool_size={pool}, workers="
+               f"shardgate: pool_mode=transaction, default_pool_size={pool} (passthrough; routed: {shard_pool} per "
+               f"shard, the same {pool} connections in all), workers="
                f"{shardgate_workers(single.shardgate.logfile)} (BENCH_SHARDGATE_WORKERS), auth scram-sha-256",
                "cpu_us = shardgate's own utime+stime (/proc/<pid>/stat) over the run / transactions; pg_cpu_us the "
                "same for the Postgres servers behind it (postmasters and their backends): two servers cost "
