@@ -2243,7 +2243,8 @@ ClientSession::PortalStep ClientSession::continueKeptPortal(char type, std::stri
     suspended_portals_.erase(suspended);
     wire::CloseComplete{}.encode(reply);
   } else if (type == wire::fe::kDescribe) {
-    reply = suspended->row_description;  // a portal stopped by a row limit has rows
+    reply = suspended->row_description;  // kept for every portal stopped by a row limit
+    if (reply.empty()) wire::NoData{}.encode(reply);
   } else {
     auto execute = wire::Execute::decode(payload);
     if (!execute.ok()) return PortalStep::kNotKept;  // malformed: the usual path reports it
