@@ -883,10 +883,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       }
       skipping_to_sync_ = false;
       if (!server_) {
-        endPortalsOutsideTransaction();
-        std::string ready;
-        wire::writeReadyForQuery(ready, transaction_status_);
-        answer(std::move(ready));
+        answerSync();
         used += frame.size;
         continue;
       }
@@ -1012,10 +1009,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
     } else if (server_ == nullptr) {
       if (type == wire::fe::kSync) {
         used += frame.size;
-        endPortalsOutsideTransaction();
-        std::string ready;
-        wire::writeReadyForQuery(ready, transaction_status_);
-        send(ready);
+        answerSync();
         continue;
       }
       if (type == wire::fe::kFlush) {
@@ -2151,8 +2145,8 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
     case wire::fe::kFlush:
       return true;
     case wire::fe::kSync: {
-      if (!multi_bound_->executed && !multi_bound_->local_reply && !multi_bound_->describe &&
-          transaction_status_ != 'I') {
+      // (A described portal was run at this Sync already: describeBoundPortalNow.)
+      if (!multi_bound_->executed && !multi_bound_->local_reply && transaction_status_ != 'I') {
         // Bound in a transaction block, executed in a later batch (asyncpg's cursors): the
         // portal lives until the transaction ends.
         constexpr size_t kMaxBoundPortals = 64;
@@ -2160,10 +2154,7 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
         bound_portals_.push_back(std::move(multi_bound_));
       }
       multi_bound_.reset();
-      endPortalsOutsideTransaction();
-      std::string ready;
-      wire::writeReadyForQuery(ready, transaction_status_);
-      answer(std::move(ready));
+      answerSync();
       return true;
     }
     default:
@@ -2320,8 +2311,12 @@ void ClientSession::executeSuspendedPortal(std::vector<SuspendedPortal>::iterato
   answer(std::move(out));
 }
 
-void ClientSession::endPortalsOutsideTransaction() {
+void ClientSession::answerSync() {
+  // Portals end with their transaction; outside one, the Sync ended the implicit transaction.
   if (transaction_status_ == 'I') dropPortals();
+  std::string ready;
+  wire::writeReadyForQuery(ready, transaction_status_);
+  answer(std::move(ready));
 }
 
 void ClientSession::dropPortals() {

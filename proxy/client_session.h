@@ -193,8 +193,9 @@ class ClientSession final : public TcpConnection,
   // A Sync or Flush came after a multi-shard portal's Describe but before its Execute: runs it
   // for its columns, keeping its rows for a later Execute (a write is refused instead).
   void describeBoundPortalNow();
-  // Portals end with their transaction (an implicit one ends at Sync), as in Postgres.
-  void endPortalsOutsideTransaction();
+  // A Sync shardgate answers itself: ReadyForQuery after whatever the held server still owes,
+  // and, outside a transaction block, the end of the batch's portals (as Postgres ends them).
+  void answerSync();
   void dropPortals();
   // What another suspended portal may still keep, within general.max_merge_bytes.
   uint64_t suspendedPortalBudget() const;
