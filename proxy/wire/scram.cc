@@ -73,25 +73,25 @@ std::string saltedPassword(std::string_view password, std::string_view salt, int
 // PBKDF2 over thousands of HMAC rounds costs about a millisecond of CPU, and Postgres keeps one
 // salt per role, so every connection a pool opens would derive the same key again: the keys are
 // memoised for the process (workers share them under a mutex), as PgBouncer keeps them per user.
-// Bounded: a config with more distinct (password, salt) pairs than this starts over.
+// Bounded: a config with more distinct (password, salt) pairs than this starts over. The memo is
+// keyed by a digest of the inputs, so it holds no password.
 std::string memoisedSaltedPassword(std::string_view password, std::string_view salt,
                                    int iterations) {
   constexpr size_t kMaxEntries = 256;
   static std::mutex mutex;
   static std::unordered_map<std::string, std::string> keys;
-  std::string id = std::to_string(iterations) + ':' + std::to_string(salt.size()) + ':';
-  id.append(salt).append(password);
+  std::string inputs = std::to_string(iterations) + ':' + std::to_string(salt.size()) + ':';
+  inputs.append(salt).append(password);
+  const std::string id = sha256(inputs);
+  OPENSSL_cleanse(inputs.data(), inputs.size());
   std::lock_guard lock(mutex);
-  if (const auto it = keys.find(id); it != keys.end()) {
-    OPENSSL_cleanse(id.data(), id.size());
-    return it->second;
-  }
+  if (const auto it = keys.find(id); it != keys.end()) return it->second;
   if (keys.size() >= kMaxEntries) {
     for (auto& [k, v] : keys) OPENSSL_cleanse(v.data(), v.size());
     keys.clear();
   }
   std::string salted = saltedPassword(password, salt, iterations);
-  keys.emplace(std::move(id), salted);
+  keys.emplace(id, salted);
   return salted;
 }
 
