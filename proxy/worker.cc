@@ -50,7 +50,6 @@ Worker::Worker(ProxyServer& server, uint32_t index, conf::ConfigPtr config)
 
 Worker::~Worker() {
   join();
-  forgetRecentPools();
   draining_pools_.clear();
   pools_.clear();
   uv_loop_close(&loop_);
