@@ -19,13 +19,18 @@ Targets, each in turn (the order rotates every run):
                on 2 cores shared with pgbench the two servers may do less than one (reported as
                two_server_ratio; it bounds ratio_passthrough only roughly, since every figure
                here moves by several percent from run to run)
+  one_shard    shardgate in front of the two_servers pair, pgbench_accounts range-sharded with every
+               key on shard 0: the routed target's work in shardgate (analysis, routing, the shard's
+               own pool) with all statements on one server. Its TPS over the pass-through's is what
+               routing costs apart from splitting the statements over two servers; its pool size is
+               BENCH_POOL_SIZE, as only one shard is used
 Settings (environment): BENCH_SECONDS (10), BENCH_RUNS (3), BENCH_CLIENTS ("1 8 32"),
 BENCH_ROUTED_MODES ("simple prepared"), BENCH_SCALE (10), BENCH_POOL_SIZE (20), BENCH_THREADS (2),
 BENCH_SHARDGATE_WORKERS (1; 0 = one per core).
 Progress goes to stderr; stdout gets the report, whose last lines are one
   BENCH name=routed_<mode>_c<clients> direct=.. passthrough=.. routed=.. ratio_passthrough=..
         ratio_direct=.. passthrough_cpu_us=.. routed_cpu_us=.. passthrough_pg_cpu_us=..
-        routed_pg_cpu_us=.. two_servers=.. two_server_ratio=..
+        routed_pg_cpu_us=.. two_servers=.. two_server_ratio=.. one_shard=.. one_shard_ratio=..
 per mode and client count (ratios are the routed TPS over the peer's; cpu_us is shardgate's own
 utime+stime per transaction, in microseconds). Floor (reported, not asserted): ratio_passthrough >= 0.9.
 """
@@ -39,7 +44,7 @@ import benchlib
 from benchlib import BenchError, Cell, Target, fmt, loadavg, log, median, ratio, run_one, shardgate_workers
 
 MODES = ("simple", "extended", "prepared")
-TARGETS = ("direct", "passthrough", "routed", "two_servers")
+TARGETS = ("direct", "passthrough", "routed", "two_servers", "one_shard")
 FLOOR = 0.9
 SCRIPT = "\\set aid random(1, 100000 * :scale)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n"
 ROUTED_TOML = """\
@@ -49,6 +54,15 @@ name = "pgbench_accounts"
 column = "aid"
 type = "integer"
 strategy = "hash"
+"""
+# The one_shard target: the same table range-sharded, every pgbench key on shard 0.
+ONE_SHARD_TOML = """\
+[[databases.sharded_tables]]
+name = "pgbench_accounts"
+column = "aid"
+type = "integer"
+strategy = "range"
+ranges = [{ from = 0, to = 2147483647, shard = 0 }]
 """
 
 
@@ -157,9 +171,10 @@ def main() -> int:
     sharded = benchlib.make_cluster(wd / "routed", users=users, general={**general, "default_pool_size": shard_pool},
                                     num_shards=2,
                                     database_options={"default_shard": 0}, extra_toml=ROUTED_TOML)
-    # Only its Postgres servers run (two_servers); shardgate is not started there.
-    full_pair = benchlib.make_cluster(wd / "two_servers", users=users, general=general, num_shards=2)
-    clusters = {"passthrough": single, "routed": sharded}
+    # two_servers drives its servers directly; one_shard goes through its shardgate.
+    full_pair = benchlib.make_cluster(wd / "two_servers", users=users, general=general, num_shards=2,
+                                      database_options={"default_shard": 0}, extra_toml=ONE_SHARD_TOML)
+    clusters = {"passthrough": single, "routed": sharded, "one_shard": full_pair}
     try:
         pg = start_and_load(single, sharded, scale)
         full_pair.start()
@@ -172,7 +187,7 @@ def main() -> int:
                 c = clusters[name]
                 c.start_shardgate()
                 benchlib.record_pid(c.shardgate.pid, f"shardgate ({name})")
-                size = pool if name == "passthrough" else shard_pool
+                size = shard_pool if name == "routed" else pool
                 log(f"{name}: shardgate pid {c.shardgate.pid} on port {c.shardgate.port} "
                     f"(pool_mode=transaction, default_pool_size={size}, workers={sg_workers or 'one per core'})")
             return start
@@ -187,12 +202,14 @@ def main() -> int:
 
         targets = {"direct": Target("direct", lambda: pg.port, lambda: None, pg.is_running,
                                     servers=lambda: postmasters(single)),
-                   "passthrough": proxy_target("passthrough"), "routed": proxy_target("routed")}
+                   "passthrough": proxy_target("passthrough"), "routed": proxy_target("routed"),
+                   "one_shard": proxy_target("one_shard")}
 
         # Every row the script can ask for must be found through the router, on the right shard.
-        probe = sharded.shardgate.psql("SELECT count(*) FROM pgbench_accounts WHERE aid = 1").stdout.strip()
-        if probe != "1":
-            raise BenchError(f"routed: SELECT ... WHERE aid = 1 through shardgate found {probe!r} rows, not 1")
+        for name in ("routed", "one_shard"):
+            probe = clusters[name].shardgate.psql("SELECT count(*) FROM pgbench_accounts WHERE aid = 1").stdout.strip()
+            if probe != "1":
+                raise BenchError(f"{name}: SELECT ... WHERE aid = 1 through shardgate found {probe!r} rows, not 1")
 
         log("warm-up: 2 s per target and mode")
         for mode in modes:
@@ -224,9 +241,10 @@ def main() -> int:
                f"{runs} runs x {seconds} s per point, medians ==",
                f"data: pgbench -i -s {scale}; direct and passthrough: one Postgres 15 server with every row; "
                f"routed: two servers, each with its own half (hash on aid, MODULUS 2); two_servers: two more "
-               f"servers with every row, half the clients on each, no proxy",
+               f"servers with every row, half the clients on each, no proxy; one_shard: shardgate in front of "
+               f"those two, every key range-routed to the first",
                f"shardgate: pool_mode=transaction, default_pool_size={pool} (passthrough; routed: {shard_pool} per "
-               f"shard, the same {pool} connections in all), workers="
+               f"shard, the same {pool} connections in all; one_shard: {pool}), workers="
                f"{shardgate_workers(single.shardgate.logfile)} (BENCH_SHARDGATE_WORKERS), auth scram-sha-256",
                "cpu_us = shardgate's own utime+stime (/proc/<pid>/stat) over the run / transactions; pg_cpu_us the "
                "same for the Postgres servers behind it (postmasters and their backends): two servers cost "
@@ -235,12 +253,14 @@ def main() -> int:
                f"{os.cpu_count()} cores shared by pgbench, Postgres and shardgate",
                "",
                f"{'mode':9}{'clients':>8}{'direct':>11}{'passthru':>11}{'routed':>11}{'r/pass':>8}{'r/direct':>10}"
-               f"{'pass_cpu':>10}{'rt_cpu':>9}{'pass_pg':>9}{'rt_pg':>8}{'two_srv':>11}{'2srv/dir':>9}"]
+               f"{'pass_cpu':>10}{'rt_cpu':>9}{'pass_pg':>9}{'rt_pg':>8}{'two_srv':>11}{'2srv/dir':>9}"
+               f"{'1shard':>11}{'1s/pass':>8}{'1s_cpu':>8}"]
         bench_lines, floors, anomalies = [], [], []
         for mode in modes:
             for c in clients:
-                d, p, s, two = (median(cells[(mode, c, t)].tps) for t in TARGETS)
-                two_ratio = ratio(two, d)
+                d, p, s, two, one = (median(cells[(mode, c, t)].tps) for t in TARGETS)
+                two_ratio, one_ratio = ratio(two, d), ratio(one, p)
+                oc = median(cells[(mode, c, "one_shard")].cpu_us)
                 pc = median(cells[(mode, c, "passthrough")].cpu_us)
                 sc = median(cells[(mode, c, "routed")].cpu_us)
                 ppg = median(cells[(mode, c, "passthrough")].server_cpu_us)
@@ -248,17 +268,20 @@ def main() -> int:
                 rp, rd = ratio(s, p), ratio(s, d)
                 out.append(f"{mode:9}{c:>8}{fmt(d, 1):>11}{fmt(p, 1):>11}{fmt(s, 1):>11}{fmt(rp, 3):>8}"
                            f"{fmt(rd, 3):>10}{fmt(pc, 2):>10}{fmt(sc, 2):>9}{fmt(ppg, 1):>9}{fmt(spg, 1):>8}"
-                           f"{fmt(two, 1):>11}{fmt(two_ratio, 3):>9}")
+                           f"{fmt(two, 1):>11}{fmt(two_ratio, 3):>9}{fmt(one, 1):>11}{fmt(one_ratio, 3):>8}"
+                           f"{fmt(oc, 2):>8}")
                 bench_lines.append(f"BENCH name=routed_{mode}_c{c} direct={fmt(d, 1)} passthrough={fmt(p, 1)} "
                                    f"routed={fmt(s, 1)} ratio_passthrough={fmt(rp, 3)} ratio_direct={fmt(rd, 3)} "
                                    f"passthrough_cpu_us={fmt(pc, 2)} routed_cpu_us={fmt(sc, 2)} "
                                    f"passthrough_pg_cpu_us={fmt(ppg, 1)} routed_pg_cpu_us={fmt(spg, 1)} "
-                                   f"two_servers={fmt(two, 1)} two_server_ratio={fmt(two_ratio, 3)}")
+                                   f"two_servers={fmt(two, 1)} two_server_ratio={fmt(two_ratio, 3)} "
+                                   f"one_shard={fmt(one, 1)} one_shard_ratio={fmt(one_ratio, 3)}")
                 met = rp is not None and rp >= FLOOR
                 floors.append(f"  routed_{mode}_c{c}: TPS routed/passthrough {fmt(rp, 3)} (floor {FLOOR}) "
                               f"{'MET' if met else 'MISSED'}"
                               + (f"; two servers without a proxy reach {fmt(two_ratio, 3)}x one server"
-                                 if two_ratio is not None else ""))
+                                 if two_ratio is not None else "")
+                              + f"; routed to one shard {fmt(one_ratio, 3)}x")
                 for t in TARGETS:
                     anomalies += [f"  {t} {mode}_c{c}: {f}" for f in cells[(mode, c, t)].failures]
         out.append("")
