@@ -665,14 +665,26 @@ bool ClientSession::spreadBatch() {
     skipping_to_sync_ = true;  // endSpreadBatch reads this as the batch's failure
     return false;
   }
-  if (transaction_status_ == 'I') {
-    sendOwnQuery("BEGIN");
-    batch_spread_ = true;
-    transaction_status_ = 'T';  // shardgate's view: the client sees 'I' again after its Sync
-    txn_begin_sql_ = "BEGIN";
-  }
+  joinBatchToTransaction();
   txn_bound_ = true;  // this shard's part stays in the transaction (parked)
   return true;
+}
+
+// The batch's statements so far ran on the held server (which has answered them all), and it
+// goes on elsewhere. If the client's BEGIN was among them, the batch is in that transaction:
+// this server's part of the batch ends with a Sync of shardgate's, and the transaction goes on
+// after the client's Sync. Otherwise the batch's implicit transaction is made explicit (BEGIN
+// inside the batch takes in what ran so far), and it ends at the client's Sync (endSpreadBatch).
+void ClientSession::joinBatchToTransaction() {
+  if (transaction_status_ != 'I') return;
+  if (batch_began_transaction_) {
+    sendOwnSync();
+  } else {
+    sendOwnQuery("BEGIN");
+    batch_spread_ = true;  // the client sees 'I' again after its Sync
+    txn_begin_sql_ = "BEGIN";
+  }
+  transaction_status_ = 'T';  // shardgate's view until the server's next ReadyForQuery
 }
 
 // The client's Sync ends a batch spread over shards: the current server's part is synced, then
@@ -718,6 +730,8 @@ bool ClientSession::endSpreadBatch() {
   batch_spread_synced_ = false;
   batch_open_ = false;
   batch_executes_ = false;
+  batch_began_transaction_ = false;
+  multi_bound_.reset();
   skipping_to_sync_ = false;
   request_failed_ = false;
   forgetTransaction();
@@ -999,6 +1013,11 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
                           /*extended_protocol=*/true);
           continue;
         }
+        if (!worker_.sessionEffectFree(parse->query)) {
+          noteParsedEffects(parse->name, sessionEffectsOf(parse->query));
+        } else if (!statement_settings_.empty()) {
+          statement_settings_.erase(parse->name);
+        }
         rememberParse(*parse);
         metrics_.statementText(type, frame.payload);
         std::string reply;
@@ -1087,6 +1106,15 @@ bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::
   if (decision.transaction == planner::TransactionAction::kBegin && transaction_status_ == 'I') {
     txn_begin_sql_ = std::string(sql);
   }
+  if (extended_protocol && transaction_status_ == 'I') {
+    if (decision.transaction == planner::TransactionAction::kBegin) {
+      batch_began_transaction_ = true;
+    } else if (decision.transaction == planner::TransactionAction::kCommit ||
+               decision.transaction == planner::TransactionAction::kRollback ||
+               decision.transaction == planner::TransactionAction::kPrepare) {
+      batch_began_transaction_ = false;
+    }
+  }
   return true;
 }
 
@@ -1133,6 +1161,7 @@ bool ClientSession::rememberPlainUnnamedParse(std::string_view payload) {
     unnamed_query_.assign(query);
     unnamed_effect_free_ = true;
   }
+  if (!statement_settings_.empty()) statement_settings_.erase(std::string());
   unnamed_types_.resize(static_cast<size_t>(count));
   for (int32_t& oid : unnamed_types_) reader.readInt32(oid);
   unnamed_version_ = worker_.nextUnnamedVersion();
@@ -1217,6 +1246,7 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
       // Each ends with its own ReadyForQuery (a Query or FunctionCall inside a batch ends it too).
       batch_open_ = false;
       batch_executes_ = false;
+      batch_began_transaction_ = false;
     } else if (type == wire::fe::kParse || type == wire::fe::kBind || type == wire::fe::kDescribe ||
                type == wire::fe::kExecute || type == wire::fe::kClose) {
       batch_open_ = true;  // an extended batch in progress until its Sync
@@ -1237,8 +1267,7 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
         std::string_view sql = frame.payload;
         if (!sql.empty() && sql.back() == '\0') sql.remove_suffix(1);
         SessionEffects effects = sessionEffectsOf(sql);
-        applySessionEffects(std::move(effects.pin_reason), std::move(effects.changes),
-                            /*extended_protocol=*/false);
+        applySessionEffects(std::move(effects.pin_reason), std::move(effects.changes));
         if (effects.sql_prepared && transaction_pooling_) {  // session pooling keeps the names
           passRun(start);
           forwardSqlPrepared(sql, data.substr(start, used - start));
@@ -1356,12 +1385,12 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
           effects.pin_reason = "PREPARE through the extended protocol";
         }
       }
-      applySessionEffects(std::move(effects.pin_reason), std::move(effects.changes),
-                          /*extended_protocol=*/true);
+      const bool sql_prepared = effects.sql_prepared;
+      noteParsedEffects(parse->name, std::move(effects));
       if (parse->name.empty()) {
         rememberParse(*parse);
         server_->setUnnamedStatement(this, unnamed_version_);
-        if (!effects.sql_prepared) return pass(Reply::kParseComplete);
+        if (!sql_prepared) return pass(Reply::kParseComplete);
         std::string rewritten;
         parse->encode(rewritten);
         server_->forward(rewritten);
@@ -1401,6 +1430,7 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
       if (!reader.readCString(portal) || !reader.readCString(name)) {
         return malformed(Error::fatal(sqlstate::kProtocolViolation, "invalid Bind message"));
       }
+      if (!statement_settings_.empty()) settingsBound(name);
       if (name.empty()) {
         ensureUnnamedPrepared();
         return pass(Reply::kBindComplete);
@@ -1460,10 +1490,9 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
   }
 }
 
-void ClientSession::applySessionEffects(std::string pin_reason, std::vector<SettingChange> changes,
-                                        bool extended_protocol) {
+void ClientSession::applySessionEffects(std::string pin_reason,
+                                        std::vector<SettingChange> changes) {
   if (pinned_ || (pin_reason.empty() && changes.empty())) return;
-  if (pin_reason.empty() && extended_protocol) pin_reason = "SET through the extended protocol";
   if (!pin_reason.empty()) {
     pinned_ = true;
     spdlog::info("event=client_pinned session={} user={} database={} reason=\"{}\"", id_,
@@ -1471,8 +1500,30 @@ void ClientSession::applySessionEffects(std::string pin_reason, std::vector<Sett
     return;
   }
   SessionSettings::noteSent(*server_, changes);
-  // The Query being forwarded is the next one to end with ReadyForQuery.
+  // The Query (or the batch) being forwarded is the next one to end with ReadyForQuery.
   changes_in_flight_.push_back({ready_sent_ + 1, std::move(changes)});
+}
+
+void ClientSession::noteParsedEffects(const std::string& name, SessionEffects effects) {
+  if (!effects.pin_reason.empty() || effects.resetsAnything()) {
+    // RESET puts back the startup packet's values with a statement of shardgate's own after it,
+    // which cannot go inside the client's batch.
+    applySessionEffects(
+        effects.pin_reason.empty() ? "RESET through the extended protocol" : effects.pin_reason,
+        {});
+    statement_settings_.erase(name);
+  } else if (!effects.changes.empty()) {
+    statement_settings_[name] = std::move(effects.changes);
+  } else if (!statement_settings_.empty()) {
+    statement_settings_.erase(name);
+  }
+}
+
+void ClientSession::settingsBound(std::string_view statement_name) {
+  auto it = statement_settings_.find(std::string(statement_name));
+  if (it == statement_settings_.end()) return;
+  // Counted if the batch's Sync finds no error (a Bind that is never executed is taken as run).
+  applySessionEffects({}, it->second);
 }
 
 // PREPARE / EXECUTE / DEALLOCATE under transaction pooling: client names become the shared
@@ -1489,7 +1540,7 @@ void ClientSession::forwardSqlPrepared(std::string_view sql, std::string_view me
   }
   switch (plan.action) {
     case SqlPreparedPlan::Action::kPin:
-      applySessionEffects(plan.pin_reason, {}, false);
+      applySessionEffects(plan.pin_reason, {});
       [[fallthrough]];
     case SqlPreparedPlan::Action::kPassThrough:
       server_->forward(message);
@@ -1999,7 +2050,25 @@ bool ClientSession::readyForMultiShard() {
     return false;
   }
   if (server_->owesReplies()) {
+    if (batch_open_) {  // the server keeps the batch's replies until a Flush or Sync
+      std::string flush;
+      wire::Flush{}.encode(flush);
+      server_->forward(flush);
+    }
     server_->notifyWhenCaughtUp();  // the statement waits for the replies
+    return false;
+  }
+  if (batch_open_ && !pinned_ && server_->transactionStatus() != 'E') {
+    // Statements of this batch ran on the held server: they and this one become one transaction
+    // over shards, whose part there the run takes on. That server's part of the batch ends here.
+    if (transaction_status_ == 'I') {
+      joinBatchToTransaction();
+    } else {
+      sendOwnSync();
+    }
+    batch_open_ = false;
+    batch_executes_ = false;
+    server_->notifyWhenCaughtUp();
     return false;
   }
   return true;
@@ -2314,6 +2383,7 @@ void ClientSession::executeSuspendedPortal(std::vector<SuspendedPortal>::iterato
 void ClientSession::answerSync() {
   // Portals end with their transaction; outside one, the Sync ended the implicit transaction.
   if (transaction_status_ == 'I') dropPortals();
+  batch_began_transaction_ = false;
   std::string ready;
   wire::writeReadyForQuery(ready, transaction_status_);
   answer(std::move(ready));

@@ -147,6 +147,8 @@ class ClientSession final : public TcpConnection,
   void endDescribeOnlyBatch();
   // An extended batch with a statement for another shard than its part so far (see the .cc).
   bool spreadBatch();
+  // Makes what the open batch ran on the held server part of a transaction over shards.
+  void joinBatchToTransaction();
   bool endSpreadBatch();
   void forgetTransaction();
   void noteRoutedStatement();
@@ -222,8 +224,12 @@ class ClientSession final : public TcpConnection,
   void maybeReleaseServer();
   // Acts on a statement's session-level effects: pins the session, or records the settings it
   // changes (kept once its transaction commits).
-  void applySessionEffects(std::string pin_reason, std::vector<SettingChange> changes,
-                           bool extended_protocol);
+  void applySessionEffects(std::string pin_reason, std::vector<SettingChange> changes);
+  // Parse in the extended protocol: a statement's effects happen where it is bound. Pinning
+  // features pin now; the settings a SET changes are remembered by statement and count at each
+  // Bind of it (settingsBound).
+  void noteParsedEffects(const std::string& name, SessionEffects effects);
+  void settingsBound(std::string_view statement_name);
   void forwardSqlPrepared(std::string_view sql, std::string_view message);
   void settleSettingChanges(char transaction_status);
   void fatal(const Error& error);
@@ -256,6 +262,9 @@ class ClientSession final : public TcpConnection,
   int32_t cancel_secret_ = 0;
   // Named prepared statements, by the client's names.
   std::unordered_map<std::string, std::shared_ptr<backends::PreparedStatement>> statements_;
+  // The statements (by name, "" for the unnamed one) that SET settings, and what they set
+  // (pgjdbc sends SET extra_float_digits this way at connect). Usually empty.
+  std::unordered_map<std::string, std::vector<SettingChange>> statement_settings_;
 
   backends::Pool* pool_ = nullptr;
   backends::ServerConnection* server_ = nullptr;
@@ -311,6 +320,9 @@ class ClientSession final : public TcpConnection,
   // client's was implicit): it ends at the client's Sync (endSpreadBatch).
   bool batch_spread_ = false;
   bool batch_spread_synced_ = false;  // the current server got its Sync for it
+  // The client's own BEGIN ran in the open batch (pgjdbc sends it with the first statement of a
+  // transaction): a batch spread over shards is then that transaction, which outlives the Sync.
+  bool batch_began_transaction_ = false;
   std::string unnamed_query_;         // the unnamed statement (prepared where it is bound)
   bool unnamed_effect_free_ = false;  // ... was found free of session effects
   std::vector<int32_t> unnamed_types_;

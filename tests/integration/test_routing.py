@@ -1039,6 +1039,65 @@ def test_batch_across_shards_raw(r):
     assert placement(r, "users", "id", [k1s[2], k0s[4]]) == {k1s[2]: [1], k0s[4]: [0]}
 
 
+def pipelined(sql: str, params: tuple = ()) -> bytes:
+    """Parse/Bind/Execute of the unnamed statement, no Sync."""
+    return pgwire.parse("", sql) + pgwire.bind("", "", params) + pgwire.execute()
+
+
+def test_batch_beginning_a_transaction_spans_shards(r):
+    """pgjdbc with autocommit off sends BEGIN in one batch with the transaction's first statements.
+    The batch then is that transaction: over both shards its Sync answers 'T' and commits nothing, and
+    ROLLBACK undoes both shards' rows; a multi-shard statement in such a batch (first, or after a keyed
+    one) runs in the transaction and sees its rows. Without BEGIN, a batch with a keyed statement and a
+    multi-shard one is one implicit transaction, committed at its Sync, or rolled back as a whole."""
+    k0s, k1s = r.keys_on(0, 4), r.keys_on(1, 4)
+    begin = pipelined("BEGIN")
+    count_keys = "SELECT count(*) FROM users WHERE id IN ({})"
+    with wire_connect(r.port) as w:
+        # BEGIN, rows for both shards, Sync: the transaction stays open; ROLLBACK undoes both.
+        w.send(begin + insert_pipeline([(k0s[0], "rolled back"), (k1s[0], "rolled back")]) + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert not pgwire.errors(msgs) and status_of(msgs) == "T", describe_reply(msgs)
+        assert command_tags(msgs) == ["BEGIN", "INSERT 0 1", "INSERT 0 1"], describe_reply(msgs)
+        assert not [m for m in msgs if m.type == b"N"], describe_reply(msgs)  # no stray warning
+        assert placement(r, "users", "id", [k0s[0], k1s[0]]) == {k0s[0]: [], k1s[0]: []}
+        end_transaction(w, "ROLLBACK", "ROLLBACK")
+        assert placement(r, "users", "id", [k0s[0], k1s[0]]) == {k0s[0]: [], k1s[0]: []}
+        # The same, committed.
+        w.send(begin + insert_pipeline([(k1s[1], "kept"), (k0s[1], "kept")]) + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert not pgwire.errors(msgs) and status_of(msgs) == "T", describe_reply(msgs)
+        end_transaction(w, "COMMIT", "COMMIT")
+        assert placement(r, "users", "id", [k1s[1], k0s[1]]) == {k1s[1]: [1], k0s[1]: [0]}
+        # BEGIN and a multi-shard statement first.
+        w.send(begin + pipelined(count_keys.format(f"{k0s[1]}, {k1s[1]}")) + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert not pgwire.errors(msgs) and status_of(msgs) == "T", describe_reply(msgs)
+        assert pgwire.data_rows(msgs) == [["2"]], describe_reply(msgs)
+        end_transaction(w, "COMMIT", "COMMIT")
+        # BEGIN, a keyed row, then a multi-shard statement that sees it; rolled back.
+        w.send(begin + insert_pipeline([(k0s[2], "rolled back")])
+               + pipelined(count_keys.format(f"{k0s[1]}, {k1s[1]}, {k0s[2]}")) + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert not pgwire.errors(msgs) and status_of(msgs) == "T", describe_reply(msgs)
+        assert pgwire.data_rows(msgs) == [["3"]], describe_reply(msgs)
+        end_transaction(w, "ROLLBACK", "ROLLBACK")
+        # No BEGIN: a keyed row and a multi-shard statement commit together at the Sync ...
+        w.send(insert_pipeline([(k1s[2], "kept")]) + pipelined(count_keys.format(f"{k1s[1]}, {k1s[2]}, {k0s[1]}"))
+               + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert not pgwire.errors(msgs) and status_of(msgs) == "I", describe_reply(msgs)
+        assert pgwire.data_rows(msgs) == [["3"]], describe_reply(msgs)
+        # ... or not at all, when the multi-shard statement fails.
+        w.send(insert_pipeline([(k0s[3], "rolled back")])
+               + pipelined("SELECT 1 / (id - id) FROM users WHERE id IN ({})".format(f"{k0s[1]}, {k1s[1]}"))
+               + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert error_codes(msgs) == ["22012"] and status_of(msgs) == "I", describe_reply(msgs)
+        assert ok(w, count_keys.format(f"{k0s[0]}, {k1s[0]}, {k0s[2]}, {k0s[3]}")) == [["0"]]
+    assert placement(r, "users", "id", [k1s[2], k0s[2], k0s[3]]) == {k1s[2]: [1], k0s[2]: [], k0s[3]: []}
+
+
 def test_batch_across_shards_in_a_pinned_session_is_refused(r):
     """A session pinned to its connection (a temporary table, on the default shard) cannot spread a
     batch: the statement for the other shard gets 0A000, the rest of the batch is skipped, and what

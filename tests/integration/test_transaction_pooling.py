@@ -346,6 +346,47 @@ def test_setting_survives_pooling(make_cluster, name, startup_value, set_value, 
         assert len(pids) >= 2, f"the client stayed on backend {pids}; the test did not exercise pooling"
 
 
+def test_set_in_the_extended_protocol_follows_its_client(make_cluster):
+    """pgjdbc sends SET through the extended protocol (SET extra_float_digits right after start-up,
+    Statement.execute("SET ...")): it follows its client like a simple-protocol SET, counted at the batch's
+    Sync, also from a named statement bound in a later batch, and not when the batch fails; it does not
+    pin the client (two clients share a pool of one), and it never reaches the other client."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    probe = "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')"
+
+    def seen(w: pgwire.PgWire) -> list[str | None]:
+        msgs = extended(w, probe)
+        assert not pgwire.errors(msgs), describe_reply(msgs)
+        simple = ok(w, probe)
+        assert pgwire.data_rows(msgs) == simple, (describe_reply(msgs), simple)
+        return simple[0]
+
+    with connect(c.shardgate.port) as a, connect(c.shardgate.port) as b:
+        defaults = seen(b)
+        msgs = extended(a, "SET statement_timeout = '4321s'")
+        assert not pgwire.errors(msgs) and status_of(msgs) == "I", describe_reply(msgs)
+        for _ in range(3):
+            assert seen(a) == ["4321s", defaults[1]]
+            assert seen(b) == defaults
+        # A named statement, parsed in one batch and run in later ones.
+        msgs = th.prepare(a, "set_lock", "SET lock_timeout = '7s'")
+        assert not pgwire.errors(msgs), describe_reply(msgs)
+        assert seen(a) == ["4321s", defaults[1]]
+        msgs = th.exec_prepared(a, "set_lock")
+        assert not pgwire.errors(msgs), describe_reply(msgs)
+        assert seen(a) == ["4321s", "7s"]
+        assert seen(b) == defaults
+        # A batch that fails after its SET: the SET is rolled back with it.
+        a.send(pgwire.parse("", "SET statement_timeout = '99s'") + pgwire.bind("", "") + pgwire.execute()
+               + pgwire.parse("", "SELECT 1 / 0") + pgwire.bind("", "") + pgwire.execute() + pgwire.sync())
+        msgs = a.recv_until(b"Z")
+        assert error_codes(msgs) == ["22012"], describe_reply(msgs)
+        assert seen(a) == ["4321s", "7s"]
+        assert seen(b) == defaults
+        if not DIRECT:
+            assert backend_pid(a) == backend_pid(b), "a pool of one: both clients must share its connection"
+
+
 def test_settings_in_transactions(make_cluster):
     """SET LOCAL ends with its transaction; SET in a rolled-back transaction or savepoint is undone;
     SET in a committed transaction stays — for reported and unreported settings alike."""
