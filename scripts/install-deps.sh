@@ -12,6 +12,7 @@ PACKAGES=(
   libboost-dev libgmp-dev ccache prometheus
   postgresql-15 postgresql-client-15
   python3 python3-psycopg python3-asyncpg python3-pytest
+  default-jdk-headless libpostgresql-jdbc-java
   pgbouncer locales procps iproute2 docker-compose openssl
 )
 LOCALE_NAME="en_US.UTF-8"
