@@ -148,6 +148,25 @@ name = "app"
   text += std::to_string(shard_port);
   text += R"(, database = "app", user = "postgres", password = "pw" }
 
+# Two shards on the fake shard, users hashed on id: routing, multi-shard runs and batches that
+# move between shards.
+[[databases]]
+name = "sharded"
+default_shard = 0
+  [[databases.shards]]
+  primary = { host = "127.0.0.1", port = )";
+  text += std::to_string(shard_port);
+  text += R"(, database = "app", user = "postgres", password = "pw" }
+  [[databases.shards]]
+  primary = { host = "127.0.0.1", port = )";
+  text += std::to_string(shard_port);
+  text += R"(, database = "app", user = "postgres", password = "pw" }
+  [[databases.sharded_tables]]
+  name = "users"
+  column = "id"
+  type = "bigint"
+  strategy = "hash"
+
 # Nothing listens on port 1: connecting fails at once.
 [[databases]]
 name = "down"

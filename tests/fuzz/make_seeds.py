@@ -3,7 +3,8 @@
 
 Seeds are valid conversations a fuzzer would take long to find by itself: startup packets, TLS
 and GSS requests, logins with each auth method, and query traffic after a trust login, which
-the session fuzzer serves from its in-process fake shard (database "app"; "down" refuses).
+the session fuzzer serves from its in-process fake shard (database "app"; "sharded" puts two
+shards on it with users hashed on id; "down" refuses).
 """
 import os
 import shutil
@@ -126,6 +127,11 @@ def function_call(oid, args):
     for a in args:
         body += struct.pack("!i", len(a)) + a
     return typed("F", body + struct.pack("!h", 0))
+
+
+def stmt(sql):
+    """Parse, Bind and Execute of the unnamed statement (no Sync)."""
+    return parse("", sql) + bind("", "") + execute("")
 
 
 def login(user="trusty", database="app", extra=()):
@@ -294,6 +300,23 @@ def session_seeds():
             SECOND_CLIENT, login() + query("SET work_mem = '1MB'") + query("SELECT 1")),
         "second_client_pipelines_startup_and_query": session(
             SECOND_CLIENT | SECOND_CLIENT_PIPELINES, login() + query("SELECT 1")),
+        # The sharded database: id 1 and 2 hash to different shards of two; a count is multi-shard.
+        "sharded_keyed_and_multi": session(
+            T, login(database="sharded") + query("SELECT * FROM users WHERE id = 1") +
+            query("SELECT count(*) FROM users") + query("SELECT id FROM users ORDER BY id LIMIT 1")),
+        "sharded_batch_begin_spread": session(
+            T, login(database="sharded") + stmt("BEGIN") +
+            stmt("INSERT INTO users (id) VALUES (1)") + stmt("INSERT INTO users (id) VALUES (2)") +
+            SYNC + query("ROLLBACK")),
+        "sharded_batch_begin_multi": session(
+            T, login(database="sharded") + stmt("BEGIN") + stmt("SELECT count(*) FROM users") +
+            SYNC + query("COMMIT")),
+        "sharded_batch_keyed_then_multi": session(
+            0, login(database="sharded") + stmt("SELECT * FROM users WHERE id = 1") +
+            stmt("SELECT count(*) FROM users") + SYNC),
+        "sharded_extended_set": session(
+            T, login(database="sharded") + stmt("SET statement_timeout = '5s'") + SYNC +
+            stmt("SELECT * FROM users WHERE id = 2") + SYNC),
         "garbage": session(0x0f, bytes(range(256)), (0x10, 0x20, 0x30)),
     }
     for name, data in s.items():
