@@ -307,6 +307,7 @@ void ClientSession::onServerAcquired(backends::ServerConnection* server) {
     syncServer([this] {
       if (!resume_transaction_.empty()) {
         // The open transaction moved here: begin it again; its replies are not the client's.
+        SessionSettings::noteSentSql(*server_, resume_transaction_);
         sendOwnQuery(resume_transaction_);
         resume_transaction_.clear();
       }
@@ -665,6 +666,15 @@ bool ClientSession::spreadBatch() {
     skipping_to_sync_ = true;  // endSpreadBatch reads this as the batch's failure
     return false;
   }
+  if (batch_began_transaction_ && batch_binds_ == 1 && !txn_bound_) {
+    // Only the client's BEGIN ran here (pgjdbc sends it with the transaction's first statement):
+    // the transaction starts over on the shard it needs, as after a BEGIN sent on its own.
+    if (transaction_status_ == 'I') {
+      sendOwnSync();
+      transaction_status_ = 'T';
+    }
+    return true;
+  }
   joinBatchToTransaction();
   txn_bound_ = true;  // this shard's part stays in the transaction (parked)
   return true;
@@ -716,9 +726,16 @@ bool ClientSession::endSpreadBatch() {
       current_target_.reset();
     }
     ending_parked_ = true;
+    batch_spread_failed_ = failed;
     endNextParked(failed ? "ROLLBACK" : "COMMIT");
     return false;
   }
+  // The client's Sync, answered here, settles what the batch SET as its ReadyForQuery would have
+  // (every server has answered all it owed by now).
+  ++ready_sent_;
+  request_failed_ = spread_end_error_ != nullptr || batch_spread_failed_;
+  rollback_seen_ = false;
+  settleSettingChanges('I');
   std::string reply;
   if (spread_end_error_) {
     metrics_.countError(spread_end_error_->sqlstate);
@@ -728,9 +745,11 @@ bool ClientSession::endSpreadBatch() {
   spread_end_error_.reset();
   batch_spread_ = false;
   batch_spread_synced_ = false;
+  batch_spread_failed_ = false;
   batch_open_ = false;
   batch_executes_ = false;
   batch_began_transaction_ = false;
+  batch_binds_ = 0;
   multi_bound_.reset();
   skipping_to_sync_ = false;
   request_failed_ = false;
@@ -1098,9 +1117,12 @@ bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::
   pending_decision_ = PendingRoute{decision.kind == Kind::kShard, decision.writes,
                                    decision.begins_read_only_transaction, decision.resets_session};
   pending_replay_sql_.clear();
-  if (transaction_status_ != 'I' && !txn_bound_ && !extended_protocol &&
-      decision.kind == planner::RouteDecision::Kind::kAnyShard) {
-    // Runs in a transaction not yet bound to a shard: replayed if the transaction moves.
+  // An extended statement is replayed only without parameters (its text is then all of it).
+  const bool replayable = !extended_protocol || sql.find('$') == std::string_view::npos;
+  if ((transaction_status_ != 'I' || (extended_protocol && batch_began_transaction_)) &&
+      !txn_bound_ && replayable && decision.kind == planner::RouteDecision::Kind::kAnyShard) {
+    // Runs in a transaction not yet bound to a shard: replayed if the transaction moves, and
+    // where it spreads.
     pending_replay_sql_ = std::string(sql);
   }
   if (decision.transaction == planner::TransactionAction::kBegin && transaction_status_ == 'I') {
@@ -1247,6 +1269,7 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
       batch_open_ = false;
       batch_executes_ = false;
       batch_began_transaction_ = false;
+      batch_binds_ = 0;
     } else if (type == wire::fe::kParse || type == wire::fe::kBind || type == wire::fe::kDescribe ||
                type == wire::fe::kExecute || type == wire::fe::kClose) {
       batch_open_ = true;  // an extended batch in progress until its Sync
@@ -1430,6 +1453,7 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
       if (!reader.readCString(portal) || !reader.readCString(name)) {
         return malformed(Error::fatal(sqlstate::kProtocolViolation, "invalid Bind message"));
       }
+      ++batch_binds_;
       if (!statement_settings_.empty()) settingsBound(name);
       if (name.empty()) {
         ensureUnnamedPrepared();
@@ -1599,6 +1623,11 @@ void ClientSession::settleSettingChanges(char transaction_status) {
     if (!rollback_seen_ && !request_failed_ && !changes_in_transaction_.empty()) {
       settings_.commit(changes_in_transaction_, server_);
     }
+    if (!reported_before_txn_.empty()) {
+      std::string restored;
+      endReportedChanges(rollback_seen_ || request_failed_, restored);
+      if (!restored.empty()) send(restored);
+    }
     changes_in_transaction_.clear();
     savepoint_marks_.clear();
   } else if (transaction_status == 'E') {
@@ -1626,7 +1655,28 @@ void ClientSession::onServerErrorResponse() {
 void ClientSession::onServerParameterStatus(std::string_view payload) {
   // What the server reports while we hold it is the client's view of its settings.
   auto status = wire::ParameterStatus::decode(payload);
-  if (status.ok()) settings_.noteReported(status->name, status->value);
+  if (!status.ok()) return;
+  if (transaction_status_ != 'I') {
+    auto before = settings_.reported(status->name);
+    if (before && *before != status->value &&
+        std::none_of(reported_before_txn_.begin(), reported_before_txn_.end(),
+                     [&](const auto& saved) { return saved.first == status->name; })) {
+      reported_before_txn_.emplace_back(status->name, *before);
+    }
+  }
+  settings_.noteReported(status->name, status->value);
+}
+
+void ClientSession::endReportedChanges(bool rolled_back, std::string& reply) {
+  if (rolled_back) {
+    for (const auto& [name, value] : reported_before_txn_) {
+      auto now = settings_.reported(name);
+      if (now && *now == value) continue;  // the server that rolled back reported it already
+      wire::ParameterStatus{name, value}.encode(reply);
+      settings_.noteReported(name, value);
+    }
+  }
+  reported_before_txn_.clear();
 }
 
 void ClientSession::onServerCommandComplete(std::string_view tag) {
@@ -1904,16 +1954,16 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     }
     std::string reply;
     const bool spread_end_error_was = spread_end_error_ != nullptr;
+    const bool commits = !failed && !spread_end_error_ && decision.transaction == Action::kCommit;
     if (spread_end_error_) {
       wire::writeError(reply, *spread_end_error_);
     } else {
-      if (!failed && !changes_in_transaction_.empty()) {
+      if (commits && !changes_in_transaction_.empty()) {
         settings_.commit(changes_in_transaction_, nullptr);
       }
-      wire::CommandComplete{failed || decision.transaction == Action::kRollback ? "ROLLBACK"
-                                                                                : "COMMIT"}
-          .encode(reply);
+      wire::CommandComplete{commits ? "COMMIT" : "ROLLBACK"}.encode(reply);
     }
+    endReportedChanges(!commits, reply);
     spread_end_error_.reset();
     forgetTransaction();
     if (extended && spread_end_error_was) {
@@ -2384,6 +2434,7 @@ void ClientSession::answerSync() {
   // Portals end with their transaction; outside one, the Sync ended the implicit transaction.
   if (transaction_status_ == 'I') dropPortals();
   batch_began_transaction_ = false;
+  batch_binds_ = 0;
   std::string ready;
   wire::writeReadyForQuery(ready, transaction_status_);
   answer(std::move(ready));

@@ -230,6 +230,10 @@ class ClientSession final : public TcpConnection,
   // Bind of it (settingsBound).
   void noteParsedEffects(const std::string& name, SessionEffects effects);
   void settingsBound(std::string_view statement_name);
+  // The open transaction ended: committed, its reported settings stay; rolled back, those the
+  // client does not have back yet are put back, and ParameterStatus messages appended to `reply`
+  // tell it.
+  void endReportedChanges(bool rolled_back, std::string& reply);
   void forwardSqlPrepared(std::string_view sql, std::string_view message);
   void settleSettingChanges(char transaction_status);
   void fatal(const Error& error);
@@ -289,6 +293,10 @@ class ClientSession final : public TcpConnection,
   // and so does the session (both message loops).
   bool batchFailedOnServer() const { return request_failed_ && batch_open_; }
   bool rollback_seen_ = false;  // a ROLLBACK (of the transaction or to a savepoint) since then
+  // Reported settings (application_name, TimeZone, ...) as the client saw them before the open
+  // transaction changed them: a rollback shardgate answers, or one on another shard's connection
+  // than the SET's, must give them back (endReportedChanges).
+  std::vector<std::pair<std::string, std::string>> reported_before_txn_;
   std::vector<size_t> savepoint_marks_;  // changes_in_transaction_ sizes at each SAVEPOINT
 
   // Routing state.
@@ -320,9 +328,11 @@ class ClientSession final : public TcpConnection,
   // client's was implicit): it ends at the client's Sync (endSpreadBatch).
   bool batch_spread_ = false;
   bool batch_spread_synced_ = false;  // the current server got its Sync for it
+  bool batch_spread_failed_ = false;  // ... and its shards are rolling back
   // The client's own BEGIN ran in the open batch (pgjdbc sends it with the first statement of a
   // transaction): a batch spread over shards is then that transaction, which outlives the Sync.
   bool batch_began_transaction_ = false;
+  uint32_t batch_binds_ = 0;          // Binds the open batch sent to its server so far
   std::string unnamed_query_;         // the unnamed statement (prepared where it is bound)
   bool unnamed_effect_free_ = false;  // ... was found free of session effects
   std::vector<int32_t> unnamed_types_;

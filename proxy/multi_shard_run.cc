@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "executor/copy_splitter.h"
 #include "executor/result_merger.h"
+#include "proxy/session_settings.h"
 #include "proxy/wire/backend_messages.h"
 #include "proxy/wire/framing.h"
 #include "proxy/wire/frontend_messages.h"
@@ -203,6 +204,7 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
       // This shard joins the session's transaction: its replies are not the client's (an error
       // still is, and fails the statement).
       wire::Query{r.begin_sql.empty() ? std::string("BEGIN") : r.begin_sql}.encode(out);
+      SessionSettings::noteSentSql(*server_, r.begin_sql);
       server_->forward(out);
       server_->noteSimpleQuery();
       server_->expect(backends::ExpectedReply{

@@ -201,6 +201,11 @@ void SessionSettings::noteSent(backends::ServerConnection& server,
   }
 }
 
+void SessionSettings::noteSentSql(backends::ServerConnection& server, std::string_view sql) {
+  SessionEffects effects = sessionEffectsOf(sql);
+  noteSent(server, effects.changes);
+}
+
 void SessionSettings::commit(const std::vector<SettingChange>& changes,
                              backends::ServerConnection* server) {
   tag_stale_ = true;

@@ -60,6 +60,9 @@ class SessionSettings {
   // A client's SET/RESET was sent to `server`: until it commits, what the server has is unknown.
   static void noteSent(backends::ServerConnection& server,
                        const std::vector<SettingChange>& changes);
+  // The same for statements shardgate sends itself (a transaction begun again where it moves or
+  // joins, with the SETs it made so far): what they set is unknown on `server` from now on.
+  static void noteSentSql(backends::ServerConnection& server, std::string_view sql);
   // After RESET ALL / DISCARD ALL on `server` (and the startup values put back): what it has of
   // the unreported settings is unknown.
   void markResetOnServer(backends::ServerConnection& server) const;

@@ -1,0 +1,530 @@
+"""Extended-protocol batches with transaction control and statements for several shards, compared with
+one plain Postgres.
+
+Each scenario is a list of steps sent on one raw connection (pgwire.py): a batch of statements (each
+Parse/Bind/Describe/Execute of the unnamed statement) ended by Sync, or by Flush (all its replies
+read, the batch going on in the next step), or a simple Query. The scenario runs
+  * through shardgate, on `users` hashed over two shards (keys chosen per shard), and
+  * on one plain Postgres (database "ref" on shard 0's primary) holding the same rows,
+and what the client sees of each step (message types, rows, tags, SQLSTATEs of errors and notices,
+the ReadyForQuery status) must be the same, and so must the rows afterwards (read on the shards'
+primaries directly and merged, each on its hash shard). A probe on the same connection and on a new
+one (SHOW statement_timeout) ends each scenario, so a setting that leaks or is lost shows too.
+
+shardgate may refuse (0A000) what its README documents as refused: savepoints, and SET/RESET, in a
+transaction that spans shards. Such a refusal is accepted only for a statement of those kinds (or
+one that spreads a transaction holding a savepoint) at a point where the transaction has touched
+both shards; Postgres is then run with that statement replaced by one that fails with 0A000, and
+everything else (later steps, rows) must match that run. Refused scenarios are printed.
+
+Both pool modes (session, transaction). SHARDGATE_TARGET=direct runs the "through" side against
+shard 0's primary too, which checks the scenarios' mechanics (both sides must then be equal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+import pytest
+
+import conftest
+import pgwire
+from test_routing import COUNTRIES_SQL, SHARD_DDL, SHARDING_TOML, Routing, _postgres_hash_shards
+
+HOST = "127.0.0.1"
+REF_DB = "ref"
+READ_TIMEOUT = 5.0  # one step's replies; a hang fails the scenario instead of blocking
+QUIET_WAIT = 0.3  # listening for replies that must not come (a Flush after an error)
+RAISE_0A000 = "DO $$BEGIN RAISE EXCEPTION 'refused' USING ERRCODE = '0A000'; END$$"
+SEED = {"A0": "seed", "A1": "seed"}  # rows every scenario starts from; B*, C* are free keys
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenario vocabulary
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class St:
+    """One statement. params may name keys symbolically ("B0": a key on shard 0); kind says what
+    the README lets shardgate refuse; shards is which shards it needs (empty: none, or any)."""
+
+    sql: str
+    params: tuple = ()
+    kind: str = "dml"  # dml | begin | commit | rollback | savepoint | release | rollback_to | set | show
+    shards: frozenset = frozenset()
+
+
+@dataclass(frozen=True)
+class Step:
+    stmts: tuple[St, ...]
+    end: str = "sync"  # sync | flush | query (one statement as a simple Query)
+
+
+def _sh(k: str) -> frozenset:
+    return frozenset({int(k[-1])})
+
+
+BOTH = frozenset({0, 1})
+
+
+def ins(k, name="new"):
+    return St("INSERT INTO users (id, name) VALUES ($1, $2)", (k, name), shards=_sh(k))
+
+
+def upd(k, name):
+    return St("UPDATE users SET name = $2 WHERE id = $1", (k, name), shards=_sh(k))
+
+
+def sel(k):
+    return St("SELECT id, name FROM users WHERE id = $1", (k,), shards=_sh(k))
+
+
+def div0(k):  # 22012 on k's shard
+    return St("SELECT 1 / (id - id) FROM users WHERE id = $1", (k,), shards=_sh(k))
+
+
+CNT = St("SELECT count(*) FROM users", shards=BOTH)
+ALL = St("SELECT id, name FROM users ORDER BY id", shards=BOTH)
+MUPD = St("UPDATE users SET name = name || $1", ("!",), shards=BOTH)
+MDIV0 = St("UPDATE users SET name = name || (1 / (id - id))::text", shards=BOTH)  # 22012 on both shards
+BEGIN = St("BEGIN", kind="begin")
+COMMIT = St("COMMIT", kind="commit")
+ROLLBACK = St("ROLLBACK", kind="rollback")
+SAVEPOINT = St("SAVEPOINT s", kind="savepoint")
+ROLLBACK_TO = St("ROLLBACK TO SAVEPOINT s", kind="rollback_to")
+RELEASE = St("RELEASE SAVEPOINT s", kind="release")
+SET7 = St("SET statement_timeout = '7s'", kind="set")
+SET_LOCAL8 = St("SET LOCAL statement_timeout = '8s'", kind="set")
+SHOW = St("SHOW statement_timeout", kind="show")
+
+
+def S(*stmts):
+    return Step(tuple(stmts), "sync")
+
+
+def F(*stmts):
+    return Step(tuple(stmts), "flush")
+
+
+def Q(stmt):
+    return Step((stmt,), "query")
+
+
+def dup(k):  # k must exist: 23505 on its shard
+    return ins(k, "dup")
+
+
+# name -> steps. Keys: A0/A1 exist (seeded), B*/C* do not; the digit is the shard.
+SCENARIOS: dict[str, list[Step]] = {
+    "begin-2shards|commit": [S(BEGIN, ins("B0"), ins("B1")), S(COMMIT), S(ALL)],
+    "begin-2shards|rollback": [S(BEGIN, ins("B0"), ins("B1")), S(ROLLBACK), S(ALL)],
+    "begin-ins0-commit-ins1": [S(BEGIN, ins("B0"), COMMIT, ins("B1")), S(ALL)],
+    "ins0-begin-ins1|rollback": [S(ins("B0"), BEGIN, ins("B1")), S(ROLLBACK), S(ALL)],
+    "begin-ins0-ins1-commit": [S(BEGIN, ins("B0"), ins("B1"), COMMIT), S(CNT)],
+    "begin-ins0-dup1-ins0|rollback": [S(BEGIN, ins("B0"), dup("A1"), ins("C0")), S(ROLLBACK), S(ALL)],
+    "begin-count-ins1|commit": [S(BEGIN, CNT, ins("B1")), S(COMMIT), S(CNT)],
+    "ins0-count-ins1": [S(ins("B0"), CNT, ins("B1")), S(ALL)],
+    "begin-ins0-multiupdate|rollback": [S(BEGIN, ins("B0"), MUPD), S(ALL), S(ROLLBACK), S(ALL)],
+    "begin-savepoint-ins0-ins1-rollbackto|commit": [
+        S(BEGIN, SAVEPOINT, ins("B0"), ins("B1"), ROLLBACK_TO), S(COMMIT), S(ALL)],
+    "begin-set-ins0-ins1|show|commit|show": [S(BEGIN, SET7, ins("B0"), ins("B1")), S(SHOW), S(COMMIT), S(SHOW)],
+    "begin-set-ins0-ins1-flush|sync|show|commit|show": [
+        F(BEGIN, SET7, ins("B0"), ins("B1")), S(), S(SHOW), S(COMMIT), S(SHOW)],
+    "begin-dup|ins1-25P02|rollback": [S(BEGIN, dup("A0")), S(ins("B1")), S(ROLLBACK), S(ALL)],
+    "begin-2shards|div0|commit-is-rollback": [
+        S(BEGIN, ins("B0"), ins("B1")), S(div0("A0")), S(sel("A1")), S(COMMIT), S(ALL)],
+    "ins0-commit-dup1": [S(ins("B0"), COMMIT, dup("A1")), S(ALL)],
+    "ins0-rollback-ins1": [S(ins("B0"), ROLLBACK, ins("B1")), S(ALL)],
+    "ins0-ins1-rollback-ins0": [S(ins("B0"), ins("B1"), ROLLBACK, ins("C0")), S(ALL)],
+    "begin-ins1-commit-ins0": [S(BEGIN, ins("B1"), COMMIT, ins("B0")), S(ALL)],
+    "ins0-ins1-div0-ins1": [S(ins("B0"), ins("B1"), div0("A0"), ins("C1")), S(ALL)],
+    "div0on1-ins0|count": [S(div0("A1"), ins("B0")), S(CNT)],
+    "begin-ins0-dup1-flush|ins0-sync|rollback": [
+        F(BEGIN, ins("B0"), dup("A1")), S(ins("C0")), S(ROLLBACK), S(ALL)],
+    "ins0-ins1-flush|dup0-flush|ins1-sync": [F(ins("B0"), ins("B1")), F(dup("A0")), S(ins("C1")), S(ALL)],
+    "set-ins0-ins1|show": [S(SET7, ins("B0"), ins("B1")), S(SHOW)],
+    "set-ins0|show": [S(SET7, ins("B0")), S(SHOW)],
+    "set-ins1|show": [S(SET7, ins("B1")), S(SHOW)],
+    "ins0-ins1-set|show": [S(ins("B0"), ins("B1"), SET7), S(SHOW), S(ALL)],
+    "set-ins0-dup1|show": [S(SET7, ins("B0"), dup("A1")), S(SHOW), S(ALL)],
+    "begin-setlocal-ins0-ins1-show|show|commit|show": [
+        S(BEGIN, SET_LOCAL8, ins("B0"), ins("B1"), SHOW), S(SHOW), S(COMMIT), S(SHOW)],
+    "begin-ins0-set|ins1|rollback|show": [S(BEGIN, ins("B0"), SET7), S(ins("B1"), SHOW), S(ROLLBACK), S(SHOW)],
+    "begin-ins0-savepoint-upd0-release|ins1|commit": [
+        S(BEGIN, ins("B0"), SAVEPOINT, upd("A0", "x"), RELEASE), S(ins("B1")), S(COMMIT), S(ALL)],
+    "begin-ins0-savepoint-ins0-rollbackto-ins1|commit": [
+        S(BEGIN, ins("B0"), SAVEPOINT, ins("C0"), ROLLBACK_TO, ins("B1")), S(COMMIT), S(ALL)],
+    "multiupdate-dup0": [S(MUPD, dup("A0")), S(ALL)],
+    "multiupdate-div0on1": [S(MUPD, div0("A1")), S(ALL)],
+    "ins0-multiupdate-dup1": [S(ins("B0"), MUPD, dup("A1")), S(ALL)],
+    "begin-ins0|savepoint|commit": [S(BEGIN, ins("B0")), S(SAVEPOINT), S(COMMIT), S(ALL)],
+    "begin-ins1|savepoint|commit": [S(BEGIN, ins("B1")), S(SAVEPOINT), S(COMMIT), S(ALL)],
+    "begin-ins1|set|show|commit|show": [S(BEGIN, ins("B1")), S(SET7), S(SHOW), S(COMMIT), S(SHOW)],
+    "begin-ins1-all-flush|ins0-commit": [F(BEGIN, ins("B1"), ALL), S(ins("B0"), COMMIT), S(ALL)],
+    "ins0-ins1-begin-ins0|rollback": [S(ins("B0"), ins("B1"), BEGIN, ins("C0")), S(ROLLBACK), S(ALL)],
+    "ins0-savepoint-ins1": [S(ins("B0"), SAVEPOINT, ins("B1")), S(ALL)],
+    "begin-ins0-begin-ins1|commit": [S(BEGIN, ins("B0"), BEGIN, ins("B1")), S(COMMIT), S(ALL)],
+    "begin-ins0-ins1-rollback-ins1": [S(BEGIN, ins("B0"), ins("B1"), ROLLBACK, ins("C1")), S(ALL)],
+    "begin-ins0-ins1-commit-begin-ins0|rollback": [
+        S(BEGIN, ins("B0"), ins("B1"), COMMIT, BEGIN, ins("C0")), S(ROLLBACK), S(ALL)],
+    "begin-ins0|multi-div0|commit": [S(BEGIN, ins("B0")), S(MDIV0), S(COMMIT), S(ALL)],
+    "flush-each|sync|commit": [F(BEGIN), F(ins("B0")), F(ins("B1")), F(CNT), S(), S(COMMIT), S(ALL)],
+    "simple-begin|ins0-ins1|simple-commit": [Q(BEGIN), S(ins("B0"), ins("B1")), Q(COMMIT), S(ALL)],
+    "begin-ins1-ins0-upd1-sel0-sel1-commit": [
+        S(BEGIN, ins("B1"), ins("B0"), upd("A1", "y"), sel("B0"), sel("A1"), COMMIT), S(ALL)],
+    "ins1-ins0-commit-ins1-div0on0": [S(ins("B1"), ins("B0"), COMMIT, ins("C1"), div0("A0")), S(ALL)],
+}
+
+# Shardgate bugs these scenarios show. The default shard is 0 under session pooling and 1 under
+# transaction pooling, so some bugs show in one mode for B0 and in the other for B1.
+SET_LOST = ("a SET (or SET LOCAL) in an extended batch whose next statements run on another shard than the "
+            "default one is lost: a later SHOW answers 0 where Postgres answers the value set; as separate "
+            "batches or simple queries the setting follows the session")
+SET_RESURRECTED = ("SET; ins k0; ins k1 (duplicate, 23505); Sync: Postgres rolls the SET back with the batch "
+                   "and shardgate's next SHOW answers 0 too, but once the session runs on shard 0 again the "
+                   "rolled-back value 7s comes back (session pooling)")
+MULTI_FIRST = ("a multi-shard UPDATE that opens an implicit batch is committed on the shards at once: when a "
+               "later statement of the batch fails, Postgres keeps nothing, shardgate keeps the update")
+BEGIN_AFTER_SPAN = ("ins k0; ins k1; BEGIN; ins k0b; Sync: Postgres's BEGIN keeps what ran and the Sync "
+                    "answers 'T' (ROLLBACK then undoes all three rows); shardgate warns 25001, commits at the "
+                    "Sync ('I'), the ROLLBACK warns 25P01 and all three rows stay")
+NOTICE_MISSING = ("COMMIT/ROLLBACK in an implicit batch that already ran on both shards: Postgres's WARNING "
+                  "25P01 (there is no transaction in progress) is missing before CommandComplete")
+PARSE_IN_ABORTED = ("a Parse in an aborted transaction, answered by shardgate itself (transaction pooling, or a "
+                    "transaction over both shards), gets ParseComplete before the 25P02 ErrorResponse; "
+                    "Postgres fails the Parse itself: ErrorResponse only")
+BEGIN_OFF_DEFAULT = ("a batch BEGIN; <statement for the non-default shard>; Sync counts as a transaction over "
+                     "both shards: a later SAVEPOINT or SET gets 0A000 (the README refuses them only in a "
+                     "transaction that spans shards), the transaction fails and its row is lost; with BEGIN "
+                     "as its own batch or simple query they work")
+COMMIT_THEN_DEFAULT = ("BEGIN; <ins on the non-default shard>; COMMIT; <ins on the default shard>; Sync: "
+                       "Postgres runs the last INSERT in an implicit transaction committed at the Sync ('I'); "
+                       "shardgate answers 'T', stays 'T' for every later statement, and the row is never "
+                       "committed (gone once the client leaves)")
+
+# (scenario, pool mode or None for both) -> reason.
+XFAIL: dict[tuple[str, str | None], str] = {
+    ("multiupdate-dup0", None): MULTI_FIRST,
+    ("multiupdate-div0on1", None): MULTI_FIRST,
+    ("ins0-ins1-begin-ins0|rollback", None): BEGIN_AFTER_SPAN,
+    ("ins0-ins1-rollback-ins0", None): NOTICE_MISSING,
+    ("ins1-ins0-commit-ins1-div0on0", None): NOTICE_MISSING,
+    ("begin-2shards|div0|commit-is-rollback", None): PARSE_IN_ABORTED,
+    ("begin-ins1-commit-ins0", "session"): COMMIT_THEN_DEFAULT,
+    ("begin-ins0-commit-ins1", "transaction"): COMMIT_THEN_DEFAULT,
+}
+assert {name for name, _ in XFAIL} <= set(SCENARIOS), "XFAIL names a scenario that does not exist"
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a scenario
+# ---------------------------------------------------------------------------------------------
+
+
+def connect(port: int, database: str) -> pgwire.PgWire:
+    w = pgwire.PgWire(HOST, port, timeout=READ_TIMEOUT)
+    w.login("postgres", "postgres", database)
+    return w
+
+
+def token(m: pgwire.Message) -> str | None:
+    t = m.type
+    if t == b"S":  # ParameterStatus: not part of the comparison
+        return None
+    if t == b"D":
+        return "D:" + ",".join("NULL" if v is None else v.decode() for v in pgwire.parse_data_row(m))
+    if t == b"C":
+        return "C:" + pgwire.parse_command_complete(m)
+    if t in (b"E", b"N"):
+        return t.decode() + ":" + pgwire.parse_error(m).code
+    if t == b"T":
+        return "T:" + ",".join(c["name"] for c in pgwire.parse_row_description(m))
+    if t == b"Z":
+        return "Z:" + m.payload.decode()
+    return t.decode()
+
+
+def units(msgs: list[pgwire.Message]) -> list[str]:
+    """A step's replies cut into one unit per statement (up to its CommandComplete, error,
+    PortalSuspended or EmptyQueryResponse), then the rest (ReadyForQuery)."""
+    out, cur = [], []
+    for m in msgs:
+        tok = token(m)
+        if tok is None:
+            continue
+        cur.append(tok)
+        if m.type in (b"C", b"E", b"s", b"I"):
+            out.append(" ".join(cur))
+            cur = []
+    if cur:
+        out.append(" ".join(cur))
+    return out
+
+
+@dataclass
+class Run:
+    steps: list[list[str]] = field(default_factory=list)
+    probe: list[str] = field(default_factory=list)  # SHOW on the same connection, then on a new one
+
+
+def run_scenario(port: int, database: str, steps: list[Step], keys: dict[str, int],
+                 substitute: frozenset = frozenset()) -> Run:
+    """What the client sees of each step. substitute: (step, statement) positions sent as a
+    statement that fails with 0A000 instead (the reference for a refusal)."""
+    run = Run()
+
+    def value(p):
+        return str(keys[p]) if isinstance(p, str) and p in keys else p
+
+    with connect(port, database) as w:
+        failed = False  # an error since the last ReadyForQuery: the rest of the batch is skipped
+        for si, step in enumerate(steps):
+            if step.end == "query":
+                data = pgwire.query(step.stmts[0].sql)
+            else:
+                data = b""
+                for i, st in enumerate(step.stmts):
+                    sql, params = (RAISE_0A000, ()) if (si, i) in substitute else (st.sql, st.params)
+                    data += (pgwire.parse("", sql) + pgwire.bind("", "", tuple(value(p) for p in params))
+                             + pgwire.describe("P") + pgwire.execute())
+                data += pgwire.flush() if step.end == "flush" else pgwire.sync()
+            msgs: list[pgwire.Message] = []
+            seen_before = len(w.received)
+            try:
+                w.send(data)
+                if step.end != "flush":
+                    msgs = w.recv_until(b"Z")
+                    failed = False
+                elif failed or not step.stmts:
+                    # Nothing may come: listen a little for what should not.
+                    try:
+                        while True:
+                            msgs.append(w.recv(QUIET_WAIT))
+                    except TimeoutError:
+                        pass
+                else:
+                    done = 0
+                    while done < len(step.stmts):
+                        m = w.recv()
+                        msgs.append(m)
+                        if m.type == b"E":
+                            failed = True
+                            break
+                        done += m.type in (b"C", b"s", b"I")
+            except TimeoutError:
+                run.steps.append(units(w.received[seen_before:]) + ["TIMEOUT"])
+                return run
+            except pgwire.ConnectionClosed:
+                run.steps.append(units(w.received[seen_before:]) + ["CLOSED"])
+                return run
+            run.steps.append(units(msgs))
+        try:
+            run.probe.append(" ".join(units(w.simple("SHOW statement_timeout"))))
+        except (TimeoutError, pgwire.ConnectionClosed) as e:
+            run.probe.append(f"probe failed: {type(e).__name__}")
+            return run
+    with connect(port, database) as w:
+        run.probe.append(" ".join(units(w.simple("SHOW statement_timeout"))))
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# Which refusals the README documents
+# ---------------------------------------------------------------------------------------------
+
+
+def refusable_positions(steps: list[Step]) -> dict[tuple[int, int], str]:
+    """(step, statement) -> why shardgate may refuse it: "savepoints, and SET/RESET once the
+    transaction runs on several shards, get 0A000". A static walk (errors ignored): the shards the
+    transaction has touched before each statement, and whether a savepoint is held."""
+    out = {}
+    block, shards, savepoint = False, set(), False
+    for si, step in enumerate(steps):
+        for i, st in enumerate(step.stmts):
+            spans = len(shards) >= 2
+            if st.kind in ("savepoint", "rollback_to", "release") and spans:
+                out[(si, i)] = f"{st.sql} in a transaction over both shards"
+            elif st.kind == "set" and spans:
+                out[(si, i)] = f"{st.sql} in a transaction over both shards"
+            elif savepoint and shards and not st.shards <= shards and st.shards:
+                out[(si, i)] = f"statement spreading a transaction that holds a savepoint: {st.sql}"
+            if st.kind == "begin":
+                block = True
+            elif st.kind in ("commit", "rollback"):
+                block, shards, savepoint = False, set(), False
+            elif st.kind == "savepoint":
+                savepoint = True
+            elif st.kind == "release":
+                savepoint = False
+            shards |= st.shards
+        if step.end != "flush" and not block:
+            shards, savepoint = set(), False
+    return out
+
+
+def first_refusal(through: Run, ref: Run) -> tuple[int, int] | None:
+    """The first (step, statement) where shardgate answered 0A000 and the reference did not."""
+    for si, (a, b) in enumerate(zip(through.steps, ref.steps)):
+        for ui, unit in enumerate(a):
+            if unit.endswith("E:0A000") and (ui >= len(b) or b[ui] != unit):
+                return si, ui
+        if a != b:
+            return None
+    return None
+
+
+def normalized(run: Run, refused: set) -> Run:
+    """The refused statements' replies cut down to the error (shardgate may refuse at Bind, Postgres
+    fails the substitute at Execute)."""
+    steps = []
+    for si, step in enumerate(run.steps):
+        steps.append(["E:0A000" if (si, ui) in refused and u.endswith("E:0A000") else u for ui, u in enumerate(step)])
+    return Run(steps, run.probe)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cluster and the reference database
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    routing: Routing
+    pool_mode: str
+    keys: dict[str, int]
+
+    @property
+    def cluster(self):
+        return self.routing.cluster
+
+    @property
+    def ref_port(self) -> int:
+        return self.routing.primary(0).port
+
+
+def _direct(server, dbname: str = "app") -> psycopg.Connection:
+    return psycopg.connect(server.dsn(dbname=dbname), autocommit=True, connect_timeout=10)
+
+
+@pytest.fixture(scope="module", params=["session", "transaction"])
+def env(request, cluster_root, shardgate_bin):
+    pool_mode = request.param
+    default_shard = 0 if pool_mode == "session" else 1
+    c = conftest._new_cluster(
+        cluster_root / f"batchtx-{pool_mode}", shardgate_bin, num_shards=2, replicas_per_shard=0,
+        pool_mode=pool_mode, database_options={"default_shard": default_shard, "read_preference": "primary",
+                                               "reference_tables": ["countries"]},
+        extra_toml=SHARDING_TOML)
+    try:
+        for i in range(2):
+            c.shards[i].primary.psql(SHARD_DDL.format(shard=f"shard{i}") + COUNTRIES_SQL)
+        p0 = c.shards[0].primary
+        p0.psql(f"CREATE DATABASE {REF_DB}")
+        p0.psql("CREATE TABLE users (id bigint PRIMARY KEY, name text, country text)", dbname=REF_DB)
+        routing = Routing(c, pool_mode, default_shard)
+        routing.hash_shard = _postgres_hash_shards(p0, [k for k in range(1, 400)])
+        keys = {}
+        for s in (0, 1):
+            for n, k in zip("ABC", routing.keys_on(s, 3)):
+                keys[f"{n}{s}"] = k
+        yield Env(routing, pool_mode, keys)
+    finally:
+        problems = conftest._finish(c)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    with pgwire.deadline(60):
+        yield
+
+
+def reset_shards(e: Env) -> None:
+    """users holds only the seed rows, each on its hash shard (all on shard 0 in direct mode)."""
+    for s in (0, 1):
+        with _direct(e.routing.primary(s)) as conn:
+            conn.execute("SET lock_timeout = '5s'")
+            conn.execute("TRUNCATE users")
+            for k, name in SEED.items():
+                if (s == 0) if conftest.DIRECT else e.routing.hash_shard[e.keys[k]] == s:
+                    conn.execute("INSERT INTO users (id, name) VALUES (%s, %s)", (e.keys[k], name))
+
+
+def reset_ref(e: Env) -> None:
+    with _direct(e.routing.primary(0), REF_DB) as conn:
+        conn.execute("SET lock_timeout = '5s'")
+        conn.execute("TRUNCATE users")
+        for k, name in SEED.items():
+            conn.execute("INSERT INTO users (id, name) VALUES (%s, %s)", (e.keys[k], name))
+
+
+def rows_through(e: Env) -> list[tuple]:
+    """Every users row on the shards' primaries; each must be on its hash shard."""
+    out = []
+    for s in (0, 1):
+        with _direct(e.routing.primary(s)) as conn:
+            for k, name in conn.execute("SELECT id, name FROM users"):
+                if not conftest.DIRECT:
+                    assert e.routing.hash_shard[k] == s, f"key {k} on shard {s}"
+                out.append((k, name))
+    return sorted(out)
+
+
+def rows_ref(e: Env) -> list[tuple]:
+    with _direct(e.routing.primary(0), REF_DB) as conn:
+        return sorted(conn.execute("SELECT id, name FROM users").fetchall())
+
+
+@pytest.fixture
+def known_bugs(request, env: Env):
+    """Marks the scenarios XFAIL lists for this pool mode (strict: they must keep failing)."""
+    name = request.node.callspec.params["name"]
+    reason = XFAIL.get((name, env.pool_mode)) or XFAIL.get((name, None))
+    if reason and not conftest.DIRECT:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_batch_matches_postgres(env: Env, name: str, known_bugs):
+    steps = SCENARIOS[name]
+    reset_shards(env)
+    through = run_scenario(env.cluster.shardgate.port, "app", steps, env.keys)
+    got_rows = rows_through(env)
+    allowed = refusable_positions(steps)
+    refused: set = set()
+    problems = []
+    for _ in range(5):
+        reset_ref(env)
+        ref = run_scenario(env.ref_port, REF_DB, steps, env.keys, frozenset(refused))
+        pos = first_refusal(through, ref)
+        if pos is None or pos in refused:
+            break
+        if pos not in allowed:
+            problems.append(f"shardgate refused step {pos[0]} statement {pos[1]} with 0A000, which the README "
+                            "does not document as refused")
+            break
+        refused.add(pos)
+    if refused:
+        why = "; ".join(f"step {si} stmt {i}: {allowed[(si, i)]}" for si, i in sorted(refused))
+        print(f"REFUSED {env.pool_mode}:{name}: {why}")
+    a, b = normalized(through, refused), normalized(ref, refused)
+    if (a.steps, a.probe) != (b.steps, b.probe):
+        problems.append("transcripts differ (!! marks the steps):\n" + diff(a, b))
+    want_rows = rows_ref(env)
+    if got_rows != want_rows:
+        problems.append(f"rows differ\n  shardgate: {got_rows}\n  postgres:  {want_rows}")
+    assert not problems, "\n".join(problems)
+
+
+def diff(a: Run, b: Run) -> str:
+    lines = []
+    for si in range(max(len(a.steps), len(b.steps))):
+        x = a.steps[si] if si < len(a.steps) else None
+        y = b.steps[si] if si < len(b.steps) else None
+        mark = "  " if x == y else "!!"
+        lines.append(f"{mark} step {si}\n     shardgate: {x}\n     postgres:  {y}")
+    lines.append(f"{'  ' if a.probe == b.probe else '!!'} probe shardgate {a.probe} postgres {b.probe}")
+    return "\n".join(lines)
