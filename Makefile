@@ -19,6 +19,7 @@ all: build
 
 deps:
 	./scripts/install-deps.sh
+	./scripts/install-node-deps.sh
 
 build: deps
 	@if [ ! -f $(BUILD_DIR)/CMakeCache.txt ]; then \
