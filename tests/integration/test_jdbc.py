@@ -23,18 +23,17 @@ import os
 import shutil
 import subprocess
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
 
-import conftest
 import pgcluster
 import pgwire
 from console_helpers import console, show
+from driver_programs import (DIRECT, ProgramRun, direct, key_shard, on_shards, run_program, skip_unless_ci,
+                             users_cluster)
 
-DIRECT = conftest.DIRECT
 JAR = Path("/usr/share/java/postgresql.jar")
 SOURCE = Path(__file__).resolve().parent / "jdbc" / "JdbcCheck.java"
 # A zone with a half-hour offset: pgjdbc sends the JVM's zone as the TimeZone start-up parameter.
@@ -76,10 +75,6 @@ def _deadline():
 # ---------------------------------------------------------------------------------------------
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-
-
 @pytest.fixture(scope="module")
 def jdbc_classes(tmp_path_factory) -> Path:
     """JdbcCheck compiled into a fresh directory (once per module)."""
@@ -88,9 +83,7 @@ def jdbc_classes(tmp_path_factory) -> Path:
     if missing:
         reason = (f"{', '.join(missing)} not installed (apt-get install default-jdk-headless "
                   f"libpostgresql-jdbc-java, or run scripts/install-deps.sh)")
-        if _in_ci():
-            pytest.fail(f"CI must not skip the JDBC tests: {reason}", pytrace=False)
-        pytest.skip(reason)
+        skip_unless_ci("JDBC", reason)
     out = tmp_path_factory.mktemp("jdbc-classes")
     r = subprocess.run(["javac", "-Xlint:all", "-d", str(out), "-cp", str(JAR), str(SOURCE)],
                        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
@@ -101,40 +94,9 @@ def jdbc_classes(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def jc(cluster_root, shardgate_bin):
     """The module's cluster: 2 shards, transaction pooling, 2 server connections per shard, users 1..USERS."""
-    with conftest.running_cluster(cluster_root / "jdbc", shardgate_bin, num_shards=2, replicas_per_shard=0,
-                                  pool_mode="transaction", general={"default_pool_size": POOL_SIZE, "workers": 1},
-                                  database_options={"default_shard": 0}, extra_toml=SHARDING_TOML) as c:
-        for shard in c.shards:
-            shard.primary.psql(SHARD_DDL)
-        # Postgres's own hash partitioning decides where each row lives (direct mode: all on shard 0).
-        placed = {k: 0 for k in range(1, USERS + 1)} if DIRECT else conftest.hash_shards(c.shards[0].primary,
-                                                                                           range(1, USERS + 1))
-        for i, shard in enumerate(c.shards):
-            keys = [k for k, s in placed.items() if s == i]
-            with direct(shard.primary) as conn:
-                conn.execute("INSERT INTO users (id, name) SELECT k, 'user' || k FROM unnest(%s::bigint[]) k", (keys,))
+    with users_cluster(cluster_root / "jdbc", shardgate_bin, pool_size=POOL_SIZE, sharding_toml=SHARDING_TOML,
+                       shard_ddl=SHARD_DDL, users=USERS) as c:
         yield c
-
-
-@dataclass(repr=False)
-class Run:
-    """One JdbcCheck run: exit status, its key=value lines (last value per key, and all of them)."""
-
-    returncode: int
-    lines: list[tuple[str, str]]
-    stdout: str
-    stderr: str
-
-    def __getitem__(self, key: str) -> str:
-        values = self.all(key)
-        assert values, f"JdbcCheck printed no {key}=\n{self}"
-        return values[-1]
-
-    def all(self, key: str) -> list[str]:
-        return [v for k, v in self.lines if k == key]
-
-    def __repr__(self) -> str:
-        return f"exit {self.returncode}\n--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr[-4000:]}"
 
 
 def jdbc_url(port: int, **props) -> str:
@@ -142,43 +104,16 @@ def jdbc_url(port: int, **props) -> str:
     return f"jdbc:postgresql://127.0.0.1:{port}/app?" + "&".join(f"{k}={v}" for k, v in query.items())
 
 
-def run_jdbc(classes: Path, c: pgcluster.Cluster, scenario: str, *args, props: dict | None = None) -> Run:
+def run_jdbc(classes: Path, c: pgcluster.Cluster, scenario: str, *args, props: dict | None = None) -> ProgramRun:
     """Runs `java JdbcCheck <scenario> <url> postgres postgres <args>` against shardgate (or its stand-in);
     it must exit 0 with result=ok (every check inside the program passed)."""
     cmd = ["java", *JVM_FLAGS, "-cp", f"{classes}{os.pathsep}{JAR}", "JdbcCheck", scenario,
            jdbc_url(c.shardgate.port, **(props or {})), "postgres", "postgres", *map(str, args)]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=JAVA_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"JdbcCheck {scenario} did not finish in {JAVA_TIMEOUT_S}s; stdout so far:\n{e.stdout}",
-                    pytrace=False)
-    lines = [tuple(ln.split("=", 1)) for ln in r.stdout.splitlines() if "=" in ln]
-    run = Run(r.returncode, lines, r.stdout, r.stderr)
-    assert run.returncode == 0 and run.all("result") == ["ok"], f"JdbcCheck {scenario} failed: {run}"
-    return run
+    return run_program("JdbcCheck", scenario, cmd, JAVA_TIMEOUT_S)
 
 
 def md5_hex(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
-
-
-def direct(server: pgcluster.Server) -> psycopg.Connection:
-    return psycopg.connect(server.dsn(), autocommit=True, connect_timeout=10)
-
-
-def on_shards(c: pgcluster.Cluster, sql: str, params=None) -> list[list[tuple]]:
-    """The rows of `sql` on each shard's primary, read directly."""
-    out = []
-    for shard in c.shards:
-        with direct(shard.primary) as conn:
-            out.append(conn.execute(sql, params).fetchall())
-    return out
-
-
-def key_shard(c: pgcluster.Cluster, keys) -> dict[int, int]:
-    """Where shardgate must put each bigint key (direct mode: shard 0, the only server the tests reach)."""
-    keys = list(keys)
-    return {k: 0 for k in keys} if DIRECT else conftest.hash_shards(c.shards[0].primary, keys)
 
 
 @pytest.fixture

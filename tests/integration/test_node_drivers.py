@@ -22,18 +22,17 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
 
 import conftest
 import pgcluster
 import pgwire
 from console_helpers import console, show
+from driver_programs import (DIRECT, ProgramRun, direct, key_shard, on_shards, run_program, skip_unless_ci,
+                             users_cluster)
 
-DIRECT = conftest.DIRECT
 NODE_DIR = Path(__file__).resolve().parent / "node"
 PROGRAM = NODE_DIR / "check.mjs"
 INSTALL = conftest.REPO_ROOT / "scripts" / "install-node-deps.sh"
@@ -80,10 +79,6 @@ def _deadline():
 # ---------------------------------------------------------------------------------------------
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-
-
 def _installed() -> bool:
     stamp = NODE_DIR / "node_modules" / ".package-lock.json"  # written last by npm ci
     return (shutil.which("node") is not None and stamp.is_file()
@@ -104,86 +99,26 @@ def node() -> str:
             problem = f"it succeeded but node or {NODE_DIR}/node_modules is still missing"
         if problem is not None:
             reason = f"scripts/install-node-deps.sh could not install Node.js and the npm packages: {problem}"
-            if _in_ci():
-                pytest.fail(f"CI must not skip the Node.js driver tests: {reason}", pytrace=False)
-            pytest.skip(reason)
+            skip_unless_ci("Node.js driver", reason)
     return shutil.which("node")
 
 
 @pytest.fixture(scope="module")
 def nc(cluster_root, shardgate_bin):
     """The module's cluster: 2 shards, transaction pooling, 2 server connections per shard, users 1..USERS."""
-    with conftest.running_cluster(cluster_root / "node", shardgate_bin, num_shards=2, replicas_per_shard=0,
-                                  pool_mode="transaction", general={"default_pool_size": POOL_SIZE, "workers": 1},
-                                  database_options={"default_shard": 0}, extra_toml=SHARDING_TOML) as c:
-        for shard in c.shards:
-            shard.primary.psql(SHARD_DDL)
-        # Postgres's own hash partitioning decides where each row lives (direct mode: all on shard 0).
-        placed = key_shard(c, range(1, USERS + 1))
-        for i, shard in enumerate(c.shards):
-            keys = [k for k, s in placed.items() if s == i]
-            with direct(shard.primary) as conn:
-                conn.execute("INSERT INTO users (id, name) SELECT k, 'user' || k FROM unnest(%s::bigint[]) k", (keys,))
+    with users_cluster(cluster_root / "node", shardgate_bin, pool_size=POOL_SIZE, sharding_toml=SHARDING_TOML,
+                       shard_ddl=SHARD_DDL, users=USERS) as c:
         yield c
 
 
-@dataclass(repr=False)
-class Run:
-    """One check.mjs run: exit status, its key=value lines (last value per key, and all of them)."""
-
-    returncode: int
-    lines: list[tuple[str, str]]
-    stdout: str
-    stderr: str
-
-    def __getitem__(self, key: str) -> str:
-        values = self.all(key)
-        assert values, f"check.mjs printed no {key}=\n{self}"
-        return values[-1]
-
-    def all(self, key: str) -> list[str]:
-        return [v for k, v in self.lines if k == key]
-
-    def __repr__(self) -> str:
-        return f"exit {self.returncode}\n--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr[-4000:]}"
-
-
-def run_node(node: str, c: pgcluster.Cluster, scenario: str, args: dict | None = None) -> Run:
+def run_node(node: str, c: pgcluster.Cluster, scenario: str, args: dict | None = None) -> ProgramRun:
     """Runs `node check.mjs <scenario> <url> <args as JSON>` against shardgate (or its stand-in); it must exit 0
     with result=ok (every check inside the program passed)."""
     url = f"postgres://postgres:postgres@{pgcluster.HOST}:{c.shardgate.port}/app"
     cmd = [node, str(PROGRAM), scenario, url, json.dumps(args or {})]
     # PG* variables (PGAPPNAME, PGTZ, ...) would change what both drivers send at start-up.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=NODE_TIMEOUT_S, stdin=subprocess.DEVNULL,
-                           cwd=NODE_DIR, env=env)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"check.mjs {scenario} did not finish in {NODE_TIMEOUT_S}s; stdout so far:\n{e.stdout}",
-                    pytrace=False)
-    lines = [tuple(ln.split("=", 1)) for ln in r.stdout.splitlines() if "=" in ln]
-    run = Run(r.returncode, lines, r.stdout, r.stderr)
-    assert run.returncode == 0 and run.all("result") == ["ok"], f"check.mjs {scenario} failed: {run}"
-    return run
-
-
-def direct(server: pgcluster.Server) -> psycopg.Connection:
-    return psycopg.connect(server.dsn(), autocommit=True, connect_timeout=10)
-
-
-def on_shards(c: pgcluster.Cluster, sql: str, params=None) -> list[list[tuple]]:
-    """The rows of `sql` on each shard's primary, read directly."""
-    out = []
-    for shard in c.shards:
-        with direct(shard.primary) as conn:
-            out.append(conn.execute(sql, params).fetchall())
-    return out
-
-
-def key_shard(c: pgcluster.Cluster, keys) -> dict[int, int]:
-    """Where shardgate must put each bigint key (direct mode: shard 0, the only server the tests reach)."""
-    keys = list(keys)
-    return {k: 0 for k in keys} if DIRECT else conftest.hash_shards(c.shards[0].primary, keys)
+    return run_program("check.mjs", scenario, cmd, NODE_TIMEOUT_S, cwd=NODE_DIR, env=env)
 
 
 def ids_on_each_shard(c: pgcluster.Cluster) -> list[int]:
