@@ -30,6 +30,12 @@ def skip_unless_ci(what: str, reason: str) -> None:
     pytest.skip(reason)
 
 
+def hash_sharded_toml(*tables: tuple[str, str]) -> str:
+    """[[databases.sharded_tables]] entries: each (table, bigint key column) hashed over the shards."""
+    return "".join(f'\n  [[databases.sharded_tables]]\n  name = "{t}"\n  column = "{k}"\n  type = "bigint"\n'
+                   f'  strategy = "hash"\n' for t, k in tables)
+
+
 def direct(server: pgcluster.Server) -> psycopg.Connection:
     return psycopg.connect(server.dsn(), autocommit=True, connect_timeout=10)
 

@@ -31,8 +31,8 @@ import pytest
 import pgcluster
 import pgwire
 from console_helpers import console, show
-from driver_programs import (DIRECT, ProgramRun, direct, key_shard, on_shards, run_program, skip_unless_ci,
-                             users_cluster)
+from driver_programs import (DIRECT, ProgramRun, direct, hash_sharded_toml, key_shard, on_shards, run_program,
+                             skip_unless_ci, users_cluster)
 
 JAR = Path("/usr/share/java/postgresql.jar")
 SOURCE = Path(__file__).resolve().parent / "jdbc" / "JdbcCheck.java"
@@ -44,19 +44,7 @@ JAVA_TIMEOUT_S = 60
 POOL_SIZE = 2
 USERS = 400
 
-SHARDING_TOML = """\
-  [[databases.sharded_tables]]
-  name = "users"
-  column = "id"
-  type = "bigint"
-  strategy = "hash"
-
-  [[databases.sharded_tables]]
-  name = "jdbc_batch"
-  column = "k"
-  type = "bigint"
-  strategy = "hash"
-"""
+SHARDING_TOML = hash_sharded_toml(("users", "id"), ("jdbc_batch", "k"))
 
 SHARD_DDL = """
 CREATE TABLE users (id bigint PRIMARY KEY, name text, country text);

@@ -30,8 +30,8 @@ import conftest
 import pgcluster
 import pgwire
 from console_helpers import console, show
-from driver_programs import (DIRECT, ProgramRun, direct, key_shard, on_shards, run_program, skip_unless_ci,
-                             users_cluster)
+from driver_programs import (DIRECT, ProgramRun, direct, hash_sharded_toml, key_shard, on_shards, run_program,
+                             skip_unless_ci, users_cluster)
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 PROGRAM = NODE_DIR / "check.mjs"
@@ -40,25 +40,7 @@ NODE_TIMEOUT_S = 60
 POOL_SIZE = 2
 USERS = 400
 
-SHARDING_TOML = """\
-  [[databases.sharded_tables]]
-  name = "users"
-  column = "id"
-  type = "bigint"
-  strategy = "hash"
-
-  [[databases.sharded_tables]]
-  name = "node_kv"
-  column = "k"
-  type = "bigint"
-  strategy = "hash"
-
-  [[databases.sharded_tables]]
-  name = "node_types"
-  column = "id"
-  type = "bigint"
-  strategy = "hash"
-"""
+SHARDING_TOML = hash_sharded_toml(("users", "id"), ("node_kv", "k"), ("node_types", "id"))
 
 SHARD_DDL = """
 CREATE TABLE users (id bigint PRIMARY KEY, name text, country text);
