@@ -1128,6 +1128,14 @@ bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::
   if (decision.transaction == planner::TransactionAction::kBegin && transaction_status_ == 'I') {
     txn_begin_sql_ = std::string(sql);
   }
+  if (extended_protocol && transaction_status_ != 'I' &&
+      (decision.transaction == planner::TransactionAction::kCommit ||
+       decision.transaction == planner::TransactionAction::kRollback ||
+       decision.transaction == planner::TransactionAction::kPrepare)) {
+    // The server ends the transaction here and runs the rest of the batch as a new implicit one
+    // (if this fails, the rest is skipped): shardgate's view follows at once (noteRoutedStatement).
+    pending_decision_->ends_transaction = true;
+  }
   if (extended_protocol && transaction_status_ == 'I') {
     if (decision.transaction == planner::TransactionAction::kBegin) {
       batch_began_transaction_ = true;
@@ -1152,6 +1160,15 @@ void ClientSession::noteRoutedStatement() {
   if (d.writes) txn_wrote_ = true;
   if (d.begins_read_only_transaction) txn_read_only_ = true;
   if (d.resets_session) read_preference_override_.reset();
+  if (d.ends_transaction) {
+    transaction_status_ = 'I';
+    txn_bound_ = false;
+    txn_wrote_ = false;
+    txn_read_only_ = false;
+    txn_begin_sql_.clear();
+    txn_replay_sql_.clear();
+    batch_began_transaction_ = false;
+  }
   pending_decision_.reset();
 }
 
@@ -1859,6 +1876,9 @@ class ClientSession::ParkedServer final : public backends::ServerSink {
   ClientSession& session_;
   backends::ServerConnection* server;
   backends::Pool* pool;
+  // A ROLLBACK here was cancelled once: by the cancel shardgate sent for a statement of a failed
+  // multi-shard run, which can reach the server after that statement ended.
+  bool rollback_cancelled = false;
   uint32_t shard;
 };
 
@@ -1931,6 +1951,15 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
                                                             bool extended) {
   using Action = planner::TransactionAction;
   if (ending_parked_) return SpreadOutcome::kAnswered;  // the caller waits
+  if (batch_spread_ && decision.transaction == Action::kBegin) {
+    // The batch's implicit transaction already runs on several shards as shardgate's own.
+    refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
+                                "BEGIN inside an extended-protocol batch that already ran on "
+                                "several shards is not supported",
+                                "", "send a Sync before BEGIN"),
+                    extended);
+    return SpreadOutcome::kAnswered;
+  }
   if (decision.transaction == Action::kCommit || decision.transaction == Action::kRollback) {
     if (!parked_.empty()) {
       const bool commit = decision.transaction == Action::kCommit && transaction_status_ != 'E';
@@ -2023,6 +2052,13 @@ void ClientSession::endNextParked(std::string sql) {
   }
   backends::ServerConnection* server = parked_.front()->server;
   server->runInternal(sql, [this, server, sql](Status status) {
+    if (!status.ok() && status.error().sqlstate == sqlstate::kQueryCanceled && sql == "ROLLBACK" &&
+        !parked_.empty() && parked_.front()->server == server &&
+        !parked_.front()->rollback_cancelled) {
+      parked_.front()->rollback_cancelled = true;  // a late cancel: the transaction is still open
+      endNextParked(sql);
+      return;
+    }
     std::unique_ptr<ParkedServer> parked;
     for (auto it = parked_.begin(); it != parked_.end(); ++it) {
       if ((*it)->server == server) {

@@ -309,6 +309,7 @@ class ClientSession final : public TcpConnection,
     bool writes = false;
     bool begins_read_only_transaction = false;
     bool resets_session = false;
+    bool ends_transaction = false;  // COMMIT / ROLLBACK inside an extended batch
   };
   std::optional<PendingRoute> pending_decision_;
   // Directory / column-order lookups, shardgate.move_key: made on first use (lookupWait()), so

@@ -12,7 +12,7 @@ primaries directly and merged, each on its hash shard). A probe on the same conn
 one (SHOW statement_timeout) ends each scenario, so a setting that leaks or is lost shows too.
 
 shardgate may refuse (0A000) what its README documents as refused: savepoints, and SET/RESET, in a
-transaction that spans shards. Such a refusal is accepted only for a statement of those kinds (or
+transaction that spans shards, and BEGIN in a batch that already ran on both shards. Such a refusal is accepted only for a statement of those kinds (or
 one that spreads a transaction holding a savepoint) at a point where the transaction has touched
 both shards; Postgres is then run with that statement replaced by one that fails with 0A000, and
 everything else (later steps, rows) must match that run. Refused scenarios are printed.
@@ -179,41 +179,21 @@ SCENARIOS: dict[str, list[Step]] = {
 
 # Shardgate bugs these scenarios show. The default shard is 0 under session pooling and 1 under
 # transaction pooling, so some bugs show in one mode for B0 and in the other for B1.
-SET_LOST = ("a SET (or SET LOCAL) in an extended batch whose next statements run on another shard than the "
-            "default one is lost: a later SHOW answers 0 where Postgres answers the value set; as separate "
-            "batches or simple queries the setting follows the session")
-SET_RESURRECTED = ("SET; ins k0; ins k1 (duplicate, 23505); Sync: Postgres rolls the SET back with the batch "
-                   "and shardgate's next SHOW answers 0 too, but once the session runs on shard 0 again the "
-                   "rolled-back value 7s comes back (session pooling)")
 MULTI_FIRST = ("a multi-shard UPDATE that opens an implicit batch is committed on the shards at once: when a "
                "later statement of the batch fails, Postgres keeps nothing, shardgate keeps the update")
-BEGIN_AFTER_SPAN = ("ins k0; ins k1; BEGIN; ins k0b; Sync: Postgres's BEGIN keeps what ran and the Sync "
-                    "answers 'T' (ROLLBACK then undoes all three rows); shardgate warns 25001, commits at the "
-                    "Sync ('I'), the ROLLBACK warns 25P01 and all three rows stay")
 NOTICE_MISSING = ("COMMIT/ROLLBACK in an implicit batch that already ran on both shards: Postgres's WARNING "
                   "25P01 (there is no transaction in progress) is missing before CommandComplete")
 PARSE_IN_ABORTED = ("a Parse in an aborted transaction, answered by shardgate itself (transaction pooling, or a "
                     "transaction over both shards), gets ParseComplete before the 25P02 ErrorResponse; "
                     "Postgres fails the Parse itself: ErrorResponse only")
-BEGIN_OFF_DEFAULT = ("a batch BEGIN; <statement for the non-default shard>; Sync counts as a transaction over "
-                     "both shards: a later SAVEPOINT or SET gets 0A000 (the README refuses them only in a "
-                     "transaction that spans shards), the transaction fails and its row is lost; with BEGIN "
-                     "as its own batch or simple query they work")
-COMMIT_THEN_DEFAULT = ("BEGIN; <ins on the non-default shard>; COMMIT; <ins on the default shard>; Sync: "
-                       "Postgres runs the last INSERT in an implicit transaction committed at the Sync ('I'); "
-                       "shardgate answers 'T', stays 'T' for every later statement, and the row is never "
-                       "committed (gone once the client leaves)")
 
 # (scenario, pool mode or None for both) -> reason.
 XFAIL: dict[tuple[str, str | None], str] = {
     ("multiupdate-dup0", None): MULTI_FIRST,
     ("multiupdate-div0on1", None): MULTI_FIRST,
-    ("ins0-ins1-begin-ins0|rollback", None): BEGIN_AFTER_SPAN,
     ("ins0-ins1-rollback-ins0", None): NOTICE_MISSING,
     ("ins1-ins0-commit-ins1-div0on0", None): NOTICE_MISSING,
     ("begin-2shards|div0|commit-is-rollback", None): PARSE_IN_ABORTED,
-    ("begin-ins1-commit-ins0", "session"): COMMIT_THEN_DEFAULT,
-    ("begin-ins0-commit-ins1", "transaction"): COMMIT_THEN_DEFAULT,
 }
 assert {name for name, _ in XFAIL} <= set(SCENARIOS), "XFAIL names a scenario that does not exist"
 
@@ -336,11 +316,14 @@ def run_scenario(port: int, database: str, steps: list[Step], keys: dict[str, in
 
 
 def refusable_positions(steps: list[Step]) -> dict[tuple[int, int], str]:
-    """(step, statement) -> why shardgate may refuse it: "savepoints, and SET/RESET once the
-    transaction runs on several shards, get 0A000". A static walk (errors ignored): the shards the
-    transaction has touched before each statement, and whether a savepoint is held."""
+    """(step, statement) -> why shardgate may refuse it. The README: "savepoints, and SET/RESET once
+    the transaction runs on several shards, get 0A000"; in one extended batch, BEGIN after the batch
+    ran on both shards, and a statement for another shard after COMMIT or ROLLBACK. A static walk
+    (errors ignored): the shards the transaction (and the batch) touched before each statement,
+    whether a savepoint is held, and whether the batch ended a transaction."""
     out = {}
     block, shards, savepoint = False, set(), False
+    batch_shards, last, ended = set(), set(), False  # this batch's, up to its Sync
     for si, step in enumerate(steps):
         for i, st in enumerate(step.stmts):
             spans = len(shards) >= 2
@@ -350,17 +333,27 @@ def refusable_positions(steps: list[Step]) -> dict[tuple[int, int], str]:
                 out[(si, i)] = f"{st.sql} in a transaction over both shards"
             elif savepoint and shards and not st.shards <= shards and st.shards:
                 out[(si, i)] = f"statement spreading a transaction that holds a savepoint: {st.sql}"
+            elif step.end != "query" and st.kind == "begin" and not block and len(batch_shards) >= 2:
+                out[(si, i)] = "BEGIN in a batch that ran on both shards"
+            elif step.end != "query" and ended and st.shards and not st.shards <= last:
+                out[(si, i)] = f"statement for another shard after COMMIT/ROLLBACK in its batch: {st.sql}"
             if st.kind == "begin":
                 block = True
             elif st.kind in ("commit", "rollback"):
                 block, shards, savepoint = False, set(), False
+                ended = True
             elif st.kind == "savepoint":
                 savepoint = True
             elif st.kind == "release":
                 savepoint = False
             shards |= st.shards
-        if step.end != "flush" and not block:
-            shards, savepoint = set(), False
+            batch_shards |= st.shards
+            if st.shards:
+                last = set(st.shards)
+        if step.end != "flush":
+            batch_shards, last, ended = set(), set(), False
+            if not block:
+                shards, savepoint = set(), False
     return out
 
 
