@@ -22,6 +22,13 @@ namespace shardgate::proxy {
 
 namespace {
 
+// Postgres's IsTransactionExitStmt: what a failed transaction still accepts.
+bool endsTransaction(planner::TransactionAction action) {
+  using Action = planner::TransactionAction;
+  return action == Action::kCommit || action == Action::kRollback ||
+         action == Action::kRollbackTo || action == Action::kPrepare;
+}
+
 bool isFalseValue(std::string_view v) {
   return v == "false" || v == "0" || v == "off" || v == "no" || v == "f" || v == "n";
 }
@@ -1024,6 +1031,15 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         used += frame.size;
         if (!analysis.ok()) {
           refuseStatement(analysis.error(), /*extended_protocol=*/true);
+          continue;
+        }
+        if (transaction_status_ == 'E' && !endsTransaction((*analysis)->transaction)) {
+          // Postgres refuses the Parse itself in a failed transaction, as any statement but its
+          // end.
+          refuseStatement(Error::make("25P02",
+                                      "current transaction is aborted, commands ignored until end "
+                                      "of transaction block"),
+                          /*extended_protocol=*/true);
           continue;
         }
         if (!parse->name.empty() && statements_.count(parse->name) > 0) {

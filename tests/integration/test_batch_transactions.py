@@ -183,9 +183,6 @@ MULTI_FIRST = ("a multi-shard UPDATE that opens an implicit batch is committed o
                "later statement of the batch fails, Postgres keeps nothing, shardgate keeps the update")
 NOTICE_MISSING = ("COMMIT/ROLLBACK in an implicit batch that already ran on both shards: Postgres's WARNING "
                   "25P01 (there is no transaction in progress) is missing before CommandComplete")
-PARSE_IN_ABORTED = ("a Parse in an aborted transaction, answered by shardgate itself (transaction pooling, or a "
-                    "transaction over both shards), gets ParseComplete before the 25P02 ErrorResponse; "
-                    "Postgres fails the Parse itself: ErrorResponse only")
 
 # (scenario, pool mode or None for both) -> reason.
 XFAIL: dict[tuple[str, str | None], str] = {
@@ -193,7 +190,6 @@ XFAIL: dict[tuple[str, str | None], str] = {
     ("multiupdate-div0on1", None): MULTI_FIRST,
     ("ins0-ins1-rollback-ins0", None): NOTICE_MISSING,
     ("ins1-ins0-commit-ins1-div0on0", None): NOTICE_MISSING,
-    ("begin-2shards|div0|commit-is-rollback", None): PARSE_IN_ABORTED,
 }
 assert {name for name, _ in XFAIL} <= set(SCENARIOS), "XFAIL names a scenario that does not exist"
 
