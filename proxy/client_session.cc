@@ -770,12 +770,17 @@ void ClientSession::forgetTransaction() {
   changes_in_transaction_.clear();
   savepoint_marks_.clear();
   transaction_status_ = 'I';
+  forgetTransactionRoute();
+  dropPortals();
+}
+
+// What routing knew of the open transaction: the shard it is bound to, how it began, ...
+void ClientSession::forgetTransactionRoute() {
   txn_bound_ = false;
   txn_wrote_ = false;
   txn_read_only_ = false;
   txn_begin_sql_.clear();
   txn_replay_sql_.clear();
-  dropPortals();
 }
 
 // Gets the session onto `target`'s server. True when it is held and ready now; false when the
@@ -1134,9 +1139,10 @@ bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::
                                    decision.begins_read_only_transaction, decision.resets_session};
   pending_replay_sql_.clear();
   // An extended statement is replayed only without parameters (its text is then all of it).
-  const bool replayable = !extended_protocol || sql.find('$') == std::string_view::npos;
+  // (Checked last: the scan of the text is for the rare statement that may be replayed.)
   if ((transaction_status_ != 'I' || (extended_protocol && batch_began_transaction_)) &&
-      !txn_bound_ && replayable && decision.kind == planner::RouteDecision::Kind::kAnyShard) {
+      !txn_bound_ && decision.kind == planner::RouteDecision::Kind::kAnyShard &&
+      (!extended_protocol || sql.find('$') == std::string_view::npos)) {
     // Runs in a transaction not yet bound to a shard: replayed if the transaction moves, and
     // where it spreads.
     pending_replay_sql_ = std::string(sql);
@@ -1178,11 +1184,7 @@ void ClientSession::noteRoutedStatement() {
   if (d.resets_session) read_preference_override_.reset();
   if (d.ends_transaction) {
     transaction_status_ = 'I';
-    txn_bound_ = false;
-    txn_wrote_ = false;
-    txn_read_only_ = false;
-    txn_begin_sql_.clear();
-    txn_replay_sql_.clear();
+    forgetTransactionRoute();
     batch_began_transaction_ = false;
   }
   pending_decision_.reset();
@@ -1737,11 +1739,7 @@ void ClientSession::onServerReadyForQuery(char transaction_status) {
   transaction_status_ = transaction_status;
   metrics_.readyForQuery(transaction_status, outstanding_, context().nowNs());
   if (transaction_status == 'I') {
-    txn_bound_ = false;
-    txn_wrote_ = false;
-    txn_read_only_ = false;
-    txn_begin_sql_.clear();
-    txn_replay_sql_.clear();
+    forgetTransactionRoute();
     dropPortals();
   }
   settleSettingChanges(transaction_status);

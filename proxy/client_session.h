@@ -151,6 +151,7 @@ class ClientSession final : public TcpConnection,
   void joinBatchToTransaction();
   bool endSpreadBatch();
   void forgetTransaction();
+  void forgetTransactionRoute();
   void noteRoutedStatement();
   void rememberParse(const wire::Parse& parse);
   // The hot path's Parse: the unnamed statement of an ordinary query (no session effects), its
