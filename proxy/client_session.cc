@@ -32,6 +32,15 @@ bool endsTransaction(planner::TransactionAction action) {
 bool isFalseValue(std::string_view v) {
   return v == "false" || v == "0" || v == "off" || v == "no" || v == "f" || v == "n";
 }
+
+// Whether the message at the start of `rest` (bytes the client sent after the current one) is a
+// complete Sync.
+bool syncComesNext(std::string_view rest, uint32_t max_size) {
+  wire::Frame next;
+  return wire::peekTyped(rest, max_size, next) == wire::FrameStatus::kComplete &&
+         next.type == wire::fe::kSync;
+}
+
 }  // namespace
 
 ClientSession::ClientSession(Worker& worker, uint64_t id, uint64_t now_ms, Transport transport)
@@ -949,7 +958,9 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       describeBoundPortalNow();
       continue;  // the Sync or Flush is read again once the run has ended
     }
-    if (multi_bound_ && handleMultiShardBatchMessage(type, frame.payload)) {
+    if (multi_bound_ &&
+        handleMultiShardBatchMessage(type, frame.payload,
+                                     syncComesNext(data.substr(used + frame.size), max_size))) {
       used += frame.size;
       continue;
     }
@@ -979,8 +990,10 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       } else if (decision->kind == planner::RouteDecision::Kind::kNeedsLookup &&
                  awaitLookups(*decision)) {
         return used;
-      } else if (spreadTransaction() && spreadStatement(*decision, false) != SpreadOutcome::kRun) {
-        if (ending_parked_) return used;
+      } else if (SpreadOutcome outcome =
+                     spreadTransaction() ? spreadStatement(*decision, false) : SpreadOutcome::kRun;
+                 outcome != SpreadOutcome::kRun) {
+        if (outcome == SpreadOutcome::kWait) return used;
         used += frame.size;
         continue;
       } else if (decision->kind == planner::RouteDecision::Kind::kMultiShard) {
@@ -1002,8 +1015,10 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       if (decision->kind == planner::RouteDecision::Kind::kNeedsLookup && awaitLookups(*decision)) {
         return used;
       }
-      if (spreadTransaction() && spreadStatement(*decision, true) != SpreadOutcome::kRun) {
-        if (ending_parked_) return used;
+      if (SpreadOutcome outcome =
+              spreadTransaction() ? spreadStatement(*decision, true) : SpreadOutcome::kRun;
+          outcome != SpreadOutcome::kRun) {
+        if (outcome == SpreadOutcome::kWait) return used;
         used += frame.size;
         continue;
       }
@@ -1964,7 +1979,7 @@ bool ClientSession::spreadTransaction() const {
 ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::RouteDecision& decision,
                                                             bool extended) {
   using Action = planner::TransactionAction;
-  if (ending_parked_) return SpreadOutcome::kAnswered;  // the caller waits
+  if (ending_parked_) return SpreadOutcome::kWait;
   if (batch_spread_ && decision.transaction == Action::kBegin) {
     // The batch's implicit transaction already runs on several shards as shardgate's own.
     refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
@@ -1975,11 +1990,29 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     return SpreadOutcome::kAnswered;
   }
   if (decision.transaction == Action::kCommit || decision.transaction == Action::kRollback) {
+    const bool ends_implicit = batch_spread_;  // Postgres warns: no transaction in progress
+    if (ends_implicit && server_ != nullptr && transaction_status_ != 'E' && !spread_end_error_) {
+      // The batch's implicit transaction (made explicit by shardgate) ends here on every shard,
+      // the held one too: its part of the batch is synced first, then it is parked with the
+      // others.
+      if (batch_open_) {
+        sendOwnSync();
+        batch_open_ = false;
+        batch_executes_ = false;
+      }
+      if (server_->owesReplies()) {
+        server_->notifyWhenCaughtUp();
+        return SpreadOutcome::kWait;
+      }
+      park(server_, pool_, current_target_->shard);
+      server_ = nullptr;
+      current_target_.reset();
+    }
     if (!parked_.empty()) {
       const bool commit = decision.transaction == Action::kCommit && transaction_status_ != 'E';
       ending_parked_ = true;
       endNextParked(commit ? "COMMIT" : "ROLLBACK");
-      return SpreadOutcome::kAnswered;  // the statement waits (ending_parked_) and comes again
+      return SpreadOutcome::kWait;  // the statement comes again once they have ended
     }
     const bool failed = transaction_status_ == 'E' || spread_end_error_ != nullptr;
     if (!failed && server_ != nullptr) return SpreadOutcome::kRun;  // server_ ends it as usual
@@ -2003,6 +2036,12 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     } else {
       if (commits && !changes_in_transaction_.empty()) {
         settings_.commit(changes_in_transaction_, nullptr);
+      }
+      if (ends_implicit) {
+        Error warning = Error::make("25P01", "there is no transaction in progress");
+        warning.severity = "WARNING";
+        wire::writeNotice(reply, warning);
+        batch_spread_ = false;  // the rest of the batch is a new implicit transaction
       }
       wire::CommandComplete{commits ? "COMMIT" : "ROLLBACK"}.encode(reply);
     }
@@ -2250,8 +2289,9 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
     request.extra_float_digits = settings_.extraFloatDigits();
   }
   // The held server is not needed: give it back unless a session-level feature keeps it (in a
-  // transaction the run takes it if its shard is among the targets).
-  if (server_ && !pinned_ && !in_transaction) {
+  // transaction the run takes it if its shard is among the targets; not if the transaction has
+  // not begun there, as when this statement opens one for an implicit batch).
+  if (server_ && !pinned_ && (!in_transaction || server_->transactionStatus() == 'I')) {
     backends::ServerConnection* server = server_;
     server_ = nullptr;
     current_target_.reset();
@@ -2268,7 +2308,8 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
   multi_run_->start();  // may finish before it returns
 }
 
-bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view payload) {
+bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view payload,
+                                                 bool sync_follows) {
   switch (type) {
     case wire::fe::kDescribe: {
       auto describe = wire::Describe::decode(payload);
@@ -2294,6 +2335,15 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
       if (multi_bound_->local_reply) {
         answer(std::move(*multi_bound_->local_reply));
         return true;
+      }
+      if (multi_bound_->decision.writes && transaction_status_ == 'I' && !sync_follows &&
+          !pinned_) {
+        // More of the batch follows (or may): the batch is one implicit transaction, so the
+        // write must not commit before the client's Sync, and a later failure in the batch undoes
+        // it. The write opens a transaction over the shards that ends at that Sync.
+        batch_spread_ = true;
+        txn_begin_sql_ = "BEGIN";
+        transaction_status_ = 'T';
       }
       // A row-limited portal keeps its row description for a later Describe, asked for or not.
       startMultiShard(multi_bound_->decision, &multi_bound_->bind,
@@ -2394,8 +2444,9 @@ ClientSession::PortalStep ClientSession::continueKeptPortal(char type, std::stri
     if (type == wire::fe::kExecute && !readyForMultiShard()) return PortalStep::kWait;
     multi_bound_ = std::move(*bound);
     bound_portals_.erase(bound);
-    return handleMultiShardBatchMessage(type, payload) ? PortalStep::kAnswered
-                                                       : PortalStep::kNotKept;
+    return handleMultiShardBatchMessage(type, payload, /*sync_follows=*/true)
+               ? PortalStep::kAnswered
+               : PortalStep::kNotKept;
   }
   if (suspended == suspended_portals_.end()) return PortalStep::kNotKept;
   std::string reply;

@@ -187,7 +187,8 @@ class ClientSession final : public TcpConnection,
                        bool describe);
   // Extended protocol: the Describe / Execute / Close / Sync after a multi-shard Bind. Returns
   // false if the message is not part of that batch (it is then handled as usual).
-  bool handleMultiShardBatchMessage(char type, std::string_view payload);
+  // sync_follows: the client's next message, already received, is a Sync.
+  bool handleMultiShardBatchMessage(char type, std::string_view payload, bool sync_follows);
   // Execute / Describe / Close of a multi-shard portal kept from an earlier batch (bound_portals_,
   // suspended_portals_); a Bind or Query drops the portal it replaces. False: the message is
   // handled as usual.
@@ -220,7 +221,9 @@ class ClientSession final : public TcpConnection,
   void resumeCopyInput();
   // A statement in such a transaction: COMMIT / ROLLBACK end it on every shard; in a failed one
   // everything else gets 25P02 (as Postgres answers); savepoints get 0A000.
-  enum class SpreadOutcome { kRun, kAnswered };
+  // kRun: the caller routes the statement as usual; kAnswered: it was answered (or refused) here;
+  // kWait: not yet, the message is read again when the session can go on.
+  enum class SpreadOutcome { kRun, kAnswered, kWait };
   SpreadOutcome spreadStatement(const planner::RouteDecision& decision, bool extended);
   void maybeReleaseServer();
   // Acts on a statement's session-level effects: pins the session, or records the settings it

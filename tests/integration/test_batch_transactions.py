@@ -12,9 +12,9 @@ primaries directly and merged, each on its hash shard). A probe on the same conn
 one (SHOW statement_timeout) ends each scenario, so a setting that leaks or is lost shows too.
 
 shardgate may refuse (0A000) what its README documents as refused: savepoints, and SET/RESET, in a
-transaction that spans shards, and BEGIN in a batch that already ran on both shards. Such a refusal is accepted only for a statement of those kinds (or
-one that spreads a transaction holding a savepoint) at a point where the transaction has touched
-both shards; Postgres is then run with that statement replaced by one that fails with 0A000, and
+transaction that spans shards, and BEGIN in a batch that already ran on both shards. Such a
+refusal is accepted only for a statement of those kinds (or one that spreads a transaction holding
+a savepoint) at a point where the transaction has touched both shards; Postgres is then run with that statement replaced by one that fails with 0A000, and
 everything else (later steps, rows) must match that run. Refused scenarios are printed.
 
 Both pool modes (session, transaction). SHARDGATE_TARGET=direct runs the "through" side against
@@ -159,6 +159,24 @@ SCENARIOS: dict[str, list[Step]] = {
     "multiupdate-dup0": [S(MUPD, dup("A0")), S(ALL)],
     "multiupdate-div0on1": [S(MUPD, div0("A1")), S(ALL)],
     "ins0-multiupdate-dup1": [S(ins("B0"), MUPD, dup("A1")), S(ALL)],
+    "multiupdate-ins0": [S(MUPD, ins("B0")), S(ALL)],
+    "multiupdate-flush|sync": [F(MUPD), S(), S(ALL)],
+    "multiupdate-flush|dup0": [F(MUPD), S(dup("A0")), S(ALL)],
+    "multiupdate-multidiv0": [S(MUPD, MDIV0), S(ALL)],
+    "multiupdate-multiupdate-ins1": [S(MUPD, MUPD, ins("B1")), S(ALL)],
+    "multiupdate-set-dup1|show": [S(MUPD, SET7, dup("A1")), S(SHOW), S(ALL)],
+    "multiupdate-set|show": [S(MUPD, SET7), S(SHOW), S(ALL)],
+    "multiupdate-commit-dup0": [S(MUPD, COMMIT, dup("A0")), S(ALL)],
+    "multiupdate-rollback-ins1": [S(MUPD, ROLLBACK, ins("B1")), S(ALL)],
+    "multiupdate-begin-ins1|rollback": [S(MUPD, BEGIN, ins("B1")), S(ROLLBACK), S(ALL)],
+    "multiupdate-savepoint-ins0": [S(MUPD, SAVEPOINT, ins("B0")), S(ALL)],
+    "multiupdate-commit-multiupdate-dup1": [S(MUPD, COMMIT, MUPD, dup("A1")), S(ALL)],
+    "ins0-ins1-commit": [S(ins("B0"), ins("B1"), COMMIT), S(ALL)],
+    "ins0-ins1-rollback": [S(ins("B0"), ins("B1"), ROLLBACK), S(ALL)],
+    "ins0-ins1-commit-ins0-ins1-dup1": [S(ins("B0"), ins("B1"), COMMIT, ins("C0"), ins("C1"), dup("A1")), S(ALL)],
+    "ins0-ins1-flush|commit-ins1": [F(ins("B0"), ins("B1")), S(COMMIT, ins("C1")), S(ALL)],
+    "ins0-ins1-commit-commit": [S(ins("B0"), ins("B1"), COMMIT, COMMIT), S(ALL)],
+    "ins0-ins1-set-rollback|show": [S(ins("B0"), ins("B1"), SET7, ROLLBACK), S(SHOW), S(ALL)],
     "begin-ins0|savepoint|commit": [S(BEGIN, ins("B0")), S(SAVEPOINT), S(COMMIT), S(ALL)],
     "begin-ins1|savepoint|commit": [S(BEGIN, ins("B1")), S(SAVEPOINT), S(COMMIT), S(ALL)],
     "begin-ins1|set|show|commit|show": [S(BEGIN, ins("B1")), S(SET7), S(SHOW), S(COMMIT), S(SHOW)],
@@ -176,22 +194,6 @@ SCENARIOS: dict[str, list[Step]] = {
         S(BEGIN, ins("B1"), ins("B0"), upd("A1", "y"), sel("B0"), sel("A1"), COMMIT), S(ALL)],
     "ins1-ins0-commit-ins1-div0on0": [S(ins("B1"), ins("B0"), COMMIT, ins("C1"), div0("A0")), S(ALL)],
 }
-
-# Shardgate bugs these scenarios show. The default shard is 0 under session pooling and 1 under
-# transaction pooling, so some bugs show in one mode for B0 and in the other for B1.
-MULTI_FIRST = ("a multi-shard UPDATE that opens an implicit batch is committed on the shards at once: when a "
-               "later statement of the batch fails, Postgres keeps nothing, shardgate keeps the update")
-NOTICE_MISSING = ("COMMIT/ROLLBACK in an implicit batch that already ran on both shards: Postgres's WARNING "
-                  "25P01 (there is no transaction in progress) is missing before CommandComplete")
-
-# (scenario, pool mode or None for both) -> reason.
-XFAIL: dict[tuple[str, str | None], str] = {
-    ("multiupdate-dup0", None): MULTI_FIRST,
-    ("multiupdate-div0on1", None): MULTI_FIRST,
-    ("ins0-ins1-rollback-ins0", None): NOTICE_MISSING,
-    ("ins1-ins0-commit-ins1-div0on0", None): NOTICE_MISSING,
-}
-assert {name for name, _ in XFAIL} <= set(SCENARIOS), "XFAIL names a scenario that does not exist"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,12 +316,11 @@ def run_scenario(port: int, database: str, steps: list[Step], keys: dict[str, in
 def refusable_positions(steps: list[Step]) -> dict[tuple[int, int], str]:
     """(step, statement) -> why shardgate may refuse it. The README: "savepoints, and SET/RESET once
     the transaction runs on several shards, get 0A000"; in one extended batch, BEGIN after the batch
-    ran on both shards, and a statement for another shard after COMMIT or ROLLBACK. A static walk
-    (errors ignored): the shards the transaction (and the batch) touched before each statement,
-    whether a savepoint is held, and whether the batch ended a transaction."""
+    ran on both shards. A static walk (errors ignored): the shards the transaction (and the batch)
+    touched before each statement, and whether a savepoint is held."""
     out = {}
     block, shards, savepoint = False, set(), False
-    batch_shards, last, ended = set(), set(), False  # this batch's, up to its Sync
+    batch_shards = set()  # this batch's, up to its Sync
     for si, step in enumerate(steps):
         for i, st in enumerate(step.stmts):
             spans = len(shards) >= 2
@@ -331,23 +332,18 @@ def refusable_positions(steps: list[Step]) -> dict[tuple[int, int], str]:
                 out[(si, i)] = f"statement spreading a transaction that holds a savepoint: {st.sql}"
             elif step.end != "query" and st.kind == "begin" and not block and len(batch_shards) >= 2:
                 out[(si, i)] = "BEGIN in a batch that ran on both shards"
-            elif step.end != "query" and ended and st.shards and not st.shards <= last:
-                out[(si, i)] = f"statement for another shard after COMMIT/ROLLBACK in its batch: {st.sql}"
             if st.kind == "begin":
                 block = True
             elif st.kind in ("commit", "rollback"):
                 block, shards, savepoint = False, set(), False
-                ended = True
             elif st.kind == "savepoint":
                 savepoint = True
             elif st.kind == "release":
                 savepoint = False
             shards |= st.shards
             batch_shards |= st.shards
-            if st.shards:
-                last = set(st.shards)
         if step.end != "flush":
-            batch_shards, last, ended = set(), set(), False
+            batch_shards = set()
             if not block:
                 shards, savepoint = set(), False
     return out
@@ -467,17 +463,8 @@ def rows_ref(e: Env) -> list[tuple]:
         return sorted(conn.execute("SELECT id, name FROM users").fetchall())
 
 
-@pytest.fixture
-def known_bugs(request, env: Env):
-    """Marks the scenarios XFAIL lists for this pool mode (strict: they must keep failing)."""
-    name = request.node.callspec.params["name"]
-    reason = XFAIL.get((name, env.pool_mode)) or XFAIL.get((name, None))
-    if reason and not conftest.DIRECT:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_batch_matches_postgres(env: Env, name: str, known_bugs):
+def test_batch_matches_postgres(env: Env, name: str):
     steps = SCENARIOS[name]
     reset_shards(env)
     through = run_scenario(env.cluster.shardgate.port, "app", steps, env.keys)

@@ -218,6 +218,20 @@ def test_batch_insert_into_sharded_table(jdbc_classes, jc, batch_table, mode, pr
         assert all(per_shard), "the keys should have spread over both shards"
 
 
+def test_batch_with_multi_shard_update_is_one_transaction(jdbc_classes, jc, batch_table):
+    # Rows on both shards; with autocommit, the batch [multi-shard UPDATE, INSERT] ends with one Sync.
+    keys = list(range(1, 21))
+    with psycopg.connect(jc.shardgate.dsn(), autocommit=True, connect_timeout=10) as conn:
+        for k in keys:
+            conn.execute("INSERT INTO jdbc_batch (k, v) VALUES (%s, %s)", (k, f"v{k}"))
+    run = run_jdbc(jdbc_classes, jc, "batch_atomic", batch_table, keys[0], 1000)
+    assert run["failing_batch"] == "23505", run
+    assert run["changed_after_failure"] == "0", "the failed batch's UPDATE was kept: " + str(run)
+    assert (run["counts"], run["changed_after_success"], run["rows"]) == ("[20, 1]", "20", "21"), run
+    if not DIRECT:
+        assert all(on_shards(jc, "SELECT k FROM jdbc_batch WHERE v LIKE '%!'")), "both shards hold updated rows"
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. Transactions
 # ---------------------------------------------------------------------------------------------

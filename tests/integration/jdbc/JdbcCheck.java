@@ -1,6 +1,7 @@
 // Drives shardgate with the PostgreSQL JDBC driver for tests/integration/test_jdbc.py, one scenario per run.
 
 import java.math.BigDecimal;
+import java.sql.BatchUpdateException;
 import java.sql.Connection;
 import java.sql.DatabaseMetaData;
 import java.sql.DriverManager;
@@ -58,6 +59,7 @@ public final class JdbcCheck {
                 case "prepared" -> prepared(rest);
                 case "binary" -> binary(rest);
                 case "batch" -> batch(rest);
+                case "batch_atomic" -> batchAtomic(rest);
                 case "txn" -> txn(rest);
                 case "multishard" -> multishard(rest);
                 case "multishard_txn" -> multishardTxn(rest);
@@ -435,6 +437,43 @@ public final class JdbcCheck {
                     out("sum", rs.getBigDecimal(2));
                 }
             }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // batch_atomic TABLE DUP_KEY NEW_KEY: with autocommit, one executeBatch is one implicit
+    // transaction: a multi-shard UPDATE then a duplicate key leaves nothing behind; the same
+    // batch without the duplicate keeps both
+    // ------------------------------------------------------------------------------------------
+
+    static void batchAtomic(String[] a) throws SQLException {
+        String table = a[0];
+        long dup = Long.parseLong(a[1]);
+        long fresh = Long.parseLong(a[2]);
+        try (Connection conn = connect(null); Statement st = conn.createStatement()) {
+            st.addBatch("UPDATE " + table + " SET v = v || '!'");
+            st.addBatch("INSERT INTO " + table + " (k, v) VALUES (" + dup + ", 'dup')");
+            try {
+                st.executeBatch();
+                out("failing_batch", "no error");
+            } catch (BatchUpdateException e) {
+                out("failing_batch", e.getSQLState());
+            }
+            st.clearBatch();
+            out("changed_after_failure", count(st, "SELECT count(*) FROM " + table + " WHERE v LIKE '%!'"));
+            st.addBatch("UPDATE " + table + " SET v = v || '!'");
+            st.addBatch("INSERT INTO " + table + " (k, v) VALUES (" + fresh + ", 'fresh')");
+            int[] counts = st.executeBatch();
+            out("counts", Arrays.toString(counts));
+            out("changed_after_success", count(st, "SELECT count(*) FROM " + table + " WHERE v LIKE '%!'"));
+            out("rows", count(st, "SELECT count(*) FROM " + table));
+        }
+    }
+
+    static long count(Statement st, String sql) throws SQLException {
+        try (ResultSet rs = st.executeQuery(sql)) {
+            rs.next();
+            return rs.getLong(1);
         }
     }
 
