@@ -1325,6 +1325,11 @@ class Analyzer {
       default:
         break;
     }
+    if (out_.transaction == TransactionAction::kSavepoint ||
+        out_.transaction == TransactionAction::kRelease ||
+        out_.transaction == TransactionAction::kRollbackTo) {
+      out_.savepoint_name = t.savepoint_name();
+    }
     for (const Node& o : t.options()) {
       if (o.has_def_elem() && o.def_elem().defname() == "transaction_read_only") {
         out_.read_only_transaction = truthy(

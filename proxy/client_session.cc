@@ -33,6 +33,33 @@ bool isFalseValue(std::string_view v) {
   return v == "false" || v == "0" || v == "off" || v == "no" || v == "f" || v == "n";
 }
 
+// "name" as an SQL identifier, quoted.
+std::string quoteIdentifier(std::string_view name) {
+  std::string out = "\"";
+  for (char c : name) {
+    out += c;
+    if (c == '"') out += '"';
+  }
+  return out + "\"";
+}
+
+// The CommandComplete tag of a savepoint statement.
+std::string_view savepointTag(planner::TransactionAction action) {
+  using Action = planner::TransactionAction;
+  return action == Action::kSavepoint ? "SAVEPOINT"
+         : action == Action::kRelease ? "RELEASE"
+                                      : "ROLLBACK";
+}
+
+// The statement that does `action` to savepoint `name`.
+std::string savepointSql(planner::TransactionAction action, std::string_view name) {
+  using Action = planner::TransactionAction;
+  const char* verb = action == Action::kSavepoint ? "SAVEPOINT "
+                     : action == Action::kRelease ? "RELEASE SAVEPOINT "
+                                                  : "ROLLBACK TO SAVEPOINT ";
+  return verb + quoteIdentifier(name);
+}
+
 // Whether the message at the start of `rest` (bytes the client sent after the current one) is a
 // complete Sync.
 bool syncComesNext(std::string_view rest, uint32_t max_size) {
@@ -580,12 +607,13 @@ void ClientSession::refuseStatement(const Error& error, bool extended_protocol) 
   std::string reply;
   wire::writeError(reply, error);
   metrics_.countError(error.sqlstate);
+  // Postgres aborts the (explicit or implicit) transaction on an error: make the held server's
+  // fail too, so that nothing the client sent before the refused statement commits. Parked
+  // connections roll back when the failed transaction ends.
   if (server_ && (transaction_status_ != 'I' || batch_open_)) {
-    // Postgres aborts the (explicit or implicit) transaction on an error: make the server's fail
-    // too, so that nothing the client sent before the refused statement commits.
     sendOwnQuery("DO $$BEGIN RAISE EXCEPTION 'statement refused by shardgate'; END$$");
-    if (transaction_status_ != 'I') transaction_status_ = 'E';
   }
+  if (transaction_status_ != 'I') transaction_status_ = 'E';
   if (extended_protocol) {
     answer(std::move(reply));
     skipping_to_sync_ = true;  // as Postgres does after an error in a batch
@@ -790,6 +818,7 @@ void ClientSession::forgetTransactionRoute() {
   txn_read_only_ = false;
   txn_begin_sql_.clear();
   txn_replay_sql_.clear();
+  txn_savepoints_.clear();
 }
 
 // Gets the session onto `target`'s server. True when it is held and ready now; false when the
@@ -1152,11 +1181,17 @@ bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::
   target = targetFor(decision);
   pending_decision_ = PendingRoute{decision.kind == Kind::kShard, decision.writes,
                                    decision.begins_read_only_transaction, decision.resets_session};
+  // (A batch that began with BEGIN is in its transaction before the server says so.)
+  const bool in_transaction =
+      transaction_status_ != 'I' || (extended_protocol && batch_began_transaction_);
+  if (txn_bound_ && in_transaction && !decision.savepoint_name.empty()) {
+    savepoints_in_flight_.push_back(
+        {ready_sent_ + 1, decision.transaction, decision.savepoint_name});
+  }
   pending_replay_sql_.clear();
   // An extended statement is replayed only without parameters (its text is then all of it).
   // (Checked last: the scan of the text is for the rare statement that may be replayed.)
-  if ((transaction_status_ != 'I' || (extended_protocol && batch_began_transaction_)) &&
-      !txn_bound_ && decision.kind == planner::RouteDecision::Kind::kAnyShard &&
+  if (in_transaction && !txn_bound_ && decision.kind == planner::RouteDecision::Kind::kAnyShard &&
       (!extended_protocol || sql.find('$') == std::string_view::npos)) {
     // Runs in a transaction not yet bound to a shard: replayed if the transaction moves, and
     // where it spreads.
@@ -1655,6 +1690,9 @@ void ClientSession::forwardSqlPrepared(std::string_view sql, std::string_view me
 // transaction, and a transaction's changes count once it commits.
 void ClientSession::settleSettingChanges(char transaction_status) {
   ++ready_received_;
+  std::erase_if(savepoints_in_flight_, [this](const SavepointInFlight& op) {
+    return op.ready_index <= ready_received_;  // not answered by the server: failed or skipped
+  });
   if (!changes_in_flight_.empty() && changes_in_flight_.front().first == ready_received_) {
     auto changes = std::move(changes_in_flight_.front().second);
     changes_in_flight_.pop_front();
@@ -1730,6 +1768,12 @@ void ClientSession::endReportedChanges(bool rolled_back, std::string& reply) {
 }
 
 void ClientSession::onServerCommandComplete(std::string_view tag) {
+  if (!savepoints_in_flight_.empty() &&
+      savepoints_in_flight_.front().ready_index == ready_received_ + 1 &&
+      tag == savepointTag(savepoints_in_flight_.front().action)) {
+    noteSavepoint(savepoints_in_flight_.front().action, savepoints_in_flight_.front().name);
+    savepoints_in_flight_.erase(savepoints_in_flight_.begin());
+  }
   if (tag == "ROLLBACK") {
     rollback_seen_ = true;  // of the transaction, or to a savepoint: ReadyForQuery tells which
   } else if (tag == "SAVEPOINT") {
@@ -1953,7 +1997,15 @@ void ClientSession::releaseParked(bool clean) {
 std::string ClientSession::transactionJoinSql() const {
   std::string sql =
       (txn_begin_sql_.empty() ? std::string("BEGIN") : txn_begin_sql_) + txn_replay_sql_;
-  for (const SettingChange& change : changes_in_transaction_) {
+  auto savepoint = txn_savepoints_.begin();
+  const auto savepoints_up_to = [&](size_t changes) {
+    for (; savepoint != txn_savepoints_.end() && savepoint->changes_mark <= changes; ++savepoint) {
+      sql += "; SAVEPOINT " + quoteIdentifier(savepoint->name);
+    }
+  };
+  for (size_t i = 0; i < changes_in_transaction_.size(); ++i) {
+    savepoints_up_to(i);
+    const SettingChange& change = changes_in_transaction_[i];
     switch (change.kind) {
       case SettingChange::Kind::kSet:
         sql += "; " + change.statement;
@@ -1966,6 +2018,7 @@ std::string ClientSession::transactionJoinSql() const {
         break;
     }
   }
+  savepoints_up_to(SIZE_MAX);
   return sql;
 }
 
@@ -2048,21 +2101,13 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     endReportedChanges(!commits, reply);
     spread_end_error_.reset();
     forgetTransaction();
-    if (extended && spread_end_error_was) {
-      answer(std::move(reply));
-      skipping_to_sync_ = true;  // as Postgres does after an error in a batch
-    } else if (extended) {
-      // The rest of the batch (Describe, Execute, Sync) is answered as for a bound statement.
-      multi_bound_ = std::make_unique<BoundMultiShard>();
-      multi_bound_->local_reply = std::move(reply);
-      std::string bind_complete;
-      wire::BindComplete{}.encode(bind_complete);
-      answer(std::move(bind_complete));
-    } else {
-      wire::writeReadyForQuery(reply, transaction_status_);
-      answer(std::move(reply));
-    }
+    answerStatementHere(std::move(reply), extended, spread_end_error_was);
     return SpreadOutcome::kAnswered;
+  }
+  if (!decision.savepoint_name.empty() && !batch_spread_ &&
+      (transaction_status_ != 'E' || decision.transaction == Action::kRollbackTo) &&
+      (server_ != nullptr || !parked_.empty())) {
+    return spreadSavepoint(decision, extended);
   }
   if (transaction_status_ == 'E') {
     refuseStatement(Error::make("25P02",
@@ -2082,16 +2127,154 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
                     extended);
     return SpreadOutcome::kAnswered;
   }
-  if (decision.transaction == Action::kSavepoint || decision.transaction == Action::kRelease ||
-      decision.transaction == Action::kRollbackTo || decision.transaction == Action::kPrepare) {
+  if (decision.transaction == Action::kPrepare) {
     refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
-                                "savepoints and PREPARE TRANSACTION are not supported in a "
-                                "transaction that spans shards yet",
+                                "PREPARE TRANSACTION is not supported in a transaction that spans "
+                                "shards yet",
                                 "the transaction runs on several shards"),
                     extended);
     return SpreadOutcome::kAnswered;
   }
+  if (decision.transaction == Action::kSavepoint || decision.transaction == Action::kRelease ||
+      decision.transaction == Action::kRollbackTo) {
+    // spreadSavepoint took the others: one in a query of several statements, in an implicit
+    // batch (where Postgres refuses savepoints too), or with no connection in the transaction.
+    std::string detail = batch_spread_ ? "the extended-protocol batch has no BEGIN"
+                         : decision.savepoint_name.empty() ? "it is part of a query of several "
+                                                             "statements"
+                                                           : "no shard connection holds the "
+                                                             "transaction";
+    refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
+                                "this savepoint statement is not supported in a transaction that "
+                                "spans shards",
+                                std::move(detail),
+                                batch_spread_ ? "use savepoints inside BEGIN ... COMMIT"
+                                              : "send it as a query of its own"),
+                    extended);
+    return SpreadOutcome::kAnswered;
+  }
   return SpreadOutcome::kRun;
+}
+
+// SAVEPOINT, RELEASE or ROLLBACK TO in a transaction that spans shards (or failed on shardgate's
+// refusal, its server still fine): it runs on every shard's connection in turn, the held one
+// parked first, and is answered as Postgres answers it once all have run, or with the first
+// shard's error (the transaction has then failed). Every shard has every savepoint: one that
+// joins later makes them first (transactionJoinSql).
+ClientSession::SpreadOutcome ClientSession::spreadSavepoint(const planner::RouteDecision& decision,
+                                                            bool extended) {
+  if (savepoint_running_) return SpreadOutcome::kWait;
+  if (savepoint_done_) {  // the statement comes again: every shard has run it
+    savepoint_done_ = false;
+    if (savepoint_error_) {
+      std::unique_ptr<Error> error = std::move(savepoint_error_);
+      transaction_status_ = 'E';
+      metrics_.countError(error->sqlstate);
+      std::string reply;
+      wire::writeError(reply, *error);
+      answerStatementHere(std::move(reply), extended, /*fails=*/true);
+      return SpreadOutcome::kAnswered;
+    }
+    using Action = planner::TransactionAction;
+    if (decision.transaction == Action::kSavepoint) {
+      savepoint_marks_.push_back(changes_in_transaction_.size());
+    } else if (decision.transaction == Action::kRelease) {
+      if (!savepoint_marks_.empty()) savepoint_marks_.pop_back();
+    } else {
+      // What was set since the savepoint is undone, and the transaction is usable again.
+      const size_t keep = savepoint_marks_.empty() ? 0 : savepoint_marks_.back();
+      changes_in_transaction_.resize(std::min(keep, changes_in_transaction_.size()));
+      transaction_status_ = 'T';
+    }
+    noteSavepoint(decision.transaction, decision.savepoint_name);
+    std::string reply;
+    wire::CommandComplete{std::string(savepointTag(decision.transaction))}.encode(reply);
+    answerStatementHere(std::move(reply), extended);
+    return SpreadOutcome::kAnswered;
+  }
+  if (server_ != nullptr) {
+    if (batch_open_) {  // this server's part of the batch ends here (the transaction goes on)
+      sendOwnSync();
+      batch_open_ = false;
+      batch_executes_ = false;
+    }
+    if (server_->owesReplies()) {
+      server_->notifyWhenCaughtUp();
+      return SpreadOutcome::kWait;
+    }
+    park(server_, pool_, current_target_->shard);
+    server_ = nullptr;
+    current_target_.reset();
+  }
+  savepoint_running_ = true;
+  runSavepointOnParked(nullptr, savepointSql(decision.transaction, decision.savepoint_name));
+  return SpreadOutcome::kWait;  // the statement comes again when every shard has run it
+}
+
+void ClientSession::runSavepointOnParked(const backends::ServerConnection* previous,
+                                         std::string sql) {
+  auto next = parked_.begin();
+  if (previous != nullptr) {
+    next = std::find_if(parked_.begin(), parked_.end(),
+                        [previous](const auto& p) { return p->server == previous; });
+    if (next != parked_.end()) ++next;
+  }
+  while (next != parked_.end() && (*next)->server == nullptr) ++next;
+  if (next == parked_.end()) {
+    savepoint_running_ = false;
+    savepoint_done_ = true;
+    processPending();
+    return;
+  }
+  backends::ServerConnection* server = (*next)->server;
+  const uint32_t shard = (*next)->shard;
+  server->runInternal(sql, [this, server, shard, sql](Status status) {
+    if (status.ok()) {
+      runSavepointOnParked(server, sql);
+      return;
+    }
+    Error e = status.error();
+    const std::string where = "on " + planner::shardName(*database_, shard);
+    e.detail = e.detail.empty() ? where : e.detail + "\n" + where;
+    savepoint_error_ = std::make_unique<Error>(std::move(e));
+    savepoint_running_ = false;
+    savepoint_done_ = true;
+    processPending();
+  });
+}
+
+void ClientSession::noteSavepoint(planner::TransactionAction action, const std::string& name) {
+  using Action = planner::TransactionAction;
+  if (action == Action::kSavepoint) {
+    txn_savepoints_.push_back({name, changes_in_transaction_.size()});
+    return;
+  }
+  // The most recent savepoint of that name; none: one made before the transaction was bound, so
+  // every savepoint here is newer and goes.
+  auto it = std::find_if(txn_savepoints_.rbegin(), txn_savepoints_.rend(),
+                         [&name](const TransactionSavepoint& sp) { return sp.name == name; });
+  if (it == txn_savepoints_.rend()) {
+    txn_savepoints_.clear();
+    return;
+  }
+  // RELEASE drops it and the newer ones; ROLLBACK TO drops the newer ones only.
+  auto first_gone = action == Action::kRelease ? std::prev(it.base()) : it.base();
+  txn_savepoints_.erase(first_gone, txn_savepoints_.end());
+}
+
+void ClientSession::answerStatementHere(std::string reply, bool extended, bool fails) {
+  if (extended) {
+    // The rest of the batch (Describe, Execute, Sync) is answered as for a bound statement.
+    multi_bound_ = std::make_unique<BoundMultiShard>();
+    multi_bound_->local_reply = std::move(reply);
+    multi_bound_->local_reply_fails = fails;
+    std::string bind_complete;
+    wire::BindComplete{}.encode(bind_complete);
+    answer(std::move(bind_complete));
+    return;
+  }
+  wire::writeReadyForQuery(reply, transaction_status_);
+  answer(std::move(reply));
 }
 
 // Ends the parked connections' transactions one after the other; the first failure turns the
@@ -2333,6 +2516,7 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
       multi_bound_->executed = true;
       multi_bound_->max_rows = execute->max_rows;
       if (multi_bound_->local_reply) {
+        if (multi_bound_->local_reply_fails) skipping_to_sync_ = true;  // as after any error
         answer(std::move(*multi_bound_->local_reply));
         return true;
       }

@@ -219,12 +219,21 @@ class ClientSession final : public TcpConnection,
   std::string transactionJoinSql() const;
   void useDatabase(const conf::User* user, const conf::Database* database);
   void resumeCopyInput();
-  // A statement in such a transaction: COMMIT / ROLLBACK end it on every shard; in a failed one
-  // everything else gets 25P02 (as Postgres answers); savepoints get 0A000.
+  // A statement in such a transaction: COMMIT / ROLLBACK end it on every shard, and so do
+  // savepoint statements; in a failed one everything else gets 25P02 (as Postgres answers).
   // kRun: the caller routes the statement as usual; kAnswered: it was answered (or refused) here;
   // kWait: not yet, the message is read again when the session can go on.
   enum class SpreadOutcome { kRun, kAnswered, kWait };
   SpreadOutcome spreadStatement(const planner::RouteDecision& decision, bool extended);
+  SpreadOutcome spreadSavepoint(const planner::RouteDecision& decision, bool extended);
+  // Runs a savepoint statement on the parked connection after `previous` (nullptr: the first).
+  void runSavepointOnParked(const backends::ServerConnection* previous, std::string sql);
+  // A savepoint statement succeeded: txn_savepoints_ follows it.
+  void noteSavepoint(planner::TransactionAction action, const std::string& name);
+  // A statement's reply made here (no ReadyForQuery): after BindComplete in the extended
+  // protocol (the rest of the batch answered as for a bound statement, an error at its Execute),
+  // else with ReadyForQuery.
+  void answerStatementHere(std::string reply, bool extended, bool fails = false);
   void maybeReleaseServer();
   // Acts on a statement's session-level effects: pins the session, or records the settings it
   // changes (kept once its transaction commits).
@@ -302,6 +311,28 @@ class ClientSession final : public TcpConnection,
   // than the SET's, must give them back (endReportedChanges).
   std::vector<std::pair<std::string, std::string>> reported_before_txn_;
   std::vector<size_t> savepoint_marks_;  // changes_in_transaction_ sizes at each SAVEPOINT
+  // Savepoints made since the open transaction was bound to a shard (those before are in
+  // txn_replay_sql_): a shard that joins the transaction makes them too, after the settings
+  // changed before each (changes_mark), so that ROLLBACK TO / RELEASE can run on every shard.
+  struct TransactionSavepoint {
+    std::string name;
+    size_t changes_mark = 0;
+  };
+  std::vector<TransactionSavepoint> txn_savepoints_;
+  // SAVEPOINT / RELEASE / ROLLBACK TO passed to the held server, by the ordinal of the
+  // ReadyForQuery that ends their request: their CommandComplete updates txn_savepoints_; those
+  // left at that ReadyForQuery failed or were skipped.
+  struct SavepointInFlight {
+    uint64_t ready_index = 0;
+    planner::TransactionAction action = planner::TransactionAction::kNone;
+    std::string name;
+  };
+  std::vector<SavepointInFlight> savepoints_in_flight_;
+  // A savepoint statement in a transaction that spans shards runs on each shard in turn
+  // (spreadSavepoint): running, then done (with the first shard's error, if any).
+  bool savepoint_running_ = false;
+  bool savepoint_done_ = false;
+  std::unique_ptr<Error> savepoint_error_;
 
   // Routing state.
   std::optional<Target> current_target_;
@@ -368,6 +399,7 @@ class ClientSession final : public TcpConnection,
     // Answered by shardgate itself (the end of a transaction spanning shards): Execute gets this
     // instead of running anything, Describe gets NoData.
     std::optional<std::string> local_reply;
+    bool local_reply_fails = false;  // it is an error: the rest of the batch is skipped
   };
   std::unique_ptr<BoundMultiShard> multi_bound_;  // a pointer: idle sessions stay small
 

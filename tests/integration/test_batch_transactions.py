@@ -11,10 +11,10 @@ the ReadyForQuery status) must be the same, and so must the rows afterwards (rea
 primaries directly and merged, each on its hash shard). A probe on the same connection and on a new
 one (SHOW statement_timeout) ends each scenario, so a setting that leaks or is lost shows too.
 
-shardgate may refuse (0A000) what its README documents as refused: savepoints, and SET/RESET, in a
-transaction that spans shards, and BEGIN in a batch that already ran on both shards. Such a
-refusal is accepted only for a statement of those kinds (or one that spreads a transaction holding
-a savepoint) at a point where the transaction has touched both shards; Postgres is then run with that statement replaced by one that fails with 0A000, and
+shardgate may refuse (0A000) what its README documents as refused: SET/RESET in a transaction that
+spans shards, and savepoints or BEGIN in a batch (without BEGIN) that already ran on both shards.
+Such a refusal is accepted only for a statement of those kinds at a point where the transaction
+has touched both shards; Postgres is then run with that statement replaced by one that fails with 0A000, and
 everything else (later steps, rows) must match that run. Refused scenarios are printed.
 
 Both pool modes (session, transaction). SHARDGATE_TARGET=direct runs the "through" side against
@@ -193,6 +193,33 @@ SCENARIOS: dict[str, list[Step]] = {
     "begin-ins1-ins0-upd1-sel0-sel1-commit": [
         S(BEGIN, ins("B1"), ins("B0"), upd("A1", "y"), sel("B0"), sel("A1"), COMMIT), S(ALL)],
     "ins1-ins0-commit-ins1-div0on0": [S(ins("B1"), ins("B0"), COMMIT, ins("C1"), div0("A0")), S(ALL)],
+    # Savepoints in transactions over both shards.
+    "begin-ins0-savepoint-ins1-rollbackto|commit": [
+        S(BEGIN, ins("B0"), SAVEPOINT, ins("B1"), ROLLBACK_TO), S(COMMIT), S(ALL)],
+    "begin-ins0|savepoint|ins1|rollbackto|ins1|commit": [
+        S(BEGIN, ins("B0")), S(SAVEPOINT), S(ins("B1")), S(ROLLBACK_TO), S(ins("C1")), S(COMMIT), S(ALL)],
+    "begin-ins0-ins1|savepoint|upd0-upd1|rollbackto|commit": [
+        S(BEGIN, ins("B0"), ins("B1")), S(SAVEPOINT), S(upd("A0", "x"), upd("A1", "y")), S(ROLLBACK_TO), S(COMMIT),
+        S(ALL)],
+    "begin-ins0-ins1|savepoint|dup0|rollbackto|ins1|commit": [
+        S(BEGIN, ins("B0"), ins("B1")), S(SAVEPOINT), S(dup("A0")), S(ROLLBACK_TO), S(ins("C1")), S(COMMIT), S(ALL)],
+    "begin-ins0-ins1|savepoint|dup1|ins0|rollbackto|commit": [
+        S(BEGIN, ins("B0"), ins("B1")), S(SAVEPOINT), S(dup("A1")), S(ins("C0")), S(ROLLBACK_TO), S(COMMIT),
+        S(ALL)],
+    "begin-ins0-ins1|savepoint|ins0|release|rollbackto|rollback": [
+        S(BEGIN, ins("B0"), ins("B1")), S(SAVEPOINT), S(ins("C0")), S(RELEASE), S(ROLLBACK_TO), S(ROLLBACK),
+        S(ALL)],
+    "begin-ins0-ins1|savepoint-ins0-ins1-rollbackto-ins0|commit": [
+        S(BEGIN, ins("B0"), ins("B1")), S(SAVEPOINT, ins("C0"), ins("C1"), ROLLBACK_TO, upd("A0", "z")), S(COMMIT),
+        S(ALL)],
+    "begin-ins0|savepoint|multiupdate|rollbackto|commit": [
+        S(BEGIN, ins("B0")), S(SAVEPOINT), S(MUPD), S(ROLLBACK_TO), S(COMMIT), S(ALL)],
+    "begin-ins0|savepoint|multi-div0|rollbackto|ins1|commit": [
+        S(BEGIN, ins("B0")), S(SAVEPOINT), S(MDIV0), S(ROLLBACK_TO), S(ins("B1")), S(COMMIT), S(ALL)],
+    "begin-savepoint-ins0-ins1-release-ins0|rollback": [
+        S(BEGIN, SAVEPOINT, ins("B0"), ins("B1"), RELEASE, ins("C0")), S(ROLLBACK), S(ALL)],
+    "begin-ins0-ins1|savepoint|flush-ins0|sync|rollbackto|commit": [
+        S(BEGIN, ins("B0"), ins("B1")), S(SAVEPOINT), F(ins("C0")), S(), S(ROLLBACK_TO), S(COMMIT), S(ALL)],
 }
 
 
@@ -314,38 +341,32 @@ def run_scenario(port: int, database: str, steps: list[Step], keys: dict[str, in
 
 
 def refusable_positions(steps: list[Step]) -> dict[tuple[int, int], str]:
-    """(step, statement) -> why shardgate may refuse it. The README: "savepoints, and SET/RESET once
-    the transaction runs on several shards, get 0A000"; in one extended batch, BEGIN after the batch
-    ran on both shards. A static walk (errors ignored): the shards the transaction (and the batch)
-    touched before each statement, and whether a savepoint is held."""
+    """(step, statement) -> why shardgate may refuse it. The README: `SET`/`RESET` once the
+    transaction runs on several shards; in one extended batch without BEGIN, savepoints after the
+    batch ran on both shards; BEGIN after the batch ran on both shards. A static walk (errors
+    ignored): the shards the transaction (and the batch) touched before each statement."""
     out = {}
-    block, shards, savepoint = False, set(), False
+    block, shards = False, set()
     batch_shards = set()  # this batch's, up to its Sync
     for si, step in enumerate(steps):
         for i, st in enumerate(step.stmts):
             spans = len(shards) >= 2
-            if st.kind in ("savepoint", "rollback_to", "release") and spans:
-                out[(si, i)] = f"{st.sql} in a transaction over both shards"
+            if st.kind in ("savepoint", "rollback_to", "release") and spans and not block:
+                out[(si, i)] = f"{st.sql} in a batch's implicit transaction over both shards"
             elif st.kind == "set" and spans:
                 out[(si, i)] = f"{st.sql} in a transaction over both shards"
-            elif savepoint and shards and not st.shards <= shards and st.shards:
-                out[(si, i)] = f"statement spreading a transaction that holds a savepoint: {st.sql}"
             elif step.end != "query" and st.kind == "begin" and not block and len(batch_shards) >= 2:
                 out[(si, i)] = "BEGIN in a batch that ran on both shards"
             if st.kind == "begin":
                 block = True
             elif st.kind in ("commit", "rollback"):
-                block, shards, savepoint = False, set(), False
-            elif st.kind == "savepoint":
-                savepoint = True
-            elif st.kind == "release":
-                savepoint = False
+                block, shards = False, set()
             shards |= st.shards
             batch_shards |= st.shards
         if step.end != "flush":
             batch_shards = set()
             if not block:
-                shards, savepoint = set(), False
+                shards = set()
     return out
 
 

@@ -187,14 +187,33 @@ def test_failure_on_one_shard_fails_the_whole_transaction(ms):
     assert _scores(ms, [k0]) == {k0: k0 % 97}
 
 
-def test_savepoint_in_transaction_spanning_shards_is_refused(ms):
+def test_nested_transactions_span_shards(ms):
+    """psycopg's nested transaction blocks (SAVEPOINT / RELEASE / ROLLBACK TO) in a transaction over
+    both shards, with multi-shard statements inside them: a failed inner block undoes its part on
+    every shard, the outer transaction goes on and commits the rest."""
     k0, k1 = _key_on(ms, 0, 4), _key_on(ms, 1, 4)
     with psycopg.connect(dsn(ms)) as conn:
-        conn.execute("UPDATE users SET score = score WHERE id = %s", (k0,))
-        conn.execute("UPDATE users SET score = score WHERE id = %s", (k1,))
-        with pytest.raises(psycopg.errors.FeatureNotSupported):
-            conn.execute("SAVEPOINT s1")
-        conn.rollback()
+        with conn.transaction():
+            conn.execute("UPDATE users SET score = -11 WHERE id = %s", (k0,))
+            with conn.transaction():  # shard 1 joins inside the savepoint, which is released
+                conn.execute("UPDATE users SET score = -12 WHERE id = %s", (k1,))
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                with conn.transaction():
+                    cur = psycopg.ClientCursor(conn)
+                    cur.execute(f"UPDATE users SET score = -13 WHERE id IN ({k0}, {k1})")  # both shards
+                    assert cur.statusmessage == "UPDATE 2"
+                    cur.execute(f"SELECT 1 / (id - {k1}) FROM users").fetchall()
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                with conn.transaction():
+                    conn.execute("UPDATE users SET score = -14 WHERE id = %s", (k0,))
+                    conn.execute("SELECT * FROM no_such_table")
+            got = conn.execute("SELECT id, score FROM users WHERE score < 0 ORDER BY id").fetchall()
+            assert got == sorted([(k0, -11), (k1, -12)]), got
+            assert _scores(ms, [k0, k1]) == {k0: k0 % 97, k1: k1 % 97}  # nothing visible outside yet
+    assert _scores(ms, [k0, k1]) == {k0: -11, k1: -12}
+    with psycopg.connect(dsn(ms), autocommit=True) as conn:
+        psycopg.ClientCursor(conn).execute(f"UPDATE users SET score = id % 97 WHERE id IN ({k0}, {k1})")
+    assert _scores(ms, [k0, k1]) == {k0: k0 % 97, k1: k1 % 97}
 
 
 def test_settings_changed_in_a_transaction_hold_on_shards_that_join_it(ms):

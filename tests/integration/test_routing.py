@@ -820,10 +820,12 @@ def test_transaction_spans_shards_raw(r):
         assert shard_rows(r, s, "SELECT name FROM users WHERE id = %s", (k,)) == [("y",)], f"shard{s}"
 
 
-def test_savepoint_in_a_transaction_that_spans_shards_is_refused(r):
-    """SAVEPOINT once the transaction runs on two shards gets 0A000; like any error in a transaction it
-    aborts it, and COMMIT then commits nothing on either shard. On one shard, a savepoint works."""
-    k0, k1 = r.keys_on(0, 1)[0], r.keys_on(1, 1)[0]
+def test_savepoints_in_a_transaction_that_spans_shards(r):
+    """Savepoints work on one shard and across shards: a shard that joins the transaction after a
+    SAVEPOINT makes it too, so ROLLBACK TO undoes its part; RELEASE and ROLLBACK TO run on every shard;
+    ROLLBACK TO recovers from an error on a shard and from shardgate's own 0A000, as in Postgres."""
+    k0, k0b = r.keys_on(0, 2)
+    k1, k1b, k1c = r.keys_on(1, 3)
     with wire_connect(r.port) as w:
         ok(w, "BEGIN")
         ok_in_transaction(w, f"INSERT INTO users (id, name) VALUES ({k0}, 'sp')")
@@ -832,18 +834,48 @@ def test_savepoint_in_a_transaction_that_spans_shards_is_refused(r):
         ok_in_transaction(w, "ROLLBACK TO SAVEPOINT on_one_shard")
         end_transaction(w, "COMMIT", "COMMIT")
         assert shard_rows(r, 0, "SELECT name FROM users WHERE id = %s", (k0,)) == [("sp",)]
+
+        # Shard 1 joins after the savepoint (a quoted, mixed-case name): ROLLBACK TO undoes its insert.
         ok(w, "BEGIN")
-        ok_in_transaction(w, f"UPDATE users SET name = 'lost' WHERE id = {k0}")
-        ok_in_transaction(w, f"INSERT INTO users (id, name) VALUES ({k1}, 'lost')")
-        msgs = w.simple("SAVEPOINT across")
-        assert error_codes(msgs) == ["0A000"], describe_reply(msgs)
-        assert "savepoint" in pgwire.errors(msgs)[0].message.lower(), describe_reply(msgs)
-        assert status_of(msgs) == "E", f"the refused SAVEPOINT left the transaction open: {describe_reply(msgs)}"
-        expect_aborted(w, "SELECT 1")
-        end_transaction(w, "COMMIT", "ROLLBACK")
+        ok_in_transaction(w, f"UPDATE users SET name = 'kept' WHERE id = {k0}")
+        ok_in_transaction(w, 'SAVEPOINT "Mixed ""Case"""')
+        ok_in_transaction(w, f"INSERT INTO users (id, name) VALUES ({k1}, 'undone')")
+        assert ok_in_transaction(w, "SELECT count(*) FROM users WHERE name = 'undone'") == [["1"]]
+        ok_in_transaction(w, 'ROLLBACK TO SAVEPOINT "Mixed ""Case"""')
+        assert ok_in_transaction(w, f"SELECT name FROM users WHERE id IN ({k0}, {k1})") == [["kept"]]
+        ok_in_transaction(w, f"INSERT INTO users (id, name) VALUES ({k1b}, 'kept')")
+        ok_in_transaction(w, "SAVEPOINT b")
+        ok_in_transaction(w, f"UPDATE users SET name = 'kept2' WHERE id IN ({k0}, {k1b})")
+        ok_in_transaction(w, "RELEASE SAVEPOINT b")
+        msgs = w.simple("ROLLBACK TO SAVEPOINT b")  # released on every shard
+        assert error_codes(msgs) == ["3B001"] and status_of(msgs) == "E", describe_reply(msgs)
+        ok_in_transaction(w, 'ROLLBACK TO SAVEPOINT "Mixed ""Case"""')  # still there, and recovers
+        ok_in_transaction(w, f"INSERT INTO users (id, name) VALUES ({k1c}, 'kept')")
+        end_transaction(w, "COMMIT", "COMMIT")
+    assert placement(r, "users", "id", [k0, k1, k1b, k1c]) == {k0: [0], k1: [], k1b: [], k1c: [1]}
+    assert shard_rows(r, 0, "SELECT name FROM users WHERE id = %s", (k0,)) == [("kept",)]
+
+    with wire_connect(r.port) as w:
+        # An error on one shard, then ROLLBACK TO: the transaction goes on over both shards.
+        ok(w, "BEGIN")
+        ok_in_transaction(w, f"INSERT INTO users (id, name) VALUES ({k1}, 'both')")
+        ok_in_transaction(w, f"UPDATE users SET name = 'both' WHERE id = {k0}")
+        ok_in_transaction(w, "SAVEPOINT s")
+        msgs = w.simple(f"INSERT INTO users (id, name) VALUES ({k1}, 'dup')")
+        assert error_codes(msgs) == ["23505"] and status_of(msgs) == "E", describe_reply(msgs)
+        expect_aborted(w, f"SELECT name FROM users WHERE id = {k0}")
+        ok_in_transaction(w, "ROLLBACK TO SAVEPOINT s")
+        # shardgate's own refusal (a window function over sharded rows) aborts; ROLLBACK TO recovers.
+        msgs = w.simple("SELECT row_number() OVER () FROM users")
+        assert error_codes(msgs) == ["0A000"] and status_of(msgs) == "E", describe_reply(msgs)
+        ok_in_transaction(w, "ROLLBACK TO SAVEPOINT s")
+        assert ok_in_transaction(w, f"SELECT name FROM users WHERE id IN ({k0}, {k1}) ORDER BY id") == [
+            ["both"], ["both"]]
+        end_transaction(w, "COMMIT", "COMMIT")
         assert ok(w, "SELECT 1") == [["1"]]
-    assert placement(r, "users", "id", [k0, k1]) == {k0: [0], k1: []}
-    assert shard_rows(r, 0, "SELECT name FROM users WHERE id = %s", (k0,)) == [("sp",)]
+    assert placement(r, "users", "id", [k0, k1]) == {k0: [0], k1: [1]}
+    for s, k in ((0, k0), (1, k1)):
+        assert shard_rows(r, s, "SELECT name FROM users WHERE id = %s", (k,)) == [("both",)], f"shard{s}"
 
 
 @pytest.mark.parametrize("spanning", [False, True], ids=["error-on-first-shard", "error-on-second-shard"])

@@ -55,6 +55,11 @@ TEST_F(AnalyzerTest, StatementKinds) {
   EXPECT_TRUE(begin->read_only_transaction);
   EXPECT_FALSE(analyze("BEGIN READ WRITE")->read_only_transaction);
   EXPECT_EQ(analyze("ROLLBACK TO SAVEPOINT a")->transaction, TransactionAction::kRollbackTo);
+  // The savepoint's name as Postgres keeps it: folded to lower case unless quoted.
+  EXPECT_EQ(analyze("SAVEPOINT Outer_1")->savepoint_name, "outer_1");
+  EXPECT_EQ(analyze("RELEASE \"Mixed \"\"Case\"\"\"")->savepoint_name, "Mixed \"Case\"");
+  EXPECT_EQ(analyze("ROLLBACK TO b")->savepoint_name, "b");
+  EXPECT_EQ(analyze("ROLLBACK")->savepoint_name, "");
   EXPECT_TRUE(analyze("SET TRANSACTION READ ONLY")->read_only_transaction);
   EXPECT_TRUE(analyze("SET transaction_read_only = on")->read_only_transaction);
   EXPECT_FALSE(analyze("SET transaction_read_only = off")->read_only_transaction);
