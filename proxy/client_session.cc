@@ -2046,20 +2046,8 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     const bool ends_implicit = batch_spread_;  // Postgres warns: no transaction in progress
     if (ends_implicit && server_ != nullptr && transaction_status_ != 'E' && !spread_end_error_) {
       // The batch's implicit transaction (made explicit by shardgate) ends here on every shard,
-      // the held one too: its part of the batch is synced first, then it is parked with the
-      // others.
-      if (batch_open_) {
-        sendOwnSync();
-        batch_open_ = false;
-        batch_executes_ = false;
-      }
-      if (server_->owesReplies()) {
-        server_->notifyWhenCaughtUp();
-        return SpreadOutcome::kWait;
-      }
-      park(server_, pool_, current_target_->shard);
-      server_ = nullptr;
-      current_target_.reset();
+      // the held one too.
+      if (!parkHeldServer()) return SpreadOutcome::kWait;
     }
     if (!parked_.empty()) {
       const bool commit = decision.transaction == Action::kCommit && transaction_status_ != 'E';
@@ -2156,6 +2144,22 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
   return SpreadOutcome::kRun;
 }
 
+bool ClientSession::parkHeldServer() {
+  if (batch_open_) {  // its part of the batch ends here (the transaction goes on)
+    sendOwnSync();
+    batch_open_ = false;
+    batch_executes_ = false;
+  }
+  if (server_->owesReplies()) {
+    server_->notifyWhenCaughtUp();
+    return false;
+  }
+  park(server_, pool_, current_target_->shard);
+  server_ = nullptr;
+  current_target_.reset();
+  return true;
+}
+
 // SAVEPOINT, RELEASE or ROLLBACK TO in a transaction that spans shards (or failed on shardgate's
 // refusal, its server still fine): it runs on every shard's connection in turn, the held one
 // parked first, and is answered as Postgres answers it once all have run, or with the first
@@ -2192,20 +2196,7 @@ ClientSession::SpreadOutcome ClientSession::spreadSavepoint(const planner::Route
     answerStatementHere(std::move(reply), extended);
     return SpreadOutcome::kAnswered;
   }
-  if (server_ != nullptr) {
-    if (batch_open_) {  // this server's part of the batch ends here (the transaction goes on)
-      sendOwnSync();
-      batch_open_ = false;
-      batch_executes_ = false;
-    }
-    if (server_->owesReplies()) {
-      server_->notifyWhenCaughtUp();
-      return SpreadOutcome::kWait;
-    }
-    park(server_, pool_, current_target_->shard);
-    server_ = nullptr;
-    current_target_.reset();
-  }
+  if (server_ != nullptr && !parkHeldServer()) return SpreadOutcome::kWait;
   savepoint_running_ = true;
   runSavepointOnParked(nullptr, savepointSql(decision.transaction, decision.savepoint_name));
   return SpreadOutcome::kWait;  // the statement comes again when every shard has run it
@@ -2226,11 +2217,21 @@ void ClientSession::runSavepointOnParked(const backends::ServerConnection* previ
     processPending();
     return;
   }
-  backends::ServerConnection* server = (*next)->server;
-  const uint32_t shard = (*next)->shard;
-  server->runInternal(sql, [this, server, shard, sql](Status status) {
+  const bool rollback_to = sql.starts_with("ROLLBACK TO");
+  runSavepointOn((*next)->server, (*next)->shard, std::move(sql), /*may_retry=*/rollback_to);
+}
+
+void ClientSession::runSavepointOn(backends::ServerConnection* server, uint32_t shard,
+                                   std::string sql, bool may_retry) {
+  server->runInternal(sql, [this, server, shard, sql, may_retry](Status status) {
     if (status.ok()) {
       runSavepointOnParked(server, sql);
+      return;
+    }
+    if (may_retry && status.error().sqlstate == sqlstate::kQueryCanceled) {
+      // The cancel shardgate sent for a statement of a failed multi-shard run can reach the
+      // server after that statement ended: ROLLBACK TO (which undoes it anyway) runs once more.
+      runSavepointOn(server, shard, sql, /*may_retry=*/false);
       return;
     }
     Error e = status.error();

@@ -210,6 +210,9 @@ class ClientSession final : public TcpConnection,
   void park(backends::ServerConnection* server, backends::Pool* pool, uint32_t shard);
   backends::ServerConnection* unpark(uint32_t shard, backends::Pool** pool);
   void onParkedServerLost(ParkedServer* parked, const Error& error);
+  // Parks the held server with the transaction's others once it has answered all it owes (its
+  // part of an open batch synced first). False: not yet, the caller waits for the replies.
+  bool parkHeldServer();
   // COMMIT / ROLLBACK of a transaction with parked connections ends it on each of them in turn,
   // then the client's statement ends it on server_ (or shardgate answers it).
   void endNextParked(std::string sql);
@@ -228,6 +231,8 @@ class ClientSession final : public TcpConnection,
   SpreadOutcome spreadSavepoint(const planner::RouteDecision& decision, bool extended);
   // Runs a savepoint statement on the parked connection after `previous` (nullptr: the first).
   void runSavepointOnParked(const backends::ServerConnection* previous, std::string sql);
+  void runSavepointOn(backends::ServerConnection* server, uint32_t shard, std::string sql,
+                      bool may_retry);
   // A savepoint statement succeeded: txn_savepoints_ follows it.
   void noteSavepoint(planner::TransactionAction action, const std::string& name);
   // A statement's reply made here (no ReadyForQuery): after BindComplete in the extended
