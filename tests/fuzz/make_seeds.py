@@ -317,6 +317,19 @@ def session_seeds():
         "sharded_extended_set": session(
             T, login(database="sharded") + stmt("SET statement_timeout = '5s'") + SYNC +
             stmt("SELECT * FROM users WHERE id = 2") + SYNC),
+        # Savepoints in a transaction over both shards; a multi-shard write opening a batch.
+        "sharded_savepoints": session(
+            T, login(database="sharded") + query("BEGIN") +
+            query("INSERT INTO users (id) VALUES (1)") + query("SAVEPOINT a") +
+            query("INSERT INTO users (id) VALUES (2)") + query("ROLLBACK TO SAVEPOINT a") +
+            query("RELEASE a") + query("COMMIT")),
+        "sharded_batch_savepoint": session(
+            T, login(database="sharded") + stmt("BEGIN") + stmt("INSERT INTO users (id) VALUES (1)") +
+            stmt("SAVEPOINT a") + stmt("INSERT INTO users (id) VALUES (2)") +
+            stmt("ROLLBACK TO a") + SYNC + query("COMMIT")),
+        "sharded_batch_multi_write_first": session(
+            T, login(database="sharded") + stmt("UPDATE users SET name = 'x'") +
+            stmt("INSERT INTO users (id) VALUES (1)") + stmt("COMMIT") + SYNC),
         "garbage": session(0x0f, bytes(range(256)), (0x10, 0x20, 0x30)),
     }
     for name, data in s.items():
