@@ -1181,13 +1181,15 @@ bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::
   target = targetFor(decision);
   pending_decision_ = PendingRoute{decision.kind == Kind::kShard, decision.writes,
                                    decision.begins_read_only_transaction, decision.resets_session};
-  // (A batch that began with BEGIN is in its transaction before the server says so.)
-  const bool in_transaction =
-      transaction_status_ != 'I' || (extended_protocol && batch_began_transaction_);
-  if (txn_bound_ && in_transaction && !decision.savepoint_name.empty()) {
+  if (txn_bound_ && !decision.savepoint_name.empty()) {
+    // Noted once the server has run it (a CommandComplete comes only in a transaction block).
+    // Not by transaction_status_, which lags behind pipelined queries.
     savepoints_in_flight_.push_back(
         {ready_sent_ + 1, decision.transaction, decision.savepoint_name});
   }
+  // (A batch that began with BEGIN is in its transaction before the server says so.)
+  const bool in_transaction =
+      transaction_status_ != 'I' || (extended_protocol && batch_began_transaction_);
   pending_replay_sql_.clear();
   // An extended statement is replayed only without parameters (its text is then all of it).
   // (Checked last: the scan of the text is for the rare statement that may be replayed.)

@@ -536,8 +536,13 @@ class FakeShardConnection {
   bool runStatement(std::string_view sql, bool extended, int32_t max_rows) {
     shard_.statements_run_.emplace_back(sql);
     std::string word = upper(firstWord(sql));
-    bool ends_block = word == "COMMIT" || word == "END" || word == "ROLLBACK" || word == "ABORT";
-    if (txn_ == 'E' && !ends_block) {
+    std::string_view after_word;
+    firstWord(sql, &after_word);
+    // ROLLBACK TO [SAVEPOINT] name: back to a savepoint, the block goes on (and is usable again).
+    const bool rollback_to = word == "ROLLBACK" && upper(firstWord(after_word)) == "TO";
+    bool ends_block = !rollback_to &&
+                      (word == "COMMIT" || word == "END" || word == "ROLLBACK" || word == "ABORT");
+    if (txn_ == 'E' && !ends_block && !rollback_to) {
       statementError("25P02",
                      "current transaction is aborted, commands ignored until end of transaction "
                      "block",
@@ -594,7 +599,10 @@ class FakeShardConnection {
     }
     std::string_view rest;
     firstWord(sql, &rest);
-    if (word == "BEGIN" || word == "START") {
+    if (rollback_to) {
+      if (txn_ == 'E') txn_ = 'T';
+      commandComplete("ROLLBACK");
+    } else if (word == "BEGIN" || word == "START") {
       if (txn_ == 'T') notice("there is already a transaction in progress");
       txn_ = 'T';
       commandComplete(word == "BEGIN" ? "BEGIN" : "START TRANSACTION");

@@ -300,13 +300,14 @@ def session_seeds():
             SECOND_CLIENT, login() + query("SET work_mem = '1MB'") + query("SELECT 1")),
         "second_client_pipelines_startup_and_query": session(
             SECOND_CLIENT | SECOND_CLIENT_PIPELINES, login() + query("SELECT 1")),
-        # The sharded database: id 1 and 2 hash to different shards of two; a count is multi-shard.
+        # The sharded database: ids 1 and 3 hash to shards 0 and 1 (shard_probe bigint 2); a count is
+        # multi-shard.
         "sharded_keyed_and_multi": session(
             T, login(database="sharded") + query("SELECT * FROM users WHERE id = 1") +
             query("SELECT count(*) FROM users") + query("SELECT id FROM users ORDER BY id LIMIT 1")),
         "sharded_batch_begin_spread": session(
             T, login(database="sharded") + stmt("BEGIN") +
-            stmt("INSERT INTO users (id) VALUES (1)") + stmt("INSERT INTO users (id) VALUES (2)") +
+            stmt("INSERT INTO users (id) VALUES (1)") + stmt("INSERT INTO users (id) VALUES (3)") +
             SYNC + query("ROLLBACK")),
         "sharded_batch_begin_multi": session(
             T, login(database="sharded") + stmt("BEGIN") + stmt("SELECT count(*) FROM users") +
@@ -316,16 +317,16 @@ def session_seeds():
             stmt("SELECT count(*) FROM users") + SYNC),
         "sharded_extended_set": session(
             T, login(database="sharded") + stmt("SET statement_timeout = '5s'") + SYNC +
-            stmt("SELECT * FROM users WHERE id = 2") + SYNC),
+            stmt("SELECT * FROM users WHERE id = 3") + SYNC),
         # Savepoints in a transaction over both shards; a multi-shard write opening a batch.
         "sharded_savepoints": session(
             T, login(database="sharded") + query("BEGIN") +
             query("INSERT INTO users (id) VALUES (1)") + query("SAVEPOINT a") +
-            query("INSERT INTO users (id) VALUES (2)") + query("ROLLBACK TO SAVEPOINT a") +
+            query("INSERT INTO users (id) VALUES (3)") + query("ROLLBACK TO SAVEPOINT a") +
             query("RELEASE a") + query("COMMIT")),
         "sharded_batch_savepoint": session(
             T, login(database="sharded") + stmt("BEGIN") + stmt("INSERT INTO users (id) VALUES (1)") +
-            stmt("SAVEPOINT a") + stmt("INSERT INTO users (id) VALUES (2)") +
+            stmt("SAVEPOINT a") + stmt("INSERT INTO users (id) VALUES (3)") +
             stmt("ROLLBACK TO a") + SYNC + query("COMMIT")),
         "sharded_batch_multi_write_first": session(
             T, login(database="sharded") + stmt("UPDATE users SET name = 'x'") +

@@ -877,6 +877,19 @@ def test_savepoints_in_a_transaction_that_spans_shards(r):
     for s, k in ((0, k0), (1, k1)):
         assert shard_rows(r, s, "SELECT name FROM users WHERE id = %s", (k,)) == [("both",)], f"shard{s}"
 
+    # Pipelined: every query sent before the first answer (shardgate routes them ahead of the
+    # servers' replies), the savepoint made after the transaction is bound to shard 0.
+    pipeline = ["BEGIN", f"UPDATE users SET name = 'piped' WHERE id = {k0}", "SAVEPOINT p",
+                f"UPDATE users SET name = 'undone' WHERE id = {k1}", "ROLLBACK TO SAVEPOINT p",
+                f"UPDATE users SET name = 'piped' WHERE id = {k1b}", "COMMIT"]
+    with wire_connect(r.port) as w:
+        w.send(b"".join(pgwire.query(q) for q in pipeline))
+        replies = [w.recv_until(b"Z") for _ in pipeline]
+        assert [error_codes(m) for m in replies] == [[]] * len(pipeline), [describe_reply(m) for m in replies]
+        assert [status_of(m) for m in replies] == ["T"] * (len(pipeline) - 1) + ["I"]
+    assert shard_rows(r, 0, "SELECT name FROM users WHERE id = %s", (k0,)) == [("piped",)]
+    assert shard_rows(r, 1, "SELECT name FROM users WHERE id = %s", (k1,)) == [("both",)]
+
 
 @pytest.mark.parametrize("spanning", [False, True], ids=["error-on-first-shard", "error-on-second-shard"])
 def test_aborted_transaction_refuses_statements_for_any_shard_with_25P02(r, spanning):

@@ -191,6 +191,23 @@ TEST(FuzzSessionHarness, ShardLostMidBatchIsReportedToTheClient) {
       << "no error for the Execute the shard never answered: " << types;
 }
 
+// Savepoints over the two shards of the sharded database: the shard that joins after SAVEPOINT
+// makes it first, ROLLBACK TO runs on both shards' connections (shardgate's own statements,
+// the name quoted), and every query is answered without an error.
+TEST(FuzzSessionHarness, SavepointsReachBothShards) {
+  SessionResult run = sessionRun("sharded_savepoints");
+  const auto& ran = run.statements_on_shard;
+  const auto count = [&ran](std::string_view sql) {
+    return std::count(ran.begin(), ran.end(), sql);
+  };
+  EXPECT_EQ(count("SAVEPOINT \"a\""), 1) << ::testing::PrintToString(ran);
+  EXPECT_EQ(count("ROLLBACK TO SAVEPOINT \"a\""), 2) << ::testing::PrintToString(ran);
+  EXPECT_EQ(count("RELEASE SAVEPOINT \"a\""), 2) << ::testing::PrintToString(ran);
+  std::string types = messageTypes(run.client_output);
+  EXPECT_EQ(types.find('E'), std::string::npos) << types;
+  EXPECT_EQ(std::count(types.begin(), types.end(), 'Z'), 8) << types;  // login + 7 queries
+}
+
 // The output check is a real check: broken streams are reported, good ones are not.
 TEST(FuzzDrivers, SessionOutputCheckCatchesBrokenStreams) {
   auto reports = [](std::string_view out, size_t encryption_requests) {
