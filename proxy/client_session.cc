@@ -733,12 +733,20 @@ void ClientSession::joinBatchToTransaction() {
   if (transaction_status_ != 'I') return;
   if (batch_began_transaction_) {
     sendOwnSync();
+    transaction_status_ = 'T';  // shardgate's view until the server's next ReadyForQuery
   } else {
     sendOwnQuery("BEGIN");
-    batch_spread_ = true;  // the client sees 'I' again after its Sync
-    txn_begin_sql_ = "BEGIN";
+    spreadImplicitBatch();
   }
-  transaction_status_ = 'T';  // shardgate's view until the server's next ReadyForQuery
+}
+
+// The open batch has no BEGIN of the client's: shardgate runs it as a transaction of its own over
+// the shards, begun with BEGIN on each (transactionJoinSql) and ended at the client's Sync
+// (endSpreadBatch), which the client then sees as 'I' again.
+void ClientSession::spreadImplicitBatch() {
+  batch_spread_ = true;
+  txn_begin_sql_ = "BEGIN";
+  transaction_status_ = 'T';
 }
 
 // The client's Sync ends a batch spread over shards: the current server's part is synced, then
@@ -2528,9 +2536,7 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
         // More of the batch follows (or may): the batch is one implicit transaction, so the
         // write must not commit before the client's Sync, and a later failure in the batch undoes
         // it. The write opens a transaction over the shards that ends at that Sync.
-        batch_spread_ = true;
-        txn_begin_sql_ = "BEGIN";
-        transaction_status_ = 'T';
+        spreadImplicitBatch();
       }
       // A row-limited portal keeps its row description for a later Describe, asked for or not.
       startMultiShard(multi_bound_->decision, &multi_bound_->bind,

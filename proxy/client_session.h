@@ -149,6 +149,7 @@ class ClientSession final : public TcpConnection,
   bool spreadBatch();
   // Makes what the open batch ran on the held server part of a transaction over shards.
   void joinBatchToTransaction();
+  void spreadImplicitBatch();
   bool endSpreadBatch();
   void forgetTransaction();
   void forgetTransactionRoute();
