@@ -60,6 +60,20 @@ std::string savepointSql(planner::TransactionAction action, std::string_view nam
   return verb + quoteIdentifier(name);
 }
 
+// Runs ROLLBACK or ROLLBACK TO on `server`, and once more if a cancel stopped it: the cancel
+// shardgate sends for a statement of a failed multi-shard run can reach the server after that
+// statement ended. The rollback undoes that statement anyway.
+void runRollbackPastLateCancel(backends::ServerConnection* server, std::string sql,
+                               std::function<void(Status)> done) {
+  server->runInternal(sql, [server, sql, done = std::move(done)](Status status) mutable {
+    if (!status.ok() && status.error().sqlstate == sqlstate::kQueryCanceled) {
+      server->runInternal(sql, std::move(done));
+      return;
+    }
+    done(std::move(status));
+  });
+}
+
 // Whether the message at the start of `rest` (bytes the client sent after the current one) is a
 // complete Sync.
 bool syncComesNext(std::string_view rest, uint32_t max_size) {
@@ -1712,11 +1726,7 @@ void ClientSession::settleSettingChanges(char transaction_status) {
                                      std::make_move_iterator(changes.end()));
     }
   }
-  if (rollback_seen_ && transaction_status == 'T') {
-    // ROLLBACK TO SAVEPOINT: what was set since the savepoint is undone; the savepoint stays.
-    size_t keep = savepoint_marks_.empty() ? 0 : savepoint_marks_.back();
-    changes_in_transaction_.resize(std::min(keep, changes_in_transaction_.size()));
-  }
+  if (rollback_seen_ && transaction_status == 'T') undoChangesSinceSavepoint();
   if (transaction_status == 'I') {
     if (!rollback_seen_ && !request_failed_ && !changes_in_transaction_.empty()) {
       settings_.commit(changes_in_transaction_, server_);
@@ -1733,6 +1743,12 @@ void ClientSession::settleSettingChanges(char transaction_status) {
   }
   rollback_seen_ = false;
   request_failed_ = false;
+}
+
+// ROLLBACK TO SAVEPOINT: what was set since the savepoint is undone; the savepoint stays.
+void ClientSession::undoChangesSinceSavepoint() {
+  const size_t keep = savepoint_marks_.empty() ? 0 : savepoint_marks_.back();
+  changes_in_transaction_.resize(std::min(keep, changes_in_transaction_.size()));
 }
 
 void ClientSession::onServerCaughtUp() {
@@ -1959,9 +1975,6 @@ class ClientSession::ParkedServer final : public backends::ServerSink {
   ClientSession& session_;
   backends::ServerConnection* server;
   backends::Pool* pool;
-  // A ROLLBACK here was cancelled once: by the cancel shardgate sent for a statement of a failed
-  // multi-shard run, which can reach the server after that statement ended.
-  bool rollback_cancelled = false;
   uint32_t shard;
 };
 
@@ -2177,9 +2190,9 @@ bool ClientSession::parkHeldServer() {
 // joins later makes them first (transactionJoinSql).
 ClientSession::SpreadOutcome ClientSession::spreadSavepoint(const planner::RouteDecision& decision,
                                                             bool extended) {
-  if (savepoint_running_) return SpreadOutcome::kWait;
-  if (savepoint_done_) {  // the statement comes again: every shard has run it
-    savepoint_done_ = false;
+  if (savepoint_run_ == SavepointRun::kRunning) return SpreadOutcome::kWait;
+  if (savepoint_run_ == SavepointRun::kDone) {  // the statement comes again: every shard ran it
+    savepoint_run_ = SavepointRun::kNone;
     if (savepoint_error_) {
       std::unique_ptr<Error> error = std::move(savepoint_error_);
       transaction_status_ = 'E';
@@ -2195,10 +2208,8 @@ ClientSession::SpreadOutcome ClientSession::spreadSavepoint(const planner::Route
     } else if (decision.transaction == Action::kRelease) {
       if (!savepoint_marks_.empty()) savepoint_marks_.pop_back();
     } else {
-      // What was set since the savepoint is undone, and the transaction is usable again.
-      const size_t keep = savepoint_marks_.empty() ? 0 : savepoint_marks_.back();
-      changes_in_transaction_.resize(std::min(keep, changes_in_transaction_.size()));
-      transaction_status_ = 'T';
+      undoChangesSinceSavepoint();
+      transaction_status_ = 'T';  // usable again
     }
     noteSavepoint(decision.transaction, decision.savepoint_name);
     std::string reply;
@@ -2207,7 +2218,7 @@ ClientSession::SpreadOutcome ClientSession::spreadSavepoint(const planner::Route
     return SpreadOutcome::kAnswered;
   }
   if (server_ != nullptr && !parkHeldServer()) return SpreadOutcome::kWait;
-  savepoint_running_ = true;
+  savepoint_run_ = SavepointRun::kRunning;
   runSavepointOnParked(nullptr, savepointSql(decision.transaction, decision.savepoint_name));
   return SpreadOutcome::kWait;  // the statement comes again when every shard has run it
 }
@@ -2222,36 +2233,29 @@ void ClientSession::runSavepointOnParked(const backends::ServerConnection* previ
   }
   while (next != parked_.end() && (*next)->server == nullptr) ++next;
   if (next == parked_.end()) {
-    savepoint_running_ = false;
-    savepoint_done_ = true;
+    savepoint_run_ = SavepointRun::kDone;
     processPending();
     return;
   }
-  const bool rollback_to = sql.starts_with("ROLLBACK TO");
-  runSavepointOn((*next)->server, (*next)->shard, std::move(sql), /*may_retry=*/rollback_to);
-}
-
-void ClientSession::runSavepointOn(backends::ServerConnection* server, uint32_t shard,
-                                   std::string sql, bool may_retry) {
-  server->runInternal(sql, [this, server, shard, sql, may_retry](Status status) {
+  backends::ServerConnection* server = (*next)->server;
+  const uint32_t shard = (*next)->shard;
+  auto ran = [this, server, shard, sql](Status status) {
     if (status.ok()) {
       runSavepointOnParked(server, sql);
-      return;
-    }
-    if (may_retry && status.error().sqlstate == sqlstate::kQueryCanceled) {
-      // The cancel shardgate sent for a statement of a failed multi-shard run can reach the
-      // server after that statement ended: ROLLBACK TO (which undoes it anyway) runs once more.
-      runSavepointOn(server, shard, sql, /*may_retry=*/false);
       return;
     }
     Error e = status.error();
     const std::string where = "on " + planner::shardName(*database_, shard);
     e.detail = e.detail.empty() ? where : e.detail + "\n" + where;
     savepoint_error_ = std::make_unique<Error>(std::move(e));
-    savepoint_running_ = false;
-    savepoint_done_ = true;
+    savepoint_run_ = SavepointRun::kDone;
     processPending();
-  });
+  };
+  if (sql.starts_with("ROLLBACK TO")) {
+    runRollbackPastLateCancel(server, sql, std::move(ran));
+  } else {
+    server->runInternal(sql, std::move(ran));
+  }
 }
 
 void ClientSession::noteSavepoint(planner::TransactionAction action, const std::string& name) {
@@ -2298,14 +2302,7 @@ void ClientSession::endNextParked(std::string sql) {
     return;
   }
   backends::ServerConnection* server = parked_.front()->server;
-  server->runInternal(sql, [this, server, sql](Status status) {
-    if (!status.ok() && status.error().sqlstate == sqlstate::kQueryCanceled && sql == "ROLLBACK" &&
-        !parked_.empty() && parked_.front()->server == server &&
-        !parked_.front()->rollback_cancelled) {
-      parked_.front()->rollback_cancelled = true;  // a late cancel: the transaction is still open
-      endNextParked(sql);
-      return;
-    }
+  auto ended = [this, server, sql](Status status) {
     std::unique_ptr<ParkedServer> parked;
     for (auto it = parked_.begin(); it != parked_.end(); ++it) {
       if ((*it)->server == server) {
@@ -2333,7 +2330,12 @@ void ClientSession::endNextParked(std::string sql) {
                             context().nowMs());
     }
     endNextParked(next);
-  });
+  };
+  if (sql == "ROLLBACK") {
+    runRollbackPastLateCancel(server, sql, std::move(ended));
+  } else {
+    server->runInternal(sql, std::move(ended));
+  }
 }
 
 backends::ServerConnection* ClientSession::multiShardTakeServer(uint32_t shard,

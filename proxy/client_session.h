@@ -232,10 +232,9 @@ class ClientSession final : public TcpConnection,
   SpreadOutcome spreadSavepoint(const planner::RouteDecision& decision, bool extended);
   // Runs a savepoint statement on the parked connection after `previous` (nullptr: the first).
   void runSavepointOnParked(const backends::ServerConnection* previous, std::string sql);
-  void runSavepointOn(backends::ServerConnection* server, uint32_t shard, std::string sql,
-                      bool may_retry);
   // A savepoint statement succeeded: txn_savepoints_ follows it.
   void noteSavepoint(planner::TransactionAction action, const std::string& name);
+  void undoChangesSinceSavepoint();
   // A statement's reply made here (no ReadyForQuery): after BindComplete in the extended
   // protocol (the rest of the batch answered as for a bound statement, an error at its Execute),
   // else with ReadyForQuery.
@@ -336,8 +335,8 @@ class ClientSession final : public TcpConnection,
   std::vector<SavepointInFlight> savepoints_in_flight_;
   // A savepoint statement in a transaction that spans shards runs on each shard in turn
   // (spreadSavepoint): running, then done (with the first shard's error, if any).
-  bool savepoint_running_ = false;
-  bool savepoint_done_ = false;
+  enum class SavepointRun : uint8_t { kNone, kRunning, kDone };
+  SavepointRun savepoint_run_ = SavepointRun::kNone;
   std::unique_ptr<Error> savepoint_error_;
 
   // Routing state.
