@@ -1448,6 +1448,10 @@ class Analyzer {
       case Node::kVariableSetStmt:
         analyzeSet(stmt.variable_set_stmt());
         return;
+      case Node::kConstraintsSetStmt:
+        out_.kind = StatementKind::kSet;
+        out_.sets_constraints = true;
+        return;
       case Node::kVariableShowStmt: {
         const std::string name = lower(stmt.variable_show_stmt().name());
         if (name.rfind("shardgate.", 0) == 0) {

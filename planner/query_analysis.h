@@ -193,6 +193,7 @@ struct QueryAnalysis {
   std::string savepoint_name;          // SAVEPOINT / RELEASE / ROLLBACK TO: the savepoint's name
   bool read_only_transaction = false;  // BEGIN READ ONLY / SET TRANSACTION READ ONLY
   bool resets_session = false;         // RESET ALL / DISCARD ALL
+  bool sets_constraints = false;       // SET CONSTRAINTS (kind kSet: it holds for the transaction)
   bool writes = false;                 // modifies data or needs the primary (see Analyzer)
   std::string write_reason;            // why it writes: "UPDATE", "nextval()", "FOR UPDATE", ...
 

@@ -1004,13 +1004,17 @@ class StatementRouter {
       case StatementKind::kTransaction:
         return routeTransaction();
       case StatementKind::kSet: {
-        RouteDecision d = anyShard(a_.read_only_transaction ? "SET TRANSACTION READ ONLY" : "SET");
+        RouteDecision d = anyShard(a_.read_only_transaction ? "SET TRANSACTION READ ONLY"
+                                   : a_.sets_constraints    ? "SET CONSTRAINTS"
+                                                            : "SET");
         d.changes_setting = true;
+        d.setting_tag = a_.sets_constraints ? "SET CONSTRAINTS" : "SET";
         return bind(std::move(d));
       }
       case StatementKind::kReset: {
         RouteDecision d = anyShard("RESET");
         d.changes_setting = true;
+        d.setting_tag = "RESET";
         return bind(std::move(d));
       }
       case StatementKind::kShow:
@@ -2150,6 +2154,7 @@ Result<RouteDecision> routeStatements(const conf::Database& db,
     combined.begins_read_only_transaction =
         combined.begins_read_only_transaction || d.begins_read_only_transaction;
     combined.resets_session = combined.resets_session || d.resets_session;
+    combined.changes_setting = combined.changes_setting || d.changes_setting;
     if (d.transaction != TransactionAction::kNone) combined.transaction = d.transaction;
     if (inputs.describe) {
       if (!combined.reason.empty()) combined.reason += "; ";

@@ -75,6 +75,9 @@ struct RouteDecision {
   std::string savepoint_name;    // SAVEPOINT / RELEASE / ROLLBACK TO sent as a query of its own
   bool resets_session = false;   // RESET ALL / DISCARD ALL: shardgate.* settings reset too
   bool changes_setting = false;  // SET / RESET of a server setting (it reaches one connection)
+  // The query is one SET / RESET / SET CONSTRAINTS statement: its CommandComplete tag (a
+  // transaction over several shards runs it on each of them).
+  std::string setting_tag;
   std::vector<std::string> explain_lines;  // kExplainRoute
   // kShardgateSetting: the lower-case name, and for kSet the validated value.
   SettingAction setting_action = SettingAction::kNone;

@@ -1041,8 +1041,9 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       } else if (decision->kind == planner::RouteDecision::Kind::kNeedsLookup &&
                  awaitLookups(*decision)) {
         return used;
-      } else if (SpreadOutcome outcome =
-                     spreadTransaction() ? spreadStatement(*decision, false) : SpreadOutcome::kRun;
+      } else if (SpreadOutcome outcome = spreadTransaction()
+                                             ? spreadStatement(*decision, false, sql)
+                                             : SpreadOutcome::kRun;
                  outcome != SpreadOutcome::kRun) {
         if (outcome == SpreadOutcome::kWait) return used;
         used += frame.size;
@@ -1066,8 +1067,9 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       if (decision->kind == planner::RouteDecision::Kind::kNeedsLookup && awaitLookups(*decision)) {
         return used;
       }
-      if (SpreadOutcome outcome =
-              spreadTransaction() ? spreadStatement(*decision, true) : SpreadOutcome::kRun;
+      if (SpreadOutcome outcome = spreadTransaction()
+                                      ? spreadStatement(*decision, true, last_bound_text_)
+                                      : SpreadOutcome::kRun;
           outcome != SpreadOutcome::kRun) {
         if (outcome == SpreadOutcome::kWait) return used;
         used += frame.size;
@@ -1771,14 +1773,20 @@ void ClientSession::onServerParameterStatus(std::string_view payload) {
   auto status = wire::ParameterStatus::decode(payload);
   if (!status.ok()) return;
   if (transaction_status_ != 'I') {
-    auto before = settings_.reported(status->name);
-    if (before && *before != status->value &&
-        std::none_of(reported_before_txn_.begin(), reported_before_txn_.end(),
-                     [&](const auto& saved) { return saved.first == status->name; })) {
-      reported_before_txn_.emplace_back(status->name, *before);
-    }
+    noteReportedInTransaction(status->name, status->value);
+  } else {
+    settings_.noteReported(status->name, status->value);
   }
-  settings_.noteReported(status->name, status->value);
+}
+
+void ClientSession::noteReportedInTransaction(const std::string& name, const std::string& value) {
+  auto before = settings_.reported(name);
+  if (before && *before != value &&
+      std::none_of(reported_before_txn_.begin(), reported_before_txn_.end(),
+                   [&](const auto& saved) { return saved.first == name; })) {
+    reported_before_txn_.emplace_back(name, *before);
+  }
+  settings_.noteReported(name, value);
 }
 
 void ClientSession::endReportedChanges(bool rolled_back, std::string& reply) {
@@ -2031,6 +2039,7 @@ std::string ClientSession::transactionJoinSql() const {
     const SettingChange& change = changes_in_transaction_[i];
     switch (change.kind) {
       case SettingChange::Kind::kSet:
+      case SettingChange::Kind::kLocal:
         sql += "; " + change.statement;
         break;
       case SettingChange::Kind::kReset:
@@ -2053,7 +2062,8 @@ bool ClientSession::spreadTransaction() const {
 }
 
 ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::RouteDecision& decision,
-                                                            bool extended) {
+                                                            bool extended,
+                                                            std::string_view statement_text) {
   using Action = planner::TransactionAction;
   if (ending_parked_) return SpreadOutcome::kWait;
   if (batch_spread_ && decision.transaction == Action::kBegin) {
@@ -2128,13 +2138,13 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     return SpreadOutcome::kAnswered;
   }
   if (decision.changes_setting && !parked_.empty()) {
-    // It would reach one shard's connection of the transaction; the others would go on without.
+    if (!decision.setting_tag.empty()) return spreadSetting(decision, extended, statement_text);
+    // With other statements in one query: those run on one shard's connection only.
     refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
-                                "SET and RESET are not supported in a transaction that already "
-                                "runs on several shards",
+                                "SET or RESET in a query of several statements is not supported "
+                                "in a transaction that runs on several shards",
                                 "the setting would change on one shard's connection only",
-                                "SET it before the statement that needs several shards, or "
-                                "before BEGIN"),
+                                "send the SET or RESET as a query of its own"),
                     extended);
     return SpreadOutcome::kAnswered;
   }
@@ -2190,41 +2200,134 @@ bool ClientSession::parkHeldServer() {
 // joins later makes them first (transactionJoinSql).
 ClientSession::SpreadOutcome ClientSession::spreadSavepoint(const planner::RouteDecision& decision,
                                                             bool extended) {
-  if (savepoint_run_ == SavepointRun::kRunning) return SpreadOutcome::kWait;
-  if (savepoint_run_ == SavepointRun::kDone) {  // the statement comes again: every shard ran it
-    savepoint_run_ = SavepointRun::kNone;
-    if (savepoint_error_) {
-      std::unique_ptr<Error> error = std::move(savepoint_error_);
-      transaction_status_ = 'E';
-      metrics_.countError(error->sqlstate);
-      std::string reply;
-      wire::writeError(reply, *error);
-      answerStatementHere(std::move(reply), extended, /*fails=*/true);
+  std::unique_ptr<Error> error;
+  switch (runOnEveryShard(savepointSql(decision.transaction, decision.savepoint_name), &error)) {
+    case EveryShardStep::kWait:
+      return SpreadOutcome::kWait;
+    case EveryShardStep::kFailed:
+      failSpreadStatement(std::move(error), extended);
       return SpreadOutcome::kAnswered;
-    }
-    using Action = planner::TransactionAction;
-    if (decision.transaction == Action::kSavepoint) {
-      savepoint_marks_.push_back(changes_in_transaction_.size());
-    } else if (decision.transaction == Action::kRelease) {
-      if (!savepoint_marks_.empty()) savepoint_marks_.pop_back();
-    } else {
-      undoChangesSinceSavepoint();
-      transaction_status_ = 'T';  // usable again
-    }
-    noteSavepoint(decision.transaction, decision.savepoint_name);
-    std::string reply;
-    wire::CommandComplete{std::string(savepointTag(decision.transaction))}.encode(reply);
-    answerStatementHere(std::move(reply), extended);
-    return SpreadOutcome::kAnswered;
+    case EveryShardStep::kDone:
+      break;
   }
-  if (server_ != nullptr && !parkHeldServer()) return SpreadOutcome::kWait;
-  savepoint_run_ = SavepointRun::kRunning;
-  runSavepointOnParked(nullptr, savepointSql(decision.transaction, decision.savepoint_name));
-  return SpreadOutcome::kWait;  // the statement comes again when every shard has run it
+  using Action = planner::TransactionAction;
+  if (decision.transaction == Action::kSavepoint) {
+    savepoint_marks_.push_back(changes_in_transaction_.size());
+  } else if (decision.transaction == Action::kRelease) {
+    if (!savepoint_marks_.empty()) savepoint_marks_.pop_back();
+  } else {
+    undoChangesSinceSavepoint();
+    transaction_status_ = 'T';  // usable again
+  }
+  noteSavepoint(decision.transaction, decision.savepoint_name);
+  std::string reply;
+  // ROLLBACK TO puts back reported settings changed since the savepoint.
+  if (decision.transaction == Action::kRollbackTo) reportParkedParameters(reply);
+  wire::CommandComplete{std::string(savepointTag(decision.transaction))}.encode(reply);
+  answerStatementHere(std::move(reply), extended);
+  return SpreadOutcome::kAnswered;
 }
 
-void ClientSession::runSavepointOnParked(const backends::ServerConnection* previous,
-                                         std::string sql) {
+// SET, RESET, SET LOCAL or SET CONSTRAINTS in a transaction that spans shards: it runs on every
+// shard's connection in turn, as a savepoint does, and holds on the shards that join later
+// (transactionJoinSql). A reported setting's new value reaches the client in a ParameterStatus,
+// as from one server.
+ClientSession::SpreadOutcome ClientSession::spreadSetting(const planner::RouteDecision& decision,
+                                                          bool extended,
+                                                          std::string_view statement_text) {
+  SessionEffects effects = sessionEffectsOf(statement_text);
+  if (!effects.pin_reason.empty()) {
+    refuseStatement(
+        Error::make(sqlstate::kFeatureNotSupported,
+                    effects.pin_reason + " is not supported in a transaction that runs on several "
+                                         "shards",
+                    "it would pin the session to one shard's connection"),
+        extended);
+    return SpreadOutcome::kAnswered;
+  }
+  std::string sql(statement_text);
+  if (effects.resetsAnything()) {
+    // Postgres resets to the startup packet's values, which the pooled connections never saw.
+    // (After a newline: the client's text may end in a -- comment.)
+    std::string restore = settings_.startupSql(effects.resets_all, effects.resets);
+    if (!restore.empty()) sql += "\n;" + restore;
+  }
+  std::unique_ptr<Error> error;
+  switch (runOnEveryShard(sql, &error)) {
+    case EveryShardStep::kWait:
+      return SpreadOutcome::kWait;
+    case EveryShardStep::kFailed:
+      failSpreadStatement(std::move(error), extended);
+      return SpreadOutcome::kAnswered;
+    case EveryShardStep::kDone:
+      break;
+  }
+  std::string reply;
+  if (batch_spread_) {
+    // Postgres runs a batch without BEGIN outside a transaction block, and warns of a
+    // transaction-scoped statement there; shardgate's shards ran it inside their BEGIN.
+    for (const SettingChange& change : effects.changes) {
+      if (change.kind != SettingChange::Kind::kLocal) continue;
+      const std::string what = decision.setting_tag == "SET CONSTRAINTS" ? "SET CONSTRAINTS"
+                               : change.name.empty()                     ? "SET TRANSACTION"
+                                                                         : "SET LOCAL";
+      Error warning = Error::make("25P01", what + " can only be used in transaction blocks");
+      warning.severity = "WARNING";
+      wire::writeNotice(reply, warning);
+    }
+  }
+  for (const auto& parked : parked_) {
+    if (parked->server != nullptr) SessionSettings::noteSent(*parked->server, effects.changes);
+  }
+  reportParkedParameters(reply);
+  changes_in_transaction_.insert(changes_in_transaction_.end(),
+                                 std::make_move_iterator(effects.changes.begin()),
+                                 std::make_move_iterator(effects.changes.end()));
+  if (decision.resets_session) read_preference_override_.reset();
+  wire::CommandComplete{decision.setting_tag}.encode(reply);
+  answerStatementHere(std::move(reply), extended);
+  return SpreadOutcome::kAnswered;
+}
+
+void ClientSession::reportParkedParameters(std::string& reply) {
+  auto any = std::find_if(parked_.begin(), parked_.end(),
+                          [](const auto& parked) { return parked->server != nullptr; });
+  if (any == parked_.end()) return;
+  for (const auto& [name, value] : (*any)->server->parameters()) {
+    if (!isSyncedReportedSetting(name)) continue;
+    auto seen = settings_.reported(name);
+    if (seen && *seen == value) continue;
+    noteReportedInTransaction(name, value);
+    wire::ParameterStatus{name, value}.encode(reply);
+  }
+}
+
+ClientSession::EveryShardStep ClientSession::runOnEveryShard(std::string_view sql,
+                                                             std::unique_ptr<Error>* error) {
+  if (every_shard_run_ == EveryShardRun::kRunning) return EveryShardStep::kWait;
+  if (every_shard_run_ == EveryShardRun::kDone) {  // the statement comes again: every shard ran it
+    every_shard_run_ = EveryShardRun::kNone;
+    if (every_shard_error_) {
+      *error = std::move(every_shard_error_);
+      return EveryShardStep::kFailed;
+    }
+    return EveryShardStep::kDone;
+  }
+  if (server_ != nullptr && !parkHeldServer()) return EveryShardStep::kWait;
+  every_shard_run_ = EveryShardRun::kRunning;
+  runOnNextParked(nullptr, std::string(sql));
+  return EveryShardStep::kWait;  // the statement comes again when every shard has run it
+}
+
+void ClientSession::failSpreadStatement(std::unique_ptr<Error> error, bool extended) {
+  transaction_status_ = 'E';
+  metrics_.countError(error->sqlstate);
+  std::string reply;
+  wire::writeError(reply, *error);
+  answerStatementHere(std::move(reply), extended, /*fails=*/true);
+}
+
+void ClientSession::runOnNextParked(const backends::ServerConnection* previous, std::string sql) {
   auto next = parked_.begin();
   if (previous != nullptr) {
     next = std::find_if(parked_.begin(), parked_.end(),
@@ -2233,7 +2336,7 @@ void ClientSession::runSavepointOnParked(const backends::ServerConnection* previ
   }
   while (next != parked_.end() && (*next)->server == nullptr) ++next;
   if (next == parked_.end()) {
-    savepoint_run_ = SavepointRun::kDone;
+    every_shard_run_ = EveryShardRun::kDone;
     processPending();
     return;
   }
@@ -2241,14 +2344,14 @@ void ClientSession::runSavepointOnParked(const backends::ServerConnection* previ
   const uint32_t shard = (*next)->shard;
   auto ran = [this, server, shard, sql](Status status) {
     if (status.ok()) {
-      runSavepointOnParked(server, sql);
+      runOnNextParked(server, sql);
       return;
     }
     Error e = status.error();
     const std::string where = "on " + planner::shardName(*database_, shard);
     e.detail = e.detail.empty() ? where : e.detail + "\n" + where;
-    savepoint_error_ = std::make_unique<Error>(std::move(e));
-    savepoint_run_ = SavepointRun::kDone;
+    every_shard_error_ = std::make_unique<Error>(std::move(e));
+    every_shard_run_ = EveryShardRun::kDone;
     processPending();
   };
   if (sql.starts_with("ROLLBACK TO")) {

@@ -227,11 +227,30 @@ class ClientSession final : public TcpConnection,
   // savepoint statements; in a failed one everything else gets 25P02 (as Postgres answers).
   // kRun: the caller routes the statement as usual; kAnswered: it was answered (or refused) here;
   // kWait: not yet, the message is read again when the session can go on.
+  // `statement_text`: the client's text of the statement (the Query's, or the bound statement's).
   enum class SpreadOutcome { kRun, kAnswered, kWait };
-  SpreadOutcome spreadStatement(const planner::RouteDecision& decision, bool extended);
+  SpreadOutcome spreadStatement(const planner::RouteDecision& decision, bool extended,
+                                std::string_view statement_text);
   SpreadOutcome spreadSavepoint(const planner::RouteDecision& decision, bool extended);
-  // Runs a savepoint statement on the parked connection after `previous` (nullptr: the first).
-  void runSavepointOnParked(const backends::ServerConnection* previous, std::string sql);
+  SpreadOutcome spreadSetting(const planner::RouteDecision& decision, bool extended,
+                              std::string_view statement_text);
+  // A statement every shard's connection of the transaction must run (a savepoint, a setting):
+  // the held connection is parked, then each parked one runs `sql` in turn, and the client's
+  // statement is read again. kWait until then; kDone once all ran it; kFailed with the first
+  // shard's error in *error (the transaction has then failed, as in Postgres).
+  enum class EveryShardStep { kWait, kDone, kFailed };
+  EveryShardStep runOnEveryShard(std::string_view sql, std::unique_ptr<Error>* error);
+  // Runs the statement on the parked connection after `previous` (nullptr: the first).
+  void runOnNextParked(const backends::ServerConnection* previous, std::string sql);
+  // Answers the client's statement with the error a shard gave it; the transaction has failed.
+  void failSpreadStatement(std::unique_ptr<Error> error, bool extended);
+  // The reported settings (application_name, TimeZone, ...) whose value on the transaction's
+  // parked connections differs from what the client saw: noted, and a ParameterStatus each in
+  // `reply` (after a statement shardgate ran on every shard, whose own ParameterStatus it read).
+  void reportParkedParameters(std::string& reply);
+  // A reported setting (ParameterStatus) has a new value in the open transaction: the value the
+  // client had before it is kept for a rollback (endReportedChanges).
+  void noteReportedInTransaction(const std::string& name, const std::string& value);
   // A savepoint statement succeeded: txn_savepoints_ follows it.
   void noteSavepoint(planner::TransactionAction action, const std::string& name);
   void undoChangesSinceSavepoint();
@@ -333,11 +352,11 @@ class ClientSession final : public TcpConnection,
     std::string name;
   };
   std::vector<SavepointInFlight> savepoints_in_flight_;
-  // A savepoint statement in a transaction that spans shards runs on each shard in turn
-  // (spreadSavepoint): running, then done (with the first shard's error, if any).
-  enum class SavepointRun : uint8_t { kNone, kRunning, kDone };
-  SavepointRun savepoint_run_ = SavepointRun::kNone;
-  std::unique_ptr<Error> savepoint_error_;
+  // A statement in a transaction that spans shards that runs on each shard in turn
+  // (runOnEveryShard): running, then done (with the first shard's error, if any).
+  enum class EveryShardRun : uint8_t { kNone, kRunning, kDone };
+  EveryShardRun every_shard_run_ = EveryShardRun::kNone;
+  std::unique_ptr<Error> every_shard_error_;
 
   // Routing state.
   std::optional<Target> current_target_;

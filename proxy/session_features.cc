@@ -127,10 +127,11 @@ std::string judgeStatement(const StatementWords& w) {
   if (first == "discard" && w.at(1) == "all") return std::string(kResetsAll);
   if (first == "set" || first == "reset") {
     size_t i = 1;
-    if (w.at(i) == "local") return "";  // stays inside its transaction
+    // Inside its transaction only, but a shard that joins the transaction must run it too.
+    if (w.at(i) == "local") return std::string(kNeedsParse);
     if (w.at(i) == "session" && w.at(i + 1) != "authorization") ++i;
     std::string_view name = w.at(i);
-    if (name == "transaction" || name == "constraints") return "";  // transaction-scoped
+    if (name == "transaction" || name == "constraints") return std::string(kNeedsParse);
     if (name == "role" || name == "session") return "SET ROLE / SESSION AUTHORIZATION";
     if (!isReportedName(name, w.at(i + 1))) return std::string(kNeedsParse);
     if (first == "reset" || w.at(i + 1) == "default" || w.at(i + 2) == "default") {
@@ -156,11 +157,26 @@ SessionEffects settingEffects(std::string_view sql) {
   }
   for (size_t i = 0; i < (*parsed)->statementCount(); ++i) {
     const pg_query::Node& node = (*parsed)->statement(i);
+    // What holds until the end of the transaction: kept for the shards that join it later.
+    const auto transaction_scoped = [&](std::string name) {
+      // The client's text may end in a -- comment, which the newline ends where it is replayed.
+      auto text = parser::deparseStatement(node);
+      effects.changes.push_back(
+          {SettingChange::Kind::kLocal, std::move(name),
+           text.ok() ? *text : std::string((*parsed)->statementText(i)) + "\n"});
+    };
+    if (node.has_constraints_set_stmt()) {
+      transaction_scoped({});
+      continue;
+    }
     if (!node.has_variable_set_stmt()) continue;
     const pg_query::VariableSetStmt& set = node.variable_set_stmt();
-    if (set.is_local()) continue;  // stays inside its transaction
     std::string name = set.name();
     for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (set.is_local()) {
+      if (name.rfind("shardgate.", 0) != 0) transaction_scoped(name);  // shardgate.* are answered
+      continue;
+    }
     switch (set.kind()) {
       case pg_query::VAR_SET_VALUE: {
         if (isSyncedReportedSetting(name)) break;  // ParameterStatus carries it
@@ -189,8 +205,10 @@ SessionEffects settingEffects(std::string_view sql) {
         effects.changes.push_back({SettingChange::Kind::kResetAll, {}, {}});
         break;
       case pg_query::VAR_SET_MULTI:
-        if (name == "transaction" || name == "transaction snapshot")
-          break;  // this transaction only
+        if (name == "transaction" || name == "transaction snapshot") {
+          transaction_scoped({});
+          break;
+        }
         effects.pin_reason = "SET SESSION CHARACTERISTICS";
         return effects;
       default:  // SET ... FROM CURRENT

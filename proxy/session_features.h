@@ -11,10 +11,13 @@
 namespace shardgate::proxy {
 
 struct SettingChange {
-  enum class Kind { kSet, kReset, kResetAll };
+  // kLocal: SET LOCAL, SET CONSTRAINTS, SET TRANSACTION: it ends with its transaction, but a shard
+  // that joins the transaction later must run it too.
+  enum class Kind { kSet, kReset, kResetAll, kLocal };
   Kind kind = Kind::kSet;
-  std::string name;       // lower-case; empty for kResetAll
-  std::string statement;  // kSet: the statement that sets it, as deparsed ("SET search_path TO a")
+  std::string name;  // lower-case; empty for kResetAll, and for SET CONSTRAINTS / SET TRANSACTION
+  std::string statement;  // kSet: the statement that sets it, as deparsed ("SET search_path TO a");
+                          // kLocal: the statement, as deparsed
 };
 
 struct SessionEffects {

@@ -193,6 +193,7 @@ void SessionSettings::noteSent(backends::ServerConnection& server,
                                const std::vector<SettingChange>& changes) {
   auto& applied = server.appliedSettings();
   for (const SettingChange& change : changes) {
+    if (change.kind == SettingChange::Kind::kLocal) continue;  // gone with its transaction
     if (change.kind == SettingChange::Kind::kResetAll) {
       for (auto& [name, statement] : applied) statement = kUnknown;
     } else {
@@ -229,6 +230,8 @@ void SessionSettings::commit(const std::vector<SettingChange>& changes,
         resetAll();
         if (server) markResetOnServer(*server);
         break;
+      case SettingChange::Kind::kLocal:
+        break;  // it ended with the transaction
     }
   }
 }

@@ -11,8 +11,8 @@ the ReadyForQuery status) must be the same, and so must the rows afterwards (rea
 primaries directly and merged, each on its hash shard). A probe on the same connection and on a new
 one (SHOW statement_timeout) ends each scenario, so a setting that leaks or is lost shows too.
 
-shardgate may refuse (0A000) what its README documents as refused: SET/RESET in a transaction that
-spans shards, and savepoints or BEGIN in a batch (without BEGIN) that already ran on both shards.
+shardgate may refuse (0A000) what its README documents as refused: savepoints or BEGIN in a batch
+(without BEGIN) that already ran on both shards.
 Such a refusal is accepted only for a statement of those kinds at a point where the transaction
 has touched both shards; Postgres is then run with that statement replaced by one that fails with 0A000, and
 everything else (later steps, rows) must match that run. Refused scenarios are printed.
@@ -148,6 +148,17 @@ SCENARIOS: dict[str, list[Step]] = {
     "set-ins0|show": [S(SET7, ins("B0")), S(SHOW)],
     "set-ins1|show": [S(SET7, ins("B1")), S(SHOW)],
     "ins0-ins1-set|show": [S(ins("B0"), ins("B1"), SET7), S(SHOW), S(ALL)],
+    # Settings once the transaction runs on both shards (each shard runs them).
+    "begin-ins0-ins1|set|show|commit|show": [
+        S(BEGIN, ins("B0"), ins("B1")), S(SET7), S(SHOW), S(COMMIT), S(SHOW)],
+    "begin-ins0-ins1|setlocal-show|rollback|show": [
+        S(BEGIN, ins("B0"), ins("B1")), S(SET_LOCAL8, SHOW), S(ROLLBACK), S(SHOW)],
+    "begin-ins0-ins1|savepoint|set|rollbackto|show|commit|show": [
+        S(BEGIN, ins("B0"), ins("B1")), S(SAVEPOINT), S(SET7), S(ROLLBACK_TO), S(SHOW), S(COMMIT), S(SHOW)],
+    "begin-ins0-ins1-set-ins0|rollback|show": [S(BEGIN, ins("B0"), ins("B1"), SET7, ins("C0")), S(ROLLBACK), S(SHOW)],
+    "ins0-ins1-setlocal-show|show": [S(ins("B0"), ins("B1"), SET_LOCAL8, SHOW), S(SHOW)],
+    "ins0-ins1-set-dup0|show": [S(ins("B0"), ins("B1"), SET7, dup("A0")), S(SHOW), S(ALL)],
+    "multiupdate-setlocal-show|show": [S(MUPD, SET_LOCAL8, SHOW), S(SHOW)],
     "set-ins0-dup1|show": [S(SET7, ins("B0"), dup("A1")), S(SHOW), S(ALL)],
     "begin-setlocal-ins0-ins1-show|show|commit|show": [
         S(BEGIN, SET_LOCAL8, ins("B0"), ins("B1"), SHOW), S(SHOW), S(COMMIT), S(SHOW)],
@@ -341,9 +352,8 @@ def run_scenario(port: int, database: str, steps: list[Step], keys: dict[str, in
 
 
 def refusable_positions(steps: list[Step]) -> dict[tuple[int, int], str]:
-    """(step, statement) -> why shardgate may refuse it. The README: `SET`/`RESET` once the
-    transaction runs on several shards; in one extended batch without BEGIN, savepoints after the
-    batch ran on both shards; BEGIN after the batch ran on both shards. A static walk (errors
+    """(step, statement) -> why shardgate may refuse it. The README: in one extended batch without
+    BEGIN, savepoints after the batch ran on both shards; BEGIN after the batch ran on both shards. A static walk (errors
     ignored): the shards the transaction (and the batch) touched before each statement."""
     out = {}
     block, shards = False, set()
@@ -353,8 +363,6 @@ def refusable_positions(steps: list[Step]) -> dict[tuple[int, int], str]:
             spans = len(shards) >= 2
             if st.kind in ("savepoint", "rollback_to", "release") and spans and not block:
                 out[(si, i)] = f"{st.sql} in a batch's implicit transaction over both shards"
-            elif st.kind == "set" and spans:
-                out[(si, i)] = f"{st.sql} in a transaction over both shards"
             elif step.end != "query" and st.kind == "begin" and not block and len(batch_shards) >= 2:
                 out[(si, i)] = "BEGIN in a batch that ran on both shards"
             if st.kind == "begin":

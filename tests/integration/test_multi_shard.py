@@ -228,14 +228,25 @@ def test_settings_changed_in_a_transaction_hold_on_shards_that_join_it(ms):
         conn.rollback()
 
 
-def test_set_in_a_transaction_already_on_several_shards_is_refused(ms):
+def test_set_in_a_transaction_already_on_several_shards_runs_on_each(ms):
+    distinct_work_mem = "SELECT DISTINCT current_setting('work_mem') FROM users"  # one row per value seen
     with psycopg.connect(dsn(ms)) as conn:
         conn.execute("SELECT count(*) FROM users")  # runs on both shards: the transaction spans them
+        conn.execute("SET work_mem = '9MB'")
+        assert conn.execute(distinct_work_mem).fetchall() == [("9MB",)]
+        conn.execute("SET LOCAL work_mem = '10MB'")
+        assert conn.execute(distinct_work_mem).fetchall() == [("10MB",)]
+        # In one query with another statement it would reach one shard only: refused.
         with pytest.raises(psycopg.errors.FeatureNotSupported) as refused:
-            conn.execute("SET work_mem = '9MB'")
+            conn.execute("SET work_mem = '11MB'; SELECT 1", prepare=False)
         assert "several shards" in str(refused.value)
         conn.rollback()
+        assert conn.execute("SHOW work_mem").fetchone() == ("4MB",)
+        assert conn.execute(distinct_work_mem).fetchall() == [("4MB",)]
         assert conn.execute("SELECT count(*) FROM users").fetchone() == (USERS,)
+        conn.execute("SET work_mem = '9MB'")
+        conn.commit()
+        assert conn.execute(distinct_work_mem).fetchall() == [("9MB",)]
 
 
 def test_client_leaving_a_transaction_spanning_shards_commits_nothing(ms):

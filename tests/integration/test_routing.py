@@ -891,6 +891,89 @@ def test_savepoints_in_a_transaction_that_spans_shards(r):
     assert shard_rows(r, 1, "SELECT name FROM users WHERE id = %s", (k1,)) == [("both",)]
 
 
+def test_settings_in_a_transaction_that_spans_shards(r):
+    """SET LOCAL (and SET CONSTRAINTS) made before a shard joins the transaction hold on that shard
+    too; once the transaction runs on both shards, SET, SET LOCAL, RESET and SET CONSTRAINTS run on
+    each (a reported setting's ParameterStatus reaches the client); ROLLBACK TO undoes them on every
+    shard, and on a shard that joins afterwards; the session's settings follow COMMIT and ROLLBACK."""
+    k0, = r.keys_on(0, 1)
+    k1, = r.keys_on(1, 1)
+    seed_users(r, [(k0, "a"), (k1, "b")])
+    probe = ("SELECT current_setting('work_mem'), current_setting('statement_timeout'), "
+             "current_setting('app.tenant', true), current_setting('application_name') FROM users WHERE id = {}")
+
+    def on_both(w) -> list:
+        """The settings as each shard's connection of the transaction has them."""
+        return [ok_in_transaction(w, probe.format(k))[0] for k in (k0, k1)]
+
+    def statuses(msgs) -> dict:
+        return dict(pgwire.parse_parameter_status(m) for m in msgs if m.type == b"S")
+
+    with wire_connect(r.port) as w:
+        ok(w, "SET application_name = 'before'")
+        # Made while the transaction runs on shard 0 only: shard 1 runs them when it joins.
+        ok(w, "BEGIN")
+        ok_in_transaction(w, f"UPDATE users SET name = 'x' WHERE id = {k0}")
+        ok_in_transaction(w, "SET LOCAL work_mem = '7MB'")
+        ok_in_transaction(w, "SET LOCAL app.tenant = 't1'")
+        ok_in_transaction(w, "SET statement_timeout = '77s'")
+        assert on_both(w) == [["7MB", "77s", "t1", "before"]] * 2
+
+        # Now on both shards: each statement runs on each.
+        for sql, tag in (("SET LOCAL work_mem = '9MB'", "SET"), ("SET app.tenant TO 't2'", "SET"),
+                         ("RESET statement_timeout", "RESET"), ("SET CONSTRAINTS ALL DEFERRED", "SET CONSTRAINTS")):
+            msgs = w.simple(sql)
+            assert not pgwire.errors(msgs) and status_of(msgs) == "T", f"{sql}: {describe_reply(msgs)}"
+            assert command_tags(msgs) == [tag], f"{sql}: {command_tags(msgs)}"
+        assert on_both(w) == [["9MB", "0", "t2", "before"]] * 2
+        msgs = w.simple("SET application_name = 'spread'")
+        assert status_of(msgs) == "T" and statuses(msgs) == {"application_name": "spread"}, describe_reply(msgs)
+        assert on_both(w) == [["9MB", "0", "t2", "spread"]] * 2
+
+        # ROLLBACK TO undoes what was set since the savepoint on both shards.
+        ok_in_transaction(w, "SAVEPOINT s")
+        ok_in_transaction(w, "SET LOCAL work_mem = '11MB'")
+        ok_in_transaction(w, "SET application_name = 'inner'")
+        assert on_both(w) == [["11MB", "0", "t2", "inner"]] * 2
+        msgs = w.simple("ROLLBACK TO SAVEPOINT s")  # the client learns application_name's value back
+        assert status_of(msgs) == "T" and statuses(msgs) == {"application_name": "spread"}, describe_reply(msgs)
+        assert on_both(w) == [["9MB", "0", "t2", "spread"]] * 2
+        # In the extended protocol (psycopg sends every statement so).
+        msgs = extended_query(w, "SET LOCAL work_mem = '10MB'")
+        assert not pgwire.errors(msgs) and status_of(msgs) == "T" and command_tags(msgs) == ["SET"], \
+            describe_reply(msgs)
+        assert on_both(w) == [["10MB", "0", "t2", "spread"]] * 2
+
+        # A setting a shard refuses fails the transaction, as in Postgres.
+        msgs = w.simple("SET LOCAL work_mem = 'lots'")
+        assert error_codes(msgs) == ["22023"] and status_of(msgs) == "E", describe_reply(msgs)
+        ok_in_transaction(w, "ROLLBACK TO SAVEPOINT s")
+        # With other statements in one query it would reach one shard only: refused.
+        msgs = w.simple("SET LOCAL work_mem = '5MB'; SELECT 1")
+        assert error_codes(msgs) == ["0A000"] and status_of(msgs) == "E", describe_reply(msgs)
+        msgs = w.simple("ROLLBACK")
+        assert status_of(msgs) == "I" and statuses(msgs).get("application_name") == "before", describe_reply(msgs)
+        assert ok(w, "SHOW statement_timeout") == [["0"]]
+        assert ok(w, "SHOW application_name") == [["before"]]
+
+        # Undone before a shard joins: the joining shard does not get it.
+        ok(w, "BEGIN")
+        ok_in_transaction(w, f"UPDATE users SET name = 'y' WHERE id = {k0}")
+        ok_in_transaction(w, "SAVEPOINT s")
+        ok_in_transaction(w, "SET LOCAL work_mem = '11MB'")
+        ok_in_transaction(w, "ROLLBACK TO SAVEPOINT s")
+        ok_in_transaction(w, "SET LOCAL work_mem = '12MB'")
+        assert on_both(w) == [["12MB", "0", "", "before"]] * 2
+        # A session-level SET made over both shards is the session's after COMMIT.
+        ok_in_transaction(w, "SET statement_timeout = '66s'")
+        end_transaction(w, "COMMIT", "COMMIT")
+        for k in (k0, k1):
+            assert ok(w, f"SELECT current_setting('statement_timeout'), current_setting('work_mem') "
+                         f"FROM users WHERE id = {k}") == [["66s", "4MB"]]
+    assert placement(r, "users", "id", [k0, k1]) == {k0: [0], k1: [1]}
+    assert shard_rows(r, 0, "SELECT name FROM users WHERE id = %s", (k0,)) == [("y",)]
+
+
 @pytest.mark.parametrize("spanning", [False, True], ids=["error-on-first-shard", "error-on-second-shard"])
 def test_aborted_transaction_refuses_statements_for_any_shard_with_25P02(r, spanning):
     """Once an error aborts a transaction, it answers every statement but ROLLBACK/COMMIT with 25P02, as

@@ -24,8 +24,32 @@ TEST(SessionEffects, PlainStatementsHaveNone) {
        {"SELECT abalance FROM pgbench_accounts WHERE aid = 42;", "select 1",
         "  UPDATE t SET x = 1 WHERE id = 2", "INSERT INTO t VALUES (1)", "-- a comment\nSELECT 1",
         "/* block */ SELECT 1", "(SELECT 1)", "SELECT 'set x = 1; listen y'", "SELECT 1;  \n",
-        "BEGIN", "COMMIT", "SET LOCAL statement_timeout = 5", "SET TRANSACTION READ ONLY"}) {
+        "BEGIN", "COMMIT", "SET LOCAL shardgate.read_preference = replica"}) {
     EXPECT_EQ(verdict(sql), "none") << sql;
+  }
+}
+
+// SET LOCAL, SET CONSTRAINTS and SET TRANSACTION end with their transaction (the session keeps
+// nothing), but a shard that joins the transaction later runs them too: kept as kLocal, with their
+// statement deparsed (a trailing -- comment cannot swallow what is replayed after it).
+TEST(SessionEffects, TransactionScopedSettingsAreKeptForTheTransaction) {
+  struct Case {
+    const char* sql;
+    const char* name;
+    const char* statement;
+  };
+  for (const Case& c :
+       {Case{"SET LOCAL statement_timeout = 5 -- why", "statement_timeout",
+             "SET LOCAL statement_timeout TO 5"},
+        Case{"set local TimeZone to 'UTC'", "timezone", "SET LOCAL timezone TO \"UTC\""},
+        Case{"SET CONSTRAINTS ALL DEFERRED", "", "SET CONSTRAINTS ALL DEFERRED"},
+        Case{"SET TRANSACTION READ ONLY", "", "SET TRANSACTION READ ONLY"}}) {
+    const SessionEffects e = sessionEffectsOf(c.sql);
+    ASSERT_EQ(e.changes.size(), 1u) << c.sql;
+    EXPECT_EQ(e.changes[0].kind, SettingChange::Kind::kLocal) << c.sql;
+    EXPECT_EQ(e.changes[0].name, c.name) << c.sql;
+    EXPECT_EQ(e.changes[0].statement, c.statement) << c.sql;
+    EXPECT_TRUE(e.pin_reason.empty() && !e.resetsAnything()) << c.sql;
   }
 }
 
