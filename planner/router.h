@@ -86,6 +86,7 @@ struct RouteDecision {
   // kNeedsLookup
   std::vector<DirectoryKeyRequest> directory_lookups;
   std::vector<ColumnOrderRequest> column_order_lookups;
+  bool needs_collation = false;  // the shards' collation, which a merge orders text by
   // kMultiShard
   std::shared_ptr<const MultiShardPlan> multi;
   std::string reason;  // one line: "users.id = 42 -> shard1" (for logs and EXPLAIN)

@@ -1049,7 +1049,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         used += frame.size;
         continue;
       } else if (decision->kind == planner::RouteDecision::Kind::kMultiShard) {
-        if (!readyForMultiShard()) return used;
+        if (awaitCollation(*decision) || !readyForMultiShard()) return used;
         used += frame.size;
         startMultiShard(*decision, nullptr, /*describe=*/true);
         continue;
@@ -1076,7 +1076,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         continue;
       }
       if (decision->kind == planner::RouteDecision::Kind::kMultiShard) {
-        if (!readyForMultiShard()) return used;
+        if (awaitCollation(*decision) || !readyForMultiShard()) return used;
         used += frame.size;
         auto bind = wire::Bind::decode(frame.payload);  // routeBind decoded it already
         multi_bound_ = std::make_unique<BoundMultiShard>();
@@ -2582,8 +2582,8 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
       if (!offset.ok()) return refuse(offset.error());
       request.offset = *offset;
     }
-    auto collation = worker_.shardCollation(*database_);
-    if (!collation.ok()) return refuse(collation.error());
+    const std::string* collation = worker_.lookups().collation(database_->name);
+    if (collation == nullptr) return refuse(lookupWait().takeError());  // awaitCollation failed
     request.collation = *collation;
     request.extra_float_digits = settings_.extraFloatDigits();
   }

@@ -167,6 +167,11 @@ class ClientSession final : public TcpConnection,
   // kNeedsLookup: true when the session pauses until the lookups answer (the statement is then
   // routed again); false when they cannot help (lookup_wait_.takeError() says why).
   bool awaitLookups(const planner::RouteDecision& decision);
+  // A multi-shard plan that merges orders text by the shards' collation, read once per worker in
+  // the thread pool (never on the loop: a hung shard would stall every client of the worker).
+  // True while the statement waits for it; false when it is known, or when reading it failed
+  // (startMultiShard then refuses with lookup_wait_'s error).
+  bool awaitCollation(const planner::RouteDecision& decision);
   LookupWait& lookupWait();
   // True when `sql` was a shardgate.move_key call, answered (or being answered) here.
   bool interceptShardgateCall(std::string_view sql);

@@ -19,6 +19,18 @@ bool ClientSession::awaitLookups(const planner::RouteDecision& decision) {
   return lookupWait().start(worker_.lookups(), decision, [this] { processPending(); });
 }
 
+bool ClientSession::awaitCollation(const planner::RouteDecision& decision) {
+  if (!decision.multi || !decision.multi->merge ||
+      worker_.lookups().collation(database_->name) != nullptr) {
+    return false;
+  }
+  planner::RouteDecision lookup;
+  lookup.kind = planner::RouteDecision::Kind::kNeedsLookup;
+  lookup.needs_collation = true;
+  lookup.reason = "collation of database " + database_->name;  // the wait's signature
+  return awaitLookups(lookup);
+}
+
 bool ClientSession::interceptShardgateCall(std::string_view sql) {
   auto call = parseMoveKeyCall(*database_, sql);
   if (!call) return false;

@@ -31,25 +31,61 @@ constexpr char kSep = '\x1f';
 }  // namespace
 
 struct RoutingLookups::Job {
-  enum class Kind { kColumns, kDirectoryRead, kDirectoryPlace, kDirectoryWrite };
+  enum class Kind { kColumns, kDirectoryRead, kDirectoryPlace, kDirectoryWrite, kCollation };
   uv_work_t req{};
   RoutingLookups* owner = nullptr;
   Kind kind = Kind::kColumns;
   std::string flight_key;  // the waiters in flights_ (kDirectoryWrite: `ticket` instead)
   std::string cache_key;
   uint64_t ticket = 0;
-  uint64_t generation = 0;
+  uint64_t generation = 0;  // generation_ at submit (kCollation: collations_generation_)
   std::unique_ptr<catalog::Connection> conn;
   // What to look up.
   std::string schema, table, search_path;
   conf::TableName directory;
   std::string key_text;
   uint32_t shard = 0;
+  // kCollation: the database, and each shard's name and primary (its own connections, not
+  // pooled: the collation is read once per worker).
+  std::string database;
+  std::vector<std::pair<std::string, std::string>> shard_conninfos;
   // What came back (set in the thread pool).
   std::optional<Error> error;
   std::vector<std::string> columns;
   std::optional<uint32_t> found;
+  std::string collation;
 };
+
+namespace {
+
+// Every shard's collation, which must be the same: a merge compares the shards' text in one order.
+Result<std::string> readShardsCollation(
+    const std::string& database,
+    const std::vector<std::pair<std::string, std::string>>& shard_conninfos) {
+  std::string collation;
+  std::string first_shard;
+  for (const auto& [shard, conninfo] : shard_conninfos) {
+    catalog::Connection conn(conninfo);
+    Result<std::string> read = catalog::readCollation(conn);
+    if (!read.ok()) {
+      Error e = read.error();
+      e.message = "cannot read the collation of shard " + shard + ": " + e.message;
+      return e;
+    }
+    if (first_shard.empty()) {
+      collation = *read;
+      first_shard = shard;
+    } else if (*read != collation) {
+      return Error::make(sqlstate::kFeatureNotSupported,
+                         "the shards of database " + database + " use different collations",
+                         shard + " uses " + *read + ", " + first_shard + " " + collation,
+                         "create every shard's database with the same LC_COLLATE");
+    }
+  }
+  return collation;
+}
+
+}  // namespace
 
 RoutingLookups::RoutingLookups(uv_loop_t* loop, Broadcast broadcast, size_t max_entries)
     : loop_(loop),
@@ -118,6 +154,16 @@ const std::vector<std::string>* RoutingLookups::columnOrder(std::string_view sch
     return nullptr;
   }
   return &entry->columns;
+}
+
+const std::string* RoutingLookups::collation(const std::string& database) const {
+  auto it = collations_.find(database);
+  return it == collations_.end() ? nullptr : &it->second;
+}
+
+void RoutingLookups::forgetCollations() {
+  collations_.clear();
+  ++collations_generation_;
 }
 
 uint64_t RoutingLookups::newTicket(Done done) {
@@ -189,6 +235,20 @@ uint64_t RoutingLookups::request(const planner::RouteDecision& decision, Done do
         catalog::conninfoFor(db.shards[db.default_shard].primary));
     submit(std::move(job));
   }
+  if (decision.needs_collation && !failed && !collations_.contains(db.name)) {
+    std::string flight_key = "L" + db.name;
+    ++tickets_[t].remaining;
+    if (!join(flight_key, t)) {
+      auto job = std::make_unique<Job>();
+      job->kind = Job::Kind::kCollation;
+      job->flight_key = std::move(flight_key);
+      job->database = db.name;
+      for (const conf::Shard& shard : db.shards) {
+        job->shard_conninfos.emplace_back(shard.name, catalog::conninfoFor(shard.primary));
+      }
+      submit(std::move(job));
+    }
+  }
   Ticket& ticket = tickets_[t];
   if (failed) ticket.error = std::move(failed);
   if (ticket.remaining == 0) {
@@ -240,6 +300,7 @@ RoutingLookups::Stats RoutingLookups::stats() const {
 }
 
 void RoutingLookups::submit(std::unique_ptr<Job> job) {
+  if (job->kind == Job::Kind::kCollation) ++queries_;
   if (job->conn) {
     auto idle = idle_.find(job->conn->conninfo());
     if (idle != idle_.end() && !idle->second.empty()) {
@@ -249,7 +310,7 @@ void RoutingLookups::submit(std::unique_ptr<Job> job) {
     ++queries_;
   }
   job->owner = this;
-  job->generation = generation_;
+  job->generation = job->kind == Job::Kind::kCollation ? collations_generation_ : generation_;
   job->req.data = job.get();
   const int rc =
       uv_queue_work(loop_, &job->req, &RoutingLookups::runJob, &RoutingLookups::afterJob);
@@ -266,9 +327,18 @@ void RoutingLookups::submit(std::unique_ptr<Job> job) {
 // Thread pool: blocking libpq. Touches nothing but the job.
 void RoutingLookups::runJob(uv_work_t* req) {
   Job& job = *static_cast<Job*>(req->data);
-  if (!job.conn || job.error) return;
+  if ((!job.conn && job.kind != Job::Kind::kCollation) || job.error) return;
   try {
     switch (job.kind) {
+      case Job::Kind::kCollation: {
+        auto r = readShardsCollation(job.database, job.shard_conninfos);
+        if (r.ok()) {
+          job.collation = std::move(r).value();
+        } else {
+          job.error = std::move(r).error();
+        }
+        break;
+      }
       case Job::Kind::kColumns: {
         auto r = catalog::readColumnOrder(*job.conn, job.schema, job.table, job.search_path);
         if (r.ok()) {
@@ -343,6 +413,11 @@ void RoutingLookups::finish(Job& job) {
               DirectoryEntry{job.found, missing ? uv_now(loop_) + kMissingEntryTtlMs : 0});
         }
         break;
+      case Job::Kind::kCollation:
+        if (job.generation == collations_generation_) {
+          collations_[job.database] = std::move(job.collation);
+        }
+        break;
       case Job::Kind::kDirectoryWrite:
         if (job.conn) {
           forgetDirectoryEntry(job.cache_key);
@@ -353,9 +428,10 @@ void RoutingLookups::finish(Job& job) {
         }
         break;
     }
-  } else if (job.conn) {
+  } else if (job.conn || job.kind == Job::Kind::kCollation) {
     const std::string what =
-        job.kind == Job::Kind::kColumns
+        job.kind == Job::Kind::kCollation ? "collation of database " + job.database
+        : job.kind == Job::Kind::kColumns
             ? "column order of " + catalog::quoteQualified(job.schema, job.table)
             : "key " + job.key_text + " in directory " + job.directory.display();
     spdlog::warn("event=routing_lookup_failed what=\"{}\" error=\"{}\"", what,

@@ -88,6 +88,13 @@ class RoutingLookups final : public planner::DirectoryLookup, public planner::Co
   // planner::ColumnOrderProvider
   const std::vector<std::string>* columnOrder(std::string_view schema,
                                               std::string_view table) const override;
+  // The collation (datcollate, or "icu:" and the ICU locale) the shards of `database` order text
+  // by, once a lookup with needs_collation read it (from every shard's primary: they must agree).
+  // Kept for the worker's life; nullptr until read.
+  const std::string* collation(const std::string& database) const;
+  // The config changed (shard servers may have): collations are read again, and one being read
+  // now is not kept.
+  void forgetCollations();
 
   // Starts the lookups a kNeedsLookup decision lists, for the session set by setSession().
   // `done` runs on the loop once every one has answered, with the first error if any. Returns a
@@ -144,6 +151,8 @@ class RoutingLookups final : public planner::DirectoryLookup, public planner::Co
   Broadcast broadcast_;
   mutable LruCache<DirectoryEntry> directory_;
   mutable LruCache<ColumnsEntry> columns_;
+  std::map<std::string, std::string> collations_;  // by database name
+  uint64_t collations_generation_ = 0;             // bumped by forgetCollations()
   // The session being routed (setSession).
   const conf::Database* db_ = nullptr;
   std::string search_path_;

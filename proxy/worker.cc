@@ -13,7 +13,6 @@
 #include <cstring>
 
 #include "common/log.h"
-#include "proxy/catalog_client.h"
 #include "proxy/client_auth.h"
 #include "proxy/client_session.h"
 #include "proxy/proxy_server.h"
@@ -299,32 +298,6 @@ backends::Pool& Worker::findOrCreatePool(const conf::Database& database, const c
   auto& ref = *pool;
   pools_.emplace(std::move(key), std::move(pool));
   return ref;
-}
-
-Result<std::string> Worker::shardCollation(const conf::Database& database) {
-  auto known = collations_.find(database.name);
-  if (known != collations_.end()) return known->second;
-  std::string collation;
-  for (const conf::Shard& shard : database.shards) {
-    catalog::Connection conn(catalog::conninfoFor(shard.primary));
-    Result<std::string> read = catalog::readCollation(conn);
-    if (!read.ok()) {
-      Error e = read.error();
-      e.message = "cannot read the collation of shard " + shard.name + ": " + e.message;
-      return e;
-    }
-    const std::string& value = *read;
-    if (collation.empty()) {
-      collation = value;
-    } else if (value != collation) {
-      return Error::make(sqlstate::kFeatureNotSupported,
-                         "the shards of database " + database.name + " use different collations",
-                         shard.name + " uses " + value + ", an earlier shard " + collation,
-                         "create every shard's database with the same LC_COLLATE");
-    }
-  }
-  collations_[database.name] = collation;
-  return collation;
 }
 
 int Worker::chooseReplica(const conf::Database& database, const conf::User& user, uint32_t shard) {

@@ -127,10 +127,6 @@ class Worker {
   const std::vector<std::unique_ptr<backends::Pool>>& drainingPools() const {
     return draining_pools_;
   }
-  // The collation (datcollate) the shards of `database` sort text by, read once per worker
-  // through libpq (blocking, the first time a multi-shard merge needs it). Shards that disagree
-  // get 0A000: no merge could order text as each of them does.
-  Result<std::string> shardCollation(const conf::Database& database);
 
  private:
   static void onConnection(uv_stream_t* listener, int status);
@@ -225,8 +221,7 @@ class Worker {
   bool paused_all_ = false;
   std::vector<std::string> paused_databases_;
   std::vector<uint64_t> held_sessions_;
-  std::vector<std::string> disabled_databases_;    // DISABLE
-  std::map<std::string, std::string> collations_;  // by database name
+  std::vector<std::string> disabled_databases_;  // DISABLE
 
   bool shutting_down_ = false;
   uint64_t shutdown_deadline_ms_ = 0;

@@ -60,9 +60,9 @@ bool sameServer(const backends::ServerEndpoint& a, const backends::ServerEndpoin
 void Worker::applyConfig(conf::ConfigPtr config) {
   if (!config || config == config_) return;
   config_ = std::move(config);
-  forgetRecentPools();     // pools may be replaced below, and the config's objects are new
-  scram_secrets_.clear();  // passwords may have changed
-  collations_.clear();     // shard servers may have changed
+  forgetRecentPools();           // pools may be replaced below, and the config's objects are new
+  scram_secrets_.clear();        // passwords may have changed
+  lookups().forgetCollations();  // shard servers may have changed
   size_t kept = 0, drained = 0;
   for (auto it = pools_.begin(); it != pools_.end();) {
     backends::Pool& pool = *it->second;

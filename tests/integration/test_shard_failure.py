@@ -2,6 +2,8 @@
 error (SQLSTATE 57P01 or class 08), shardgate keeps running, and once the shard is back a new client
 works again (the pool reconnects). Both a fast shutdown (Postgres sends 57P01) and a crash (SIGKILL)."""
 
+import os
+import signal
 import threading
 import time
 import uuid
@@ -9,8 +11,10 @@ import uuid
 import psycopg
 import pytest
 
+import conftest
 import pgwire
 from pgwire import PgWire
+from test_multi_shard import SHARD_DDL, SHARDING_TOML  # the same sharded users table
 
 HOST = "127.0.0.1"
 DIRECT = pgwire.target_is_direct()
@@ -178,3 +182,45 @@ def test_shard_restart_between_queries_of_new_clients(make_cluster):
             failures += 1
             assert_shard_error(e.sqlstate, "stop-fast", "client after restart")
     assert failures <= 1, f"{failures} of 5 clients failed after the shard was back"
+
+
+def test_hung_shard_does_not_stall_the_workers_other_clients(make_cluster):
+    """A worker's first merge reads the shards' collation over new libpq connections. While a shard
+    hangs (its postmaster stopped: a new connection gets no answer), that read waits in the thread
+    pool, and the worker's other clients go on. (It used to run on the loop thread: every client of the
+    worker waited for it, up to the read's 5 s connect timeout, and the merge then failed.)"""
+    if DIRECT:
+        pytest.skip("shardgate's own worker loop is the subject")
+    cluster = make_cluster(num_shards=2, replicas_per_shard=0, pool_mode="transaction", general={"workers": 1},
+                           database_options={"default_shard": 0}, extra_toml=SHARDING_TOML)
+    for shard in cluster.shards:
+        shard.primary.psql(SHARD_DDL)
+    placed = conftest.hash_shards(cluster.shards[0].primary, range(1, 20))
+    k0 = next(k for k, s in placed.items() if s == 0)
+    k1 = next(k for k, s in placed.items() if s == 1)
+    held = connect(cluster)
+    for k in (k0, k1):  # both shards' pools now hold a connection
+        held.execute("INSERT INTO users (id, name) VALUES (%s, 'x')", (k,))
+    merge_client = connect(cluster)  # logged in before the shard hangs
+    postmaster = cluster.shards[1].primary.postmaster_pid()
+    merged: dict = {}
+
+    def run_merge():
+        try:
+            merged["rows"] = merge_client.execute("SELECT id FROM users ORDER BY id").fetchall()
+        except psycopg.Error as e:
+            merged["error"] = e
+
+    os.kill(postmaster, signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=run_merge, daemon=True)
+        t.start()
+        time.sleep(0.5)  # the merge waits for the collation
+        assert held.execute("SELECT name FROM users WHERE id = %s", (k0,)).fetchone() == ("x",)
+        assert t.is_alive(), f"the merge did not wait for the stopped shard's collation: {merged}"
+    finally:
+        os.kill(postmaster, signal.SIGCONT)
+    t.join(30)
+    assert merged == {"rows": sorted([(k0,), (k1,)])}
+    held.close()
+    merge_client.close()
