@@ -2,6 +2,7 @@
 must cancel nothing, and clients that go away mid-query or mid-transaction on a one-connection pool."""
 
 import random
+import socket
 import threading
 import time
 import uuid
@@ -85,6 +86,28 @@ def test_cancel_request_cancels_own_query(cluster):
         # The session survives a cancelled query.
         assert c.scalar("SELECT 7 * 6") == "42"
         wait_not_active(cluster, mark)
+
+
+def test_cancel_reaches_a_server_named_by_host_name(make_cluster):
+    """Servers configured by host name: the CancelRequest shardgate passes on is resolved off the
+    event loop (libuv's thread pool) and still cancels the query."""
+    if pgwire.target_is_direct():
+        pytest.skip("shardgate's own cancel forwarding is the subject")
+    if {a[4][0] for a in socket.getaddrinfo("localhost", 5432, type=socket.SOCK_STREAM)} != {"127.0.0.1"}:
+        pytest.skip("localhost must resolve to 127.0.0.1 only (the test servers listen there alone)")
+    cluster = make_cluster(num_shards=1, replicas_per_shard=0)
+    config = cluster.render_config()
+    assert 'host = "127.0.0.1"' in config
+    cluster.start_shardgate(config.replace('host = "127.0.0.1"', 'host = "localhost"'))
+    mark = marker()
+    with PgWire(HOST, cluster.shardgate.port) as c:
+        res = c.login()
+        c.send(pgwire.query(f"SELECT pg_sleep(30) /* {mark} */"))
+        wait_active(cluster, mark)
+        send_cancel(cluster.shardgate.port, res.pid, res.key)
+        msgs = c.recv_until(b"Z", timeout=10)
+        assert [e.code for e in pgwire.errors(msgs)] == ["57014"], pgwire.types(msgs)
+        assert c.scalar("SELECT 7 * 6") == "42"
 
 
 def test_psycopg_cancel_from_another_thread(cluster):
