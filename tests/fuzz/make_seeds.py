@@ -324,6 +324,13 @@ def session_seeds():
             query("INSERT INTO users (id) VALUES (1)") + query("SAVEPOINT a") +
             query("INSERT INTO users (id) VALUES (3)") + query("ROLLBACK TO SAVEPOINT a") +
             query("RELEASE a") + query("COMMIT")),
+        # Settings in a transaction over both shards: SET LOCAL before the second shard joins,
+        # SET once it runs on both.
+        "sharded_settings": session(
+            T, login(database="sharded") + query("BEGIN") +
+            query("INSERT INTO users (id) VALUES (1)") + query("SET LOCAL work_mem = '7MB'") +
+            query("INSERT INTO users (id) VALUES (3)") + query("SET statement_timeout = '9s'") +
+            query("COMMIT")),
         "sharded_batch_savepoint": session(
             T, login(database="sharded") + stmt("BEGIN") + stmt("INSERT INTO users (id) VALUES (1)") +
             stmt("SAVEPOINT a") + stmt("INSERT INTO users (id) VALUES (3)") +

@@ -208,6 +208,22 @@ TEST(FuzzSessionHarness, SavepointsReachBothShards) {
   EXPECT_EQ(std::count(types.begin(), types.end(), 'Z'), 8) << types;  // login + 7 queries
 }
 
+// SET LOCAL made before the second shard joins is replayed there; a SET once the transaction runs
+// on both shards runs on each of them.
+TEST(FuzzSessionHarness, SettingsReachBothShards) {
+  SessionResult run = sessionRun("sharded_settings");
+  const auto& ran = run.statements_on_shard;
+  const auto count = [&ran](std::string_view sql) {
+    return std::count(ran.begin(), ran.end(), sql);
+  };
+  EXPECT_EQ(count("SET LOCAL work_mem = '7MB'"), 1) << ::testing::PrintToString(ran);
+  EXPECT_EQ(count("SET LOCAL work_mem TO \"7MB\""), 1) << ::testing::PrintToString(ran);  // joiner
+  EXPECT_EQ(count("SET statement_timeout = '9s'"), 2) << ::testing::PrintToString(ran);
+  std::string types = messageTypes(run.client_output);
+  EXPECT_EQ(types.find('E'), std::string::npos) << types;
+  EXPECT_EQ(std::count(types.begin(), types.end(), 'Z'), 7) << types;  // login + 6 queries
+}
+
 // The output check is a real check: broken streams are reported, good ones are not.
 TEST(FuzzDrivers, SessionOutputCheckCatchesBrokenStreams) {
   auto reports = [](std::string_view out, size_t encryption_requests) {
