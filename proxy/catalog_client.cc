@@ -131,7 +131,7 @@ Result<std::string> readCollation(Connection& conn) {
                   "SELECT datcollate, to_jsonb(d)->>'datlocprovider', to_jsonb(d)->>'daticulocale' "
                   "FROM pg_catalog.pg_database d WHERE datname = current_database()");
   if (!res.ok()) return std::move(res).error();
-  if (PQntuples(res->get()) != 1) {
+  if (PQntuples(res->get()) != 1 || PQnfields(res->get()) != 3) {
     return Error::make(sqlstate::kInternalError, "the current database is not in pg_database");
   }
   if (std::string_view(PQgetvalue(res->get(), 0, 1)) == "i") {

@@ -346,6 +346,41 @@ class FakeShardConnection {
     p += '1';
     message('D', p);
   }
+  // shardgate reading the database's collation (before a merge): pg_database's row.
+  static bool readsCollation(std::string_view sql) {
+    return sql.find("pg_database") != std::string_view::npos;
+  }
+  // The columns of `sql`'s rows: the collation read's, or one int4 for every other query.
+  void rowDescriptionFor(std::string_view sql) {
+    if (!readsCollation(sql)) {
+      rowDescription();
+      return;
+    }
+    std::string p;
+    put16(p, 3);
+    for (const char* name : {"datcollate", "?column?", "?column?"}) {
+      putCString(p, name);
+      put32(p, 0);
+      put16(p, 0);
+      put32(p, 25);  // text
+      put16(p, 0xFFFF);
+      put32(p, 0xFFFFFFFFu);
+      put16(p, 0);
+    }
+    message('T', p);
+  }
+  // datcollate, datlocprovider, daticulocale: "C", libc, NULL.
+  void databaseCollationRow() {
+    std::string row;
+    put16(row, 3);
+    put32(row, 1);
+    row += 'C';
+    put32(row, 1);
+    row += 'c';
+    put32(row, 0xFFFFFFFFu);  // NULL
+    message('D', row);
+    commandComplete("SELECT 1");
+  }
   void copyResponse(char type) {
     std::string p;
     p += '\0';
@@ -570,7 +605,11 @@ class FakeShardConnection {
         message('I', {});
         return true;
       case Kind::kRows: {
-        if (!extended) rowDescription();
+        if (!extended) rowDescriptionFor(sql);
+        if (readsCollation(sql)) {
+          databaseCollationRow();
+          return true;
+        }
         int rows = 2;
         if (max_rows > 0 && max_rows <= rows) {
           for (int i = 0; i < max_rows; ++i) dataRow();
@@ -778,7 +817,7 @@ class FakeShardConnection {
       for (int i = 0; i < it->second.params; ++i) put32(p, 23);
       message('t', p);
       if (kindOf(it->second.query) == Kind::kRows) {
-        rowDescription();
+        rowDescriptionFor(it->second.query);
       } else {
         message('n', {});
       }
@@ -789,7 +828,7 @@ class FakeShardConnection {
         return;
       }
       if (kindOf(it->second) == Kind::kRows) {
-        rowDescription();
+        rowDescriptionFor(it->second);
       } else {
         message('n', {});
       }

@@ -224,6 +224,20 @@ TEST(FuzzSessionHarness, SettingsReachBothShards) {
   EXPECT_EQ(std::count(types.begin(), types.end(), 'Z'), 7) << types;  // login + 6 queries
 }
 
+// Multi-shard reads are merged in the harness too: the shards' collation is read in the thread
+// pool while the loop serves the fake shards (read on the loop, it timed out: 08006).
+TEST(FuzzSessionHarness, MultiShardReadsAreMerged) {
+  SessionResult run = sessionRun("sharded_keyed_and_multi");
+  std::string types = messageTypes(run.client_output);
+  EXPECT_EQ(types.find('E'), std::string::npos) << types;
+  EXPECT_EQ(std::count(types.begin(), types.end(), 'Z'), 4) << types;  // login + 3 queries
+  const auto& ran = run.statements_on_shard;
+  EXPECT_EQ(std::count_if(ran.begin(), ran.end(),
+                          [](const std::string& sql) { return sql.find("count(") != sql.npos; }),
+            2)
+      << ::testing::PrintToString(ran);
+}
+
 // The output check is a real check: broken streams are reported, good ones are not.
 TEST(FuzzDrivers, SessionOutputCheckCatchesBrokenStreams) {
   auto reports = [](std::string_view out, size_t encryption_requests) {
