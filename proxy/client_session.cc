@@ -1024,7 +1024,18 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       target = current_target_;
     } else if (type == wire::fe::kQuery) {
       std::string_view sql = frame.payload;
-      if (!sql.empty() && sql.back() == '\0') sql.remove_suffix(1);
+      if (sql.empty() || sql.find('\0') + 1 != sql.size()) {
+        // Not one NUL-terminated string: routed by the text up to a NUL, the statement could go
+        // where its bytes do not belong. Postgres answers these with an ERROR too.
+        used += frame.size;
+        refuseStatement(
+            Error::make(sqlstate::kProtocolViolation, sql.find('\0') == std::string_view::npos
+                                                          ? "invalid string in message"
+                                                          : "invalid message format"),
+            /*extended_protocol=*/false);
+        continue;
+      }
+      sql.remove_suffix(1);
       if (interceptShardgateCall(sql)) {  // shardgate.move_key(...)
         used += frame.size;
         continue;

@@ -553,6 +553,9 @@ void MultiShardRun::flushMerger() {
 Error MultiShardRun::namingShard(Error error, uint32_t shard) const {
   const std::string where = "shardgate: the error happened on " + host_.multiShardShardName(shard);
   error.detail = error.detail.empty() ? where : error.detail + "\n" + where;
+  // A shard's FATAL (57P01 when it shuts down) ends that shard's connection, not the client's
+  // session, which goes on to ReadyForQuery: a FATAL there would tell the client otherwise.
+  if (error.severity == "FATAL" || error.severity == "PANIC") error.severity = "ERROR";
   return error;
 }
 

@@ -974,6 +974,20 @@ def test_settings_in_a_transaction_that_spans_shards(r):
     assert shard_rows(r, 0, "SELECT name FROM users WHERE id = %s", (k0,)) == [("y",)]
 
 
+@pytest.mark.parametrize("payload", [b"SELECT id FROM users ORDER BY id", b"SELECT 1\0SELECT 2\0", b""],
+                         ids=["no-terminator", "nul-inside", "empty"])
+def test_query_message_that_is_not_one_string_gets_08P01_as_from_postgres(r, payload):
+    """A Query whose payload is not one NUL-terminated string is refused before routing (the text up to
+    a NUL is not the whole message), with the ERROR Postgres gives it: the session goes on."""
+    def answer(port: int) -> tuple:
+        with wire_connect(port) as w:
+            w.send(pgwire.message(b"Q", payload))
+            msgs = w.recv_until(b"Z")
+            return error_codes(msgs), status_of(msgs), ok(w, "SELECT 1")
+
+    assert answer(r.port) == answer(r.primary(0).port) == (["08P01"], "I", [["1"]])
+
+
 @pytest.mark.parametrize("spanning", [False, True], ids=["error-on-first-shard", "error-on-second-shard"])
 def test_aborted_transaction_refuses_statements_for_any_shard_with_25P02(r, spanning):
     """Once an error aborts a transaction, it answers every statement but ROLLBACK/COMMIT with 25P02, as
