@@ -2211,15 +2211,9 @@ bool ClientSession::parkHeldServer() {
 // joins later makes them first (transactionJoinSql).
 ClientSession::SpreadOutcome ClientSession::spreadSavepoint(const planner::RouteDecision& decision,
                                                             bool extended) {
-  std::unique_ptr<Error> error;
-  switch (runOnEveryShard(savepointSql(decision.transaction, decision.savepoint_name), &error)) {
-    case EveryShardStep::kWait:
-      return SpreadOutcome::kWait;
-    case EveryShardStep::kFailed:
-      failSpreadStatement(std::move(error), extended);
-      return SpreadOutcome::kAnswered;
-    case EveryShardStep::kDone:
-      break;
+  if (auto pending =
+          runOnEveryShard(savepointSql(decision.transaction, decision.savepoint_name), extended)) {
+    return *pending;
   }
   using Action = planner::TransactionAction;
   if (decision.transaction == Action::kSavepoint) {
@@ -2263,16 +2257,7 @@ ClientSession::SpreadOutcome ClientSession::spreadSetting(const planner::RouteDe
     std::string restore = settings_.startupSql(effects.resets_all, effects.resets);
     if (!restore.empty()) sql += "\n;" + restore;
   }
-  std::unique_ptr<Error> error;
-  switch (runOnEveryShard(sql, &error)) {
-    case EveryShardStep::kWait:
-      return SpreadOutcome::kWait;
-    case EveryShardStep::kFailed:
-      failSpreadStatement(std::move(error), extended);
-      return SpreadOutcome::kAnswered;
-    case EveryShardStep::kDone:
-      break;
-  }
+  if (auto pending = runOnEveryShard(sql, extended)) return *pending;
   std::string reply;
   if (batch_spread_) {
     // Postgres runs a batch without BEGIN outside a transaction block, and warns of a
@@ -2313,29 +2298,24 @@ void ClientSession::reportParkedParameters(std::string& reply) {
   }
 }
 
-ClientSession::EveryShardStep ClientSession::runOnEveryShard(std::string_view sql,
-                                                             std::unique_ptr<Error>* error) {
-  if (every_shard_run_ == EveryShardRun::kRunning) return EveryShardStep::kWait;
+std::optional<ClientSession::SpreadOutcome> ClientSession::runOnEveryShard(std::string_view sql,
+                                                                           bool extended) {
+  if (every_shard_run_ == EveryShardRun::kRunning) return SpreadOutcome::kWait;
   if (every_shard_run_ == EveryShardRun::kDone) {  // the statement comes again: every shard ran it
     every_shard_run_ = EveryShardRun::kNone;
-    if (every_shard_error_) {
-      *error = std::move(every_shard_error_);
-      return EveryShardStep::kFailed;
-    }
-    return EveryShardStep::kDone;
+    if (!every_shard_error_) return std::nullopt;
+    std::unique_ptr<Error> error = std::move(every_shard_error_);
+    transaction_status_ = 'E';
+    metrics_.countError(error->sqlstate);
+    std::string reply;
+    wire::writeError(reply, *error);
+    answerStatementHere(std::move(reply), extended, /*fails=*/true);
+    return SpreadOutcome::kAnswered;
   }
-  if (server_ != nullptr && !parkHeldServer()) return EveryShardStep::kWait;
+  if (server_ != nullptr && !parkHeldServer()) return SpreadOutcome::kWait;
   every_shard_run_ = EveryShardRun::kRunning;
   runOnNextParked(nullptr, std::string(sql));
-  return EveryShardStep::kWait;  // the statement comes again when every shard has run it
-}
-
-void ClientSession::failSpreadStatement(std::unique_ptr<Error> error, bool extended) {
-  transaction_status_ = 'E';
-  metrics_.countError(error->sqlstate);
-  std::string reply;
-  wire::writeError(reply, *error);
-  answerStatementHere(std::move(reply), extended, /*fails=*/true);
+  return SpreadOutcome::kWait;  // the statement comes again when every shard has run it
 }
 
 void ClientSession::runOnNextParked(const backends::ServerConnection* previous, std::string sql) {

@@ -241,14 +241,12 @@ class ClientSession final : public TcpConnection,
                               std::string_view statement_text);
   // A statement every shard's connection of the transaction must run (a savepoint, a setting):
   // the held connection is parked, then each parked one runs `sql` in turn, and the client's
-  // statement is read again. kWait until then; kDone once all ran it; kFailed with the first
-  // shard's error in *error (the transaction has then failed, as in Postgres).
-  enum class EveryShardStep { kWait, kDone, kFailed };
-  EveryShardStep runOnEveryShard(std::string_view sql, std::unique_ptr<Error>* error);
+  // statement is read again. kWait until then; nullopt once all ran it; kAnswered when a shard
+  // failed it: the client got the first shard's error, and the transaction has failed, as in
+  // Postgres.
+  std::optional<SpreadOutcome> runOnEveryShard(std::string_view sql, bool extended);
   // Runs the statement on the parked connection after `previous` (nullptr: the first).
   void runOnNextParked(const backends::ServerConnection* previous, std::string sql);
-  // Answers the client's statement with the error a shard gave it; the transaction has failed.
-  void failSpreadStatement(std::unique_ptr<Error> error, bool extended);
   // The reported settings (application_name, TimeZone, ...) whose value on the transaction's
   // parked connections differs from what the client saw: noted, and a ParameterStatus each in
   // `reply` (after a statement shardgate ran on every shard, whose own ParameterStatus it read).

@@ -194,48 +194,47 @@ TEST(FuzzSessionHarness, ShardLostMidBatchIsReportedToTheClient) {
 // Savepoints over the two shards of the sharded database: the shard that joins after SAVEPOINT
 // makes it first, ROLLBACK TO runs on both shards' connections (shardgate's own statements,
 // the name quoted), and every query is answered without an error.
+// A seed's run that must answer `queries` queries (after the login) without an error; `ran(sql)`
+// counts the statements the fake shards ran with exactly that text.
+struct ErrorFreeRun {
+  ErrorFreeRun(const std::string& seed, long queries) : run(sessionRun(seed)) {
+    std::string types = messageTypes(run.client_output);
+    EXPECT_EQ(types.find('E'), std::string::npos) << seed << ": " << types;
+    EXPECT_EQ(std::count(types.begin(), types.end(), 'Z'), queries + 1) << seed << ": " << types;
+  }
+  long ran(std::string_view sql) const {
+    const auto& all = run.statements_on_shard;
+    return std::count(all.begin(), all.end(), sql);
+  }
+  std::string shards() const { return ::testing::PrintToString(run.statements_on_shard); }
+  SessionResult run;
+};
+
 TEST(FuzzSessionHarness, SavepointsReachBothShards) {
-  SessionResult run = sessionRun("sharded_savepoints");
-  const auto& ran = run.statements_on_shard;
-  const auto count = [&ran](std::string_view sql) {
-    return std::count(ran.begin(), ran.end(), sql);
-  };
-  EXPECT_EQ(count("SAVEPOINT \"a\""), 1) << ::testing::PrintToString(ran);
-  EXPECT_EQ(count("ROLLBACK TO SAVEPOINT \"a\""), 2) << ::testing::PrintToString(ran);
-  EXPECT_EQ(count("RELEASE SAVEPOINT \"a\""), 2) << ::testing::PrintToString(ran);
-  std::string types = messageTypes(run.client_output);
-  EXPECT_EQ(types.find('E'), std::string::npos) << types;
-  EXPECT_EQ(std::count(types.begin(), types.end(), 'Z'), 8) << types;  // login + 7 queries
+  ErrorFreeRun r("sharded_savepoints", 7);
+  EXPECT_EQ(r.ran("SAVEPOINT \"a\""), 1) << r.shards();
+  EXPECT_EQ(r.ran("ROLLBACK TO SAVEPOINT \"a\""), 2) << r.shards();
+  EXPECT_EQ(r.ran("RELEASE SAVEPOINT \"a\""), 2) << r.shards();
 }
 
 // SET LOCAL made before the second shard joins is replayed there; a SET once the transaction runs
 // on both shards runs on each of them.
 TEST(FuzzSessionHarness, SettingsReachBothShards) {
-  SessionResult run = sessionRun("sharded_settings");
-  const auto& ran = run.statements_on_shard;
-  const auto count = [&ran](std::string_view sql) {
-    return std::count(ran.begin(), ran.end(), sql);
-  };
-  EXPECT_EQ(count("SET LOCAL work_mem = '7MB'"), 1) << ::testing::PrintToString(ran);
-  EXPECT_EQ(count("SET LOCAL work_mem TO \"7MB\""), 1) << ::testing::PrintToString(ran);  // joiner
-  EXPECT_EQ(count("SET statement_timeout = '9s'"), 2) << ::testing::PrintToString(ran);
-  std::string types = messageTypes(run.client_output);
-  EXPECT_EQ(types.find('E'), std::string::npos) << types;
-  EXPECT_EQ(std::count(types.begin(), types.end(), 'Z'), 7) << types;  // login + 6 queries
+  ErrorFreeRun r("sharded_settings", 6);
+  EXPECT_EQ(r.ran("SET LOCAL work_mem = '7MB'"), 1) << r.shards();
+  EXPECT_EQ(r.ran("SET LOCAL work_mem TO \"7MB\""), 1) << r.shards();  // the joining shard
+  EXPECT_EQ(r.ran("SET statement_timeout = '9s'"), 2) << r.shards();
 }
 
 // Multi-shard reads are merged in the harness too: the shards' collation is read in the thread
 // pool while the loop serves the fake shards (read on the loop, it timed out: 08006).
 TEST(FuzzSessionHarness, MultiShardReadsAreMerged) {
-  SessionResult run = sessionRun("sharded_keyed_and_multi");
-  std::string types = messageTypes(run.client_output);
-  EXPECT_EQ(types.find('E'), std::string::npos) << types;
-  EXPECT_EQ(std::count(types.begin(), types.end(), 'Z'), 4) << types;  // login + 3 queries
-  const auto& ran = run.statements_on_shard;
+  ErrorFreeRun r("sharded_keyed_and_multi", 3);
+  const auto& ran = r.run.statements_on_shard;
   EXPECT_EQ(std::count_if(ran.begin(), ran.end(),
                           [](const std::string& sql) { return sql.find("count(") != sql.npos; }),
             2)
-      << ::testing::PrintToString(ran);
+      << r.shards();
 }
 
 // The output check is a real check: broken streams are reported, good ones are not.
