@@ -1730,10 +1730,13 @@ void ClientSession::settleSettingChanges(char transaction_status) {
   std::erase_if(savepoints_in_flight_, [this](const SavepointInFlight& op) {
     return op.ready_index <= ready_received_;  // not answered by the server: failed or skipped
   });
-  if (!changes_in_flight_.empty() && changes_in_flight_.front().first == ready_received_) {
+  // One entry per statement that changes settings: an extended batch may hold several, all
+  // ended by this ReadyForQuery.
+  while (!changes_in_flight_.empty() && changes_in_flight_.front().first <= ready_received_) {
     auto changes = std::move(changes_in_flight_.front().second);
+    const bool ended_here = changes_in_flight_.front().first == ready_received_;
     changes_in_flight_.pop_front();
-    if (!request_failed_) {
+    if (ended_here && !request_failed_) {
       changes_in_transaction_.insert(changes_in_transaction_.end(),
                                      std::make_move_iterator(changes.begin()),
                                      std::make_move_iterator(changes.end()));

@@ -974,6 +974,27 @@ def test_settings_in_a_transaction_that_spans_shards(r):
     assert shard_rows(r, 0, "SELECT name FROM users WHERE id = %s", (k0,)) == [("y",)]
 
 
+def test_several_sets_in_one_extended_batch_all_follow_the_session(r):
+    """Two SETs in one extended batch (psycopg's pipeline mode sends them so), then a SET in a later
+    batch: the session keeps all three, on whichever shard's connection runs its next statements."""
+    k0, = r.keys_on(0, 1)
+    k1, = r.keys_on(1, 1)
+    seed_users(r, [(k0, "a"), (k1, "b")])
+
+    def statement(sql: str) -> bytes:
+        return pgwire.parse("", sql) + pgwire.bind("", "", ()) + pgwire.execute()
+
+    with wire_connect(r.port) as w:
+        w.send(statement("SET work_mem = '5MB'") + statement("SET statement_timeout = '6s'") + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert not pgwire.errors(msgs) and command_tags(msgs) == ["SET", "SET"], describe_reply(msgs)
+        w.send(statement("SET lock_timeout = '7s'") + pgwire.sync())
+        assert not pgwire.errors(w.recv_until(b"Z"))
+        for k in (k0, k1):
+            assert ok(w, "SELECT current_setting('work_mem'), current_setting('statement_timeout'), "
+                         f"current_setting('lock_timeout') FROM users WHERE id = {k}") == [["5MB", "6s", "7s"]]
+
+
 @pytest.mark.parametrize("payload", [b"SELECT id FROM users ORDER BY id", b"SELECT 1\0SELECT 2\0", b""],
                          ids=["no-terminator", "nul-inside", "empty"])
 def test_query_message_that_is_not_one_string_gets_08P01_as_from_postgres(r, payload):
