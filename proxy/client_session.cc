@@ -2267,10 +2267,7 @@ ClientSession::SpreadOutcome ClientSession::spreadSetting(const planner::RouteDe
     // transaction-scoped statement there; shardgate's shards ran it inside their BEGIN.
     for (const SettingChange& change : effects.changes) {
       if (change.kind != SettingChange::Kind::kLocal) continue;
-      const std::string what = decision.setting_tag == "SET CONSTRAINTS" ? "SET CONSTRAINTS"
-                               : change.name.empty()                     ? "SET TRANSACTION"
-                                                                         : "SET LOCAL";
-      Error warning = Error::make("25P01", what + " can only be used in transaction blocks");
+      Error warning = Error::make("25P01", change.name + " can only be used in transaction blocks");
       warning.severity = "WARNING";
       wire::writeNotice(reply, warning);
     }

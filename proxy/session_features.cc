@@ -110,6 +110,10 @@ constexpr std::string_view kSqlPrepared = "\x01prepared";
 // verdict is followed by the setting's name).
 constexpr std::string_view kResetsAll = "\x01resets-all";
 constexpr std::string_view kResetsReported = "\x01resets:";
+// Marker for SET LOCAL / SET CONSTRAINTS / SET TRANSACTION, followed by that command's name: kept
+// for the transaction (kLocal) as the client wrote it, without a parse (some applications send a
+// SET LOCAL in every transaction).
+constexpr std::string_view kTransactionScoped = "\x01transaction:";
 
 std::string judgeStatement(const StatementWords& w) {
   std::string_view first = w.at(0);
@@ -127,11 +131,18 @@ std::string judgeStatement(const StatementWords& w) {
   if (first == "discard" && w.at(1) == "all") return std::string(kResetsAll);
   if (first == "set" || first == "reset") {
     size_t i = 1;
-    // Inside its transaction only, but a shard that joins the transaction must run it too.
-    if (w.at(i) == "local") return std::string(kNeedsParse);
+    // Inside its transaction only, but a shard that joins the transaction must run it too
+    // (shardgate.* settings are shardgate's own: answered, never sent).
+    if (first == "set" && w.at(i) == "local") {
+      return w.at(i + 1) == "shardgate" ? "" : std::string(kTransactionScoped) + "SET LOCAL";
+    }
     if (w.at(i) == "session" && w.at(i + 1) != "authorization") ++i;
     std::string_view name = w.at(i);
-    if (name == "transaction" || name == "constraints") return std::string(kNeedsParse);
+    if (first == "set" && i == 1 && (name == "transaction" || name == "constraints")) {
+      return std::string(kTransactionScoped) +
+             (name == "transaction" ? "SET TRANSACTION" : "SET CONSTRAINTS");
+    }
+    if (name == "transaction" || name == "constraints") return "";  // RESET of those: an error
     if (name == "role" || name == "session") return "SET ROLE / SESSION AUTHORIZATION";
     if (!isReportedName(name, w.at(i + 1))) return std::string(kNeedsParse);
     if (first == "reset" || w.at(i + 1) == "default" || w.at(i + 2) == "default") {
@@ -158,15 +169,15 @@ SessionEffects settingEffects(std::string_view sql) {
   for (size_t i = 0; i < (*parsed)->statementCount(); ++i) {
     const pg_query::Node& node = (*parsed)->statement(i);
     // What holds until the end of the transaction: kept for the shards that join it later.
-    const auto transaction_scoped = [&](std::string name) {
+    const auto transaction_scoped = [&](std::string command) {
       // The client's text may end in a -- comment, which the newline ends where it is replayed.
       auto text = parser::deparseStatement(node);
       effects.changes.push_back(
-          {SettingChange::Kind::kLocal, std::move(name),
+          {SettingChange::Kind::kLocal, std::move(command),
            text.ok() ? *text : std::string((*parsed)->statementText(i)) + "\n"});
     };
     if (node.has_constraints_set_stmt()) {
-      transaction_scoped({});
+      transaction_scoped("SET CONSTRAINTS");
       continue;
     }
     if (!node.has_variable_set_stmt()) continue;
@@ -174,7 +185,8 @@ SessionEffects settingEffects(std::string_view sql) {
     std::string name = set.name();
     for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (set.is_local()) {
-      if (name.rfind("shardgate.", 0) != 0) transaction_scoped(name);  // shardgate.* are answered
+      if (name.rfind("shardgate.", 0) != 0)
+        transaction_scoped("SET LOCAL");  // shardgate.*: answered
       continue;
     }
     switch (set.kind()) {
@@ -206,7 +218,7 @@ SessionEffects settingEffects(std::string_view sql) {
         break;
       case pg_query::VAR_SET_MULTI:
         if (name == "transaction" || name == "transaction snapshot") {
-          transaction_scoped({});
+          transaction_scoped("SET TRANSACTION");
           break;
         }
         effects.pin_reason = "SET SESSION CHARACTERISTICS";
@@ -319,11 +331,21 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
   StatementWords words;
   bool needs_parse = false;
   SessionEffects effects;
-  auto judge = [&]() {
+  size_t statement_start = 0;
+  // `end`: where the statement judged ends (its ';', or the end of the string).
+  auto judge = [&](size_t end) {
     std::string verdict = judgeStatement(words);
     words.clear();
+    const size_t start = statement_start;
+    statement_start = end + 1;
     if (verdict == kNeedsParse) {
       needs_parse = true;
+    } else if (verdict.rfind(kTransactionScoped, 0) == 0) {
+      // The client's text may end in a -- comment, which the newline ends where it is replayed.
+      std::string text(sql.substr(start, end - start));
+      text += '\n';
+      effects.changes.push_back({SettingChange::Kind::kLocal,
+                                 verdict.substr(kTransactionScoped.size()), std::move(text)});
     } else if (verdict == kSqlPrepared) {
       effects.sql_prepared = true;
     } else if (verdict == kResetsAll) {
@@ -343,7 +365,7 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
       // Literals, quoted identifiers, dollar quotes and comments hold no statement words.
       i = next;
     } else if (c == ';') {
-      if (!judge()) return effects;
+      if (!judge(i)) return effects;
       ++i;
     } else if (isWordChar(c)) {
       size_t start = i;
@@ -353,7 +375,7 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
       ++i;
     }
   }
-  if (!judge()) return effects;
+  if (!judge(n)) return effects;
   if (needs_parse) {
     SessionEffects parsed = settingEffects(sql);
     effects.pin_reason = std::move(parsed.pin_reason);

@@ -15,9 +15,12 @@ struct SettingChange {
   // that joins the transaction later must run it too.
   enum class Kind { kSet, kReset, kResetAll, kLocal };
   Kind kind = Kind::kSet;
-  std::string name;  // lower-case; empty for kResetAll, and for SET CONSTRAINTS / SET TRANSACTION
-  std::string statement;  // kSet: the statement that sets it, as deparsed ("SET search_path TO a");
-                          // kLocal: the statement, as deparsed
+  // The setting, lower-case (empty for kResetAll); kLocal: the command, as Postgres names it in
+  // its warnings ("SET LOCAL", "SET CONSTRAINTS", "SET TRANSACTION").
+  std::string name;
+  // kSet: the statement that sets it, as deparsed ("SET search_path TO a"); kLocal: the statement
+  // as the client wrote it, then a newline (deparsed when the query had to be parsed anyway).
+  std::string statement;
 };
 
 struct SessionEffects {

@@ -209,8 +209,9 @@ void SessionSettings::noteSentSql(backends::ServerConnection& server, std::strin
 
 void SessionSettings::commit(const std::vector<SettingChange>& changes,
                              backends::ServerConnection* server) {
-  tag_stale_ = true;
   for (const SettingChange& change : changes) {
+    if (change.kind == SettingChange::Kind::kLocal) continue;  // it ended with the transaction
+    tag_stale_ = true;
     switch (change.kind) {
       case SettingChange::Kind::kSet:
         unreported_[change.name] = change.statement;
@@ -231,7 +232,7 @@ void SessionSettings::commit(const std::vector<SettingChange>& changes,
         if (server) markResetOnServer(*server);
         break;
       case SettingChange::Kind::kLocal:
-        break;  // it ended with the transaction
+        break;
     }
   }
 }
