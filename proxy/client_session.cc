@@ -2214,11 +2214,12 @@ bool ClientSession::parkHeldServer() {
 // joins later makes them first (transactionJoinSql).
 ClientSession::SpreadOutcome ClientSession::spreadSavepoint(const planner::RouteDecision& decision,
                                                             bool extended) {
+  using Action = planner::TransactionAction;
   if (auto pending =
-          runOnEveryShard(savepointSql(decision.transaction, decision.savepoint_name), extended)) {
+          runOnEveryShard(savepointSql(decision.transaction, decision.savepoint_name), extended,
+                          /*rolls_back=*/decision.transaction == Action::kRollbackTo)) {
     return *pending;
   }
-  using Action = planner::TransactionAction;
   if (decision.transaction == Action::kSavepoint) {
     savepoint_marks_.push_back(changes_in_transaction_.size());
   } else if (decision.transaction == Action::kRelease) {
@@ -2260,7 +2261,7 @@ ClientSession::SpreadOutcome ClientSession::spreadSetting(const planner::RouteDe
     std::string restore = settings_.startupSql(effects.resets_all, effects.resets);
     if (!restore.empty()) sql += "\n;" + restore;
   }
-  if (auto pending = runOnEveryShard(sql, extended)) return *pending;
+  if (auto pending = runOnEveryShard(sql, extended, /*rolls_back=*/false)) return *pending;
   std::string reply;
   if (batch_spread_) {
     // Postgres runs a batch without BEGIN outside a transaction block, and warns of a
@@ -2299,7 +2300,8 @@ void ClientSession::reportParkedParameters(std::string& reply) {
 }
 
 std::optional<ClientSession::SpreadOutcome> ClientSession::runOnEveryShard(std::string_view sql,
-                                                                           bool extended) {
+                                                                           bool extended,
+                                                                           bool rolls_back) {
   if (every_shard_run_ == EveryShardRun::kRunning) return SpreadOutcome::kWait;
   if (every_shard_run_ == EveryShardRun::kDone) {  // the statement comes again: every shard ran it
     every_shard_run_ = EveryShardRun::kNone;
@@ -2314,11 +2316,12 @@ std::optional<ClientSession::SpreadOutcome> ClientSession::runOnEveryShard(std::
   }
   if (server_ != nullptr && !parkHeldServer()) return SpreadOutcome::kWait;
   every_shard_run_ = EveryShardRun::kRunning;
-  runOnNextParked(nullptr, std::string(sql));
+  runOnNextParked(nullptr, std::string(sql), rolls_back);
   return SpreadOutcome::kWait;  // the statement comes again when every shard has run it
 }
 
-void ClientSession::runOnNextParked(const backends::ServerConnection* previous, std::string sql) {
+void ClientSession::runOnNextParked(const backends::ServerConnection* previous, std::string sql,
+                                    bool rolls_back) {
   auto next = parked_.begin();
   if (previous != nullptr) {
     next = std::find_if(parked_.begin(), parked_.end(),
@@ -2333,9 +2336,9 @@ void ClientSession::runOnNextParked(const backends::ServerConnection* previous, 
   }
   backends::ServerConnection* server = (*next)->server;
   const uint32_t shard = (*next)->shard;
-  auto ran = [this, server, shard, sql](Status status) {
+  auto ran = [this, server, shard, sql, rolls_back](Status status) {
     if (status.ok()) {
-      runOnNextParked(server, sql);
+      runOnNextParked(server, sql, rolls_back);
       return;
     }
     Error e = status.error();
@@ -2345,7 +2348,7 @@ void ClientSession::runOnNextParked(const backends::ServerConnection* previous, 
     every_shard_run_ = EveryShardRun::kDone;
     processPending();
   };
-  if (sql.starts_with("ROLLBACK TO")) {
+  if (rolls_back) {
     runRollbackPastLateCancel(server, sql, std::move(ran));
   } else {
     server->runInternal(sql, std::move(ran));

@@ -243,10 +243,12 @@ class ClientSession final : public TcpConnection,
   // the held connection is parked, then each parked one runs `sql` in turn, and the client's
   // statement is read again. kWait until then; nullopt once all ran it; kAnswered when a shard
   // failed it: the client got the first shard's error, and the transaction has failed, as in
-  // Postgres.
-  std::optional<SpreadOutcome> runOnEveryShard(std::string_view sql, bool extended);
+  // Postgres. `rolls_back`: `sql` is a ROLLBACK TO, run again if a late cancel stopped it.
+  std::optional<SpreadOutcome> runOnEveryShard(std::string_view sql, bool extended,
+                                               bool rolls_back);
   // Runs the statement on the parked connection after `previous` (nullptr: the first).
-  void runOnNextParked(const backends::ServerConnection* previous, std::string sql);
+  void runOnNextParked(const backends::ServerConnection* previous, std::string sql,
+                       bool rolls_back);
   // The reported settings (application_name, TimeZone, ...) whose value on the transaction's
   // parked connections differs from what the client saw: noted, and a ParameterStatus each in
   // `reply` (after a statement shardgate ran on every shard, whose own ParameterStatus it read).
