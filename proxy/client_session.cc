@@ -1002,6 +1002,10 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         continue;
       }
     }
+    // The collation read at Bind may have been dropped by a reload since: read it again first.
+    if (multi_bound_ && !multi_bound_->executed && awaitCollation(multi_bound_->decision)) {
+      return used;
+    }
     if (multi_bound_ && multi_bound_->describe && !multi_bound_->executed &&
         (type == wire::fe::kSync || type == wire::fe::kFlush)) {
       // The portal was described and the client wants the answer before any Execute.
