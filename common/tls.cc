@@ -32,8 +32,12 @@ BIO* newMemoryBio() {
   return bio;
 }
 
-// Plaintext per SSL_write: one record, so the output BIO never holds more than about one.
-constexpr size_t kWriteSlice = 16 * 1024;
+// Plaintext per SSL_write, so per TLS record: 8 KiB, as Postgres sends (its send buffer is 8 KiB).
+// libpq's non-blocking reads (psycopg, ruby-pg, asyncio wrappers) ask OpenSSL for at most the
+// room left in their input buffer, which can be less than a 16 KiB record: the rest of the record
+// then waits inside OpenSSL, the socket is not readable, and the client's select() never wakes.
+// Records no larger than Postgres's own keep those clients on the path they are tested on.
+constexpr size_t kWriteSlice = 8 * 1024;
 
 Error tlsConfigError(std::string message) {
   return Error::fatal(sqlstate::kConfigFileError, std::move(message));

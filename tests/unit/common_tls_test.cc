@@ -211,6 +211,28 @@ TEST_F(TlsSessionTest, LargeTransfersCrossManyRecords) {
   EXPECT_EQ(client_.readAll(), "reply");
 }
 
+// Records carry at most 8 KiB of plaintext, as Postgres's do: libpq's non-blocking clients read
+// into whatever room their buffer has, and the rest of a larger record would sit inside their
+// OpenSSL where select() cannot see it (psycopg hung on a 20 MB result that way).
+TEST_F(TlsSessionTest, RecordsAreNoLargerThanPostgresSends) {
+  handshake();
+  std::string big(100 * 1024, 'r');
+  auto taken = server_->write(big);
+  ASSERT_TRUE(taken.ok() && *taken);
+  std::string wire = takeWire(*server_);
+  size_t records = 0;
+  for (size_t at = 0; at + 5 <= wire.size(); ++records) {
+    size_t length =
+        (static_cast<unsigned char>(wire[at + 3]) << 8) | static_cast<unsigned char>(wire[at + 4]);
+    // The ciphertext adds a content-type byte and the AEAD tag: at most 256 bytes by RFC 8446.
+    EXPECT_LE(length, 8192u + 256u) << "record " << records;
+    at += 5 + length;
+  }
+  EXPECT_GE(records, big.size() / 8192);
+  client_.give(wire);
+  EXPECT_EQ(client_.readAll(), big);
+}
+
 TEST_F(TlsSessionTest, WriteWaitsForTheHandshake) {
   auto taken = server_->write("too early");
   ASSERT_TRUE(taken.ok());
