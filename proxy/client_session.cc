@@ -1860,11 +1860,7 @@ void ClientSession::onServerReadyForQuery(char transaction_status) {
     close();
     return;
   }
-  if (paused_for_server_ && server_ &&
-      server_->unsentBytes() <= worker_.config().general.client_buffer_limit) {
-    paused_for_server_ = false;
-    startReading();
-  }
+  resumeInputForServer();
   maybeReleaseServer();
 }
 
@@ -1901,12 +1897,24 @@ void ClientSession::onWriteDrained() {
   }
   if (multi_run_) multi_run_->resume();
   if (server_) server_->resumeIfPaused();
-  if (paused_for_server_ && server_ &&
-      server_->unsentBytes() <= worker_.config().general.client_buffer_limit) {
-    paused_for_server_ = false;
-    startReading();
-    processPending();
+  if (resumeInputForServer()) processPending();
+}
+
+void ClientSession::onServerWriteDrained() {
+  // The only wake-up of a client paused in the middle of a message larger than the buffer limit:
+  // the server has not answered yet (it is still reading that message), and the client, waiting
+  // for the answer, sends nothing more.
+  if (resumeInputForServer()) processPending();
+}
+
+bool ClientSession::resumeInputForServer() {
+  if (!paused_for_server_) return false;
+  if (server_ && server_->unsentBytes() > worker_.config().general.client_buffer_limit) {
+    return false;
   }
+  paused_for_server_ = false;
+  startReading();
+  return true;
 }
 
 // ---- multi-shard statements -----------------------------------------------------------------

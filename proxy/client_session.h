@@ -90,6 +90,7 @@ class ClientSession final : public TcpConnection,
   void onServerErrorResponse() override;
   void onServerParameterStatus(std::string_view payload) override;
   void onServerCaughtUp() override;
+  void onServerWriteDrained() override;
 
   // PoolWaiter
   void onServerAcquired(backends::ServerConnection* server) override;
@@ -228,6 +229,9 @@ class ClientSession final : public TcpConnection,
   std::string transactionJoinSql() const;
   void useDatabase(const conf::User* user, const conf::Database* database);
   void resumeCopyInput();
+  // Reading from the client, paused while the server's unsent bytes were over the buffer limit,
+  // starts again once they are under it (or the server is gone). True if it restarted.
+  bool resumeInputForServer();
   // A statement in such a transaction: COMMIT / ROLLBACK end it on every shard, and so do
   // savepoint statements; in a failed one everything else gets 25P02 (as Postgres answers).
   // kRun: the caller routes the statement as usual; kAnswered: it was answered (or refused) here;

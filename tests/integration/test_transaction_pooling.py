@@ -1281,6 +1281,23 @@ def test_pinned_session_state_is_gone_when_client_leaves(make_cluster):
 # =============================================================================================
 
 
+def test_bind_larger_than_the_buffer_limit_then_execute_in_a_later_packet(make_cluster):
+    # shardgate stops reading a client once more than client_buffer_limit (1 MB) waits for the
+    # shard, and must read again once the shard has taken it. Here nothing else wakes it: the
+    # shard answers nothing before the Sync that shardgate has not read yet. (It stalled for good:
+    # psycopg's 4 MB parameter over TLS under CPU load, where the Execute and Sync came in a
+    # later read.)
+    c = tx_cluster(make_cluster, pool_size=2)
+    big = "x" * (32 << 20)  # more than the loopback socket buffers hold, and well over the limit
+    with connect(c.shardgate.port, timeout=30) as w:
+        w.send(pgwire.parse("", "SELECT length($1::text)") + pgwire.bind("", "", (big,)))
+        time.sleep(1)  # shardgate has the Bind, passes it on and pauses the client
+        w.send(pgwire.describe("P") + pgwire.execute() + pgwire.sync())
+        msgs = w.recv_until(b"Z", timeout=30)
+        assert pgwire.data_rows(msgs) == [[str(len(big))]], pgwire.types(msgs)
+        assert ok(w, "SELECT 'next'") == [["next"]]
+
+
 def test_slow_reader_does_not_make_shardgate_buffer(make_cluster):
     c = tx_cluster(make_cluster, pool_size=2)
     port = c.shardgate.port
