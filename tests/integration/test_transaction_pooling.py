@@ -1296,6 +1296,17 @@ def test_bind_larger_than_the_buffer_limit_then_execute_in_a_later_packet(make_c
         msgs = w.recv_until(b"Z", timeout=30)
         assert pgwire.data_rows(msgs) == [[str(len(big))]], pgwire.types(msgs)
         assert ok(w, "SELECT 'next'") == [["next"]]
+        # The same for COPY rows: the shard answers nothing until CopyDone.
+        ok(w, "CREATE TABLE copied_in_bulk (t text)")
+        w.send(pgwire.query("COPY copied_in_bulk FROM STDIN"))
+        assert pgwire.types(w.recv_until(b"G")) == "G"
+        row = b"y" * 1000 + b"\n"
+        w.send(b"".join(pgwire.copy_data(row * 64) for _ in range(500)))  # 32 MB
+        time.sleep(1)
+        w.send(pgwire.copy_done())
+        msgs = w.recv_until(b"Z")
+        assert not pgwire.errors(msgs), describe_reply(msgs)
+        assert ok(w, "SELECT count(*) FROM copied_in_bulk") == [["32000"]]
 
 
 def test_slow_reader_does_not_make_shardgate_buffer(make_cluster):
