@@ -1281,7 +1281,7 @@ def test_pinned_session_state_is_gone_when_client_leaves(make_cluster):
 # =============================================================================================
 
 
-def test_bind_larger_than_the_buffer_limit_then_execute_in_a_later_packet(make_cluster):
+def test_input_over_the_buffer_limit_is_read_on_once_the_shard_has_taken_it(make_cluster):
     # shardgate stops reading a client once more than client_buffer_limit (1 MB) waits for the
     # shard, and must read again once the shard has taken it. Here nothing else wakes it: the
     # shard answers nothing before the Sync that shardgate has not read yet. (It stalled for good:
