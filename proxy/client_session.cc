@@ -2,6 +2,7 @@
 #include "proxy/client_session.h"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <variant>
 
@@ -27,6 +28,20 @@ bool endsTransaction(planner::TransactionAction action) {
   using Action = planner::TransactionAction;
   return action == Action::kCommit || action == Action::kRollback ||
          action == Action::kRollbackTo || action == Action::kPrepare;
+}
+
+// Whether `sql` is a SAVEPOINT statement: its first word, after blanks. (A comment in front hides
+// it; the only cost is the ordering of noteBoundSavepoint, as before it existed.)
+bool isSavepointText(std::string_view sql) {
+  constexpr std::string_view kWord = "savepoint";
+  const size_t at = sql.find_first_not_of(" \t\r\n\f");
+  if (at == std::string_view::npos || sql.size() - at < kWord.size()) return false;
+  for (size_t i = 0; i < kWord.size(); ++i) {
+    if ((sql[at + i] | 0x20) != kWord[i]) return false;
+  }
+  const size_t end = at + kWord.size();
+  return end == sql.size() || !(std::isalnum(static_cast<unsigned char>(sql[end])) ||
+                                sql[end] == '_' || sql[end] == '$');
 }
 
 bool isFalseValue(std::string_view v) {
@@ -1220,11 +1235,12 @@ bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::
   target = targetFor(decision);
   pending_decision_ = PendingRoute{decision.kind == Kind::kShard, decision.writes,
                                    decision.begins_read_only_transaction, decision.resets_session};
-  if (txn_bound_ && !decision.savepoint_name.empty()) {
+  if (!decision.savepoint_name.empty()) {
     // Noted once the server has run it (a CommandComplete comes only in a transaction block).
     // Not by transaction_status_, which lags behind pipelined queries.
     savepoints_in_flight_.push_back(
-        {ready_sent_ + 1, decision.transaction, decision.savepoint_name});
+        {ready_sent_ + 1, decision.transaction, decision.savepoint_name,
+         changes_batch_ready_ == ready_sent_ + 1 ? changes_sent_in_batch_ : 0, txn_bound_});
   }
   // (A batch that began with BEGIN is in its transaction before the server says so.)
   const bool in_transaction =
@@ -1581,6 +1597,9 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
       }
       ++batch_binds_;
       if (!statement_settings_.empty()) settingsBound(name);
+      if (!routing_ && changes_batch_ready_ == ready_sent_ + 1 && changes_sent_in_batch_ > 0) {
+        noteBoundSavepoint(name);  // (a routed session notes its savepoints when routing them)
+      }
       if (name.empty()) {
         ensureUnnamedPrepared();
         return pass(Reply::kBindComplete);
@@ -1651,6 +1670,11 @@ void ClientSession::applySessionEffects(std::string pin_reason,
   }
   SessionSettings::noteSent(*server_, changes);
   // The Query (or the batch) being forwarded is the next one to end with ReadyForQuery.
+  if (changes_batch_ready_ != ready_sent_ + 1) {
+    changes_batch_ready_ = ready_sent_ + 1;
+    changes_sent_in_batch_ = 0;
+  }
+  changes_sent_in_batch_ += changes.size();
   changes_in_flight_.push_back({ready_sent_ + 1, std::move(changes)});
 }
 
@@ -1667,6 +1691,21 @@ void ClientSession::noteParsedEffects(const std::string& name, SessionEffects ef
   } else if (!statement_settings_.empty()) {
     statement_settings_.erase(name);
   }
+}
+
+void ClientSession::noteBoundSavepoint(std::string_view statement_name) {
+  const std::string* query = &unnamed_query_;
+  if (!statement_name.empty()) {
+    auto it = statements_.find(std::string(statement_name));
+    if (it == statements_.end()) return;
+    query = &it->second->query();
+  }
+  if (!isSavepointText(*query)) return;
+  savepoints_in_flight_.push_back({ready_sent_ + 1,
+                                   planner::TransactionAction::kSavepoint,
+                                   {},
+                                   changes_sent_in_batch_,
+                                   /*transaction_bound=*/false});
 }
 
 void ClientSession::settingsBound(std::string_view statement_name) {
@@ -1820,16 +1859,22 @@ void ClientSession::endReportedChanges(bool rolled_back, std::string& reply) {
 }
 
 void ClientSession::onServerCommandComplete(std::string_view tag) {
+  // Settings changed earlier in the same batch settle at its ReadyForQuery, but they came first.
+  size_t changes_before = 0;
   if (!savepoints_in_flight_.empty() &&
       savepoints_in_flight_.front().ready_index == ready_received_ + 1 &&
       tag == savepointTag(savepoints_in_flight_.front().action)) {
-    noteSavepoint(savepoints_in_flight_.front().action, savepoints_in_flight_.front().name);
+    const SavepointInFlight& op = savepoints_in_flight_.front();
+    changes_before = op.changes_before;
+    if (op.transaction_bound) {
+      noteSavepoint(op.action, op.name, changes_in_transaction_.size() + changes_before);
+    }
     savepoints_in_flight_.erase(savepoints_in_flight_.begin());
   }
   if (tag == "ROLLBACK") {
     rollback_seen_ = true;  // of the transaction, or to a savepoint: ReadyForQuery tells which
   } else if (tag == "SAVEPOINT") {
-    savepoint_marks_.push_back(changes_in_transaction_.size());
+    savepoint_marks_.push_back(changes_in_transaction_.size() + changes_before);
   } else if (tag == "RELEASE") {
     if (!savepoint_marks_.empty()) savepoint_marks_.pop_back();
   } else if (tag == "DISCARD ALL") {
@@ -2240,7 +2285,7 @@ ClientSession::SpreadOutcome ClientSession::spreadSavepoint(const planner::Route
     undoChangesSinceSavepoint();
     transaction_status_ = 'T';  // usable again
   }
-  noteSavepoint(decision.transaction, decision.savepoint_name);
+  noteSavepoint(decision.transaction, decision.savepoint_name, changes_in_transaction_.size());
   std::string reply;
   // ROLLBACK TO puts back reported settings changed since the savepoint.
   if (decision.transaction == Action::kRollbackTo) reportParkedParameters(reply);
@@ -2367,10 +2412,11 @@ void ClientSession::runOnNextParked(const backends::ServerConnection* previous, 
   }
 }
 
-void ClientSession::noteSavepoint(planner::TransactionAction action, const std::string& name) {
+void ClientSession::noteSavepoint(planner::TransactionAction action, const std::string& name,
+                                  size_t changes_mark) {
   using Action = planner::TransactionAction;
   if (action == Action::kSavepoint) {
-    txn_savepoints_.push_back({name, changes_in_transaction_.size()});
+    txn_savepoints_.push_back({name, changes_mark});
     return;
   }
   // The most recent savepoint of that name; none: one made before the transaction was bound, so

@@ -261,7 +261,10 @@ class ClientSession final : public TcpConnection,
   // client had before it is kept for a rollback (endReportedChanges).
   void noteReportedInTransaction(const std::string& name, const std::string& value);
   // A savepoint statement succeeded: txn_savepoints_ follows it.
-  void noteSavepoint(planner::TransactionAction action, const std::string& name);
+  // changes_mark: the length changes_in_transaction_ has once the settings changed before it
+  // are in.
+  void noteSavepoint(planner::TransactionAction action, const std::string& name,
+                     size_t changes_mark);
   void undoChangesSinceSavepoint();
   // A statement's reply made here (no ReadyForQuery): after BindComplete in the extended
   // protocol (the rest of the batch answered as for a bound statement, an error at its Execute),
@@ -276,6 +279,10 @@ class ClientSession final : public TcpConnection,
   // Bind of it (settingsBound).
   void noteParsedEffects(const std::string& name, SessionEffects effects);
   void settingsBound(std::string_view statement_name);
+  // A SAVEPOINT bound after settings changes earlier in the same batch, which settle only at
+  // its end: its mark (savepoint_marks_) must count them. Without routing (one shard), the text
+  // tells.
+  void noteBoundSavepoint(std::string_view statement_name);
   // The open transaction ended: committed, its reported settings stay; rolled back, those the
   // client does not have back yet are put back, and ParameterStatus messages appended to `reply`
   // tell it.
@@ -331,6 +338,10 @@ class ClientSession final : public TcpConnection,
   // Settings changes waiting for their outcome: per simple Query (by the ordinal of the
   // ReadyForQuery that ends it), then per open transaction.
   RingQueue<std::pair<uint64_t, std::vector<SettingChange>>> changes_in_flight_;
+  // How many changes the request ending with ReadyForQuery number changes_batch_ready_ has sent so
+  // far: a SAVEPOINT in the same extended batch comes after them (they settle only at its end).
+  uint64_t changes_batch_ready_ = 0;
+  size_t changes_sent_in_batch_ = 0;
   std::vector<SettingChange> changes_in_transaction_;
   uint64_t ready_sent_ = 0;      // requests sent that end with ReadyForQuery
   uint64_t ready_received_ = 0;  // ReadyForQuery messages received
@@ -359,6 +370,8 @@ class ClientSession final : public TcpConnection,
     uint64_t ready_index = 0;
     planner::TransactionAction action = planner::TransactionAction::kNone;
     std::string name;
+    size_t changes_before = 0;  // settings changes sent before it in its batch, not yet settled
+    bool transaction_bound = false;  // txn_savepoints_ follows it (else txn_replay_sql_ has it)
   };
   std::vector<SavepointInFlight> savepoints_in_flight_;
   // A statement in a transaction that spans shards that runs on each shard in turn

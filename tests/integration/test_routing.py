@@ -974,6 +974,31 @@ def test_settings_in_a_transaction_that_spans_shards(r):
     assert shard_rows(r, 0, "SELECT name FROM users WHERE id = %s", (k0,)) == [("y",)]
 
 
+def test_set_then_savepoint_in_one_extended_batch_keeps_their_order(r):
+    """A SET and a SAVEPOINT pipelined in one batch (psycopg's pipeline mode): the SET came first,
+    so ROLLBACK TO keeps it, on the shard that ran them and on a shard that joins afterwards (which
+    runs them again in that order). The SET's change settles only at the batch's end; the savepoint
+    used to be recorded before it."""
+    k0, = r.keys_on(0, 1)
+    k1, = r.keys_on(1, 1)
+    seed_users(r, [(k0, "a"), (k1, "b")])
+    probe = "SELECT current_setting('work_mem') FROM users WHERE id = {}"
+    with wire_connect(r.port) as w:
+        ok(w, "BEGIN")
+        ok_in_transaction(w, f"UPDATE users SET name = 'x' WHERE id = {k0}")
+        batch = b"".join(pgwire.parse("", sql) + pgwire.bind("", "") + pgwire.execute()
+                         for sql in ("SET work_mem = '7MB'", "SAVEPOINT s"))
+        w.send(batch + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert not pgwire.errors(msgs) and status_of(msgs) == "T", describe_reply(msgs)
+        assert ok_in_transaction(w, probe.format(k1)) == [["7MB"]]  # shard 1 joins here
+        ok_in_transaction(w, "ROLLBACK TO SAVEPOINT s")
+        assert [ok_in_transaction(w, probe.format(k))[0] for k in (k0, k1)] == [["7MB"]] * 2
+        end_transaction(w, "COMMIT", "COMMIT")
+        for k in (k0, k1):
+            assert ok(w, probe.format(k)) == [["7MB"]]
+
+
 def test_several_sets_in_one_extended_batch_all_follow_the_session(r):
     """Two SETs in one extended batch (psycopg's pipeline mode sends them so), then a SET in a later
     batch: the session keeps all three, on whichever shard's connection runs its next statements."""

@@ -1281,6 +1281,25 @@ def test_pinned_session_state_is_gone_when_client_leaves(make_cluster):
 # =============================================================================================
 
 
+def test_set_then_savepoint_in_one_batch_survives_rollback_to(make_cluster):
+    # The SET came before the SAVEPOINT in the batch, so ROLLBACK TO keeps it and COMMIT makes it
+    # the session's: the next transaction, on another connection, has it. (The SET's change settles
+    # at the batch's end, and the savepoint used to be marked before it: the SET was lost.)
+    c = tx_cluster(make_cluster, pool_size=2)
+    with connect(c.shardgate.port) as a, connect(c.shardgate.port) as b:
+        ok(a, "BEGIN")
+        a.send(b"".join(pgwire.parse("", sql) + pgwire.bind("", "") + pgwire.execute()
+                        for sql in ("SET work_mem = '7MB'", "SAVEPOINT s")) + pgwire.sync())
+        msgs = a.recv_until(b"Z")
+        assert not pgwire.errors(msgs), describe_reply(msgs)
+        ok(a, "ROLLBACK TO SAVEPOINT s")
+        ok(a, "COMMIT")
+        ok(b, "BEGIN")
+        ok(b, "SELECT 1")  # b holds the connection a used
+        assert ok(a, "SHOW work_mem") == [["7MB"]]
+        ok(b, "COMMIT")
+
+
 def test_input_over_the_buffer_limit_is_read_on_once_the_shard_has_taken_it(make_cluster):
     # shardgate stops reading a client once more than client_buffer_limit (1 MB) waits for the
     # shard, and must read again once the shard has taken it. Here nothing else wakes it: the
