@@ -35,6 +35,46 @@ inline size_t skipSqlBlockComment(std::string_view sql, size_t i) {
   return std::string_view::npos;
 }
 
+// scan.l's space: [ \t\n\r\f] (\v is not whitespace before Postgres 16).
+constexpr bool isSqlSpace(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+}
+
+// Skips whitespace and comments from `i`; false on an unterminated block comment.
+inline bool skipSqlSpaceAndComments(std::string_view sql, size_t& i) {
+  const size_t n = sql.size();
+  while (i < n) {
+    const char c = sql[i];
+    if (isSqlSpace(c)) {
+      ++i;
+    } else if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
+      while (i < n && sql[i] != '\n' && sql[i] != '\r') ++i;
+    } else if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
+      const size_t end = skipSqlBlockComment(sql, i);
+      if (end == std::string_view::npos) return false;
+      i = end;
+    } else {
+      break;
+    }
+  }
+  return true;
+}
+
+// Whether the statement's first word (after whitespace and comments) is `lower_keyword`, in any
+// case.
+inline bool sqlStartsWithKeyword(std::string_view sql, std::string_view lower_keyword) {
+  size_t i = 0;
+  if (!skipSqlSpaceAndComments(sql, i) || sql.size() - i < lower_keyword.size()) return false;
+  for (size_t k = 0; k < lower_keyword.size(); ++k) {
+    const char c = sql[i + k];
+    if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != lower_keyword[k]) {
+      return false;
+    }
+  }
+  const size_t end = i + lower_keyword.size();
+  return end == sql.size() || !isSqlIdentCont(sql[end]);
+}
+
 // The end of the quoted text that opens at `i` with `quote` (' or "): just past the closing quote,
 // or npos when it never closes. A doubled quote stands for one; with `backslash_escapes` (E'...')
 // a backslash takes the next byte literally.

@@ -15,8 +15,7 @@ constexpr char kPlaceholder = '\x01';
 
 // Character classes of scan.l, as a table (the scan runs on every statement).
 enum : uint8_t {
-  kSpace = 1,  // space [ \t\n\r\f] (\v is not whitespace before Postgres 16)
-  kDigit = 2,
+  kDigit = 2,       // (space is isSqlSpace, in common/sql_text.h)
   kIdentStart = 4,  // [A-Za-z\200-\377_]
   kIdentCont = 8,   // ident_start, digits, $
   kOp = 16,         // op_chars
@@ -24,7 +23,6 @@ enum : uint8_t {
 };
 constexpr std::array<uint8_t, 256> makeClasses() {
   std::array<uint8_t, 256> t{};
-  for (const char c : std::string_view(" \t\n\r\f")) t[static_cast<unsigned char>(c)] |= kSpace;
   for (int c = '0'; c <= '9'; ++c) t[c] |= kDigit;
   for (int c = 0; c < 256; ++c) {
     if (isSqlIdentStart(static_cast<char>(c))) t[c] |= kIdentStart;
@@ -37,9 +35,6 @@ constexpr std::array<uint8_t, 256> makeClasses() {
 }
 constexpr std::array<uint8_t, 256> kClasses = makeClasses();
 
-inline bool isSpace(unsigned char c) {
-  return kClasses[c] & kSpace;
-}
 inline bool isDigit(unsigned char c) {
   return kClasses[c] & kDigit;
 }
@@ -96,26 +91,6 @@ bool isTypmodKeyword(std::string_view word) {
     if (equalsLower(word, w)) return true;
   }
   return false;
-}
-
-// Skips whitespace and comments from `i`; false on an unterminated block comment.
-bool skipSpaceAndComments(std::string_view s, size_t& i) {
-  const size_t n = s.size();
-  while (i < n) {
-    const unsigned char c = s[i];
-    if (isSpace(c)) {
-      ++i;
-    } else if (c == '-' && i + 1 < n && s[i + 1] == '-') {
-      while (i < n && s[i] != '\n' && s[i] != '\r') ++i;
-    } else if (c == '/' && i + 1 < n && s[i + 1] == '*') {
-      const size_t end = skipSqlBlockComment(s, i);
-      if (end == std::string_view::npos) return false;
-      i = end;
-    } else {
-      break;
-    }
-  }
-  return true;
 }
 
 // Whether the decimal digits (no sign, leading zeros allowed) fit in int32, as strtoint decides
@@ -207,7 +182,7 @@ bool LiteralTemplate::scan(std::string_view sql, std::string_view prefix) {
 
   while (i < n) {
     const size_t before = i;
-    if (!skipSpaceAndComments(sql, i)) return false;
+    if (!skipSqlSpaceAndComments(sql, i)) return false;
     if (i != before) pending_space = true;
     if (i >= n) break;
     if (pending_space && key_.size() > token_start) key_ += ' ';
@@ -269,7 +244,7 @@ bool LiteralTemplate::scan(std::string_view sql, std::string_view prefix) {
       // 'a'<newline>'b' is one literal in Postgres; without a newline it is a syntax error.
       // Either way, such texts are not templated.
       size_t k = j;
-      if (!skipSpaceAndComments(sql, k)) return false;
+      if (!skipSqlSpaceAndComments(sql, k)) return false;
       if (k < n && sql[k] == '\'') return false;
       addLiteral(i, j, LiteralKind::kString);
       i = j;
@@ -350,7 +325,7 @@ std::optional<size_t> LiteralTemplate::literalForConstant(size_t location, int& 
   while (p < n && sql_[p] == '-' && !(p + 1 < n && sql_[p + 1] == '-')) {
     ++negations;
     ++p;
-    if (!skipSpaceAndComments(sql_, p)) return std::nullopt;
+    if (!skipSqlSpaceAndComments(sql_, p)) return std::nullopt;
   }
   return literalAt(p);
 }

@@ -2,12 +2,12 @@
 #include "proxy/client_session.h"
 
 #include <algorithm>
-#include <cctype>
 #include <charconv>
 #include <variant>
 
 #include "backends/cancel_request.h"
 #include "common/log.h"
+#include "common/sql_text.h"
 #include "proxy/admin_console.h"
 #include "proxy/proxy_server.h"
 #include "proxy/session_features.h"
@@ -28,20 +28,6 @@ bool endsTransaction(planner::TransactionAction action) {
   using Action = planner::TransactionAction;
   return action == Action::kCommit || action == Action::kRollback ||
          action == Action::kRollbackTo || action == Action::kPrepare;
-}
-
-// Whether `sql` is a SAVEPOINT statement: its first word, after blanks. (A comment in front hides
-// it; the only cost is the ordering of noteBoundSavepoint, as before it existed.)
-bool isSavepointText(std::string_view sql) {
-  constexpr std::string_view kWord = "savepoint";
-  const size_t at = sql.find_first_not_of(" \t\r\n\f");
-  if (at == std::string_view::npos || sql.size() - at < kWord.size()) return false;
-  for (size_t i = 0; i < kWord.size(); ++i) {
-    if ((sql[at + i] | 0x20) != kWord[i]) return false;
-  }
-  const size_t end = at + kWord.size();
-  return end == sql.size() || !(std::isalnum(static_cast<unsigned char>(sql[end])) ||
-                                sql[end] == '_' || sql[end] == '$');
 }
 
 bool isFalseValue(std::string_view v) {
@@ -1353,18 +1339,9 @@ Result<planner::RouteDecision> ClientSession::routeBind(std::string_view payload
   if (Status read = bind.decode(payload); !read.ok()) return std::move(read).error();
   const std::string* query = nullptr;
   const std::vector<int32_t>* types = nullptr;
-  if (bind.statement.empty()) {
-    query = &unnamed_query_;
-    types = &unnamed_types_;
-  } else {
-    auto it = statements_.find(std::string(bind.statement));
-    if (it == statements_.end()) {
-      return Error::make(
-          sqlstate::kInvalidStatementName,
-          "prepared statement \"" + std::string(bind.statement) + "\" does not exist");
-    }
-    query = &it->second->query();
-    types = &it->second->paramTypes();
+  if (!boundStatement(bind.statement, query, types)) {
+    return Error::make(sqlstate::kInvalidStatementName,
+                       "prepared statement \"" + std::string(bind.statement) + "\" does not exist");
   }
   last_bound_text_ = *query;
   auto analysis = worker_.router().prepare(*database_, *query, *types);
@@ -1693,14 +1670,25 @@ void ClientSession::noteParsedEffects(const std::string& name, SessionEffects ef
   }
 }
 
-void ClientSession::noteBoundSavepoint(std::string_view statement_name) {
-  const std::string* query = &unnamed_query_;
-  if (!statement_name.empty()) {
-    auto it = statements_.find(std::string(statement_name));
-    if (it == statements_.end()) return;
-    query = &it->second->query();
+bool ClientSession::boundStatement(std::string_view name, const std::string*& query,
+                                   const std::vector<int32_t>*& types) const {
+  if (name.empty()) {
+    query = &unnamed_query_;
+    types = &unnamed_types_;
+    return true;
   }
-  if (!isSavepointText(*query)) return;
+  auto it = statements_.find(std::string(name));
+  if (it == statements_.end()) return false;
+  query = &it->second->query();
+  types = &it->second->paramTypes();
+  return true;
+}
+
+void ClientSession::noteBoundSavepoint(std::string_view statement_name) {
+  const std::string* query = nullptr;
+  const std::vector<int32_t>* types = nullptr;
+  if (!boundStatement(statement_name, query, types)) return;
+  if (!sqlStartsWithKeyword(*query, "savepoint")) return;
   savepoints_in_flight_.push_back({ready_sent_ + 1,
                                    planner::TransactionAction::kSavepoint,
                                    {},

@@ -280,9 +280,13 @@ class ClientSession final : public TcpConnection,
   void noteParsedEffects(const std::string& name, SessionEffects effects);
   void settingsBound(std::string_view statement_name);
   // A SAVEPOINT bound after settings changes earlier in the same batch, which settle only at
-  // its end: its mark (savepoint_marks_) must count them. Without routing (one shard), the text
-  // tells.
+  // its end: its mark (savepoint_marks_) must count them. Without routing (one shard), the
+  // statement's first word tells.
   void noteBoundSavepoint(std::string_view statement_name);
+  // The text and parameter types of the statement a Bind names: the unnamed one, or one the
+  // client prepared. False when the client has none of that name.
+  bool boundStatement(std::string_view name, const std::string*& query,
+                      const std::vector<int32_t>*& types) const;
   // The open transaction ended: committed, its reported settings stay; rolled back, those the
   // client does not have back yet are put back, and ParameterStatus messages appended to `reply`
   // tell it.
