@@ -210,8 +210,7 @@ void SessionSettings::noteSentSql(backends::ServerConnection& server, std::strin
 void SessionSettings::commit(const std::vector<SettingChange>& changes,
                              backends::ServerConnection* server) {
   for (const SettingChange& change : changes) {
-    if (change.kind == SettingChange::Kind::kLocal) continue;  // it ended with the transaction
-    tag_stale_ = true;
+    tag_stale_ |= change.kind != SettingChange::Kind::kLocal;
     switch (change.kind) {
       case SettingChange::Kind::kSet:
         unreported_[change.name] = change.statement;
@@ -232,7 +231,7 @@ void SessionSettings::commit(const std::vector<SettingChange>& changes,
         if (server) markResetOnServer(*server);
         break;
       case SettingChange::Kind::kLocal:
-        break;
+        break;  // it ended with the transaction
     }
   }
 }
