@@ -1,8 +1,6 @@
 // A throwaway connection that delivers one CancelRequest packet and closes.
 #include "backends/cancel_request.h"
 
-#include <memory>
-
 #include "common/log.h"
 #include "proxy/wire/frontend_messages.h"
 
@@ -52,68 +50,29 @@ class CancelConnection final : public TcpConnection {
   uv_connect_t connect_req_;
 };
 
-// A host name being resolved (in libuv's thread pool: a blocking getaddrinfo on the loop would
-// stall every client of the worker while DNS answers) before the cancel's connection is made.
-struct CancelResolve {
-  uv_getaddrinfo_t req{};
-  LoopContext* context = nullptr;
-  std::string label;
-  std::string packet;
-
-  static void resolved(uv_getaddrinfo_t* req, int status, struct addrinfo* res) {
-    std::unique_ptr<CancelResolve> self(static_cast<CancelResolve*>(req->data));
-    if (status < 0 || res == nullptr) {
-      if (res) uv_freeaddrinfo(res);
-      spdlog::warn("event=cancel_failed server={} error=\"cannot resolve host: {}\"", self->label,
-                   uv_strerror(status));
-      return;
-    }
-    auto* connection = new CancelConnection(*self->context, TcpConnection::Transport::kTcp,
-                                            std::move(self->label), std::move(self->packet));
-    connection->start(res->ai_addr);
-    uv_freeaddrinfo(res);
-  }
-};
-
 }  // namespace
 
-void sendCancelRequest(LoopContext& context, const ServerEndpoint& endpoint, int32_t backend_pid,
-                       int32_t backend_secret) {
+void sendCancelRequest(LoopContext& context, const ServerConnection& server) {
   std::string packet;
-  wire::CancelRequest{backend_pid, backend_secret}.encode(packet);
+  wire::CancelRequest{server.backendPid(), server.backendSecret()}.encode(packet);
+  const ServerEndpoint& endpoint = server.endpoint();
   if (endpoint.unixSocket()) {
     auto* connection = new CancelConnection(context, TcpConnection::Transport::kUnix,
                                             endpoint.label, std::move(packet));
     connection->startUnix(endpoint.unixSocketPath());
     return;
   }
-  struct sockaddr_storage addr {};
-  if (uv_ip4_addr(endpoint.host.c_str(), endpoint.port,
-                  reinterpret_cast<struct sockaddr_in*>(&addr)) != 0 &&
-      uv_ip6_addr(endpoint.host.c_str(), endpoint.port,
-                  reinterpret_cast<struct sockaddr_in6*>(&addr)) != 0) {
-    auto pending = std::make_unique<CancelResolve>();
-    pending->req.data = pending.get();
-    pending->context = &context;
-    pending->label = endpoint.label;
-    pending->packet = std::move(packet);
-    struct addrinfo hints {};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    const std::string port = std::to_string(endpoint.port);
-    int rc = uv_getaddrinfo(context.loop(), &pending->req, &CancelResolve::resolved,
-                            endpoint.host.c_str(), port.c_str(), &hints);
-    if (rc < 0) {
-      spdlog::warn("event=cancel_failed server={} error=\"cannot resolve host: {}\"",
-                   endpoint.label, uv_strerror(rc));
-      return;
-    }
-    (void)pending.release();  // resolved() owns it
+  // The address the server's connection reached: the backend is there, whatever the host name
+  // resolves to now.
+  const struct sockaddr* address = server.connectedAddress();
+  if (address == nullptr) {
+    spdlog::warn("event=cancel_failed server={} error=\"the connection has no address\"",
+                 endpoint.label);
     return;
   }
   auto* connection = new CancelConnection(context, TcpConnection::Transport::kTcp, endpoint.label,
                                           std::move(packet));
-  connection->start(reinterpret_cast<const struct sockaddr*>(&addr));
+  connection->start(address);
 }
 
 }  // namespace shardgate::backends

@@ -7,9 +7,8 @@
 
 namespace shardgate::backends {
 
-// Fire and forget: connects to `endpoint`, sends CancelRequest(pid, secret), closes. Postgres
-// answers nothing, so there is nothing to wait for.
-void sendCancelRequest(LoopContext& context, const ServerEndpoint& endpoint, int32_t backend_pid,
-                       int32_t backend_secret);
+// Fire and forget: connects to where `server` is connected, sends CancelRequest with its
+// backend's pid and secret, closes. Postgres answers nothing, so there is nothing to wait for.
+void sendCancelRequest(LoopContext& context, const ServerConnection& server);
 
 }  // namespace shardgate::backends

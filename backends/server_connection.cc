@@ -3,10 +3,12 @@
 
 #include <netdb.h>
 
+#include <cstring>
 #include <variant>
 
 #include "backends/pool.h"
 #include "common/log.h"
+#include "common/socket_address.h"
 #include "proxy/wire/backend_messages.h"
 #include "proxy/wire/framing.h"
 #include "proxy/wire/frontend_messages.h"
@@ -74,8 +76,14 @@ ServerConnection::ServerConnection(LoopContext& context, Pool* pool, const Serve
       created_at_ms_(now_ms),
       last_used_at_ms_(now_ms) {
   connect_req_.data = this;
-  resolve_req_.data = this;
 }
+
+// A host name being resolved, in libuv's thread pool. It outlives a connection that closes
+// first (the thread cannot be stopped): the answer then finds no owner and is dropped.
+struct ServerConnection::PendingResolve {
+  uv_getaddrinfo_t req{};
+  ServerConnection* owner = nullptr;
+};
 
 void ServerConnection::connect() {
   if (endpoint_.unixSocket()) {
@@ -89,50 +97,96 @@ void ServerConnection::connect() {
                   reinterpret_cast<struct sockaddr_in*>(&addr)) == 0 ||
       uv_ip6_addr(endpoint_.host.c_str(), endpoint_.port,
                   reinterpret_cast<struct sockaddr_in6*>(&addr)) == 0) {
-    startConnect(reinterpret_cast<const struct sockaddr*>(&addr));
+    addresses_.push_back(addr);
+    connectNext();
     return;
   }
+  auto pending = std::make_unique<PendingResolve>();
+  pending->req.data = pending.get();
+  pending->owner = this;
   struct addrinfo hints {};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   std::string port = std::to_string(endpoint_.port);
-  int rc = uv_getaddrinfo(context().loop(), &resolve_req_, &ServerConnection::resolveCallback,
+  int rc = uv_getaddrinfo(context().loop(), &pending->req, &ServerConnection::resolveCallback,
                           endpoint_.host.c_str(), port.c_str(), &hints);
   if (rc < 0) {
     fail(Error::make(sqlstate::kConnectionFailure,
                      "could not resolve server host \"" + endpoint_.host + "\"", uv_strerror(rc)));
+    return;
   }
+  resolving_ = pending.release();  // resolveCallback() owns it
 }
 
 void ServerConnection::resolveCallback(uv_getaddrinfo_t* req, int status, struct addrinfo* res) {
-  auto* self = static_cast<ServerConnection*>(req->data);
+  std::unique_ptr<PendingResolve> pending(static_cast<PendingResolve*>(req->data));
+  std::unique_ptr<struct addrinfo, void (*)(struct addrinfo*)> result(res, &uv_freeaddrinfo);
+  ServerConnection* self = pending->owner;
+  if (self == nullptr) return;  // closed while the name was being resolved
+  self->resolving_ = nullptr;
   if (status < 0 || res == nullptr) {
-    if (res) uv_freeaddrinfo(res);
     self->fail(Error::make(sqlstate::kConnectionFailure,
                            "could not resolve server host \"" + self->endpoint_.host + "\"",
                            uv_strerror(status)));
     return;
   }
-  self->startConnect(res->ai_addr);
-  uv_freeaddrinfo(res);
+  for (const struct addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    if (ai->ai_addr == nullptr || ai->ai_addrlen > sizeof(struct sockaddr_storage)) continue;
+    struct sockaddr_storage addr {};
+    std::memcpy(&addr, ai->ai_addr, ai->ai_addrlen);
+    self->addresses_.push_back(addr);
+  }
+  self->connectNext();
 }
 
-void ServerConnection::startConnect(const struct sockaddr* addr) {
+// Connects to the next of the addresses the host has, in the resolver's order (as libpq goes
+// through them: "localhost" may be ::1 first while the server listens on 127.0.0.1 only).
+void ServerConnection::connectNext() {
   if (closing()) return;
-  int rc = uv_tcp_connect(&connect_req_, handle(), addr, &ServerConnection::connectCallback);
-  if (rc < 0) {
-    fail(Error::make(sqlstate::kConnectionFailure, "could not connect to server", uv_strerror(rc)));
+  if (next_address_ >= addresses_.size()) {
+    fail(Error::make(sqlstate::kConnectionFailure,
+                     "could not resolve server host \"" + endpoint_.host + "\"",
+                     "the name has no address"));
+    return;
   }
+  const auto* addr = reinterpret_cast<const struct sockaddr*>(&addresses_[next_address_++]);
+  int rc = uv_tcp_connect(&connect_req_, handle(), addr, &ServerConnection::connectCallback);
+  if (rc < 0) connectFailed(rc);
+}
+
+void ServerConnection::connectFailed(int status) {
+  const bool tcp = transport() == Transport::kTcp;
+  if (tcp) {
+    if (!tried_.empty()) tried_ += ", ";
+    tried_ += socketAddressText(addresses_[next_address_ - 1]) + ": " + uv_strerror(status);
+  }
+  if (tcp && next_address_ < addresses_.size()) {
+    spdlog::info("event=server_connect_next server={} id={} tried=\"{}\"", endpoint_.label, id_,
+                 tried_);
+    renewSocket();  // onSocketRenewed() tries the next address
+    return;
+  }
+  fail(Error::make(sqlstate::kConnectionFailure,
+                   "could not connect to server " + endpoint_.label + " at " + endpoint_.where(),
+                   addresses_.size() > 1 ? tried_ : std::string(uv_strerror(status))));
+}
+
+void ServerConnection::onSocketRenewed() {
+  connectNext();
+}
+
+const struct sockaddr* ServerConnection::connectedAddress() const {
+  if (transport() != Transport::kTcp || state_ == State::kConnecting || next_address_ == 0) {
+    return nullptr;
+  }
+  return reinterpret_cast<const struct sockaddr*>(&addresses_[next_address_ - 1]);
 }
 
 void ServerConnection::connectCallback(uv_connect_t* req, int status) {
   auto* self = static_cast<ServerConnection*>(req->data);
   if (status == UV_ECANCELED || self->closing()) return;
   if (status < 0) {
-    self->fail(Error::make(
-        sqlstate::kConnectionFailure,
-        "could not connect to server " + self->endpoint_.label + " at " + self->endpoint_.where(),
-        uv_strerror(status)));
+    self->connectFailed(status);
     return;
   }
   if (self->transport() == Transport::kTcp) uv_tcp_nodelay(self->handle(), 1);
@@ -692,6 +746,7 @@ void ServerConnection::onDisconnect(int status) {
 }
 
 void ServerConnection::onClosed() {
+  if (resolving_) resolving_->owner = nullptr;
   if (pool_) pool_->onServerClosed(this);
 }
 

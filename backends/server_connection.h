@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "backends/prepared_statements.h"
 #include "backends/reply_queue.h"
@@ -92,6 +93,9 @@ class ServerConnection final : public TcpConnection {
   const ServerEndpoint& endpoint() const { return endpoint_; }
   int32_t backendPid() const { return backend_pid_; }
   int32_t backendSecret() const { return backend_secret_; }
+  // The address a TCP connection reached (where a CancelRequest for its backend goes); nullptr
+  // for a Unix socket or before the connection is made.
+  const struct sockaddr* connectedAddress() const;
   char transactionStatus() const { return transaction_status_; }
   // The SQLSTATE of the last ErrorResponse passed to the sink (for the errors metric).
   std::string_view lastErrorSqlstate() const { return {last_error_sqlstate_, 5}; }
@@ -178,8 +182,12 @@ class ServerConnection final : public TcpConnection {
 
  private:
   static void connectCallback(uv_connect_t* req, int status);
+  struct PendingResolve;
   static void resolveCallback(uv_getaddrinfo_t* req, int status, struct addrinfo* res);
-  void startConnect(const struct sockaddr* addr);
+  void connectNext();
+  // A connect failed (libuv error code): the next address, or the connection fails.
+  void connectFailed(int status);
+  void onSocketRenewed() override;
   void sendStartup();
   Status handleLoginMessage(char type, std::string_view payload);
   Status handleAuthentication(std::string_view payload);
@@ -210,7 +218,10 @@ class ServerConnection final : public TcpConnection {
   uint64_t created_at_ms_;
   uint64_t last_used_at_ms_;
   uv_connect_t connect_req_;
-  uv_getaddrinfo_t resolve_req_;
+  PendingResolve* resolving_ = nullptr;             // owned by its callback
+  std::vector<struct sockaddr_storage> addresses_;  // the host's addresses, tried in order
+  size_t next_address_ = 0;
+  std::string tried_;  // "addr: error" of each failed attempt, for the final error
   struct ScramState;
   std::unique_ptr<ScramState> scram_;
   std::function<void(Status)> internal_done_;

@@ -381,7 +381,26 @@ void TcpConnection::close() {
   closing_ = true;
   reading_ = false;
   context_.forget(this);
+  if (renewing_) return;  // the handle is closing already: renewCallback() finishes
   uv_close(reinterpret_cast<uv_handle_t*>(stream()), &TcpConnection::closeCallback);
+}
+
+void TcpConnection::renewSocket() {
+  if (closing_ || renewing_ || transport_ != Transport::kTcp) return;
+  renewing_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(stream()), &TcpConnection::renewCallback);
+}
+
+void TcpConnection::renewCallback(uv_handle_t* handle) {
+  auto* self = static_cast<TcpConnection*>(handle->data);
+  self->renewing_ = false;
+  if (self->closing_) {
+    closeCallback(handle);
+    return;
+  }
+  uv_tcp_init(self->context_.loop(), &self->tcp_);
+  self->stream()->data = self;
+  self->onSocketRenewed();
 }
 
 void TcpConnection::closeCallback(uv_handle_t* handle) {

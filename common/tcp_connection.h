@@ -125,6 +125,10 @@ class TcpConnection {
 
   // Closes the socket; queued output is dropped. The object deletes itself once libuv is done.
   void close();
+  // A TCP connection whose connect failed gets a fresh socket (a socket keeps the address family
+  // of its first connect, and the next address may be of the other): the old handle closes, and
+  // onSocketRenewed() runs once the new one is ready. A close() meanwhile wins.
+  void renewSocket();
   // Writes what is queued, then closes (for a final ErrorResponse).
   void closeAfterFlush();
   bool closing() const { return closing_ || close_after_flush_; }
@@ -138,12 +142,15 @@ class TcpConnection {
   virtual void onWriteDrained() {}
   // Just before the object is deleted.
   virtual void onClosed() {}
+  // renewSocket() is done: a connect can be started on handle().
+  virtual void onSocketRenewed() {}
 
  private:
   static void allocCallback(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
   static void readCallback(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
   static void writeCallback(uv_write_t* req, int status);
   static void closeCallback(uv_handle_t* handle);
+  static void renewCallback(uv_handle_t* handle);
   // Offers bytes read (plaintext) to onData(), after any kept from earlier reads.
   void deliver(std::string_view data);
   void consume(std::string_view data, bool from_pending);
@@ -171,6 +178,7 @@ class TcpConnection {
   std::unique_ptr<TlsSession> tls_;  // null: plain text
   bool reading_ = false;
   bool closing_ = false;
+  bool renewing_ = false;  // renewSocket(): the old handle is closing
   bool close_after_flush_ = false;
   bool flush_scheduled_ = false;
   bool disconnect_reported_ = false;

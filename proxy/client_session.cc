@@ -3053,8 +3053,7 @@ void ClientSession::releaseServer(bool client_left) {
   if (!clean && client_left && outstanding_ > 0 &&
       server->state() == backends::ServerConnection::State::kHeld) {
     // Stop the work the departed client started; the connection is closed, never reused dirty.
-    backends::sendCancelRequest(worker_.context(), server->endpoint(), server->backendPid(),
-                                server->backendSecret());
+    backends::sendCancelRequest(worker_.context(), *server);
   }
   // A session that kept the connection to itself may have left anything on it: reset it.
   auto how = !clean                               ? backends::Pool::Release::kClose
@@ -3066,8 +3065,7 @@ void ClientSession::releaseServer(bool client_left) {
 void ClientSession::cancelRunningQuery() {
   if (state_ == State::kReady && multi_run_) multi_run_->cancel();
   if (state_ != State::kReady || server_ == nullptr || outstanding_ == 0) return;
-  backends::sendCancelRequest(worker_.context(), server_->endpoint(), server_->backendPid(),
-                              server_->backendSecret());
+  backends::sendCancelRequest(worker_.context(), *server_);
 }
 
 void ClientSession::sweep(uint64_t now_ms) {

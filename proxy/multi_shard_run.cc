@@ -70,8 +70,7 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
 
   void cancel(LoopContext& context) {
     if (server_ && !done_) {
-      backends::sendCancelRequest(context, server_->endpoint(), server_->backendPid(),
-                                  server_->backendSecret());
+      backends::sendCancelRequest(context, *server_);
       cancelled_ = true;
     }
   }
@@ -109,8 +108,7 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
       server_ = nullptr;
       if (!done_) {
         // Its statement is still running for a client that has gone: stop it.
-        backends::sendCancelRequest(run_.host_.multiShardLoop(), server->endpoint(),
-                                    server->backendPid(), server->backendSecret());
+        backends::sendCancelRequest(run_.host_.multiShardLoop(), *server);
       }
       server->detach();
       pool_->release(server, backends::Pool::Release::kClose, backends::monotonicMs());

@@ -1,9 +1,7 @@
 // ClientSession's side of operations: the admin console hand-over, config reload between
 // transactions, PAUSE, and what SHOW CLIENTS / SHOW SERVERS see of a session.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
 #include "common/log.h"
+#include "common/socket_address.h"
 #include "proxy/admin_console.h"
 #include "proxy/admin_snapshot.h"
 #include "proxy/client_session.h"
@@ -26,17 +24,7 @@ void socketAddress(TcpConnection& connection, bool peer, std::string& addr, int&
   auto* sa = reinterpret_cast<struct sockaddr*>(&storage);
   int rc = peer ? uv_tcp_getpeername(handle, sa, &len) : uv_tcp_getsockname(handle, sa, &len);
   if (rc != 0) return;
-  char text[INET6_ADDRSTRLEN] = {0};
-  if (storage.ss_family == AF_INET6) {
-    auto* in6 = reinterpret_cast<struct sockaddr_in6*>(&storage);
-    uv_ip6_name(in6, text, sizeof(text));
-    port = ntohs(in6->sin6_port);
-  } else if (storage.ss_family == AF_INET) {
-    auto* in4 = reinterpret_cast<struct sockaddr_in*>(&storage);
-    uv_ip4_name(in4, text, sizeof(text));
-    port = ntohs(in4->sin_port);
-  }
-  addr = text;
+  socketAddressParts(storage, addr, port);
 }
 
 const char* serverStateName(backends::ServerConnection::State state, bool idle) {

@@ -10,6 +10,7 @@ import uuid
 import psycopg
 import pytest
 
+import pgcluster
 import pgwire
 from pgwire import PgWire
 
@@ -88,17 +89,14 @@ def test_cancel_request_cancels_own_query(cluster):
         wait_not_active(cluster, mark)
 
 
-def test_cancel_reaches_a_server_named_by_host_name(make_cluster):
-    """Servers configured by host name: the CancelRequest shardgate passes on is resolved off the
-    event loop (libuv's thread pool) and still cancels the query."""
-    if pgwire.target_is_direct():
-        pytest.skip("shardgate's own cancel forwarding is the subject")
-    if {a[4][0] for a in socket.getaddrinfo("localhost", 5432, type=socket.SOCK_STREAM)} != {"127.0.0.1"}:
-        pytest.skip("localhost must resolve to 127.0.0.1 only (the test servers listen there alone)")
-    cluster = make_cluster(num_shards=1, replicas_per_shard=0)
+def cancel_through_host_name(make_cluster, host: str):
+    """A one-shard cluster whose server shardgate knows as `host`: a query runs, and a
+    CancelRequest passed on to the server cancels it. Returns the cluster."""
+    # Started here, on the edited config (a running shardgate would keep its own).
+    cluster = make_cluster(num_shards=1, replicas_per_shard=0, with_shardgate=False)
     config = cluster.render_config()
     assert 'host = "127.0.0.1"' in config
-    cluster.start_shardgate(config.replace('host = "127.0.0.1"', 'host = "localhost"'))
+    cluster.start_shardgate(config.replace('host = "127.0.0.1"', f'host = "{host}"'))
     mark = marker()
     with PgWire(HOST, cluster.shardgate.port) as c:
         res = c.login()
@@ -108,6 +106,70 @@ def test_cancel_reaches_a_server_named_by_host_name(make_cluster):
         msgs = c.recv_until(b"Z", timeout=10)
         assert [e.code for e in pgwire.errors(msgs)] == ["57014"], pgwire.types(msgs)
         assert c.scalar("SELECT 7 * 6") == "42"
+    return cluster
+
+
+def test_cancel_reaches_a_server_named_by_host_name(make_cluster):
+    """Servers configured by host name: the name is resolved off the event loop (libuv's thread
+    pool), and the CancelRequest shardgate passes on goes where the connection went."""
+    if pgwire.target_is_direct():
+        pytest.skip("shardgate's own cancel forwarding is the subject")
+    if {a[4][0] for a in socket.getaddrinfo("localhost", 5432, type=socket.SOCK_STREAM)} != {"127.0.0.1"}:
+        pytest.skip("localhost must resolve to 127.0.0.1 only (the test servers listen there alone)")
+    cancel_through_host_name(make_cluster, "localhost")
+
+
+@pytest.fixture
+def two_address_host_name():
+    """A host name of its own in /etc/hosts with two addresses, ::1 first (where the test servers
+    do not listen) and then 127.0.0.1: what "localhost" is on many machines whose Postgres
+    listens on IPv4 only. Its lines are taken out again afterwards."""
+    name = "sg-two-addresses-" + uuid.uuid4().hex[:8]
+    lines = [f"::1 {name}\n", f"127.0.0.1 {name}\n"]
+    try:
+        with open("/etc/hosts", "a") as hosts:
+            hosts.write("\n" + "".join(lines))
+    except OSError as e:
+        pytest.skip(f"/etc/hosts is not writable here ({e})")
+    try:
+        yield name
+    finally:
+        with open("/etc/hosts") as hosts:
+            kept = [ln for ln in hosts.readlines() if not ln.rstrip("\n").endswith(" " + name)]
+        with open("/etc/hosts", "w") as hosts:  # in place: /etc/hosts may be a bind mount
+            hosts.write("".join(kept).rstrip("\n") + "\n")
+
+
+def test_a_host_name_whose_first_address_refuses_is_reached_at_the_next(make_cluster, two_address_host_name):
+    """The server's host name resolves to ::1 first, where nothing listens: shardgate goes on to
+    127.0.0.1, as libpq does, and cancels go to that address too."""
+    if pgwire.target_is_direct():
+        pytest.skip("shardgate's connections to its servers are the subject")
+    addresses = [a[4][0] for a in socket.getaddrinfo(two_address_host_name, 5432, type=socket.SOCK_STREAM)]
+    assert addresses == ["::1", "127.0.0.1"], f"the resolver's order is the premise of this test: {addresses}"
+    cluster = cancel_through_host_name(make_cluster, two_address_host_name)
+    # The refused first address is in the log (so the test cannot pass without the fallback).
+    cluster.shardgate.wait_for_log(r"event=server_connect_next .*tried=\"\[::1\]:\d+: connection refused\"")
+
+
+def test_a_host_name_none_of_whose_addresses_answers_names_each_in_the_error(make_cluster, two_address_host_name):
+    """Every address of the server's host name refuses: the client's error says what each gave."""
+    if pgwire.target_is_direct():
+        pytest.skip("shardgate's connections to its servers are the subject")
+    cluster = make_cluster(num_shards=1, replicas_per_shard=0, with_shardgate=False)
+    config = cluster.render_config()
+    port = cluster.shards[0].primary.port
+    closed_port = pgcluster.free_port()
+    cluster.start_shardgate(config.replace(f'host = "127.0.0.1", port = {port}',
+                                           f'host = "{two_address_host_name}", port = {closed_port}'))
+    with PgWire(HOST, cluster.shardgate.port) as c:
+        with pytest.raises(pgwire.LoginError) as failure:
+            c.login()
+    error = failure.value.error
+    assert error.code == "08006", error
+    assert f"at {two_address_host_name}:{closed_port}" in error.message, error
+    assert error.fields.get("D") == (f"[::1]:{closed_port}: connection refused, "
+                            f"127.0.0.1:{closed_port}: connection refused"), error
 
 
 def test_psycopg_cancel_from_another_thread(cluster):
