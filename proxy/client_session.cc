@@ -706,7 +706,8 @@ bool ClientSession::spreadBatch() {
     refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
                                 "statements in one extended-protocol batch need different shards",
                                 "the session is pinned to one shard connection by a "
-                                "session-level feature (LISTEN, a temporary table, ...)",
+                                "session-level feature (" +
+                                    pin_reason_ + ")",
                                 "send a Sync between statements for different shards"),
                     /*extended_protocol=*/true);
     return false;
@@ -844,34 +845,38 @@ void ClientSession::forgetTransactionRoute() {
   txn_savepoints_.clear();
 }
 
-// Gets the session onto `target`'s server. True when it is held and ready now; false when the
+// Gets the session onto `target`'s server: kReady when it is held and ready now; kWait when the
 // session must wait (for owed replies, a release, an acquisition or a settings sync), after
-// which the pending input is processed again, or when the statement was refused (answered as
-// its protocol needs: with skipping_to_sync_ set for the extended protocol).
-bool ClientSession::moveTo(const Target& target, bool extended_protocol) {
-  if (server_ && current_target_ && *current_target_ == target) return !syncing_server_;
-  if (waiting_for_server_ || syncing_server_) return false;
+// which the pending input is processed again; kRefused when the statement was answered with an
+// error as its protocol needs (the extended protocol's with skipping_to_sync_ set, its batch
+// failing on the server included).
+ClientSession::MoveOutcome ClientSession::moveTo(const Target& target, bool extended_protocol) {
+  const auto ready = [this] { return syncing_server_ ? MoveOutcome::kWait : MoveOutcome::kReady; };
+  if (server_ && current_target_ && *current_target_ == target) return ready();
+  if (waiting_for_server_ || syncing_server_) return MoveOutcome::kWait;
   if (server_) {
     if (batch_open_ && !batch_executes_) {
       // Only Parse / Describe so far (asyncpg describes a statement before binding it): end
       // that batch on this server, then move.
       endDescribeOnlyBatch();
-      return false;
+      return MoveOutcome::kWait;
     }
-    if (batch_open_ && !spreadBatch()) return false;
+    if (batch_open_ && !spreadBatch()) {
+      return skipping_to_sync_ ? MoveOutcome::kRefused : MoveOutcome::kWait;
+    }
     if (server_->owesReplies()) {
       server_->notifyWhenCaughtUp();  // the move waits for the replies
-      return false;
+      return MoveOutcome::kWait;
     }
     if (pinned_) {
-      refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
-                                  "this session is pinned to one shard connection",
-                                  "it used a session-level feature (LISTEN, a temporary table, "
-                                  "...) on shard " +
-                                      planner::shardName(*database_, current_target_->shard),
-                                  "run the statement in another session"),
-                      extended_protocol);
-      return false;
+      refuseStatement(
+          Error::make(sqlstate::kFeatureNotSupported,
+                      "this session is pinned to one shard connection",
+                      "it used a session-level feature (" + pin_reason_ + ") on shard " +
+                          planner::shardName(*database_, current_target_->shard),
+                      "run the statement in another session"),
+          extended_protocol);
+      return MoveOutcome::kRefused;
     }
     backends::ServerConnection* server = server_;
     server_ = nullptr;
@@ -902,7 +907,7 @@ bool ClientSession::moveTo(const Target& target, bool extended_protocol) {
       pool_ = parked_pool;
       server_ = parked;
       server_->attach(this);
-      return true;
+      return MoveOutcome::kReady;
     }
     if (txn_bound_ || !parked_.empty()) {
       // The shard joins the transaction: it begins there as it began on the first one.
@@ -913,7 +918,7 @@ bool ClientSession::moveTo(const Target& target, bool extended_protocol) {
   pool_ = &worker_.pool(*database_, *user_, target.shard, target.replica);
   waiting_for_server_ = true;
   pool_->acquire(this, context().nowMs());  // may complete before it returns
-  return server_ != nullptr && !syncing_server_;
+  return server_ != nullptr ? ready() : MoveOutcome::kWait;
 }
 
 size_t ClientSession::routeClientMessages(std::string_view data) {
@@ -1170,9 +1175,16 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       }
       target = Target{database_->default_shard, -1};
     }
-    if (target && !moveTo(*target, /*extended_protocol=*/type != wire::fe::kQuery)) {
-      if (skipping_to_sync_) continue;  // refused, or its batch failed: skipped to the Sync
-      return used;
+    if (target) {
+      const MoveOutcome move = moveTo(*target, /*extended_protocol=*/type != wire::fe::kQuery);
+      if (move != MoveOutcome::kReady) {
+        if (move == MoveOutcome::kRefused && type == wire::fe::kQuery) {
+          used += frame.size;  // answered with its error and ReadyForQuery
+          continue;
+        }
+        if (skipping_to_sync_) continue;  // refused, or its batch failed: skipped to the Sync
+        return used;
+      }
     }
     if (server_ == nullptr) return used;
     // The server is held and in line: pass the message on, as the unrouted path does.
@@ -1641,8 +1653,9 @@ void ClientSession::applySessionEffects(std::string pin_reason,
   if (pinned_ || (pin_reason.empty() && changes.empty())) return;
   if (!pin_reason.empty()) {
     pinned_ = true;
+    pin_reason_ = std::move(pin_reason);
     spdlog::info("event=client_pinned session={} user={} database={} reason=\"{}\"", id_,
-                 user_name_, database_name_, pin_reason);
+                 user_name_, database_name_, pin_reason_);
     return;
   }
   SessionSettings::noteSent(*server_, changes);
@@ -2567,7 +2580,9 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
   if (in_transaction && pinned_) {
     refuse(Error::make(sqlstate::kFeatureNotSupported,
                        "a statement that needs several shards cannot run in this transaction",
-                       "the session is pinned to one shard connection by a session-level feature",
+                       "the session is pinned to one shard connection by a session-level "
+                       "feature (" +
+                           pin_reason_ + ")",
                        "run the statement outside BEGIN ... COMMIT"));
     return;
   }

@@ -142,7 +142,10 @@ class ClientSession final : public TcpConnection,
   bool handleDecision(const planner::RouteDecision& decision, std::string_view sql,
                       bool extended_protocol, std::optional<Target>& target);
   Result<planner::RouteDecision> routeBind(std::string_view payload);
-  bool moveTo(const Target& target, bool extended_protocol);
+  // kReady: the server is held and in line; kWait: the message is read again once the session can
+  // go on; kRefused: the statement was answered with an error (see moveTo).
+  enum class MoveOutcome { kReady, kWait, kRefused };
+  MoveOutcome moveTo(const Target& target, bool extended_protocol);
   void sendOwnQuery(std::string_view sql);
   void sendOwnSync();
   void endDescribeOnlyBatch();
@@ -305,6 +308,7 @@ class ClientSession final : public TcpConnection,
   bool counted_ = false;
   bool transaction_pooling_ = false;
   bool pinned_ = false;             // a session-level feature holds the server for good
+  std::string pin_reason_;          // the feature that pinned it (for errors)
   bool routing_ = false;            // statements are routed (several shards, or replicas)
   bool manage_statements_ = false;  // prepared statements renamed and prepared where they run
 

@@ -77,6 +77,9 @@ class StatementWords {
   bool advisoryLock() const { return advisory_lock_; }
   bool withHold() const { return with_hold_; }
   bool intoTemp() const { return into_temp_; }
+  // A set_config() call that may change a setting for the session (see sessionSetConfigAt).
+  void noteSessionSetConfig() { session_set_config_ = true; }
+  bool sessionSetConfig() const { return session_set_config_; }
 
  private:
   enum class Previous { kOther, kWith, kInto };
@@ -91,6 +94,7 @@ class StatementWords {
   bool advisory_lock_ = false;
   bool with_hold_ = false;
   bool into_temp_ = false;
+  bool session_set_config_ = false;
 };
 
 // Settings a session may change under transaction pooling: Postgres reports their value, so
@@ -154,7 +158,51 @@ std::string judgeStatement(const StatementWords& w) {
   }
   if (w.advisoryLock()) return "session advisory lock";
   if (w.intoTemp()) return "temporary table";
+  if (w.sessionSetConfig()) return "set_config() of a session setting";
   return "";
+}
+
+// Whether the third argument of the set_config( call whose name ends just before `at` may be
+// anything but true: is_local false, a parameter, an expression. Such a call changes the setting
+// for the session, which shardgate does not see (the value is only known where it runs), so the
+// session keeps its connection. A literal true (or 't', 'on', ...) keeps the change inside the
+// transaction, which holds its connection anyway.
+bool sessionSetConfigAt(std::string_view sql, size_t at) {
+  if (!skipSqlSpaceAndComments(sql, at) || at == sql.size() || sql[at] != '(') return false;
+  int depth = 0;
+  int commas = 0;
+  size_t third = 0;
+  for (size_t i = at; i < sql.size();) {
+    if (const size_t next = skipSqlNonCode(sql, i); next != i) {
+      i = next;
+      continue;
+    }
+    const char c = sql[i];
+    if (c == '(') {
+      ++depth;
+    } else if (c == ')' && --depth == 0) {
+      if (commas != 2) return true;  // not set_config(name, value, is_local): Postgres decides
+      // One token (a literal or a word) between comments and spaces, or an expression.
+      const std::string_view arg = sql.substr(third, i - third);
+      size_t from = 0;
+      skipSqlSpaceAndComments(arg, from);
+      size_t to = skipSqlNonCode(arg, from);
+      if (to == from) {
+        while (to < arg.size() && isWordChar(arg[to])) ++to;
+      }
+      size_t rest = to;
+      if (!skipSqlSpaceAndComments(arg, rest) || rest != arg.size()) return true;
+      std::string lowered(arg.substr(from, to - from));
+      for (char& ch : lowered) ch = asciiLower(ch);
+      static constexpr std::string_view kTrue[] = {"true",  "'t'", "'true'", "'on'",
+                                                   "'yes'", "'y'", "'1'"};
+      return std::find(std::begin(kTrue), std::end(kTrue), lowered) == std::end(kTrue);
+    } else if (c == ',' && depth == 1 && ++commas == 2) {
+      third = i + 1;
+    }
+    ++i;
+  }
+  return true;  // unterminated: Postgres rejects it, but do not count on that
 }
 
 // The settings changes (or a reason to pin) in a statement string that needs parsing.
@@ -241,11 +289,11 @@ bool startsSessionStatement(std::string_view first) {
   return false;
 }
 
-// The bytes the one-pass check below stops at: the last letters of "advisory" and "temp" in
-// either case (rarer in SQL than their first letters), and ';'.
+// The bytes the one-pass check below stops at: the last letters of "advisory", "temp" and
+// "set_config" in either case (rarer in SQL than their first letters), and ';'.
 constexpr std::array<bool, 256> kEffectProbeChars = [] {
   std::array<bool, 256> table{};
-  for (const char c : std::string_view("yYpP;")) table[static_cast<unsigned char>(c)] = true;
+  for (const char c : std::string_view("yYpPgG;")) table[static_cast<unsigned char>(c)] = true;
   return table;
 }();
 
@@ -269,14 +317,15 @@ Probe probeAt(std::string_view sql, size_t at) {
     return sql.find_first_not_of(" \t\r\n;", at) == std::string_view::npos ? Probe::kFree
                                                                            : Probe::kNotFree;
   }
-  const bool found = (c == 'y' || c == 'Y') ? endsWordIgnoreCase(sql, at, "advisory")
-                                            : endsWordIgnoreCase(sql, at, "temp");
+  const bool found = (c == 'y' || c == 'Y')   ? endsWordIgnoreCase(sql, at, "advisory")
+                     : (c == 'g' || c == 'G') ? endsWordIgnoreCase(sql, at, "set_config")
+                                              : endsWordIgnoreCase(sql, at, "temp");
   return found ? Probe::kNotFree : Probe::kGoOn;
 }
 
 // The common case, answered without the word scan: one statement (no ';' but a trailing one),
-// whose first word starts none of the statements above, and that names neither an advisory lock
-// function nor a temporary table (the only words that matter anywhere in a statement). Anything
+// whose first word starts none of the statements above, and that names no advisory lock function,
+// temporary table or set_config (the only words that matter anywhere in a statement). Anything
 // else, a ';' inside a literal included, gets the full scan. Every simple Query passes here, so
 // the text is read once, stopping only at the bytes kEffectProbeChars marks.
 bool obviouslyEffectFree(std::string_view sql) {
@@ -298,18 +347,19 @@ bool obviouslyEffectFree(std::string_view sql) {
   if (startsSessionStatement(std::string_view(first, n))) return false;
   size_t at = 0;
 #if defined(__SSE2__)
-  // Sixteen bytes at a time: a mask of the probe bytes among them (x | 0x20 folds 'Y' and 'P'
-  // onto 'y' and 'p', and no other byte onto either).
+  // Sixteen bytes at a time: a mask of the probe bytes among them (x | 0x20 folds 'Y', 'P' and
+  // 'G' onto 'y', 'p' and 'g', and no other byte onto any of them).
   const __m128i fold = _mm_set1_epi8(0x20);
   const __m128i y = _mm_set1_epi8('y');
   const __m128i p = _mm_set1_epi8('p');
+  const __m128i g = _mm_set1_epi8('g');
   const __m128i semicolon = _mm_set1_epi8(';');
   for (; at + 16 <= sql.size(); at += 16) {
     const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sql.data() + at));
     const __m128i folded = _mm_or_si128(bytes, fold);
     const __m128i hits =
         _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(folded, y), _mm_cmpeq_epi8(folded, p)),
-                     _mm_cmpeq_epi8(bytes, semicolon));
+                     _mm_or_si128(_mm_cmpeq_epi8(folded, g), _mm_cmpeq_epi8(bytes, semicolon)));
     for (auto mask = static_cast<unsigned>(_mm_movemask_epi8(hits)); mask != 0; mask &= mask - 1) {
       const Probe verdict = probeAt(sql, at + static_cast<size_t>(std::countr_zero(mask)));
       if (verdict != Probe::kGoOn) return verdict == Probe::kFree;
@@ -371,6 +421,10 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
       size_t start = i;
       while (i < n && isWordChar(sql[i])) ++i;
       words.add(sql.substr(start, i - start));
+      if (i - start == 10 && endsWordIgnoreCase(sql, i - 1, "set_config") &&
+          sessionSetConfigAt(sql, i)) {
+        words.noteSessionSetConfig();
+      }
     } else {
       ++i;
     }

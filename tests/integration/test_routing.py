@@ -1303,7 +1303,30 @@ def test_batch_across_shards_in_a_pinned_session_is_refused(r):
         assert error_codes(msgs) == ["0A000"] and status_of(msgs) == "I", describe_reply(msgs)
         assert command_tags(msgs) == [], describe_reply(msgs)
         assert ok(w, "SELECT count(*) FROM pinned_here") == [["0"]]
+        # A simple query for the other shard: refused once, and the session goes on.
+        msgs = w.simple(f"SELECT count(*) FROM users WHERE id = {ko}")
+        assert error_codes(msgs) == ["0A000"] and status_of(msgs) == "I", describe_reply(msgs)
+        assert "temporary table" in pgwire.errors(msgs)[0].fields.get("D", ""), describe_reply(msgs)
+        assert ok(w, "SELECT count(*) FROM pinned_here") == [["0"]]
     assert placement(r, "users", "id", kd + [ko]) == {k: [] for k in kd + [ko]}
+
+
+def test_session_level_set_config_keeps_the_session_on_its_shard(r):
+    """set_config(..., false) changes a setting only where it runs, and shardgate does not see the
+    value: the session stays on that shard, where the setting holds, and a statement for another
+    shard gets 0A000 naming the cause rather than running without it. The refused query is answered
+    and done with: the session's next statements run (they used to get the same refusal again)."""
+    d = r.default_shard
+    kd, ko = r.keys_on(d, 1)[0], r.keys_on(1 - d, 1)[0]
+    with wire_connect(r.port) as w:
+        assert ok(w, "SELECT set_config('app.tenant', '42', false)") == [["42"]]
+        assert ok(w, f"SELECT current_setting('app.tenant') FROM (SELECT 1) s "
+                     f"LEFT JOIN users ON users.id = {kd}") == [["42"]]
+        msgs = w.simple(f"SELECT count(*) FROM users WHERE id = {ko}")
+        errors = pgwire.errors(msgs)
+        assert [e.code for e in errors] == ["0A000"], describe_reply(msgs)
+        assert "set_config() of a session setting" in errors[0].fields.get("D", ""), errors[0]
+        assert ok(w, "SELECT current_setting('app.tenant')") == [["42"]]
 
 
 def test_client_leaving_mid_batch_across_shards_commits_nothing(r):

@@ -1139,6 +1139,36 @@ def test_session_advisory_lock_is_held_across_statements(make_cluster):
     churn.check()
 
 
+def test_session_level_set_config_keeps_its_setting_to_its_client(make_cluster):
+    """SELECT set_config('app.tenant', ..., false), row-level security's "current tenant": shardgate
+    cannot see the value (often a parameter), so the client is pinned. Its setting holds on its next
+    statements and never reaches another client through a pooled connection. set_config(..., true)
+    ends with its transaction and pins nothing."""
+    # Two clients pinned, two connections left for the others.
+    c = tx_cluster(make_cluster, pool_size=4)
+    port = c.shardgate.port
+    unset = "SELECT coalesce(current_setting('app.tenant', true), '')"
+    with connect(port) as tenant, connect(port) as by_param, connect(port) as other, \
+            ChurnGroup(port, primary_port(c)) as churn:
+        assert ok(tenant, "SELECT set_config('app.tenant', '42', false)") == [["42"]]
+        assert pgwire.data_rows(extended(by_param, "SELECT set_config('app.tenant', $1, false)", ("7",))) == [["7"]]
+        start = churn.iterations()
+        for i in range(8):
+            assert ok(tenant, "SELECT current_setting('app.tenant')") == [["42"]], f"round {i}"
+            assert ok(by_param, "SELECT current_setting('app.tenant')") == [["7"]], f"round {i}"
+            assert ok(other, unset) == [[""]], f"round {i}: another client's setting reached this one"
+            time.sleep(0.05)
+        _progress(churn, start, "two clients set a setting with set_config")
+        ok(other, "BEGIN")
+        assert ok(other, "SELECT set_config('app.tenant', '9', true)") == [["9"]]
+        ok(other, "COMMIT")
+        assert ok(other, unset) == [[""]]
+    churn.check()
+    with connect(port) as later:
+        for _ in range(6):
+            assert ok(later, unset) == [[""]], "a departed client's setting stayed on its connection"
+
+
 def test_with_hold_cursor_outlives_its_transaction(make_cluster):
     # Two clients pinned by their cursors, one connection left for the churn clients.
     c = tx_cluster(make_cluster, pool_size=3)

@@ -93,6 +93,8 @@ TEST(SessionEffects, ShortcutFindsWordsAtEveryOffset) {
     EXPECT_EQ(verdict("SELECT " + spaces + "PG_ADVISORY_LOCK(1)"), "pin: session advisory lock");
     EXPECT_EQ(verdict("SELECT a INTO " + spaces + "TeMp t"), "pin: temporary table");
     EXPECT_EQ(verdict("SELECT 1" + spaces + "; LISTEN jobs"), "pin: LISTEN");
+    EXPECT_EQ(verdict("SELECT " + spaces + "SET_CONFIG('a.b', 'c', false)"),
+              "pin: set_config() of a session setting");
     EXPECT_EQ(verdict("SELECT abalance FROM t WHERE a = 1" + spaces + ";"), "none");
   }
 }
@@ -108,6 +110,31 @@ TEST(SessionEffects, QuotedAndCommentedTextIsNoStatement) {
   EXPECT_EQ(verdict("/* a /* b */ c */ LISTEN jobs"), "pin: LISTEN");
   EXPECT_EQ(verdict("SELECT E'\\''; RESET TimeZone"), "resets timezone");
   EXPECT_EQ(verdict("SELECT $$x$$; RESET TimeZone"), "resets timezone");
+}
+
+// set_config(name, value, false) changes the setting for the session where it runs, with a value
+// shardgate does not see (often computed): the session keeps its connection, so the setting
+// reaches no other client (the row-level-security "current tenant" pattern). Only a literal true
+// as is_local keeps the change inside the transaction.
+TEST(SessionEffects, SessionLevelSetConfigPins) {
+  for (const char* sql :
+       {"SELECT set_config('app.tenant', '42', false)",
+        "select pg_catalog.set_config('search_path', '', false);",
+        "SELECT set_config('app.tenant', $1, $2)", "SELECT set_config('a.b', 'c', is_local) FROM t",
+        "SELECT set_config('a.b', 'c', 'off')", "SELECT set_config('a.b', 'c', /* true */ false)",
+        "SELECT set_config('a.b', f(1, 2), false)",
+        "SELECT 1, SET_CONFIG ( 'a.b' , 'c' , 0::bool )",
+        "SELECT set_config('a.b', 'c', true), set_config('d.e', 'f', false)",
+        "SELECT set_config('a.b', 'c')", "SELECT set_config('a.b', 'c', true"}) {
+    EXPECT_EQ(verdict(sql), "pin: set_config() of a session setting") << sql;
+  }
+  for (const char* sql : {"SELECT set_config('request.jwt.claims', $1, true)",
+                          "SELECT set_config('a.b', 'c', TRUE), set_config('d.e', 'f', 't')",
+                          "select set_config('a.b', 'x,y)', 'on' /* local */)",
+                          "SELECT current_setting('a.b')", "SELECT 'set_config(a, b, false)'",
+                          "SELECT my_set_config('a', 'b', false)", "SELECT set_configuration(1)"}) {
+    EXPECT_EQ(verdict(sql), "none") << sql;
+  }
 }
 
 TEST(SessionEffects, WordsThatOnlyLookAlikeDoNotPin) {
