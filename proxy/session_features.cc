@@ -60,6 +60,8 @@ class StatementWords {
     if (w.substr(0, 16) == "pg_advisory_lock" || w.substr(0, 20) == "pg_try_advisory_lock") {
       advisory_lock_ = true;
     }
+    // The session's temporary schema by name: CREATE TABLE pg_temp.t, CREATE FUNCTION pg_temp.f.
+    if (w == "pg_temp" || w.substr(0, 8) == "pg_temp_") temp_schema_ = true;
     if (previous_ == Previous::kWith && w == "hold") with_hold_ = true;
     if (previous_ == Previous::kInto && (w == "temp" || w == "temporary")) into_temp_ = true;
     previous_ = w == "with" ? Previous::kWith : w == "into" ? Previous::kInto : Previous::kOther;
@@ -77,6 +79,7 @@ class StatementWords {
   bool advisoryLock() const { return advisory_lock_; }
   bool withHold() const { return with_hold_; }
   bool intoTemp() const { return into_temp_; }
+  bool tempSchema() const { return temp_schema_; }
   // A set_config() call that may change a setting for the session (see sessionSetConfigAt).
   void noteSessionSetConfig() { session_set_config_ = true; }
   bool sessionSetConfig() const { return session_set_config_; }
@@ -94,6 +97,7 @@ class StatementWords {
   bool advisory_lock_ = false;
   bool with_hold_ = false;
   bool into_temp_ = false;
+  bool temp_schema_ = false;
   bool session_set_config_ = false;
 };
 
@@ -129,6 +133,7 @@ std::string judgeStatement(const StatementWords& w) {
   if (first == "declare" && w.withHold()) return "WITH HOLD cursor";
   if (first == "create") {
     size_t i = 1;
+    if (w.at(i) == "or" && w.at(i + 1) == "replace") i += 2;  // CREATE OR REPLACE TEMP VIEW
     if (w.at(i) == "local" || w.at(i) == "global") ++i;
     if (w.at(i) == "temp" || w.at(i) == "temporary") return "temporary table";
   }
@@ -158,6 +163,7 @@ std::string judgeStatement(const StatementWords& w) {
   }
   if (w.advisoryLock()) return "session advisory lock";
   if (w.intoTemp()) return "temporary table";
+  if (w.tempSchema()) return "pg_temp object";
   if (w.sessionSetConfig()) return "set_config() of a session setting";
   return "";
 }

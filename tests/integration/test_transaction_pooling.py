@@ -1236,6 +1236,27 @@ def test_temporary_table_lives_across_statements(make_cluster):
     churn.check()
 
 
+def test_temporary_views_and_pg_temp_objects_live_across_statements(make_cluster):
+    """CREATE OR REPLACE TEMP VIEW and objects made in pg_temp by name pin their client as a
+    temporary table does: they stay usable for it, and nobody else sees them."""
+    c = tx_cluster(make_cluster, pool_size=3)
+    port = c.shardgate.port
+    with connect(port) as viewer, connect(port) as qualified, connect(port) as other, \
+            ChurnGroup(port, primary_port(c)) as churn:
+        ok(viewer, "CREATE OR REPLACE TEMP VIEW txn_tmp_view AS SELECT 42 AS x")
+        ok(qualified, "CREATE TABLE pg_temp.txn_tmp_named (i int)")
+        start = churn.iterations()
+        for i in range(8):
+            assert ok(viewer, "SELECT x FROM txn_tmp_view") == [["42"]], f"round {i}"
+            ok(qualified, f"INSERT INTO pg_temp.txn_tmp_named VALUES ({i})")
+            assert ok(qualified, "SELECT count(*) FROM txn_tmp_named") == [[str(i + 1)]]
+            assert ok(other, "SELECT to_regclass('pg_temp.txn_tmp_view') IS NULL,"
+                             " to_regclass('pg_temp.txn_tmp_named') IS NULL") == [["t", "t"]]
+            time.sleep(0.03)
+        _progress(churn, start, "clients kept temporary objects")
+    churn.check()
+
+
 PIN_STATEMENTS = [
     "LISTEN txn_pin_chan",
     "SELECT pg_advisory_lock({n})",

@@ -68,6 +68,11 @@ TEST(SessionEffects, ShortcutMissesNothing) {
   EXPECT_EQ(verdict("SELECT * INTO TEMP t FROM x"), "pin: temporary table");
   EXPECT_EQ(verdict("select * into temporary t from x"), "pin: temporary table");
   EXPECT_EQ(verdict("CREATE TEMP TABLE t (a int)"), "pin: temporary table");
+  EXPECT_EQ(verdict("CREATE OR REPLACE TEMP VIEW v AS SELECT 1"), "pin: temporary table");
+  EXPECT_EQ(verdict("create or replace temporary view v as select 1"), "pin: temporary table");
+  EXPECT_EQ(verdict("CREATE TABLE pg_temp.t (a int)"), "pin: pg_temp object");
+  EXPECT_EQ(verdict("CREATE FUNCTION PG_TEMP.f() RETURNS int LANGUAGE sql AS 'SELECT 1'"),
+            "pin: pg_temp object");
   EXPECT_EQ(verdict("DECLARE c CURSOR WITH HOLD FOR SELECT 1"), "pin: WITH HOLD cursor");
   EXPECT_EQ(verdict("SELECT 1; LISTEN jobs"), "pin: LISTEN");
   EXPECT_EQ(verdict("SELECT ';'; LISTEN jobs"), "pin: LISTEN");
@@ -143,6 +148,9 @@ TEST(SessionEffects, WordsThatOnlyLookAlikeDoNotPin) {
   EXPECT_EQ(verdict("SELECT temperature FROM readings"), "none");
   EXPECT_EQ(verdict("SELECT 'pg_advisory_lock(1)'"), "none");
   EXPECT_EQ(verdict("SELECT advisory_notes FROM t"), "none");
+  EXPECT_EQ(verdict("SELECT to_regclass('pg_temp.t') IS NULL"), "none");
+  EXPECT_EQ(verdict("SELECT pg_temporary FROM t"), "none");
+  EXPECT_EQ(verdict("CREATE OR REPLACE VIEW temps AS SELECT 1"), "none");
 }
 
 }  // namespace
