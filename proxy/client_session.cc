@@ -1421,6 +1421,7 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
         std::string_view sql = frame.payload;
         if (!sql.empty() && sql.back() == '\0') sql.remove_suffix(1);
         SessionEffects effects = sessionEffectsOf(sql);
+        noteQuerySavepoints(effects);
         applySessionEffects(std::move(effects.pin_reason), std::move(effects.changes));
         if (effects.sql_prepared && transaction_pooling_) {  // session pooling keeps the names
           passRun(start);
@@ -1695,6 +1696,22 @@ bool ClientSession::boundStatement(std::string_view name, const std::string*& qu
   query = &it->second->query();
   types = &it->second->paramTypes();
   return true;
+}
+
+// A Query of several statements that changes settings and makes savepoints: each SAVEPOINT's
+// mark counts the changes before it in the string (they settle only at the Query's end).
+void ClientSession::noteQuerySavepoints(const SessionEffects& effects) {
+  if (effects.changes.empty() || effects.savepoints.empty() || pinned_) return;
+  for (const uint32_t at : effects.savepoints) {
+    const auto before = static_cast<size_t>(
+        std::count_if(effects.changes.begin(), effects.changes.end(),
+                      [at](const SettingChange& c) { return c.statement_index < at; }));
+    savepoints_in_flight_.push_back({ready_sent_ + 1,
+                                     planner::TransactionAction::kSavepoint,
+                                     {},
+                                     before,
+                                     /*transaction_bound=*/false});
+  }
 }
 
 void ClientSession::noteBoundSavepoint(std::string_view statement_name) {

@@ -286,6 +286,8 @@ class ClientSession final : public TcpConnection,
   // its end: its mark (savepoint_marks_) must count them. Without routing (one shard), the
   // statement's first word tells.
   void noteBoundSavepoint(std::string_view statement_name);
+  // The same for the SAVEPOINTs of a Query of several statements (by their places in it).
+  void noteQuerySavepoints(const SessionEffects& effects);
   // The text and parameter types of the statement a Bind names: the unnamed one, or one the
   // client prepared. False when the client has none of that name.
   bool boundStatement(std::string_view name, const std::string*& query,

@@ -72,6 +72,7 @@ class StatementWords {
     ++count_;
   }
   void clear() { *this = StatementWords(); }
+  bool empty() const { return count_ == 0; }
   std::string_view at(size_t i) const {
     return i < std::min(count_, kKept) ? std::string_view(words_[i], lengths_[i])
                                        : std::string_view();
@@ -222,14 +223,20 @@ SessionEffects settingEffects(std::string_view sql) {
   }
   for (size_t i = 0; i < (*parsed)->statementCount(); ++i) {
     const pg_query::Node& node = (*parsed)->statement(i);
+    const auto index = static_cast<uint32_t>(i);
     // What holds until the end of the transaction: kept for the shards that join it later.
     const auto transaction_scoped = [&](std::string command) {
       // The client's text may end in a -- comment, which the newline ends where it is replayed.
       auto text = parser::deparseStatement(node);
       effects.changes.push_back(
           {SettingChange::Kind::kLocal, std::move(command),
-           text.ok() ? *text : std::string((*parsed)->statementText(i)) + "\n"});
+           text.ok() ? *text : std::string((*parsed)->statementText(i)) + "\n", index});
     };
+    if (node.has_transaction_stmt() &&
+        node.transaction_stmt().kind() == pg_query::TRANS_STMT_SAVEPOINT) {
+      effects.savepoints.push_back(index);
+      continue;
+    }
     if (node.has_constraints_set_stmt()) {
       transaction_scoped("SET CONSTRAINTS");
       continue;
@@ -255,7 +262,7 @@ SessionEffects settingEffects(std::string_view sql) {
           effects.pin_reason = "SET " + name;
           return effects;
         }
-        effects.changes.push_back({SettingChange::Kind::kSet, name, *text});
+        effects.changes.push_back({SettingChange::Kind::kSet, name, *text, index});
         break;
       }
       case pg_query::VAR_SET_DEFAULT:
@@ -265,10 +272,10 @@ SessionEffects settingEffects(std::string_view sql) {
           effects.pin_reason = "RESET ROLE / SESSION AUTHORIZATION";
           return effects;
         }
-        effects.changes.push_back({SettingChange::Kind::kReset, name, {}});
+        effects.changes.push_back({SettingChange::Kind::kReset, name, {}, index});
         break;
       case pg_query::VAR_RESET_ALL:
-        effects.changes.push_back({SettingChange::Kind::kResetAll, {}, {}});
+        effects.changes.push_back({SettingChange::Kind::kResetAll, {}, {}, index});
         break;
       case pg_query::VAR_SET_MULTI:
         if (name == "transaction" || name == "transaction snapshot") {
@@ -389,7 +396,14 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
   SessionEffects effects;
   size_t statement_start = 0;
   // `end`: where the statement judged ends (its ';', or the end of the string).
+  uint32_t statement_index = 0;  // of the statement judged (empty ones are not counted)
   auto judge = [&](size_t end) {
+    if (words.empty()) {  // nothing but space or comments: Postgres runs no statement for it
+      statement_start = end + 1;
+      return true;
+    }
+    const uint32_t index = statement_index++;
+    if (words.at(0) == "savepoint") effects.savepoints.push_back(index);
     std::string verdict = judgeStatement(words);
     words.clear();
     const size_t start = statement_start;
@@ -401,7 +415,8 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
       std::string text(sql.substr(start, end - start));
       text += '\n';
       effects.changes.push_back({SettingChange::Kind::kLocal,
-                                 verdict.substr(kTransactionScoped.size()), std::move(text)});
+                                 verdict.substr(kTransactionScoped.size()), std::move(text),
+                                 index});
     } else if (verdict == kSqlPrepared) {
       effects.sql_prepared = true;
     } else if (verdict == kResetsAll) {
@@ -440,6 +455,7 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
     SessionEffects parsed = settingEffects(sql);
     effects.pin_reason = std::move(parsed.pin_reason);
     effects.changes = std::move(parsed.changes);
+    effects.savepoints = std::move(parsed.savepoints);
     for (const SettingChange& change : effects.changes) {
       if (change.kind == SettingChange::Kind::kResetAll) effects.resets_all = true;
       if (change.kind == SettingChange::Kind::kReset) effects.resets.push_back(change.name);

@@ -4,6 +4,7 @@
 // WITH HOLD cursors, temporary tables, SQL PREPARE, SET ROLE...), which pin the client to it.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,6 +22,9 @@ struct SettingChange {
   // kSet: the statement that sets it, as deparsed ("SET search_path TO a"); kLocal: the statement
   // as the client wrote it, then a newline (deparsed when the query had to be parsed anyway).
   std::string statement;
+  // Its statement's place in the query string (0-based; empty statements are not counted, as
+  // Postgres runs none for them).
+  uint32_t statement_index = 0;
 };
 
 struct SessionEffects {
@@ -33,6 +37,9 @@ struct SessionEffects {
   // values, which a pooled connection never saw, so shardgate must put them back.
   bool resets_all = false;
   std::vector<std::string> resets;  // names (lower-case) of single settings reset
+  // The places of the SAVEPOINT statements in a string that also changes settings: a SAVEPOINT
+  // marks only the changes before it (counted by statement_index).
+  std::vector<uint32_t> savepoints;
   bool resetsAnything() const { return resets_all || !resets.empty(); }
   bool empty() const {
     return pin_reason.empty() && changes.empty() && !sql_prepared && !resetsAnything();

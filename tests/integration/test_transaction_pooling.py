@@ -1351,6 +1351,36 @@ def test_set_then_savepoint_in_one_batch_survives_rollback_to(make_cluster):
         ok(b, "COMMIT")
 
 
+def test_set_and_savepoint_in_one_query_keep_their_order(make_cluster):
+    # The same in one simple query of several statements: each SAVEPOINT marks the SETs before it
+    # in the string, not those after it (psql -c "SET ...; SAVEPOINT s" lost the SET at ROLLBACK TO).
+    c = tx_cluster(make_cluster, pool_size=2)
+    with connect(c.shardgate.port) as a, connect(c.shardgate.port) as b:
+        def next_transaction_has(expected: str) -> None:
+            ok(b, "BEGIN")
+            ok(b, "SELECT 1")  # b holds the connection a used
+            assert ok(a, "SHOW work_mem") == [[expected]]
+            ok(b, "COMMIT")
+
+        ok(a, "BEGIN")
+        ok(a, "SET work_mem = '7MB'; SAVEPOINT s")
+        ok(a, "ROLLBACK TO SAVEPOINT s")
+        ok(a, "COMMIT")
+        next_transaction_has("7MB")
+        ok(a, "BEGIN")
+        ok(a, "SAVEPOINT s; SET work_mem = '8MB'")
+        ok(a, "ROLLBACK TO SAVEPOINT s")
+        ok(a, "COMMIT")
+        next_transaction_has("7MB")
+        ok(a, "BEGIN")
+        ok(a, "SET work_mem = '9MB'; SAVEPOINT s1; SET LOCAL lock_timeout = 100;; SAVEPOINT s2; "
+              "SET work_mem = '10MB'")
+        ok(a, "ROLLBACK TO SAVEPOINT s2")
+        assert ok(a, "SHOW work_mem") == [["9MB"]]
+        ok(a, "COMMIT")
+        next_transaction_has("9MB")
+
+
 def test_input_over_the_buffer_limit_is_read_on_once_the_shard_has_taken_it(make_cluster):
     # shardgate stops reading a client once more than client_buffer_limit (1 MB) waits for the
     # shard, and must read again once the shard has taken it. Here nothing else wakes it: the

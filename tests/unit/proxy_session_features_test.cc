@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace shardgate::proxy {
 namespace {
@@ -115,6 +116,24 @@ TEST(SessionEffects, QuotedAndCommentedTextIsNoStatement) {
   EXPECT_EQ(verdict("/* a /* b */ c */ LISTEN jobs"), "pin: LISTEN");
   EXPECT_EQ(verdict("SELECT E'\\''; RESET TimeZone"), "resets timezone");
   EXPECT_EQ(verdict("SELECT $$x$$; RESET TimeZone"), "resets timezone");
+}
+
+// A SAVEPOINT marks only the changes before it in the string: each change and SAVEPOINT says
+// which statement it is, counted as Postgres runs them (no empty statements).
+TEST(SessionEffects, ChangesAndSavepointsKnowTheirStatements) {
+  const SessionEffects e = sessionEffectsOf(
+      "SET work_mem = '9MB'; SAVEPOINT s1; /* c */ ; SET LOCAL lock_timeout = 1;; savepoint s2; "
+      "RESET work_mem");
+  ASSERT_EQ(e.changes.size(), 3u);
+  EXPECT_EQ(e.changes[0].statement_index, 0u);
+  EXPECT_EQ(e.changes[1].statement_index, 2u);  // SET LOCAL
+  EXPECT_EQ(e.changes[2].statement_index, 4u);  // RESET work_mem
+  EXPECT_EQ(e.savepoints, (std::vector<uint32_t>{1, 3}));
+  // Without a parse (only a transaction-scoped change), the same count.
+  const SessionEffects lexical = sessionEffectsOf(" ; SAVEPOINT a; SET LOCAL work_mem = 1");
+  ASSERT_EQ(lexical.changes.size(), 1u);
+  EXPECT_EQ(lexical.changes[0].statement_index, 1u);
+  EXPECT_EQ(lexical.savepoints, (std::vector<uint32_t>{0}));
 }
 
 // set_config(name, value, false) changes the setting for the session where it runs, with a value
