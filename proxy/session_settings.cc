@@ -149,6 +149,22 @@ namespace {
 // the next sync sets or resets the setting whatever the session wants.
 const std::string kUnknown = "\x01unknown";
 
+// Puts a setting back to its default on a server connection that another session changed. A
+// setting a SET of known outcome made exists, and a plain name needs no quoting: RESET. Otherwise
+// the SET may have failed, and RESET can fail the same way (42704 for a name Postgres does not
+// have, 42501 for a setting the role may not change), which would fail the next session's login
+// or statement: RESET is tried in a DO block that ignores its failure (PL/pgSQL, which every
+// database has unless it was dropped).
+std::string resetStatement(const std::string& name, const std::string& applied_statement) {
+  const bool plain = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
+  });
+  if (plain && applied_statement != kUnknown) return "RESET " + name;
+  std::string body = "BEGIN EXECUTE 'RESET ' || pg_catalog.quote_ident(" + quoteLiteral(name) +
+                     "); EXCEPTION WHEN OTHERS THEN NULL; END";
+  return "DO " + quoteLiteral(body);
+}
+
 // set_config() takes the value as the startup packet gives it (a list setting such as
 // search_path is split on commas), where SET name TO 'a,b' would make it one item.
 std::string setConfigStatement(std::string_view name, std::string_view value) {
@@ -259,8 +275,8 @@ std::string SessionSettings::syncSql(const backends::ServerConnection& server) c
     if (it != applied.end() && it->second == statement) continue;
     appendStatement(sql, statement);
   }
-  for (const auto& [name, value] : applied) {
-    if (unreported_.count(name) == 0) appendStatement(sql, "RESET " + name);
+  for (const auto& [name, statement] : applied) {
+    if (unreported_.count(name) == 0) appendStatement(sql, resetStatement(name, statement));
   }
   return sql;
 }

@@ -469,6 +469,21 @@ std::string messageTypes(std::string_view out) {
   return types;
 }
 
+// The text of the first ErrorResponse in `out` (its 'M' field), for reports; empty if none.
+std::string firstErrorMessage(std::string_view out) {
+  while (out.size() >= 5) {
+    size_t size = size_t{1} + load32(out.data() + 1);
+    if (size < 5 || size > out.size()) break;
+    if (out[0] == wire::be::kErrorResponse) {
+      auto error = wire::ErrorResponse::decode(out.substr(5, size - 5));
+      return error.ok() ? std::string(error->field('C')) + " " + std::string(error->field('M'))
+                        : std::string("(undecodable ErrorResponse)");
+    }
+    out.remove_prefix(size);
+  }
+  return {};
+}
+
 struct SessionSetup {
   unsigned char flags = 0;
 };
@@ -521,7 +536,13 @@ SessionResult runSessionChunks(const SessionSetup& setup,
                (pipelined ? "(sent with its startup packet, to a warm pool)"
                           : "(sent after its login)") +
                ", got only '" + types + "'" +
-               (skipping ? "; a shard connection is skipping until Sync" : ""));
+               (skipping ? "; a shard connection is skipping until Sync" : "") +
+               (types.find(wire::be::kErrorResponse) != std::string::npos
+                    ? "; error: " + firstErrorMessage(second->received()) +
+                          "; the shard's last statement: " +
+                          (shard->statementsRun().empty() ? std::string("none")
+                                                          : shard->statementsRun().back())
+                    : std::string()));
       }
     }
     second->close();

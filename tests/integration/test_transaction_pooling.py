@@ -1351,6 +1351,22 @@ def test_set_then_savepoint_in_one_batch_survives_rollback_to(make_cluster):
         ok(b, "COMMIT")
 
 
+def test_a_failed_set_does_not_fail_the_next_client_of_its_connection(make_cluster):
+    # A SET of a setting Postgres does not have fails (42704), but shardgate cannot tell a pipelined
+    # SET's outcome at once and resets the name before the next session uses the connection: RESET
+    # of that name failed the same way, and the next client's login got FATAL 42704.
+    c = tx_cluster(make_cluster, pool_size=1)
+    with connect(c.shardgate.port) as a:
+        a.send(pgwire.query("SET no_such_setting = 1") + pgwire.query("SELECT 1"))
+        first, second = a.recv_until(b"Z"), a.recv_until(b"Z")
+        assert error_codes(first) == ["42704"], describe_reply(first)
+        assert pgwire.data_rows(second) == [["1"]], describe_reply(second)
+        ok(a, "SET work_mem = '5MB'")
+    for _ in range(3):
+        with connect(c.shardgate.port) as b:  # the one pooled connection a used
+            assert ok(b, "SELECT current_setting('work_mem')") == [["4MB"]]
+
+
 def test_set_and_savepoint_in_one_query_keep_their_order(make_cluster):
     # The same in one simple query of several statements: each SAVEPOINT marks the SETs before it
     # in the string, not those after it (psql -c "SET ...; SAVEPOINT s" lost the SET at ROLLBACK TO).
