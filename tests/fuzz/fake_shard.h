@@ -38,7 +38,8 @@ class FakeShardConnection;
 
 // Answers what Postgres would, closely enough for the proxy: login, simple and extended query
 // (including skip-until-Sync after an error), COPY in and out, transaction status, reported
-// settings. Statements containing "fail" fail; "notice" adds a NoticeResponse. Its handles are
+// settings. Statements containing "fail" fail (but for a DO block that catches every error);
+// "notice" adds a NoticeResponse. Its handles are
 // unreferenced, so the loop runs for as long as shardgate's own handles need it to.
 class FakeShard {
  public:
