@@ -9,8 +9,8 @@ namespace {
 TEST(SqlText, FirstKeywordSkipsSpaceAndComments) {
   EXPECT_TRUE(sqlStartsWithKeyword("SAVEPOINT s", "savepoint"));
   EXPECT_TRUE(sqlStartsWithKeyword("  \n\tSavePoint \"s\"", "savepoint"));
-  EXPECT_TRUE(sqlStartsWithKeyword("/* a /* nested */ comment */ -- and a line\nsavepoint s",
-                                   "savepoint"));
+  EXPECT_TRUE(
+      sqlStartsWithKeyword("/* a /* nested */ comment */ -- and a line\nsavepoint s", "savepoint"));
   EXPECT_TRUE(sqlStartsWithKeyword("savepoint", "savepoint"));
   EXPECT_TRUE(sqlStartsWithKeyword("savepoint;", "savepoint"));
   // A longer word, another statement, or a comment that never ends: no.
