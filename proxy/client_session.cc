@@ -1706,11 +1706,7 @@ void ClientSession::noteQuerySavepoints(const SessionEffects& effects) {
     const auto before = static_cast<size_t>(
         std::count_if(effects.changes.begin(), effects.changes.end(),
                       [at](const SettingChange& c) { return c.statement_index < at; }));
-    savepoints_in_flight_.push_back({ready_sent_ + 1,
-                                     planner::TransactionAction::kSavepoint,
-                                     {},
-                                     before,
-                                     /*transaction_bound=*/false});
+    expectSavepointAfterChanges(before);
   }
 }
 
@@ -1719,10 +1715,16 @@ void ClientSession::noteBoundSavepoint(std::string_view statement_name) {
   const std::vector<int32_t>* types = nullptr;
   if (!boundStatement(statement_name, query, types)) return;
   if (!sqlStartsWithKeyword(*query, "savepoint")) return;
+  expectSavepointAfterChanges(changes_sent_in_batch_);
+}
+
+// A SAVEPOINT of the request being sent, run after `changes_before` of its settings changes: its
+// mark counts them (onServerCommandComplete).
+void ClientSession::expectSavepointAfterChanges(size_t changes_before) {
   savepoints_in_flight_.push_back({ready_sent_ + 1,
                                    planner::TransactionAction::kSavepoint,
                                    {},
-                                   changes_sent_in_batch_,
+                                   changes_before,
                                    /*transaction_bound=*/false});
 }
 

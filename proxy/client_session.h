@@ -288,6 +288,7 @@ class ClientSession final : public TcpConnection,
   void noteBoundSavepoint(std::string_view statement_name);
   // The same for the SAVEPOINTs of a Query of several statements (by their places in it).
   void noteQuerySavepoints(const SessionEffects& effects);
+  void expectSavepointAfterChanges(size_t changes_before);
   // The text and parameter types of the statement a Bind names: the unnamed one, or one the
   // client prepared. False when the client has none of that name.
   bool boundStatement(std::string_view name, const std::string*& query,
