@@ -232,7 +232,8 @@ void Pool::sweep(uint64_t now_ms) {
     bool logging_in = state == ServerConnection::State::kConnecting ||
                       state == ServerConnection::State::kLoggingIn;
     if (logging_in && settings_.connect_timeout_ms &&
-        now_ms - server->createdAtMs() >= settings_.connect_timeout_ms) {
+        now_ms - server->attemptStartedAtMs() >= settings_.connect_timeout_ms &&
+        !server->tryNextAddressAfterTimeout(settings_.connect_timeout_ms)) {
       stale.push_back(server);
     }
   }
@@ -240,16 +241,19 @@ void Pool::sweep(uint64_t now_ms) {
     --connecting_;
     ++connect_failures_;
     last_login_failed_ = true;
+    // With several addresses, each had its own connect_timeout: the detail says what each gave.
+    std::string tried = server->timedOutAttempts(settings_.connect_timeout_ms);
     all_.erase(server);
     server->orphan();
     server->terminate();
     if (!waiters_.empty()) {
       PoolWaiter* waiter = waiters_.front();
       waiters_.pop_front();
-      waiter->onServerUnavailable(Error::make(
-          sqlstate::kConnectionFailure, "timed out connecting to server " + endpoint_.label +
-                                            " after " +
-                                            std::to_string(settings_.connect_timeout_ms) + " ms"));
+      waiter->onServerUnavailable(
+          Error::make(sqlstate::kConnectionFailure,
+                      "timed out connecting to server " + endpoint_.label + " after " +
+                          std::to_string(settings_.connect_timeout_ms) + " ms",
+                      std::move(tried)));
     }
   }
   // Idle connections past their idle timeout or lifetime (keep min_idle).

@@ -74,6 +74,7 @@ ServerConnection::ServerConnection(LoopContext& context, Pool* pool, const Serve
       endpoint_(endpoint),
       id_(id),
       created_at_ms_(now_ms),
+      attempt_started_at_ms_(now_ms),
       last_used_at_ms_(now_ms) {
   connect_req_.data = this;
 }
@@ -154,18 +155,45 @@ void ServerConnection::connectNext() {
   if (rc < 0) connectFailed(rc);
 }
 
+void ServerConnection::noteFailedAddress(std::string_view outcome) {
+  if (!tried_.empty()) tried_ += ", ";
+  tried_ += socketAddressText(addresses_[next_address_ - 1]);
+  tried_ += ": ";
+  tried_ += outcome;
+}
+
+bool ServerConnection::moveToNextAddress() {
+  if (transport() != Transport::kTcp || next_address_ >= addresses_.size()) return false;
+  spdlog::info("event=server_connect_next server={} id={} tried=\"{}\"", endpoint_.label, id_,
+               tried_);
+  attempt_started_at_ms_ = context().nowMs();  // the first try's clock started with the connection
+  renewSocket();  // onSocketRenewed() tries the next address (closing cancels a pending connect)
+  return true;
+}
+
+bool ServerConnection::tryNextAddressAfterTimeout(uint32_t timeout_ms) {
+  // Only a connect still in flight moves on: once the TCP connection is made the server has
+  // answered, and a slow login is the server's, not the address's.
+  if (state_ != State::kConnecting || resolving_ != nullptr || next_address_ == 0 ||
+      next_address_ >= addresses_.size() || closing()) {
+    return false;
+  }
+  noteFailedAddress("timed out after " + std::to_string(timeout_ms) + " ms");
+  return moveToNextAddress();
+}
+
+std::string ServerConnection::timedOutAttempts(uint32_t timeout_ms) const {
+  if (addresses_.size() <= 1 || next_address_ == 0) return {};
+  std::string text = tried_;
+  if (!text.empty()) text += ", ";
+  return text + socketAddressText(addresses_[next_address_ - 1]) + ": timed out after " +
+         std::to_string(timeout_ms) + " ms";
+}
+
 void ServerConnection::connectFailed(int status) {
   const bool tcp = transport() == Transport::kTcp;
-  if (tcp) {
-    if (!tried_.empty()) tried_ += ", ";
-    tried_ += socketAddressText(addresses_[next_address_ - 1]) + ": " + uv_strerror(status);
-  }
-  if (tcp && next_address_ < addresses_.size()) {
-    spdlog::info("event=server_connect_next server={} id={} tried=\"{}\"", endpoint_.label, id_,
-                 tried_);
-    renewSocket();  // onSocketRenewed() tries the next address
-    return;
-  }
+  if (tcp) noteFailedAddress(uv_strerror(status));
+  if (moveToNextAddress()) return;
   fail(Error::make(sqlstate::kConnectionFailure,
                    "could not connect to server " + endpoint_.label + " at " + endpoint_.where(),
                    addresses_.size() > 1 ? tried_ : std::string(uv_strerror(status))));

@@ -101,6 +101,16 @@ class ServerConnection final : public TcpConnection {
   std::string_view lastErrorSqlstate() const { return {last_error_sqlstate_, 5}; }
   const ServerParameters& parameters() const { return parameters_; }
   uint64_t createdAtMs() const { return created_at_ms_; }
+  // When the try at the current address began (creation, for the first): connect_timeout applies
+  // to each address separately, as in libpq.
+  uint64_t attemptStartedAtMs() const { return attempt_started_at_ms_; }
+  // Gives up on an address that has not answered within the connect timeout and goes on to the
+  // host's next one; false when there is none left (or the TCP connection was already made), and
+  // the connection has timed out for good.
+  bool tryNextAddressAfterTimeout(uint32_t timeout_ms);
+  // For the error of a connection that timed out for good: what each address gave ("addr:
+  // error, ..., addr: timed out after N ms"); empty when the host has a single address.
+  std::string timedOutAttempts(uint32_t timeout_ms) const;
   uint64_t lastUsedAtMs() const { return last_used_at_ms_; }
   void touch(uint64_t now_ms) { last_used_at_ms_ = now_ms; }
 
@@ -200,6 +210,10 @@ class ServerConnection final : public TcpConnection {
   size_t consumeInternal(std::string_view data);
   void noteParameterStatus(std::string_view payload);
   void fail(Error error);
+  // Adds "addr: outcome" for the address just tried to tried_.
+  void noteFailedAddress(std::string_view outcome);
+  // Starts on the host's next address, if there is one (TCP only).
+  bool moveToNextAddress();
   // The server's one-byte answer to our SSLRequest: 'S' starts TLS, 'N' goes on in plain text
   // unless TLS is required. Returns the bytes used.
   size_t onTlsAnswer(std::string_view data);
@@ -216,6 +230,7 @@ class ServerConnection final : public TcpConnection {
   char last_error_sqlstate_[5] = {'X', 'X', '0', '0', '0'};
   ServerParameters parameters_;
   uint64_t created_at_ms_;
+  uint64_t attempt_started_at_ms_;
   uint64_t last_used_at_ms_;
   uv_connect_t connect_req_;
   PendingResolve* resolving_ = nullptr;             // owned by its callback

@@ -1,6 +1,7 @@
 """Cancellation through shardgate: CancelRequest for the client's own query, forged/unknown keys that
 must cancel nothing, and clients that go away mid-query or mid-transaction on a one-connection pool."""
 
+import contextlib
 import random
 import socket
 import threading
@@ -119,19 +120,19 @@ def test_cancel_reaches_a_server_named_by_host_name(make_cluster):
     cancel_through_host_name(make_cluster, "localhost")
 
 
-@pytest.fixture
-def two_address_host_name():
-    """A host name of its own in /etc/hosts with two addresses, ::1 first (where the test servers
-    do not listen) and then 127.0.0.1: what "localhost" is on many machines whose Postgres
-    listens on IPv4 only. Its lines are taken out again afterwards."""
-    name = "sg-two-addresses-" + uuid.uuid4().hex[:8]
-    lines = [f"::1 {name}\n", f"127.0.0.1 {name}\n"]
+@contextlib.contextmanager
+def host_name_with_addresses(*addresses: str):
+    """A host name of its own in /etc/hosts with `addresses`, in that order. Its lines are taken
+    out again afterwards."""
+    name = "sg-addresses-" + uuid.uuid4().hex[:8]
     try:
         with open("/etc/hosts", "a") as hosts:
-            hosts.write("\n" + "".join(lines))
+            hosts.write("\n" + "".join(f"{a} {name}\n" for a in addresses))
     except OSError as e:
         pytest.skip(f"/etc/hosts is not writable here ({e})")
     try:
+        found = [a[4][0] for a in socket.getaddrinfo(name, 5432, type=socket.SOCK_STREAM)]
+        assert found == list(addresses), f"the resolver's order is the premise of this test: {found}"
         yield name
     finally:
         with open("/etc/hosts") as hosts:
@@ -140,13 +141,51 @@ def two_address_host_name():
             hosts.write("".join(kept).rstrip("\n") + "\n")
 
 
+@pytest.fixture
+def two_address_host_name():
+    """A host name with two addresses, ::1 first (where the test servers do not listen) and then
+    127.0.0.1: what "localhost" is on many machines whose Postgres listens on IPv4 only."""
+    with host_name_with_addresses("::1", "127.0.0.1") as name:
+        yield name
+
+
+@contextlib.contextmanager
+def black_holes(port: int, *addresses: str):
+    """Listeners on `addresses` at `port` whose accept queue is full, so that every later
+    connection attempt there gets no answer at all (its SYNs are dropped), as at a firewalled or
+    dead host."""
+    sockets = []
+    try:
+        for address in addresses:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            listener = socket.socket(family)
+            sockets.append(listener)
+            listener.bind((address, port))
+            listener.listen(0)
+            queued = socket.socket(family)
+            sockets.append(queued)
+            queued.connect((address, port))  # fills the accept queue
+        yield
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def start_shardgate_on_host_name(cluster, name: str, port: int, connect_timeout_ms: int | None = None) -> None:
+    """Starts shardgate with its one server known as `name`:`port` (and connect_timeout, if given)."""
+    config = cluster.render_config()
+    server = f'host = "127.0.0.1", port = {cluster.shards[0].primary.port}'
+    assert server in config and "connect_timeout" not in config
+    if connect_timeout_ms is not None:
+        config = config.replace("[general]", f"[general]\nconnect_timeout = {connect_timeout_ms}", 1)
+    cluster.start_shardgate(config.replace(server, f'host = "{name}", port = {port}'))
+
+
 def test_a_host_name_whose_first_address_refuses_is_reached_at_the_next(make_cluster, two_address_host_name):
     """The server's host name resolves to ::1 first, where nothing listens: shardgate goes on to
     127.0.0.1, as libpq does, and cancels go to that address too."""
     if pgwire.target_is_direct():
         pytest.skip("shardgate's connections to its servers are the subject")
-    addresses = [a[4][0] for a in socket.getaddrinfo(two_address_host_name, 5432, type=socket.SOCK_STREAM)]
-    assert addresses == ["::1", "127.0.0.1"], f"the resolver's order is the premise of this test: {addresses}"
     cluster = cancel_through_host_name(make_cluster, two_address_host_name)
     # The refused first address is in the log (so the test cannot pass without the fallback).
     cluster.shardgate.wait_for_log(r"event=server_connect_next .*tried=\"\[::1\]:\d+: connection refused\"")
@@ -157,11 +196,8 @@ def test_a_host_name_none_of_whose_addresses_answers_names_each_in_the_error(mak
     if pgwire.target_is_direct():
         pytest.skip("shardgate's connections to its servers are the subject")
     cluster = make_cluster(num_shards=1, replicas_per_shard=0, with_shardgate=False)
-    config = cluster.render_config()
-    port = cluster.shards[0].primary.port
     closed_port = pgcluster.free_port()
-    cluster.start_shardgate(config.replace(f'host = "127.0.0.1", port = {port}',
-                                           f'host = "{two_address_host_name}", port = {closed_port}'))
+    start_shardgate_on_host_name(cluster, two_address_host_name, closed_port)
     with PgWire(HOST, cluster.shardgate.port) as c:
         with pytest.raises(pgwire.LoginError) as failure:
             c.login()
@@ -170,6 +206,45 @@ def test_a_host_name_none_of_whose_addresses_answers_names_each_in_the_error(mak
     assert f"at {two_address_host_name}:{closed_port}" in error.message, error
     assert error.fields.get("D") == (f"[::1]:{closed_port}: connection refused, "
                             f"127.0.0.1:{closed_port}: connection refused"), error
+
+
+def test_a_host_name_whose_first_address_never_answers_is_reached_at_the_next(make_cluster):
+    """The first address of the server's host name never answers: connect_timeout applies to each
+    address, as in libpq, so shardgate goes on to the next one after it instead of giving up."""
+    if pgwire.target_is_direct():
+        pytest.skip("shardgate's connections to its servers are the subject")
+    cluster = make_cluster(num_shards=1, replicas_per_shard=0, with_shardgate=False)
+    port = cluster.shards[0].primary.port
+    # ::1 first: the resolver would put a second IPv4 loopback address after 127.0.0.1.
+    with black_holes(port, "::1"), host_name_with_addresses("::1", "127.0.0.1") as name:
+        start_shardgate_on_host_name(cluster, name, port, 1000)
+        started = time.monotonic()
+        with PgWire(HOST, cluster.shardgate.port) as c:
+            c.login()
+            assert c.scalar("SELECT 7 * 6") == "42"
+        assert time.monotonic() - started >= 1.0, "the first address must have had its whole timeout"
+        cluster.shardgate.wait_for_log(
+            rf"event=server_connect_next .*tried=\"\[::1\]:{port}: timed out after 1000 ms\"")
+
+
+def test_a_host_name_none_of_whose_addresses_answers_in_time_names_each_in_the_error(make_cluster):
+    """Neither address answers: each has its own timeout, and the error says so for each."""
+    if pgwire.target_is_direct():
+        pytest.skip("shardgate's connections to its servers are the subject")
+    cluster = make_cluster(num_shards=1, replicas_per_shard=0, with_shardgate=False)
+    port = pgcluster.free_port()
+    with black_holes(port, "::1", "127.0.0.1"), host_name_with_addresses("::1", "127.0.0.1") as name:
+        start_shardgate_on_host_name(cluster, name, port, 700)
+        started = time.monotonic()
+        with PgWire(HOST, cluster.shardgate.port) as c:
+            with pytest.raises(pgwire.LoginError) as failure:
+                c.login()
+        assert time.monotonic() - started >= 1.4, "each address must have had its whole timeout"
+    error = failure.value.error
+    assert error.code == "08006", error
+    assert "timed out connecting to server app/shard0/primary after 700 ms" in error.message, error
+    assert error.fields.get("D") == (f"[::1]:{port}: timed out after 700 ms, "
+                                     f"127.0.0.1:{port}: timed out after 700 ms"), error
 
 
 def test_psycopg_cancel_from_another_thread(cluster):
