@@ -227,6 +227,9 @@ class Analyzer {
     }
     out_.tables.push_back(std::move(t));
     table_preds_.emplace_back();
+    renamed_columns_.push_back(add_entry && rv.has_alias() && rv.alias().colnames_size() > 0
+                                   ? &rv.alias().colnames()
+                                   : nullptr);
     const auto index = static_cast<int32_t>(out_.tables.size() - 1);
     if (!add_entry) return index;  // `rv` does not outlive the analysis (DROP TABLE names)
     Entry e;
@@ -421,6 +424,22 @@ class Analyzer {
     return t;
   }
 
+  // Whether `column`, a column name of table occurrence `t`, is its sharding key. An alias column
+  // list (FROM t AS x(a, b)) renames the table's first columns: a name in it stands for a column
+  // whose position shardgate does not know, so it is never taken for the key (the statement then
+  // goes to every shard its other conditions allow); the table's other columns keep their names.
+  bool namesKey(int32_t t, std::string_view column) const {
+    const TableRef& ref = out_.tables[t];
+    if (ref.table_class != TableClass::kSharded || ref.key_column != column) return false;
+    if (const NodeList* renamed = renamed_columns_[t]) {
+      for (const Node& n : *renamed) {
+        const std::optional<std::string_view> name = parser::stringValue(n);
+        if (!name || *name == column) return false;
+      }
+    }
+    return true;
+  }
+
   std::optional<int32_t> resolveColumn(const NodeList& fields, int32_t scope) const {
     std::string_view parts[3];
     const int n = fields.size();
@@ -438,12 +457,9 @@ class Analyzer {
         std::optional<int32_t> found;
         int matches = 0;
         for (const Entry& e : sc.entries) {
-          if (e.table < 0) continue;
-          const TableRef& t = out_.tables[e.table];
-          if (t.table_class == TableClass::kSharded && t.key_column == column) {
-            ++matches;
-            found = e.table;
-          }
+          if (e.table < 0 || !namesKey(e.table, column)) continue;
+          ++matches;
+          found = e.table;
         }
         if (matches == 1 && !sc.using_join) return found;
         return std::nullopt;
@@ -453,10 +469,8 @@ class Analyzer {
                                ? e.name == parts[0]
                                : (!e.schema.empty() && e.schema == parts[0] && e.name == parts[1]);
         if (!match) continue;
-        if (e.table < 0) return std::nullopt;
-        const TableRef& t = out_.tables[e.table];
-        if (t.table_class == TableClass::kSharded && t.key_column == column) return e.table;
-        return std::nullopt;
+        if (e.table < 0 || !namesKey(e.table, column)) return std::nullopt;
+        return e.table;
       }
     }
     return std::nullopt;
@@ -794,8 +808,7 @@ class Analyzer {
                                   std::string_view column) const {
     std::optional<int32_t> found;
     for (int32_t t : tables) {
-      const TableRef& ref = out_.tables[t];
-      if (ref.table_class != TableClass::kSharded || ref.key_column != column) continue;
+      if (!namesKey(t, column)) continue;
       if (found) return std::nullopt;
       found = t;
     }
@@ -1617,6 +1630,8 @@ class Analyzer {
   QueryAnalysis& out_;
   std::vector<Scope> scopes_;
   std::vector<std::vector<int32_t>> table_preds_;
+  // Per table occurrence: the column list of its alias (FROM t AS x(a, b)), else nullptr.
+  std::vector<const NodeList*> renamed_columns_;
   std::unordered_map<const pg_query::SelectStmt*, int32_t> analyzed_;
   bool template_unsafe_ = false;
   bool utility_ = false;

@@ -1372,6 +1372,9 @@ class NestedChecker {
 
   void addRangeVar(const pg_query::RangeVar& rv, Scope& scope) const {
     const conf::ShardedTable* t = db_.findShardedTable(rv.schemaname(), rv.relname());
+    // An alias column list (t AS x(a, b)) renames columns whose positions shardgate does not
+    // know: no name of the entry is taken for its key (as in the analyzer).
+    if (rv.has_alias() && rv.alias().colnames_size() > 0) t = nullptr;
     scope.entries[rv.has_alias() ? rv.alias().aliasname() : rv.relname()] = t;
   }
 

@@ -36,3 +36,16 @@ SELECT id, name FROM users WHERE country IN (SELECT code FROM countries WHERE re
 -- @ordered
 SELECT c.region, sum(o.amount), count(DISTINCT u.id) FROM orders o JOIN users u ON u.id = o.user_id JOIN countries c ON c.code = u.country GROUP BY c.region ORDER BY c.region;
 SELECT c.code, u.id FROM countries c LEFT JOIN users u ON u.country = c.code AND u.age = 50;
+
+-- Alias column lists rename a table's first columns: o.user_id below is orders.id, and
+-- e.id is events.user_id, so neither is the sharding key.
+-- @must-answer
+SELECT count(*) FROM orders o(user_id, real_user) WHERE user_id = 3;
+-- @must-answer
+SELECT count(*), sum(o.amount) FROM orders o(user_id, real_user) WHERE o.user_id IN (1, 2, 3);
+-- @must-answer
+SELECT count(*) FROM events e(user_id, id) WHERE e.id = 5;
+-- @must-refuse
+SELECT count(*) FROM users u JOIN orders o(user_id, real_user) ON o.user_id = u.id;
+-- @must-refuse
+SELECT count(*) FROM users u WHERE EXISTS (SELECT 1 FROM orders o(user_id, real_user) WHERE o.user_id = u.id);
