@@ -595,6 +595,7 @@ class ReadPlanner {
     pg_query::Node shard;
     if (aggregated_) {
       if (Status st = planAggregated(); !st.ok()) return std::move(st).error();
+      if (lookups_pending_) return std::shared_ptr<const MultiShardPlan>();
     } else {
       const bool needs_merge =
           s_.sort_clause_size() > 0 || limit_.kind != CountValue::Kind::kNone ||
@@ -693,7 +694,7 @@ class ReadPlanner {
     return found;
   }
 
-  Status checkSortItem(const pg_query::SortBy& sb) const {
+  Status checkSortItem(const pg_query::SortBy& sb) {
     if (sb.use_op_size() > 0) {
       return notSupported("ORDER BY ... USING across shards is not supported", {},
                           "Use ASC or DESC.");
@@ -711,8 +712,7 @@ class ReadPlanner {
 
   // The original select-list item a sort or group item names: a position, an output column name
   // (when `by_name`) or the same expression. Errors: 42P10 for a position out of range.
-  Result<std::optional<uint32_t>> matchTarget(const Node& e, bool by_name,
-                                              const char* clause) const {
+  Result<std::optional<uint32_t>> matchTarget(const Node& e, bool by_name, const char* clause) {
     if (e.has_a_const() && e.a_const().has_ival()) {
       const int64_t k = e.a_const().ival().ival();
       if (star_) return std::optional<uint32_t>();
@@ -736,6 +736,28 @@ class ReadPlanner {
             found = static_cast<uint32_t>(i);
           }
         }
+        if (matches == 1 && std::string_view(clause) == "GROUP BY" &&
+            !namesColumn(originals_[*found]->val(), *name)) {
+          // GROUP BY takes an input column before an output column of the same name.
+          switch (inputColumnNamed(*name)) {
+            case InputColumn::kNo:
+              return found;
+            case InputColumn::kYes:
+              matches = 0;  // the expression: matched below, or a hidden group column
+              break;
+            case InputColumn::kPending:
+              lookups_pending_ = true;
+              return std::optional<uint32_t>();
+            case InputColumn::kUnknown:
+              return notSupported(
+                  "GROUP BY " + std::string(*name) +
+                      " across shards, where it may name an input column or the output column " +
+                      std::string(*name),
+                  "Postgres groups by an input column of that name if the FROM clause has one, "
+                  "else by the output column; shardgate cannot tell which for this FROM clause.",
+                  "Write the grouped expression, or its position in the select list.");
+          }
+        }
         if (matches == 1) return found;
         if (matches > 1) return std::optional<uint32_t>();
       }
@@ -746,6 +768,66 @@ class ReadPlanner {
       }
     }
     return std::optional<uint32_t>();
+  }
+
+  // Whether `e` is a column reference whose column is `name` (t.name, or name itself).
+  static bool namesColumn(const Node& e, std::string_view name) {
+    if (!e.has_column_ref()) return false;
+    const std::optional<std::string_view> last = parser::lastName(e.column_ref().fields());
+    return last && *last == name;
+  }
+
+  enum class InputColumn { kYes, kNo, kPending, kUnknown };
+
+  // Whether the FROM clause has a column `name`, from the tables' columns in the catalog.
+  InputColumn inputColumnNamed(std::string_view name) const {
+    InputColumn result = InputColumn::kNo;
+    for (const Node& item : s_.from_clause()) {
+      const InputColumn r = fromItemHasColumn(item, name, 0);
+      if (r == InputColumn::kYes) return r;
+      if (r == InputColumn::kPending || result == InputColumn::kNo) result = r;
+    }
+    return result;
+  }
+
+  InputColumn fromItemHasColumn(const Node& item, std::string_view name, int depth) const {
+    if (depth > kMaxWalkDepth) return InputColumn::kUnknown;
+    if (item.has_join_expr()) {
+      const pg_query::JoinExpr& j = item.join_expr();
+      if (j.has_alias() && j.alias().colnames_size() > 0) return InputColumn::kUnknown;
+      const InputColumn l = fromItemHasColumn(j.larg(), name, depth + 1);
+      if (l == InputColumn::kYes) return l;
+      const InputColumn r = fromItemHasColumn(j.rarg(), name, depth + 1);
+      if (r == InputColumn::kYes || l == InputColumn::kNo) return r;
+      return r == InputColumn::kPending ? r : l;
+    }
+    // Subqueries, functions, VALUES, CTEs: their column names are not worked out here.
+    if (!item.has_range_var()) return InputColumn::kUnknown;
+    const pg_query::RangeVar& rv = item.range_var();
+    if (rv.schemaname().empty() && s_.has_with_clause()) {
+      for (const Node& cte : s_.with_clause().ctes()) {
+        if (cte.has_common_table_expr() && cte.common_table_expr().ctename() == rv.relname()) {
+          return InputColumn::kUnknown;
+        }
+      }
+    }
+    if (in_.columns == nullptr) return InputColumn::kUnknown;
+    const std::vector<std::string>* order = in_.columns->columnOrder(rv.schemaname(), rv.relname());
+    if (order == nullptr) {
+      if (in_.column_lookups == nullptr) return InputColumn::kUnknown;
+      in_.column_lookups->push_back({rv.schemaname(), rv.relname()});
+      return InputColumn::kPending;
+    }
+    // An alias column list renames the first columns.
+    const int renamed = rv.has_alias() ? rv.alias().colnames_size() : 0;
+    for (size_t i = 0; i < order->size(); ++i) {
+      const std::optional<std::string_view> alias =
+          static_cast<int>(i) < renamed
+              ? parser::stringValue(rv.alias().colnames(static_cast<int>(i)))
+              : std::nullopt;
+      if (alias.value_or((*order)[i]) == name) return InputColumn::kYes;
+    }
+    return InputColumn::kNo;
   }
 
   // The select-list item whose explicit alias a bare ORDER BY name is (with SELECT *, where
@@ -874,6 +956,7 @@ class ReadPlanner {
     for (const Node& g : s_.group_clause()) {
       Result<std::optional<uint32_t>> m = matchTarget(g, true, "GROUP BY");
       if (!m.ok()) return std::move(m).error();
+      if (lookups_pending_) return {};
       if (*m) {
         is_group[**m] = true;
         continue;
@@ -1330,6 +1413,7 @@ class ReadPlanner {
   CountValue offset_;
   std::vector<ShardColumn> columns_;
   std::vector<Node> hidden_groups_;
+  bool lookups_pending_ = false;  // a GROUP BY name waits for in_.column_lookups
   std::vector<Node> distinct_values_;
   std::vector<std::pair<Node, uint32_t>> planned_;  // aggregate call -> merged column
   std::vector<pg_query::SortBy> shard_sort_;

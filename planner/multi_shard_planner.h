@@ -26,12 +26,18 @@ struct MultiShardInput {
   std::vector<uint32_t> shards;            // the shards that run it, ascending
   const BindParameters* params = nullptr;  // extended protocol, else nullptr
   std::string reason;                      // for MultiShardPlan::reason
+  // The FROM tables' columns, for a GROUP BY name that is also another output column's name
+  // (Postgres takes the input column first). A table not read yet is added to *column_lookups and
+  // the plan is null: the router answers kNeedsLookup, then plans again. Without a provider such
+  // a name gets 0A000 unless shardgate can tell otherwise.
+  const ColumnOrderProvider* columns = nullptr;
+  std::vector<ColumnOrderRequest>* column_lookups = nullptr;
 };
 
 // SELECT over sharded tables whose rows are on several shards. The caller has checked that each
 // shard can compute its part of the answer alone (co-located joins, see the router); this checks
 // the shape: aggregates it can finish, ORDER BY, LIMIT, DISTINCT, HAVING, ... Errors: 0A000 naming
-// what cannot be answered exactly across shards.
+// what cannot be answered exactly across shards. A null plan waits for in.column_lookups.
 Result<std::shared_ptr<const MultiShardPlan>> planMultiShardRead(const MultiShardInput& in);
 
 // UPDATE / DELETE (and INSERT with rows for one shard each... see planInsertSplit), or any

@@ -921,6 +921,24 @@ class StatementRouter {
            (a_.transaction == TransactionAction::kBegin || ctx_.in_transaction);
   }
 
+  // kNeedsLookup: the directory keys and tables' column orders to read before routing again.
+  RouteDecision needsLookups() {
+    RouteDecision d = base();
+    d.kind = RouteDecision::Kind::kNeedsLookup;
+    d.directory_lookups = std::move(pending_directory_);
+    d.column_order_lookups = std::move(pending_columns_);
+    d.reason = "needs lookups";
+    for (const auto& r : d.directory_lookups) {
+      d.reason += "; key " + sqlLiteral(r.key, r.table->key_type) + " of " + r.table->display() +
+                  (r.place ? " to place" : "") + " in directory table " +
+                  (r.table->directory ? r.table->directory->table.display() : std::string("?"));
+    }
+    for (const auto& c : d.column_order_lookups) {
+      d.reason += "; column order of " + (c.schema.empty() ? c.table : c.schema + "." + c.table);
+    }
+    return d;
+  }
+
   RouteDecision base() const {
     RouteDecision d;
     d.writes = a_.writes;
@@ -1174,22 +1192,7 @@ class StatementRouter {
         if (Status s = checkAssignments(t); !s.ok()) return std::move(s).error();
       }
     }
-    if (!pending_directory_.empty() || !pending_columns_.empty()) {
-      RouteDecision d = base();
-      d.kind = RouteDecision::Kind::kNeedsLookup;
-      d.directory_lookups = std::move(pending_directory_);
-      d.column_order_lookups = std::move(pending_columns_);
-      d.reason = "needs lookups";
-      for (const auto& r : d.directory_lookups) {
-        d.reason += "; key " + sqlLiteral(r.key, r.table->key_type) + " of " + r.table->display() +
-                    (r.place ? " to place" : "") + " in directory table " +
-                    (r.table->directory ? r.table->directory->table.display() : std::string("?"));
-      }
-      for (const auto& c : d.column_order_lookups) {
-        d.reason += "; column order of " + (c.schema.empty() ? c.table : c.schema + "." + c.table);
-      }
-      return d;
-    }
+    if (!pending_directory_.empty() || !pending_columns_.empty()) return needsLookups();
     narrow();
     if (sharded_written >= 0 || reference_written >= 0) {
       return routeEveryShard(sharded_written >= 0 ? sharded_written : reference_written,
@@ -1621,9 +1624,12 @@ class StatementRouter {
     }
     if (a_.kind == StatementKind::kCopy) return routeCopyOut(*cur, shards, std::move(reason));
     if (a_.kind == StatementKind::kSelect) {
-      Result<std::shared_ptr<const MultiShardPlan>> plan =
-          planMultiShardRead(multiInput(*cur, shards, std::move(reason)));
+      MultiShardInput in = multiInput(*cur, shards, std::move(reason));
+      in.columns = in_.columns;
+      in.column_lookups = &pending_columns_;
+      Result<std::shared_ptr<const MultiShardPlan>> plan = planMultiShardRead(in);
       if (!plan.ok()) return std::move(plan).error();
+      if (*plan == nullptr) return needsLookups();
       if (!plan_key.empty()) in_.plans->insert(std::move(plan_key), *plan);
       return multiDecision(std::move(plan).value());
     }

@@ -150,3 +150,18 @@ SELECT status, count(amount), sum(amount) FROM orders WHERE amount IS NULL GROUP
 SELECT grp, count(*) FILTER (WHERE c_bool), sum(c_int2) FILTER (WHERE c_int2 > 0) FROM typed GROUP BY grp ORDER BY grp NULLS LAST;
 -- @ordered
 SELECT grp, sum(c_float8), avg(c_float4), min(c_interval), max(c_uuid::text) FROM typed GROUP BY grp ORDER BY grp NULLS FIRST;
+
+-- A GROUP BY name that is both an input column and another output column's name: Postgres groups
+-- by the input column (shardgate reads the tables' columns from the catalog to tell).
+-- @must-answer
+SELECT age / 10 AS age, count(*) FROM users GROUP BY age;
+-- @must-answer
+SELECT upper(country) AS country, count(*) FROM users GROUP BY country;
+-- @must-answer
+SELECT count(*) AS age FROM users GROUP BY age;
+-- @must-answer
+SELECT date_trunc('month', created_at) AS created_at, count(*), sum(amount) FROM orders GROUP BY created_at;
+-- @must-answer
+SELECT lower(name) AS lname, count(*) FROM users GROUP BY lname;
+-- @must-answer
+SELECT u.age / 10 AS age, count(*) FROM users u JOIN orders o ON o.user_id = u.id GROUP BY age;
