@@ -1421,6 +1421,14 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
         std::string_view sql = frame.payload;
         if (!sql.empty() && sql.back() == '\0') sql.remove_suffix(1);
         SessionEffects effects = sessionEffectsOf(sql);
+        if (effects.sql_prepared && transaction_pooling_ && server_->owesReplies()) {
+          // PREPARE and DEALLOCATE may be answered here, with the transaction status that the
+          // replies still owed will tell (a BEGIN or a failure before them): they wait for those.
+          passRun(start);
+          awaiting_caught_up_ = true;
+          server_->notifyWhenCaughtUp();
+          return start;
+        }
         noteQuerySavepoints(effects);
         applySessionEffects(std::move(effects.pin_reason), std::move(effects.changes));
         if (effects.sql_prepared && transaction_pooling_) {  // session pooling keeps the names
@@ -1832,8 +1840,10 @@ void ClientSession::undoChangesSinceSavepoint() {
 
 void ClientSession::onServerCaughtUp() {
   maybeReleaseServer();
-  // A move to another shard may have been waiting for these replies.
-  if (routing_ && pendingInputBytes() > 0) processPending();
+  // A move to another shard, or an SQL PREPARE / DEALLOCATE, may have been waiting for these
+  // replies.
+  const bool awaited = std::exchange(awaiting_caught_up_, false);
+  if ((routing_ || awaited) && pendingInputBytes() > 0) processPending();
 }
 
 void ClientSession::onServerBytes(std::string_view bytes) {

@@ -337,6 +337,7 @@ class ClientSession final : public TcpConnection,
   backends::Pool* pool_ = nullptr;
   backends::ServerConnection* server_ = nullptr;
   bool waiting_for_server_ = false;
+  bool awaiting_caught_up_ = false;  // a Query waits for the held server's owed replies
   bool syncing_server_ = false;
   // Queries and Syncs sent whose ReadyForQuery has not come back yet.
   uint32_t outstanding_ = 0;

@@ -2,6 +2,7 @@
 #include "proxy/sql_prepared.h"
 
 #include "parser/parser.h"
+#include "proxy/startup_parameters.h"
 
 namespace shardgate::proxy {
 
@@ -25,8 +26,17 @@ SqlPreparedPlan planSqlPrepared(std::string_view sql, const ClientStatements& st
     if (node.has_prepare_stmt()) {
       const pg_query::PrepareStmt& prepare = node.prepare_stmt();
       if (statements.count(prepare.name()) > 0) {
-        // Postgres refuses a second definition; let the server say so under its own name.
-        return {};
+        // Postgres refuses a second definition. The server, which knows the statement by
+        // shardgate's name only, raises the error (in a failed transaction it gives 25P02
+        // instead, as Postgres would); sent as written, the PREPARE would define the client's name
+        // on that shared connection, for every later client of it to EXECUTE.
+        const std::string body =
+            "BEGIN RAISE EXCEPTION USING ERRCODE = 'duplicate_prepared_statement', MESSAGE = " +
+            quoteLiteral("prepared statement \"" + prepare.name() + "\" already exists") + "; END";
+        SqlPreparedPlan plan;
+        plan.action = SqlPreparedPlan::Action::kForward;
+        plan.sql = "DO " + quoteLiteral(body);
+        return plan;
       }
       // The statement without its name identifies it; the server copy is named by shardgate.
       pg_query::Node unnamed = node;

@@ -962,6 +962,49 @@ def test_sql_prepare_execute_deallocate(make_cluster):
     churn.check()
 
 
+def test_second_sql_prepare_of_a_name_fails_and_defines_nothing_for_others(make_cluster):
+    """A second PREPARE of a name the client has gets 42P05, as in Postgres. Sent as written, it
+    would define the client's name on the shared server connection, for another client to EXECUTE."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    port = c.shardgate.port
+    with connect(port) as a, connect(port) as b:
+        ok(a, "PREPARE dup AS SELECT 'first'")
+        errors = pgwire.errors(a.simple("PREPARE dup AS SELECT 'second'"))
+        assert [e.code for e in errors] == ["42P05"], errors
+        assert errors[0].message == 'prepared statement "dup" already exists', errors
+        assert ok(a, "EXECUTE dup") == [["first"]]
+        assert error_codes(b.simple("EXECUTE dup")) == ["26000"]
+        # In a failed transaction Postgres refuses it as it refuses everything else.
+        ok(a, "BEGIN")
+        assert error_codes(a.simple("SELECT 1/0")) == ["22012"]
+        assert error_codes(a.simple("PREPARE dup AS SELECT 'x'")) == ["25P02"]
+        ok(a, "ROLLBACK")
+        assert ok(a, "EXECUTE dup") == [["first"]]
+
+
+def test_sql_prepare_and_deallocate_pipelined_behind_begin_or_a_failure(make_cluster):
+    """shardgate answers a PREPARE the connection already has, and a DEALLOCATE, itself. Pipelined
+    behind BEGIN, or behind a statement that fails, the answer must carry the transaction status
+    the replies before it end with: 'T', or 25P02 in a failed transaction (which keeps the
+    statement)."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    with connect(c.shardgate.port) as a:
+        ok(a, "PREPARE warm AS SELECT 1")
+        ok(a, "DEALLOCATE warm")  # the server connection keeps it, under shardgate's name
+        a.send(pgwire.query("BEGIN") + pgwire.query("PREPARE warm AS SELECT 1") + pgwire.query("DEALLOCATE warm"))
+        replies = [a.recv_until(b"Z") for _ in range(3)]
+        assert [error_codes(r) for r in replies] == [[], [], []]
+        assert [status_of(r) for r in replies] == ["T", "T", "T"]
+        ok(a, "COMMIT")
+        ok(a, "PREPARE keepme AS SELECT 'still here'")
+        a.send(pgwire.query("BEGIN") + pgwire.query("SELECT 1/0") + pgwire.query("DEALLOCATE keepme") +
+               pgwire.query("ROLLBACK"))
+        replies = [a.recv_until(b"Z") for _ in range(4)]
+        assert [error_codes(r) for r in replies] == [[], ["22012"], ["25P02"], []]
+        assert [status_of(r) for r in replies] == ["T", "E", "E", "I"]
+        assert ok(a, "EXECUTE keepme") == [["still here"]]
+
+
 # =============================================================================================
 # pgbench
 # =============================================================================================
