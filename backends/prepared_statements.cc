@@ -21,11 +21,19 @@ PreparedStatement::PreparedStatement(
   wire::Query{query_}.encode(parse_message_);
 }
 
+namespace {
+void appendScope(std::string& key, uint64_t scope) {
+  key.append(reinterpret_cast<const char*>(&scope), sizeof scope);
+}
+}  // namespace
+
 std::shared_ptr<PreparedStatement> StatementRegistry::internSql(
-    const std::string& key,
+    const std::string& key, uint64_t scope,
     const std::function<std::string(const std::string&)>& make_prepare_sql) {
   // A NUL cannot occur in SQL text, so these keys never meet protocol-level ones.
   std::string full_key = "\0sql\0" + key;
+  full_key.push_back('\0');
+  appendScope(full_key, scope);
   auto it = by_key_.find(full_key);
   if (it != by_key_.end()) return it->second;
   auto statement = std::make_shared<PreparedStatement>(next_id_++, make_prepare_sql);
@@ -34,11 +42,12 @@ std::shared_ptr<PreparedStatement> StatementRegistry::internSql(
 }
 
 std::shared_ptr<PreparedStatement> StatementRegistry::intern(
-    const std::string& query, const std::vector<int32_t>& param_types) {
+    const std::string& query, const std::vector<int32_t>& param_types, uint64_t scope) {
   std::string key;
-  key.reserve(query.size() + 1 + param_types.size() * 4);
+  key.reserve(query.size() + 1 + sizeof scope + param_types.size() * 4);
   key.append(query);
   key.push_back('\0');
+  appendScope(key, scope);
   key.append(reinterpret_cast<const char*>(param_types.data()), param_types.size() * 4);
   auto it = by_key_.find(key);
   if (it != by_key_.end()) return it->second;

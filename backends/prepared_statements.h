@@ -11,8 +11,11 @@
 
 namespace shardgate::backends {
 
-// A distinct (query text, parameter types) pair. Clients that prepare the same text share one
-// server-side statement named "sg_<id>", whatever names they chose themselves.
+// A distinct (query text, parameter types, sharing scope) triple. Clients that prepare the same
+// text in the same scope share one server-side statement named "sg_<id>", whatever names they
+// chose themselves. The scope is the client's settings: Postgres reads a statement's literals
+// ('2020-01-01 00:00'::timestamptz, dates, escapes) with the settings of the session that parses
+// it, so clients with another TimeZone or DateStyle must not get its statement.
 class PreparedStatement {
  public:
   // A protocol-level statement (Parse).
@@ -42,10 +45,11 @@ class PreparedStatement {
 class StatementRegistry {
  public:
   std::shared_ptr<PreparedStatement> intern(const std::string& query,
-                                            const std::vector<int32_t>& param_types);
+                                            const std::vector<int32_t>& param_types,
+                                            uint64_t scope);
   // SQL PREPARE: `key` is the statement with its name left out (types and query text).
   std::shared_ptr<PreparedStatement> internSql(
-      const std::string& key,
+      const std::string& key, uint64_t scope,
       const std::function<std::string(const std::string&)>& make_prepare_sql);
   // Forgets statements no client holds any more (servers may still have them prepared; they are
   // found again by text if a client prepares the same statement later).

@@ -1331,6 +1331,14 @@ bool ClientSession::rememberPlainUnnamedParse(std::string_view payload) {
   return true;
 }
 
+// Which clients' prepared statements this session may share (StatementRegistry): those with the
+// same settings (an interned state, so its address), or none when the interner is full (an odd
+// number, which no address is).
+uint64_t ClientSession::statementScope() {
+  const void* tag = settings_.tag(worker_.settingsInterner());
+  return tag != nullptr ? reinterpret_cast<uintptr_t>(tag) : (id_ << 1 | 1);
+}
+
 void ClientSession::rememberParse(const wire::Parse& parse) {
   if (parse.name.empty()) {
     unnamed_effect_free_ = false;  // not known: it was not checked
@@ -1339,7 +1347,8 @@ void ClientSession::rememberParse(const wire::Parse& parse) {
     unnamed_version_ = worker_.nextUnnamedVersion();  // unique in the worker, unlike `this`
     return;
   }
-  statements_[parse.name] = worker_.statements().intern(parse.query, parse.param_types);
+  statements_[parse.name] =
+      worker_.statements().intern(parse.query, parse.param_types, statementScope());
 }
 
 // Routes a Bind with its parameter values, through the statement's cached analysis.
@@ -1535,10 +1544,10 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
         // deallocates this way): rename EXECUTE's statement; forget DEALLOCATE's and send the
         // server a statement with no effect in its place (its tag is DO, not DEALLOCATE).
         SqlPreparedPlan plan =
-            planSqlPrepared(parse->query, statements_, worker_.statements(),
+            planSqlPrepared(parse->query, statements_, worker_.statements(), statementScope(),
                             [this](uint64_t id) { return server_->statements().has(id); });
-        if (plan.action == SqlPreparedPlan::Action::kForward && !plan.needed.empty() &&
-            plan.defines.empty()) {
+        // (A forward that defines nothing: EXECUTE, or the error of a name defined twice.)
+        if (plan.action == SqlPreparedPlan::Action::kForward && plan.defines.empty()) {
           for (const auto& statement : plan.needed) server_->ensurePrepared(statement);
           parse->query = plan.sql;
         } else if (plan.action == SqlPreparedPlan::Action::kAnswer && !plan.forgets.empty()) {
@@ -1560,7 +1569,8 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
         server_->expect(Reply::kParseComplete);
         return true;
       }
-      auto statement = worker_.statements().intern(parse->query, parse->param_types);
+      auto statement =
+          worker_.statements().intern(parse->query, parse->param_types, statementScope());
       auto existing = statements_.find(parse->name);
       if (existing != statements_.end()) {
         // Postgres refuses a second statement of the same name; let the server say so, by
@@ -1750,7 +1760,7 @@ void ClientSession::forwardSqlPrepared(std::string_view sql, std::string_view me
   using backends::Reply;
   using backends::ReplyAction;
   SqlPreparedPlan plan =
-      planSqlPrepared(sql, statements_, worker_.statements(),
+      planSqlPrepared(sql, statements_, worker_.statements(), statementScope(),
                       [this](uint64_t id) { return server_->statements().has(id); });
   if (plan.action == SqlPreparedPlan::Action::kAnswer && transaction_status_ == 'E') {
     plan.action = SqlPreparedPlan::Action::kPassThrough;  // the server says the transaction failed

@@ -158,6 +158,7 @@ class ClientSession final : public TcpConnection,
   void forgetTransaction();
   void forgetTransactionRoute();
   void noteRoutedStatement();
+  uint64_t statementScope();
   void rememberParse(const wire::Parse& parse);
   // The hot path's Parse: the unnamed statement of an ordinary query (no session effects), its
   // text and types remembered in buffers that keep their capacity. False: it needs the full path.

@@ -16,7 +16,7 @@ SqlPreparedPlan pin(std::string reason) {
 }  // namespace
 
 SqlPreparedPlan planSqlPrepared(std::string_view sql, const ClientStatements& statements,
-                                backends::StatementRegistry& registry,
+                                backends::StatementRegistry& registry, uint64_t scope,
                                 const std::function<bool(uint64_t)>& server_has) {
   auto parsed = parser::parse(sql);
   if (!parsed.ok()) return {};  // the server reports the syntax error as it would
@@ -43,7 +43,7 @@ SqlPreparedPlan planSqlPrepared(std::string_view sql, const ClientStatements& st
       unnamed.mutable_prepare_stmt()->set_name("sg_key");
       auto key = parser::deparseStatement(unnamed);
       if (!key.ok()) return pin("PREPARE shardgate cannot rewrite");
-      auto statement = registry.internSql(*key, [&](const std::string& server_name) {
+      auto statement = registry.internSql(*key, scope, [&](const std::string& server_name) {
         pg_query::Node named = node;
         named.mutable_prepare_stmt()->set_name(server_name);
         auto text = parser::deparseStatement(named);

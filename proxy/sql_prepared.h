@@ -41,7 +41,7 @@ struct SqlPreparedPlan {
 // Plans a Query. `statements` are the client's (read only here); `server_has` tells whether the
 // connection that will run it already has a statement.
 SqlPreparedPlan planSqlPrepared(std::string_view sql, const ClientStatements& statements,
-                                backends::StatementRegistry& registry,
+                                backends::StatementRegistry& registry, uint64_t scope,
                                 const std::function<bool(uint64_t)>& server_has);
 
 }  // namespace shardgate::proxy

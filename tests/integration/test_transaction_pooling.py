@@ -645,6 +645,39 @@ def test_same_statement_name_different_texts(make_cluster):
         assert pgwire.data_rows(th.exec_prepared(other, "s1")) == [["a2"]]
 
 
+def test_same_text_prepared_under_other_settings_reads_its_literals_with_them(make_cluster):
+    """Postgres reads a statement's literals with the settings of the session that parses it. Two
+    clients on one server connection prepare the same text under different TimeZone, DateStyle and
+    standard_conforming_strings: each gets its own reading, as against Postgres directly (sharing
+    one server-side statement gave the second client the first one's)."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    port = c.shardgate.port
+    text = ("SELECT '2020-01-01 00:00'::timestamptz::text, '01/02/2020'::date::text,"
+            " 'a\\b'::text, $1::int")
+    with connect(port) as a, connect(port) as b, connect(port) as same_as_a:
+        ok(a, "SET TimeZone = 'Asia/Tokyo'")
+        ok(a, "SET DateStyle = 'ISO, DMY'")
+        ok(a, "SET standard_conforming_strings = off")
+        ok(a, "SET escape_string_warning = off")
+        ok(same_as_a, "SET TimeZone = 'Asia/Tokyo'")
+        ok(same_as_a, "SET DateStyle = 'ISO, DMY'")
+        ok(same_as_a, "SET standard_conforming_strings = off")
+        ok(same_as_a, "SET escape_string_warning = off")
+        ok(b, "SET TimeZone = 'UTC'")
+        ok(b, "SET DateStyle = 'ISO, MDY'")
+        for w in (a, b, same_as_a):
+            assert not pgwire.errors(th.prepare(w, "lit", text, (INT4,)))
+        if not DIRECT:
+            assert backend_pid(a) == backend_pid(b), "a pool of 1 must put both on one backend"
+        for _ in range(2):
+            # Without standard_conforming_strings, \b in a literal is a backspace.
+            for w, want in ((a, ["2020-01-01 00:00:00+09", "2020-02-01", "a\x08", "1"]),
+                            (b, ["2020-01-01 00:00:00+00", "2020-01-02", "a\\b", "1"]),
+                            (same_as_a, ["2020-01-01 00:00:00+09", "2020-02-01", "a\x08", "1"])):
+                msgs = th.exec_prepared(w, "lit", ("1",))
+                assert pgwire.data_rows(msgs) == [want], describe_reply(msgs)
+
+
 def test_describe_prepared_statement_on_another_connection(make_cluster):
     c = tx_cluster(make_cluster, pool_size=2)
     port = c.shardgate.port
