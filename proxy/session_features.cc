@@ -57,9 +57,8 @@ class StatementWords {
       lowered[i] = asciiLower(word[i]);
     }
     std::string_view w(lowered, n);
-    if (w.substr(0, 16) == "pg_advisory_lock" || w.substr(0, 20) == "pg_try_advisory_lock") {
-      advisory_lock_ = true;
-    }
+    noteFunctionName(w);
+    if (w == "temp" || w == "temporary") temp_word_ = true;
     // The session's temporary schema by name: CREATE TABLE pg_temp.t, CREATE FUNCTION pg_temp.f.
     if (w == "pg_temp" || w.substr(0, 8) == "pg_temp_") temp_schema_ = true;
     if (previous_ == Previous::kWith && w == "hold") with_hold_ = true;
@@ -71,6 +70,13 @@ class StatementWords {
     }
     ++count_;
   }
+  // The session-level functions, also when their name is a quoted identifier
+  // ("pg_advisory_lock"(1)): `name` lower-cased.
+  void noteFunctionName(std::string_view name) {
+    if (name.substr(0, 16) == "pg_advisory_lock" || name.substr(0, 20) == "pg_try_advisory_lock") {
+      advisory_lock_ = true;
+    }
+  }
   void clear() { *this = StatementWords(); }
   bool empty() const { return count_ == 0; }
   std::string_view at(size_t i) const {
@@ -81,6 +87,7 @@ class StatementWords {
   bool withHold() const { return with_hold_; }
   bool intoTemp() const { return into_temp_; }
   bool tempSchema() const { return temp_schema_; }
+  bool tempWord() const { return temp_word_; }  // TEMP or TEMPORARY anywhere
   // A set_config() call that may change a setting for the session (see sessionSetConfigAt).
   void noteSessionSetConfig() { session_set_config_ = true; }
   bool sessionSetConfig() const { return session_set_config_; }
@@ -99,6 +106,7 @@ class StatementWords {
   bool with_hold_ = false;
   bool into_temp_ = false;
   bool temp_schema_ = false;
+  bool temp_word_ = false;
   bool session_set_config_ = false;
 };
 
@@ -138,6 +146,8 @@ std::string judgeStatement(const StatementWords& w) {
     if (w.at(i) == "local" || w.at(i) == "global") ++i;
     if (w.at(i) == "temp" || w.at(i) == "temporary") return "temporary table";
   }
+  // EXPLAIN ANALYZE CREATE TEMP TABLE ... AS runs the CREATE (its options may come first).
+  if (first == "explain" && w.tempWord()) return "temporary table";
   if (first == "discard" && w.at(1) == "all") return std::string(kResetsAll);
   if (first == "set" || first == "reset") {
     size_t i = 1;
@@ -210,6 +220,28 @@ bool sessionSetConfigAt(std::string_view sql, size_t at) {
     ++i;
   }
   return true;  // unterminated: Postgres rejects it, but do not count on that
+}
+
+// A quoted identifier, sql[start, end) with its quotes, that names a session-level function.
+void noteQuotedName(StatementWords& words, std::string_view sql, size_t start, size_t end) {
+  if (end < start + 2 || end - start > 40) return;  // longer than any name that matters
+  std::string name(sql.substr(start + 1, end - start - 2));
+  for (char& ch : name) ch = asciiLower(ch);
+  words.noteFunctionName(name);
+  if (name == "set_config" && sessionSetConfigAt(sql, end)) words.noteSessionSetConfig();
+}
+
+// Whether a DO block's text (its body a literal the word scan skips) may create what outlives
+// it: temporary objects (TEMP, TEMPORARY, pg_temp), session advisory locks, session settings by
+// set_config(), LISTEN. Any mention counts, dynamic SQL in strings included: the session then
+// keeps its connection. (SET inside a DO block is not seen: see the README.)
+bool doBlockMayKeepSessionState(std::string_view text) {
+  std::string lowered(text);
+  for (char& ch : lowered) ch = asciiLower(ch);
+  for (const std::string_view word : {"temp", "advisory", "set_config", "listen"}) {
+    if (lowered.find(word) != std::string::npos) return true;
+  }
+  return false;
 }
 
 // The settings changes (or a reason to pin) in a statement string that needs parsing.
@@ -294,8 +326,9 @@ SessionEffects settingEffects(std::string_view sql) {
 
 // A statement whose first word is one of these can affect the session (judgeStatement).
 bool startsSessionStatement(std::string_view first) {
-  static constexpr std::string_view kWords[] = {
-      "listen", "prepare", "execute", "deallocate", "declare", "create", "discard", "set", "reset"};
+  static constexpr std::string_view kWords[] = {"listen",  "prepare", "execute", "deallocate",
+                                                "declare", "create",  "discard", "set",
+                                                "reset",   "do",      "explain"};
   for (std::string_view w : kWords) {
     if (first == w) return true;
   }
@@ -405,6 +438,10 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
     const uint32_t index = statement_index++;
     if (words.at(0) == "savepoint") effects.savepoints.push_back(index);
     std::string verdict = judgeStatement(words);
+    if (verdict.empty() && words.at(0) == "do" &&
+        doBlockMayKeepSessionState(sql.substr(statement_start, end - statement_start))) {
+      verdict = "DO block with temporary objects, advisory locks, set_config or LISTEN";
+    }
     words.clear();
     const size_t start = statement_start;
     statement_start = end + 1;
@@ -433,7 +470,9 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
   while (i < n) {
     const char c = sql[i];
     if (const size_t next = skipSqlNonCode(sql, i); next != i) {
-      // Literals, quoted identifiers, dollar quotes and comments hold no statement words.
+      // Literals, dollar quotes and comments hold no statement words. A quoted identifier may be
+      // a function's name ("pg_advisory_lock"(1), "set_config"(...)).
+      if (c == '"') noteQuotedName(words, sql, i, next);
       i = next;
     } else if (c == ';') {
       if (!judge(i)) return effects;

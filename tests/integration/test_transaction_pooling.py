@@ -1333,6 +1333,38 @@ def test_temporary_views_and_pg_temp_objects_live_across_statements(make_cluster
     churn.check()
 
 
+def test_session_state_behind_explain_do_or_quoted_names_pins(make_cluster):
+    """Temporary tables made by EXPLAIN ANALYZE CREATE TEMP ... AS or inside a DO block, and
+    advisory locks and session settings taken through quoted function names, pin their client as
+    the plain statements do: nobody else of the pool sees them (a temporary table would shadow
+    the public one of the same name), and their client keeps them."""
+    c = tx_cluster(make_cluster, pool_size=2)
+    c.shards[0].primary.psql("CREATE TABLE txn_shadow AS SELECT 'public'::text AS v;"
+                             " CREATE SCHEMA txn_leaked; GRANT USAGE ON SCHEMA txn_leaked TO PUBLIC")
+    port = c.shardgate.port
+    shadow = ("SELECT v FROM txn_shadow", [["public"]])
+    pinning = [
+        ("EXPLAIN ANALYZE CREATE TEMP TABLE txn_shadow AS SELECT 'temp'::text AS v",
+         "SELECT v FROM txn_shadow", [["temp"]], shadow),
+        ("DO $$BEGIN CREATE TEMP TABLE txn_shadow AS SELECT 'do'::text AS v; END$$",
+         "SELECT v FROM txn_shadow", [["do"]], shadow),
+        ('SELECT "pg_advisory_lock"(4242)',
+         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND pid = pg_backend_pid()",
+         [["1"]], ("SELECT pg_try_advisory_lock(4242)", [["f"]])),
+        ("SELECT \"set_config\"('search_path', 'txn_leaked', false)", "SHOW search_path", [["txn_leaked"]],
+         ("SHOW search_path", [['"$user", public']])),
+    ]
+    for statement, probe, kept, (other_probe, other_sees) in pinning:
+        with connect(port) as a, connect(port) as b:
+            ok(a, statement)
+            for _ in range(4):
+                assert ok(a, probe) == kept, statement
+                assert ok(b, other_probe) == other_sees, statement
+    # The lock went with its client: another can take it now.
+    with connect(port) as b:
+        assert ok(b, "SELECT pg_try_advisory_lock(4242)") == [["t"]]
+
+
 PIN_STATEMENTS = [
     "LISTEN txn_pin_chan",
     "SELECT pg_advisory_lock({n})",

@@ -161,6 +161,30 @@ TEST(SessionEffects, SessionLevelSetConfigPins) {
   }
 }
 
+// What the lexical scan must not miss behind other syntax: a quoted function name, EXPLAIN
+// ANALYZE running a CREATE TEMP, and DO blocks, whose bodies are literals.
+TEST(SessionEffects, SessionStateBehindQuotesExplainAndDoPins) {
+  EXPECT_EQ(verdict("SELECT \"pg_advisory_lock\"(4242)"), "pin: session advisory lock");
+  EXPECT_EQ(verdict("SELECT pg_catalog.\"pg_try_advisory_lock\"(1)"), "pin: session advisory lock");
+  EXPECT_EQ(verdict("SELECT \"set_config\"('search_path', 'x', false)"),
+            "pin: set_config() of a session setting");
+  EXPECT_EQ(verdict("SELECT \"set_config\"('search_path', 'x', true)"), "none");
+  EXPECT_EQ(verdict("EXPLAIN ANALYZE CREATE TEMP TABLE shadow AS SELECT 1"),
+            "pin: temporary table");
+  EXPECT_EQ(verdict("explain (analyze, buffers, verbose) create temporary table t as select 1"),
+            "pin: temporary table");
+  const std::string in_do =
+      "pin: DO block with temporary objects, advisory locks, set_config or LISTEN";
+  EXPECT_EQ(verdict("DO $$BEGIN CREATE TEMP TABLE t (x int); END$$"), in_do);
+  EXPECT_EQ(verdict("DO $$BEGIN PERFORM pg_advisory_lock(1); END$$"), in_do);
+  EXPECT_EQ(verdict("do 'begin execute ''LISTEN jobs''; end'"), in_do);
+  EXPECT_EQ(verdict("DO LANGUAGE plpgsql $b$BEGIN PERFORM set_config('a.b', 'c', false); END$b$"),
+            in_do);
+  EXPECT_EQ(verdict("DO $$BEGIN UPDATE t SET x = 1; END$$"), "none");
+  EXPECT_EQ(verdict("EXPLAIN ANALYZE SELECT * FROM temps"), "none");
+  EXPECT_EQ(verdict("SELECT \"advisory\" FROM t"), "none");
+}
+
 TEST(SessionEffects, WordsThatOnlyLookAlikeDoNotPin) {
   // "temp" and "advisory" inside other words or literals send the statement to the full scan,
   // which finds nothing.
