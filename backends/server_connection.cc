@@ -540,15 +540,28 @@ size_t ServerConnection::passThrough(std::string_view data) {
 
 // Pops the head of the reply queue for a request the server skipped: a Parse it skipped left no
 // statement, on the server or for the client.
-void ServerConnection::dropSkippedReply() {
-  ExpectedReply& skipped = replies_.front();
-  if (skipped.reply == Reply::kParseComplete && skipped.statement) {
-    statements_.remove(skipped.statement->id());
-    if (!skipped.client_statement_name.empty() && sink_) {
-      sink_->onStatementFailed(skipped.client_statement_name);
+template <class Skipped>
+void ServerConnection::dropSkippedReplies(Skipped skipped) {
+  std::vector<ExpectedReply> dropped;
+  while (!replies_.empty() && skipped(replies_.front())) {
+    dropped.push_back(std::move(replies_.front()));
+    replies_.pop_front();
+  }
+  // Newest first: "Close S s; Parse s" skipped together leaves the client its old s.
+  for (auto it = dropped.rbegin(); it != dropped.rend(); ++it) {
+    const ExpectedReply& e = *it;
+    if (!e.statement) continue;
+    if (e.reply == Reply::kParseComplete) {
+      // A Parse sent failed or was skipped: the connection does not have the statement. One
+      // shardgate answered (the connection had it) leaves it there.
+      if (e.action != ReplyAction::kSynthesize) statements_.remove(e.statement->id());
+      if (!e.client_statement_name.empty() && sink_) {
+        sink_->onStatementFailed(e.client_statement_name);
+      }
+    } else if (e.reply == Reply::kCloseComplete && sink_) {
+      sink_->onCloseSkipped(e.client_statement_name, e.statement);
     }
   }
-  replies_.pop_front();
 }
 
 void ServerConnection::expect(ExpectedReply expected) {
@@ -642,17 +655,16 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
         }
       }
       // Requests shardgate answered itself in this batch are skipped too (their answers with it).
-      while (!replies_.empty() && !realReady(replies_.front())) dropSkippedReply();
+      dropSkippedReplies([&](const ExpectedReply& e) { return !realReady(e); });
       return pass;
     }
     case wire::be::kReadyForQuery:
       transaction_status_ = payload.empty() ? 'I' : payload[0];
       // Requests sent after an error and before the Sync were skipped by the server without a
       // reply (or the queue is out of step): resynchronise at the Sync.
-      while (!replies_.empty() && (replies_.front().reply != Reply::kReadyForQuery ||
-                                   replies_.front().action == ReplyAction::kSynthesize)) {
-        dropSkippedReply();
-      }
+      dropSkippedReplies([](const ExpectedReply& e) {
+        return e.reply != Reply::kReadyForQuery || e.action == ReplyAction::kSynthesize;
+      });
       if (!replies_.empty()) {
         bool pass = replies_.front().action != ReplyAction::kSwallow;
         popReply(synthetic);

@@ -57,6 +57,10 @@ class ServerSink {
   // A Parse the client sent failed (or was skipped after an earlier error): the client no
   // longer has `client_name` prepared.
   virtual void onStatementFailed(const std::string& client_name) = 0;
+  // A Close of the client's statement `client_name`, answered by shardgate, was skipped by the
+  // server after an earlier error: the client has `statement` under that name again.
+  virtual void onCloseSkipped(const std::string& /*client_name*/,
+                              const std::shared_ptr<PreparedStatement>& /*statement*/) {}
   // A CommandComplete passed on (its tag, e.g. "SELECT 1", "LISTEN", "DISCARD ALL").
   virtual void onServerCommandComplete(std::string_view tag) = 0;
   // An ErrorResponse passed on.
@@ -206,7 +210,11 @@ class ServerConnection final : public TcpConnection {
   // Appends to `synthetic` replies that stand in for requests the server never saw.
   bool trackReply(char type, std::string_view payload, std::string& synthetic);
   void popReply(std::string& synthetic);
-  void dropSkippedReply();
+  // Pops the owed replies of requests the server skipped after an error (while `skipped` says
+  // so), and undoes, newest first, what their requests changed in the statements (the
+  // connection's and the client's).
+  template <class Skipped>
+  void dropSkippedReplies(Skipped skipped);
   size_t consumeInternal(std::string_view data);
   void noteParameterStatus(std::string_view payload);
   void fail(Error error);

@@ -1585,8 +1585,9 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
         server_->statements().touch(statement->id());
         std::string reply;
         wire::ParseComplete{}.encode(reply);
-        server_->expect(ExpectedReply{
-            Reply::kParseComplete, ReplyAction::kSynthesize, nullptr, {}, std::move(reply)});
+        // With the statement and name: skipped after an earlier error, it defines nothing.
+        server_->expect(ExpectedReply{Reply::kParseComplete, ReplyAction::kSynthesize, statement,
+                                      parse->name, std::move(reply)});
         return true;
       }
       server_->forward(statement->parseMessage());
@@ -1647,12 +1648,15 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
       auto it = statements_.find(std::string(target_name));
       if (it == statements_.end()) return pass(reply);  // the server gives the error (or no-op)
       if (type == wire::fe::kClose) {
-        // The server keeps it for other clients; this client just forgets it.
+        // The server keeps it for other clients; this client just forgets it (unless the server
+        // skips the Close after an earlier error: onCloseSkipped).
+        std::shared_ptr<backends::PreparedStatement> closed = std::move(it->second);
         statements_.erase(it);
         std::string complete;
         wire::CloseComplete{}.encode(complete);
-        server_->expect(ExpectedReply{
-            Reply::kCloseComplete, ReplyAction::kSynthesize, nullptr, {}, std::move(complete)});
+        server_->expect(ExpectedReply{Reply::kCloseComplete, ReplyAction::kSynthesize,
+                                      std::move(closed), std::string(target_name),
+                                      std::move(complete)});
         return true;
       }
       server_->ensurePrepared(it->second);
@@ -1928,6 +1932,11 @@ void ClientSession::onServerCommandComplete(std::string_view tag) {
 
 void ClientSession::onStatementFailed(const std::string& client_name) {
   statements_.erase(client_name);
+}
+
+void ClientSession::onCloseSkipped(const std::string& client_name,
+                                   const std::shared_ptr<backends::PreparedStatement>& statement) {
+  statements_[client_name] = statement;
 }
 
 void ClientSession::onServerReadyForQuery(char transaction_status) {

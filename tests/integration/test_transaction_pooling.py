@@ -944,6 +944,36 @@ def test_close_and_parse_sent_after_the_error_was_read_are_skipped(make_cluster)
     assert th.after_read_error_transcript(c.shardgate.port) == direct
 
 
+def test_close_and_parse_pipelined_behind_a_failure_are_skipped(make_cluster):
+    """The same, sent in one write before the error is back: shardgate answers the Close of a
+    statement the client has, and a Parse of a text the connection already has, itself, and must
+    undo what they did when the server skips the batch's rest (Close then Parse of one name leaves
+    the old statement). Compared with Postgres directly."""
+    c = tx_cluster(make_cluster, pool_size=1)
+
+    def transcript(port: int) -> list:
+        out = []
+        with connect(port) as a, connect(port) as other:
+            assert not pgwire.errors(th.prepare(a, "c1", "SELECT $1::int AS v", (INT4,)))
+            assert not pgwire.errors(th.prepare(other, "o", "SELECT 'shared text'"))
+            for batch in (
+                    pgwire.bind("", "c1", ("not-an-int",)) + pgwire.execute() + pgwire.close("S", "c1"),
+                    pgwire.parse("", "SELEC broken") + pgwire.parse("c3", "SELECT 'shared text'"),
+                    pgwire.parse("", "SELEC broken") + pgwire.close("S", "c1") +
+                    pgwire.parse("c1", "SELECT 'shared text'")):
+                a.send(batch + pgwire.sync())
+                out.append(error_codes(a.recv_until(b"Z")))
+                for name, params in (("c1", ("5",)), ("c3", ())):
+                    msgs = th.exec_prepared(a, name, params)
+                    out.append(error_codes(msgs) or pgwire.data_rows(msgs))
+        return out
+
+    direct = transcript(primary_port(c))
+    assert direct == [["22P02"], [["5"]], ["26000"], ["42601"], [["5"]], ["26000"], ["42601"], [["5"]],
+                      ["26000"]], direct
+    assert transcript(c.shardgate.port) == direct
+
+
 def test_psycopg_pipeline_error_then_working_session(make_cluster):
     c = tx_cluster(make_cluster, pool_size=2)
     with sg_psycopg(c, prepare_threshold=None) as conn, ChurnGroup(c.shardgate.port, primary_port(c)) as churn:
