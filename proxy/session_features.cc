@@ -59,6 +59,7 @@ class StatementWords {
     std::string_view w(lowered, n);
     noteFunctionName(w);
     if (w == "temp" || w == "temporary") temp_word_ = true;
+    if (w == "execute") execute_word_ = true;
     // The session's temporary schema by name: CREATE TABLE pg_temp.t, CREATE FUNCTION pg_temp.f.
     if (w == "pg_temp" || w.substr(0, 8) == "pg_temp_") temp_schema_ = true;
     if (previous_ == Previous::kWith && w == "hold") with_hold_ = true;
@@ -88,6 +89,7 @@ class StatementWords {
   bool intoTemp() const { return into_temp_; }
   bool tempSchema() const { return temp_schema_; }
   bool tempWord() const { return temp_word_; }  // TEMP or TEMPORARY anywhere
+  bool executeWord() const { return execute_word_; }
   // A set_config() call that may change a setting for the session (see sessionSetConfigAt).
   void noteSessionSetConfig() { session_set_config_ = true; }
   bool sessionSetConfig() const { return session_set_config_; }
@@ -96,7 +98,7 @@ class StatementWords {
   enum class Previous { kOther, kWith, kInto };
   static bool mayMatterLater(char first) {
     const char c = asciiLower(first);
-    return c == 'p' || c == 'w' || c == 'h' || c == 'i' || c == 't';
+    return c == 'p' || c == 'w' || c == 'h' || c == 'i' || c == 't' || c == 'e';
   }
   char words_[kKept][kWordLength];
   size_t lengths_[kKept] = {};
@@ -107,6 +109,7 @@ class StatementWords {
   bool into_temp_ = false;
   bool temp_schema_ = false;
   bool temp_word_ = false;
+  bool execute_word_ = false;
   bool session_set_config_ = false;
 };
 
@@ -148,6 +151,10 @@ std::string judgeStatement(const StatementWords& w) {
   }
   // EXPLAIN ANALYZE CREATE TEMP TABLE ... AS runs the CREATE (its options may come first).
   if (first == "explain" && w.tempWord()) return "temporary table";
+  // EXPLAIN EXECUTE p, CREATE TABLE t AS EXECUTE p: the client's statement name is renamed.
+  if ((first == "explain" || first == "create") && w.executeWord()) {
+    return std::string(kSqlPrepared);
+  }
   if (first == "discard" && w.at(1) == "all") return std::string(kResetsAll);
   if (first == "set" || first == "reset") {
     size_t i = 1;

@@ -81,6 +81,12 @@ SqlPreparedPlan planSqlPrepared(std::string_view sql, const ClientStatements& st
     if (node->has_prepare_stmt() || node->has_deallocate_stmt()) {
       return pin("PREPARE or DEALLOCATE among other statements");
     }
+    // EXECUTE, also inside EXPLAIN and CREATE TABLE ... AS.
+    if (node->has_explain_stmt() && node->explain_stmt().has_query()) {
+      node = node->mutable_explain_stmt()->mutable_query();
+    } else if (node->has_create_table_as_stmt() && node->create_table_as_stmt().has_query()) {
+      node = node->mutable_create_table_as_stmt()->mutable_query();
+    }
     if (!node->has_execute_stmt()) continue;
     auto it = statements.find(node->execute_stmt().name());
     if (it == statements.end()) continue;

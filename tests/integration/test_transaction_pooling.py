@@ -1025,6 +1025,22 @@ def test_sql_prepare_execute_deallocate(make_cluster):
     churn.check()
 
 
+def test_execute_inside_explain_and_create_table_as(make_cluster):
+    """EXPLAIN [ANALYZE] EXECUTE p and CREATE TABLE ... AS EXECUTE p name the client's statement,
+    which the server knows by shardgate's name: they are renamed like a plain EXECUTE."""
+    c = tx_cluster(make_cluster, pool_size=2)
+    with connect(c.shardgate.port) as a:
+        ok(a, "PREPARE txn_px(int) AS SELECT $1 + 1 AS answer")
+        plan = ok(a, "EXPLAIN (COSTS OFF) EXECUTE txn_px(41)")
+        assert plan and plan[0][0].startswith("Result"), plan
+        assert ok(a, "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE txn_px(1)")
+        ok(a, "CREATE TABLE txn_ctas AS EXECUTE txn_px(41)")
+        assert ok(a, "SELECT answer FROM txn_ctas") == [["42"]]
+        msgs = extended(a, "EXPLAIN (COSTS OFF) EXECUTE txn_px(2)")
+        assert not pgwire.errors(msgs), describe_reply(msgs)
+        assert error_codes(a.simple("EXPLAIN EXECUTE txn_no_such(1)")) == ["26000"]
+
+
 def test_second_sql_prepare_of_a_name_fails_and_defines_nothing_for_others(make_cluster):
     """A second PREPARE of a name the client has gets 42P05, as in Postgres. Sent as written, it
     would define the client's name on the shared server connection, for another client to EXECUTE."""

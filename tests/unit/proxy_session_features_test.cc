@@ -185,6 +185,14 @@ TEST(SessionEffects, SessionStateBehindQuotesExplainAndDoPins) {
   EXPECT_EQ(verdict("SELECT \"advisory\" FROM t"), "none");
 }
 
+// EXECUTE inside EXPLAIN or CREATE TABLE ... AS names a client's statement too.
+TEST(SessionEffects, ExecuteInsideExplainOrCreateTableAsIsRenamed) {
+  EXPECT_EQ(verdict("EXPLAIN ANALYZE EXECUTE p(41)"), "prepared");
+  EXPECT_EQ(verdict("explain (costs off) execute p"), "prepared");
+  EXPECT_EQ(verdict("CREATE TABLE t AS EXECUTE p(1)"), "prepared");
+  EXPECT_EQ(verdict("EXPLAIN SELECT 1"), "none");
+}
+
 TEST(SessionEffects, WordsThatOnlyLookAlikeDoNotPin) {
   // "temp" and "advisory" inside other words or literals send the statement to the full scan,
   // which finds nothing.
