@@ -40,7 +40,7 @@ bool isWordChar(char c) {
 // truncated) and whether words that matter anywhere in it were seen.
 class StatementWords {
  public:
-  static constexpr size_t kKept = 4;
+  static constexpr size_t kKept = 6;  // SET SESSION TIME ZONE DEFAULT is five
   static constexpr size_t kWordLength = 32;
 
   void add(std::string_view word) {
@@ -172,7 +172,10 @@ std::string judgeStatement(const StatementWords& w) {
     if (name == "transaction" || name == "constraints") return "";  // RESET of those: an error
     if (name == "role" || name == "session") return "SET ROLE / SESSION AUTHORIZATION";
     if (!isReportedName(name, w.at(i + 1))) return std::string(kNeedsParse);
-    if (first == "reset" || w.at(i + 1) == "default" || w.at(i + 2) == "default") {
+    // SET TIME ZONE LOCAL is SET TIME ZONE DEFAULT: back to the session's startup value.
+    const bool to_default = w.at(i + 1) == "default" || w.at(i + 2) == "default" ||
+                            (name == "time" && w.at(i + 2) == "local");
+    if (first == "reset" || to_default) {
       std::string_view canonical = name == "time"    ? "timezone"
                                    : name == "names" ? "client_encoding"
                                                      : name;

@@ -454,6 +454,25 @@ def test_reset_all_and_discard_all_go_back_to_startup_values(make_cluster):
     churn.check()
 
 
+def test_every_spelling_of_a_time_zone_reset_goes_back_to_the_startup_value(make_cluster):
+    """SET TIME ZONE LOCAL, SET SESSION TIME ZONE DEFAULT and SET TimeZone TO DEFAULT are RESET
+    TimeZone: the client's startup value, not the pooled connection's default, on every
+    connection it gets afterwards."""
+    c = tx_cluster(make_cluster, pool_size=2)
+    probe = "SELECT '2024-03-05 12:00:00+00'::timestamptz::text, current_setting('TimeZone'), pg_backend_pid()"
+    startup = {"options": "-c TimeZone=Asia/Tokyo"}
+    with connect(c.shardgate.port, startup) as sg, connect(primary_port(c), startup) as twin, \
+            ChurnGroup(c.shardgate.port, primary_port(c)) as churn:
+        at_start = run_probes(sg, twin, probe, 4, "startup values")
+        for reset in ("SET TIME ZONE LOCAL", "SET SESSION TIME ZONE DEFAULT", "SET TimeZone TO DEFAULT",
+                      "SET SESSION TimeZone TO DEFAULT"):
+            mirror(sg, twin, "SET TIME ZONE 'America/Lima'")
+            assert run_probes(sg, twin, probe, 4, f"before {reset}") != at_start
+            mirror(sg, twin, reset)
+            assert run_probes(sg, twin, probe, 8, f"after {reset}") == at_start
+    churn.check()
+
+
 def test_set_config_function(make_cluster):
     """set_config() of reported settings: Postgres reports the change, so it follows the client."""
     c = tx_cluster(make_cluster, pool_size=2)

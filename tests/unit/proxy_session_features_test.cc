@@ -185,6 +185,18 @@ TEST(SessionEffects, SessionStateBehindQuotesExplainAndDoPins) {
   EXPECT_EQ(verdict("SELECT \"advisory\" FROM t"), "none");
 }
 
+// Every spelling of "back to the session's default" of a reported setting.
+TEST(SessionEffects, ResetsOfReportedSettingsInEverySpelling) {
+  for (const char* sql :
+       {"RESET TimeZone", "SET TimeZone TO DEFAULT", "SET TIME ZONE DEFAULT", "SET TIME ZONE LOCAL",
+        "set session time zone local", "SET SESSION TIME ZONE DEFAULT",
+        "SET SESSION TimeZone = DEFAULT", "SET SESSION TimeZone TO DEFAULT"}) {
+    EXPECT_EQ(verdict(sql), "resets timezone") << sql;
+  }
+  EXPECT_EQ(verdict("SET TIME ZONE 'UTC'"), "none");
+  EXPECT_EQ(verdict("SET SESSION DateStyle TO DEFAULT"), "resets datestyle");
+}
+
 // EXECUTE inside EXPLAIN or CREATE TABLE ... AS names a client's statement too.
 TEST(SessionEffects, ExecuteInsideExplainOrCreateTableAsIsRenamed) {
   EXPECT_EQ(verdict("EXPLAIN ANALYZE EXECUTE p(41)"), "prepared");
