@@ -1,6 +1,8 @@
 // StatementRegistry and ServerStatementCache: the bookkeeping behind shared prepared statements.
 #include "backends/prepared_statements.h"
 
+#include <atomic>
+
 #include "proxy/wire/frontend_messages.h"
 
 namespace shardgate::backends {
@@ -22,10 +24,19 @@ PreparedStatement::PreparedStatement(
 }
 
 namespace {
+// Process-wide: every worker's registry starts new statements after DDL through any of them.
+std::atomic<uint64_t> schema_generation{0};
+
+// The sharing scope and the schema generation, as key bytes.
 void appendScope(std::string& key, uint64_t scope) {
-  key.append(reinterpret_cast<const char*>(&scope), sizeof scope);
+  const uint64_t parts[2] = {scope, schema_generation.load(std::memory_order_relaxed)};
+  key.append(reinterpret_cast<const char*>(parts), sizeof parts);
 }
 }  // namespace
+
+void StatementRegistry::noteSchemaChange() {
+  schema_generation.fetch_add(1, std::memory_order_relaxed);
+}
 
 std::shared_ptr<PreparedStatement> StatementRegistry::internSql(
     const std::string& key, uint64_t scope,
@@ -44,7 +55,7 @@ std::shared_ptr<PreparedStatement> StatementRegistry::internSql(
 std::shared_ptr<PreparedStatement> StatementRegistry::intern(
     const std::string& query, const std::vector<int32_t>& param_types, uint64_t scope) {
   std::string key;
-  key.reserve(query.size() + 1 + sizeof scope + param_types.size() * 4);
+  key.reserve(query.size() + 1 + 2 * sizeof scope + param_types.size() * 4);
   key.append(query);
   key.push_back('\0');
   appendScope(key, scope);

@@ -51,6 +51,12 @@ class StatementRegistry {
   std::shared_ptr<PreparedStatement> internSql(
       const std::string& key, uint64_t scope,
       const std::function<std::string(const std::string&)>& make_prepare_sql);
+  // A table, view or function may have changed (an ALTER, DROP or CREATE completed, through any
+  // worker): statements prepared from now on are new ones. A Parse is analysed against the tables
+  // as they are then, but a statement prepared before the change would give a new client
+  // "cached plan must not change result type" (or its old reading); its old clients get what
+  // Postgres would give them. (DDL run on the shards directly is not seen.)
+  static void noteSchemaChange();
   // Forgets statements no client holds any more (servers may still have them prepared; they are
   // found again by text if a client prepares the same statement later).
   void collect();

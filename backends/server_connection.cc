@@ -631,6 +631,9 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
           forgetSessionState();
         } else if (tag == "DEALLOCATE ALL") {
           statements_.clear();
+        } else if (tag.starts_with("ALTER ") || tag.starts_with("DROP ") ||
+                   tag.starts_with("CREATE ")) {
+          StatementRegistry::noteSchemaChange();
         }
         sink_->onServerCommandComplete(tag);
       }

@@ -697,6 +697,28 @@ def test_same_text_prepared_under_other_settings_reads_its_literals_with_them(ma
                 assert pgwire.data_rows(msgs) == [want], describe_reply(msgs)
 
 
+def test_statement_prepared_after_ddl_sees_the_new_table(make_cluster):
+    """A client that prepares a text after an ALTER TABLE (run through shardgate) gets a statement
+    analysed against the new table, as from Postgres: the connection's statement of the same text,
+    prepared before, would fail with "cached plan must not change result type"."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    port = c.shardgate.port
+    with connect(port) as admin:
+        ok(admin, "CREATE TABLE txn_ddl_t (a int); INSERT INTO txn_ddl_t VALUES (1)")
+        with connect(port) as before:
+            assert not pgwire.errors(th.prepare(before, "s", "SELECT * FROM txn_ddl_t"))
+            assert pgwire.data_rows(th.exec_prepared(before, "s")) == [["1"]]
+            ok(admin, "ALTER TABLE txn_ddl_t ADD COLUMN b int DEFAULT 2")
+            with connect(port) as after:
+                msgs = th.prepare(after, "s", "SELECT * FROM txn_ddl_t")
+                assert not pgwire.errors(msgs), describe_reply(msgs)
+                assert [name for name, _ in th.row_columns(th.describe_statement(after, "s"))] == ["a", "b"]
+                msgs = th.exec_prepared(after, "s")
+                assert pgwire.data_rows(msgs) == [["1", "2"]], describe_reply(msgs)
+            # The statement prepared before the change fails as on Postgres itself.
+            assert error_codes(th.exec_prepared(before, "s")) == ["0A000"]
+
+
 def test_describe_prepared_statement_on_another_connection(make_cluster):
     c = tx_cluster(make_cluster, pool_size=2)
     port = c.shardgate.port
