@@ -1969,6 +1969,16 @@ void ClientSession::onServerCommandComplete(std::string_view tag) {
   }
   if (tag == "ROLLBACK") {
     rollback_seen_ = true;  // of the transaction, or to a savepoint: ReadyForQuery tells which
+  } else if (tag == "COMMIT" && !rollback_seen_) {
+    // The transaction's changes count from here, also when COMMIT AND CHAIN begins the next one
+    // at once (its ReadyForQuery says 'T', and a ROLLBACK of that one must not undo them).
+    if (!request_failed_ && !changes_in_transaction_.empty()) {
+      settings_.commit(changes_in_transaction_, server_);
+    }
+    changes_in_transaction_.clear();
+    savepoint_marks_.clear();
+    std::string unused;  // a commit restores nothing
+    endReportedChanges(/*rolled_back=*/false, unused);
   } else if (tag == "SAVEPOINT") {
     savepoint_marks_.push_back(changes_in_transaction_.size() + changes_before);
   } else if (tag == "RELEASE") {

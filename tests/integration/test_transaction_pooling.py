@@ -417,6 +417,11 @@ def test_settings_in_transactions(make_cluster):
               "ROLLBACK"]),
             ("SET LOCAL in a rolled-back transaction",
              ["BEGIN", "SET LOCAL TimeZone = 'Europe/Berlin'", "ROLLBACK"]),
+            # COMMIT AND CHAIN commits, and begins the next transaction at once: rolling that one
+            # back keeps what the first one set.
+            ("SET before COMMIT AND CHAIN, then ROLLBACK",
+             ["BEGIN", "SET TimeZone = 'Asia/Kolkata'", "SET search_path = sgtx_b, public",
+              "SET application_name = 'chained_app'", "COMMIT AND CHAIN", "SET TimeZone = 'UTC'", "ROLLBACK"]),
         ]
         results = {}
         for what, stmts in steps:
@@ -429,6 +434,8 @@ def test_settings_in_transactions(make_cluster):
     assert results["after COMMIT"] == default
     assert results["SET in a committed transaction"] != default
     assert results["SET in a rolled-back transaction"] == results["SET in a committed transaction"]
+    assert results["SET before COMMIT AND CHAIN, then ROLLBACK"][:3] == \
+        [b"2024-03-05 17:30:00+05:30", b"chained_app", b"b"]
 
 
 def test_reset_all_and_discard_all_go_back_to_startup_values(make_cluster):
