@@ -89,6 +89,8 @@ class TcpConnection {
   size_t pendingInputBytes() const { return pending_.size(); }
   // Drops input kept from earlier reads (after a failure that makes it moot).
   void discardPendingInput() { pending_.clear(); }
+  // Input as if the client had sent it after what is pending (a Terminate for a client gone).
+  void appendPendingInput(std::string_view bytes) { pending_.append(bytes); }
   std::string_view pendingInput() const { return pending_; }
   // The peer is gone, but what it sent is still to be processed: output is dropped from now on
   // (each flush discards it and reports it drained).

@@ -2004,6 +2004,7 @@ void ClientSession::onCloseSkipped(const std::string& client_name,
 void ClientSession::onServerReadyForQuery(char transaction_status) {
   if (outstanding_ > 0) --outstanding_;
   transaction_status_ = transaction_status;
+  if (transaction_status != 'T') committing_spread_ = false;
   metrics_.readyForQuery(transaction_status, outstanding_, context().nowNs());
   if (transaction_status == 'I') {
     forgetTransactionRoute();
@@ -2267,6 +2268,7 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     if (!parked_.empty()) {
       const bool commit = decision.transaction == Action::kCommit && transaction_status_ != 'E';
       ending_parked_ = true;
+      committing_spread_ = commit;
       endNextParked(commit ? "COMMIT" : "ROLLBACK");
       return SpreadOutcome::kWait;  // the statement comes again once they have ended
     }
@@ -3236,6 +3238,18 @@ void ClientSession::onDisconnect(int /*status*/) {
       endsWithTerminate(pendingInput(), worker_.config().general.max_message_size)) {
     // Postgres runs what came before Terminate, even in the packet the client closed after:
     // so do we, dropping only the answers.
+    dropOutput();
+    processPending();
+    return;
+  }
+  if (state_ == State::kReady && !admin_ && committing_spread_ &&
+      (ending_parked_ || outstanding_ > 0)) {
+    // A COMMIT that has begun on some shards of the transaction ends on all of them, as one
+    // Postgres finishes a COMMIT it received: the client's going is a Terminate after it.
+    // (Leaving now would roll back the shards not yet committed.)
+    std::string terminate;
+    wire::Terminate{}.encode(terminate);
+    appendPendingInput(terminate);
     dropOutput();
     processPending();
     return;

@@ -483,6 +483,8 @@ class ClientSession final : public TcpConnection,
   std::vector<std::unique_ptr<BoundMultiShard>> bound_portals_;  // oldest first
 
   std::vector<std::unique_ptr<ParkedServer>> parked_;
+  // A COMMIT of a transaction over several shards is under way (see onDisconnect).
+  bool committing_spread_ = false;
   bool ending_parked_ = false;  // COMMIT / ROLLBACK running on parked connections
   // ... and it failed on one: the client's end gets it. The two errors are pointers because they
   // are rare and an Error is 160 bytes: idle sessions stay small.

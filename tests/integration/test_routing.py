@@ -35,7 +35,7 @@ import conftest  # the shared start/stop helpers: crash and sanitizer checks as 
 import pgcluster
 import pgwire
 from txn_helpers import connect as wire_connect
-from txn_helpers import after_read_error_transcript, describe_reply, error_codes, ok
+from txn_helpers import after_read_error_transcript, describe_reply, error_codes, ok, wait_until
 
 pytestmark = pytest.mark.requires_shardgate
 
@@ -818,6 +818,39 @@ def test_transaction_spans_shards_raw(r):
     assert placement(r, "users", "id", [k0, k1, k0b, k1b]) == {k0: [0], k1: [1], k0b: [0], k1b: [1]}
     for s, k in ((0, k0), (1, k1)):
         assert shard_rows(r, s, "SELECT name FROM users WHERE id = %s", (k,)) == [("y",)], f"shard{s}"
+
+
+SLOW_COMMIT_TRIGGER = """
+CREATE OR REPLACE FUNCTION routing_slow_commit() RETURNS trigger LANGUAGE plpgsql AS
+  $$BEGIN IF NEW.name = 'slow' THEN PERFORM pg_sleep(1.5); END IF; RETURN NULL; END$$;
+CREATE CONSTRAINT TRIGGER routing_slow_commit AFTER INSERT ON users DEFERRABLE INITIALLY DEFERRED
+  FOR EACH ROW EXECUTE FUNCTION routing_slow_commit();
+"""
+
+
+@pytest.mark.parametrize("slow_shard", [0, 1])
+def test_client_leaving_during_a_commit_over_shards_does_not_split_it(r, slow_shard):
+    """A client sends COMMIT for a transaction that wrote on both shards and goes away while the
+    COMMIT runs (one shard's commit is slowed by a deferred trigger): one Postgres finishes a
+    COMMIT it has received, so shardgate commits on every shard too, not on some of them."""
+    k0, k1 = r.keys_on(0, 1)[0], r.keys_on(1, 1)[0]
+    for i in range(2):
+        r.primary(i).psql(SLOW_COMMIT_TRIGGER)
+    try:
+        w = wire_connect(r.port)
+        ok(w, "BEGIN")
+        ok_in_transaction(w, f"INSERT INTO users (id, name) VALUES ({k0}, '{'slow' if slow_shard == 0 else 'fast'}')")
+        ok_in_transaction(w, f"INSERT INTO users (id, name) VALUES ({k1}, '{'slow' if slow_shard == 1 else 'fast'}')")
+        w.send(pgwire.query("COMMIT"))
+        time.sleep(0.3)
+        w.sock.close()
+        wait_until(lambda: placement(r, "users", "id", [k0, k1]) == {k0: [0], k1: [1]}, 10,
+                   "both shards' rows committed")
+        time.sleep(0.5)
+        assert placement(r, "users", "id", [k0, k1]) == {k0: [0], k1: [1]}
+    finally:
+        for i in range(2):
+            r.primary(i).psql("DROP TRIGGER IF EXISTS routing_slow_commit ON users")
 
 
 def test_savepoints_in_a_transaction_that_spans_shards(r):
