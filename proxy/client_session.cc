@@ -449,6 +449,17 @@ void ClientSession::onServerUnavailable(const Error& error) {
   if (state_ == State::kReady && e.severity != "FATAL") {
     // Transaction pooling: the client stays; what it sent fails as if a server had failed it.
     e.severity = "ERROR";
+    if (batch_open_ || batch_spread_) {
+      // A statement of an extended batch: as after any error in a batch, the rest of it is
+      // skipped, and its transaction (the batch's own, or the client's) fails with it, so that
+      // what ran on other shards rolls back.
+      refuseStatement(e, /*extended_protocol=*/true);
+      processPending();
+      return;
+    }
+    // As any error does in Postgres, it aborts the open transaction: the shards it ran on so far
+    // roll back at its end (a COMMIT answers ROLLBACK), whatever else the client sends.
+    if (transaction_status_ == 'T') transaction_status_ = 'E';
     failing_ = std::make_unique<Error>(std::move(e));
     processPending();
     return;

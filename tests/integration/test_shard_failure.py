@@ -224,3 +224,43 @@ def test_hung_shard_does_not_stall_the_workers_other_clients(make_cluster):
     assert merged == {"rows": sorted([(k0,), (k1,)])}
     held.close()
     merge_client.close()
+
+
+def test_statement_for_an_unreachable_shard_aborts_its_transaction(make_cluster):
+    """A transaction that wrote on one shard, then needs another that cannot be reached: the
+    statement fails and, as after any error, the transaction is aborted (25P02, COMMIT answers
+    ROLLBACK), so the first shard's write does not commit. An extended batch (executemany) with
+    rows for both shards fails as one: nothing of it commits, and the session is idle again."""
+    if DIRECT:
+        pytest.skip("shardgate's shards are the subject")
+    cluster = make_cluster(num_shards=2, replicas_per_shard=0, pool_mode="transaction",
+                           database_options={"default_shard": 0}, extra_toml=SHARDING_TOML)
+    for shard in cluster.shards:
+        shard.primary.psql(SHARD_DDL)
+    with connect(cluster) as c:
+        c.cursor().executemany("INSERT INTO users VALUES (%s, 'seed', 0)", [(k,) for k in range(1, 21)])
+    on = {}
+    for i, shard in enumerate(cluster.shards):
+        with psycopg.connect(shard.primary.dsn(), autocommit=True) as d:
+            on[i] = [k for (k,) in d.execute("SELECT id FROM users ORDER BY id")]
+    assert on[0] and on[1], on
+    k0, k1 = on[0][0], on[1][0]
+    cluster.shards[1].primary.stop("fast")
+    try:
+        with connect(cluster) as c:
+            c.execute("BEGIN")
+            c.execute("UPDATE users SET score = 100 WHERE id = %s", (k0,))
+            with pytest.raises(psycopg.OperationalError) as failure:
+                c.execute("UPDATE users SET score = 100 WHERE id = %s", (k1,))
+            assert_psycopg_shard_error(failure.value, "stop-fast", "statement for the stopped shard")
+            assert c.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+            with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+                c.execute("UPDATE users SET score = 200 WHERE id = %s", (on[0][1],))
+            assert c.execute("COMMIT").statusmessage == "ROLLBACK"
+            with pytest.raises(psycopg.OperationalError):
+                c.cursor().executemany("INSERT INTO users VALUES (%s, 'batch', 0)", [(101,), (k1 + 1000,), (102,)])
+            assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with psycopg.connect(cluster.shards[0].primary.dsn(), autocommit=True) as d:
+            assert d.execute("SELECT count(*) FROM users WHERE score <> 0 OR name = 'batch'").fetchone() == (0,)
+    finally:
+        cluster.shards[1].primary.start()
