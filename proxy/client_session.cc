@@ -2,12 +2,10 @@
 #include "proxy/client_session.h"
 
 #include <algorithm>
-#include <cctype>
 #include <charconv>
 #include <variant>
 
 #include "backends/cancel_request.h"
-#include "common/ascii.h"
 #include "common/log.h"
 #include "common/sql_text.h"
 #include "proxy/admin_console.h"
@@ -347,74 +345,8 @@ void ClientSession::authenticated() {
   state_ = State::kLoggingIn;
   transaction_pooling_ = worker_.config().general.pool_mode == conf::PoolMode::kTransaction;
   useDatabase(user_, database_);
-  if (std::optional<backends::ServerParameters> reported = loginParametersWithoutServer()) {
-    // As PgBouncer does: the login completes now, and the first statement waits for a connection
-    // (which then gets the client's settings), rather than the login waiting for a busy pool.
-    settings_.startFrom(pool_->serverParameters());
-    sendLoginReply(*reported, 'I');
-    return;
-  }
   waiting_for_server_ = true;
   pool_->acquire(this, context().nowMs());
-}
-
-// Under transaction pooling, the ParameterStatus values a client's login reports can be known
-// without a server connection when a server of the pool has logged in before and the startup
-// packet sets nothing a server would have to check or normalise: application_name (printable
-// ASCII, shorter than Postgres's 64-byte name limit: reported as given) and client_encoding
-// naming the encoding the servers already use (asyncpg's 'utf-8' is UTF8). nullopt: log in
-// through a server connection (which also rejects a bad setting at login, as Postgres does).
-std::optional<backends::ServerParameters> ClientSession::loginParametersWithoutServer() const {
-  const backends::ServerParameters& defaults = pool_->serverParameters();
-  if (!transaction_pooling_ || defaults.empty()) return std::nullopt;
-  const auto normalizedEncoding = [](std::string_view name) {
-    std::string out;
-    for (const char c : name) {
-      if (std::isalnum(static_cast<unsigned char>(c)) != 0) out += asciiLower(c);
-    }
-    return out;
-  };
-  backends::ServerParameters reported = defaults;
-  for (const auto& [name, value] : settings_.startup()) {
-    if (name == "application_name") {
-      const bool plain = value.size() < 64 && std::all_of(value.begin(), value.end(), [](char c) {
-                           return c >= 32 && c < 127;
-                         });
-      if (!plain) return std::nullopt;
-      reported["application_name"] = value;
-    } else if (name == "client_encoding") {
-      const auto current = defaults.find("client_encoding");
-      if (current == defaults.end() ||
-          normalizedEncoding(value) != normalizedEncoding(current->second)) {
-        return std::nullopt;
-      }
-    } else {
-      return std::nullopt;
-    }
-  }
-  return reported;
-}
-
-// The end of a login: the settings the client starts with, its cancel key, ReadyForQuery.
-void ClientSession::sendLoginReply(const backends::ServerParameters& reported,
-                                   char transaction_status) {
-  settings_.setReported(reported);
-  for (const auto& [name, value] : reported) {
-    wire::writeParameterStatus(outputBuffer(), name, value);
-  }
-  auto key = worker_.server().cancelRegistry().add(CancelTarget{worker_.index(), id_});
-  cancel_pid_ = key.process_id;
-  cancel_secret_ = key.secret_key;
-  wire::BackendKeyData{cancel_pid_, cancel_secret_}.encode(outputBuffer());
-  transaction_status_ = transaction_status;
-  wire::writeReadyForQuery(outputBuffer(), transaction_status_);
-  scheduleFlush();
-  state_ = State::kReady;
-  // The login's messages grew the output buffer; many clients log in and then idle (application
-  // pools), so it is freed once written (see onWriteDrained).
-  release_buffers_when_drained_ = true;
-  spdlog::info("event=client_login session={} user={} database={}", id_, user_name_,
-               database_name_);
 }
 
 void ClientSession::onServerAcquired(backends::ServerConnection* server) {
@@ -530,7 +462,23 @@ void ClientSession::syncSettings(backends::ServerConnection* server,
 
 void ClientSession::finishLogin() {
   // What the client sees is what the server now has: its startup settings applied.
-  sendLoginReply(server_->parameters(), server_->transactionStatus());
+  settings_.setReported(server_->parameters());
+  for (const auto& [name, value] : server_->parameters()) {
+    wire::writeParameterStatus(outputBuffer(), name, value);
+  }
+  auto key = worker_.server().cancelRegistry().add(CancelTarget{worker_.index(), id_});
+  cancel_pid_ = key.process_id;
+  cancel_secret_ = key.secret_key;
+  wire::BackendKeyData{cancel_pid_, cancel_secret_}.encode(outputBuffer());
+  transaction_status_ = server_->transactionStatus();
+  wire::writeReadyForQuery(outputBuffer(), transaction_status_);
+  scheduleFlush();
+  state_ = State::kReady;
+  // The login's messages grew the output buffer; many clients log in and then idle (application
+  // pools), so it is freed once written (see onWriteDrained).
+  release_buffers_when_drained_ = true;
+  spdlog::info("event=client_login session={} user={} database={}", id_, user_name_,
+               database_name_);
   maybeReleaseServer();
   processPending();
 }

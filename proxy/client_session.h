@@ -121,8 +121,6 @@ class ClientSession final : public TcpConnection,
   void handleStartupMessage(const wire::StartupMessage& startup);
   size_t handleAuthPhase(std::string_view data);
   void authenticated();
-  std::optional<backends::ServerParameters> loginParametersWithoutServer() const;
-  void sendLoginReply(const backends::ServerParameters& reported, char transaction_status);
   void finishLogin();
   // dbname=shardgate: the admin console takes over the session (admin users only).
   void startAdminConsole();

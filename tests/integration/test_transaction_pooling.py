@@ -1195,37 +1195,6 @@ def test_pgbench(make_cluster, mode):
 
 
 @pytest.mark.requires_shardgate
-def test_login_does_not_wait_for_a_busy_pool(make_cluster):
-    """As with PgBouncer, a client logs in while every server connection is taken (a server of the
-    pool has logged in before, and its startup packet sets only application_name and the
-    servers' client_encoding); its first statement waits for a connection, then runs with its
-    settings. A startup packet with other settings still logs in through a server connection."""
-    c = tx_cluster(make_cluster, pool_size=1)
-    port = c.shardgate.port
-    with connect(port) as holder:
-        ok(holder, "BEGIN")
-        ok(holder, "SELECT 1")  # holds the pool's only connection
-        started = time.monotonic()
-        with connect(port, {"application_name": "quick_login", "client_encoding": "utf-8"}) as quick:
-            assert time.monotonic() - started < 2, "the login waited for the busy pool"
-            quick.send(pgwire.query("SELECT current_setting('application_name'), current_setting('client_encoding')"))
-            assert_waiting(quick, 0.5, "first statement")
-            box = {}
-            slow_login = threading.Thread(
-                target=lambda: box.update(w=connect(port, {"options": "-c TimeZone=UTC"})), daemon=True)
-            slow_login.start()
-            slow_login.join(0.7)
-            assert slow_login.is_alive(), "a login with a TimeZone option must go through a server connection"
-            ok(holder, "COMMIT")
-            msgs = quick.recv_until(b"Z")
-            assert pgwire.data_rows(msgs) == [["quick_login", "UTF8"]], describe_reply(msgs)
-            slow_login.join(10)
-            assert "w" in box, "the login with a TimeZone option did not finish"
-            assert ok(box["w"], "SHOW TimeZone") == [["UTC"]]
-            box["w"].close()
-
-
-@pytest.mark.requires_shardgate
 def test_query_wait_timeout(make_cluster):
     c = tx_cluster(make_cluster, pool_size=1, query_wait_timeout=500)
     port = c.shardgate.port
