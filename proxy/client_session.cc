@@ -839,6 +839,7 @@ bool ClientSession::endSpreadBatch() {
 
 // A transaction shardgate ended itself (on several shards): what the session knew of it goes.
 void ClientSession::forgetTransaction() {
+  committing_spread_ = false;
   changes_in_transaction_.clear();
   savepoint_marks_.clear();
   transaction_status_ = 'I';
@@ -2226,8 +2227,25 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     }
     if (!parked_.empty()) {
       const bool commit = decision.transaction == Action::kCommit && transaction_status_ != 'E';
-      ending_parked_ = true;
       committing_spread_ = commit;
+      if (commit && !batch_open_) {
+        // Deferred constraints and triggers are checked on every shard before any of them
+        // commits: one that fails there would otherwise fail its shard's COMMIT after others had
+        // committed. (A failure at the COMMIT itself can still split it: no two-phase commit.
+        // A COMMIT inside an extended-protocol batch is not checked first yet.)
+        if (every_shard_run_ == EveryShardRun::kDone && every_shard_error_) {
+          every_shard_run_ = EveryShardRun::kNone;
+          spread_end_error_ = std::move(every_shard_error_);
+          ending_parked_ = true;
+          endNextParked("ROLLBACK");  // then the COMMIT comes again and answers the error
+          return SpreadOutcome::kWait;
+        }
+        if (std::optional<SpreadOutcome> running =
+                runOnEveryShard("SET CONSTRAINTS ALL IMMEDIATE", extended, /*rolls_back=*/false)) {
+          return *running;  // the COMMIT comes again when every shard has checked
+        }
+      }
+      ending_parked_ = true;
       endNextParked(commit ? "COMMIT" : "ROLLBACK");
       return SpreadOutcome::kWait;  // the statement comes again once they have ended
     }
@@ -3202,7 +3220,7 @@ void ClientSession::onDisconnect(int /*status*/) {
     return;
   }
   if (state_ == State::kReady && !admin_ && committing_spread_ &&
-      (ending_parked_ || outstanding_ > 0)) {
+      (ending_parked_ || every_shard_run_ == EveryShardRun::kRunning || outstanding_ > 0)) {
     // A COMMIT that has begun on some shards of the transaction ends on all of them, as one
     // Postgres finishes a COMMIT it received: the client's going is a Terminate after it.
     // (Leaving now would roll back the shards not yet committed.)

@@ -853,6 +853,38 @@ def test_client_leaving_during_a_commit_over_shards_does_not_split_it(r, slow_sh
             r.primary(i).psql("DROP TRIGGER IF EXISTS routing_slow_commit ON users")
 
 
+DEFERRED_CHECK_TRIGGER = """
+CREATE OR REPLACE FUNCTION routing_deferred_check() RETURNS trigger LANGUAGE plpgsql AS
+  $$BEGIN IF NEW.name = 'bad' THEN RAISE EXCEPTION 'bad name' USING ERRCODE = '23514'; END IF;
+  RETURN NULL; END$$;
+CREATE CONSTRAINT TRIGGER routing_deferred_check AFTER INSERT ON users DEFERRABLE INITIALLY DEFERRED
+  FOR EACH ROW EXECUTE FUNCTION routing_deferred_check();
+"""
+
+
+@pytest.mark.parametrize("bad_shard", [0, 1])
+def test_deferred_constraint_failing_at_commit_commits_no_shard(r, bad_shard):
+    """A deferred constraint fails on one shard only when the transaction commits: as on one
+    Postgres, the COMMIT fails and nothing of the transaction stays, on either shard (shardgate
+    checks every shard's deferred constraints before the first commits)."""
+    k0, k1 = r.keys_on(0, 1)[0], r.keys_on(1, 1)[0]
+    for i in range(2):
+        r.primary(i).psql(DEFERRED_CHECK_TRIGGER)
+    try:
+        with wire_connect(r.port) as w:
+            ok(w, "BEGIN")
+            ok_in_transaction(w, f"INSERT INTO users (id, name) VALUES ({k0}, '{'bad' if bad_shard == 0 else 'good'}')")
+            ok_in_transaction(w, f"INSERT INTO users (id, name) VALUES ({k1}, '{'bad' if bad_shard == 1 else 'good'}')")
+            msgs = w.simple("COMMIT")
+            assert error_codes(msgs) == ["23514"], describe_reply(msgs)
+            assert status_of(msgs) == "I", describe_reply(msgs)
+            assert ok(w, "SELECT 1") == [["1"]]
+        assert placement(r, "users", "id", [k0, k1]) == {k0: [], k1: []}
+    finally:
+        for i in range(2):
+            r.primary(i).psql("DROP TRIGGER IF EXISTS routing_deferred_check ON users")
+
+
 def test_savepoints_in_a_transaction_that_spans_shards(r):
     """Savepoints work on one shard and across shards: a shard that joins the transaction after a
     SAVEPOINT makes it too, so ROLLBACK TO undoes its part; RELEASE and ROLLBACK TO run on every shard;
