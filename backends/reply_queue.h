@@ -45,6 +45,9 @@ struct ExpectedReply {
   std::shared_ptr<PreparedStatement> statement;
   std::string client_statement_name;
   std::string synthetic;  // the encoded message for kSynthesize
+  // A Query shardgate sent inside the client's open extended batch: after an error earlier in
+  // the batch the server skips it like the rest, so its ReadyForQuery never comes.
+  bool inside_batch = false;
 };
 
 // Popped entries drop their statement reference at once; their strings are short (names, a few
@@ -54,6 +57,7 @@ struct RecycleExpectedReply {
     slot.statement.reset();
     clearString(slot.client_statement_name);
     clearString(slot.synthetic);
+    slot.inside_batch = false;
   }
   static void clearString(std::string& s) {
     if (s.capacity() > 1024) {

@@ -657,8 +657,12 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
           sink_->onStatementFailed(head.client_statement_name);
         }
       }
-      // Requests shardgate answered itself in this batch are skipped too (their answers with it).
-      dropSkippedReplies([&](const ExpectedReply& e) { return !realReady(e); });
+      // Requests shardgate answered itself in this batch are skipped too (their answers with it),
+      // and so are its own Queries sent inside the batch, unless this is such a Query's error.
+      const bool own_query_failed = head.reply == Reply::kReadyForQuery && head.inside_batch;
+      dropSkippedReplies([&](const ExpectedReply& e) {
+        return !realReady(e) || (e.inside_batch && !own_query_failed);
+      });
       return pass;
     }
     case wire::be::kReadyForQuery:

@@ -603,8 +603,10 @@ void ClientSession::sendOwnQuery(std::string_view sql) {
   wire::Query{std::string(sql)}.encode(query);
   server_->forward(query);
   server_->noteSimpleQuery();
-  server_->expect(backends::ExpectedReply{
-      backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+  backends::ExpectedReply expected{
+      backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}};
+  expected.inside_batch = batch_open_;
+  server_->expect(std::move(expected));
 }
 
 // A Sync of shardgate's own, ending the held server's open batch; its ReadyForQuery is swallowed.

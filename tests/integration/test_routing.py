@@ -885,6 +885,27 @@ def test_deferred_constraint_failing_at_commit_commits_no_shard(r, bad_shard):
             r.primary(i).psql("DROP TRIGGER IF EXISTS routing_deferred_check ON users")
 
 
+def test_batch_error_then_a_message_shardgate_refuses_itself_ends_at_the_sync(r):
+    """A batch whose statement fails on the server, followed in the same write by a message that
+    shardgate refuses itself (a Bind of an unknown statement, a Parse of a name in use): Postgres
+    skips everything after the error up to the Sync, so the client gets one error and
+    ReadyForQuery. (shardgate's own statement failing the batch was skipped by the server too,
+    and its ReadyForQuery, never sent, was taken for the Sync's: the client hung.)"""
+    batches = [
+        pgwire.parse("", "SELECT 1/0") + pgwire.bind("", "") + pgwire.execute() + pgwire.bind("", "nosuch") +
+        pgwire.execute() + pgwire.sync(),
+        pgwire.parse("s1", "SELECT 1") + pgwire.parse("", "SELECT 1/0") + pgwire.bind("", "") + pgwire.execute() +
+        pgwire.parse("s1", "SELECT 2") + pgwire.sync(),
+    ]
+    with wire_connect(r.port) as w:
+        for batch in batches:
+            w.send(batch)
+            msgs = w.recv_until(b"Z", timeout=5)
+            assert error_codes(msgs) == ["22012"], describe_reply(msgs)
+            assert status_of(msgs) == "I", describe_reply(msgs)
+        assert ok(w, "SELECT 1") == [["1"]]
+
+
 def test_savepoints_in_a_transaction_that_spans_shards(r):
     """Savepoints work on one shard and across shards: a shard that joins the transaction after a
     SAVEPOINT makes it too, so ROLLBACK TO undoes its part; RELEASE and ROLLBACK TO run on every shard;
