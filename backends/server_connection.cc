@@ -596,6 +596,13 @@ void ServerConnection::popReply(std::string& synthetic) {
 }
 
 bool ServerConnection::trackReply(char type, std::string_view payload, std::string& synthetic) {
+  if (type == wire::be::kCopyInResponse) {
+    copy_in_ = true;
+    copy_in_from_execute_ = !replies_.empty() && replies_.front().reply == Reply::kExecution;
+  } else if (copy_in_ && (type == wire::be::kCommandComplete || type == wire::be::kErrorResponse ||
+                          type == wire::be::kReadyForQuery)) {
+    copy_in_ = false;
+  }
   switch (type) {
     case wire::be::kParameterStatus:
       noteParameterStatus(payload);

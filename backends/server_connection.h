@@ -135,6 +135,11 @@ class ServerConnection final : public TcpConnection {
     slot.action = ReplyAction::kForward;
   }
   bool owesReplies() const { return !replies_.empty(); }
+  // The server sent CopyInResponse and waits for the client's rows (until CopyDone or CopyFail).
+  bool inCopyIn() const { return copy_in_; }
+  // That COPY was begun by an Execute: the server ignores Syncs during it, so after its end one
+  // more Sync is needed for the ReadyForQuery.
+  bool copyInFromExecute() const { return copy_in_from_execute_; }
   // After DISCARD ALL: no prepared statements, settings or unnamed statement of anyone's.
   void forgetSessionState() {
     statements_.clear();
@@ -256,6 +261,8 @@ class ServerConnection final : public TcpConnection {
   std::map<std::string, std::string, std::less<>> applied_settings_;
   const void* settings_tag_ = nullptr;
   bool notify_caught_up_ = false;
+  bool copy_in_ = false;
+  bool copy_in_from_execute_ = false;
   const void* unnamed_owner_ = nullptr;
   uint64_t unnamed_version_ = 0;
 };

@@ -596,6 +596,18 @@ ClientSession::Target ClientSession::targetFor(const planner::RouteDecision& dec
   return target;
 }
 
+// Terminate in the middle of a COPY FROM STDIN: the COPY fails on the server, as Postgres fails it
+// ("unexpected message type 0x58 during COPY from stdin"), rather than waiting for rows that never
+// come while it holds its connection and the table's lock.
+void ClientSession::failCopyForTerminate() {
+  if (server_ == nullptr || !server_->inCopyIn()) return;
+  std::string fail;
+  wire::CopyFail{"client terminated the connection during COPY from stdin"}.encode(fail);
+  // The client's own Sync, if it sent one, was ignored during the COPY: this one ends the batch.
+  if (server_->copyInFromExecute()) wire::Sync{}.encode(fail);
+  server_->forward(fail);
+}
+
 // A statement of shardgate's own, sent to the held server in line with the client's requests:
 // its replies, errors included, never reach the client.
 void ClientSession::sendOwnQuery(std::string_view sql) {
@@ -981,6 +993,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       continue;
     }
     if (type == wire::fe::kTerminate) {
+      failCopyForTerminate();
       if (outstanding_ > 0 && !batch_open_) {
         // What the client sent before Terminate still runs to its end, as in Postgres (even in
         // the same packet); then the session closes (onServerReadyForQuery). An unsynced batch
@@ -1501,6 +1514,7 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
         break;
       case wire::fe::kTerminate:
         passRun(start);
+        failCopyForTerminate();
         if (outstanding_ > 0 && !batch_open_) {
           // What the client sent before Terminate still runs to its end, as in Postgres; then
           // the session closes (finishTerminate).

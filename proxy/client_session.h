@@ -148,6 +148,7 @@ class ClientSession final : public TcpConnection,
   // go on; kRefused: the statement was answered with an error (see moveTo).
   enum class MoveOutcome { kReady, kWait, kRefused };
   MoveOutcome moveTo(const Target& target, bool extended_protocol);
+  void failCopyForTerminate();
   void sendOwnQuery(std::string_view sql);
   void sendOwnSync();
   void endDescribeOnlyBatch();

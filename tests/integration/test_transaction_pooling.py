@@ -162,6 +162,27 @@ def test_copy_and_function_call_give_the_connection_back(make_cluster):
 
 
 @pytest.mark.requires_shardgate
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_terminate_in_the_middle_of_copy_from_stdin_fails_the_copy(make_cluster, protocol):
+    """A client sends COPY ... FROM STDIN, a row, then Terminate and closes: as Postgres does, the
+    COPY fails (nothing of it stays) and the connection is free for the next client, instead of
+    waiting in COPY for rows that never come while it holds the pool's only connection and the
+    table's lock."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    c.shards[0].primary.psql("CREATE TABLE txn_copy_term (i int)")
+    with connect(c.shardgate.port) as a:
+        copy = "COPY txn_copy_term FROM STDIN"
+        if protocol == "simple":
+            a.send(pgwire.query(copy))
+        else:
+            a.send(pgwire.parse("", copy) + pgwire.bind("", "") + pgwire.execute() + pgwire.sync())
+        assert b"G" in [m.type for m in a.recv_until(b"G")]
+        a.send(pgwire.copy_data(b"1\n") + pgwire.terminate())
+    with connect(c.shardgate.port) as b:
+        assert ok(b, "SELECT count(*) FROM txn_copy_term", timeout=10) == [["0"]]
+        ok(b, "BEGIN; LOCK TABLE txn_copy_term IN ACCESS EXCLUSIVE MODE NOWAIT; COMMIT", timeout=10)
+
+
 def test_open_transaction_keeps_its_connection(make_cluster):
     c = tx_cluster(make_cluster, pool_size=1)
     with connect(c.shardgate.port) as a, connect(c.shardgate.port) as b:
