@@ -186,7 +186,36 @@ Result<conf::ConfigPtr> ProxyServer::reload() {
                   loaded.error().message);
     return loaded.error();
   }
-  conf::ConfigPtr next = *loaded;
+  if ((*loaded)->users.empty() || (*loaded)->databases.empty()) {
+    // A file cut short while being written, or emptied by mistake, would drop every client and
+    // admin (none could log in to reload again): the running config stays.
+    Error error = Error::make(
+        "F0000", "config file " + current->source_path + " declares no " +
+                     ((*loaded)->users.empty() ? "[[users]]" : "[[databases]]") + ": not reloaded");
+    spdlog::error("event=reload_failed source=\"{}\" error=\"{}\"", current->source_path,
+                  error.message);
+    return error;
+  }
+  // Keys that take effect only at a restart keep their running values (as PgBouncer does): the
+  // listeners and worker threads stay, and the pools' per-worker shares follow the workers that
+  // really run.
+  auto adjusted = std::make_shared<conf::Config>(**loaded);
+  {
+    const conf::General& was = current->general;
+    conf::General& now = adjusted->general;
+    auto keep = [](std::string_view key, const auto& old_value, auto& new_value) {
+      if (old_value == new_value) return;
+      spdlog::warn("event=reload_restart_needed key=general.{} running={} in_file={}", key,
+                   old_value, new_value);
+      new_value = old_value;
+    };
+    keep("listen_addr", was.listen_addr, now.listen_addr);
+    keep("port", was.port, now.port);
+    keep("unix_socket_dir", was.unix_socket_dir, now.unix_socket_dir);
+    keep("workers", was.workers, now.workers);
+    keep("metrics_port", was.metrics_port, now.metrics_port);
+  }
+  conf::ConfigPtr next = adjusted;
   auto tls = loadTls(next->general);
   if (!tls.ok()) {
     spdlog::error("event=reload_failed source=\"{}\" error=\"{}\"", current->source_path,
@@ -194,20 +223,7 @@ Result<conf::ConfigPtr> ProxyServer::reload() {
     return tls.error();
   }
   if (sameServerTls(current->general, next->general)) tls->servers = this->tls().servers;
-  // The listening sockets and threads stay as they are until a restart.
-  const conf::General& was = current->general;
   const conf::General& now = next->general;
-  auto restart_needed = [](std::string_view key, const auto& old_value, const auto& new_value) {
-    if (old_value != new_value) {
-      spdlog::warn("event=reload_restart_needed key=general.{} old={} new={}", key, old_value,
-                   new_value);
-    }
-  };
-  restart_needed("listen_addr", was.listen_addr, now.listen_addr);
-  restart_needed("port", was.port, now.port);
-  restart_needed("unix_socket_dir", was.unix_socket_dir, now.unix_socket_dir);
-  restart_needed("workers", was.workers, now.workers);
-  restart_needed("metrics_port", was.metrics_port, now.metrics_port);
   setLogLevel(now.log_level);
   setLogFormat(now.log_format == conf::LogFormat::kJson ? LogLineFormat::kJson
                                                         : LogLineFormat::kText);

@@ -281,6 +281,34 @@ def test_reload_good_and_bad_files_while_pgbench_runs(make_cluster):
     pgbench(primary.port, "-i", "-I", "d")
 
 
+def test_reload_keeps_restart_only_keys_and_refuses_a_file_without_users(make_cluster):
+    """RELOAD of a file that changes keys which need a restart (workers, port) keeps their running
+    values, as PgBouncer does, and SHOW CONFIG says so; a file without users or databases (cut short
+    while written) is refused, since it would lock every client and admin out."""
+    c = small_cluster(make_cluster)
+    good = c.render_config()
+    with console(c) as w:
+        _, rows = show(w, "SHOW CONFIG")
+        before = {r["key"]: r["value"] for r in rows}
+        c.general_overrides.update(workers=int(before["workers"]) + 3, port=pgcluster.free_port(),
+                                   default_pool_size=7)
+        c.write_config()
+        assert command(w, "RELOAD") == "RELOAD"
+        _, rows = show(w, "SHOW CONFIG")
+        after = {r["key"]: r["value"] for r in rows}
+        assert after["workers"] == before["workers"] and after["port"] == before["port"], after
+        assert after["default_pool_size"] == "7"
+        c.shardgate.wait_for_log(r"event=reload_restart_needed key=general\.workers")
+        for cut in ("[general]\n", good.split("[[users]]")[0]):
+            c.write_config(cut)
+            err = error_of(w, "RELOAD")
+            assert err.code == "F0000" and "declares no" in err.message, err
+        _, rows = show(w, "SHOW CONFIG")
+        assert {r["key"]: r["value"] for r in rows}["default_pool_size"] == "7"
+    with app_conn(c) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_sighup_switches_to_json_logs_and_a_bad_file_is_kept_out(make_cluster):
     c = small_cluster(make_cluster)
     with app_conn(c) as conn:
