@@ -107,6 +107,16 @@ void ClientSession::refuse(const Error& error) {
   fatal(error);
 }
 
+// As Postgres and PgBouncer do, the refusal comes after the SSLRequest's answer and the startup
+// packet: sent at once, it lands where libpq expects the one-byte TLS answer, and psql shows
+// "error response during SSL exchange" instead of the reason. (A CancelRequest still works.)
+void ClientSession::refuseAfterStartup(Error error) {
+  refusal_ = std::make_unique<Error>(std::move(error));
+  if (transport() == Transport::kTcp) uv_tcp_nodelay(handle(), 1);
+  worker_.addSession(this);
+  startReading();
+}
+
 void ClientSession::fatal(const Error& error) {
   if (state_ == State::kClosed) return;
   Error e = error;
@@ -225,6 +235,10 @@ bool ClientSession::answerSslRequest(bool more_input) {
 }
 
 void ClientSession::handleStartupMessage(const wire::StartupMessage& startup) {
+  if (refusal_) {
+    fatal(*refusal_);
+    return;
+  }
   // The same source as the SSLRequest's answer: both follow a RELOAD together.
   if (!tls() && transport() == Transport::kTcp && worker_.server().tls().clients_must_use_tls) {
     fatal(Error::fatal(sqlstate::kInvalidAuthorization,

@@ -56,6 +56,8 @@ class ClientSession final : public TcpConnection,
   State state() const { return state_; }
 
   // Refuses the connection at once (too many clients, shutting down).
+  // Accepted only to refuse it with `error` once its startup packet has come.
+  void refuseAfterStartup(Error error);
   void refuse(const Error& error);
   // A CancelRequest with this session's key arrived.
   void cancelRunningQuery();
@@ -483,6 +485,7 @@ class ClientSession final : public TcpConnection,
 
   std::vector<std::unique_ptr<ParkedServer>> parked_;
   // A COMMIT of a transaction over several shards is under way (see onDisconnect).
+  std::unique_ptr<Error> refusal_;  // refuseAfterStartup
   bool committing_spread_ = false;
   bool ending_parked_ = false;  // COMMIT / ROLLBACK running on parked connections
   // ... and it failed on one: the client's end gets it. The two errors are pointers because they

@@ -198,7 +198,7 @@ void Worker::accept(uv_stream_t* listener, TcpConnection::Transport transport) {
     return;
   }
   if (!server_.tryAddClient()) {
-    session->refuse(
+    session->refuseAfterStartup(
         Error::fatal(sqlstate::kTooManyConnections, "sorry, too many clients already",
                      "max_client_conn is " + std::to_string(config_->general.max_client_conn)));
     return;

@@ -309,6 +309,26 @@ def test_reload_keeps_restart_only_keys_and_refuses_a_file_without_users(make_cl
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_max_client_conn_refuses_after_the_ssl_answer_and_the_startup_packet(make_cluster):
+    """Over max_client_conn, a client is refused with 53300 as Postgres and PgBouncer refuse it:
+    after answering its SSLRequest and reading its startup packet, so that libpq (sslmode=prefer,
+    the default) shows the reason rather than "error response during SSL exchange"."""
+    c = small_cluster(make_cluster, max_client_conn=2)
+    with app_conn(c) as first, app_conn(c) as second:
+        assert first.execute("SELECT 1").fetchone() == (1,) and second.execute("SELECT 1").fetchone() == (1,)
+        with pgwire.PgWire(HOST, c.shardgate.port) as w:
+            w.send(pgwire.ssl_request())
+            assert w.read_byte() == b"N"
+            with pytest.raises(pgwire.LoginError) as refused:
+                w.login()
+            assert refused.value.error.code == "53300", refused.value.error
+            assert "too many clients" in refused.value.error.message
+        with pytest.raises(psycopg.OperationalError, match="too many clients"):
+            psycopg.connect(c.shardgate.dsn(), sslmode="prefer", connect_timeout=5)
+    with app_conn(c) as again:
+        assert again.execute("SELECT 2").fetchone() == (2,)
+
+
 def test_sighup_switches_to_json_logs_and_a_bad_file_is_kept_out(make_cluster):
     c = small_cluster(make_cluster)
     with app_conn(c) as conn:
