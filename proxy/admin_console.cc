@@ -351,7 +351,19 @@ void AdminConsole::runCommand(std::string_view sql) {
   if ((verb == "PAUSE" || verb == "RESUME" || verb == "RECONNECT" || verb == "KILL") &&
       w.size() <= 2) {
     std::string database = w.size() == 2 ? identifier(w[1]) : std::string();
+    if (w.size() == 2 && database.empty()) {
+      // "" is no database, not every database (KILL "" would disconnect everyone), as Postgres
+      // refuses it.
+      fail(sqlstate::kSyntaxError, "zero-length delimited identifier",
+           "name a database, or give none for every database");
+      return;
+    }
     if (!database.empty() && unknownDatabase(database)) return;
+    if (verb == "RESUME" && !database.empty() && worker_.pausedAll()) {
+      fail("55000", "shardgate is paused as a whole, not database \"" + database + "\"",
+           "RESUME without a database resumes every database");
+      return;
+    }
     if (verb == "PAUSE") return pause(database);
     if (verb == "RESUME") return resume(database);
     if (verb == "RECONNECT") return reconnect(database);

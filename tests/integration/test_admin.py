@@ -329,6 +329,22 @@ def test_max_client_conn_refuses_after_the_ssl_answer_and_the_startup_packet(mak
         assert again.execute("SELECT 2").fetchone() == (2,)
 
 
+def test_console_refuses_an_empty_database_name_and_a_resume_of_one_database_under_a_global_pause(make_cluster):
+    """PAUSE/KILL/RESUME "" name no database (Postgres refuses a zero-length quoted name); KILL ""
+    disconnected every client. After a PAUSE of everything, RESUME of one database would answer
+    RESUME and leave it paused: it is refused, and RESUME resumes all."""
+    c = small_cluster(make_cluster)
+    with app_conn(c) as conn, console(c) as w:
+        for verb in ("PAUSE", "KILL", "RESUME", "RECONNECT"):
+            assert error_of(w, f'{verb} ""').code == "42601"
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert command(w, "PAUSE") == "PAUSE"
+        err = error_of(w, "RESUME app")
+        assert err.code == "55000" and "as a whole" in err.message, err
+        assert command(w, "RESUME") == "RESUME"
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+
+
 def test_sighup_switches_to_json_logs_and_a_bad_file_is_kept_out(make_cluster):
     c = small_cluster(make_cluster)
     with app_conn(c) as conn:
