@@ -53,7 +53,11 @@ Status MetricsServer::start(const std::string& address, uint16_t port) {
   std::string bind = address.find(':') != std::string::npos ? "[" + address + "]" : address;
   bind += ":" + std::to_string(port);
   try {
-    exposer_ = std::make_unique<prometheus::Exposer>(bind, /*num_threads=*/2);
+    // civetweb serves one connection per thread: with its default 30 s read timeout, two idle
+    // connections (a port scanner, a half-open client) held both threads past any scrape timeout.
+    // More threads, and idle connections dropped after 3 s (Prometheus asks at once).
+    exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", bind, "num_threads", "6", "request_timeout_ms", "3000"});
   } catch (const std::exception& e) {
     return Error::fatal(sqlstate::kConfigFileError,
                         "cannot serve metrics on " + bind + ": " + e.what(),

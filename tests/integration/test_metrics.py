@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -449,3 +450,19 @@ def test_unrouted_database_counts_and_logged_parameters(make_cluster):
     line = m.group(0)
     assert 'query="SELECT pg_sleep($1::float8), $2::text AS tag"' in line, line
     assert "params=\"$1='0.2', $2='it's'\"" in line, line
+
+
+def test_idle_connections_to_the_metrics_port_do_not_block_scrapes(mc):
+    """Connections that send nothing (a port scanner, a half-open client) must not hold the
+    endpoint's threads: with four of them open, a scrape answers at once, and each is dropped
+    after a few seconds."""
+    idle = [socket.create_connection((HOST, mc.shardgate.metrics_port), timeout=5) for _ in range(4)]
+    try:
+        started = time.monotonic()
+        assert scrape(mc.shardgate.metrics_port), "the scrape returned no samples"
+        assert time.monotonic() - started < 2.0
+        idle[0].settimeout(10)
+        assert idle[0].recv(1) == b"", "an idle connection is closed after the request timeout"
+    finally:
+        for s in idle:
+            s.close()
