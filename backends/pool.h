@@ -28,6 +28,8 @@ class PoolWaiter {
   virtual ~PoolWaiter() = default;
   virtual void onServerAcquired(ServerConnection* server) = 0;
   virtual void onServerUnavailable(const Error& error) = 0;
+  // When its current wait began (monotonic ms), for SHOW CLIENTS.
+  uint64_t waitStartedMs() const { return wait_started_ms_; }
 
  private:
   friend class Pool;

@@ -635,27 +635,15 @@ void AdminConsole::showClients(const std::vector<WorkerSnapshot>& snapshots) {
              text("in_transaction")});
   for (const WorkerSnapshot& s : snapshots) {
     for (const ClientSnapshot& c : s.clients) {
-      rows.add({"C",
-                c.user,
-                c.database,
-                c.state,
-                c.addr,
-                num(c.port),
-                c.local_addr,
-                num(c.local_port),
-                wallTime(c.connected_at_ms, s.now_ms),
-                "0",
-                "0",
-                "0",
-                pointer(c.ptr),
-                pointer(c.link),
-                c.tls,
-                c.application_name,
-                num(uint64_t{c.prepared_statements}),
-                num(c.id),
-                num(s.worker),
-                c.shard,
-                c.in_transaction ? "yes" : "no"});
+      const uint64_t waited_ms = c.waiting_since_ms != 0 && s.now_ms > c.waiting_since_ms
+                                     ? s.now_ms - c.waiting_since_ms
+                                     : 0;
+      rows.add({"C", c.user, c.database, c.state, c.addr, num(c.port), c.local_addr,
+                num(c.local_port), wallTime(c.connected_at_ms, s.now_ms),
+                // PgBouncer's split: whole seconds, then the microseconds past them.
+                num(waited_ms / 1000), num(waited_ms % 1000 * 1000), "0", pointer(c.ptr),
+                pointer(c.link), c.tls, c.application_name, num(uint64_t{c.prepared_statements}),
+                num(c.id), num(s.worker), c.shard, c.in_transaction ? "yes" : "no"});
     }
   }
   finish(rows.encode());

@@ -29,7 +29,8 @@ struct ClientSnapshot {
   int port = 0;
   std::string local_addr;
   int local_port = 0;
-  uint64_t connected_at_ms = 0;  // monotonic
+  uint64_t connected_at_ms = 0;   // monotonic
+  uint64_t waiting_since_ms = 0;  // monotonic: waiting for a server or held by PAUSE; 0 if not
   std::string application_name;
   std::string tls;  // "TLSv1.3/TLS_AES_256_GCM_SHA384", "" in plain text
   size_t prepared_statements = 0;

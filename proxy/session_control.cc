@@ -126,6 +126,11 @@ ClientSnapshot ClientSession::adminSnapshot() const {
   socketAddress(*self, /*peer=*/true, c.addr, c.port);
   socketAddress(*self, /*peer=*/false, c.local_addr, c.local_port);
   c.connected_at_ms = connected_at_ms_;
+  if (waiting_for_server_) {
+    c.waiting_since_ms = waitStartedMs();
+  } else if (held_by_pause_) {
+    c.waiting_since_ms = held_since_ms_;
+  }
   if (auto app = settings_.reported("application_name")) c.application_name = *app;
   c.prepared_statements = statements_.size();
   if (tls() != nullptr) c.tls = tls()->describe();

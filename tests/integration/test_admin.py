@@ -214,7 +214,10 @@ def test_pause_waits_for_transactions_and_holds_new_ones(make_cluster):
         held.join(1.0)
         assert held.is_alive(), "a new transaction ran while the database was paused"
         _, clients = show(w, "SHOW CLIENTS")
-        assert any(r["state"] == "paused" for r in clients)
+        paused = [r for r in clients if r["state"] == "paused"]
+        assert paused
+        # How long it has waited, as PgBouncer splits it: seconds, then microseconds.
+        assert all(int(r["wait"]) * 1_000_000 + int(r["wait_us"]) >= 500_000 for r in paused), paused
 
         assert command(w, "RESUME app") == "RESUME"
         held.join(10)
