@@ -390,6 +390,16 @@ void ClientSession::onServerAcquired(backends::ServerConnection* server) {
 
 void ClientSession::onServerUnavailable(const Error& error) {
   waiting_for_server_ = false;
+  if (std::exchange(fallback_to_primary_, false) && state_ == State::kReady && current_target_ &&
+      current_target_->replica >= 0 && error.severity != "FATAL") {
+    spdlog::info("event=replica_unavailable_using_primary session={} shard={} error=\"{}\"", id_,
+                 current_target_->shard, error.describe());
+    current_target_->replica = -1;
+    pool_ = &worker_.pool(*database_, *user_, current_target_->shard, -1);
+    waiting_for_server_ = true;
+    pool_->acquire(this, context().nowMs());  // may complete before it returns
+    return;
+  }
   Error e = error;
   if (e.detail.empty()) e.detail = "shardgate could not get a connection to the shard";
   if (state_ == State::kReady && e.severity != "FATAL") {
@@ -604,8 +614,19 @@ ClientSession::Target ClientSession::targetFor(const planner::RouteDecision& dec
   } else {
     target.shard = decision.shard;
   }
+  fallback_to_primary_ = false;
   if (decision.role == planner::Role::kReplica) {
     target.replica = worker_.chooseReplica(*database_, *user_, target.shard);
+    // prefer_replica: a replica whose last login failed is passed over for the primary (until
+    // the pool's next try at it), and one that cannot be reached now sends the statement to the
+    // primary instead (onServerUnavailable).
+    if (decision.primary_fallback && target.replica >= 0) {
+      if (worker_.pool(*database_, *user_, target.shard, target.replica).lastLoginFailed()) {
+        target.replica = -1;
+      } else {
+        fallback_to_primary_ = true;
+      }
+    }
   }
   return target;
 }
@@ -2723,6 +2744,7 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
   MultiShardRun::Request request;
   request.plan = decision.multi;
   request.role = decision.role;
+  multi_fallback_to_primary_ = decision.primary_fallback;
   request.send_row_description = describe;
   request.max_merge_bytes = worker_.config().general.max_merge_bytes;
   request.atomic = !in_transaction && plan.statements.size() > 1 &&
@@ -3028,6 +3050,11 @@ uint64_t ClientSession::suspendedPortalBudget() const {
 backends::Pool& ClientSession::multiShardPool(uint32_t shard, planner::Role role) {
   int replica =
       role == planner::Role::kReplica ? worker_.chooseReplica(*database_, *user_, shard) : -1;
+  // prefer_replica: a replica whose last login failed is passed over for the primary.
+  if (replica >= 0 && multi_fallback_to_primary_ &&
+      worker_.pool(*database_, *user_, shard, replica).lastLoginFailed()) {
+    replica = -1;
+  }
   return worker_.pool(*database_, *user_, shard, replica);
 }
 

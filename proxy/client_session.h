@@ -485,6 +485,9 @@ class ClientSession final : public TcpConnection,
 
   std::vector<std::unique_ptr<ParkedServer>> parked_;
   // A COMMIT of a transaction over several shards is under way (see onDisconnect).
+  // The statement waiting for a replica may go to the primary instead (prefer_replica).
+  bool multi_fallback_to_primary_ = false;  // the same, for the multi-shard run's shards
+  bool fallback_to_primary_ = false;
   std::unique_ptr<Error> refusal_;  // refuseAfterStartup
   bool committing_spread_ = false;
   bool ending_parked_ = false;  // COMMIT / ROLLBACK running on parked connections

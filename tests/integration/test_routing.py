@@ -617,6 +617,28 @@ def test_replica_reads_in_extended_protocol(r):
             assert got == [(True, "ext")]
 
 
+def test_prefer_replica_reads_go_to_the_primary_while_the_replica_is_down(r):
+    """read_preference = prefer_replica: a replica when one is up, else the primary. With shard 1's
+    replica stopped, keyed reads and reads over every shard are answered by the primaries (a
+    read that finds the replica unreachable goes on to the primary), and the replica serves again
+    once it is back."""
+    k1 = r.keys_on(1, 1)[0]
+    seed_users(r, [(k1, "pref")])
+    wait_on_replica(r, 1, "SELECT 1 FROM users WHERE id = %s", (k1,))
+    replica = r.replica(1)
+    replica.stop("fast")
+    try:
+        with sg_simple(r) as conn:
+            conn.execute("SET shardgate.read_preference = prefer_replica")
+            for _ in range(3):
+                assert conn.execute(f"SELECT pg_is_in_recovery(), name FROM users WHERE id = {k1}").fetchall() == \
+                    [(False, "pref")]
+                assert conn.execute("SELECT count(*) FROM users").fetchone() == (1,)
+    finally:
+        replica.start()
+    wait_on_replica(r, 1, "SELECT 1 FROM users WHERE id = %s", (k1,))
+
+
 def test_any_shard_reads_follow_the_read_preference(r):
     """Reads any shard can answer (no table, reference tables only) go to a replica under
     read_preference = replica as well, from the first statement of a session on, as EXPLAIN (ROUTE) says."""
