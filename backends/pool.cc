@@ -97,6 +97,7 @@ void Pool::onServerLogin(ServerConnection* server, const Status& status) {
   uint64_t now_ms = context_.nowMs();
   last_login_failed_ = !status.ok();
   if (!status.ok()) {
+    last_login_failed_at_ms_ = now_ms;
     ++connect_failures_;
     all_.erase(server);
     // The connection this waiter caused failed: tell it rather than let it wait out its timeout.
@@ -241,6 +242,7 @@ void Pool::sweep(uint64_t now_ms) {
     --connecting_;
     ++connect_failures_;
     last_login_failed_ = true;
+    last_login_failed_at_ms_ = now_ms;
     // With several addresses, each had its own connect_timeout: the detail says what each gave.
     std::string tried = server->timedOutAttempts(settings_.connect_timeout_ms);
     all_.erase(server);

@@ -121,6 +121,10 @@ class Pool {
     return waiters_.empty() ? 0 : waiters_.front()->wait_started_ms_;
   }
   bool lastLoginFailed() const { return last_login_failed_; }
+  // The most recent login failed, less than `window_ms` ago.
+  bool loginFailedWithin(uint64_t now_ms, uint64_t window_ms) const {
+    return last_login_failed_ && now_ms - last_login_failed_at_ms_ < window_ms;
+  }
 
   // From ServerConnection.
   void onServerLogin(ServerConnection* server, const Status& status);
@@ -152,6 +156,7 @@ class Pool {
   bool closing_all_ = false;
   bool draining_ = false;
   bool last_login_failed_ = false;  // the most recent login attempt failed (server down?)
+  uint64_t last_login_failed_at_ms_ = 0;
   ServerParameters server_parameters_;
   uint64_t connections_opened_ = 0;
   uint64_t connect_failures_ = 0;

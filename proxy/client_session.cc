@@ -44,6 +44,9 @@ std::string quoteIdentifier(std::string_view name) {
   return out + "\"";
 }
 
+// prefer_replica passes over a replica this long after a failed login, then tries it again.
+constexpr uint64_t kReplicaRetryMs = 5000;
+
 // The CommandComplete tag of a savepoint statement.
 std::string_view savepointTag(planner::TransactionAction action) {
   using Action = planner::TransactionAction;
@@ -617,11 +620,12 @@ ClientSession::Target ClientSession::targetFor(const planner::RouteDecision& dec
   fallback_to_primary_ = false;
   if (decision.role == planner::Role::kReplica) {
     target.replica = worker_.chooseReplica(*database_, *user_, target.shard);
-    // prefer_replica: a replica whose last login failed is passed over for the primary (until
-    // the pool's next try at it), and one that cannot be reached now sends the statement to the
-    // primary instead (onServerUnavailable).
+    // prefer_replica: a replica whose last login failed (within kReplicaRetryMs) is passed over
+    // for the primary, and one that cannot be reached now sends the statement to the primary
+    // instead (onServerUnavailable).
     if (decision.primary_fallback && target.replica >= 0) {
-      if (worker_.pool(*database_, *user_, target.shard, target.replica).lastLoginFailed()) {
+      if (worker_.pool(*database_, *user_, target.shard, target.replica)
+              .loginFailedWithin(context().nowMs(), kReplicaRetryMs)) {
         target.replica = -1;
       } else {
         fallback_to_primary_ = true;
@@ -3050,9 +3054,10 @@ uint64_t ClientSession::suspendedPortalBudget() const {
 backends::Pool& ClientSession::multiShardPool(uint32_t shard, planner::Role role) {
   int replica =
       role == planner::Role::kReplica ? worker_.chooseReplica(*database_, *user_, shard) : -1;
-  // prefer_replica: a replica whose last login failed is passed over for the primary.
+  // prefer_replica: a replica whose last login failed (within kReplicaRetryMs) is passed over.
   if (replica >= 0 && multi_fallback_to_primary_ &&
-      worker_.pool(*database_, *user_, shard, replica).lastLoginFailed()) {
+      worker_.pool(*database_, *user_, shard, replica)
+          .loginFailedWithin(context().nowMs(), kReplicaRetryMs)) {
     replica = -1;
   }
   return worker_.pool(*database_, *user_, shard, replica);

@@ -637,6 +637,10 @@ def test_prefer_replica_reads_go_to_the_primary_while_the_replica_is_down(r):
     finally:
         replica.start()
     wait_on_replica(r, 1, "SELECT 1 FROM users WHERE id = %s", (k1,))
+    with sg_simple(r) as conn:
+        conn.execute("SET shardgate.read_preference = prefer_replica")
+        wait_until(lambda: conn.execute(f"SELECT pg_is_in_recovery() FROM users WHERE id = {k1}").fetchone()
+                   == (True,), 15, "reads on the replica again")
 
 
 def test_any_shard_reads_follow_the_read_preference(r):
