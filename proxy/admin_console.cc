@@ -426,6 +426,7 @@ void AdminConsole::showConfig() {
   add("config_file", config.source_path, "", false);
   add("listen_addr", g.listen_addr, d.listen_addr, false);
   add("port", num(uint32_t{g.port}), num(uint32_t{d.port}), false);
+  add("unix_socket_dir", g.unix_socket_dir, d.unix_socket_dir, false);
   add("workers", num(g.workers), "0 (one per core)", false);
   add("pool_mode", std::string(conf::poolModeName(g.pool_mode)),
       std::string(conf::poolModeName(d.pool_mode)), true);
@@ -444,6 +445,22 @@ void AdminConsole::showConfig() {
   add("log_level", g.log_level, d.log_level, true);
   add("log_format", std::string(conf::logFormatName(g.log_format)),
       std::string(conf::logFormatName(d.log_format)), true);
+  add("slow_query_ms", num(g.slow_query_ms), num(d.slow_query_ms), true);
+  add("slow_query_max_chars", num(g.slow_query_max_chars), num(d.slow_query_max_chars), true);
+  add("log_parameters", g.log_parameters ? "true" : "false", d.log_parameters ? "true" : "false",
+      true);
+  add("server_check_interval_ms", num(g.server_check_interval_ms), num(d.server_check_interval_ms),
+      true);
+  add("table_stats_interval_ms", num(g.table_stats_interval_ms), num(d.table_stats_interval_ms),
+      true);
+  // TLS files: reloaded with the config (a renewed certificate serves new connections).
+  add("client_tls_sslmode", std::string(conf::tlsModeName(g.client_tls_sslmode)),
+      std::string(conf::tlsModeName(d.client_tls_sslmode)), true);
+  add("client_tls_cert_file", g.client_tls_cert_file, d.client_tls_cert_file, true);
+  add("client_tls_key_file", g.client_tls_key_file, d.client_tls_key_file, true);
+  add("server_tls_sslmode", std::string(conf::serverTlsModeName(g.server_tls_sslmode)),
+      std::string(conf::serverTlsModeName(d.server_tls_sslmode)), true);
+  add("server_tls_ca_file", g.server_tls_ca_file, d.server_tls_ca_file, true);
   finish(rows.encode());
 }
 

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -76,6 +77,11 @@ def test_show_commands(cluster):
             assert config["port"]["changeable"] == "no"
             assert config["log_level"]["changeable"] == "yes"
             assert config["shutdown_timeout"]["default"] == "30000"
+            # Every [general] key of the reference config (conf/shardgate.toml) is listed.
+            reference = (Path(__file__).resolve().parents[2] / "conf" / "shardgate.toml").read_text()
+            general = re.search(r"^\[general\]\n(.*?)^\[", reference, re.S | re.M).group(1)
+            keys = set(re.findall(r"^([a-z_]+) *=", general, re.MULTILINE))
+            assert keys and keys <= set(config), sorted(keys - set(config))
 
             cols, rows = show(w, "SHOW DATABASES")
             assert {"name", "pool_size", "pool_mode", "current_connections", "paused", "disabled"} <= set(cols)
