@@ -619,20 +619,24 @@ ClientSession::Target ClientSession::targetFor(const planner::RouteDecision& dec
   }
   fallback_to_primary_ = false;
   if (decision.role == planner::Role::kReplica) {
-    target.replica = worker_.chooseReplica(*database_, *user_, target.shard);
-    // prefer_replica: a replica whose last login failed (within kReplicaRetryMs) is passed over
-    // for the primary, and one that cannot be reached now sends the statement to the primary
+    target.replica = replicaFor(target.shard, decision.primary_fallback);
+    // prefer_replica: a replica that cannot be reached now sends the statement to the primary
     // instead (onServerUnavailable).
-    if (decision.primary_fallback && target.replica >= 0) {
-      if (worker_.pool(*database_, *user_, target.shard, target.replica)
-              .loginFailedWithin(context().nowMs(), kReplicaRetryMs)) {
-        target.replica = -1;
-      } else {
-        fallback_to_primary_ = true;
-      }
-    }
+    fallback_to_primary_ = decision.primary_fallback && target.replica >= 0;
   }
   return target;
+}
+
+// The replica of `shard` a read goes to (-1: the primary). With `primary_fallback`
+// (prefer_replica), one whose last login failed within kReplicaRetryMs is passed over.
+int ClientSession::replicaFor(uint32_t shard, bool primary_fallback) {
+  const int replica = worker_.chooseReplica(*database_, *user_, shard);
+  if (replica >= 0 && primary_fallback &&
+      worker_.pool(*database_, *user_, shard, replica)
+          .loginFailedWithin(context().nowMs(), kReplicaRetryMs)) {
+    return -1;
+  }
+  return replica;
 }
 
 // Terminate in the middle of a COPY FROM STDIN: the COPY fails on the server, as Postgres fails it
@@ -1896,16 +1900,9 @@ void ClientSession::settleSettingChanges(char transaction_status) {
   }
   if (rollback_seen_ && transaction_status == 'T') undoChangesSinceSavepoint();
   if (transaction_status == 'I') {
-    if (!rollback_seen_ && !request_failed_ && !changes_in_transaction_.empty()) {
-      settings_.commit(changes_in_transaction_, server_);
-    }
-    if (!reported_before_txn_.empty()) {
-      std::string restored;
-      endReportedChanges(rollback_seen_ || request_failed_, restored);
-      if (!restored.empty()) send(restored);
-    }
-    changes_in_transaction_.clear();
-    savepoint_marks_.clear();
+    std::string restored;
+    endTransactionChanges(rollback_seen_ || request_failed_, restored);
+    if (!restored.empty()) send(restored);
   } else if (transaction_status == 'E') {
     changes_in_transaction_.clear();  // the transaction can only roll back now
   }
@@ -1957,6 +1954,17 @@ void ClientSession::noteReportedInTransaction(const std::string& name, const std
   settings_.noteReported(name, value);
 }
 
+// The transaction ended (or COMMIT AND CHAIN committed it): its settings changes count for the
+// session unless it rolled back; what it reported is put back in `reply` if it did.
+void ClientSession::endTransactionChanges(bool rolled_back, std::string& reply) {
+  if (!rolled_back && !changes_in_transaction_.empty()) {
+    settings_.commit(changes_in_transaction_, server_);
+  }
+  if (!reported_before_txn_.empty()) endReportedChanges(rolled_back, reply);
+  changes_in_transaction_.clear();
+  savepoint_marks_.clear();
+}
+
 void ClientSession::endReportedChanges(bool rolled_back, std::string& reply) {
   if (rolled_back) {
     for (const auto& [name, value] : reported_before_txn_) {
@@ -1987,13 +1995,8 @@ void ClientSession::onServerCommandComplete(std::string_view tag) {
   } else if (tag == "COMMIT" && !rollback_seen_) {
     // The transaction's changes count from here, also when COMMIT AND CHAIN begins the next one
     // at once (its ReadyForQuery says 'T', and a ROLLBACK of that one must not undo them).
-    if (!request_failed_ && !changes_in_transaction_.empty()) {
-      settings_.commit(changes_in_transaction_, server_);
-    }
-    changes_in_transaction_.clear();
-    savepoint_marks_.clear();
     std::string unused;  // a commit restores nothing
-    endReportedChanges(/*rolled_back=*/false, unused);
+    endTransactionChanges(/*rolled_back=*/request_failed_, unused);
   } else if (tag == "SAVEPOINT") {
     savepoint_marks_.push_back(changes_in_transaction_.size() + changes_before);
   } else if (tag == "RELEASE") {
@@ -3052,14 +3055,8 @@ uint64_t ClientSession::suspendedPortalBudget() const {
 }
 
 backends::Pool& ClientSession::multiShardPool(uint32_t shard, planner::Role role) {
-  int replica =
-      role == planner::Role::kReplica ? worker_.chooseReplica(*database_, *user_, shard) : -1;
-  // prefer_replica: a replica whose last login failed (within kReplicaRetryMs) is passed over.
-  if (replica >= 0 && multi_fallback_to_primary_ &&
-      worker_.pool(*database_, *user_, shard, replica)
-          .loginFailedWithin(context().nowMs(), kReplicaRetryMs)) {
-    replica = -1;
-  }
+  const int replica =
+      role == planner::Role::kReplica ? replicaFor(shard, multi_fallback_to_primary_) : -1;
   return worker_.pool(*database_, *user_, shard, replica);
 }
 

@@ -142,6 +142,7 @@ class ClientSession final : public TcpConnection,
   };
   size_t routeClientMessages(std::string_view data);
   planner::SessionRouteContext routeContext() const;
+  int replicaFor(uint32_t shard, bool primary_fallback);
   Target targetFor(const planner::RouteDecision& decision);
   bool handleDecision(const planner::RouteDecision& decision, std::string_view sql,
                       bool extended_protocol, std::optional<Target>& target);
@@ -302,6 +303,7 @@ class ClientSession final : public TcpConnection,
   // The open transaction ended: committed, its reported settings stay; rolled back, those the
   // client does not have back yet are put back, and ParameterStatus messages appended to `reply`
   // tell it.
+  void endTransactionChanges(bool rolled_back, std::string& reply);
   void endReportedChanges(bool rolled_back, std::string& reply);
   void forwardSqlPrepared(std::string_view sql, std::string_view message);
   void settleSettingChanges(char transaction_status);
