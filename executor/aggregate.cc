@@ -541,14 +541,14 @@ Status accumulateOrdered(const AggregateSpec& spec, AggregateState& st, const Sh
 
 // Compares two elements of an ordered aggregate by its ORDER BY keys.
 int compareOrdered(const AggregateSpec& spec, const DecodedKeys& a, const DecodedKeys& b,
-                   const Collation& collation) {
+                   const ColumnCollations& collations) {
   for (size_t i = 0; i < spec.order.size(); ++i) {
     const auto& key = spec.order[i];
     if (!a[i] || !b[i]) {
       if (!a[i] && !b[i]) continue;
       return !a[i] ? (key.nulls_first ? -1 : 1) : (key.nulls_first ? 1 : -1);
     }
-    const int c = compareKeys(*a[i], *b[i], collation);
+    const int c = compareKeys(*a[i], *b[i], collations.of(key.column));
     if (c != 0) return key.descending ? -c : c;
   }
   return 0;
@@ -557,10 +557,10 @@ int compareOrdered(const AggregateSpec& spec, const DecodedKeys& a, const Decode
 // The finished ordered string_agg / array_agg: the elements of every shard in the aggregate's
 // order (among equal keys any order is Postgres's too).
 std::optional<std::string> finishOrdered(const AggregateSpec& spec, AggregateState& st,
-                                         const Collation& collation) {
+                                         const ColumnCollations& collations) {
   if (!st.seen) return std::nullopt;
   std::stable_sort(st.ordered.begin(), st.ordered.end(), [&](const auto& a, const auto& b) {
-    return compareOrdered(spec, a.keys, b.keys, collation) < 0;
+    return compareOrdered(spec, a.keys, b.keys, collations) < 0;
   });
   if (spec.function == Function::kOrderedStringAgg) {
     std::string out;
@@ -586,7 +586,7 @@ std::optional<std::string> finishOrdered(const AggregateSpec& spec, AggregateSta
 
 // Folds one shard row into the state of one aggregate.
 Status accumulate(const AggregateSpec& spec, AggregateState& st, const ShardRow& row,
-                  const Collation& collation, MemoryBudget& budget) {
+                  const ColumnCollations& collations, MemoryBudget& budget) {
   const Cell value = row.cell(spec.inputs[0]);
   if (spec.distinct) {
     if (!value) {
@@ -659,6 +659,7 @@ Status accumulate(const AggregateSpec& spec, AggregateState& st, const ShardRow&
       if (!value) return {};
       auto key = decodeCell(spec.input_types[0], *value);
       if (!key.ok()) return std::move(key).error();
+      const Collation& collation = collations.of(spec.inputs[0]);
       const bool better = !st.best || (spec.function == Function::kMin
                                            ? compareKeys(*key, st.best_key, collation) < 0
                                            : compareKeys(*key, st.best_key, collation) > 0);
@@ -747,8 +748,9 @@ std::optional<Decimal> finishVariance(const AggregateSpec& spec, const Aggregate
 
 // Applies the DISTINCT aggregate's function to the group's distinct values.
 Result<std::optional<std::string>> finishDistinct(const AggregateSpec& spec, AggregateState& st,
-                                                  const Collation& collation) {
+                                                  const ColumnCollations& collations) {
   auto& values = st.distinct_values;
+  const Collation& collation = collations.of(spec.inputs[0]);
   const ColumnType& input = spec.input_types[0];
   // Postgres feeds a DISTINCT aggregate its input sorted (that is how it removes duplicates), so
   // ordered results (string_agg, array_agg, float sums) follow the type's order.
@@ -854,9 +856,9 @@ Result<std::optional<std::string>> finishDistinct(const AggregateSpec& spec, Agg
 
 // The finished value of one aggregate for one group, in the client's format.
 Result<std::optional<std::string>> finishAggregate(const AggregateSpec& spec, AggregateState& st,
-                                                   const Collation& collation) {
+                                                   const ColumnCollations& collations) {
   using Out = std::optional<std::string>;
-  if (spec.distinct) return finishDistinct(spec, st, collation);
+  if (spec.distinct) return finishDistinct(spec, st, collations);
   switch (spec.function) {
     case Function::kCount: {
       auto encoded = encodeInteger(st.integer, spec.result);
@@ -913,7 +915,7 @@ Result<std::optional<std::string>> finishAggregate(const AggregateSpec& spec, Ag
       return Out("{" + st.text + "}");
     case Function::kOrderedStringAgg:
     case Function::kOrderedArrayAgg:
-      return finishOrdered(spec, st, collation);
+      return finishOrdered(spec, st, collations);
   }
   return Out();
 }
@@ -926,12 +928,12 @@ HashAggregate::~HashAggregate() = default;
 
 Result<HashAggregate> HashAggregate::create(const planner::MergePlan& plan,
                                             const std::vector<ColumnType>& shard_columns,
-                                            std::shared_ptr<const Collation> collation,
+                                            std::shared_ptr<const ColumnCollations> collations,
                                             MemoryBudget* budget, int extra_float_digits) {
   HashAggregate agg;
   agg.shard_columns_ = shard_columns;
   agg.merged_columns_ = shard_columns;
-  agg.collation_ = std::move(collation);
+  agg.collations_ = std::move(collations);
   agg.budget_ = budget;
   agg.group_columns_ = plan.group_columns;
   agg.aggregate_input_.assign(shard_columns.size(), false);
@@ -990,7 +992,7 @@ Status HashAggregate::add(const ShardRow& row) {
   }
   Group& group = groups_[it->second];
   for (size_t i = 0; i < specs_.size(); ++i) {
-    Status a = accumulate(specs_[i], group.states[i], row, *collation_, *budget_);
+    Status a = accumulate(specs_[i], group.states[i], row, *collations_, *budget_);
     if (!a.ok()) return a;
   }
   return {};
@@ -999,7 +1001,7 @@ Status HashAggregate::add(const ShardRow& row) {
 Result<MergedRow> HashAggregate::finishGroup(Group& group) const {
   MergedRow row = std::move(group.first);
   for (size_t i = 0; i < specs_.size(); ++i) {
-    auto value = finishAggregate(specs_[i], group.states[i], *collation_);
+    auto value = finishAggregate(specs_[i], group.states[i], *collations_);
     if (!value.ok()) return std::move(value).error();
     row.values[specs_[i].inputs[0]] = std::move(*value);
   }

@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "executor/column_collations.h"
 #include "executor/memory_budget.h"
 #include "executor/row.h"
 #include "executor/value.h"
@@ -65,7 +66,7 @@ class HashAggregate {
   // shardgate cannot finish exactly, XX000 for a plan that does not fit the columns.
   static Result<HashAggregate> create(const planner::MergePlan& plan,
                                       const std::vector<ColumnType>& shard_columns,
-                                      std::shared_ptr<const Collation> collation,
+                                      std::shared_ptr<const ColumnCollations> collations,
                                       MemoryBudget* budget, int extra_float_digits = 1);
 
   // Column types of the merged rows (aggregate columns carry their result type).
@@ -92,7 +93,7 @@ class HashAggregate {
   std::vector<bool> aggregate_input_;
   std::vector<ColumnType> shard_columns_;
   std::vector<ColumnType> merged_columns_;
-  std::shared_ptr<const Collation> collation_;
+  std::shared_ptr<const ColumnCollations> collations_;
   MemoryBudget* budget_ = nullptr;
   std::unordered_map<std::string, size_t> group_index_;
   std::vector<Group> groups_;

@@ -210,7 +210,16 @@ Result<Value> arithmetic(const std::string& op, Value a, Value b) {
 struct Evaluator {
   const MergedRow& row;
   const std::vector<ColumnType>& types;
-  const Collation& collation;
+  const ColumnCollations& collations;
+
+  // A comparison with a column is in that column's collation (Postgres: the implicit collation
+  // of the column wins over a constant's default).
+  const Collation& collationOf(const Expr& comparison) const {
+    for (const Expr& side : comparison.children) {
+      if (side.kind == Expr::Kind::kColumn) return collations.of(side.column);
+    }
+    return collations.database();
+  }
 
   Result<Value> eval(const Expr& e) const {
     switch (e.kind) {
@@ -271,7 +280,7 @@ struct Evaluator {
         auto b = eval(e.children[1]);
         if (!b.ok()) return std::move(b).error();
         if (a->kind == Value::Kind::kNull || b->kind == Value::Kind::kNull) return Value{};
-        auto c = compareValues(std::move(*a), std::move(*b), collation);
+        auto c = compareValues(std::move(*a), std::move(*b), collationOf(e));
         if (!c.ok()) return std::move(c).error();
         const int r = *c;
         if (e.op == "=") return boolean(r == 0);
@@ -378,7 +387,7 @@ Status HavingFilter::validate(const planner::MergeExpression& expression,
 }
 
 Result<bool> HavingFilter::passes(const MergedRow& row) const {
-  Evaluator evaluator{row, types_, *collation_};
+  Evaluator evaluator{row, types_, *collations_};
   auto v = evaluator.evalBool(*expression_);
   if (!v.ok()) return std::move(v).error();
   return v->value_or(false);

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "executor/column_collations.h"
 #include "executor/row.h"
 #include "executor/value.h"
 #include "planner/multi_shard_plan.h"
@@ -16,10 +17,10 @@ namespace shardgate::executor {
 class HavingFilter {
  public:
   HavingFilter(const planner::MergeExpression* expression, std::vector<ColumnType> column_types,
-               std::shared_ptr<const Collation> collation)
+               std::shared_ptr<const ColumnCollations> collations)
       : expression_(expression),
         types_(std::move(column_types)),
-        collation_(std::move(collation)) {}
+        collations_(std::move(collations)) {}
 
   // XX000 for a column past the merged row; 0A000 for a node shardgate cannot evaluate.
   static Status validate(const planner::MergeExpression& expression,
@@ -33,7 +34,7 @@ class HavingFilter {
  private:
   const planner::MergeExpression* expression_;
   std::vector<ColumnType> types_;
-  std::shared_ptr<const Collation> collation_;
+  std::shared_ptr<const ColumnCollations> collations_;
 };
 
 }  // namespace shardgate::executor

@@ -55,7 +55,8 @@ struct ResultMerger::State {
   MergeOptions options;
   Mode mode = Mode::kConcatenate;
   std::shared_ptr<const Collation> collation;
-  std::optional<Error> collation_error;  // raised only if text must be ordered
+  std::optional<Error> collation_error;          // raised only if text must be ordered
+  std::shared_ptr<ColumnCollations> collations;  // per column: the probes' or `collation`
   MemoryBudget budget;
   LimitState limit;
 
@@ -145,9 +146,10 @@ Status ResultMerger::State::configure(const wire::RowDescription& description) {
   for (const auto& f : description.fields)
     shard_columns.push_back(ColumnType{f.type_oid, f.format});
   merged_columns = shard_columns;
+  collations = std::make_shared<ColumnCollations>(collation, p.collations, shard_columns);
   if (mode == Mode::kAggregate) {
     auto agg =
-        HashAggregate::create(p, shard_columns, collation, &budget, options.extra_float_digits);
+        HashAggregate::create(p, shard_columns, collations, &budget, options.extra_float_digits);
     if (!agg.ok()) return std::move(agg).error();
     merged_columns = agg->mergedColumns();
     aggregate.emplace(std::move(*agg));
@@ -171,7 +173,7 @@ Status ResultMerger::State::configure(const wire::RowDescription& description) {
   if (p.having) {
     s = HavingFilter::validate(*p.having, merged_columns);
     if (!s.ok()) return s;
-    having.emplace(&*p.having, merged_columns, collation);
+    having.emplace(&*p.having, merged_columns, collations);
   }
   if (p.distinct) {
     s = DistinctFilter::validate(projection->columns(), merged_columns);
@@ -182,7 +184,7 @@ Status ResultMerger::State::configure(const wire::RowDescription& description) {
     return *collation_error;
   }
   if (mode == Mode::kMergeSort) {
-    merge.emplace(RowOrder(p.sort, merged_columns, collation), finished.size());
+    merge.emplace(RowOrder(p.sort, merged_columns, collations), finished.size());
     for (size_t shard = 0; shard < finished.size(); ++shard) {
       if (finished[shard]) merge->finish(shard);
     }
@@ -253,6 +255,10 @@ Status ResultMerger::addRow(size_t shard, std::string_view payload) {
   auto row = ShardRow::parse(payload, st.shard_columns.size());
   if (!row.ok()) return st.fail(std::move(row).error());
   Status s;
+  if (!st.collations->learned()) {
+    s = st.collations->learn(*row);
+    if (!s.ok()) return st.fail(std::move(s).error());
+  }
   switch (st.mode) {
     case Mode::kConcatenate:
       s = st.emit(*row, st.concatenate.pending());
@@ -292,7 +298,7 @@ Status ResultMerger::State::finalize() {
     kept.push_back(std::move(row));
   }
   if (!plan->sort.empty()) {
-    const RowOrder order(plan->sort, merged_columns, collation);
+    const RowOrder order(plan->sort, merged_columns, collations);
     std::vector<DecodedKeys> keys;
     keys.reserve(kept.size());
     for (const MergedRow& row : kept) {

@@ -13,6 +13,15 @@ Status RowOrder::validate(const std::vector<planner::MergeSortKey>& keys,
     }
     Status s = requireOrderable(column_types[key.column], key.column, "sort on");
     if (!s.ok()) return s;
+    if (key.collation_unknown &&
+        column_types[key.column].value_class() == ValueClass::kCollatedText) {
+      return Error::make("0A000",
+                         "ORDER BY a position of SELECT * across shards is not supported for a "
+                         "text column",
+                         "shardgate merges text in the sorted column's collation, and cannot "
+                         "tell which column of * the position names.",
+                         "Name the column in ORDER BY instead of its position.");
+    }
   }
   return {};
 }
@@ -29,7 +38,7 @@ int RowOrder::compare(const DecodedKeys& a, const DecodedKeys& b) const {
       c = a_null ? (key.nulls_first ? -1 : 1) : (key.nulls_first ? 1 : -1);
       return c;
     }
-    c = compareKeys(*a[i], *b[i], *collation_);
+    c = compareKeys(*a[i], *b[i], collations_->of(key.column));
     if (c != 0) return key.descending ? -c : c;
   }
   return 0;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "executor/column_collations.h"
 #include "executor/row.h"
 #include "executor/value.h"
 #include "planner/multi_shard_plan.h"
@@ -19,10 +20,13 @@ class RowOrder {
  public:
   RowOrder() = default;
   RowOrder(std::vector<planner::MergeSortKey> keys, std::vector<ColumnType> column_types,
-           std::shared_ptr<const Collation> collation)
-      : keys_(std::move(keys)), types_(std::move(column_types)), collation_(std::move(collation)) {}
+           std::shared_ptr<const ColumnCollations> collations)
+      : keys_(std::move(keys)),
+        types_(std::move(column_types)),
+        collations_(std::move(collations)) {}
 
-  // 0A000 for a sort column of a type shardgate cannot order; XX000 for a column past the row.
+  // 0A000 for a sort column of a type shardgate cannot order, or of text in a collation it cannot
+  // tell (MergeSortKey::collation_unknown); XX000 for a column past the row.
   static Status validate(const std::vector<planner::MergeSortKey>& keys,
                          const std::vector<ColumnType>& column_types);
 
@@ -50,7 +54,7 @@ class RowOrder {
  private:
   std::vector<planner::MergeSortKey> keys_;
   std::vector<ColumnType> types_;
-  std::shared_ptr<const Collation> collation_;
+  std::shared_ptr<const ColumnCollations> collations_;
 };
 
 }  // namespace shardgate::executor

@@ -89,6 +89,20 @@ struct MergeSortKey {
   uint32_t column = 0;  // merged row column
   bool descending = false;
   bool nulls_first = false;  // Postgres's default: NULLS LAST for ASC, NULLS FIRST for DESC
+  // A position in SELECT *'s columns: the planner cannot name its expression, so no collation
+  // probe (MergeCollation) tells its collation; shardgate refuses to order text by it.
+  bool collation_unknown = false;
+};
+
+// Text the merge orders (sort keys, min/max, ordered aggregates, HAVING comparisons) in
+// merged column `column` is ordered in the collation that shard column `probe` names:
+//   pg_collation_for(CASE WHEN false THEN concat(<the column's expression>) END)
+// is the expression's collation name ("default", "C", ...), the same on every row, and costs the
+// shards nothing per row (Postgres folds the CASE into a typed NULL that keeps the collation;
+// concat takes any type, and a collatable argument's collation becomes its result's).
+struct MergeCollation {
+  uint32_t column = 0;
+  uint32_t probe = 0;
 };
 
 // How the shards' results become the client's result. Steps, in order:
@@ -110,6 +124,8 @@ struct MergePlan {
   std::optional<MergeExpression> having;
   bool distinct = false;
   std::vector<MergeSortKey> sort;
+  std::vector<MergeCollation> collations;  // hidden probe columns; text columns not listed are
+                                           // ordered in the database's collation
   std::optional<ValueRef> limit;   // evaluated when the statement runs (literal, constant, param)
   std::optional<ValueRef> offset;  // (the shard SQL already asks each shard for limit + offset)
   std::vector<uint32_t> visible_columns;  // empty: all shard columns, as they are

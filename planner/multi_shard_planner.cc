@@ -10,6 +10,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <unordered_set>
 #include <utility>
 
 #include "parser/node_helpers.h"
@@ -335,6 +336,77 @@ Node arrayAggOf(const Node& call, const Node& arg) {
   return n;
 }
 
+// CASE WHEN false THEN x END: a NULL of x's type and collation. Postgres folds it while planning,
+// so x is never evaluated.
+Node neverEvaluated(const Node& x) {
+  Node never;
+  never.mutable_a_const()->mutable_boolval()->set_boolval(false);
+  Node n;
+  pg_query::CaseWhen* only = n.mutable_case_expr()->add_args()->mutable_case_when();
+  only->mutable_expr()->CopyFrom(never);
+  only->mutable_result()->CopyFrom(x);
+  return n;
+}
+
+// The set-returning functions of pg_catalog a select list commonly holds. CASE may not contain
+// one, so a probe of such an expression evaluates it (in step with the column it probes).
+bool callsSetReturningFunction(const Node& x) {
+  static const std::unordered_set<std::string> kSetReturning = {
+      "unnest",
+      "generate_series",
+      "generate_subscripts",
+      "regexp_matches",
+      "regexp_split_to_table",
+      "string_to_table",
+      "json_array_elements",
+      "json_array_elements_text",
+      "jsonb_array_elements",
+      "jsonb_array_elements_text",
+      "json_each",
+      "json_each_text",
+      "jsonb_each",
+      "jsonb_each_text",
+      "json_object_keys",
+      "jsonb_object_keys",
+      "jsonb_path_query",
+  };
+  bool found = false;
+  walkTree(x, [&](const Node& c) {
+    if (found || c.has_sub_link()) return false;
+    found = c.has_func_call() && kSetReturning.contains(functionName(c.func_call()));
+    return !found;
+  });
+  return found;
+}
+
+// The MergeCollation probe of expression x: its collation's name (see MergeCollation). `once`: as
+// a scalar subquery whose only outer reference Postgres folds away, it runs once per statement
+// (an InitPlan), not once per row. Not for an aggregating query: there a grouped expression
+// inside a subquery is an "ungrouped column" to Postgres (it runs once per group instead).
+Node collationProbe(const Node& x, bool once) {
+  Node concat;
+  concat.mutable_func_call()->add_funcname()->mutable_string()->set_sval("concat");
+  concat.mutable_func_call()->add_args()->CopyFrom(x);
+  concat.mutable_func_call()->set_funcformat(pg_query::COERCE_EXPLICIT_CALL);
+  const bool set_returning = callsSetReturningFunction(x);
+  Node probe;
+  pg_query::FuncCall* f = probe.mutable_func_call();
+  f->add_funcname()->mutable_string()->set_sval("pg_collation_for");
+  f->add_args()->CopyFrom(set_returning ? concat : neverEvaluated(concat));
+  f->set_funcformat(pg_query::COERCE_EXPLICIT_CALL);
+  // A set-returning function would return its rows inside the subquery: that probe stays in the
+  // select list, evaluated in step with the column it probes.
+  if (set_returning || !once) return probe;
+  Node initplan;
+  pg_query::SubLink* link = initplan.mutable_sub_link();
+  link->set_sub_link_type(pg_query::EXPR_SUBLINK);
+  pg_query::SelectStmt* select = link->mutable_subselect()->mutable_select_stmt();
+  select->add_target_list()->mutable_res_target()->mutable_val()->CopyFrom(probe);
+  select->set_limit_option(pg_query::LIMIT_OPTION_DEFAULT);
+  select->set_op(pg_query::SETOP_NONE);
+  return initplan;
+}
+
 // For avg(x): the sum of x in double precision when x is real, else sum(NULL) — avg(real) sums in
 // double precision but sum(real) in real, and the planner does not know x's type. The choice is
 //   sum(CASE WHEN v / '2' * '2' + v / '10000' / '10000' = v THEN x * 1::float8 END)
@@ -349,15 +421,9 @@ Node realSumInFloat8(const Node& call) {
     n.mutable_a_const()->mutable_sval()->set_sval(std::string(t));
     return n;
   };
-  Node never;
-  never.mutable_a_const()->mutable_boolval()->set_boolval(false);
-  Node typed_null;
-  pg_query::CaseWhen* only = typed_null.mutable_case_expr()->add_args()->mutable_case_when();
-  only->mutable_expr()->CopyFrom(never);
-  only->mutable_result()->CopyFrom(x);
   Node one;
   pg_query::CoalesceExpr* c = one.mutable_coalesce_expr();
-  c->add_args()->CopyFrom(typed_null);
+  c->add_args()->CopyFrom(neverEvaluated(x));
   c->add_args()->CopyFrom(text("1"));
   const Node halved = binaryOp("*", binaryOp("/", one, text("2")), text("2"));
   const Node tiny = binaryOp("/", binaryOp("/", one, text("10000")), text("10000"));
@@ -683,29 +749,10 @@ class ReadPlanner {
     return k;
   }
 
-  // Whether `e` has a COLLATE of its own (not inside a subquery).
-  static bool hasCollate(const Node& e) {
-    bool found = false;
-    walkTree(e, [&](const Node& c) {
-      if (found || c.has_sub_link() || c.has_select_stmt()) return false;
-      found = c.has_collate_clause();
-      return !found;
-    });
-    return found;
-  }
-
   Status checkSortItem(const pg_query::SortBy& sb) {
     if (sb.use_op_size() > 0) {
       return notSupported("ORDER BY ... USING across shards is not supported", {},
                           "Use ASC or DESC.");
-    }
-    bool collate = hasCollate(sb.node());
-    Result<std::optional<uint32_t>> target = matchTarget(sb.node(), true, "ORDER BY");
-    if (target.ok() && *target) collate = collate || hasCollate(originals_[**target]->val());
-    if (collate) {
-      return notSupported("ORDER BY ... COLLATE across shards is not supported",
-                          "shardgate merges the shards' sorted rows in the database's collation.",
-                          "Sort without COLLATE, or narrow the query to one shard.");
     }
     return {};
   }
@@ -876,10 +923,26 @@ class ReadPlanner {
       keys.push_back({&sb, column});
     }
     const uint32_t n = static_cast<uint32_t>(originals_.size());
-    const uint32_t lead = star_ ? static_cast<uint32_t>(hidden.size()) : 0;
+    // Each sort key's expression, for its collation probe (none for a position in SELECT *).
+    std::vector<const Node*> expressions;
     uint32_t next_hidden = 0;
     for (auto& [sb, column] : keys) {
+      if (column) {
+        expressions.push_back(&originals_[*column]->val());
+      } else if (star_ && sb->node().has_a_const() && sb->node().a_const().has_ival()) {
+        expressions.push_back(nullptr);
+      } else {
+        expressions.push_back(&hidden[next_hidden++].val);
+      }
+    }
+    // SELECT *: the probes go first too, after the hidden sort columns.
+    uint32_t probes = 0;
+    for (const Node* e : expressions) probes += star_ && e != nullptr ? 1 : 0;
+    const uint32_t lead = star_ ? static_cast<uint32_t>(hidden.size()) + probes : 0;
+    next_hidden = 0;
+    for (auto& [sb, column] : keys) {
       uint32_t merged = 0;
+      bool position_in_star = false;
       if (column) {
         merged = lead + *column;
       } else if (star_ && sb->node().has_a_const() && sb->node().a_const().has_ival()) {
@@ -889,20 +952,29 @@ class ReadPlanner {
                              "ORDER BY position " + std::to_string(k) + " is not in select list");
         }
         merged = lead + static_cast<uint32_t>(k - 1);
+        position_in_star = true;
       } else {
         merged = star_ ? next_hidden : n + next_hidden;
         ++next_hidden;
       }
       merge_.sort.push_back(sortKey(*sb, merged));
+      merge_.sort.back().collation_unknown = position_in_star;
     }
     if (star_) {
       columns_ = hidden;
+      for (size_t i = 0; i < keys.size(); ++i) {
+        if (expressions[i] == nullptr) continue;
+        merge_.collations.push_back(
+            {merge_.sort[i].column, static_cast<uint32_t>(columns_.size())});
+        columns_.push_back({collationProbe(*expressions[i], true), {}});
+      }
       for (const pg_query::ResTarget* rt : originals_) columns_.push_back({rt->val(), rt->name()});
       merge_.leading_hidden = lead;
     } else {
       for (const pg_query::ResTarget* rt : originals_) columns_.push_back({rt->val(), rt->name()});
       for (ShardColumn& h : hidden) columns_.push_back(std::move(h));
-      if (!hidden.empty()) {
+      for (const MergeSortKey& k : merge_.sort) addCollationProbe(k.column);
+      if (columns_.size() > n) {
         for (uint32_t i = 0; i < n; ++i) merge_.visible_columns.push_back(i);
       }
     }
@@ -1016,6 +1088,7 @@ class ReadPlanner {
     }
     merge_.aggregate = true;
     merge_.distinct = s_.distinct_clause_size() > 0;
+    addAggregatedCollationProbes();
     if (columns_.size() > n) {
       for (uint32_t i = 0; i < n; ++i) merge_.visible_columns.push_back(i);
     }
@@ -1026,6 +1099,67 @@ class ReadPlanner {
   std::string shownTarget(uint32_t i) const {
     const pg_query::ResTarget& rt = *originals_[i];
     return rt.name().empty() ? shown(rt.val()) : "\"" + rt.name() + "\"";
+  }
+
+  // A hidden probe of merged column `column`'s collation (see MergeCollation), once per column.
+  void addCollationProbe(uint32_t column) {
+    for (const MergeCollation& c : merge_.collations) {
+      if (c.column == column) return;
+    }
+    const Node probe = collationProbe(columns_[column].val, !aggregated_);
+    merge_.collations.push_back({column, addHidden(probe)});
+  }
+
+  // Probes for every column the aggregated merge orders text by: sort keys, min and max, the
+  // keys of ordered and DISTINCT aggregates, HAVING comparisons. Counts, sums, averages and the
+  // like have no collation to probe.
+  void addAggregatedCollationProbes() {
+    std::vector<uint32_t> ordered;
+    std::vector<bool> uncollated(columns_.size(), false);
+    for (const MergeAggregate& a : merge_.aggregates) {
+      switch (a.kind) {
+        case MergeAggregate::Kind::kMin:
+        case MergeAggregate::Kind::kMax:
+          ordered.push_back(a.inputs[0]);
+          break;
+        case MergeAggregate::Kind::kDistinct:
+          // The distinct values are ordered for min, max and the listing aggregates.
+          if (a.function == "min" || a.function == "max" || a.function == "string_agg" ||
+              a.function == "array_agg") {
+            ordered.push_back(a.inputs[0]);
+          } else {
+            uncollated[a.inputs[0]] = true;
+          }
+          break;
+        case MergeAggregate::Kind::kStringAgg:
+        case MergeAggregate::Kind::kArrayAgg:
+          break;  // concatenated in arrival order; a sort key on them is probed below
+        case MergeAggregate::Kind::kOrderedStringAgg:
+        case MergeAggregate::Kind::kOrderedArrayAgg:
+          for (const MergeAggregate::OrderKey& k : a.order) ordered.push_back(k.column);
+          break;
+        default:
+          uncollated[a.inputs[0]] = true;
+          break;
+      }
+    }
+    for (const MergeSortKey& k : merge_.sort) {
+      if (!uncollated[k.column]) ordered.push_back(k.column);
+    }
+    if (merge_.having) comparedColumns(*merge_.having, uncollated, ordered);
+    for (uint32_t c : ordered) addCollationProbe(c);
+  }
+
+  static void comparedColumns(const MergeExpression& e, const std::vector<bool>& uncollated,
+                              std::vector<uint32_t>& out) {
+    if (e.kind == MergeExpression::Kind::kCompare) {
+      for (const MergeExpression& side : e.children) {
+        if (side.kind == MergeExpression::Kind::kColumn && !uncollated[side.column]) {
+          out.push_back(side.column);
+        }
+      }
+    }
+    for (const MergeExpression& child : e.children) comparedColumns(child, uncollated, out);
   }
 
   uint32_t addHidden(const Node& val) {
@@ -1079,10 +1213,6 @@ class ReadPlanner {
       if (sb.use_op_size() > 0) {
         return notSupported(fn + "(... ORDER BY ... USING) across shards is not supported", {},
                             "Use ASC or DESC.");
-      }
-      if (hasCollate(sb.node())) {
-        return notSupported(fn + "(... ORDER BY ... COLLATE) across shards is not supported",
-                            "shardgate merges the shards' elements in the database's collation.");
       }
     }
     if (listing && fn == "string_agg" && f.args_size() == 2 && !isRowIndependent(f.args(1)) &&

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "executor/collation.h"
+#include "executor/column_collations.h"
 #include "executor/decimal.h"
 #include "executor/result_merger.h"
 #include "executor/value.h"
@@ -430,6 +431,67 @@ TEST(ExecutorMergeTest, DistinctStringAggregatesFollowTheCollation) {
                                 "<NULL>|Äpfel15, Äpfel3, Banana19, date11, "
                                 "date23|{Äpfel15,Äpfel3,Banana19,date11,date23,NULL}",
                             })));
+}
+
+// Shards: select s, (select pg_collation_for(...s...)) from t order by 1 — s has a collation of its
+// own. The database is en_US.UTF-8; the probe column says "C", so the merge is by bytes.
+TEST(ExecutorMergeTest, SortKeysFollowTheCollationTheProbeNames) {
+  MergeOptions options;
+  options.collation = "en_US.UTF-8";
+  if (!Collation::open(options.collation).ok()) GTEST_SKIP() << "en_US.UTF-8 not installed";
+  auto plan = std::make_shared<MergePlan>();
+  plan->sort = {MergeSortKey{0, false, false}};
+  plan->collations = {{0, 1}};
+  plan->visible_columns = {0};
+  // Each shard's rows come sorted in the probe's collation.
+  const auto shards = [](const std::string& collation, std::vector<std::string> first,
+                         std::vector<std::string> second) {
+    std::vector<std::vector<Row>> out(2);
+    for (const std::string& v : first) out[0].push_back({v, collation});
+    for (const std::string& v : second) out[1].push_back({v, collation});
+    return out;
+  };
+  MergeRun run = runMerge(plan, options, {25, 25}, shards("\"C\"", {"B", "a"}, {"A", "b"}));
+  ASSERT_FALSE(run.error) << run.error->describe();
+  EXPECT_EQ(show(run.rows), show(rowsOf({"A", "B", "a", "b"})));
+  run = runMerge(plan, options, {25, 25}, shards("\"default\"", {"a", "B"}, {"A", "b"}));
+  ASSERT_FALSE(run.error) << run.error->describe();
+  EXPECT_EQ(show(run.rows), show(rowsOf({"a", "A", "b", "B"})));
+  run = runMerge(plan, options, {25, 25}, shards("\"en-x-icu\"", {"a", "B"}, {"A", "b"}));
+  ASSERT_TRUE(run.error);
+  EXPECT_EQ(run.error->sqlstate, "0A000");
+  // A position in SELECT *: no probe, so text cannot be ordered; numbers can.
+  auto star = std::make_shared<MergePlan>();
+  star->sort = {MergeSortKey{0, false, false, true}};
+  run = runMerge(star, options, {25}, {{{"b"}}, {{"a"}}});
+  ASSERT_TRUE(run.error);
+  EXPECT_EQ(run.error->sqlstate, "0A000");
+  run = runMerge(star, options, {23}, {{{"2"}}, {{"1"}}});
+  ASSERT_FALSE(run.error) << run.error->describe();
+  EXPECT_EQ(show(run.rows), show(rowsOf({"1", "2"})));
+}
+
+TEST(CollationNamed, MapsPostgresCollationNamesToLocales) {
+  auto database = Collation::open("C");
+  ASSERT_TRUE(database.ok());
+  const auto named = [&](std::string_view n) { return collationNamed(n, *database); };
+  EXPECT_EQ(named("\"default\"")->get(), database->get());
+  for (std::string_view bytes : {"\"C\"", "\"POSIX\"", "ucs_basic", "\"ucs_basic\""}) {
+    ASSERT_TRUE(named(bytes).ok()) << bytes;
+    EXPECT_TRUE((*named(bytes))->isBytewise()) << bytes;
+  }
+  for (std::string_view refused : {"\"en-x-icu\"", "\"und-x-icu\"", "public.\"de\"",
+                                   "\"my\"\"coll\"", "\"en_US.iso88591\"", "\"german\"x"}) {
+    auto r = named(refused);
+    ASSERT_FALSE(r.ok()) << refused;
+    EXPECT_EQ(r.error().sqlstate, "0A000") << refused;
+  }
+  if (!Collation::open("en_US.UTF-8").ok()) GTEST_SKIP() << "en_US.UTF-8 not installed";
+  for (std::string_view utf8 : {"\"en_US\"", "\"en_US.utf8\"", "\"en_US.UTF-8\""}) {
+    auto r = named(utf8);
+    ASSERT_TRUE(r.ok()) << utf8;
+    EXPECT_EQ((*r)->name(), "en_US.UTF-8") << utf8;
+  }
 }
 
 // Shards: select string_agg(s, ','), array_agg(i4), ',' from t where id % 3 = k and id <= 9

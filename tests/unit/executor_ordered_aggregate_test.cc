@@ -36,7 +36,8 @@ Result<std::vector<MergedRow>> aggregate(const MergePlan& plan,
   auto collation = Collation::open("C");
   if (!collation.ok()) return std::move(collation).error();
   static MemoryBudget budget(1 << 26);
-  auto agg = HashAggregate::create(plan, columns, *collation, &budget);
+  auto collations = std::make_shared<ColumnCollations>(*collation, plan.collations, columns);
+  auto agg = HashAggregate::create(plan, columns, collations, &budget);
   if (!agg.ok()) return std::move(agg).error();
   for (const Row& r : rows) {
     auto row = ShardRow::parse(payload(r), columns.size());

@@ -10,6 +10,15 @@
 namespace shardgate::planner {
 namespace {
 
+// The hidden column that tells the collation of an expression the merge orders (MergeCollation):
+// evaluated once per statement, or per group in a query that aggregates.
+std::string probe(const std::string& x) {
+  return "(SELECT pg_collation_for(CASE WHEN false THEN concat(" + x + ") END))";
+}
+std::string groupProbe(const std::string& x) {
+  return "pg_collation_for(CASE WHEN false THEN concat(" + x + ") END)";
+}
+
 class MultiShardTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -121,8 +130,9 @@ TEST_F(MultiShardTest, OrderByMapsToMergedColumnsAndShardsSortByPosition) {
   auto p = plan("SELECT id, name AS n FROM users ORDER BY n DESC, lower(name) NULLS FIRST, 1");
   ASSERT_TRUE(p && p->merge);
   const MergePlan& m = *p->merge;
-  EXPECT_EQ(p->statements[0].sql,
-            "SELECT id, name AS n, lower(name) FROM users ORDER BY 2 DESC, 3 NULLS FIRST, 1");
+  EXPECT_EQ(p->statements[0].sql, "SELECT id, name AS n, lower(name), " + probe("name") + ", " +
+                                      probe("lower(name)") + ", " + probe("id") +
+                                      " FROM users ORDER BY 2 DESC, 3 NULLS FIRST, 1");
   ASSERT_EQ(m.sort.size(), 3u);
   EXPECT_EQ(m.sort[0].column, 1u);
   EXPECT_TRUE(m.sort[0].descending);
@@ -132,6 +142,11 @@ TEST_F(MultiShardTest, OrderByMapsToMergedColumnsAndShardsSortByPosition) {
   EXPECT_TRUE(m.sort[1].nulls_first);
   EXPECT_EQ(m.sort[2].column, 0u);
   EXPECT_FALSE(m.sort[2].nulls_first);
+  ASSERT_EQ(m.collations.size(), 3u);  // each key's collation, from the probes after the keys
+  EXPECT_EQ(m.collations[0].column, 1u);
+  EXPECT_EQ(m.collations[0].probe, 3u);
+  EXPECT_EQ(m.collations[2].column, 0u);
+  EXPECT_EQ(m.collations[2].probe, 5u);
   EXPECT_EQ(m.visible_columns, (std::vector<uint32_t>{0, 1}));
   EXPECT_FALSE(m.aggregate);
   EXPECT_FALSE(m.explain.empty());
@@ -140,20 +155,26 @@ TEST_F(MultiShardTest, OrderByMapsToMergedColumnsAndShardsSortByPosition) {
 TEST_F(MultiShardTest, SelectStarPutsHiddenSortColumnsFirst) {
   auto p = plan("SELECT * FROM pgbench_accounts ORDER BY aid DESC, 3 LIMIT 100");
   ASSERT_TRUE(p && p->merge);
-  EXPECT_EQ(p->statements[0].sql,
-            "SELECT aid, * FROM pgbench_accounts ORDER BY 1 DESC, 4 LIMIT 100");
-  EXPECT_EQ(p->merge->leading_hidden, 1u);
+  EXPECT_EQ(p->statements[0].sql, "SELECT aid, " + probe("aid") +
+                                      ", * FROM pgbench_accounts ORDER BY 1 DESC, 5 LIMIT 100");
+  EXPECT_EQ(p->merge->leading_hidden, 2u);
   EXPECT_EQ(p->merge->shard_columns, 0u);  // unknown with SELECT *
   EXPECT_TRUE(p->merge->visible_columns.empty());
   ASSERT_EQ(p->merge->sort.size(), 2u);
   EXPECT_EQ(p->merge->sort[0].column, 0u);
-  EXPECT_EQ(p->merge->sort[1].column, 3u);  // the client's third column, after the hidden one
+  EXPECT_EQ(p->merge->sort[1].column, 4u);  // the client's third column, after the hidden ones
+  // A position in *: no expression to probe, so text there is refused when the rows come.
+  EXPECT_FALSE(p->merge->sort[0].collation_unknown);
+  EXPECT_TRUE(p->merge->sort[1].collation_unknown);
+  ASSERT_EQ(p->merge->collations.size(), 1u);
+  EXPECT_EQ(p->merge->collations[0].column, 0u);
+  EXPECT_EQ(p->merge->collations[0].probe, 1u);
 }
 
 TEST_F(MultiShardTest, LimitAndOffsetArePushedDownAsTheirSum) {
   auto p = plan("SELECT id FROM users ORDER BY id LIMIT 10 OFFSET 5");
   ASSERT_TRUE(p && p->merge);
-  EXPECT_EQ(p->statements[0].sql, "SELECT id FROM users ORDER BY 1 LIMIT 15");
+  EXPECT_EQ(p->statements[0].sql, "SELECT id, " + probe("id") + " FROM users ORDER BY 1 LIMIT 15");
   ASSERT_TRUE(p->merge->limit && p->merge->offset);
   EXPECT_EQ(p->merge->limit->kind, ValueRef::Kind::kConstant);
   EXPECT_EQ(p->merge->limit->text, "10");
@@ -168,9 +189,9 @@ TEST_F(MultiShardTest, LimitAndOffsetArePushedDownAsTheirSum) {
 TEST_F(MultiShardTest, CachedTemplatesPlanWithTheCurrentLiterals) {
   // The second text hits the first one's template: the plan must use its own literals.
   EXPECT_EQ(shardSql("SELECT id FROM users WHERE name = 'a' ORDER BY id LIMIT 3"),
-            "SELECT id FROM users WHERE name = 'a' ORDER BY 1 LIMIT 3");
+            "SELECT id, " + probe("id") + " FROM users WHERE name = 'a' ORDER BY 1 LIMIT 3");
   EXPECT_EQ(shardSql("SELECT id FROM users WHERE name = 'b' ORDER BY id LIMIT 7"),
-            "SELECT id FROM users WHERE name = 'b' ORDER BY 1 LIMIT 7");
+            "SELECT id, " + probe("id") + " FROM users WHERE name = 'b' ORDER BY 1 LIMIT 7");
   EXPECT_EQ(shardSql("SELECT * FROM users WHERE name = 'c'"),
             "SELECT * FROM users WHERE name = 'c'");
   EXPECT_EQ(shardSql("SELECT * FROM users WHERE name = 'd'"),
@@ -189,18 +210,19 @@ TEST_F(MultiShardTest, ParametersStayParametersAndLimitsAreEvaluated) {
   ASSERT_TRUE(r.ok()) << r.error().message;
   ASSERT_EQ(r->kind, RouteDecision::Kind::kMultiShard);
   EXPECT_EQ(r->multi->statements[0].sql,
-            "SELECT id FROM users WHERE name = $1 ORDER BY 1 LIMIT 30");
+            "SELECT id, " + probe("id") + " FROM users WHERE name = $1 ORDER BY 1 LIMIT 30");
   EXPECT_EQ(r->multi->merge->limit->text, "10");
   EXPECT_EQ(r->multi->merge->offset->text, "20");
   // Binary int8 LIMIT.
   const std::string seven("\0\0\0\0\0\0\0\7", 8);
   Result<RouteDecision> b = bound("SELECT id FROM users ORDER BY id LIMIT $1", {seven}, {20}, {1});
   ASSERT_TRUE(b.ok());
-  EXPECT_EQ(b->multi->statements[0].sql, "SELECT id FROM users ORDER BY 1 LIMIT 7");
+  EXPECT_EQ(b->multi->statements[0].sql,
+            "SELECT id, " + probe("id") + " FROM users ORDER BY 1 LIMIT 7");
   // LIMIT NULL is no limit.
   Result<RouteDecision> n = bound("SELECT id FROM users ORDER BY id LIMIT $1", {std::nullopt});
   ASSERT_TRUE(n.ok());
-  EXPECT_EQ(n->multi->statements[0].sql, "SELECT id FROM users ORDER BY 1");
+  EXPECT_EQ(n->multi->statements[0].sql, "SELECT id, " + probe("id") + " FROM users ORDER BY 1");
   EXPECT_FALSE(n->multi->merge->limit);
 }
 
@@ -237,7 +259,8 @@ TEST_F(MultiShardTest, ReadPlansAreCachedPerTextShardsAndPlanValues) {
   auto other = plan("SELECT id FROM users ORDER BY id LIMIT 6");
   ASSERT_TRUE(other);
   EXPECT_NE(other.get(), first.get());
-  EXPECT_EQ(other->statements[0].sql, "SELECT id FROM users ORDER BY 1 LIMIT 6");
+  EXPECT_EQ(other->statements[0].sql,
+            "SELECT id, " + probe("id") + " FROM users ORDER BY 1 LIMIT 6");
   // Bind values the plan does not read share a plan; a LIMIT parameter's value does not.
   Result<RouteDecision> a = bound("SELECT id FROM users WHERE name = $1 ORDER BY id", {"x"});
   Result<RouteDecision> b = bound("SELECT id FROM users WHERE name = $1 ORDER BY id", {"y"});
@@ -246,8 +269,10 @@ TEST_F(MultiShardTest, ReadPlansAreCachedPerTextShardsAndPlanValues) {
   Result<RouteDecision> l3 = bound("SELECT id FROM users ORDER BY id LIMIT $1", {"3"});
   Result<RouteDecision> l4 = bound("SELECT id FROM users ORDER BY id LIMIT $1", {"4"});
   ASSERT_TRUE(l3.ok() && l4.ok());
-  EXPECT_EQ(l3->multi->statements[0].sql, "SELECT id FROM users ORDER BY 1 LIMIT 3");
-  EXPECT_EQ(l4->multi->statements[0].sql, "SELECT id FROM users ORDER BY 1 LIMIT 4");
+  EXPECT_EQ(l3->multi->statements[0].sql,
+            "SELECT id, " + probe("id") + " FROM users ORDER BY 1 LIMIT 3");
+  EXPECT_EQ(l4->multi->statements[0].sql,
+            "SELECT id, " + probe("id") + " FROM users ORDER BY 1 LIMIT 4");
   // Keys choosing other shards: other plans.
   Result<RouteDecision> k1 =
       bound("SELECT id FROM users WHERE id IN ($1, $2) ORDER BY id", {"1", "4"});
@@ -317,7 +342,8 @@ TEST_F(MultiShardTest, RewrittenColumnsKeepTheClientsNames) {
             "SELECT user_id AS count FROM orders GROUP BY user_id");
   // Unchanged aggregates need no alias.
   EXPECT_EQ(shardSql("SELECT min(amount), max(amount) FROM orders"),
-            "SELECT min(amount), max(amount) FROM orders");
+            "SELECT min(amount), max(amount), " + groupProbe("min(amount)") + ", " +
+                groupProbe("max(amount)") + " FROM orders");
 }
 
 TEST_F(MultiShardTest, VarianceUsesCountSumAndSumOfSquares) {
@@ -342,9 +368,9 @@ TEST_F(MultiShardTest, GroupByHavingAndOrderByOverMergedColumns) {
   // selected, HAVING's count(*), ORDER BY's max(amount). No HAVING, ORDER BY or LIMIT on the
   // shards.
   EXPECT_EQ(p->statements[0].sql, "SELECT status, sum(amount) AS avg, count(amount), " +
-                                      realSum("amount") +
-                                      ", user_id, count(*), max(amount) "
-                                      "FROM orders GROUP BY status, user_id");
+                                      realSum("amount") + ", user_id, count(*), max(amount), " +
+                                      groupProbe("max(amount)") + ", " + groupProbe("status") +
+                                      " FROM orders GROUP BY status, user_id");
   const MergePlan& m = *p->merge;
   EXPECT_EQ(m.group_columns, (std::vector<uint32_t>{0, 4}));
   ASSERT_EQ(m.aggregates.size(), 3u);

@@ -50,7 +50,8 @@ CREATE TABLE typed (
   id bigint PRIMARY KEY, grp int,
   c_int2 int2, c_int4 int4, c_int8 int8, c_float4 float4, c_float8 float8, c_numeric numeric,
   c_bool boolean, c_date date, c_time time, c_timestamp timestamp, c_timestamptz timestamptz,
-  c_interval interval, c_uuid uuid, c_bytea bytea, c_text text);
+  c_interval interval, c_uuid uuid, c_bytea bytea, c_text text,
+  c_text_c text COLLATE "C", c_text_en text COLLATE "en_US");
 """
 
 # Column order of each table (as in SCHEMA_SQL), for COPY.
@@ -60,7 +61,8 @@ TABLES = {
     "orders": ["id", "user_id", "amount", "qty", "status", "created_at", "discount"],
     "events": ["id", "user_id", "kind", "value", "at", "tag"],
     "typed": ["id", "grp", "c_int2", "c_int4", "c_int8", "c_float4", "c_float8", "c_numeric", "c_bool",
-              "c_date", "c_time", "c_timestamp", "c_timestamptz", "c_interval", "c_uuid", "c_bytea", "c_text"],
+              "c_date", "c_time", "c_timestamp", "c_timestamptz", "c_interval", "c_uuid", "c_bytea", "c_text",
+              "c_text_c", "c_text_en"],
 }
 
 # typed's value columns and their SQL types (the generated queries walk over these).
@@ -343,4 +345,8 @@ def _typed_rows(rng: random.Random) -> list[list[str | None]]:
         out.append(row)
     # One row NULL in everything but the key (and no group).
     out[-1] = [out[-1][0]] + [None] * (len(TYPED_COLUMNS) + 1)
+    # c_text again under the collations "C" and "en_US" (not the database's: the merge must learn
+    # them from the shards).
+    for row in out:
+        row.extend([row[-1], row[-1]])
     return out

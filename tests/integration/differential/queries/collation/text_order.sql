@@ -41,3 +41,54 @@ SELECT id, status FROM orders ORDER BY status, id LIMIT 300;
 SELECT id, name, nick FROM users ORDER BY nick DESC, name, id LIMIT 150;
 -- @ordered
 SELECT id, kind, tag FROM events ORDER BY kind NULLS FIRST, tag DESC NULLS LAST, id LIMIT 250;
+
+-- Columns and expressions in a collation that is not the database's (typed.c_text_c is COLLATE
+-- "C", c_text_en COLLATE "en_US", both holding c_text's values): the merge orders them as the
+-- shards did, in the collation each shard query's probe names.
+-- @ordered
+-- @must-answer
+SELECT id, c_text_c FROM typed ORDER BY c_text_c, id;
+-- @ordered
+-- @must-answer
+SELECT id, c_text_en FROM typed ORDER BY c_text_en DESC, id LIMIT 300;
+-- @ordered
+SELECT c_text_c, c_text_en, id FROM typed ORDER BY 2 NULLS FIRST, 1, 3;
+-- @ordered
+SELECT id, lower(c_text_c) AS l FROM typed ORDER BY l, id LIMIT 500;
+-- @ordered
+SELECT id, c_text_c || '~' AS s FROM typed ORDER BY s DESC, id LIMIT 400;
+-- @ordered
+SELECT * FROM typed ORDER BY c_text_c, id LIMIT 200;
+-- @ordered
+SELECT DISTINCT c_text_c FROM typed ORDER BY c_text_c;
+-- @must-answer
+SELECT min(c_text_c), max(c_text_c), min(c_text_en), max(c_text_en) FROM typed;
+-- @ordered
+SELECT grp, min(c_text_c), max(c_text_en), max(c_text) FROM typed GROUP BY grp ORDER BY grp;
+-- @ordered
+SELECT c_text_c, count(*) FROM typed GROUP BY c_text_c ORDER BY c_text_c DESC LIMIT 300;
+-- @ordered
+SELECT grp, max(c_text_c) FROM typed GROUP BY grp HAVING max(c_text_c) > 'Z' ORDER BY grp;
+-- @ordered
+SELECT grp, string_agg(c_text_c, '|' ORDER BY c_text_c, id) FROM typed GROUP BY grp ORDER BY grp;
+-- @ordered
+SELECT grp, array_agg(DISTINCT c_text_en ORDER BY c_text_en) FROM typed GROUP BY grp ORDER BY grp;
+-- @ordered
+SELECT grp, min(DISTINCT c_text_c) FROM typed GROUP BY grp ORDER BY grp;
+-- Explicit COLLATE.
+-- @ordered
+SELECT id, c_text FROM typed ORDER BY c_text COLLATE "C", id;
+-- @ordered
+SELECT id, c_text_c FROM typed ORDER BY c_text_c COLLATE "en_US" DESC, id LIMIT 250;
+-- @ordered
+SELECT id, c_text COLLATE "POSIX" AS t FROM typed ORDER BY t NULLS FIRST, id;
+-- @must-answer
+SELECT max(c_text COLLATE "C"), min(c_text_c COLLATE "default") FROM typed;
+-- @ordered
+SELECT grp, string_agg(c_text, '|' ORDER BY c_text COLLATE "C", id) FROM typed GROUP BY grp ORDER BY grp;
+-- A position in SELECT * names a column shardgate cannot probe; an ICU collation it cannot
+-- order in.
+-- @must-refuse
+SELECT * FROM typed ORDER BY 18, id;
+-- @must-refuse
+SELECT id, c_text FROM typed ORDER BY c_text COLLATE "en-x-icu", id;
