@@ -936,8 +936,12 @@ class ReadPlanner {
       }
     }
     // SELECT *: the probes go first too, after the hidden sort columns.
+    std::vector<bool> probed(keys.size(), false);
     uint32_t probes = 0;
-    for (const Node* e : expressions) probes += star_ && e != nullptr ? 1 : 0;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      probed[i] = star_ && expressions[i] != nullptr && !isUncollatedShardKey(*expressions[i]);
+      probes += probed[i] ? 1 : 0;
+    }
     const uint32_t lead = star_ ? static_cast<uint32_t>(hidden.size()) + probes : 0;
     next_hidden = 0;
     for (auto& [sb, column] : keys) {
@@ -963,7 +967,7 @@ class ReadPlanner {
     if (star_) {
       columns_ = hidden;
       for (size_t i = 0; i < keys.size(); ++i) {
-        if (expressions[i] == nullptr) continue;
+        if (!probed[i]) continue;
         merge_.collations.push_back(
             {merge_.sort[i].column, static_cast<uint32_t>(columns_.size())});
         columns_.push_back({collationProbe(*expressions[i], true), {}});
@@ -1106,8 +1110,53 @@ class ReadPlanner {
     for (const MergeCollation& c : merge_.collations) {
       if (c.column == column) return;
     }
+    if (isUncollatedShardKey(columns_[column].val)) return;
     const Node probe = collationProbe(columns_[column].val, !aggregated_);
     merge_.collations.push_back({column, addHidden(probe)});
+  }
+
+  // Whether `e` is the sharding key column of a FROM table whose key type (from the config) has
+  // no collation: the common ORDER BY id needs no probe.
+  bool isUncollatedShardKey(const Node& e) const {
+    if (!e.has_column_ref() || in_.db == nullptr) return false;
+    const auto& fields = e.column_ref().fields();
+    if (fields.empty() || fields.size() > 2) return false;
+    const std::optional<std::string_view> column = parser::stringValue(fields[fields.size() - 1]);
+    const std::optional<std::string_view> qualifier =
+        fields.size() == 2 ? parser::stringValue(fields[0]) : std::nullopt;
+    if (!column || (fields.size() == 2 && !qualifier)) return false;
+    bool found = false;
+    for (const Node& item : s_.from_clause()) {
+      found = found || fromItemHasUncollatedKey(item, qualifier, *column, 0);
+    }
+    return found;
+  }
+
+  bool fromItemHasUncollatedKey(const Node& item, std::optional<std::string_view> qualifier,
+                                std::string_view column, int depth) const {
+    if (depth > kMaxWalkDepth) return false;
+    if (item.has_join_expr()) {
+      const pg_query::JoinExpr& j = item.join_expr();
+      // A join alias hides the tables' names; USING merges columns: neither is followed.
+      if (j.has_alias() || j.using_clause_size() > 0) return false;
+      return fromItemHasUncollatedKey(j.larg(), qualifier, column, depth + 1) ||
+             fromItemHasUncollatedKey(j.rarg(), qualifier, column, depth + 1);
+    }
+    if (!item.has_range_var()) return false;
+    const pg_query::RangeVar& rv = item.range_var();
+    if (rv.has_alias() && rv.alias().colnames_size() > 0) return false;  // renamed columns
+    const std::string& visible = rv.has_alias() ? rv.alias().aliasname() : rv.relname();
+    if (qualifier && *qualifier != visible) return false;
+    if (rv.schemaname().empty() && s_.has_with_clause()) {
+      for (const Node& cte : s_.with_clause().ctes()) {
+        if (cte.has_common_table_expr() && cte.common_table_expr().ctename() == rv.relname()) {
+          return false;
+        }
+      }
+    }
+    const conf::ShardedTable* t = in_.db->findShardedTable(rv.schemaname(), rv.relname());
+    return t != nullptr && t->column == column &&
+           (conf::isIntegerKey(t->key_type) || t->key_type == conf::KeyType::kUuid);
   }
 
   // Probes for every column the aggregated merge orders text by: sort keys, min and max, the

@@ -131,7 +131,7 @@ TEST_F(MultiShardTest, OrderByMapsToMergedColumnsAndShardsSortByPosition) {
   ASSERT_TRUE(p && p->merge);
   const MergePlan& m = *p->merge;
   EXPECT_EQ(p->statements[0].sql, "SELECT id, name AS n, lower(name), " + probe("name") + ", " +
-                                      probe("lower(name)") + ", " + probe("id") +
+                                      probe("lower(name)") +
                                       " FROM users ORDER BY 2 DESC, 3 NULLS FIRST, 1");
   ASSERT_EQ(m.sort.size(), 3u);
   EXPECT_EQ(m.sort[0].column, 1u);
@@ -142,11 +142,13 @@ TEST_F(MultiShardTest, OrderByMapsToMergedColumnsAndShardsSortByPosition) {
   EXPECT_TRUE(m.sort[1].nulls_first);
   EXPECT_EQ(m.sort[2].column, 0u);
   EXPECT_FALSE(m.sort[2].nulls_first);
-  ASSERT_EQ(m.collations.size(), 3u);  // each key's collation, from the probes after the keys
+  // Each key's collation, from the probes after the keys; users.id is the (bigint) sharding key,
+  // which has none.
+  ASSERT_EQ(m.collations.size(), 2u);
   EXPECT_EQ(m.collations[0].column, 1u);
   EXPECT_EQ(m.collations[0].probe, 3u);
-  EXPECT_EQ(m.collations[2].column, 0u);
-  EXPECT_EQ(m.collations[2].probe, 5u);
+  EXPECT_EQ(m.collations[1].column, 2u);
+  EXPECT_EQ(m.collations[1].probe, 4u);
   EXPECT_EQ(m.visible_columns, (std::vector<uint32_t>{0, 1}));
   EXPECT_FALSE(m.aggregate);
   EXPECT_FALSE(m.explain.empty());
@@ -155,26 +157,33 @@ TEST_F(MultiShardTest, OrderByMapsToMergedColumnsAndShardsSortByPosition) {
 TEST_F(MultiShardTest, SelectStarPutsHiddenSortColumnsFirst) {
   auto p = plan("SELECT * FROM pgbench_accounts ORDER BY aid DESC, 3 LIMIT 100");
   ASSERT_TRUE(p && p->merge);
-  EXPECT_EQ(p->statements[0].sql, "SELECT aid, " + probe("aid") +
-                                      ", * FROM pgbench_accounts ORDER BY 1 DESC, 5 LIMIT 100");
-  EXPECT_EQ(p->merge->leading_hidden, 2u);
+  EXPECT_EQ(p->statements[0].sql,
+            "SELECT aid, * FROM pgbench_accounts ORDER BY 1 DESC, 4 LIMIT 100");
+  EXPECT_EQ(p->merge->leading_hidden, 1u);
   EXPECT_EQ(p->merge->shard_columns, 0u);  // unknown with SELECT *
   EXPECT_TRUE(p->merge->visible_columns.empty());
   ASSERT_EQ(p->merge->sort.size(), 2u);
   EXPECT_EQ(p->merge->sort[0].column, 0u);
-  EXPECT_EQ(p->merge->sort[1].column, 4u);  // the client's third column, after the hidden ones
+  EXPECT_EQ(p->merge->sort[1].column, 3u);  // the client's third column, after the hidden one
   // A position in *: no expression to probe, so text there is refused when the rows come.
   EXPECT_FALSE(p->merge->sort[0].collation_unknown);
   EXPECT_TRUE(p->merge->sort[1].collation_unknown);
-  ASSERT_EQ(p->merge->collations.size(), 1u);
-  EXPECT_EQ(p->merge->collations[0].column, 0u);
-  EXPECT_EQ(p->merge->collations[0].probe, 1u);
+  EXPECT_TRUE(p->merge->collations.empty());  // aid: an integer sharding key
+  // A text key's probe goes first as well.
+  auto named = plan("SELECT * FROM users u ORDER BY u.name, 2");
+  ASSERT_TRUE(named && named->merge);
+  EXPECT_EQ(named->statements[0].sql,
+            "SELECT u.name, " + probe("u.name") + ", * FROM users u ORDER BY 1, 4");
+  EXPECT_EQ(named->merge->leading_hidden, 2u);
+  ASSERT_EQ(named->merge->collations.size(), 1u);
+  EXPECT_EQ(named->merge->collations[0].column, 0u);
+  EXPECT_EQ(named->merge->collations[0].probe, 1u);
 }
 
 TEST_F(MultiShardTest, LimitAndOffsetArePushedDownAsTheirSum) {
   auto p = plan("SELECT id FROM users ORDER BY id LIMIT 10 OFFSET 5");
   ASSERT_TRUE(p && p->merge);
-  EXPECT_EQ(p->statements[0].sql, "SELECT id, " + probe("id") + " FROM users ORDER BY 1 LIMIT 15");
+  EXPECT_EQ(p->statements[0].sql, "SELECT id FROM users ORDER BY 1 LIMIT 15");
   ASSERT_TRUE(p->merge->limit && p->merge->offset);
   EXPECT_EQ(p->merge->limit->kind, ValueRef::Kind::kConstant);
   EXPECT_EQ(p->merge->limit->text, "10");
@@ -189,9 +198,9 @@ TEST_F(MultiShardTest, LimitAndOffsetArePushedDownAsTheirSum) {
 TEST_F(MultiShardTest, CachedTemplatesPlanWithTheCurrentLiterals) {
   // The second text hits the first one's template: the plan must use its own literals.
   EXPECT_EQ(shardSql("SELECT id FROM users WHERE name = 'a' ORDER BY id LIMIT 3"),
-            "SELECT id, " + probe("id") + " FROM users WHERE name = 'a' ORDER BY 1 LIMIT 3");
+            "SELECT id FROM users WHERE name = 'a' ORDER BY 1 LIMIT 3");
   EXPECT_EQ(shardSql("SELECT id FROM users WHERE name = 'b' ORDER BY id LIMIT 7"),
-            "SELECT id, " + probe("id") + " FROM users WHERE name = 'b' ORDER BY 1 LIMIT 7");
+            "SELECT id FROM users WHERE name = 'b' ORDER BY 1 LIMIT 7");
   EXPECT_EQ(shardSql("SELECT * FROM users WHERE name = 'c'"),
             "SELECT * FROM users WHERE name = 'c'");
   EXPECT_EQ(shardSql("SELECT * FROM users WHERE name = 'd'"),
@@ -210,19 +219,18 @@ TEST_F(MultiShardTest, ParametersStayParametersAndLimitsAreEvaluated) {
   ASSERT_TRUE(r.ok()) << r.error().message;
   ASSERT_EQ(r->kind, RouteDecision::Kind::kMultiShard);
   EXPECT_EQ(r->multi->statements[0].sql,
-            "SELECT id, " + probe("id") + " FROM users WHERE name = $1 ORDER BY 1 LIMIT 30");
+            "SELECT id FROM users WHERE name = $1 ORDER BY 1 LIMIT 30");
   EXPECT_EQ(r->multi->merge->limit->text, "10");
   EXPECT_EQ(r->multi->merge->offset->text, "20");
   // Binary int8 LIMIT.
   const std::string seven("\0\0\0\0\0\0\0\7", 8);
   Result<RouteDecision> b = bound("SELECT id FROM users ORDER BY id LIMIT $1", {seven}, {20}, {1});
   ASSERT_TRUE(b.ok());
-  EXPECT_EQ(b->multi->statements[0].sql,
-            "SELECT id, " + probe("id") + " FROM users ORDER BY 1 LIMIT 7");
+  EXPECT_EQ(b->multi->statements[0].sql, "SELECT id FROM users ORDER BY 1 LIMIT 7");
   // LIMIT NULL is no limit.
   Result<RouteDecision> n = bound("SELECT id FROM users ORDER BY id LIMIT $1", {std::nullopt});
   ASSERT_TRUE(n.ok());
-  EXPECT_EQ(n->multi->statements[0].sql, "SELECT id, " + probe("id") + " FROM users ORDER BY 1");
+  EXPECT_EQ(n->multi->statements[0].sql, "SELECT id FROM users ORDER BY 1");
   EXPECT_FALSE(n->multi->merge->limit);
 }
 
@@ -259,8 +267,7 @@ TEST_F(MultiShardTest, ReadPlansAreCachedPerTextShardsAndPlanValues) {
   auto other = plan("SELECT id FROM users ORDER BY id LIMIT 6");
   ASSERT_TRUE(other);
   EXPECT_NE(other.get(), first.get());
-  EXPECT_EQ(other->statements[0].sql,
-            "SELECT id, " + probe("id") + " FROM users ORDER BY 1 LIMIT 6");
+  EXPECT_EQ(other->statements[0].sql, "SELECT id FROM users ORDER BY 1 LIMIT 6");
   // Bind values the plan does not read share a plan; a LIMIT parameter's value does not.
   Result<RouteDecision> a = bound("SELECT id FROM users WHERE name = $1 ORDER BY id", {"x"});
   Result<RouteDecision> b = bound("SELECT id FROM users WHERE name = $1 ORDER BY id", {"y"});
@@ -269,10 +276,8 @@ TEST_F(MultiShardTest, ReadPlansAreCachedPerTextShardsAndPlanValues) {
   Result<RouteDecision> l3 = bound("SELECT id FROM users ORDER BY id LIMIT $1", {"3"});
   Result<RouteDecision> l4 = bound("SELECT id FROM users ORDER BY id LIMIT $1", {"4"});
   ASSERT_TRUE(l3.ok() && l4.ok());
-  EXPECT_EQ(l3->multi->statements[0].sql,
-            "SELECT id, " + probe("id") + " FROM users ORDER BY 1 LIMIT 3");
-  EXPECT_EQ(l4->multi->statements[0].sql,
-            "SELECT id, " + probe("id") + " FROM users ORDER BY 1 LIMIT 4");
+  EXPECT_EQ(l3->multi->statements[0].sql, "SELECT id FROM users ORDER BY 1 LIMIT 3");
+  EXPECT_EQ(l4->multi->statements[0].sql, "SELECT id FROM users ORDER BY 1 LIMIT 4");
   // Keys choosing other shards: other plans.
   Result<RouteDecision> k1 =
       bound("SELECT id FROM users WHERE id IN ($1, $2) ORDER BY id", {"1", "4"});
