@@ -595,8 +595,7 @@ bool isParseError(const Error& error) {
 planner::SessionRouteContext ClientSession::routeContext() const {
   worker_.lookups().setSession(*database_, searchPathStatement(settings_.unreported()));
   planner::SessionRouteContext ctx;
-  ctx.read_preference =
-      read_preference_override_.value_or(conf::Config::readPreference(*database_, *user_));
+  ctx.read_preference = readPreference();
   ctx.in_transaction = transaction_status_ != 'I';
   ctx.transaction_wrote = txn_wrote_;
   ctx.transaction_read_only = txn_read_only_;
@@ -706,21 +705,39 @@ void ClientSession::refuseStatement(const Error& error, bool extended_protocol) 
   answer(std::move(reply));
 }
 
-// SET / SHOW / RESET shardgate.read_preference, answered here.
+conf::ReadPreference ClientSession::readPreference() const {
+  if (read_preference_local_) return *read_preference_local_;
+  return read_preference_override_.value_or(conf::Config::readPreference(*database_, *user_));
+}
+
+// SET / SHOW / RESET shardgate.read_preference, answered here. SET LOCAL lasts until the
+// transaction ends; a SET or RESET in a transaction supersedes it (as in Postgres) and is kept
+// even if the transaction rolls back (unlike Postgres: see README).
 void ClientSession::answerShardgateSetting(const planner::RouteDecision& decision) {
   std::string reply;
   switch (decision.setting_action) {
     case planner::SettingAction::kSet:
-      read_preference_override_ = conf::parseReadPreference(decision.setting_value);
+      if (decision.setting_local) {
+        if (transaction_status_ == 'I') {
+          Error warning = Error::make("25P01", "SET LOCAL can only be used in transaction blocks");
+          warning.severity = "WARNING";
+          wire::writeNotice(reply, warning);
+        } else {
+          read_preference_local_ = conf::parseReadPreference(decision.setting_value);
+        }
+      } else {
+        read_preference_override_ = conf::parseReadPreference(decision.setting_value);
+        read_preference_local_.reset();
+      }
       wire::CommandComplete{"SET"}.encode(reply);
       break;
     case planner::SettingAction::kReset:
       read_preference_override_.reset();
+      read_preference_local_.reset();
       wire::CommandComplete{"RESET"}.encode(reply);
       break;
     default: {
-      auto preference =
-          read_preference_override_.value_or(conf::Config::readPreference(*database_, *user_));
+      const conf::ReadPreference preference = readPreference();
       wire::RowDescription description;
       wire::FieldDescription field;
       field.name = decision.setting_name;
@@ -906,6 +923,7 @@ void ClientSession::forgetTransaction() {
 
 // What routing knew of the open transaction: the shard it is bound to, how it began, ...
 void ClientSession::forgetTransactionRoute() {
+  read_preference_local_.reset();
   txn_bound_ = false;
   txn_wrote_ = false;
   txn_read_only_ = false;
@@ -1356,7 +1374,10 @@ void ClientSession::noteRoutedStatement() {
   }
   if (d.writes) txn_wrote_ = true;
   if (d.begins_read_only_transaction) txn_read_only_ = true;
-  if (d.resets_session) read_preference_override_.reset();
+  if (d.resets_session) {
+    read_preference_override_.reset();
+    read_preference_local_.reset();
+  }
   if (d.ends_transaction) {
     transaction_status_ = 'I';
     forgetTransactionRoute();
@@ -2485,7 +2506,10 @@ ClientSession::SpreadOutcome ClientSession::spreadSetting(const planner::RouteDe
   changes_in_transaction_.insert(changes_in_transaction_.end(),
                                  std::make_move_iterator(effects.changes.begin()),
                                  std::make_move_iterator(effects.changes.end()));
-  if (decision.resets_session) read_preference_override_.reset();
+  if (decision.resets_session) {
+    read_preference_override_.reset();
+    read_preference_local_.reset();
+  }
   wire::CommandComplete{decision.setting_tag}.encode(reply);
   answerStatementHere(std::move(reply), extended);
   return SpreadOutcome::kAnswered;

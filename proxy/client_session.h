@@ -403,6 +403,9 @@ class ClientSession final : public TcpConnection,
   // Routing state.
   std::optional<Target> current_target_;
   std::optional<conf::ReadPreference> read_preference_override_;  // SET shardgate.read_preference
+  // SET LOCAL shardgate.read_preference: until the transaction ends (forgetTransactionRoute).
+  std::optional<conf::ReadPreference> read_preference_local_;
+  conf::ReadPreference readPreference() const;
   // What the statement just routed tells about the transaction once it ran (noteRoutedStatement):
   // the few facts of its RouteDecision that matter, not a copy of the whole decision.
   struct PendingRoute {

@@ -604,6 +604,40 @@ def test_read_preference_set_show_reset(r):
         assert other.execute("SELECT pg_is_in_recovery() FROM users WHERE id = %s", (ks[1],)).fetchall() == [(False,)]
 
 
+def test_read_preference_set_local_lasts_for_its_transaction(r):
+    k = r.keys_on(1, 1)[0]
+    seed_users(r, [(k, "local")])
+    wait_on_replica(r, 1, "SELECT 1 FROM users WHERE id = %s", (k,))
+    recovery = "SELECT pg_is_in_recovery() FROM users WHERE id = %s"
+    with sg_simple(r) as conn:
+        notices = []
+        conn.add_notice_handler(lambda d: notices.append((d.sqlstate, d.message_primary)))
+        # Outside a transaction block: a warning, as Postgres gives, and no effect.
+        conn.execute("SET LOCAL shardgate.read_preference = replica")
+        assert notices == [("25P01", "SET LOCAL can only be used in transaction blocks")]
+        assert conn.execute("SHOW shardgate.read_preference").fetchall() == [("primary",)]
+        for end in ("COMMIT", "ROLLBACK"):
+            conn.execute("BEGIN READ ONLY")
+            conn.execute("SET LOCAL shardgate.read_preference = replica")
+            assert conn.execute("SHOW shardgate.read_preference").fetchall() == [("replica",)]
+            assert conn.execute(recovery, (k,)).fetchall() == [(True,)], end
+            conn.execute(end)
+            assert conn.execute("SHOW shardgate.read_preference").fetchall() == [("primary",)], end
+            assert conn.execute(recovery, (k,)).fetchall() == [(False,)], f"after {end}"
+        # A session-level SET in the transaction supersedes SET LOCAL and stays.
+        conn.execute("BEGIN READ ONLY")
+        conn.execute("SET LOCAL shardgate.read_preference = prefer_replica")
+        conn.execute("SET shardgate.read_preference = replica")
+        conn.execute("COMMIT")
+        assert conn.execute("SHOW shardgate.read_preference").fetchall() == [("replica",)]
+        # A SET LOCAL over a session value goes back to it.
+        conn.execute("BEGIN READ ONLY")
+        conn.execute("SET LOCAL shardgate.read_preference = 'primary'")
+        assert conn.execute(recovery, (k,)).fetchall() == [(False,)]
+        conn.execute("COMMIT")
+        assert conn.execute(recovery, (k,)).fetchall() == [(True,)]
+
+
 def test_replica_reads_in_extended_protocol(r):
     k = r.keys_on(1, 1)[0]
     seed_users(r, [(k, "ext")])
