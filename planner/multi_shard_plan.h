@@ -94,8 +94,10 @@ struct MergeSortKey {
   bool collation_unknown = false;
 };
 
-// Text the merge orders (sort keys, min/max, ordered aggregates, HAVING comparisons) in
-// merged column `column` is ordered in the collation that shard column `probe` names:
+// Text the merge orders (sort keys, min/max, ordered aggregates, HAVING comparisons) or matches
+// (GROUP BY, DISTINCT: byte for byte, right for deterministic collations; shardgate refuses the
+// collations it does not know, among them ICU's nondeterministic ones) in merged column `column`
+// is ordered in the collation that shard column `probe` names:
 //   pg_collation_for(CASE WHEN false THEN concat(<the column's expression>) END)
 // is the expression's collation name ("default", "C", ...), the same on every row, and costs the
 // shards nothing per row (Postgres folds the CASE into a typed NULL that keeps the collation;

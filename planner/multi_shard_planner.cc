@@ -978,6 +978,11 @@ class ReadPlanner {
       for (const pg_query::ResTarget* rt : originals_) columns_.push_back({rt->val(), rt->name()});
       for (ShardColumn& h : hidden) columns_.push_back(std::move(h));
       for (const MergeSortKey& k : merge_.sort) addCollationProbe(k.column);
+      // DISTINCT compares the rows of several shards: under a collation shardgate does not know
+      // (a nondeterministic ICU one calls 'a' and 'A' equal) it must refuse.
+      if (s_.distinct_clause_size() > 0) {
+        for (uint32_t c = 0; c < n; ++c) addCollationProbe(c);
+      }
       if (columns_.size() > n) {
         for (uint32_t i = 0; i < n; ++i) merge_.visible_columns.push_back(i);
       }
@@ -1159,9 +1164,9 @@ class ReadPlanner {
            (conf::isIntegerKey(t->key_type) || t->key_type == conf::KeyType::kUuid);
   }
 
-  // Probes for every column the aggregated merge orders text by: sort keys, min and max, the
-  // keys of ordered and DISTINCT aggregates, HAVING comparisons. Counts, sums, averages and the
-  // like have no collation to probe.
+  // Probes for every column the aggregated merge orders or groups text by: sort keys, min and
+  // max, the keys of ordered and DISTINCT aggregates, HAVING comparisons, group keys. Counts,
+  // sums, averages and the like have no collation to probe.
   void addAggregatedCollationProbes() {
     std::vector<uint32_t> ordered;
     std::vector<bool> uncollated(columns_.size(), false);
@@ -1196,6 +1201,9 @@ class ReadPlanner {
       if (!uncollated[k.column]) ordered.push_back(k.column);
     }
     if (merge_.having) comparedColumns(*merge_.having, uncollated, ordered);
+    // Groups (and DISTINCT rows) of several shards are matched byte for byte: right for every
+    // deterministic collation; the probe makes shardgate refuse one it does not know.
+    for (uint32_t c : merge_.group_columns) ordered.push_back(c);
     for (uint32_t c : ordered) addCollationProbe(c);
   }
 

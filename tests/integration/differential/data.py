@@ -37,6 +37,7 @@ INT8_MIN, INT8_MAX = -(2**63), 2**63 - 1
 AGG_DELIMITER = "|"
 
 SCHEMA_SQL = """
+CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
 CREATE TABLE countries (code text PRIMARY KEY, name text NOT NULL, region text, population bigint);
 CREATE TABLE users (
   id bigint PRIMARY KEY, name text, country text, age int, score numeric(10, 2), active boolean,

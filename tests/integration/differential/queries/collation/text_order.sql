@@ -92,3 +92,9 @@ SELECT grp, string_agg(c_text, '|' ORDER BY c_text COLLATE "C", id) FROM typed G
 SELECT * FROM typed ORDER BY 18, id;
 -- @must-refuse
 SELECT id, c_text FROM typed ORDER BY c_text COLLATE "en-x-icu", id;
+-- A nondeterministic collation calls 'a' and 'A' equal: groups and DISTINCT rows of several
+-- shards cannot be matched byte for byte.
+-- @must-refuse
+SELECT c_text COLLATE ci AS t, count(*) FROM typed GROUP BY 1;
+-- @must-refuse
+SELECT DISTINCT c_text COLLATE ci FROM typed;
