@@ -372,7 +372,7 @@ Result<ValueKey> decodeText(const ColumnType& type, std::string_view s) {
       return bytesKey(std::string(trimmed), true);
     }
     case pg_type::kName:
-      return bytesKey(std::string(s), false);
+      return bytesKey(std::string(s), true);
     case pg_type::kChar: {
       // charout prints bytes with the high bit set as "\ooo".
       if (s.size() == 4 && s[0] == '\\') {
@@ -478,6 +478,7 @@ Result<ValueKey> decodeBinary(const ColumnType& type, std::string_view b) {
       return bytesKey(std::string(trimmed), true);
     }
     case pg_type::kName:
+      return bytesKey(std::string(b), true);
     case pg_type::kChar:
     case pg_type::kBytea:
       return bytesKey(std::string(b), false);
@@ -534,8 +535,8 @@ ValueClass classifyType(int32_t oid) {
     case pg_type::kText:
     case pg_type::kVarchar:
     case pg_type::kBpchar:
+    case pg_type::kName:  // "C" by default, but collatable: text::name keeps text's collation
       return ValueClass::kCollatedText;
-    case pg_type::kName:
     case pg_type::kChar:
     case pg_type::kBytea:
     case pg_type::kUuid:

@@ -45,8 +45,9 @@ enum class ValueClass : uint8_t {
   kFloat,    // float4, float8: NaN above everything, -0 = 0
   kNumeric,
   kBool,
-  kCollatedText,  // text, varchar, bpchar (trailing blanks ignored): the database collation
-  kBytewise,      // name (collation "C"), "char", bytea, uuid: byte order
+  kCollatedText,  // text, varchar, bpchar (trailing blanks ignored), name: in the value's
+                  // collation (see ColumnCollations)
+  kBytewise,      // "char", bytea, uuid: byte order
   kDate,
   kTime,
   kTimeTz,     // by UTC time, then by zone

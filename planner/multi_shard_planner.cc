@@ -939,7 +939,7 @@ class ReadPlanner {
     std::vector<bool> probed(keys.size(), false);
     uint32_t probes = 0;
     for (size_t i = 0; i < keys.size(); ++i) {
-      probed[i] = star_ && expressions[i] != nullptr && !isUncollatedShardKey(*expressions[i]);
+      probed[i] = star_ && expressions[i] != nullptr && needsCollationProbe(*expressions[i]);
       probes += probed[i] ? 1 : 0;
     }
     const uint32_t lead = star_ ? static_cast<uint32_t>(hidden.size()) + probes : 0;
@@ -1115,13 +1115,20 @@ class ReadPlanner {
     for (const MergeCollation& c : merge_.collations) {
       if (c.column == column) return;
     }
-    if (isUncollatedShardKey(columns_[column].val)) return;
+    if (!needsCollationProbe(columns_[column].val)) return;
     const Node probe = collationProbe(columns_[column].val, !aggregated_);
     merge_.collations.push_back({column, addHidden(probe)});
   }
 
+  // A constant or parameter is the same on every row (nothing to order; and concat($1) would
+  // leave Postgres no type for an untyped $1). The sharding key of an integer or uuid key type
+  // has no collation: the common ORDER BY id needs no probe.
+  bool needsCollationProbe(const Node& e) const {
+    return !isRowIndependent(e) && !isUncollatedShardKey(e);
+  }
+
   // Whether `e` is the sharding key column of a FROM table whose key type (from the config) has
-  // no collation: the common ORDER BY id needs no probe.
+  // no collation.
   bool isUncollatedShardKey(const Node& e) const {
     if (!e.has_column_ref() || in_.db == nullptr) return false;
     const auto& fields = e.column_ref().fields();

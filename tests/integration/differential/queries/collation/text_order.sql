@@ -98,3 +98,12 @@ SELECT id, c_text FROM typed ORDER BY c_text COLLATE "en-x-icu", id;
 SELECT c_text COLLATE ci AS t, count(*) FROM typed GROUP BY 1;
 -- @must-refuse
 SELECT DISTINCT c_text COLLATE ci FROM typed;
+-- name is collatable: a name column is "C", text::name keeps the text's collation.
+-- @ordered
+SELECT id, c_text::name AS n FROM typed ORDER BY n, id LIMIT 300;
+-- @ordered
+SELECT c_text::name AS n, count(*) FROM typed GROUP BY 1 ORDER BY 1 DESC LIMIT 200;
+-- @ordered
+SELECT id, c_text_c::name AS n FROM typed ORDER BY n DESC, id LIMIT 300;
+-- @must-answer
+SELECT min(c_text::name), max(c_text::name) FROM typed;

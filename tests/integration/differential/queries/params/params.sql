@@ -90,3 +90,12 @@ SELECT id, row_number() OVER (ORDER BY id) FROM users WHERE age > $1;
 -- @error
 -- @params [0]
 SELECT sum(qty / $1) FROM orders;
+-- An untyped parameter in the select list, sorted or grouped (the merge's collation probes must
+-- leave its type to Postgres).
+-- @ordered
+-- @must-answer
+-- @params ["hello"]
+SELECT $1 AS x, id FROM users ORDER BY x, id LIMIT 3;
+-- @ordered
+-- @params ["hello"]
+SELECT $1 AS x, count(*) FROM users GROUP BY 1 ORDER BY 1;
