@@ -313,7 +313,7 @@ Result<AggregateSpec> resolve(const planner::MergeAggregate& agg,
           f != "stddev_samp" && f != "stddev_pop") {
         return unsupported("aggregate " + f + " is not supported across shards");
       }
-      for (size_t i = 1; i < 3; ++i) {
+      for (size_t i = 1; i < spec.input_types.size(); ++i) {
         const ValueClass c = spec.input_types[i].value_class();
         if (c == ValueClass::kFloat) {
           return unsupported(
@@ -322,7 +322,7 @@ Result<AggregateSpec> resolve(const planner::MergeAggregate& agg,
               "shardgate cannot reproduce digit for digit from partial sums; cast the argument to "
               "numeric, or filter on the sharding key.");
         }
-        if (c != ValueClass::kInteger && c != ValueClass::kNumeric) {
+        if (i < 3 && c != ValueClass::kInteger && c != ValueClass::kNumeric) {
           return planMismatch(f + " partial sums are not numeric");
         }
       }

@@ -56,6 +56,8 @@ struct MergeAggregate {
     kVariance,   // inputs: [count, sum, sum of squares] (sum and sum of squares as numeric);
                  //                               `function` says which: variance, var_samp,
                  //                               var_pop, stddev, stddev_samp, stddev_pop
+                 //  optional 4th input: a NULL of the argument's type (its column type tells
+                 //  it: over real and double precision the merge refuses)
     kDistinct,   // inputs: [value]: the shards return each group's distinct values (the value is
                  //                  a grouping column of the shard query); shardgate applies
                  //                  `function` (count, sum, avg, min, max, ...) over the distinct

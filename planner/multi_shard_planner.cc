@@ -1356,6 +1356,14 @@ class ReadPlanner {
       Node squares = withFunctionName(call, "sum");
       squares.mutable_func_call()->mutable_args(0)->CopyFrom(binaryOp("*", x, x));
       a.inputs.push_back(addHidden(squares));
+      // The argument's type, from max() of a NULL of it (an aggregate: allowed beside the others
+      // without GROUP BY): over floats Postgres's result is double precision from its own
+      // algorithm, which the exact sums cannot reproduce (shardgate refuses it).
+      Node type_probe;
+      type_probe.mutable_func_call()->add_funcname()->mutable_string()->set_sval("max");
+      type_probe.mutable_func_call()->add_args()->CopyFrom(neverEvaluated(f.args(0)));
+      type_probe.mutable_func_call()->set_funcformat(pg_query::COERCE_EXPLICIT_CALL);
+      a.inputs.push_back(addHidden(type_probe));
     } else if (listing && f.agg_order_size() > 0) {
       if (f.args_size() != (fn == "string_agg" ? 2 : 1)) {
         return notSupported(fn + "() across shards");

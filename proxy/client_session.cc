@@ -1144,9 +1144,14 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         target =
             server_ && current_target_ ? *current_target_ : Target{database_->default_shard, -1};
       } else if (!decision.ok()) {
+        if (awaitOwedReplies()) return used;
         used += frame.size;
         refuseStatement(decision.error(), /*extended_protocol=*/false);
         continue;
+      } else if ((decision->kind == planner::RouteDecision::Kind::kExplainRoute ||
+                  decision->kind == planner::RouteDecision::Kind::kShardgateSetting) &&
+                 awaitOwedReplies()) {
+        return used;
       } else if (decision->kind == planner::RouteDecision::Kind::kNeedsLookup &&
                  awaitLookups(*decision)) {
         return used;
@@ -2298,6 +2303,8 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     return SpreadOutcome::kAnswered;
   }
   if (decision.transaction == Action::kCommit || decision.transaction == Action::kRollback) {
+    // Whether it ends here, and how, depends on the status the owed replies tell.
+    if (awaitOwedReplies()) return SpreadOutcome::kWait;
     const bool ends_implicit = batch_spread_;  // Postgres warns: no transaction in progress
     if (ends_implicit && server_ != nullptr && transaction_status_ != 'E' && !spread_end_error_) {
       // The batch's implicit transaction (made explicit by shardgate) ends here on every shard,
@@ -2703,6 +2710,22 @@ RouteKind multiShardRouteKind(const planner::MultiShardPlan& plan) {
   return RouteKind::kFanOut;
 }
 }  // namespace
+
+// A statement shardgate answers itself (a refusal, a shardgate.* setting, EXPLAIN (ROUTE)) or a
+// transaction it ends itself tells the transaction status, which replies the held server still
+// owes may change (a pipelined BEGIN, or a failure, before it): it waits for them, then comes
+// again. True when it waits.
+bool ClientSession::awaitOwedReplies() {
+  if (server_ == nullptr || !server_->owesReplies()) return false;
+  if (batch_open_) {  // the server keeps the batch's replies until a Flush or Sync
+    std::string flush;
+    wire::Flush{}.encode(flush);
+    server_->forward(flush);
+  }
+  awaiting_caught_up_ = true;
+  server_->notifyWhenCaughtUp();
+  return true;
+}
 
 bool ClientSession::readyForMultiShard() {
   if (waiting_for_server_ || syncing_server_) return false;

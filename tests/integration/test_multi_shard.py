@@ -261,6 +261,27 @@ def test_client_leaving_a_transaction_spanning_shards_commits_nothing(ms):
     assert _scores(ms, [k0, k1]) == {k0: k0 % 97, k1: k1 % 97}
 
 
+def test_refusal_pipelined_behind_a_transaction_fails_it(ms):
+    """Statements sent in one write: the refusal comes while BEGIN's and the SELECT's replies are
+    still owed, and must fail the transaction they opened (not answer 'I' and let it commit, nor
+    hang at the COMMIT)."""
+    k0 = _key_on(ms, 0)
+    before = _scores(ms, [k0])
+    for opening in (["BEGIN"], ["BEGIN", f"SELECT 1 FROM users WHERE id = {k0}"]):
+        stmts = opening + ["SELECT id, row_number() OVER () FROM users",
+                           f"UPDATE users SET score = -7 WHERE id = {k0}", "COMMIT"]
+        w = wire_connect(ms.shardgate.port)
+        w.send(b"".join(pgwire.query(s) for s in stmts))
+        replies = [w.recv_until(b"Z", timeout=20) for _ in stmts]
+        statuses = [r[-1].payload for r in replies]
+        assert statuses == [b"T"] * len(opening) + [b"E", b"E", b"I"], (stmts, statuses)
+        errors = [pgwire.parse_error(m).code for r in replies for m in r if m.type == b"E"]
+        assert errors == ["0A000", "25P02"], stmts
+        assert pgwire.parse_command_complete(replies[-1][0]) == "ROLLBACK"
+        w.close()
+    assert _scores(ms, [k0]) == before
+
+
 def _raw_query(port: int, sql: str) -> pgwire.PgWire:
     """A logged-in wire-protocol client that sends `sql` and reads nothing more."""
     w = wire_connect(port)

@@ -340,9 +340,10 @@ TEST_F(MultiShardTest, RewrittenColumnsKeepTheClientsNames) {
             "SELECT sum(amount) AS avg, count(amount), " + realSum("amount") + " FROM orders");
   EXPECT_EQ(shardSql("SELECT avg(amount) AS \"Mean\" FROM orders"),
             "SELECT sum(amount) AS \"Mean\", count(amount), " + realSum("amount") + " FROM orders");
-  EXPECT_EQ(shardSql("SELECT pg_catalog.stddev_samp(amount) FROM orders"),
-            "SELECT count(amount) AS stddev_samp, sum(amount::numeric), "
-            "sum(amount::numeric * amount::numeric) FROM orders");
+  EXPECT_EQ(
+      shardSql("SELECT pg_catalog.stddev_samp(amount) FROM orders"),
+      "SELECT count(amount) AS stddev_samp, sum(amount::numeric), "
+      "sum(amount::numeric * amount::numeric), max(CASE WHEN false THEN amount END) FROM orders");
   EXPECT_EQ(shardSql("SELECT count(DISTINCT user_id) FROM orders"),
             "SELECT user_id AS count FROM orders GROUP BY user_id");
   // Unchanged aggregates need no alias.
@@ -357,11 +358,11 @@ TEST_F(MultiShardTest, VarianceUsesCountSumAndSumOfSquares) {
   EXPECT_EQ(p->statements[0].sql,
             "SELECT count(amount) FILTER (WHERE amount > 0) AS variance, sum(amount::numeric) "
             "FILTER (WHERE amount > 0), sum(amount::numeric * amount::numeric) FILTER (WHERE "
-            "amount > 0) FROM orders");
+            "amount > 0), max(CASE WHEN false THEN amount END) FROM orders");
   ASSERT_EQ(p->merge->aggregates.size(), 1u);
   EXPECT_EQ(p->merge->aggregates[0].kind, MergeAggregate::Kind::kVariance);
   EXPECT_EQ(p->merge->aggregates[0].function, "variance");
-  EXPECT_EQ(p->merge->aggregates[0].inputs, (std::vector<uint32_t>{0, 1, 2}));
+  EXPECT_EQ(p->merge->aggregates[0].inputs, (std::vector<uint32_t>{0, 1, 2, 3}));
 }
 
 TEST_F(MultiShardTest, GroupByHavingAndOrderByOverMergedColumns) {
