@@ -288,7 +288,8 @@ class Analyzer {
       bool is_array = false;
       const std::optional<KeyType> type = keyTypeOfTypeName(tc.type_name(), is_array);
       if (v->kind == ValueRef::Kind::kNull) return v;
-      if (!type) return unknownValue();
+      // varchar(2) 'abc' is 'ab': a length shardgate does not apply is a value it does not know.
+      if (!type || tc.type_name().typmods_size() > 0) return unknownValue();
       v->cast = true;
       v->cast_type = *type;
       v->is_array = is_array;
@@ -414,7 +415,11 @@ class Analyzer {
       const Node& tcn = *col;
       bool is_array = false;
       cast = keyTypeOfTypeName(tcn.type_cast().type_name(), is_array);
-      if (!cast || is_array || !tcn.type_cast().has_arg()) return std::nullopt;
+      // key::varchar(2) = 'ab' holds for keys other than 'ab'.
+      if (!cast || is_array || !tcn.type_cast().has_arg() ||
+          tcn.type_cast().type_name().typmods_size() > 0) {
+        return std::nullopt;
+      }
       col = &tcn.type_cast().arg();
     }
     if (!col->has_column_ref()) return std::nullopt;
