@@ -2002,9 +2002,51 @@ Result<std::shared_ptr<const MultiShardPlan>> planMultiShardRead(const MultiShar
   return ReadPlanner(in, in.statement->select_stmt()).plan();
 }
 
+// What in `statement` each server would compute for itself (random values, clocks, sequences,
+// transaction ids, physical row addresses): a description, or nullopt.
+std::optional<std::string> perServerValue(const Node& statement) {
+  static const std::unordered_set<std::string> kFunctions = {
+      "random", "random_normal", "setseed", "gen_random_uuid", "gen_random_bytes",
+      "uuid_generate_v1", "uuid_generate_v1mc", "uuid_generate_v4", "clock_timestamp",
+      "statement_timestamp", "transaction_timestamp", "now", "timeofday", "nextval", "setval",
+      "currval", "lastval", "txid_current", "txid_current_if_assigned", "pg_current_xact_id",
+      "pg_current_xact_id_if_assigned", "pg_backend_pid", "inet_server_addr", "inet_server_port",
+      "pg_postmaster_start_time", "pg_conf_load_time", "pg_current_wal_lsn"};
+  static const std::unordered_set<std::string> kSystemColumns = {"ctid", "xmin", "xmax", "cmin",
+                                                                 "cmax"};
+  std::optional<std::string> found;
+  walkTree(statement, [&](const Node& n) {
+    if (found) return false;
+    if (n.has_func_call() && kFunctions.contains(functionName(n.func_call()))) {
+      found = functionName(n.func_call()) + "()";
+    } else if (n.has_sqlvalue_function()) {
+      const auto op = n.sqlvalue_function().op();
+      if (op != pg_query::SVFOP_CURRENT_ROLE && op != pg_query::SVFOP_CURRENT_USER &&
+          op != pg_query::SVFOP_USER && op != pg_query::SVFOP_SESSION_USER &&
+          op != pg_query::SVFOP_CURRENT_CATALOG && op != pg_query::SVFOP_CURRENT_SCHEMA) {
+        found = "the current date or time";
+      }
+    } else if (n.has_column_ref()) {
+      const std::optional<std::string_view> last = parser::lastName(n.column_ref().fields());
+      if (last && kSystemColumns.contains(lower(*last))) found = "system column " + lower(*last);
+    }
+    return !found;
+  });
+  return found;
+}
+
 Result<std::shared_ptr<const MultiShardPlan>> planSameStatement(const MultiShardInput& in,
                                                                 MultiShardPlan::Kind kind,
                                                                 bool replicated) {
+  if (replicated && in.statement != nullptr) {
+    // Every copy of a reference table must end up the same: each shard would compute its own.
+    if (std::optional<std::string> value = perServerValue(*in.statement)) {
+      return notSupported(
+          "writing to a reference table with " + *value + " is not supported",
+          "Each shard holds a copy and would compute its own value, so the copies would differ.",
+          "Compute the value first and write it as a literal or parameter.");
+    }
+  }
   auto plan = std::make_shared<MultiShardPlan>();
   plan->kind = kind;
   plan->replicated = replicated;
