@@ -93,8 +93,11 @@ std::string unquoteCsv(std::string_view raw, char quote, char escape) {
 
 }  // namespace
 
-CopySplitter::CopySplitter(planner::CopySplit split)
-    : split_(std::move(split)), buffers_(split_.shard_count), header_pending_(split_.header) {}
+CopySplitter::CopySplitter(planner::CopySplit split, bool client_utf8)
+    : split_(std::move(split)),
+      client_utf8_(client_utf8),
+      buffers_(split_.shard_count),
+      header_pending_(split_.header) {}
 
 size_t CopySplitter::scanRow(std::string_view data, size_t row, std::string* key, bool* key_found,
                              bool* key_quoted) const {
@@ -180,6 +183,10 @@ Status CopySplitter::routeRow(std::string_view row, const std::string& key, bool
                        "shardgate needs the sharding key of every row to pick its shard");
   }
   const std::string value = csv ? unquoteCsv(key, split_.quote, split_.escape) : unescapeText(key);
+  if (Status s = planner::requireKeyInServerEncoding(split_.table.key_type, value, client_utf8_);
+      !s.ok()) {
+    return s;
+  }
   auto parsed = planner::parseKeyText(split_.table.key_type, value);
   if (!parsed.ok()) return parsed.error();
   auto shard = planner::shardForKey(split_.table, split_.shard_count, *parsed);

@@ -14,7 +14,8 @@ namespace shardgate::executor {
 
 class CopySplitter {
  public:
-  explicit CopySplitter(planner::CopySplit split);
+  // `client_utf8`: the client sends text in UTF-8 (see planner::requireKeyInServerEncoding).
+  CopySplitter(planner::CopySplit split, bool client_utf8 = true);
 
   // The client's CopyData bytes (rows may span calls). Whole rows are appended to their shard's
   // buffer. Errors: 23502 for a NULL key, the key's input errors (22P02, 22003), 22023 for a key
@@ -34,6 +35,7 @@ class CopySplitter {
   Status routeRow(std::string_view row, const std::string& key, bool key_found, bool key_quoted);
 
   planner::CopySplit split_;
+  bool client_utf8_ = true;
   std::vector<std::string> buffers_;
   std::string carry_;  // an incomplete row from the previous feed
   bool header_pending_;

@@ -380,6 +380,9 @@ class StatementRouter {
           type = v.cast_type;
         }
         if (!type || !sameKeyFamily(*type, column)) return unevaluated();
+        if (Status s = requireKeyInServerEncoding(*type, *p.value, ctx_.client_utf8); !s.ok()) {
+          return std::move(s).error();
+        }
         Result<KeyValue> key =
             p.binary ? parseKeyBinary(*type, *p.value) : parseKeyText(*type, *p.value);
         if (!key.ok()) return std::move(key).error();
@@ -396,6 +399,9 @@ class StatementRouter {
           return r;
         }
         if (v.token == ValueRef::Token::kString) {
+          if (Status s = requireKeyInServerEncoding(type, text, ctx_.client_utf8); !s.ok()) {
+            return std::move(s).error();
+          }
           Result<KeyValue> key = parseKeyText(type, text);
           if (!key.ok()) return std::move(key).error();
           r.state = Resolved::State::kValue;
@@ -432,6 +438,9 @@ class StatementRouter {
         if (!t) {
           e.state = Resolved::State::kNull;
         } else {
+          if (Status s = requireKeyInServerEncoding(type, *t, ctx_.client_utf8); !s.ok()) {
+            return s;
+          }
           Result<KeyValue> key = parseKeyText(type, *t);
           if (!key.ok()) return std::move(key).error();
           e.state = Resolved::State::kValue;

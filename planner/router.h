@@ -28,6 +28,9 @@ struct SessionRouteContext {
   // The proxy can hold a connection per shard in one transaction: a statement for another shard
   // than transaction_shard joins the transaction there instead of being refused.
   bool transaction_may_span_shards = false;
+  // The client's client_encoding sends text as the shards store it (see
+  // requireKeyInServerEncoding).
+  bool client_utf8 = true;
 };
 
 // The values of an extended-protocol Bind, with the parameter types from Parse.

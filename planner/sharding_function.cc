@@ -99,6 +99,27 @@ std::vector<uint32_t> allShards(size_t shard_count) {
 
 }  // namespace
 
+Status requireKeyInServerEncoding(KeyType type, std::string_view text, bool client_utf8) {
+  if (client_utf8 || (type != KeyType::kText && type != KeyType::kVarchar)) return {};
+  const bool ascii = std::all_of(text.begin(), text.end(),
+                                 [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  if (ascii) return {};
+  return Error::make(sqlstate::kFeatureNotSupported,
+                     "a text sharding key with non-ASCII characters needs client_encoding UTF8",
+                     "Postgres converts the client's text to the database's encoding; shardgate "
+                     "hashes text keys as the shards store them, in UTF-8, and does not convert.",
+                     "SET client_encoding = 'UTF8'.");
+}
+
+bool clientEncodingIsUtf8(std::string_view client_encoding) {
+  std::string name;
+  for (char c : client_encoding) {
+    if (c == '-' || c == '_') continue;
+    name += static_cast<char>(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c);
+  }
+  return name.empty() || name == "UTF8" || name == "UNICODE" || name == "SQLASCII";
+}
+
 Result<KeyValue> parseKeyBinary(KeyType type, std::string_view bytes) {
   const auto wrongLength = [&](size_t expected) {
     return Error::make(conf::keystate::kInvalidBinaryRepresentation,

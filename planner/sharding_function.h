@@ -26,6 +26,16 @@ inline constexpr std::string_view kNoShardForKey = sqlstate::kInvalidParameterVa
 // values too); this makes it planner::parseKeyText as well.
 using conf::parseKeyText;
 
+// Text keys are hashed as the shards store them, in UTF-8. A client whose client_encoding is
+// another (LATIN1, WIN1252, ...) sends other bytes for the same non-ASCII text, which Postgres
+// converts but shardgate does not: such a key gets 0A000 (ASCII is the same in every encoding).
+// `client_utf8`: the client's encoding is UTF8 (or SQL_ASCII: no conversion either).
+Status requireKeyInServerEncoding(KeyType type, std::string_view text, bool client_utf8);
+
+// Whether a client_encoding value (as Postgres reports it: "UTF8", "LATIN1", ...) sends text as the
+// shards store it.
+bool clientEncodingIsUtf8(std::string_view client_encoding);
+
 // A key from a binary-format parameter of type `type` (the parameter's type, which may differ from
 // the column's: see shardForKey): int2/int4/int8 big-endian two's complement of exactly 2/4/8
 // bytes, uuid 16 bytes, text/varchar the bytes themselves. A wrong length is 22P03.

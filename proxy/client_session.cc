@@ -8,6 +8,7 @@
 #include "backends/cancel_request.h"
 #include "common/log.h"
 #include "common/sql_text.h"
+#include "planner/sharding_function.h"
 #include "proxy/admin_console.h"
 #include "proxy/proxy_server.h"
 #include "proxy/session_features.h"
@@ -592,10 +593,25 @@ bool isParseError(const Error& error) {
 }
 }  // namespace
 
+Error ClientSession::notUtf8Statement() const {
+  return Error::make(sqlstate::kFeatureNotSupported,
+                     "shardgate reads statements in UTF-8; this one has non-ASCII characters in "
+                     "client_encoding " +
+                         std::string(settings_.reported("client_encoding").value_or("?")),
+                     "Postgres converts the client's text to the database's encoding; shardgate "
+                     "routes by the text and does not convert it.",
+                     "SET client_encoding = 'UTF8'.");
+}
+
+bool ClientSession::clientSendsUtf8() const {
+  return planner::clientEncodingIsUtf8(settings_.reported("client_encoding").value_or("UTF8"));
+}
+
 planner::SessionRouteContext ClientSession::routeContext() const {
   worker_.lookups().setSession(*database_, searchPathStatement(settings_.unreported()));
   planner::SessionRouteContext ctx;
   ctx.read_preference = readPreference();
+  ctx.client_utf8 = clientSendsUtf8();
   ctx.in_transaction = transaction_status_ != 'I';
   ctx.transaction_wrote = txn_wrote_;
   ctx.transaction_read_only = txn_read_only_;
@@ -1139,6 +1155,12 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         continue;
       }
       auto decision = worker_.router().routeSimple(*database_, sql, routeContext());
+      if (!decision.ok() && decision.error().sqlstate == sqlstate::kCharacterNotInRepertoire &&
+          !clientSendsUtf8()) {
+        // Not UTF-8, in the client's encoding: Postgres would convert it, but shardgate cannot
+        // read it, and a server it picked blindly could be the wrong shard for it.
+        decision = notUtf8Statement();
+      }
       if (!decision.ok() && isParseError(decision.error())) {
         // Postgres words (and positions) its own syntax errors: let a server report it.
         target =
@@ -1217,7 +1239,10 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         auto analysis = worker_.router().prepare(*database_, parse->query, parse->param_types);
         used += frame.size;
         if (!analysis.ok()) {
-          refuseStatement(analysis.error(), /*extended_protocol=*/true);
+          const bool not_utf8 = analysis.error().sqlstate == sqlstate::kCharacterNotInRepertoire &&
+                                !clientSendsUtf8();
+          refuseStatement(not_utf8 ? notUtf8Statement() : analysis.error(),
+                          /*extended_protocol=*/true);
           continue;
         }
         if (transaction_status_ == 'E' && !endsTransaction((*analysis)->transaction)) {
@@ -2820,6 +2845,7 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
     request.params = bind->params;
     request.result_formats = bind->result_formats;
   }
+  request.client_utf8 = clientSendsUtf8();
   if (plan.merge) {
     const std::vector<int32_t>* types = extended ? &request.param_types : nullptr;
     if (plan.merge->limit) {

@@ -407,6 +407,8 @@ class ClientSession final : public TcpConnection,
   // SET LOCAL shardgate.read_preference: until the transaction ends (forgetTransactionRoute).
   std::optional<conf::ReadPreference> read_preference_local_;
   conf::ReadPreference readPreference() const;
+  bool clientSendsUtf8() const;  // client_encoding is UTF8 (or SQL_ASCII)
+  Error notUtf8Statement() const;
   // What the statement just routed tells about the transaction once it ran (noteRoutedStatement):
   // the few facts of its RouteDecision that matter, not a copy of the whole decision.
   struct PendingRoute {

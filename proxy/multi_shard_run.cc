@@ -320,7 +320,7 @@ void MultiShardRun::start() {
     merger_ = std::move(merger).value();
   }
   if (plan.kind == planner::MultiShardPlan::Kind::kCopyIn && plan.copy) {
-    splitter_ = std::make_unique<executor::CopySplitter>(*plan.copy);
+    splitter_ = std::make_unique<executor::CopySplitter>(*plan.copy, request_.client_utf8);
   }
   legs_.reserve(plan.statements.size());
   for (size_t i = 0; i < plan.statements.size(); ++i) {

@@ -83,6 +83,7 @@ class MultiShardRun {
     bool atomic = false;
     std::string collation = "C";
     int extra_float_digits = 1;  // the session's: how merged floats are printed
+    bool client_utf8 = true;     // COPY rows' keys: see planner::requireKeyInServerEncoding
   };
 
   MultiShardRun(MultiShardHost& host, Request request);

@@ -1588,6 +1588,29 @@ def test_list_routing(r, protocol):
     assert placed == want, "region: shards holding it"
 
 
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_text_key_from_a_client_not_in_utf8(r, protocol):
+    """The shards store text in UTF-8; a LATIN1 client sends other bytes for 'é', which Postgres
+    converts and shardgate does not: a non-ASCII key is refused rather than routed by its LATIN1
+    bytes. ASCII keys are the same bytes in every encoding."""
+    with (sg_simple(r) if protocol == "simple" else sg(r)) as conn:
+        conn.execute("SET client_encoding = 'LATIN1'")
+        conn.execute("INSERT INTO tenants (name, region) VALUES (%s, %s)", ("t-ascii", "uk"))
+        for sql, args in (("INSERT INTO tenants (name, region) VALUES (%s, %s)", ("t-e", "r\u00e9")),
+                          ("SELECT name FROM tenants WHERE region = %s", ("r\u00e9",))):
+            e = expect_error(conn, sql, sqlstate="0A000", params=args)
+            assert "UTF8" in error_text(e) and "client_encoding" in error_text(e)
+        with pytest.raises(psycopg.Error) as copy_error:
+            with conn.cursor().copy("COPY tenants (name, region) FROM STDIN") as copy:
+                copy.write("t-c\tr\u00e9\n".encode("latin1"))
+        assert copy_error.value.sqlstate == "0A000", error_text(copy_error.value)
+        conn.execute("SET client_encoding = 'UTF8'")
+        conn.execute("INSERT INTO tenants (name, region) VALUES (%s, %s)", ("t-e", "r\u00e9"))
+        got = conn.execute("SELECT name FROM tenants WHERE region = %s", ("r\u00e9",)).fetchall()
+        assert got == [("t-e",)]
+        conn.execute("DELETE FROM tenants WHERE name IN ('t-e', 't-ascii')")
+
+
 # ---------------------------------------------------------------------------------------------
 # Reference and unsharded tables
 # ---------------------------------------------------------------------------------------------
