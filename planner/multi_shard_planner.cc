@@ -760,6 +760,11 @@ class ReadPlanner {
   // The original select-list item a sort or group item names: a position, an output column name
   // (when `by_name`) or the same expression. Errors: 42P10 for a position out of range.
   Result<std::optional<uint32_t>> matchTarget(const Node& e, bool by_name, const char* clause) {
+    if (e.has_a_const() && !e.a_const().has_ival() && by_name) {
+      // ORDER BY 'a', GROUP BY NULL: Postgres refuses them (shardgate's rewrite to positions
+      // would not).
+      return Error::make("42601", std::string("non-integer constant in ") + clause);
+    }
     if (e.has_a_const() && e.a_const().has_ival()) {
       const int64_t k = e.a_const().ival().ival();
       if (star_) return std::optional<uint32_t>();
@@ -778,7 +783,15 @@ class ReadPlanner {
         for (size_t i = 0; i < originals_.size(); ++i) {
           const pg_query::ResTarget& rt = *originals_[i];
           const std::string out = rt.name().empty() ? figureColumnName(rt.val()) : rt.name();
-          if (out == *name) {
+          if (out != *name) continue;
+          if (found && !sameExpression(originals_[*found]->val(), rt.val())) {
+            // Two output columns of that name, not the same expression: Postgres refuses it in
+            // ORDER BY; GROUP BY takes an input column of that name first (below).
+            if (std::string_view(clause) != "ORDER BY") return std::optional<uint32_t>();
+            return Error::make(
+                "42702", std::string(clause) + " \"" + std::string(*name) + "\" is ambiguous");
+          }
+          if (!found) {
             ++matches;
             found = static_cast<uint32_t>(i);
           }
@@ -2005,13 +2018,33 @@ Result<std::shared_ptr<const MultiShardPlan>> planMultiShardRead(const MultiShar
 // What in `statement` each server would compute for itself (random values, clocks, sequences,
 // transaction ids, physical row addresses): a description, or nullopt.
 std::optional<std::string> perServerValue(const Node& statement) {
-  static const std::unordered_set<std::string> kFunctions = {
-      "random", "random_normal", "setseed", "gen_random_uuid", "gen_random_bytes",
-      "uuid_generate_v1", "uuid_generate_v1mc", "uuid_generate_v4", "clock_timestamp",
-      "statement_timestamp", "transaction_timestamp", "now", "timeofday", "nextval", "setval",
-      "currval", "lastval", "txid_current", "txid_current_if_assigned", "pg_current_xact_id",
-      "pg_current_xact_id_if_assigned", "pg_backend_pid", "inet_server_addr", "inet_server_port",
-      "pg_postmaster_start_time", "pg_conf_load_time", "pg_current_wal_lsn"};
+  static const std::unordered_set<std::string> kFunctions = {"random",
+                                                             "random_normal",
+                                                             "setseed",
+                                                             "gen_random_uuid",
+                                                             "gen_random_bytes",
+                                                             "uuid_generate_v1",
+                                                             "uuid_generate_v1mc",
+                                                             "uuid_generate_v4",
+                                                             "clock_timestamp",
+                                                             "statement_timestamp",
+                                                             "transaction_timestamp",
+                                                             "now",
+                                                             "timeofday",
+                                                             "nextval",
+                                                             "setval",
+                                                             "currval",
+                                                             "lastval",
+                                                             "txid_current",
+                                                             "txid_current_if_assigned",
+                                                             "pg_current_xact_id",
+                                                             "pg_current_xact_id_if_assigned",
+                                                             "pg_backend_pid",
+                                                             "inet_server_addr",
+                                                             "inet_server_port",
+                                                             "pg_postmaster_start_time",
+                                                             "pg_conf_load_time",
+                                                             "pg_current_wal_lsn"};
   static const std::unordered_set<std::string> kSystemColumns = {"ctid", "xmin", "xmax", "cmin",
                                                                  "cmax"};
   std::optional<std::string> found;
