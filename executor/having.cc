@@ -1,6 +1,7 @@
 // HAVING evaluation after the merge (see having.h).
 #include "executor/having.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -16,6 +17,7 @@ struct Value {
   Kind kind = Kind::kNull;
   bool boolean = false;
   __int128 integer = 0;
+  int bytes = 8;  // kInteger: smallint 2, integer 4, bigint 8 (arithmetic overflows as they do)
   Decimal numeric;
   double real = 0;
   ColumnType type;   // kTyped: a column or typed constant of another type
@@ -38,6 +40,7 @@ Result<Value> fromKey(const ColumnType& type, ValueKey key) {
     case ValueClass::kInteger:
       v.kind = Value::Kind::kInteger;
       v.integer = key.integer;
+      v.bytes = type.oid == pg_type::kInt2 ? 2 : type.oid == pg_type::kInt4 ? 4 : 8;
       return v;
     case ValueClass::kNumeric:
       v.kind = Value::Kind::kNumeric;
@@ -95,7 +98,7 @@ Status resolveUntyped(Value& v, const Value& other) {
       oid = pg_type::kBool;
       break;
     case Value::Kind::kInteger:
-      oid = pg_type::kInt8;
+      oid = other.bytes == 2 ? pg_type::kInt2 : other.bytes == 4 ? pg_type::kInt4 : pg_type::kInt8;
       break;
     case Value::Kind::kNumeric:
       oid = pg_type::kNumeric;
@@ -183,9 +186,16 @@ Result<Value> arithmetic(const std::string& op, Value a, Value b) {
     } else {
       return cannotEvaluate("operator " + op);
     }
-    if (out.integer > std::numeric_limits<int64_t>::max() ||
-        out.integer < std::numeric_limits<int64_t>::min()) {
-      return Error::make("22003", "bigint out of range");
+    // int2 op int2 is int2, int2 op int4 int4, anything with int8 int8: each overflows at its
+    // own width, as Postgres's operators do.
+    out.bytes = std::max(a.bytes, b.bytes);
+    const int bits = out.bytes * 8;
+    const __int128 max = (static_cast<__int128>(1) << (bits - 1)) - 1;
+    if (out.integer > max || out.integer < -max - 1) {
+      return Error::make("22003", std::string(out.bytes == 2   ? "smallint"
+                                              : out.bytes == 4 ? "integer"
+                                                               : "bigint") +
+                                      " out of range");
     }
     return out;
   }

@@ -173,3 +173,11 @@ SELECT u.age / 10 AS age, count(*) FROM users u JOIN orders o ON o.user_id = u.i
 SELECT stddev(discount), variance(discount) FROM orders WHERE qty < 0;
 -- @must-refuse
 SELECT grp, var_pop(c_float4) FROM typed WHERE grp < 0 GROUP BY grp;
+
+-- HAVING arithmetic overflows at the operands' width: int4 + int4 past 2^31 fails, as in Postgres.
+-- @error
+SELECT grp, count(*) FROM typed GROUP BY grp HAVING max(c_int4) + 1 > 0;
+-- @error
+SELECT grp, count(*) FROM typed GROUP BY grp HAVING max(c_int2) * max(c_int2) > 0;
+-- @ordered
+SELECT grp, count(*) FROM typed GROUP BY grp HAVING max(c_int2)::int4 * 2 > 0 ORDER BY grp;
