@@ -188,6 +188,10 @@ struct MultiShardPlan {
   // kWrite / kDdl on a reference table: every shard does the same to its copy, so the client gets
   // one shard's result (command tag, RETURNING rows), not the sum of all.
   bool replicated = false;
+  // A multi-row INSERT ... RETURNING split by shard: for each VALUES row, in order, the index in
+  // `statements` of the statement that inserts it. Each returns its rows in its VALUES order, so
+  // the RETURNING rows are held and sent in the client's order. Empty: sent as they arrive.
+  std::vector<uint32_t> returning_statements;
 };
 
 }  // namespace shardgate::planner

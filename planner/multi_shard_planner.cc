@@ -2133,6 +2133,19 @@ Result<std::shared_ptr<const MultiShardPlan>> planInsertSplit(
     if (!sql.ok()) return std::move(sql).error();
     plan->statements.push_back({shard, std::move(sql).value(), std::move(used)});
   }
+  // RETURNING rows come back in VALUES order, as from one Postgres (clients such as ORMs pair
+  // returned ids with their rows by position). ON CONFLICT may return no row for some: then the
+  // rows cannot be paired and come as the shards send them.
+  if (ins.returning_list_size() > 0 && !ins.has_on_conflict_clause()) {
+    for (const uint32_t shard : row_shards) {
+      for (size_t i = 0; i < plan->statements.size(); ++i) {
+        if (plan->statements[i].shard == shard) {
+          plan->returning_statements.push_back(static_cast<uint32_t>(i));
+          break;
+        }
+      }
+    }
+  }
   return std::shared_ptr<const MultiShardPlan>(std::move(plan));
 }
 

@@ -415,6 +415,9 @@ void MultiShardRun::legMessage(Leg& leg, char type, std::string_view message,
           return;
         }
         merge_pending_ = true;
+      } else if (!request_.plan->returning_statements.empty()) {
+        if (returning_rows_.size() < legs_.size()) returning_rows_.resize(legs_.size());
+        returning_rows_[leg.index()].emplace_back(message);
       } else if (!request_.plan->replicated || leg.index() == 0) {
         // A write to a reference table returns the same rows from every shard: one copy.
         host_.multiShardOutput(message);
@@ -727,6 +730,23 @@ void MultiShardRun::endNextLeg(size_t index, std::string sql) {
   });
 }
 
+void MultiShardRun::sendReturningRowsInOrder(std::string& out) {
+  if (returning_rows_.empty()) return;
+  std::vector<size_t> next(returning_rows_.size(), 0);
+  for (uint32_t leg : request_.plan->returning_statements) {
+    if (leg >= returning_rows_.size() || next[leg] >= returning_rows_[leg].size()) continue;
+    out += returning_rows_[leg][next[leg]++];
+    ++rows_passed_;
+  }
+  for (size_t leg = 0; leg < returning_rows_.size(); ++leg) {  // more than rows sent: all the same
+    for (size_t i = next[leg]; i < returning_rows_[leg].size(); ++i) {
+      out += returning_rows_[leg][i];
+      ++rows_passed_;
+    }
+  }
+  returning_rows_.clear();
+}
+
 void MultiShardRun::finish() {
   finished_ = true;
   std::string out;
@@ -739,6 +759,7 @@ void MultiShardRun::finish() {
   if (error_) {
     wire::writeError(out, *error_);
   } else {
+    sendReturningRowsInOrder(out);
     if (copy_out_started_) {
       if (request_.plan->copy_out_binary) {
         wire::MessageWriter(out, wire::be::kCopyData)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -147,6 +148,10 @@ class MultiShardRun {
   uint64_t tag_rows_ = 0;
   bool tag_counts_ = false;
   uint64_t rows_passed_ = 0;
+  // plan->returning_statements: each leg's RETURNING rows (framed DataRows), held for the
+  // client's order.
+  std::vector<std::deque<std::string>> returning_rows_;
+  void sendReturningRowsInOrder(std::string& out);
   char transaction_status_ = 'I';
   // COPY FROM STDIN
   std::unique_ptr<executor::CopySplitter> splitter_;

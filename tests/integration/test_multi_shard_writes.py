@@ -510,3 +510,22 @@ def test_ddl_failing_on_one_shard_names_it(writes, diff_sharded):
     finally:
         for c in writes.shards:
             c.execute("DROP TABLE IF EXISTS ddl_items")
+
+
+def test_insert_returning_rows_come_in_values_order(writes, diff_sharded):
+    """A multi-row INSERT split by shard returns its RETURNING rows in VALUES order, as one Postgres
+    does (ORMs pair returned ids with their rows by position), in both protocols."""
+    ids = [4107, 4101, 4113, 4102, 4199, 4103, 4150, 4104]
+    values = ", ".join(f"({i}, 'ord {i}', {n})" for n, i in enumerate(ids))
+    params = ", ".join("(%s, %s, %s)" for _ in ids)
+    flat = [v for n, i in enumerate(ids) for v in (i, f"ord {i}", n)]
+    with _text_conn(diff_sharded.dsn("app")) as sg:
+        for statement in (("INSERT INTO w_users (id, name, score) VALUES " + values + " RETURNING id, score", None),
+                          ("INSERT INTO w_users (id, name, score) VALUES " + params + " RETURNING id, score", flat)):
+            sql, args = statement
+            cur = sg.cursor() if args is not None else psycopg.ClientCursor(sg)
+            with _raw_text(cur):
+                cur.execute(sql, args)
+                got = [tuple(r) for r in cur.fetchall()]
+            assert got == [(str(i), str(n)) for n, i in enumerate(ids)], sql
+            sg.execute("DELETE FROM w_users WHERE id BETWEEN 4100 AND 4199")
