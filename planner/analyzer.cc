@@ -1311,6 +1311,7 @@ class Analyzer {
 
   void analyzeTransaction(const pg_query::TransactionStmt& t) {
     out_.kind = StatementKind::kTransaction;
+    out_.chain = t.chain();
     switch (t.kind()) {
       case pg_query::TRANS_STMT_BEGIN:
       case pg_query::TRANS_STMT_START:

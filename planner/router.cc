@@ -952,6 +952,7 @@ class StatementRouter {
     RouteDecision d;
     d.writes = a_.writes;
     d.transaction = a_.transaction;
+    d.chain = a_.chain;
     d.savepoint_name = a_.savepoint_name;
     d.begins_read_only_transaction = startsReadOnlyTransaction();
     d.resets_session = a_.resets_session;

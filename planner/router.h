@@ -75,6 +75,7 @@ struct RouteDecision {
   bool writes = false;            // for transaction_wrote tracking
   bool begins_read_only_transaction = false;  // BEGIN READ ONLY / SET TRANSACTION READ ONLY seen
   TransactionAction transaction = TransactionAction::kNone;  // of the (last) statement
+  bool chain = false;            // COMMIT / ROLLBACK AND CHAIN: the next transaction begins at once
   std::string savepoint_name;    // SAVEPOINT / RELEASE / ROLLBACK TO sent as a query of its own
   bool resets_session = false;   // RESET ALL / DISCARD ALL: shardgate.* settings reset too
   bool changes_setting = false;  // SET / RESET of a server setting (it reaches one connection)

@@ -2330,6 +2330,17 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
   if (decision.transaction == Action::kCommit || decision.transaction == Action::kRollback) {
     // Whether it ends here, and how, depends on the status the owed replies tell.
     if (awaitOwedReplies()) return SpreadOutcome::kWait;
+    if (decision.chain && decision.transaction == Action::kCommit && transaction_status_ == 'T' &&
+        (!parked_.empty() || batch_spread_)) {
+      // Each shard would commit, but only the held one would begin the next transaction (with
+      // the old one's characteristics): refused before anything commits.
+      refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
+                                  "COMMIT AND CHAIN in a transaction over several shards is not "
+                                  "supported",
+                                  "", "COMMIT, then BEGIN the next transaction."),
+                      extended);
+      return SpreadOutcome::kAnswered;
+    }
     const bool ends_implicit = batch_spread_;  // Postgres warns: no transaction in progress
     if (ends_implicit && server_ != nullptr && transaction_status_ != 'E' && !spread_end_error_) {
       // The batch's implicit transaction (made explicit by shardgate) ends here on every shard,

@@ -154,6 +154,29 @@ def test_transaction_spanning_shards_commits_on_each(ms):
     assert _scores(ms, [k0, k1]) == {k0: k0 % 97, k1: k1 % 97}
 
 
+def test_commit_and_chain_over_shards_is_refused_before_anything_commits(ms):
+    """Only the held shard would begin the chained transaction: shardgate refuses it, and the
+    transaction can only roll back (nothing committed on any shard)."""
+    k0, k1 = _key_on(ms, 0, 4), _key_on(ms, 1, 4)
+    with psycopg.connect(dsn(ms), autocommit=True) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        conn.execute("UPDATE users SET score = -11 WHERE id = %s", (k0,))
+        conn.execute("UPDATE users SET score = -12 WHERE id = %s", (k1,))
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("COMMIT AND CHAIN")
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("SELECT 1")
+        assert conn.execute("ROLLBACK").statusmessage == "ROLLBACK"
+        # On one shard it chains as Postgres does.
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        conn.execute("UPDATE users SET score = -13 WHERE id = %s", (k0,))
+        conn.execute("COMMIT AND CHAIN")
+        assert conn.execute("SHOW transaction_isolation").fetchone() == ("repeatable read",)
+        conn.execute("UPDATE users SET score = id %% 97 WHERE id = %s", (k0,))
+        conn.execute("COMMIT")
+    assert _scores(ms, [k0, k1]) == {k0: k0 % 97, k1: k1 % 97}
+
+
 def test_transaction_spanning_shards_rolls_back_everywhere(ms):
     k0, k1 = _key_on(ms, 0, 2), _key_on(ms, 1, 2)
     with psycopg.connect(dsn(ms)) as conn:
