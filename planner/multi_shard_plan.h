@@ -192,6 +192,10 @@ struct MultiShardPlan {
   // `statements` of the statement that inserts it. Each returns its rows in its VALUES order, so
   // the RETURNING rows are held and sent in the client's order. Empty: sent as they arrive.
   std::vector<uint32_t> returning_statements;
+  // kDdl that Postgres runs inside a transaction block (not CREATE INDEX CONCURRENTLY, VACUUM,
+  // ...): outside the client's own transaction each shard runs it in one, and all commit only if
+  // every shard succeeded, so a failure on one shard leaves no shard changed.
+  bool transactional = false;
 };
 
 }  // namespace shardgate::planner

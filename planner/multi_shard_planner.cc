@@ -2015,6 +2015,18 @@ Result<std::shared_ptr<const MultiShardPlan>> planMultiShardRead(const MultiShar
   return ReadPlanner(in, in.statement->select_stmt()).plan();
 }
 
+// DDL that Postgres runs inside a transaction block; others (CREATE INDEX CONCURRENTLY, VACUUM,
+// REINDEX CONCURRENTLY, ...) are not listed.
+bool isTransactionalDdl(const Node& statement) {
+  if (statement.has_index_stmt()) return !statement.index_stmt().concurrent();
+  if (statement.has_drop_stmt()) return !statement.drop_stmt().concurrent();
+  return statement.has_create_stmt() || statement.has_alter_table_stmt() ||
+         statement.has_truncate_stmt() || statement.has_comment_stmt() ||
+         statement.has_rename_stmt() || statement.has_create_seq_stmt() ||
+         statement.has_alter_seq_stmt() || statement.has_grant_stmt() ||
+         statement.has_create_trig_stmt() || statement.has_rule_stmt();
+}
+
 // What in `statement` each server would compute for itself (random values, clocks, sequences,
 // transaction ids, physical row addresses): a description, or nullopt.
 std::optional<std::string> perServerValue(const Node& statement) {
@@ -2084,6 +2096,8 @@ Result<std::shared_ptr<const MultiShardPlan>> planSameStatement(const MultiShard
   plan->kind = kind;
   plan->replicated = replicated;
   plan->reason = in.reason;
+  plan->transactional = kind == MultiShardPlan::Kind::kDdl && in.statement != nullptr &&
+                        isTransactionalDdl(*in.statement);
   std::string sql;
   if (in.text.empty()) {
     if (in.statement == nullptr) return notSupported("this statement cannot run on several shards");

@@ -2839,7 +2839,7 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
   request.max_merge_bytes = worker_.config().general.max_merge_bytes;
   request.atomic = !in_transaction && plan.statements.size() > 1 &&
                    (plan.kind == planner::MultiShardPlan::Kind::kWrite ||
-                    plan.kind == planner::MultiShardPlan::Kind::kCopyIn);
+                    plan.kind == planner::MultiShardPlan::Kind::kCopyIn || plan.transactional);
   if (in_transaction) {
     request.in_transaction = true;
     request.begin_sql = transactionJoinSql();

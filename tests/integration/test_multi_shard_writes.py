@@ -505,6 +505,10 @@ def test_ddl_failing_on_one_shard_names_it(writes, diff_sharded):
                 pytest.skip(f"refused: {r.error}")
             assert r.sqlstate == "42P07", r.short()
             assert shard_name in r.error, f"the error does not name {shard_name}: {r.error}"
+            # Each shard ran it in a transaction that committed nowhere: no shard has the index.
+            for i, c in enumerate(writes.shards[:last]):
+                got = c.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'ddl_clash'").fetchone()
+                assert got[0] == 0, f"shard {i} kept the index of a CREATE INDEX that failed elsewhere"
             # The session stays usable.
             assert _run_steps(sg, ["SELECT 1"])[-1].rows == [("1",)]
     finally:
