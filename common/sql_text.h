@@ -60,6 +60,21 @@ inline bool skipSqlSpaceAndComments(std::string_view sql, size_t& i) {
   return true;
 }
 
+// Whether `text` holds `lower_needle` in any letter case (ASCII).
+inline bool containsIgnoringCase(std::string_view text, std::string_view lower_needle) {
+  if (lower_needle.size() > text.size()) return false;
+  for (size_t i = 0; i + lower_needle.size() <= text.size(); ++i) {
+    size_t k = 0;
+    while (k < lower_needle.size()) {
+      const char c = text[i + k];
+      if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != lower_needle[k]) break;
+      ++k;
+    }
+    if (k == lower_needle.size()) return true;
+  }
+  return false;
+}
+
 // Whether the statement's first word (after whitespace and comments) is `lower_keyword`, in any
 // case.
 inline bool sqlStartsWithKeyword(std::string_view sql, std::string_view lower_keyword) {

@@ -112,12 +112,16 @@ Status requireKeyInServerEncoding(KeyType type, std::string_view text, bool clie
 }
 
 bool clientEncodingIsUtf8(std::string_view client_encoding) {
-  std::string name;
+  // Postgres accepts any letter case and ignores '-' and '_' in encoding names (UTF-8, utf_8).
+  char name[9];
+  size_t n = 0;
   for (char c : client_encoding) {
     if (c == '-' || c == '_') continue;
-    name += static_cast<char>(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c);
+    if (n == sizeof(name)) return false;
+    name[n++] = static_cast<char>(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c);
   }
-  return name.empty() || name == "UTF8" || name == "UNICODE" || name == "SQLASCII";
+  const std::string_view normalized(name, n);
+  return n == 0 || normalized == "UTF8" || normalized == "UNICODE" || normalized == "SQLASCII";
 }
 
 Result<KeyValue> parseKeyBinary(KeyType type, std::string_view bytes) {

@@ -603,6 +603,24 @@ Error ClientSession::notUtf8Statement() const {
                      "SET client_encoding = 'UTF8'.");
 }
 
+// extra_float_digits as the open transaction has it: the session's, then its own SET, SET LOCAL
+// and RESET (they count once it commits, but its statements see them now).
+int ClientSession::extraFloatDigitsNow() const {
+  int value = settings_.extraFloatDigits();
+  for (const SettingChange& c : changes_in_transaction_) {
+    const bool names_it = c.kind == SettingChange::Kind::kLocal
+                              ? containsIgnoringCase(c.statement, "extra_float_digits")
+                              : c.name == "extra_float_digits";
+    if (c.kind == SettingChange::Kind::kResetAll ||
+        (names_it && c.kind == SettingChange::Kind::kReset)) {
+      value = 1;
+    } else if (names_it) {
+      value = SessionSettings::extraFloatDigitsSetBy(c.statement);
+    }
+  }
+  return value;
+}
+
 bool ClientSession::clientSendsUtf8() const {
   return planner::clientEncodingIsUtf8(settings_.reported("client_encoding").value_or("UTF8"));
 }
@@ -2872,7 +2890,7 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
     const std::string* collation = worker_.lookups().collation(database_->name);
     if (collation == nullptr) return refuse(lookupWait().takeError());  // awaitCollation failed
     request.collation = *collation;
-    request.extra_float_digits = settings_.extraFloatDigits();
+    request.extra_float_digits = extraFloatDigitsNow();
   }
   // The held server is not needed: give it back unless a session-level feature keeps it (in a
   // transaction the run takes it if its shard is among the targets; not if the transaction has

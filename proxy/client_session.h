@@ -408,6 +408,7 @@ class ClientSession final : public TcpConnection,
   std::optional<conf::ReadPreference> read_preference_local_;
   conf::ReadPreference readPreference() const;
   bool clientSendsUtf8() const;  // client_encoding is UTF8 (or SQL_ASCII)
+  int extraFloatDigitsNow() const;
   Error notUtf8Statement() const;
   // What the statement just routed tells about the transaction once it ran (noteRoutedStatement):
   // the few facts of its RouteDecision that matter, not a copy of the whole decision.

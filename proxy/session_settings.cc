@@ -176,9 +176,12 @@ std::string setConfigStatement(std::string_view name, std::string_view value) {
 int SessionSettings::extraFloatDigits() const {
   auto it = unreported_.find("extra_float_digits");
   if (it == unreported_.end()) return 1;
+  return extraFloatDigitsSetBy(it->second);
+}
+
+int SessionSettings::extraFloatDigitsSetBy(std::string_view statement) {
   // The statement ends with the value: "SET extra_float_digits TO 3", "... TO -2", or
   // "SELECT pg_catalog.set_config('extra_float_digits', '3', false)"; DEFAULT has no digits.
-  const std::string& statement = it->second;
   const size_t last = statement.find_last_of("0123456789");
   if (last == std::string::npos) return 1;
   size_t first = last;

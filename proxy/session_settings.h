@@ -56,6 +56,8 @@ class SessionSettings {
   // The session's extra_float_digits (Postgres's default, 1, unless the client set it): how a
   // float shardgate computes itself (a merged avg) is printed.
   int extraFloatDigits() const;
+  // The value a statement that sets extra_float_digits gives it (1 for DEFAULT).
+  static int extraFloatDigitsSetBy(std::string_view statement);
 
   // A client's SET/RESET was sent to `server`: until it commits, what the server has is unknown.
   static void noteSent(backends::ServerConnection& server,

@@ -177,6 +177,31 @@ def test_commit_and_chain_over_shards_is_refused_before_anything_commits(ms):
     assert _scores(ms, [k0, k1]) == {k0: k0 % 97, k1: k1 % 97}
 
 
+def test_merged_floats_follow_extra_float_digits_set_in_the_transaction(ms):
+    """shardgate prints the floats it computes (a merged avg) with the session's
+    extra_float_digits, also one the open transaction set (SET or SET LOCAL) and not yet committed."""
+    query = "SELECT avg(score::float8 / 7) FROM users"
+
+    def value(w, sql):
+        msgs = w.simple(sql)
+        assert not pgwire.errors(msgs), pgwire.errors(msgs)
+        return pgwire.data_rows(msgs)
+
+    w = wire_connect(ms.shardgate.port)
+    default = value(w, query)
+    value(w, "SET extra_float_digits = 0")
+    committed = value(w, query)
+    value(w, "RESET extra_float_digits")
+    assert committed != default, "the query's avg prints alike with 0 and 1 extra digits"
+    for setting in ("SET LOCAL extra_float_digits = 0", "SET extra_float_digits TO 0"):
+        value(w, "BEGIN")
+        value(w, setting)
+        assert value(w, query) == committed, setting
+        value(w, "ROLLBACK")
+        assert value(w, query) == default, f"after ROLLBACK of {setting}"
+    w.close()
+
+
 def test_transaction_spanning_shards_rolls_back_everywhere(ms):
     k0, k1 = _key_on(ms, 0, 2), _key_on(ms, 1, 2)
     with psycopg.connect(dsn(ms)) as conn:

@@ -424,3 +424,25 @@ TEST(ShardForKey, DemoConfig) {
 
 }  // namespace
 }  // namespace shardgate::planner
+
+namespace shardgate::planner {
+namespace {
+
+TEST(KeyEncoding, NonAsciiTextKeysNeedAUtf8Client) {
+  EXPECT_TRUE(clientEncodingIsUtf8("UTF8"));
+  EXPECT_TRUE(clientEncodingIsUtf8("utf-8"));
+  EXPECT_TRUE(clientEncodingIsUtf8("Unicode"));
+  EXPECT_TRUE(clientEncodingIsUtf8("SQL_ASCII"));
+  EXPECT_FALSE(clientEncodingIsUtf8("LATIN1"));
+  EXPECT_FALSE(clientEncodingIsUtf8("WIN1252"));
+  EXPECT_FALSE(clientEncodingIsUtf8("UTF8UTF8UTF8"));
+  EXPECT_TRUE(requireKeyInServerEncoding(KeyType::kText, "caf\xe9", true).ok());
+  EXPECT_TRUE(requireKeyInServerEncoding(KeyType::kText, "cafe", false).ok());
+  EXPECT_TRUE(requireKeyInServerEncoding(KeyType::kBigint, "12", false).ok());
+  Status latin1 = requireKeyInServerEncoding(KeyType::kVarchar, "caf\xe9", false);
+  ASSERT_FALSE(latin1.ok());
+  EXPECT_EQ(latin1.error().sqlstate, "0A000");
+}
+
+}  // namespace
+}  // namespace shardgate::planner
