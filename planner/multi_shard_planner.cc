@@ -890,6 +890,15 @@ class ReadPlanner {
     return InputColumn::kNo;
   }
 
+  // SELECT DISTINCT * ... ORDER BY a column: the column is one of *'s, so sorting by it (as a
+  // hidden column) changes no row's distinctness; Postgres allows it too.
+  bool columnOfBareStar(const Node& e) const {
+    if (!e.has_column_ref() || originals_.size() != 1) return false;
+    const Node& only = originals_[0]->val();
+    return only.has_column_ref() && only.column_ref().fields_size() == 1 &&
+           only.column_ref().fields(0).has_a_star();
+  }
+
   // The select-list item whose explicit alias a bare ORDER BY name is (with SELECT *, where
   // positions are unknown).
   const pg_query::ResTarget* aliasNamed(const Node& e) const {
@@ -923,7 +932,9 @@ class ReadPlanner {
         continue;
       }
       if (!column) {
-        if (s_.distinct_clause_size() > 0) return distinctOrderError();
+        if (s_.distinct_clause_size() > 0 && !columnOfBareStar(sb.node())) {
+          return distinctOrderError();
+        }
         if (const pg_query::ResTarget* aliased = aliasNamed(sb.node())) {
           hidden.push_back({aliased->val(), {}});  // SELECT *, f(x) AS y ... ORDER BY y
           keys.push_back({&sb, std::nullopt});

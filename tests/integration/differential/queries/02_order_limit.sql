@@ -117,3 +117,8 @@ SELECT DISTINCT user_id FROM orders ORDER BY user_id LIMIT 100 OFFSET 100;
 -- @ordered
 SELECT DISTINCT ON (country) country, id, name FROM users ORDER BY country, id;
 SELECT DISTINCT 1 AS one FROM users;
+-- SELECT DISTINCT * ordered by one of its columns.
+-- @ordered
+SELECT DISTINCT * FROM users ORDER BY id LIMIT 20;
+-- @ordered
+SELECT DISTINCT * FROM orders o ORDER BY o.id DESC LIMIT 20;
