@@ -2873,6 +2873,19 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
     request.param_formats = bind->param_formats;
     request.params = bind->params;
     request.result_formats = bind->result_formats;
+    // One format code per column: Postgres checks the count at Bind against the client's
+    // columns (not the shard query's, which has hidden ones).
+    const planner::MergePlan* merge = plan.merge.get();
+    const size_t formats = bind->result_formats.size();
+    const size_t columns = merge == nullptr                  ? 0
+                           : !merge->visible_columns.empty() ? merge->visible_columns.size()
+                                                             : merge->shard_columns;
+    if (formats > 1 && columns > 0 && formats != columns) {
+      return refuse(
+          Error::make(sqlstate::kProtocolViolation, "bind message has " + std::to_string(formats) +
+                                                        " result formats but query has " +
+                                                        std::to_string(columns) + " columns"));
+    }
   }
   request.client_utf8 = clientSendsUtf8();
   if (plan.merge) {

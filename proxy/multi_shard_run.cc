@@ -374,7 +374,7 @@ std::vector<int16_t> MultiShardRun::shardResultFormats() const {
   }
   std::vector<int16_t> formats(width, 0);  // hidden columns in text
   for (size_t i = 0; i < merge->visible_columns.size(); ++i) {
-    formats[merge->visible_columns[i]] = client.size() == 1 ? client[0] : client.at(i);
+    formats[merge->visible_columns[i]] = i < client.size() ? client[i] : client[0];
   }
   return formats;
 }

@@ -204,6 +204,26 @@ def test_merged_floats_follow_extra_float_digits_set_in_the_transaction(ms):
         w.close()
 
 
+def test_result_format_count_is_checked_against_the_clients_columns(ms):
+    """Bind's result format codes are one per client column; the shard query has hidden ones
+    (sort keys, collation probes), which must not count, and a wrong count is 08P01 at Bind."""
+    sql = "SELECT id, name, score FROM users ORDER BY name, id LIMIT 3"
+    w = wire_connect(ms.shardgate.port)
+    for formats, error in (((0, 1, 0), None), ((0, 1), "08P01"), ((0, 1, 0, 1), "08P01")):
+        w.send(pgwire.parse("", sql) + pgwire.bind("", "", result_formats=formats) + pgwire.execute("")
+               + pgwire.sync())
+        msgs = w.recv_until(b"Z", timeout=20)
+        codes = [pgwire.parse_error(m).code for m in msgs if m.type == b"E"]
+        if error is None:
+            assert not codes and len(pgwire.data_rows(msgs)) == 3, (formats, codes)
+        else:
+            assert codes == [error], (formats, codes)
+            assert "result formats but query has 3 columns" in pgwire.parse_error(
+                [m for m in msgs if m.type == b"E"][0]).message
+        assert msgs[-1].payload == b"I"
+    w.close()
+
+
 def test_transaction_spanning_shards_rolls_back_everywhere(ms):
     k0, k1 = _key_on(ms, 0, 2), _key_on(ms, 1, 2)
     with psycopg.connect(dsn(ms)) as conn:
