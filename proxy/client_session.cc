@@ -1152,7 +1152,10 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
     std::optional<Target> target;
     if (transaction_status_ == 'E' && server_ != nullptr && parked_.empty() &&
         server_->transactionStatus() == 'E') {
-      // A failed transaction: its server refuses everything but the end of it (25P02).
+      // A failed transaction: its server refuses everything but the end of it (25P02). Unless
+      // a pipelined ROLLBACK or COMMIT still owes its reply: then the transaction may be over,
+      // and the statement must be routed once the server says so.
+      if (type == wire::fe::kQuery && !batch_open_ && awaitOwedReplies()) return used;
       target = current_target_;
     } else if (type == wire::fe::kQuery) {
       std::string_view sql = frame.payload;
@@ -1189,8 +1192,12 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         refuseStatement(decision.error(), /*extended_protocol=*/false);
         continue;
       } else if ((decision->kind == planner::RouteDecision::Kind::kExplainRoute ||
-                  decision->kind == planner::RouteDecision::Kind::kShardgateSetting) &&
+                  decision->kind == planner::RouteDecision::Kind::kShardgateSetting ||
+                  (decision->kind == planner::RouteDecision::Kind::kAnyShard && !txn_bound_ &&
+                   !batch_open_)) &&
                  awaitOwedReplies()) {
+        // (A statement any shard runs, in a transaction not bound to a shard yet, is replayed
+        // where the transaction moves: whether it is in one, a pipelined BEGIN's reply tells.)
         return used;
       } else if (decision->kind == planner::RouteDecision::Kind::kNeedsLookup &&
                  awaitLookups(*decision)) {

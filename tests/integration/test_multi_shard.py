@@ -224,6 +224,41 @@ def test_result_format_count_is_checked_against_the_clients_columns(ms):
     w.close()
 
 
+def _pipelined(ms, statements: list[str]) -> list[list]:
+    """Sends the statements in one write; each one's messages up to its ReadyForQuery."""
+    w = wire_connect(ms.shardgate.port)
+    w.send(b"".join(pgwire.query(sql) for sql in statements))
+    replies = [w.recv_until(b"Z", timeout=20) for _ in statements]
+    w.close()
+    return replies
+
+
+def test_statements_pipelined_after_a_failed_transaction_are_routed(ms):
+    """After BEGIN; <error>; ROLLBACK in one write, the statements behind them are routed (they
+    went unrouted to the failed transaction's shard while its ROLLBACK's reply was owed)."""
+    k1 = _key_on(ms, 1, 5)
+    replies = _pipelined(ms, ["BEGIN", "SELECT 1/0", f"UPDATE users SET score = 0 WHERE id = {k1}",
+                              "ROLLBACK", "SELECT count(*) FROM users", f"SELECT id FROM users WHERE id = {k1}",
+                              "SHOW shardgate.read_preference"])
+    assert [r[-1].payload for r in replies] == [b"T", b"E", b"E", b"I", b"I", b"I", b"I"]
+    assert pgwire.data_rows(replies[4]) == [[str(USERS)]]
+    assert pgwire.data_rows(replies[5]) == [[str(k1)]]
+    assert pgwire.data_rows(replies[6]) == [["primary"]]
+
+
+def test_savepoint_pipelined_before_the_transaction_moves_is_kept(ms):
+    """BEGIN and SAVEPOINT run wherever; the first keyed statement moves the transaction to its
+    shard and replays them there, also when they were pipelined (their replies still owed)."""
+    k1 = _key_on(ms, 1, 6)
+    before = _scores(ms, [k1])
+    replies = _pipelined(ms, ["BEGIN", "SAVEPOINT s1", f"UPDATE users SET score = -21 WHERE id = {k1}",
+                              "RELEASE SAVEPOINT s1", f"UPDATE users SET name = name WHERE id = {k1}", "COMMIT"])
+    errors = [pgwire.parse_error(m).code for r in replies for m in r if m.type == b"E"]
+    assert errors == [] and replies[-1][-1].payload == b"I", errors
+    assert _scores(ms, [k1]) == {k1: -21}
+    _pipelined(ms, [f"UPDATE users SET score = {before[k1]} WHERE id = {k1}"])
+
+
 def test_transaction_spanning_shards_rolls_back_everywhere(ms):
     k0, k1 = _key_on(ms, 0, 2), _key_on(ms, 1, 2)
     with psycopg.connect(dsn(ms)) as conn:
