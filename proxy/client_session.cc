@@ -2861,6 +2861,7 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
   request.role = decision.role;
   multi_fallback_to_primary_ = decision.primary_fallback;
   request.send_row_description = describe;
+  request.extended = extended;
   request.max_merge_bytes = worker_.config().general.max_merge_bytes;
   request.atomic = !in_transaction && plan.statements.size() > 1 &&
                    (plan.kind == planner::MultiShardPlan::Kind::kWrite ||

@@ -403,7 +403,10 @@ void MultiShardRun::legMessage(Leg& leg, char type, std::string_view message,
       description_sent_ = true;
       return;
     case wire::be::kNoData:
-      if (!description_sent_ && request_.send_row_description) host_.multiShardOutput(message);
+      // The shards are asked in the extended protocol; a simple Query's reply has no NoData.
+      if (!description_sent_ && request_.send_row_description && request_.extended) {
+        host_.multiShardOutput(message);
+      }
       description_sent_ = true;
       return;
     case wire::be::kDataRow:

@@ -65,6 +65,7 @@ class MultiShardRun {
     std::shared_ptr<const planner::MultiShardPlan> plan;
     planner::Role role = planner::Role::kPrimary;
     bool send_row_description = true;  // simple protocol; extended: the client sent Describe
+    bool extended = false;             // the client's protocol (NoData exists only there)
     // Extended protocol: the client's Bind (parameters and formats) and parameter types. The
     // simple protocol sends no parameters and wants text.
     std::vector<int32_t> param_types;

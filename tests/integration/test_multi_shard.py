@@ -259,6 +259,12 @@ def test_savepoint_pipelined_before_the_transaction_moves_is_kept(ms):
     _pipelined(ms, [f"UPDATE users SET score = {before[k1]} WHERE id = {k1}"])
 
 
+def test_simple_query_write_over_shards_sends_no_nodata(ms):
+    """NoData belongs to the extended protocol: a simple Query's reply never has one."""
+    replies = _pipelined(ms, ["UPDATE users SET score = score WHERE score < 0"])
+    assert [m.type for m in replies[0]] == [b"C", b"Z"], [m.type for m in replies[0]]
+
+
 def test_transaction_spanning_shards_rolls_back_everywhere(ms):
     k0, k1 = _key_on(ms, 0, 2), _key_on(ms, 1, 2)
     with psycopg.connect(dsn(ms)) as conn:
