@@ -3003,7 +3003,14 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
     default:
       break;
   }
-  multi_bound_.reset();  // another statement begins: handled as usual
+  // Another message before the portal's Execute (a Parse, a Describe or Close of a statement,
+  // another Bind): handled as usual, and the portal is kept for its Execute, as Postgres keeps it.
+  if (!multi_bound_->executed && !multi_bound_->local_reply) {
+    constexpr size_t kMaxBoundPortals = 64;
+    if (bound_portals_.size() >= kMaxBoundPortals) bound_portals_.erase(bound_portals_.begin());
+    bound_portals_.push_back(std::move(multi_bound_));
+  }
+  multi_bound_.reset();
   return false;
 }
 

@@ -265,6 +265,21 @@ def test_simple_query_write_over_shards_sends_no_nodata(ms):
     assert [m.type for m in replies[0]] == [b"C", b"Z"], [m.type for m in replies[0]]
 
 
+def test_multi_shard_portal_outlives_messages_before_its_execute(ms):
+    """A Parse, a Describe of a statement or another portal's Bind between a multi-shard portal's
+    Bind and its Execute leave the portal alone, as in Postgres (it was dropped: 34000)."""
+    sql = "SELECT id FROM users ORDER BY id LIMIT 3"
+    w = wire_connect(ms.shardgate.port)
+    for between in (pgwire.parse("x", "SELECT 1"), pgwire.parse("", "SELECT 1") + pgwire.describe("S", "s"),
+                    pgwire.parse("x", "SELECT 1") + pgwire.bind("q", "x")):
+        w.send(pgwire.parse("s", sql) + pgwire.bind("p", "s") + between + pgwire.execute("p")
+               + pgwire.close("S", "s") + pgwire.close("S", "x") + pgwire.sync())
+        msgs = w.recv_until(b"Z", timeout=20)
+        assert not pgwire.errors(msgs), pgwire.errors(msgs)
+        assert pgwire.data_rows(msgs) == [["1"], ["2"], ["3"]]
+    w.close()
+
+
 def test_transaction_spanning_shards_rolls_back_everywhere(ms):
     k0, k1 = _key_on(ms, 0, 2), _key_on(ms, 1, 2)
     with psycopg.connect(dsn(ms)) as conn:
