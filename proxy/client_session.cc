@@ -2992,9 +2992,7 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
       if (!multi_bound_->executed && !multi_bound_->local_reply && transaction_status_ != 'I') {
         // Bound in a transaction block, executed in a later batch (asyncpg's cursors): the
         // portal lives until the transaction ends.
-        constexpr size_t kMaxBoundPortals = 64;
-        if (bound_portals_.size() >= kMaxBoundPortals) bound_portals_.erase(bound_portals_.begin());
-        bound_portals_.push_back(std::move(multi_bound_));
+        keepBoundPortal();
       }
       multi_bound_.reset();
       answerSync();
@@ -3005,13 +3003,16 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
   }
   // Another message before the portal's Execute (a Parse, a Describe or Close of a statement,
   // another Bind): handled as usual, and the portal is kept for its Execute, as Postgres keeps it.
-  if (!multi_bound_->executed && !multi_bound_->local_reply) {
-    constexpr size_t kMaxBoundPortals = 64;
-    if (bound_portals_.size() >= kMaxBoundPortals) bound_portals_.erase(bound_portals_.begin());
-    bound_portals_.push_back(std::move(multi_bound_));
-  }
+  if (!multi_bound_->executed && !multi_bound_->local_reply) keepBoundPortal();
   multi_bound_.reset();
   return false;
+}
+
+// Keeps multi_bound_ (not executed yet) for a later Execute, among at most 64.
+void ClientSession::keepBoundPortal() {
+  constexpr size_t kMaxBoundPortals = 64;
+  if (bound_portals_.size() >= kMaxBoundPortals) bound_portals_.erase(bound_portals_.begin());
+  bound_portals_.push_back(std::move(multi_bound_));
 }
 
 namespace {

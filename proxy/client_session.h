@@ -200,6 +200,7 @@ class ClientSession final : public TcpConnection,
   // Whether the session can start one now; false: it waits (the message stays unread).
   bool readyForMultiShard();
   bool awaitOwedReplies();
+  void keepBoundPortal();
   // Starts `decision`'s statement on its shards; `bind` is the client's Bind (extended protocol).
   void startMultiShard(const planner::RouteDecision& decision, const wire::Bind* bind,
                        bool describe);
