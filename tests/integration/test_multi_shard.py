@@ -180,7 +180,7 @@ def test_commit_and_chain_over_shards_is_refused_before_anything_commits(ms):
 def test_merged_floats_follow_extra_float_digits_set_in_the_transaction(ms):
     """shardgate prints the floats it computes (a merged avg) with the session's
     extra_float_digits, also one the open transaction set (SET or SET LOCAL) and not yet committed."""
-    query = "SELECT avg(score::float8 / 7) FROM users"
+    query = "SELECT avg(score::float8 / 7), sum(score::float8 / 7) FROM users"
 
     def value(w, sql):
         msgs = w.simple(sql)
