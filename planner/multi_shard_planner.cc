@@ -850,6 +850,17 @@ class ReadPlanner {
     return result;
   }
 
+  // Whether a FROM table name is one of the statement's CTEs (which hide tables of that name).
+  bool namesCte(const pg_query::RangeVar& rv) const {
+    if (!rv.schemaname().empty() || !s_.has_with_clause()) return false;
+    for (const Node& cte : s_.with_clause().ctes()) {
+      if (cte.has_common_table_expr() && cte.common_table_expr().ctename() == rv.relname()) {
+        return true;
+      }
+    }
+    return false;
+  }
+
   InputColumn fromItemHasColumn(const Node& item, std::string_view name, int depth) const {
     if (depth > kMaxWalkDepth) return InputColumn::kUnknown;
     if (item.has_join_expr()) {
@@ -864,13 +875,7 @@ class ReadPlanner {
     // Subqueries, functions, VALUES, CTEs: their column names are not worked out here.
     if (!item.has_range_var()) return InputColumn::kUnknown;
     const pg_query::RangeVar& rv = item.range_var();
-    if (rv.schemaname().empty() && s_.has_with_clause()) {
-      for (const Node& cte : s_.with_clause().ctes()) {
-        if (cte.has_common_table_expr() && cte.common_table_expr().ctename() == rv.relname()) {
-          return InputColumn::kUnknown;
-        }
-      }
-    }
+    if (namesCte(rv)) return InputColumn::kUnknown;
     if (in_.columns == nullptr) return InputColumn::kUnknown;
     const std::vector<std::string>* order = in_.columns->columnOrder(rv.schemaname(), rv.relname());
     if (order == nullptr) {
@@ -1183,13 +1188,7 @@ class ReadPlanner {
     if (rv.has_alias() && rv.alias().colnames_size() > 0) return false;  // renamed columns
     const std::string& visible = rv.has_alias() ? rv.alias().aliasname() : rv.relname();
     if (qualifier && *qualifier != visible) return false;
-    if (rv.schemaname().empty() && s_.has_with_clause()) {
-      for (const Node& cte : s_.with_clause().ctes()) {
-        if (cte.has_common_table_expr() && cte.common_table_expr().ctename() == rv.relname()) {
-          return false;
-        }
-      }
-    }
+    if (namesCte(rv)) return false;
     const conf::ShardedTable* t = in_.db->findShardedTable(rv.schemaname(), rv.relname());
     return t != nullptr && t->column == column &&
            (conf::isIntegerKey(t->key_type) || t->key_type == conf::KeyType::kUuid);

@@ -739,6 +739,12 @@ void ClientSession::refuseStatement(const Error& error, bool extended_protocol) 
   answer(std::move(reply));
 }
 
+// RESET shardgate.read_preference, RESET ALL, DISCARD ALL: the configured preference again.
+void ClientSession::resetReadPreference() {
+  read_preference_override_.reset();
+  read_preference_local_.reset();
+}
+
 conf::ReadPreference ClientSession::readPreference() const {
   if (read_preference_local_) return *read_preference_local_;
   return read_preference_override_.value_or(conf::Config::readPreference(*database_, *user_));
@@ -766,8 +772,7 @@ void ClientSession::answerShardgateSetting(const planner::RouteDecision& decisio
       wire::CommandComplete{"SET"}.encode(reply);
       break;
     case planner::SettingAction::kReset:
-      read_preference_override_.reset();
-      read_preference_local_.reset();
+      resetReadPreference();
       wire::CommandComplete{"RESET"}.encode(reply);
       break;
     default: {
@@ -1429,10 +1434,7 @@ void ClientSession::noteRoutedStatement() {
   }
   if (d.writes) txn_wrote_ = true;
   if (d.begins_read_only_transaction) txn_read_only_ = true;
-  if (d.resets_session) {
-    read_preference_override_.reset();
-    read_preference_local_.reset();
-  }
+  if (d.resets_session) resetReadPreference();
   if (d.ends_transaction) {
     transaction_status_ = 'I';
     forgetTransactionRoute();
@@ -2574,10 +2576,7 @@ ClientSession::SpreadOutcome ClientSession::spreadSetting(const planner::RouteDe
   changes_in_transaction_.insert(changes_in_transaction_.end(),
                                  std::make_move_iterator(effects.changes.begin()),
                                  std::make_move_iterator(effects.changes.end()));
-  if (decision.resets_session) {
-    read_preference_override_.reset();
-    read_preference_local_.reset();
-  }
+  if (decision.resets_session) resetReadPreference();
   wire::CommandComplete{decision.setting_tag}.encode(reply);
   answerStatementHere(std::move(reply), extended);
   return SpreadOutcome::kAnswered;
@@ -2795,15 +2794,7 @@ bool ClientSession::readyForMultiShard() {
     endDescribeOnlyBatch();  // Parse / Describe went to the held server: end that batch first
     return false;
   }
-  if (server_->owesReplies()) {
-    if (batch_open_) {  // the server keeps the batch's replies until a Flush or Sync
-      std::string flush;
-      wire::Flush{}.encode(flush);
-      server_->forward(flush);
-    }
-    server_->notifyWhenCaughtUp();  // the statement waits for the replies
-    return false;
-  }
+  if (awaitOwedReplies()) return false;  // the statement waits for the replies
   if (batch_open_ && !pinned_ && server_->transactionStatus() != 'E') {
     // Statements of this batch ran on the held server: they and this one become one transaction
     // over shards, whose part there the run takes on. That server's part of the batch ends here.

@@ -408,6 +408,7 @@ class ClientSession final : public TcpConnection,
   // SET LOCAL shardgate.read_preference: until the transaction ends (forgetTransactionRoute).
   std::optional<conf::ReadPreference> read_preference_local_;
   conf::ReadPreference readPreference() const;
+  void resetReadPreference();
   bool clientSendsUtf8() const;  // client_encoding is UTF8 (or SQL_ASCII)
   int extraFloatDigitsNow() const;
   Error notUtf8Statement() const;

@@ -322,6 +322,7 @@ void MultiShardRun::start() {
   if (plan.kind == planner::MultiShardPlan::Kind::kCopyIn && plan.copy) {
     splitter_ = std::make_unique<executor::CopySplitter>(*plan.copy, request_.client_utf8);
   }
+  if (!plan.returning_statements.empty()) returning_rows_.resize(plan.statements.size());
   legs_.reserve(plan.statements.size());
   for (size_t i = 0; i < plan.statements.size(); ++i) {
     legs_.push_back(std::make_shared<Leg>(*this, i, plan.statements[i]));
@@ -418,8 +419,7 @@ void MultiShardRun::legMessage(Leg& leg, char type, std::string_view message,
           return;
         }
         merge_pending_ = true;
-      } else if (!request_.plan->returning_statements.empty()) {
-        if (returning_rows_.size() < legs_.size()) returning_rows_.resize(legs_.size());
+      } else if (!returning_rows_.empty()) {
         returning_rows_[leg.index()].emplace_back(message);
       } else if (!request_.plan->replicated || leg.index() == 0) {
         // A write to a reference table returns the same rows from every shard: one copy.
