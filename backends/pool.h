@@ -121,6 +121,11 @@ class Pool {
     return waiters_.empty() ? 0 : waiters_.front()->wait_started_ms_;
   }
   bool lastLoginFailed() const { return last_login_failed_; }
+  // A client's login may be answered from serverParameters() without a connection of its own: a
+  // server has logged in, the latest attempt did not fail, and no admin command holds logins back.
+  bool answersLoginsWithoutServer() const {
+    return gate_ == nullptr && !server_parameters_.empty() && !last_login_failed_;
+  }
   // The most recent login failed, less than `window_ms` ago.
   bool loginFailedWithin(uint64_t now_ms, uint64_t window_ms) const {
     return last_login_failed_ && now_ms - last_login_failed_at_ms_ < window_ms;

@@ -25,6 +25,7 @@ inline constexpr std::string_view kInternalError = "XX000";
 inline constexpr std::string_view kConfigFileError = "F0000";
 inline constexpr std::string_view kSyntaxError = "42601";
 inline constexpr std::string_view kInvalidParameterValue = "22023";
+inline constexpr std::string_view kCantChangeRuntimeParam = "55P02";
 inline constexpr std::string_view kCharacterNotInRepertoire = "22021";
 inline constexpr std::string_view kStatementTooComplex = "54001";
 inline constexpr std::string_view kDuplicatePreparedStatement = "42P05";

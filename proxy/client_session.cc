@@ -252,7 +252,10 @@ void ClientSession::handleStartupMessage(const wire::StartupMessage& startup) {
   }
   int32_t minor = startup.protocol_version & 0xffff;
   std::vector<std::string> unrecognized;
+  // Postgres applies `options` first, then the packet's own settings (which win), whatever their
+  // order in the packet.
   SettingList startup_settings;
+  SettingList packet_settings;
   for (const auto& [name, value] : startup.parameters) {
     if (name == "user") {
       user_name_ = value;
@@ -281,7 +284,18 @@ void ClientSession::handleStartupMessage(const wire::StartupMessage& startup) {
                            "invalid startup parameter name \"" + name + "\""));
         return;
       }
-      startup_settings.emplace_back(name, value);
+      packet_settings.emplace_back(name, value);
+    }
+  }
+  for (auto& setting : packet_settings) startup_settings.push_back(std::move(setting));
+  std::erase_if(startup_settings, [](const auto& setting) {
+    return startupSettingUse(setting.first) == StartupSettingUse::kIgnore;
+  });
+  for (const auto& [name, value] : startup_settings) {
+    if (startupSettingUse(name) == StartupSettingUse::kRefuse) {
+      fatal(Error::fatal(sqlstate::kCantChangeRuntimeParam,
+                         "parameter \"" + name + "\" cannot be changed"));
+      return;
     }
   }
   if (user_name_.empty()) {
@@ -363,8 +377,25 @@ void ClientSession::authenticated() {
   state_ = State::kLoggingIn;
   transaction_pooling_ = worker_.config().general.pool_mode == conf::PoolMode::kTransaction;
   useDatabase(user_, database_);
+  if (loginWithoutServer()) return;
   waiting_for_server_ = true;
   pool_->acquire(this, context().nowMs());
+}
+
+// Transaction pooling, as PgBouncer does: the login is answered from what the pool's servers
+// reported at their own logins, so that a client connecting while every server connection is busy
+// is not queued behind them (and a reconnecting client costs no server round trip). Its startup
+// settings reach a server with its first statement (syncServer). Not when a startup setting's
+// reported value cannot be told without a server, nor before the pool has a server's answer.
+bool ClientSession::loginWithoutServer() {
+  if (!transaction_pooling_ || !pool_->answersLoginsWithoutServer()) return false;
+  std::optional<backends::ServerParameters> reported =
+      settings_.reportedAtLogin(pool_->serverParameters());
+  if (!reported) return false;
+  settings_.setReported(*reported);
+  reportLogin(*reported, 'I');
+  processPending();
+  return true;
 }
 
 void ClientSession::onServerAcquired(backends::ServerConnection* server) {
@@ -491,14 +522,22 @@ void ClientSession::syncSettings(backends::ServerConnection* server,
 void ClientSession::finishLogin() {
   // What the client sees is what the server now has: its startup settings applied.
   settings_.setReported(server_->parameters());
-  for (const auto& [name, value] : server_->parameters()) {
+  reportLogin(server_->parameters(), server_->transactionStatus());
+  maybeReleaseServer();
+  processPending();
+}
+
+// The end of a login: the reported settings, the cancel key and ReadyForQuery.
+void ClientSession::reportLogin(const backends::ServerParameters& reported,
+                                char transaction_status) {
+  for (const auto& [name, value] : reported) {
     wire::writeParameterStatus(outputBuffer(), name, value);
   }
   auto key = worker_.server().cancelRegistry().add(CancelTarget{worker_.index(), id_});
   cancel_pid_ = key.process_id;
   cancel_secret_ = key.secret_key;
   wire::BackendKeyData{cancel_pid_, cancel_secret_}.encode(outputBuffer());
-  transaction_status_ = server_->transactionStatus();
+  transaction_status_ = transaction_status;
   wire::writeReadyForQuery(outputBuffer(), transaction_status_);
   scheduleFlush();
   state_ = State::kReady;
@@ -507,8 +546,6 @@ void ClientSession::finishLogin() {
   release_buffers_when_drained_ = true;
   spdlog::info("event=client_login session={} user={} database={}", id_, user_name_,
                database_name_);
-  maybeReleaseServer();
-  processPending();
 }
 
 // ---- queries ---------------------------------------------------------------------------------
@@ -859,9 +896,26 @@ bool ClientSession::spreadBatch() {
     }
     return true;
   }
+  settleBatchChangesSoFar();
   joinBatchToTransaction();
   txn_bound_ = true;  // this shard's part stays in the transaction (parked)
   return true;
+}
+
+// The open batch's statements so far have all succeeded on the held server, and the batch goes on
+// as a transaction over shards: the settings they changed hold in it from here on, also on the
+// shards that join it (transactionJoinSql), not only once the client's Sync is answered. Should
+// the batch fail later, its transaction rolls back and takes them with it.
+void ClientSession::settleBatchChangesSoFar() {
+  while (!changes_in_flight_.empty() && changes_in_flight_.front().first == ready_sent_ + 1) {
+    auto& changes = changes_in_flight_.front().second;
+    changes_in_transaction_.insert(changes_in_transaction_.end(),
+                                   std::make_move_iterator(changes.begin()),
+                                   std::make_move_iterator(changes.end()));
+    changes_in_flight_.pop_front();
+  }
+  // Savepoints later in the batch count from changes_in_transaction_ now.
+  if (changes_batch_ready_ == ready_sent_ + 1) changes_sent_in_batch_ = 0;
 }
 
 // The batch's statements so far ran on the held server (which has answered them all), and it
@@ -2798,6 +2852,7 @@ bool ClientSession::readyForMultiShard() {
   if (batch_open_ && !pinned_ && server_->transactionStatus() != 'E') {
     // Statements of this batch ran on the held server: they and this one become one transaction
     // over shards, whose part there the run takes on. That server's part of the batch ends here.
+    settleBatchChangesSoFar();
     if (transaction_status_ == 'I') {
       joinBatchToTransaction();
     } else {

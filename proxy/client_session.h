@@ -124,6 +124,8 @@ class ClientSession final : public TcpConnection,
   size_t handleAuthPhase(std::string_view data);
   void authenticated();
   void finishLogin();
+  bool loginWithoutServer();
+  void reportLogin(const backends::ServerParameters& reported, char transaction_status);
   // dbname=shardgate: the admin console takes over the session (admin users only).
   void startAdminConsole();
   // Before a new transaction (no server held, none open): picks up a reloaded config, and waits
@@ -159,6 +161,7 @@ class ClientSession final : public TcpConnection,
   bool spreadBatch();
   // Makes what the open batch ran on the held server part of a transaction over shards.
   void joinBatchToTransaction();
+  void settleBatchChangesSoFar();
   void spreadImplicitBatch();
   bool endSpreadBatch();
   void forgetTransaction();

@@ -133,6 +133,70 @@ void SessionSettings::startFrom(const backends::ServerParameters& defaults) {
   applyStartupReported();
 }
 
+namespace {
+// The value Postgres 15 reports for a startup setting, given the value a login without it reports
+// (`server_value`, null if none); nullopt if it cannot be told here.
+std::optional<std::string> loginReportedValue(std::string_view name, std::string_view value,
+                                              const std::string* server_value) {
+  if (equalsIgnoreCase(name, "application_name")) {
+    // Reported as given when it is printable ASCII and fits NAMEDATALEN; Postgres would replace
+    // other bytes with '?' and truncate.
+    const bool plain = value.size() < 64 && std::all_of(value.begin(), value.end(), [](char c) {
+                         return c >= 0x20 && c <= 0x7e;
+                       });
+    if (plain) return std::string(value);
+    return std::nullopt;
+  }
+  if (server_value == nullptr) return std::nullopt;
+  if (*server_value == value) return *server_value;
+  if (equalsIgnoreCase(name, "client_encoding") && *server_value == "UTF8") {
+    std::string spelled;
+    for (char c : value) {
+      if (c != '-' && c != '_') {
+        spelled.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+      }
+    }
+    // (Postgres reports "UNICODE" as given, for old JDBC drivers; "unicode" it canonicalizes,
+    // but that spelling is left to the server too.)
+    if (spelled == "utf8") return *server_value;
+  } else if (equalsIgnoreCase(name, "DateStyle") && equalsIgnoreCase(value, "ISO") &&
+             server_value->rfind("ISO, ", 0) == 0) {
+    return *server_value;  // the output format alone keeps the field order the server has
+  }
+  return std::nullopt;
+}
+
+bool isExtraFloatDigitsValue(std::string_view value) {
+  int digits = 0;
+  const char* end = value.data() + value.size();
+  auto [ptr, ec] = std::from_chars(value.data(), end, digits);
+  return ec == std::errc() && ptr == end && digits >= -15 && digits <= 3;
+}
+}  // namespace
+
+std::optional<backends::ServerParameters> SessionSettings::reportedAtLogin(
+    const backends::ServerParameters& defaults) const {
+  backends::ServerParameters reported = defaults;
+  for (const auto& [name, value] : startup_) {
+    if (equalsIgnoreCase(name, "extra_float_digits") && isExtraFloatDigitsValue(value)) continue;
+    if (!isSyncedReportedSetting(name)) return std::nullopt;
+    auto it = reported.find(name);
+    if (it == reported.end()) {
+      it = std::find_if(reported.begin(), reported.end(),
+                        [&](const auto& entry) { return equalsIgnoreCase(entry.first, name); });
+    }
+    const std::string* server_value = it == reported.end() ? nullptr : &it->second;
+    auto value_now = loginReportedValue(name, value, server_value);
+    if (!value_now) return std::nullopt;
+    if (it == reported.end()) {
+      reported.emplace("application_name", std::move(*value_now));  // the one that may be absent
+    } else {
+      it->second = std::move(*value_now);
+    }
+  }
+  return reported;
+}
+
 void SessionSettings::noteReported(std::string_view name, std::string_view value) {
   const size_t slot = syncedSlot(name);
   if (slot < kSynced.size()) setReportedValue(slot, value);

@@ -49,6 +49,14 @@ class SessionSettings {
   void noteReported(std::string_view name, std::string_view value);
   std::optional<std::string_view> reported(std::string_view name) const;
   void setReported(const backends::ServerParameters& values);
+  // What a server would report after a login with this session's startup settings, worked out
+  // from `defaults` (what the pool's servers reported at their own logins) without asking one; or
+  // nothing when a setting's reported value is not known that way (a TimeZone Postgres would spell
+  // its own way, a setting it may reject). Known: the values `defaults` already has, a printable
+  // ASCII application_name shorter than NAMEDATALEN, the UTF8 spellings of client_encoding,
+  // DateStyle ISO, and an extra_float_digits in Postgres's range (not reported).
+  std::optional<backends::ServerParameters> reportedAtLogin(
+      const backends::ServerParameters& defaults) const;
 
   // Unreported settings: name (lower-case) → the statement that gives the session its value.
   const std::map<std::string, std::string, std::less<>>& unreported() const { return unreported_; }

@@ -1,6 +1,10 @@
 // Parsing of the startup `options` parameter and building of the settings-sync statement.
 #include "proxy/startup_parameters.h"
 
+#include <strings.h>
+
+#include <algorithm>
+#include <array>
 #include <cctype>
 
 namespace shardgate::proxy {
@@ -73,6 +77,36 @@ bool isValidSettingName(std::string_view name) {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.')) return false;
   }
   return true;
+}
+
+StartupSettingUse startupSettingUse(std::string_view name) {
+  static constexpr std::array<std::string_view, 21> kReadOnly = {"block_size",
+                                                                 "data_checksums",
+                                                                 "data_directory_mode",
+                                                                 "debug_assertions",
+                                                                 "in_hot_standby",
+                                                                 "integer_datetimes",
+                                                                 "is_superuser",
+                                                                 "lc_collate",
+                                                                 "lc_ctype",
+                                                                 "max_function_args",
+                                                                 "max_identifier_length",
+                                                                 "max_index_keys",
+                                                                 "segment_size",
+                                                                 "server_encoding",
+                                                                 "server_version",
+                                                                 "server_version_num",
+                                                                 "shared_memory_size",
+                                                                 "shared_memory_size_in_huge_pages",
+                                                                 "ssl_library",
+                                                                 "wal_block_size",
+                                                                 "wal_segment_size"};
+  const auto same = [&](std::string_view known) {
+    return known.size() == name.size() && strncasecmp(known.data(), name.data(), name.size()) == 0;
+  };
+  if (same("session_authorization")) return StartupSettingUse::kIgnore;
+  if (std::any_of(kReadOnly.begin(), kReadOnly.end(), same)) return StartupSettingUse::kRefuse;
+  return StartupSettingUse::kApply;
 }
 
 std::string quoteLiteral(std::string_view value) {

@@ -204,6 +204,26 @@ def test_merged_floats_follow_extra_float_digits_set_in_the_transaction(ms):
         w.close()
 
 
+def test_set_earlier_in_an_extended_batch_holds_for_a_multi_shard_read(ms):
+    """A SET executed earlier in the same extended batch (no Sync between) is in effect for a
+    multi-shard read after it on every shard, as Postgres applies it at once; and it lasts after
+    the Sync, with or without the client's own BEGIN in the batch."""
+    read = "SELECT current_setting('statement_timeout') AS v FROM users GROUP BY 1"
+    for begin in ((), ("BEGIN",)):
+        w = wire_connect(ms.shardgate.port)
+        batch = b"".join(pgwire.parse("", sql) + pgwire.bind("", "") + pgwire.execute("")
+                         for sql in (*begin, "SET statement_timeout = '7s'", read))
+        if begin:
+            batch += pgwire.parse("", "COMMIT") + pgwire.bind("", "") + pgwire.execute("")
+        w.send(batch + pgwire.sync())
+        msgs = w.recv_until(b"Z", timeout=20)
+        assert not pgwire.errors(msgs), (begin, pgwire.errors(msgs))
+        assert pgwire.data_rows(msgs) == [["7s"]], begin
+        after = w.simple(read)
+        assert pgwire.data_rows(after) == [["7s"]], (begin, "after the Sync")
+        w.close()
+
+
 def test_result_format_count_is_checked_against_the_clients_columns(ms):
     """Bind's result format codes are one per client column; the shard query has hidden ones
     (sort keys, collation probes), which must not count, and a wrong count is 08P01 at Bind."""

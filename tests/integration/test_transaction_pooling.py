@@ -318,6 +318,42 @@ def test_new_client_starts_with_its_own_settings(make_cluster):
         assert row == th.reference_row(primary_port(c), {}, []), row
 
 
+def test_startup_packet_settings_are_taken_as_postgres_takes_them(make_cluster):
+    """`options` is applied before the packet's own settings, whatever their order; a read-only
+    setting fails the login (55P02); session_authorization is ignored, and a RESET ALL does not
+    make the client (or the next client of its connection) another role."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    c.shards[0].primary.psql("CREATE ROLE sgtx_other")
+    who = ("SELECT current_user, session_user, current_setting('application_name'),"
+           " current_setting('extra_float_digits')")
+    cases = [
+        ("options after the settings", {"application_name": "plain", "extra_float_digits": "3",
+                                        "options": "-c application_name=opt -c extra_float_digits=0"}),
+        ("options before the settings", {"options": "-c application_name=opt -c extra_float_digits=0",
+                                         "application_name": "plain", "extra_float_digits": "3"}),
+        ("session_authorization", {"session_authorization": "sgtx_other", "application_name": "sa"}),
+    ]
+    for what, params in cases:
+        answers = []
+        for port in (primary_port(c), c.shardgate.port):
+            with pgwire.PgWire(th.HOST, port) as w:
+                got = w.login(params=params).params
+                rows = ok(w, who)
+                ok(w, "RESET ALL")
+                rows += ok(w, who)
+            with connect(port) as other:
+                rows += ok(other, "SELECT current_user, session_user, 'next', 'client'")
+            answers.append((got.get("application_name"), got.get("session_authorization"), rows))
+        assert answers[1] == answers[0], f"{what}: shardgate {answers[1]}, Postgres {answers[0]}"
+    for params in ({"server_version": "1"}, {"options": "-c is_superuser=off"}):
+        codes = []
+        for port in (primary_port(c), c.shardgate.port):
+            with pgwire.PgWire(th.HOST, port) as w, pytest.raises(pgwire.LoginError) as refused:
+                w.login(params=params)
+            codes.append(refused.value.error.code)
+        assert codes == ["55P02", "55P02"], (params, codes)
+
+
 # (setting, value in the startup packet's options, value for SET, an expression whose value shows it,
 #  reported by Postgres in ParameterStatus)
 SETTINGS = [
@@ -1263,6 +1299,58 @@ def test_query_wait_timeout(make_cluster):
         assert pt.execute("SELECT 3").fetchone() == (3,)
         pt.commit()
         assert ok(a, "SELECT 'a too'") == [["a too"]]
+
+
+@pytest.mark.requires_shardgate
+def test_login_while_every_connection_is_busy(make_cluster):
+    """Once the pool's server has logged in, a client's login is answered without a server
+    connection of its own, as PgBouncer answers it: clients connecting while every connection is
+    busy are not queued behind it. Their startup settings reach a server with their first
+    statement. A startup setting whose reported value only Postgres can tell (a time zone it
+    spells its own way) still makes the login wait for a connection."""
+    c = tx_cluster(make_cluster, pool_size=1, query_wait_timeout=5000)
+    port = c.shardgate.port
+    startup = {"application_name": "late app", "client_encoding": "utf-8", "DateStyle": "ISO",
+               "extra_float_digits": "2"}
+    probe = ("SELECT current_setting('application_name'), current_setting('client_encoding'),"
+             " current_setting('DateStyle'), current_setting('extra_float_digits')")
+    direct = pgwire.PgWire(th.HOST, primary_port(c), timeout=10)
+    want_params = direct.login("postgres", "postgres", "app", params=startup).params
+    want_rows = ok(direct, probe)
+    direct.close()
+    with connect(port) as a:
+        ok(a, "BEGIN")
+        ok(a, "SELECT 1")  # the pool's only connection is in a's transaction now
+        t = time.monotonic()
+        b = pgwire.PgWire(th.HOST, port, timeout=10)
+        got_params = b.login("postgres", "postgres", "app", params=startup).params
+        assert time.monotonic() - t < 2.0, "the login waited for the busy connection"
+        for name in ("application_name", "client_encoding", "DateStyle", "TimeZone", "server_version"):
+            assert got_params.get(name) == want_params.get(name), name
+        b.send(pgwire.query(probe))
+        assert_waiting(b, 0.5, "the first statement of the late client")
+        ok(a, "COMMIT")
+        assert pgwire.data_rows(b.recv_until(b"Z", timeout=10)) == want_rows
+        b.close()
+
+        # TimeZone 'utc': Postgres reports it as 'UTC'; that login waits for the connection.
+        ok(a, "BEGIN")
+        ok(a, "SELECT 1")
+        result = {}
+
+        def late_login():
+            w = pgwire.PgWire(th.HOST, port, timeout=10)
+            result["params"] = w.login("postgres", "postgres", "app", params={"TimeZone": "utc"}).params
+            result["rows"] = ok(w, "SELECT current_setting('TimeZone')")
+            w.close()
+
+        waiter = threading.Thread(target=late_login)
+        waiter.start()
+        waiter.join(1.0)
+        assert waiter.is_alive(), "the login did not wait for a connection"
+        ok(a, "COMMIT")
+        waiter.join(10)
+        assert result["params"]["TimeZone"] == "UTC" and result["rows"] == [["UTC"]], result
 
 
 # =============================================================================================
