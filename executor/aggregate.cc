@@ -943,6 +943,8 @@ Result<HashAggregate> HashAggregate::create(const planner::MergePlan& plan,
                           std::to_string(shard_columns.size()));
     }
     Status s = requireOrderable(shard_columns[column], column, "group by");
+    if (s.ok())
+      s = requireExactFloats(shard_columns[column], column, "group by", extra_float_digits);
     if (!s.ok()) return std::move(s).error();
   }
   // Each aggregate's result replaces its first input column, so that column must be its own:
@@ -958,6 +960,11 @@ Result<HashAggregate> HashAggregate::create(const planner::MergePlan& plan,
                           ", is also a grouping column or another aggregate's result");
     }
     result_column[spec->inputs[0]] = true;
+    if (spec->distinct || spec->function == Function::kSum || spec->function == Function::kAvg) {
+      Status s = requireExactFloats(shard_columns[spec->inputs[0]], spec->inputs[0],
+                                    "aggregate (" + a.function + ")", extra_float_digits);
+      if (!s.ok()) return std::move(s).error();
+    }
     spec->extra_float_digits = extra_float_digits;
     for (uint32_t input : spec->inputs) agg.aggregate_input_[input] = true;
     if (spec->kind != Kind::kDistinct) {

@@ -12,6 +12,7 @@
 #include "executor/limit.h"
 #include "executor/memory_budget.h"
 #include "executor/merge_sort.h"
+#include "executor/pg_array.h"
 #include "executor/project.h"
 #include "executor/row_order.h"
 #include "proxy/wire/backend_messages.h"
@@ -140,6 +141,21 @@ Result<std::unique_ptr<ResultMerger>> ResultMerger::create(
   return std::unique_ptr<ResultMerger>(new ResultMerger(std::move(state)));
 }
 
+namespace {
+// Text the shards converted to a client_encoding other than UTF8 is not in the encoding of the
+// collations shardgate orders text with.
+Status requireUtf8Text(const ColumnType& type, uint32_t column) {
+  const int32_t element = elementTypeOf(type.oid);  // an ordered aggregate's keys: text[]
+  if (classifyType(element != 0 ? element : type.oid) != ValueClass::kCollatedText) return {};
+  return Error::make("0A000",
+                     "cannot order text column " + std::to_string(column + 1) +
+                         " across shards for a client whose client_encoding is not UTF8",
+                     "The shards send the text converted to the client's encoding; shardgate "
+                     "orders text in UTF-8.",
+                     "SET client_encoding = 'UTF8' for this query, or route it to one shard.");
+}
+}  // namespace
+
 Status ResultMerger::State::configure(const wire::RowDescription& description) {
   const planner::MergePlan& p = *plan;
   shard_description = description;
@@ -148,6 +164,21 @@ Status ResultMerger::State::configure(const wire::RowDescription& description) {
   merged_columns = shard_columns;
   collations = std::make_shared<ColumnCollations>(collation, p.collations, shard_columns);
   if (mode == Mode::kAggregate) {
+    if (!options.client_utf8) {
+      for (const planner::MergeAggregate& a : p.aggregates) {
+        // min/max pick by order, as string_agg/array_agg do by their ORDER BY keys.
+        std::vector<uint32_t> ordered;
+        if ((a.function == "min" || a.function == "max") && !a.inputs.empty()) {
+          ordered.push_back(a.inputs[0]);
+        }
+        for (const auto& key : a.order) ordered.push_back(key.column);
+        for (uint32_t column : ordered) {
+          if (column >= shard_columns.size()) continue;
+          Status s = requireUtf8Text(shard_columns[column], column);
+          if (!s.ok()) return s;
+        }
+      }
+    }
     auto agg =
         HashAggregate::create(p, shard_columns, collations, &budget, options.extra_float_digits);
     if (!agg.ok()) return std::move(agg).error();
@@ -169,6 +200,11 @@ Status ResultMerger::State::configure(const wire::RowDescription& description) {
   }
   projection.emplace(visible, merged_columns.size());
   Status s = RowOrder::validate(p.sort, merged_columns);
+  for (size_t i = 0; s.ok() && i < p.sort.size(); ++i) {
+    const uint32_t column = p.sort[i].column;
+    s = requireExactFloats(merged_columns[column], column, "sort on", options.extra_float_digits);
+    if (s.ok() && !options.client_utf8) s = requireUtf8Text(merged_columns[column], column);
+  }
   if (!s.ok()) return s;
   if (p.having) {
     s = HavingFilter::validate(*p.having, merged_columns);
@@ -177,6 +213,12 @@ Status ResultMerger::State::configure(const wire::RowDescription& description) {
   }
   if (p.distinct) {
     s = DistinctFilter::validate(projection->columns(), merged_columns);
+    for (uint32_t column : projection->columns()) {
+      if (s.ok()) {
+        s = requireExactFloats(merged_columns[column], column, "apply DISTINCT to",
+                               options.extra_float_digits);
+      }
+    }
     if (!s.ok()) return s;
     distinct.emplace(projection->columns(), merged_columns, &budget);
   }

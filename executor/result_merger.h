@@ -41,6 +41,10 @@ struct MergeOptions {
   // The client session's extra_float_digits: float aggregate results (avg over floats, float
   // sums) are printed as Postgres would print them for this client.
   int extra_float_digits = 1;
+  // The client's client_encoding is UTF8 (or SQL_ASCII): the shards send its text in the
+  // database's encoding, which shardgate's collations order. In another encoding text is not
+  // ordered across shards (0A000); grouping and DISTINCT compare bytes, which any encoding keeps.
+  bool client_utf8 = true;
 };
 
 // The EXPLAIN (ROUTE) lines of a merge plan, one per primitive, in execution order.

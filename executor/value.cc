@@ -759,4 +759,19 @@ Status requireOrderable(const ColumnType& type, size_t column, std::string_view 
                      "to one of those types.");
 }
 
+Status requireExactFloats(const ColumnType& type, size_t column, std::string_view what,
+                          int extra_float_digits) {
+  if (extra_float_digits >= 1 || type.binary() || type.value_class() != ValueClass::kFloat) {
+    return {};
+  }
+  return Error::make("0A000",
+                     "cannot " + std::string(what) + " column " + std::to_string(column + 1) +
+                         " of " + typeName(type.oid) + " across shards with extra_float_digits " +
+                         std::to_string(extra_float_digits),
+                     "Below 1 the shards print floats rounded, and values that differ may print "
+                     "alike; shardgate would merge the rounded values.",
+                     "SET extra_float_digits = 1 (the default) for this query, or route it to one "
+                     "shard.");
+}
+
 }  // namespace shardgate::executor

@@ -92,5 +92,10 @@ void appendEqualityBytes(const ValueKey& key, std::string& out);
 
 // 0A000 "cannot <what> on column N of type T across shards" when the type is kOther.
 Status requireOrderable(const ColumnType& type, size_t column, std::string_view what);
+// The shards print floats (in text) with the session's extra_float_digits: below 1 they round, so
+// values that differ may print alike, and summing, ordering or grouping the printed values may
+// not give what one Postgres gives with the exact ones. 0A000 for a float column in text then.
+Status requireExactFloats(const ColumnType& type, size_t column, std::string_view what,
+                          int extra_float_digits);
 
 }  // namespace shardgate::executor

@@ -640,6 +640,22 @@ Error ClientSession::notUtf8Statement() const {
                      "SET client_encoding = 'UTF8'.");
 }
 
+// shardgate reads statements as Postgres does with standard_conforming_strings on. With it off,
+// a backslash in a plain string literal escapes the next character, so a statement with a
+// backslash could be read otherwise than the shards read it: routed by a key that is not one,
+// rewritten with another value. Such a statement gets 0A000 rather than a wrong answer.
+std::optional<Error> ClientSession::backslashesReadOtherwise(std::string_view sql) const {
+  if (sql.find('\\') == std::string_view::npos) return std::nullopt;
+  const std::optional<std::string_view> standard =
+      settings_.reported("standard_conforming_strings");
+  if (!standard || *standard != "off") return std::nullopt;
+  return Error::make(sqlstate::kFeatureNotSupported,
+                     "shardgate does not route statements with backslashes while "
+                     "standard_conforming_strings is off",
+                     "shardgate reads string literals as Postgres does with it on.",
+                     "SET standard_conforming_strings = on, and write escapes as E'...'.");
+}
+
 // extra_float_digits as the open transaction has it: the session's, then its own SET, SET LOCAL
 // and RESET (they count once it commits, but its statements see them now).
 int ClientSession::extraFloatDigitsNow() const {
@@ -964,12 +980,29 @@ bool ClientSession::endSpreadBatch() {
     // Failed: an error from a server (request_failed_ lasts until a ReadyForQuery reaches the
     // client, which none does inside the batch), or one shardgate answered (it skipped to this
     // Sync). What is known now is all there is: the current server has answered everything.
-    const bool failed = request_failed_ || skipping_to_sync_ || transaction_status_ == 'E' ||
-                        (server_ != nullptr && server_->transactionStatus() != 'T');
+    bool failed = request_failed_ || skipping_to_sync_ || transaction_status_ == 'E' ||
+                  (server_ != nullptr && server_->transactionStatus() != 'T');
     if (server_ != nullptr) {
       park(server_, pool_, current_target_->shard);
       server_ = nullptr;
       current_target_.reset();
+    }
+    // As for a COMMIT over shards: deferred constraints and triggers are checked on every shard
+    // before any commits, and a client that leaves from here on does not stop the commit half way
+    // (Postgres runs a batch whose Sync it has to the end).
+    committing_spread_ = !failed;
+    if (!failed && parked_.size() > 1) {
+      if (every_shard_run_ == EveryShardRun::kRunning) return false;
+      if (every_shard_run_ == EveryShardRun::kNone) {
+        every_shard_run_ = EveryShardRun::kRunning;
+        runOnNextParked(nullptr, "SET CONSTRAINTS ALL IMMEDIATE", /*rolls_back=*/false);
+        return false;  // the Sync comes again when every shard has checked
+      }
+      every_shard_run_ = EveryShardRun::kNone;
+      if (every_shard_error_) {
+        spread_end_error_ = std::move(every_shard_error_);
+        failed = true;
+      }
     }
     ending_parked_ = true;
     batch_spread_failed_ = failed;
@@ -1230,6 +1263,12 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         continue;
       }
       sql.remove_suffix(1);
+      if (std::optional<Error> error = backslashesReadOtherwise(sql)) {
+        if (awaitOwedReplies()) return used;
+        used += frame.size;
+        refuseStatement(*error, /*extended_protocol=*/false);
+        continue;
+      }
       if (interceptShardgateCall(sql)) {  // shardgate.move_key(...)
         used += frame.size;
         continue;
@@ -1322,6 +1361,10 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         }
         auto analysis = worker_.router().prepare(*database_, parse->query, parse->param_types);
         used += frame.size;
+        if (std::optional<Error> error = backslashesReadOtherwise(parse->query)) {
+          refuseStatement(*error, /*extended_protocol=*/true);
+          continue;
+        }
         if (!analysis.ok()) {
           const bool not_utf8 = analysis.error().sqlstate == sqlstate::kCharacterNotInRepertoire &&
                                 !clientSendsUtf8();
@@ -1448,7 +1491,10 @@ bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::
   pending_replay_sql_.clear();
   // An extended statement is replayed only without parameters (its text is then all of it).
   // (Checked last: the scan of the text is for the rare statement that may be replayed.)
+  // (Not the BEGIN itself: a Bind of BEGIN that waited for a server comes here again, after
+  // batch_began_transaction_ was set by its first pass.)
   if (in_transaction && !txn_bound_ && decision.kind == planner::RouteDecision::Kind::kAnyShard &&
+      decision.transaction != planner::TransactionAction::kBegin &&
       (!extended_protocol || sql.find('$') == std::string_view::npos)) {
     // Runs in a transaction not yet bound to a shard: replayed if the transaction moves, and
     // where it spreads.
@@ -2942,6 +2988,16 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
     }
   }
   request.client_utf8 = clientSendsUtf8();
+  if (!request.client_utf8) {
+    // The statements were rewritten from the parse tree, where a Unicode escape (U&'\00E9',
+    // E'\u00e9') became UTF-8, which the shards would read in the client's encoding.
+    for (const planner::ShardStatement& statement : plan.statements) {
+      if (std::any_of(statement.sql.begin(), statement.sql.end(),
+                      [](char c) { return static_cast<unsigned char>(c) >= 0x80; })) {
+        return refuse(notUtf8Statement());
+      }
+    }
+  }
   if (plan.merge) {
     const std::vector<int32_t>* types = extended ? &request.param_types : nullptr;
     if (plan.merge->limit) {
@@ -3455,8 +3511,10 @@ void ClientSession::onDisconnect(int /*status*/) {
     processPending();
     return;
   }
-  if (state_ == State::kReady && !admin_ && committing_spread_ &&
-      (ending_parked_ || every_shard_run_ == EveryShardRun::kRunning || outstanding_ > 0)) {
+  if (state_ == State::kReady && !admin_ &&
+      ((committing_spread_ &&
+        (ending_parked_ || every_shard_run_ == EveryShardRun::kRunning || outstanding_ > 0)) ||
+       (multi_run_ && multi_run_->committing()))) {
     // A COMMIT that has begun on some shards of the transaction ends on all of them, as one
     // Postgres finishes a COMMIT it received: the client's going is a Terminate after it.
     // (Leaving now would roll back the shards not yet committed.)

@@ -415,6 +415,7 @@ class ClientSession final : public TcpConnection,
   bool clientSendsUtf8() const;  // client_encoding is UTF8 (or SQL_ASCII)
   int extraFloatDigitsNow() const;
   Error notUtf8Statement() const;
+  std::optional<Error> backslashesReadOtherwise(std::string_view sql) const;
   // What the statement just routed tells about the transaction once it ran (noteRoutedStatement):
   // the few facts of its RouteDecision that matter, not a copy of the whole decision.
   struct PendingRoute {

@@ -75,6 +75,18 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
     }
   }
 
+  // Atomic mode: runs `sql` in the leg's open transaction, which goes on.
+  void runInTransaction(const std::string& sql, std::function<void(Status)> then) {
+    if (server_ == nullptr) {
+      then({});
+      return;
+    }
+    std::weak_ptr<Leg> weak = self_;
+    server_->runInternal(sql, [weak, then = std::move(then)](Status status) {
+      if (weak.lock()) then(std::move(status));
+    });
+  }
+
   // Atomic mode: ends the leg's transaction; the connection then goes back to the pool.
   void endTransaction(const std::string& sql, std::function<void(Status)> then) {
     if (server_ == nullptr) {
@@ -311,6 +323,7 @@ void MultiShardRun::start() {
     options.max_buffered_bytes = request_.max_merge_bytes;
     options.collation = request_.collation;
     options.extra_float_digits = request_.extra_float_digits;
+    options.client_utf8 = request_.client_utf8;
     auto merger = executor::ResultMerger::create(plan.merge, std::move(options));
     if (!merger.ok()) {
       fail(merger.error());
@@ -705,10 +718,30 @@ void MultiShardRun::maybeFinish() {
   }
   if (request_.atomic) {
     ending_ = true;
-    endNextLeg(0, error_ ? "ROLLBACK" : "COMMIT");
+    if (error_) {
+      endNextLeg(0, "ROLLBACK");
+    } else {
+      checkDeferredThenCommit();
+    }
     return;
   }
   finish();
+}
+
+// Atomic mode, before any shard commits: deferred constraints and triggers are checked on every
+// shard (SET CONSTRAINTS ALL IMMEDIATE runs them), so that one failing fails the statement on all
+// of them, instead of failing one shard's COMMIT after others have committed.
+void MultiShardRun::checkDeferredThenCommit() {
+  committing_ = true;
+  const auto checked = [this](Status status) {
+    if (!status.ok() && !error_) error_ = status.error();
+    if (--checks_pending_ == 0) endNextLeg(0, error_ ? "ROLLBACK" : "COMMIT");
+  };
+  // One more than the legs, taken back after the loop: a leg that answers at once cannot end
+  // the run (and free the legs) while the loop still walks them.
+  checks_pending_ = legs_.size() + 1;
+  for (auto& leg : legs_) leg->runInTransaction("SET CONSTRAINTS ALL IMMEDIATE", checked);
+  checked({});
 }
 
 // Atomic mode: the shards' transactions end one after the other; a COMMIT that fails turns the

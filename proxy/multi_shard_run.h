@@ -100,6 +100,9 @@ class MultiShardRun {
   // The client left: servers still working are closed, waits abandoned.
   void abandon();
   bool finished() const { return finished_; }
+  // Atomic mode: the shards' transactions are being committed (or checked just before): a client
+  // that leaves now must not stop it half way.
+  bool committing() const { return committing_ && !finished_; }
   // COPY FROM STDIN: every shard is in copy-in mode and the client was told to send its rows.
   bool acceptsCopyData() const { return copy_in_; }
   // The shards' connections hold more unsent rows than the client buffer limit: wait.
@@ -161,6 +164,9 @@ class MultiShardRun {
   bool copy_in_ = false;       // the client sends rows
   bool copy_ended_ = false;    // CopyDone / CopyFail sent to the shards
   bool ending_ = false;        // atomic: COMMIT / ROLLBACK running on the legs
+  bool committing_ = false;    // ... and it is a COMMIT (or the checks before it)
+  size_t checks_pending_ = 0;  // legs still checking their deferred constraints
+  void checkDeferredThenCommit();
   // COPY TO STDOUT
   bool copy_out_started_ = false;   // the client got CopyOutResponse
   bool copy_header_sent_ = false;   // the header row / binary file header went (or waits below)

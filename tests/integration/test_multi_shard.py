@@ -224,6 +224,50 @@ def test_set_earlier_in_an_extended_batch_holds_for_a_multi_shard_read(ms):
         w.close()
 
 
+def test_session_formats_that_would_make_a_merge_wrong_are_refused(ms):
+    """Three session settings under which a multi-shard answer would silently differ from one
+    Postgres's, each refused with 0A000 while what stays right still works:
+    standard_conforming_strings off (shardgate reads string literals as with it on: a backslash
+    would be read otherwise, so routed and rewritten wrongly), extra_float_digits below 1 (the
+    shards print floats rounded: sums and orders of the printed values are off) and a
+    client_encoding other than UTF8 (the shards send text in it: shardgate's collations cannot
+    order it, and Unicode escapes in a rewritten statement would be read in it)."""
+    cases = [
+        ("SET standard_conforming_strings = off", [
+            (r"SELECT count(*) FROM users WHERE name <> 'x\' AND id = 0 AND \''", "0A000"),
+            (r"SELECT id, 'a\\b' AS s FROM users ORDER BY id LIMIT 1", "0A000"),
+            ("SELECT count(*) FROM users WHERE name <> 'x'", None),
+        ]),
+        ("SET extra_float_digits = 0", [
+            ("SELECT sum(score::float8 / 7), avg(score::float8 / 7) FROM users", "0A000"),
+            ("SELECT id FROM users ORDER BY score::float8 / 7, id LIMIT 3", "0A000"),
+            ("SELECT score::float8 / 7 AS f, count(*) FROM users GROUP BY 1", "0A000"),
+            ("SELECT max(score::float8 / 7), sum(score) FROM users", None),
+        ]),
+        ("SET client_encoding = 'LATIN1'", [
+            ("SELECT name FROM users ORDER BY name LIMIT 3", "0A000"),
+            ("SELECT min(name) FROM users", "0A000"),
+            ("SELECT U&'\\00E9' AS s, count(*) FROM users", "0A000"),
+            ("SELECT name, count(*) FROM users GROUP BY name ORDER BY count(*) DESC, 1 LIMIT 0", "0A000"),
+            ("SELECT count(DISTINCT name) FROM users", None),
+            ("SELECT id, name FROM users ORDER BY id LIMIT 2", None),
+        ]),
+    ]
+    for setting, queries in cases:
+        w = wire_connect(ms.shardgate.port)
+        assert not pgwire.errors(w.simple(setting)), setting
+        for sql, code in queries:
+            for extended in (False, True):
+                if extended:
+                    w.send(pgwire.parse("", sql) + pgwire.bind("", "") + pgwire.execute("") + pgwire.sync())
+                    msgs = w.recv_until(b"Z", timeout=20)
+                else:
+                    msgs = w.simple(sql)
+                got = [e.code for e in pgwire.errors(msgs)]
+                assert got == ([code] if code else []), (setting, sql, extended, pgwire.errors(msgs))
+        w.close()
+
+
 def test_result_format_count_is_checked_against_the_clients_columns(ms):
     """Bind's result format codes are one per client column; the shard query has hidden ones
     (sort keys, collation probes), which must not count, and a wrong count is 08P01 at Bind."""

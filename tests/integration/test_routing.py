@@ -945,6 +945,63 @@ def test_deferred_constraint_failing_at_commit_commits_no_shard(r, bad_shard):
             r.primary(i).psql("DROP TRIGGER IF EXISTS routing_deferred_check ON users")
 
 
+@pytest.mark.parametrize("bad_shard", [0, 1])
+def test_deferred_constraint_failing_in_an_autocommit_write_over_shards_commits_no_shard(r, bad_shard):
+    """The same without BEGIN: a multi-shard UPDATE (simple and extended protocol) and an extended
+    batch of one-shard INSERTs for both shards, each one implicit transaction. The deferred
+    trigger fails on one shard; the client gets its error and no shard keeps its part."""
+    k0, k1 = r.keys_on(0, 1)[0], r.keys_on(1, 1)[0]
+    bad, good = (k0, k1) if bad_shard == 0 else (k1, k0)
+    update = f"UPDATE users SET name = CASE WHEN id = {bad} THEN 'bad' ELSE 'updated' END WHERE id IN ({k0}, {k1})"
+    insert = pgwire.parse("", "INSERT INTO users (id, name) VALUES ($1, $2)")
+    writes = [
+        ("simple UPDATE", True, pgwire.query(update)),
+        ("extended UPDATE", True, pgwire.parse("", update) + pgwire.bind("", "") + pgwire.execute() + pgwire.sync()),
+        ("batch of INSERTs", False, insert + pgwire.bind("", "", [str(good), "good"]) + pgwire.execute()
+         + pgwire.bind("", "", [str(bad), "bad"]) + pgwire.execute() + pgwire.sync()),
+    ]
+    for i in range(2):
+        r.primary(i).psql(DEFERRED_CHECK_TRIGGER.replace("AFTER INSERT", "AFTER INSERT OR UPDATE"))
+    try:
+        with wire_connect(r.port) as w:
+            for what, rows_first, request in writes:
+                ok(w, f"DELETE FROM users WHERE id IN ({k0}, {k1})")
+                if rows_first:
+                    ok(w, f"INSERT INTO users (id, name) VALUES ({k0}, 'before'), ({k1}, 'before')")
+                w.send(request)
+                msgs = w.recv_until(b"Z", timeout=10)
+                assert error_codes(msgs) == ["23514"], f"{what}: {describe_reply(msgs)}"
+                assert status_of(msgs) == "I", what
+                names = {s: shard_rows(r, s, "SELECT name FROM users WHERE id IN (%s, %s)", (k0, k1))
+                         for s in (0, 1)}
+                want = [("before",)] if rows_first else []
+                assert names == {0: want, 1: want}, f"{what}: {names}"
+    finally:
+        for i in range(2):
+            r.primary(i).psql("DROP TRIGGER IF EXISTS routing_deferred_check ON users")
+
+
+def test_client_leaving_while_its_batch_commits_over_shards_does_not_split_it(r):
+    """An extended batch of one-shard INSERTs for both shards ends with Sync, and the client goes
+    away while shardgate commits it (one shard's commit slowed by a deferred trigger): Postgres
+    runs a batch whose Sync it has to the end, so both rows are committed."""
+    k0, k1 = r.keys_on(0, 1)[0], r.keys_on(1, 1)[0]
+    for i in range(2):
+        r.primary(i).psql(SLOW_COMMIT_TRIGGER)
+    try:
+        w = wire_connect(r.port)
+        insert = pgwire.parse("", "INSERT INTO users (id, name) VALUES ($1, $2)")
+        w.send(insert + pgwire.bind("", "", [str(k0), "slow"]) + pgwire.execute()
+               + pgwire.bind("", "", [str(k1), "slow"]) + pgwire.execute() + pgwire.sync())
+        time.sleep(0.5)
+        w.sock.close()
+        wait_until(lambda: placement(r, "users", "id", [k0, k1]) == {k0: [0], k1: [1]}, 15,
+                   "both shards' rows committed")
+    finally:
+        for i in range(2):
+            r.primary(i).psql("DROP TRIGGER IF EXISTS routing_slow_commit ON users")
+
+
 def test_batch_error_then_a_message_shardgate_refuses_itself_ends_at_the_sync(r):
     """A batch whose statement fails on the server, followed in the same write by a message that
     shardgate refuses itself (a Bind of an unknown statement, a Parse of a name in use): Postgres
