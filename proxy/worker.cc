@@ -291,9 +291,19 @@ backends::Pool& Worker::findOrCreatePool(const conf::Database& database, const c
   if (it != pools_.end()) return *it->second;
   std::string key = pool_key_;
   std::string role = replica < 0 ? "primary" : "replica" + std::to_string(replica);
-  PoolSpec spec = poolSpec(*config_, database, user, shard, replica);
+  // The pool serves every session from now on, so it is made from the current configuration:
+  // a transaction begun before a RELOAD asks with its own (older) one, whose address for the
+  // shard may have changed (a failover); a pool made from it would keep the old server for all.
+  const conf::Database* current = config_->findDatabase(database.name);
+  const conf::User* current_user = config_->findUser(user.name);
+  const bool use_current =
+      current != nullptr && current_user != nullptr && shard < current->shards.size() &&
+      (replica < 0 || static_cast<size_t>(replica) < current->shards[shard].replicas.size());
+  const conf::Database& made_from = use_current ? *current : database;
+  PoolSpec spec = poolSpec(*config_, made_from, use_current ? *current_user : user, shard, replica);
   auto pool = std::make_unique<backends::Pool>(*context_, std::move(spec.endpoint), spec.settings);
-  pool->setMetrics(&metrics_->pool(database.name, user.name, database.shards.at(shard).name, role));
+  pool->setMetrics(
+      &metrics_->pool(made_from.name, user.name, made_from.shards.at(shard).name, role));
   if (gateNeeded()) pool->setGate(&login_gate_);
   auto& ref = *pool;
   pools_.emplace(std::move(key), std::move(pool));

@@ -318,6 +318,38 @@ def test_reload_keeps_restart_only_keys_and_refuses_a_file_without_users(make_cl
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_reload_moving_a_shard_is_followed_after_an_open_transaction_touches_it(make_cluster):
+    """RELOAD moves shard1 (its port now points where nothing listens). A transaction open since
+    before the RELOAD then touches shard1: the pool made for it must be the new configuration's,
+    or the old server would keep serving every later transaction on shard1 (a failover ignored)."""
+    c = make_cluster(num_shards=2, replicas_per_shard=0, pool_mode="transaction", general={"workers": 1},
+                     database_options={"default_shard": 0},
+                     extra_toml='  [[databases.sharded_tables]]\n  name = "users"\n  column = "id"\n'
+                                '  type = "bigint"\n  strategy = "hash"\n')
+    for i in range(2):
+        c.shards[i].primary.psql("CREATE TABLE users (id bigint PRIMARY KEY, name text)")
+    c.shards[0].primary.psql("INSERT INTO users VALUES (1, 'on shard0')")  # hash: id 1 -> shard0
+    c.shards[1].primary.psql("INSERT INTO users VALUES (3, 'on shard1')")  # id 3 -> shard1
+    old_port = c.shards[1].primary.port
+    with pgwire.PgWire(HOST, c.shardgate.port) as w:
+        w.login()
+        assert pgwire.data_rows(w.simple("SELECT name FROM users WHERE id = 3")) == [["on shard1"]]
+        assert not pgwire.errors(w.simple("BEGIN"))
+        assert not pgwire.errors(w.simple("UPDATE users SET name = 'x' WHERE id = 1"))
+        config = Path(c.config_path).read_text()
+        assert f"port = {old_port}" in config
+        Path(c.config_path).write_text(config.replace(f"port = {old_port}", "port = 1"))
+        with console(c) as admin:
+            assert command(admin, "RELOAD") == "RELOAD"
+        w.simple("UPDATE users SET name = 'x' WHERE id = 3")  # either server may answer this one
+        w.simple("ROLLBACK")
+    with pgwire.PgWire(HOST, c.shardgate.port) as w:
+        w.login()
+        for _ in range(3):
+            codes = [e.code for e in pgwire.errors(w.simple("SELECT name FROM users WHERE id = 3"))]
+            assert codes == ["08006"], f"shard1 is still served by its old server: {codes}"
+
+
 def test_max_client_conn_refuses_after_the_ssl_answer_and_the_startup_packet(make_cluster):
     """Over max_client_conn, a client is refused with 53300 as Postgres and PgBouncer refuse it:
     after answering its SSLRequest and reading its startup packet, so that libpq (sslmode=prefer,
