@@ -1714,6 +1714,17 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
         ++ready_sent_;
         ++outstanding_;
         server_->expect(backends::Reply::kReadyForQuery);
+        if (resets_ && resets_->pending && type == wire::fe::kSync) {
+          // The batch's RESET / DISCARD ALL went back to the connection's own defaults: the
+          // client's startup values follow, before anything else the client sends.
+          std::string restore = settings_.startupSql(resets_->all_at_sync, resets_->at_sync);
+          resets_->pending = resets_->all_at_sync = false;
+          resets_->at_sync.clear();
+          if (!restore.empty()) {
+            passRun(used);
+            sendOwnQuery(restore);
+          }
+        }
         break;
       case wire::fe::kExecute:
         server_->expect(backends::Reply::kExecution);
@@ -1855,6 +1866,7 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
       }
       ++batch_binds_;
       if (!statement_settings_.empty()) settingsBound(name);
+      if (resets_) resetsBound(name);
       if (!routing_ && changes_batch_ready_ == ready_sent_ + 1 && changes_sent_in_batch_ > 0) {
         noteBoundSavepoint(name);  // (a routed session notes its savepoints when routing them)
       }
@@ -1948,11 +1960,30 @@ void ClientSession::noteParsedEffects(const std::string& name, SessionEffects ef
         effects.pin_reason.empty() ? "RESET through the extended protocol" : effects.pin_reason,
         {});
     statement_settings_.erase(name);
-  } else if (!effects.changes.empty()) {
-    statement_settings_[name] = std::move(effects.changes);
-  } else if (!statement_settings_.empty()) {
-    statement_settings_.erase(name);
+    if (effects.pin_reason.empty()) {
+      if (!resets_) resets_ = std::make_unique<StatementResets>();
+      resets_->by_statement[name] = {effects.resets_all, std::move(effects.resets)};
+    } else if (resets_) {
+      resets_->by_statement.erase(name);
+    }
+  } else {
+    if (!effects.changes.empty()) {
+      statement_settings_[name] = std::move(effects.changes);
+    } else if (!statement_settings_.empty()) {
+      statement_settings_.erase(name);
+    }
+    if (resets_) resets_->by_statement.erase(name);
   }
+}
+
+// A Bind of a statement that resets settings (pinned to its connection): at the batch's Sync the
+// startup packet's values of what it reset are put back, as Postgres resets to them.
+void ClientSession::resetsBound(std::string_view statement_name) {
+  auto it = resets_->by_statement.find(std::string(statement_name));
+  if (it == resets_->by_statement.end()) return;
+  resets_->all_at_sync |= it->second.first;
+  for (const std::string& reset : it->second.second) resets_->at_sync.push_back(reset);
+  resets_->pending = true;
 }
 
 bool ClientSession::boundStatement(std::string_view name, const std::string*& query,

@@ -294,6 +294,7 @@ class ClientSession final : public TcpConnection,
   // Bind of it (settingsBound).
   void noteParsedEffects(const std::string& name, SessionEffects effects);
   void settingsBound(std::string_view statement_name);
+  void resetsBound(std::string_view statement_name);
   // A SAVEPOINT bound after settings changes earlier in the same batch, which settle only at
   // its end: its mark (savepoint_marks_) must count them. Without routing (one shard), the
   // statement's first word tells.
@@ -346,6 +347,16 @@ class ClientSession final : public TcpConnection,
   // The statements (by name, "" for the unnamed one) that SET settings, and what they set
   // (pgjdbc sends SET extra_float_digits this way at connect). Usually empty.
   std::unordered_map<std::string, std::vector<SettingChange>> statement_settings_;
+  // Statements that RESET or DISCARD ALL through the extended protocol (they pin the session):
+  // what each resets, and what the open batch's Binds of them reset, put back at its Sync. Null
+  // until such a statement is prepared.
+  struct StatementResets {
+    std::unordered_map<std::string, std::pair<bool, std::vector<std::string>>> by_statement;
+    bool all_at_sync = false;
+    std::vector<std::string> at_sync;
+    bool pending = false;
+  };
+  std::unique_ptr<StatementResets> resets_;
 
   backends::Pool* pool_ = nullptr;
   backends::ServerConnection* server_ = nullptr;

@@ -518,6 +518,46 @@ def test_reset_all_and_discard_all_go_back_to_startup_values(make_cluster):
     churn.check()
 
 
+def test_resets_through_the_extended_protocol_go_back_to_startup_values(make_cluster):
+    """RESET ALL, DISCARD ALL, RESET name and SET name TO DEFAULT sent through the extended protocol
+    (psycopg's prepare=True, asyncpg's fetch) go back to the startup packet's values, as Postgres
+    does, not to the pooled connection's own defaults."""
+    c = tx_cluster(make_cluster, pool_size=2)
+    probe = ("SELECT current_setting('application_name'), current_setting('work_mem'),"
+             " current_setting('TimeZone'), current_setting('extra_float_digits')")
+    changes = ("SET application_name = 'x'; SET work_mem = '1MB'; SET TimeZone = 'America/New_York';"
+               " SET extra_float_digits = 0")
+
+    def with_psycopg(port):
+        out = []
+        with psycopg.connect(host=th.HOST, port=port, user="postgres", password="postgres", dbname="app",
+                             autocommit=True, application_name="myapp",
+                             options="-c work_mem=8MB -c TimeZone=Asia/Tokyo -c extra_float_digits=3") as conn:
+            for statement in ("DISCARD ALL", "RESET ALL", "RESET application_name", "SET work_mem TO DEFAULT"):
+                conn.execute(changes)
+                conn.execute(statement, prepare=True)
+                out.append((statement, *conn.execute(probe).fetchone()))
+        return out
+
+    async def with_asyncpg(port):
+        conn = await asyncpg.connect(host=th.HOST, port=port, user="postgres", password="postgres", database="app",
+                                     server_settings={"application_name": "myapp", "TimeZone": "Asia/Tokyo",
+                                                      "extra_float_digits": "3"})
+        try:
+            await conn.execute(changes)
+            await conn.fetch("RESET ALL")
+            return [("asyncpg RESET ALL", *(await conn.fetchrow(probe)))]
+        finally:
+            await conn.close()
+
+    for port in (primary_port(c), c.shardgate.port):
+        results = with_psycopg(port) + asyncio.run(with_asyncpg(port))
+        if port == primary_port(c):
+            want = results
+        else:
+            assert results == want
+
+
 def test_every_spelling_of_a_time_zone_reset_goes_back_to_the_startup_value(make_cluster):
     """SET TIME ZONE LOCAL, SET SESSION TIME ZONE DEFAULT and SET TimeZone TO DEFAULT are RESET
     TimeZone: the client's startup value, not the pooled connection's default, on every
