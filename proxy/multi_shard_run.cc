@@ -697,8 +697,12 @@ void MultiShardRun::fail(Error error) {
     // Every shard's COPY must fail too: none may commit part of the rows.
     endCopy(wire::fe::kCopyFail, "COPY failed on another shard");
   }
-  // A read that failed on one shard need not finish on the others.
-  if (request_.plan->kind == planner::MultiShardPlan::Kind::kRead) cancel();
+  // A read that failed on one shard need not finish on the others. Not inside a transaction: its
+  // connections stay in it, and a cancel request that arrives late would cancel its next
+  // statement there (the ROLLBACK, or what runs after it on a connection back in the pool).
+  if (request_.plan->kind == planner::MultiShardPlan::Kind::kRead && !request_.in_transaction) {
+    cancel();
+  }
 }
 
 std::string MultiShardRun::commandTag() const {
