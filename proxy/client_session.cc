@@ -1248,6 +1248,27 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       // a pipelined ROLLBACK or COMMIT still owes its reply: then the transaction may be over,
       // and the statement must be routed once the server says so.
       if (type == wire::fe::kQuery && !batch_open_ && awaitOwedReplies()) return used;
+      if (type == wire::fe::kBind) {
+        // The server ends the failed transaction at a COMMIT or ROLLBACK and runs the rest of the
+        // batch on its own: what follows in the batch must be for this server, or be refused.
+        auto decision = routeBind(frame.payload);
+        if (decision.ok() && failed_transaction_ended_in_batch_ &&
+            decision->kind != planner::RouteDecision::Kind::kAnyShard &&
+            !(decision->kind == planner::RouteDecision::Kind::kShard && current_target_ &&
+              decision->shard == current_target_->shard)) {
+          used += frame.size;
+          refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
+                                      "a statement for other shards cannot follow the end of a "
+                                      "failed transaction in the same extended-protocol batch",
+                                      decision->reason, "send a Sync after the ROLLBACK"),
+                          /*extended_protocol=*/true);
+          continue;
+        }
+        if (decision.ok() && (decision->transaction == planner::TransactionAction::kCommit ||
+                              decision->transaction == planner::TransactionAction::kRollback)) {
+          failed_transaction_ended_in_batch_ = true;
+        }
+      }
       target = current_target_;
     } else if (type == wire::fe::kQuery) {
       std::string_view sql = frame.payload;
@@ -1655,6 +1676,7 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
     if (type == wire::fe::kSync || type == wire::fe::kQuery || type == wire::fe::kFunctionCall) {
       // Each ends with its own ReadyForQuery (a Query or FunctionCall inside a batch ends it too).
       batch_open_ = false;
+      failed_transaction_ended_in_batch_ = false;
       batch_executes_ = false;
       batch_began_transaction_ = false;
       batch_binds_ = 0;
@@ -2230,6 +2252,7 @@ void ClientSession::onCloseSkipped(const std::string& client_name,
 
 void ClientSession::onServerReadyForQuery(char transaction_status) {
   if (outstanding_ > 0) --outstanding_;
+  failed_transaction_ended_in_batch_ = false;
   transaction_status_ = transaction_status;
   if (transaction_status != 'T') committing_spread_ = false;
   metrics_.readyForQuery(transaction_status, outstanding_, context().nowNs());

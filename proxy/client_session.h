@@ -516,6 +516,8 @@ class ClientSession final : public TcpConnection,
   bool fallback_to_primary_ = false;
   std::unique_ptr<Error> refusal_;  // refuseAfterStartup
   bool committing_spread_ = false;
+  // The open batch ended its failed transaction (COMMIT / ROLLBACK) on the held server.
+  bool failed_transaction_ended_in_batch_ = false;
   bool ending_parked_ = false;  // COMMIT / ROLLBACK running on parked connections
   // ... and it failed on one: the client's end gets it. The two errors are pointers because they
   // are rare and an Error is 160 bytes: idle sessions stay small.

@@ -1002,6 +1002,28 @@ def test_client_leaving_while_its_batch_commits_over_shards_does_not_split_it(r)
             r.primary(i).psql("DROP TRIGGER IF EXISTS routing_slow_commit ON users")
 
 
+def test_statement_for_other_shards_after_rollback_of_a_failed_transaction_in_one_batch(r):
+    """BEGIN, a statement that fails on one shard, then one batch [ROLLBACK, multi-shard UPDATE].
+    The held server ends the failed transaction and would run the rest of the batch alone: the
+    UPDATE is refused (0A000) rather than run on one shard only; a one-shard statement for that
+    server still runs."""
+    k0 = r.keys_on(0, 1)[0]
+    k1 = r.keys_on(1, 1)[0]
+    with wire_connect(r.port) as w:
+        ok(w, f"INSERT INTO users (id, name) VALUES ({k0}, 'a'), ({k1}, 'b')")
+        for follow, code in ((f"UPDATE users SET name = 'all' WHERE id IN ({k0}, {k1})", "0A000"),
+                             (f"UPDATE users SET name = 'one' WHERE id = {k0}", None)):
+            ok(w, "BEGIN")
+            assert error_codes(w.simple(f"INSERT INTO users (id, name) VALUES ({k0}, 'dup')")) == ["23505"]
+            w.send(b"".join(pgwire.parse("", sql) + pgwire.bind("", "") + pgwire.execute()
+                            for sql in ("ROLLBACK", follow)) + pgwire.sync())
+            msgs = w.recv_until(b"Z", timeout=10)
+            assert error_codes(msgs) == ([code] if code else []), describe_reply(msgs)
+            assert status_of(msgs) == "I"
+        names = {s: shard_rows(r, s, "SELECT name FROM users WHERE id IN (%s, %s)", (k0, k1)) for s in (0, 1)}
+        assert names == {0: [("one",)], 1: [("b",)]}, names
+
+
 def test_batch_error_then_a_message_shardgate_refuses_itself_ends_at_the_sync(r):
     """A batch whose statement fails on the server, followed in the same write by a message that
     shardgate refuses itself (a Bind of an unknown statement, a Parse of a name in use): Postgres
