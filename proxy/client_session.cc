@@ -1290,6 +1290,10 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         refuseStatement(*error, /*extended_protocol=*/false);
         continue;
       }
+      if (!suspended_portals_.empty() && answerMoveOnKeptPortal(sql)) {
+        used += frame.size;
+        continue;
+      }
       if (interceptShardgateCall(sql)) {  // shardgate.move_key(...)
         used += frame.size;
         continue;
@@ -1409,9 +1413,9 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
           continue;
         }
         if (!worker_.sessionEffectFree(parse->query)) {
-          noteParsedEffects(parse->name, sessionEffectsOf(parse->query));
-        } else if (!statement_settings_.empty()) {
-          statement_settings_.erase(parse->name);
+          noteParsedEffects(parse->name, sessionEffectsOf(parse->query), /*pin_at_bind=*/true);
+        } else {
+          forgetStatementEffects(parse->name);
         }
         rememberParse(*parse);
         metrics_.statementText(type, frame.payload);
@@ -1592,7 +1596,7 @@ bool ClientSession::rememberPlainUnnamedParse(std::string_view payload) {
     unnamed_query_.assign(query);
     unnamed_effect_free_ = true;
   }
-  if (!statement_settings_.empty()) statement_settings_.erase(std::string());
+  forgetStatementEffects(std::string());
   unnamed_types_.resize(static_cast<size_t>(count));
   for (int32_t& oid : unnamed_types_) reader.readInt32(oid);
   unnamed_version_ = worker_.nextUnnamedVersion();
@@ -1736,12 +1740,13 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
         ++ready_sent_;
         ++outstanding_;
         server_->expect(backends::Reply::kReadyForQuery);
-        if (resets_ && resets_->pending && type == wire::fe::kSync) {
+        if (bound_effects_ && bound_effects_->pending && type == wire::fe::kSync) {
           // The batch's RESET / DISCARD ALL went back to the connection's own defaults: the
           // client's startup values follow, before anything else the client sends.
-          std::string restore = settings_.startupSql(resets_->all_at_sync, resets_->at_sync);
-          resets_->pending = resets_->all_at_sync = false;
-          resets_->at_sync.clear();
+          std::string restore =
+              settings_.startupSql(bound_effects_->all_at_sync, bound_effects_->at_sync);
+          bound_effects_->pending = bound_effects_->all_at_sync = false;
+          bound_effects_->at_sync.clear();
           if (!restore.empty()) {
             passRun(used);
             sendOwnQuery(restore);
@@ -1840,7 +1845,7 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
         }
       }
       const bool sql_prepared = effects.sql_prepared;
-      noteParsedEffects(parse->name, std::move(effects));
+      noteParsedEffects(parse->name, std::move(effects), /*pin_at_bind=*/false);
       if (parse->name.empty()) {
         rememberParse(*parse);
         server_->setUnnamedStatement(this, unnamed_version_);
@@ -1888,7 +1893,7 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
       }
       ++batch_binds_;
       if (!statement_settings_.empty()) settingsBound(name);
-      if (resets_) resetsBound(name);
+      if (bound_effects_) effectsBound(name);
       if (!routing_ && changes_batch_ready_ == ready_sent_ + 1 && changes_sent_in_batch_ > 0) {
         noteBoundSavepoint(name);  // (a routed session notes its savepoints when routing them)
       }
@@ -1974,38 +1979,55 @@ void ClientSession::applySessionEffects(std::string pin_reason,
   changes_in_flight_.push_back({ready_sent_ + 1, std::move(changes)});
 }
 
-void ClientSession::noteParsedEffects(const std::string& name, SessionEffects effects) {
-  if (!effects.pin_reason.empty() || effects.resetsAnything()) {
-    // RESET puts back the startup packet's values with a statement of shardgate's own after it,
-    // which cannot go inside the client's batch.
-    applySessionEffects(
-        effects.pin_reason.empty() ? "RESET through the extended protocol" : effects.pin_reason,
-        {});
-    statement_settings_.erase(name);
-    if (effects.pin_reason.empty()) {
-      if (!resets_) resets_ = std::make_unique<StatementResets>();
-      resets_->by_statement[name] = {effects.resets_all, std::move(effects.resets)};
-    } else if (resets_) {
-      resets_->by_statement.erase(name);
-    }
-  } else {
-    if (!effects.changes.empty()) {
-      statement_settings_[name] = std::move(effects.changes);
-    } else if (!statement_settings_.empty()) {
-      statement_settings_.erase(name);
-    }
-    if (resets_) resets_->by_statement.erase(name);
+// A statement without effects on the session now has `name`: what an earlier one of that name
+// would have done when bound goes.
+void ClientSession::forgetStatementEffects(const std::string& name) {
+  if (!statement_settings_.empty()) statement_settings_.erase(name);
+  if (bound_effects_) {
+    bound_effects_->pins.erase(name);
+    bound_effects_->resets.erase(name);
   }
 }
 
-// A Bind of a statement that resets settings (pinned to its connection): at the batch's Sync the
-// startup packet's values of what it reset are put back, as Postgres resets to them.
-void ClientSession::resetsBound(std::string_view statement_name) {
-  auto it = resets_->by_statement.find(std::string(statement_name));
-  if (it == resets_->by_statement.end()) return;
-  resets_->all_at_sync |= it->second.first;
-  for (const std::string& reset : it->second.second) resets_->at_sync.push_back(reset);
-  resets_->pending = true;
+// pin_at_bind: a routed session's Parse, answered by shardgate: the statement's Bind decides the
+// connection a pin keeps.
+void ClientSession::noteParsedEffects(const std::string& name, SessionEffects effects,
+                                      bool pin_at_bind) {
+  forgetStatementEffects(name);
+  if (effects.pin_reason.empty() && !effects.resetsAnything()) {
+    if (!effects.changes.empty()) statement_settings_[name] = std::move(effects.changes);
+    return;
+  }
+  // RESET puts back the startup packet's values with a statement of shardgate's own after it,
+  // which cannot go inside the client's batch: it pins the session too.
+  std::string pin_reason =
+      effects.pin_reason.empty() ? "RESET through the extended protocol" : effects.pin_reason;
+  if (!bound_effects_ && (pin_at_bind || effects.pin_reason.empty())) {
+    bound_effects_ = std::make_unique<BoundEffects>();
+  }
+  if (effects.pin_reason.empty()) {
+    bound_effects_->resets[name] = {effects.resets_all, std::move(effects.resets)};
+  }
+  if (pin_at_bind) {
+    bound_effects_->pins[name] = std::move(pin_reason);
+  } else {
+    applySessionEffects(std::move(pin_reason), {});
+  }
+}
+
+// A Bind of a statement with effects that take hold when bound (see BoundEffects).
+void ClientSession::effectsBound(std::string_view statement_name) {
+  const std::string name(statement_name);
+  if (auto pin = bound_effects_->pins.find(name); pin != bound_effects_->pins.end()) {
+    applySessionEffects(pin->second, {});
+  }
+  auto it = bound_effects_->resets.find(name);
+  if (it == bound_effects_->resets.end()) return;
+  // At the batch's Sync the startup packet's values of what it reset are put back, as Postgres
+  // resets to them.
+  bound_effects_->all_at_sync |= it->second.first;
+  for (const std::string& reset : it->second.second) bound_effects_->at_sync.push_back(reset);
+  bound_effects_->pending = true;
 }
 
 bool ClientSession::boundStatement(std::string_view name, const std::string*& query,
@@ -3295,7 +3317,21 @@ void ClientSession::executeSuspendedPortal(std::vector<SuspendedPortal>::iterato
     return;
   }
   // The next rows, then PortalSuspended if the limit stopped them, else the part's tag.
-  const std::string_view kept = std::string_view(portal->rows).substr(portal->next);
+  std::string out;
+  const int32_t rows = takeKeptRows(*portal, max_rows, &out);
+  if (max_rows > 0 && rows == max_rows) {
+    wire::PortalSuspended{}.encode(out);
+  } else {
+    // Each part is tagged with its own count ("SELECT 2", "UPDATE 0"), as Postgres does.
+    wire::CommandComplete{portal->tag_command + std::to_string(rows)}.encode(out);
+  }
+  answer(std::move(out));
+}
+
+// Takes the next `max_rows` (all for 0 or less) of a suspended portal's kept DataRows, appended
+// to `out` unless it is null (MOVE); returns how many.
+int32_t ClientSession::takeKeptRows(SuspendedPortal& portal, int32_t max_rows, std::string* out) {
+  const std::string_view kept = std::string_view(portal.rows).substr(portal.next);
   int32_t rows = 0;
   size_t used = 0;
   wire::Frame frame;
@@ -3304,19 +3340,77 @@ void ClientSession::executeSuspendedPortal(std::vector<SuspendedPortal>::iterato
     used += frame.size;
     ++rows;
   }
-  std::string out(kept.substr(0, used));
-  portal->next += used;
-  if (portal->next == portal->rows.size()) {  // all sent: the memory goes now
-    std::string().swap(portal->rows);
-    portal->next = 0;
+  if (out != nullptr) out->append(kept.substr(0, used));
+  portal.next += used;
+  if (portal.next == portal.rows.size()) {  // all taken: the memory goes now
+    std::string().swap(portal.rows);
+    portal.next = 0;
   }
-  if (max_rows > 0 && rows == max_rows) {
-    wire::PortalSuspended{}.encode(out);
-  } else {
-    // Each part is tagged with its own count ("SELECT 2", "UPDATE 0"), as Postgres does.
-    wire::CommandComplete{portal->tag_command + std::to_string(rows)}.encode(out);
+  return rows;
+}
+
+// `MOVE [FORWARD] [n | ALL] [FROM | IN] portal` on a multi-shard portal whose rows shardgate keeps
+// (asyncpg's Cursor.forward() sends it): the shards have no such portal, so it is answered here.
+// False for any other statement, or another form of MOVE (the shards answer it).
+bool ClientSession::answerMoveOnKeptPortal(std::string_view sql) {
+  std::vector<std::string> words;
+  size_t i = 0;
+  while (i < sql.size() && words.size() < 6) {
+    while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i]))) ++i;
+    if (i == sql.size() || sql[i] == ';') break;
+    std::string word;
+    if (sql[i] == '"') {  // a quoted name, "" for a quote
+      for (++i; i < sql.size(); ++i) {
+        if (sql[i] == '"' && (i + 1 == sql.size() || sql[i + 1] != '"')) break;
+        if (sql[i] == '"') ++i;
+        word.push_back(sql[i]);
+      }
+      if (i == sql.size()) return false;
+      ++i;
+      word.insert(0, 1, '"');  // marks it quoted
+    } else {
+      for (; i < sql.size() && !std::isspace(static_cast<unsigned char>(sql[i])) && sql[i] != ';';
+           ++i) {
+        word.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i]))));
+      }
+    }
+    words.push_back(std::move(word));
   }
-  answer(std::move(out));
+  while (i < sql.size() && (std::isspace(static_cast<unsigned char>(sql[i])) || sql[i] == ';')) {
+    ++i;
+  }
+  if (i != sql.size() || words.size() < 2 || words[0] != "move") return false;
+  size_t w = 1;
+  if (words[w] == "forward") ++w;
+  bool all = false;
+  int32_t count = 1;
+  const auto is_count = [](const std::string& word) {
+    return !word.empty() && word.size() < 10 && std::all_of(word.begin(), word.end(), [](char c) {
+      return std::isdigit(static_cast<unsigned char>(c));
+    });
+  };
+  if (w + 1 < words.size() && words[w] == "all") {
+    all = true;
+    ++w;
+  } else if (w + 1 < words.size() && is_count(words[w])) {
+    count = std::stoi(words[w]);
+    ++w;
+  }
+  if (w + 1 < words.size() && (words[w] == "from" || words[w] == "in")) ++w;
+  if (w + 1 != words.size() || words[w].empty()) return false;
+  const std::string name = words[w][0] == '"' ? words[w].substr(1) : words[w];
+  auto portal = std::find_if(suspended_portals_.begin(), suspended_portals_.end(),
+                             [&](const SuspendedPortal& p) { return p.name == name; });
+  if (portal == suspended_portals_.end() || portal->dropped || transaction_status_ == 'E') {
+    return false;
+  }
+  const int32_t moved = all          ? takeKeptRows(*portal, 0, nullptr)
+                        : count == 0 ? 0
+                                     : takeKeptRows(*portal, count, nullptr);
+  std::string reply;
+  wire::CommandComplete{"MOVE " + std::to_string(moved)}.encode(reply);
+  answerStatementHere(std::move(reply), /*extended=*/false);
+  return true;
 }
 
 void ClientSession::answerSync() {

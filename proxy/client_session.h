@@ -292,9 +292,10 @@ class ClientSession final : public TcpConnection,
   // Parse in the extended protocol: a statement's effects happen where it is bound. Pinning
   // features pin now; the settings a SET changes are remembered by statement and count at each
   // Bind of it (settingsBound).
-  void noteParsedEffects(const std::string& name, SessionEffects effects);
+  void noteParsedEffects(const std::string& name, SessionEffects effects, bool pin_at_bind);
   void settingsBound(std::string_view statement_name);
-  void resetsBound(std::string_view statement_name);
+  void effectsBound(std::string_view statement_name);
+  void forgetStatementEffects(const std::string& name);
   // A SAVEPOINT bound after settings changes earlier in the same batch, which settle only at
   // its end: its mark (savepoint_marks_) must count them. Without routing (one shard), the
   // statement's first word tells.
@@ -347,16 +348,19 @@ class ClientSession final : public TcpConnection,
   // The statements (by name, "" for the unnamed one) that SET settings, and what they set
   // (pgjdbc sends SET extra_float_digits this way at connect). Usually empty.
   std::unordered_map<std::string, std::vector<SettingChange>> statement_settings_;
-  // Statements that RESET or DISCARD ALL through the extended protocol (they pin the session):
-  // what each resets, and what the open batch's Binds of them reset, put back at its Sync. Null
-  // until such a statement is prepared.
-  struct StatementResets {
-    std::unordered_map<std::string, std::pair<bool, std::vector<std::string>>> by_statement;
+  // Effects of prepared statements that take hold when they are bound. pins: a routed session's
+  // statements that pin it (LISTEN, WITH HOLD cursors, ...), pinned to the connection their Bind
+  // goes to (at Parse it may hold another shard's). resets: statements that RESET or DISCARD ALL
+  // (they pin too): what each resets, and what the open batch's Binds of them reset, put back at
+  // its Sync. Null until such a statement is prepared.
+  struct BoundEffects {
+    std::unordered_map<std::string, std::string> pins;
+    std::unordered_map<std::string, std::pair<bool, std::vector<std::string>>> resets;
     bool all_at_sync = false;
     std::vector<std::string> at_sync;
     bool pending = false;
   };
-  std::unique_ptr<StatementResets> resets_;
+  std::unique_ptr<BoundEffects> bound_effects_;
 
   backends::Pool* pool_ = nullptr;
   backends::ServerConnection* server_ = nullptr;
@@ -506,6 +510,8 @@ class ClientSession final : public TcpConnection,
   std::vector<SuspendedPortal> suspended_portals_;  // oldest first
   // Its next rows (all for max_rows 0), as Postgres answers an Execute of a suspended portal.
   void executeSuspendedPortal(std::vector<SuspendedPortal>::iterator portal, int32_t max_rows);
+  static int32_t takeKeptRows(SuspendedPortal& portal, int32_t max_rows, std::string* out);
+  bool answerMoveOnKeptPortal(std::string_view sql);
   // Multi-shard portals bound in an earlier batch of the transaction, not executed yet.
   std::vector<std::unique_ptr<BoundMultiShard>> bound_portals_;  // oldest first
 

@@ -113,6 +113,26 @@ def test_asyncpg_prepared_statement(ms):
     assert [r["id"] for r in second] == sorted((k for k in range(1, USERS + 1) if k % 97 == 12), reverse=True)
 
 
+def test_asyncpg_cursor_forward_over_shards(ms):
+    """asyncpg's Cursor.forward(n) sends MOVE FORWARD n on its protocol portal, whose rows
+    shardgate keeps for a multi-shard query: it skips them there, and fetch goes on after them."""
+    async def run():
+        conn = await asyncpg.connect(host="127.0.0.1", port=ms.shardgate.port, user="postgres",
+                                     password="postgres", database="app")
+        try:
+            async with conn.transaction():
+                cur = await conn.cursor("SELECT id FROM users WHERE id <= $1 ORDER BY id", 20)
+                first = [r["id"] for r in await cur.fetch(2)]
+                moved = await cur.forward(3)
+                after = [r["id"] for r in await cur.fetch(2)]
+                rest = await cur.forward(100)
+            return first, moved, after, rest
+        finally:
+            await conn.close()
+
+    assert asyncio.run(run()) == ([1, 2], 3, [6, 7], 13)
+
+
 def test_error_on_one_shard_names_it(ms):
     # 1/(id - k) fails only on the shard holding k.
     k = min(shard_users(ms, 1))

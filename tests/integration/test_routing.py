@@ -1024,6 +1024,24 @@ def test_statement_for_other_shards_after_rollback_of_a_failed_transaction_in_on
         assert names == {0: [("one",)], 1: [("b",)]}, names
 
 
+def test_with_hold_cursor_through_the_extended_protocol_on_another_shard(r):
+    """psycopg's server-side cursor with withhold=True (BEGIN, then DECLARE ... WITH HOLD through
+    the extended protocol) whose query is on shard 1 while the session first held shard 0's
+    connection: the cursor pins the session to the connection its DECLARE runs on, and its rows
+    come after the COMMIT, as in Postgres."""
+    k1 = r.keys_on(1, 1)[0]
+    with sg(r) as conn:
+        conn.execute("INSERT INTO users (id, name) VALUES (%s, 'held')", (k1,))
+    with sg(r, autocommit=False) as conn:
+        conn.execute("SELECT 1")  # the transaction begins on the default shard
+        cur = conn.cursor(name="held_cursor", withhold=True)
+        cur.execute("SELECT name FROM users WHERE id = %s", (k1,))
+        conn.commit()
+        assert cur.fetchall() == [("held",)]
+        cur.close()
+        conn.commit()
+
+
 def test_batch_error_then_a_message_shardgate_refuses_itself_ends_at_the_sync(r):
     """A batch whose statement fails on the server, followed in the same write by a message that
     shardgate refuses itself (a Bind of an unknown statement, a Parse of a name in use): Postgres
