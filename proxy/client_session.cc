@@ -2927,6 +2927,14 @@ void ClientSession::multiShardKeepServer(uint32_t shard, backends::ServerConnect
   park(server, pool, shard);
 }
 
+void ClientSession::multiShardReturnHeldServer(uint32_t shard, backends::ServerConnection* server,
+                                               backends::Pool* pool) {
+  server_ = server;
+  pool_ = pool;
+  current_target_ = Target{shard, -1};
+  server_->attach(this);
+}
+
 namespace {
 // How a multi-shard plan is counted in shardgate_queries_total{route}.
 RouteKind multiShardRouteKind(const planner::MultiShardPlan& plan) {
@@ -3034,6 +3042,9 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
   request.atomic = !in_transaction && plan.statements.size() > 1 &&
                    (plan.kind == planner::MultiShardPlan::Kind::kWrite ||
                     plan.kind == planner::MultiShardPlan::Kind::kCopyIn || plan.transactional);
+  if (!in_transaction && pinned_ && server_ && current_target_ && current_target_->replica < 0) {
+    request.held_shard = current_target_->shard;
+  }
   if (in_transaction) {
     request.in_transaction = true;
     request.begin_sql = transactionJoinSql();

@@ -113,6 +113,8 @@ class ClientSession final : public TcpConnection,
   backends::ServerConnection* multiShardTakeServer(uint32_t shard, backends::Pool** pool) override;
   void multiShardKeepServer(uint32_t shard, backends::ServerConnection* server,
                             backends::Pool* pool) override;
+  void multiShardReturnHeldServer(uint32_t shard, backends::ServerConnection* server,
+                                  backends::Pool* pool) override;
   std::string multiShardShardName(uint32_t shard) const override;
 
  private:

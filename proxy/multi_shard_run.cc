@@ -51,11 +51,13 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
       done_ = true;
       return;
     }
-    if (run_.request_.in_transaction) {
+    const bool held = run_.request_.held_shard == shard_;
+    if (run_.request_.in_transaction || held) {
       server_ = run_.host_.multiShardTakeServer(shard_, &pool_);
-      if (server_) {  // already in the transaction, in line with the session's settings
+      if (server_) {  // already in the transaction (or the session's), in line with its settings
+        held_ = held && !run_.request_.in_transaction;
         server_->attach(this);
-        sendStatement(/*begin=*/false);
+        sendStatement(/*begin=*/held_ && run_.request_.atomic);
         return;
       }
     }
@@ -69,7 +71,8 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
   }
 
   void cancel(LoopContext& context) {
-    if (server_ && !done_) {
+    // (Not the pinned session's own connection: a late cancel would hit its next statement.)
+    if (server_ && !done_ && !held_) {
       backends::sendCancelRequest(context, *server_);
       cancelled_ = true;
     }
@@ -100,6 +103,11 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
       if (!leg) return;
       leg->server_ = nullptr;
       server->detach();
+      if (leg->held_ && status.ok() && server->transactionStatus() == 'I') {
+        leg->run_.host_.multiShardReturnHeldServer(leg->shard_, server, leg->pool_);
+        then(std::move(status));
+        return;
+      }
       leg->pool_->release(server,
                           status.ok() && server->transactionStatus() == 'I' && !leg->cancelled_
                               ? backends::Pool::Release::kClean
@@ -175,6 +183,8 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
     } else if (run_.request_.atomic) {
       server_ = server;  // its transaction waits for the other shards' outcome
       server_->attach(this);
+    } else if (held_ && transaction_status == 'I') {
+      run_.host_.multiShardReturnHeldServer(shard_, server, pool_);
     } else {
       // A shard left inside a transaction (it should not be) is not reused, nor one a cancel
       // request may still reach (it would cancel the next client's statement).
@@ -304,6 +314,7 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
   bool copy_ready_ = false;        // in copy-in mode (CopyInResponse seen)
   bool copy_header_seen_ = false;  // COPY TO: this shard's header row / file header went by
   bool cancelled_ = false;         // a cancel request was sent: the connection is not reused
+  bool held_ = false;              // the pinned session's connection (Request::held_shard)
 };
 
 MultiShardRun::MultiShardRun(MultiShardHost& host, Request request)

@@ -41,6 +41,10 @@ class MultiShardHost {
   // After the statement, a connection inside the session's transaction goes back to the session.
   virtual void multiShardKeepServer(uint32_t shard, backends::ServerConnection* server,
                                     backends::Pool* pool) = 0;
+  // After the statement, the connection a pinned session holds (Request::held_shard) is its
+  // again.
+  virtual void multiShardReturnHeldServer(uint32_t shard, backends::ServerConnection* server,
+                                          backends::Pool* pool) = 0;
   // Bytes for the client (whole messages).
   virtual void multiShardOutput(std::string_view bytes) = 0;
   // True while the client's output is over its limit (the shards' reads pause).
@@ -80,6 +84,9 @@ class MultiShardRun {
     // on every shard).
     bool in_transaction = false;
     std::string begin_sql;
+    // Outside a transaction, a session pinned to its connection (LISTEN, WITH HOLD cursor, ...)
+    // lends it for its shard: the pool may have no other (and would wait for this one).
+    std::optional<uint32_t> held_shard;
     // Outside a transaction block, a write to several shards runs in a transaction on each and
     // commits them one after the other only if every shard succeeded (else rolls them all back).
     bool atomic = false;

@@ -1042,6 +1042,26 @@ def test_with_hold_cursor_through_the_extended_protocol_on_another_shard(r):
         conn.commit()
 
 
+def test_pinned_session_lends_its_connection_to_a_multi_shard_statement(make_cluster):
+    """A session pinned by LISTEN to a pool's only connection runs multi-shard statements: its
+    shard's part runs on the connection it holds (the pool has no other, and waiting for it would
+    never end), which stays the session's, as LISTEN shows."""
+    c = make_cluster(num_shards=2, replicas_per_shard=0, pool_mode="transaction",
+                     general={"workers": 1, "default_pool_size": 1, "query_wait_timeout": 3000},
+                     database_options={"default_shard": 0}, extra_toml=SHARDING_TOML)
+    for i in range(2):
+        c.shards[i].primary.psql("CREATE TABLE users (id bigint PRIMARY KEY, name text)")
+    with wire_connect(c.shardgate.port) as w:
+        ok(w, "INSERT INTO users (id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd')")
+        ok(w, "LISTEN sg_lend")
+        assert ok(w, "SELECT count(*) FROM users") == [["4"]]
+        ok(w, "UPDATE users SET name = 'x'")
+        assert ok(w, "SELECT count(*) FROM users WHERE name = 'x'") == [["4"]]
+        c.shards[0].primary.psql("NOTIFY sg_lend, 'still here'")  # LISTEN ran on the default shard
+        msgs = w.simple("SELECT 1")
+        assert [pgwire.parse_notification(m)[1:] for m in msgs if m.type == b"A"] == [("sg_lend", "still here")]
+
+
 def test_batch_error_then_a_message_shardgate_refuses_itself_ends_at_the_sync(r):
     """A batch whose statement fails on the server, followed in the same write by a message that
     shardgate refuses itself (a Bind of an unknown statement, a Parse of a name in use): Postgres
