@@ -1413,7 +1413,10 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
           continue;
         }
         if (!worker_.sessionEffectFree(parse->query)) {
-          noteParsedEffects(parse->name, sessionEffectsOf(parse->query), /*pin_at_bind=*/true);
+          // (Session pooling pins at Parse: a spread batch or transaction's end gives back the
+          // connections it moved between, the one a Bind pinned among them.)
+          noteParsedEffects(parse->name, sessionEffectsOf(parse->query),
+                            /*pin_at_bind=*/transaction_pooling_);
         } else {
           forgetStatementEffects(parse->name);
         }

@@ -70,9 +70,10 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
     if (server_) server_->resumeIfPaused();
   }
 
-  void cancel(LoopContext& context) {
-    // (Not the pinned session's own connection: a late cancel would hit its next statement.)
-    if (server_ && !done_ && !held_) {
+  // held_too: also the pinned session's own connection (a late cancel request could hit the next
+  // statement there: only when the client asked for the cancel, as one Postgres would).
+  void cancel(LoopContext& context, bool held_too) {
+    if (server_ && !done_ && (held_too || !held_)) {
       backends::sendCancelRequest(context, *server_);
       cancelled_ = true;
     }
@@ -368,8 +369,8 @@ void MultiShardRun::abandon() {
   for (auto& leg : legs_) leg->abandon();
 }
 
-void MultiShardRun::cancel() {
-  for (auto& leg : legs_) leg->cancel(host_.multiShardLoop());
+void MultiShardRun::cancel(bool held_too) {
+  for (auto& leg : legs_) leg->cancel(host_.multiShardLoop(), held_too);
 }
 
 // Shard results are asked for in text, except the client's visible columns, which come in the
@@ -712,7 +713,7 @@ void MultiShardRun::fail(Error error) {
   // connections stay in it, and a cancel request that arrives late would cancel its next
   // statement there (the ROLLBACK, or what runs after it on a connection back in the pool).
   if (request_.plan->kind == planner::MultiShardPlan::Kind::kRead && !request_.in_transaction) {
-    cancel();
+    cancel(/*held_too=*/false);
   }
 }
 

@@ -118,8 +118,9 @@ class MultiShardRun {
   void copyFromClient(char type, std::string_view payload);
   // The transaction status the shards reported: 'E' if any transaction failed, else 'T' or 'I'.
   char transactionStatus() const { return transaction_status_; }
-  // Cancels the statement on every shard still running it.
-  void cancel();
+  // Cancels the statement on every shard still running it (held_too: on a pinned session's own
+  // connection too; the client's cancel request does).
+  void cancel(bool held_too = true);
 
  private:
   class Leg;
