@@ -8,6 +8,7 @@
 #include "backends/cancel_request.h"
 #include "common/log.h"
 #include "common/sql_text.h"
+#include "parser/parser.h"
 #include "planner/sharding_function.h"
 #include "proxy/admin_console.h"
 #include "proxy/proxy_server.h"
@@ -3363,64 +3364,34 @@ int32_t ClientSession::takeKeptRows(SuspendedPortal& portal, int32_t max_rows, s
   return rows;
 }
 
-// `MOVE [FORWARD] [n | ALL] [FROM | IN] portal` on a multi-shard portal whose rows shardgate keeps
-// (asyncpg's Cursor.forward() sends it): the shards have no such portal, so it is answered here.
-// False for any other statement, or another form of MOVE (the shards answer it).
+// MOVE on a multi-shard portal whose rows shardgate keeps (asyncpg's Cursor.forward() sends
+// `MOVE FORWARD n "portal"`): the shards have no such portal, so it is answered here, read by the
+// parser as Postgres reads it (NEXT, +n, ALL, comments). Forward moves only: the kept rows cannot
+// go back, and MOVE 0 would need the cursor's position, so those get 0A000. False for any other
+// statement (a cursor of a shard's goes there).
 bool ClientSession::answerMoveOnKeptPortal(std::string_view sql) {
-  std::vector<std::string> words;
-  size_t i = 0;
-  while (i < sql.size() && words.size() < 6) {
-    while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i]))) ++i;
-    if (i == sql.size() || sql[i] == ';') break;
-    std::string word;
-    if (sql[i] == '"') {  // a quoted name, "" for a quote
-      for (++i; i < sql.size(); ++i) {
-        if (sql[i] == '"' && (i + 1 == sql.size() || sql[i + 1] != '"')) break;
-        if (sql[i] == '"') ++i;
-        word.push_back(sql[i]);
-      }
-      if (i == sql.size()) return false;
-      ++i;
-      word.insert(0, 1, '"');  // marks it quoted
-    } else {
-      for (; i < sql.size() && !std::isspace(static_cast<unsigned char>(sql[i])) && sql[i] != ';';
-           ++i) {
-        word.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i]))));
-      }
-    }
-    words.push_back(std::move(word));
-  }
-  while (i < sql.size() && (std::isspace(static_cast<unsigned char>(sql[i])) || sql[i] == ';')) {
-    ++i;
-  }
-  if (i != sql.size() || words.size() < 2 || words[0] != "move") return false;
-  size_t w = 1;
-  if (words[w] == "forward") ++w;
-  bool all = false;
-  int32_t count = 1;
-  const auto is_count = [](const std::string& word) {
-    return !word.empty() && word.size() < 10 && std::all_of(word.begin(), word.end(), [](char c) {
-      return std::isdigit(static_cast<unsigned char>(c));
-    });
-  };
-  if (w + 1 < words.size() && words[w] == "all") {
-    all = true;
-    ++w;
-  } else if (w + 1 < words.size() && is_count(words[w])) {
-    count = std::stoi(words[w]);
-    ++w;
-  }
-  if (w + 1 < words.size() && (words[w] == "from" || words[w] == "in")) ++w;
-  if (w + 1 != words.size() || words[w].empty()) return false;
-  const std::string name = words[w][0] == '"' ? words[w].substr(1) : words[w];
+  auto parsed = parser::parse(sql);
+  if (!parsed.ok() || (*parsed)->statementCount() != 1) return false;
+  const pg_query::Node& node = (*parsed)->statement(0);
+  if (!node.has_fetch_stmt() || !node.fetch_stmt().ismove()) return false;
+  const pg_query::FetchStmt& move = node.fetch_stmt();
   auto portal = std::find_if(suspended_portals_.begin(), suspended_portals_.end(),
-                             [&](const SuspendedPortal& p) { return p.name == name; });
+                             [&](const SuspendedPortal& p) { return p.name == move.portalname(); });
   if (portal == suspended_portals_.end() || portal->dropped || transaction_status_ == 'E') {
     return false;
   }
-  const int32_t moved = all          ? takeKeptRows(*portal, 0, nullptr)
-                        : count == 0 ? 0
-                                     : takeKeptRows(*portal, count, nullptr);
+  if (move.direction() != pg_query::FETCH_FORWARD || move.how_many() <= 0) {
+    refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
+                                "only MOVE FORWARD n and MOVE ALL are supported on a portal over "
+                                "several shards",
+                                "shardgate keeps the portal's rows and can only go on through them",
+                                "move forward, or run the query on one shard"),
+                    /*extended_protocol=*/false);
+    return true;
+  }
+  // FETCH_ALL is LONG_MAX: all the rows (0 for takeKeptRows), as any count past them.
+  const int32_t limit = move.how_many() >= INT32_MAX ? 0 : static_cast<int32_t>(move.how_many());
+  const int32_t moved = takeKeptRows(*portal, limit, nullptr);
   std::string reply;
   wire::CommandComplete{"MOVE " + std::to_string(moved)}.encode(reply);
   answerStatementHere(std::move(reply), /*extended=*/false);

@@ -133,6 +133,27 @@ def test_asyncpg_cursor_forward_over_shards(ms):
     assert asyncio.run(run()) == ([1, 2], 3, [6, 7], 13)
 
 
+def test_move_on_a_portal_over_shards_as_postgres_reads_it(ms):
+    """MOVE on a multi-shard portal shardgate keeps is read by the parser, as Postgres reads it
+    (comments, NEXT, +n, ALL); forms that need the cursor's position get 0A000, not a guess."""
+    w = wire_connect(ms.shardgate.port)
+    for sql, want in (("MOVE 2 p /* two */", "MOVE 2"), ("MOVE NEXT IN p", "MOVE 1"),
+                      ("move forward +3 from \"p\"", "MOVE 3"), ("MOVE 0 p", "0A000")):
+        assert not pgwire.errors(w.simple("BEGIN"))
+        w.send(pgwire.parse("", "SELECT id FROM users ORDER BY id") + pgwire.bind("p", "")
+               + pgwire.execute("p", max_rows=2) + pgwire.sync())
+        assert pgwire.data_rows(w.recv_until(b"Z", timeout=20)) == [["1"], ["2"]]
+        msgs = w.simple(sql)
+        got = [e.code for e in pgwire.errors(msgs)] or [pgwire.parse_command_complete(m) for m in msgs if m.type == b"C"]
+        assert got == [want], (sql, msgs)
+        if want.startswith("MOVE"):
+            moved = int(want.split()[1])
+            w.send(pgwire.execute("p", max_rows=1) + pgwire.sync())
+            assert pgwire.data_rows(w.recv_until(b"Z", timeout=20)) == [[str(3 + moved)]], sql
+        w.simple("ROLLBACK")
+    w.close()
+
+
 def test_error_on_one_shard_names_it(ms):
     # 1/(id - k) fails only on the shard holding k.
     k = min(shard_users(ms, 1))
