@@ -289,15 +289,14 @@ void ClientSession::handleStartupMessage(const wire::StartupMessage& startup) {
     }
   }
   for (auto& setting : packet_settings) startup_settings.push_back(std::move(setting));
-  std::erase_if(startup_settings, [](const auto& setting) {
-    return startupSettingUse(setting.first) == StartupSettingUse::kIgnore;
-  });
-  for (const auto& [name, value] : startup_settings) {
-    if (startupSettingUse(name) == StartupSettingUse::kRefuse) {
+  for (auto it = startup_settings.begin(); it != startup_settings.end();) {
+    const StartupSettingUse use = startupSettingUse(it->first);
+    if (use == StartupSettingUse::kRefuse) {
       fatal(Error::fatal(sqlstate::kCantChangeRuntimeParam,
-                         "parameter \"" + name + "\" cannot be changed"));
+                         "parameter \"" + it->first + "\" cannot be changed"));
       return;
     }
+    it = use == StartupSettingUse::kIgnore ? startup_settings.erase(it) : it + 1;
   }
   if (user_name_.empty()) {
     fatal(Error::fatal(sqlstate::kInvalidAuthorization,
@@ -1385,12 +1384,13 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
           fatal(parse.error());
           return data.size();
         }
-        auto analysis = worker_.router().prepare(*database_, parse->query, parse->param_types);
-        used += frame.size;
         if (std::optional<Error> error = backslashesReadOtherwise(parse->query)) {
+          used += frame.size;  // (before the analysis, which reads the text otherwise)
           refuseStatement(*error, /*extended_protocol=*/true);
           continue;
         }
+        auto analysis = worker_.router().prepare(*database_, parse->query, parse->param_types);
+        used += frame.size;
         if (!analysis.ok()) {
           const bool not_utf8 = analysis.error().sqlstate == sqlstate::kCharacterNotInRepertoire &&
                                 !clientSendsUtf8();

@@ -179,20 +179,12 @@ std::optional<backends::ServerParameters> SessionSettings::reportedAtLogin(
   backends::ServerParameters reported = defaults;
   for (const auto& [name, value] : startup_) {
     if (equalsIgnoreCase(name, "extra_float_digits") && isExtraFloatDigitsValue(value)) continue;
-    if (!isSyncedReportedSetting(name)) return std::nullopt;
-    auto it = reported.find(name);
-    if (it == reported.end()) {
-      it = std::find_if(reported.begin(), reported.end(),
-                        [&](const auto& entry) { return equalsIgnoreCase(entry.first, name); });
-    }
-    const std::string* server_value = it == reported.end() ? nullptr : &it->second;
-    auto value_now = loginReportedValue(name, value, server_value);
+    const size_t slot = syncedSlot(name);
+    if (slot == kSynced.size()) return std::nullopt;
+    const std::string key(kSynced[slot]);  // Postgres's spelling, as servers report it
+    auto value_now = loginReportedValue(name, value, findIgnoreCase(defaults, key));
     if (!value_now) return std::nullopt;
-    if (it == reported.end()) {
-      reported.emplace("application_name", std::move(*value_now));  // the one that may be absent
-    } else {
-      it->second = std::move(*value_now);
-    }
+    reported[key] = std::move(*value_now);
   }
   return reported;
 }
