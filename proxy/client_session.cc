@@ -1659,6 +1659,14 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
     if (end > run_start) server_->forward(data.substr(run_start, end - run_start));
     run_start = end;
   };
+  // Postgres resets to the startup packet's values; the pooled connection resets to its own. The
+  // client's go back right after the message just read, in a statement whose replies it never
+  // sees but for the ParameterStatus messages that tell it the values.
+  auto restoreStartupValuesAfter = [&](std::string sql) {
+    if (sql.empty()) return;
+    passRun(used);
+    sendOwnQuery(sql);
+  };
   wire::Frame frame;
   while (used < data.size() && server_ != nullptr) {
     wire::FrameStatus status = wire::peekTyped(data.substr(used), max_size, frame);
@@ -1727,15 +1735,8 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
           ++outstanding_;
           server_->expect(backends::Reply::kReadyForQuery);
         }
-        std::string sql_restore = effects.resetsAnything()
-                                      ? settings_.startupSql(effects.resets_all, effects.resets)
-                                      : std::string();
-        if (!sql_restore.empty()) {
-          // Postgres resets to the startup packet's values; the pooled connection resets to its
-          // own. Put the client's back right after, in a statement whose replies it never sees
-          // but for the ParameterStatus messages that tell it the values.
-          passRun(used);
-          sendOwnQuery(sql_restore);
+        if (effects.resetsAnything()) {
+          restoreStartupValuesAfter(settings_.startupSql(effects.resets_all, effects.resets));
         }
         break;
       }
@@ -1745,16 +1746,11 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
         ++outstanding_;
         server_->expect(backends::Reply::kReadyForQuery);
         if (bound_effects_ && bound_effects_->pending && type == wire::fe::kSync) {
-          // The batch's RESET / DISCARD ALL went back to the connection's own defaults: the
-          // client's startup values follow, before anything else the client sends.
-          std::string restore =
-              settings_.startupSql(bound_effects_->all_at_sync, bound_effects_->at_sync);
+          // (The batch's RESET / DISCARD ALL, through the extended protocol.)
+          restoreStartupValuesAfter(
+              settings_.startupSql(bound_effects_->all_at_sync, bound_effects_->at_sync));
           bound_effects_->pending = bound_effects_->all_at_sync = false;
           bound_effects_->at_sync.clear();
-          if (!restore.empty()) {
-            passRun(used);
-            sendOwnQuery(restore);
-          }
         }
         break;
       case wire::fe::kExecute:
