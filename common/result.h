@@ -13,8 +13,10 @@ namespace shardgate {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value)
-      : data_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
+  // By reference rather than by value: a by-value parameter would move a large T (a route
+  // decision) twice on every return.
+  Result(T&& value) : data_(std::in_place_index<0>, std::move(value)) {}    // NOLINT: implicit
+  Result(const T& value) : data_(std::in_place_index<0>, value) {}          // NOLINT: implicit
   Result(Error error) : data_(std::in_place_index<1>, std::move(error)) {}  // NOLINT
 
   bool ok() const { return data_.index() == 0; }

@@ -64,33 +64,33 @@ bool equalsLower(std::string_view word, std::string_view lower) {
 // Type names whose parenthesised modifiers are read as numbers by the grammar itself (float(p)
 // even picks float4 or float8 by value): literals there stay in the template verbatim.
 bool isTypmodKeyword(std::string_view word) {
-  static constexpr std::string_view kWords[] = {
-      "float",     "numeric",       "decimal",      "dec",
-      "char",      "character",     "varchar",      "varying",
-      "nchar",     "bit",           "interval",     "time",
-      "timestamp", "second",        "current_time", "current_timestamp",
-      "localtime", "localtimestamp"};
-  if (word.size() < 3 || word.size() > 17) return false;
-  // Most words (table and column names) start with a letter none of these start with.
-  switch (word[0] | 0x20) {
-    case 'b':
-    case 'c':
-    case 'd':
-    case 'f':
-    case 'i':
-    case 'l':
-    case 'n':
-    case 's':
-    case 't':
-    case 'v':
-      break;
+  // Every word of every statement is asked about: the candidates are picked by length first.
+  switch (word.size()) {
+    case 3:
+      return equalsLower(word, "dec") || equalsLower(word, "bit");
+    case 4:
+      return equalsLower(word, "char") || equalsLower(word, "time");
+    case 5:
+      return equalsLower(word, "float") || equalsLower(word, "nchar");
+    case 6:
+      return equalsLower(word, "second");
+    case 7:
+      return equalsLower(word, "numeric") || equalsLower(word, "decimal") ||
+             equalsLower(word, "varchar") || equalsLower(word, "varying");
+    case 8:
+      return equalsLower(word, "interval");
+    case 9:
+      return equalsLower(word, "character") || equalsLower(word, "timestamp") ||
+             equalsLower(word, "localtime");
+    case 12:
+      return equalsLower(word, "current_time");
+    case 14:
+      return equalsLower(word, "localtimestamp");
+    case 17:
+      return equalsLower(word, "current_timestamp");
     default:
       return false;
   }
-  for (std::string_view w : kWords) {
-    if (equalsLower(word, w)) return true;
-  }
-  return false;
 }
 
 // Whether the decimal digits (no sign, leading zeros allowed) fit in int32, as strtoint decides
@@ -159,12 +159,23 @@ bool isValidUtf8Text(std::string_view sql) {
 
 bool LiteralTemplate::scan(std::string_view sql, std::string_view prefix) {
   sql_ = sql;
-  key_.assign(prefix);
   literals_.clear();
   if (sql.size() >= UINT32_MAX || !isValidUtf8Text(sql)) return false;
 
   const size_t n = sql.size();
-  const size_t token_start = key_.size();
+  // The template is written in place, into room for the longest one the text can give: tokens
+  // keep their length or shrink to one space, and a literal's placeholder is at most one byte
+  // longer than the literal. key_ is cut to the written length at the end.
+  key_.resize(prefix.size() + 2 * n + 1);
+  char* const out = key_.data();
+  std::memcpy(out, prefix.data(), prefix.size());
+  size_t written = prefix.size();
+  const auto put = [&](char c) { out[written++] = c; };
+  const auto putText = [&](std::string_view text) {
+    std::memcpy(out + written, text.data(), text.size());
+    written += text.size();
+  };
+  const size_t token_start = written;
   size_t i = 0;
   bool pending_space = false;
   bool after_type_keyword = false;  // the previous token was a typmod keyword
@@ -172,12 +183,12 @@ bool LiteralTemplate::scan(std::string_view sql, std::string_view prefix) {
 
   const auto addLiteral = [&](size_t begin, size_t end, LiteralKind kind) {
     if (typmod_depth > 0) {
-      key_.append(sql.substr(begin, end - begin));
+      putText(sql.substr(begin, end - begin));
       return;
     }
     literals_.push_back({static_cast<uint32_t>(begin), static_cast<uint32_t>(end - begin), kind});
-    key_ += kPlaceholder;
-    key_ += kind == LiteralKind::kInteger ? 'I' : kind == LiteralKind::kNumeric ? 'F' : 'S';
+    put(kPlaceholder);
+    put(kind == LiteralKind::kInteger ? 'I' : kind == LiteralKind::kNumeric ? 'F' : 'S');
   };
 
   while (i < n) {
@@ -185,7 +196,7 @@ bool LiteralTemplate::scan(std::string_view sql, std::string_view prefix) {
     if (!skipSqlSpaceAndComments(sql, i)) return false;
     if (i != before) pending_space = true;
     if (i >= n) break;
-    if (pending_space && key_.size() > token_start) key_ += ' ';
+    if (pending_space && written > token_start) put(' ');
     pending_space = false;
     const bool was_type_keyword = after_type_keyword;
     after_type_keyword = false;
@@ -202,7 +213,7 @@ bool LiteralTemplate::scan(std::string_view sql, std::string_view prefix) {
           (sql[j + 1] == '\'' || sql[j + 1] == '"')) {
         return false;
       }
-      key_.append(word);
+      putText(word);
       after_type_keyword = isTypmodKeyword(word);
       i = j;
     } else if (isDigit(c) || (c == '.' && isDigit(next))) {
@@ -261,17 +272,17 @@ bool LiteralTemplate::scan(std::string_view sql, std::string_view prefix) {
         break;
       }
       if (j == i + 2) return false;  // zero-length delimited identifier
-      key_.append(sql.substr(i, j - i));
+      putText(sql.substr(i, j - i));
       i = j;
     } else if (c == '$') {
       if (!isDigit(next)) return false;  // dollar quoting
       size_t j = i + 1;
       while (j < n && isDigit(sql[j])) ++j;
       if (j < n && isIdentCont(sql[j])) return false;
-      key_.append(sql.substr(i, j - i));
+      putText(sql.substr(i, j - i));
       i = j;
     } else if (isOpChar(c)) {
-      key_ += static_cast<char>(c);
+      put(static_cast<char>(c));
       ++i;
     } else if (isSelfChar(c)) {
       if (c == '(') {
@@ -283,12 +294,13 @@ bool LiteralTemplate::scan(std::string_view sql, std::string_view prefix) {
       } else if (c == ')' && typmod_depth > 0) {
         --typmod_depth;
       }
-      key_ += static_cast<char>(c);
+      put(static_cast<char>(c));
       ++i;
     } else {
       return false;
     }
   }
+  key_.resize(written);
   return true;
 }
 

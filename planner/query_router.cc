@@ -17,11 +17,11 @@ std::string& QueryRouter::keyFor(char tag, const conf::Database& db, std::string
   return key_;
 }
 
-std::shared_ptr<const QueryRouter::Entry> QueryRouter::lookup(std::string_view key) {
+const QueryRouter::Entry* QueryRouter::lookup(std::string_view key) {
   const auto it = index_.find(key);
   if (it == index_.end()) return nullptr;
   lru_.splice(lru_.begin(), lru_, it->second);
-  return it->second->second;
+  return it->second->second.get();
 }
 
 void QueryRouter::insert(std::string key, std::shared_ptr<const Entry> entry) {
@@ -88,18 +88,18 @@ Result<RouteDecision> QueryRouter::routeSimple(const conf::Database& db, std::st
   const LiteralTemplate* literals = scanned ? &scanner_ : nullptr;
   bool stale = false;
   if (scanned) {
-    if (std::shared_ptr<const Entry> e = lookup(scanner_.key())) {
-      if (!e->exact_only) {
-        Result<RouteDecision> r = routeEntry(db, *e, literals, nullptr, ctx, &stale);
-        if (!stale) {
-          ++stats_.template_hits;
-          return r;
-        }
+    if (const Entry* e = lookup(scanner_.key()); e != nullptr && !e->exact_only) {
+      // Checked before routing rather than by it (RouteInputs::stale), so that the decision is
+      // returned as made instead of being moved out of a local: most statements take this path.
+      if (matchesConfig(db, *e)) {
+        ++stats_.template_hits;
+        return routeEntry(db, *e, literals, nullptr, ctx, nullptr);
       }
+      stale = true;
     }
   }
   if (!stale) {
-    if (std::shared_ptr<const Entry> e = lookup(keyFor('X', db, sql))) {
+    if (const Entry* e = lookup(keyFor('X', db, sql))) {
       Result<RouteDecision> r = routeEntry(db, *e, literals, nullptr, ctx, &stale);
       if (!stale) {
         ++stats_.exact_hits;
@@ -137,8 +137,17 @@ Result<RouteDecision> QueryRouter::routeSimpleUncached(const conf::Database& db,
 
 Result<std::shared_ptr<const QueryAnalysis>> QueryRouter::prepare(
     const conf::Database& db, std::string_view sql, const std::vector<int32_t>& param_types) {
-  // The key is built in key_, whose capacity stays: a hit (every Bind of a prepared statement
-  // looks its analysis up here) allocates nothing.
+  // Every Bind of a prepared statement looks its analysis up here, and a client (or all of them,
+  // under pgbench) mostly binds the same statement again: the last answer is kept aside, for as
+  // long as the config is the same one (a loaded config's generation; a config built by hand has
+  // none, and is checked instead).
+  if (last_prepared_ && &db == last_prepared_db_ && db.generation == last_prepared_generation_ &&
+      sql == last_prepared_sql_ && param_types == last_prepared_types_ &&
+      (db.generation != 0 || analysisMatchesConfig(db, *last_prepared_))) {
+    ++stats_.exact_hits;
+    return last_prepared_;
+  }
+  // The key is built in key_, whose capacity stays: a hit allocates nothing.
   key_.clear();
   key_ += 'P';
   key_ += db.name;
@@ -149,9 +158,10 @@ Result<std::shared_ptr<const QueryAnalysis>> QueryRouter::prepare(
   put32(static_cast<uint32_t>(param_types.size()));
   for (const int32_t t : param_types) put32(static_cast<uint32_t>(t));
   key_ += sql;
-  if (std::shared_ptr<const Entry> e = lookup(key_)) {
+  if (const Entry* e = lookup(key_)) {
     if (matchesConfig(db, *e) && e->statements.size() == 1) {
       ++stats_.exact_hits;
+      rememberPrepared(db, sql, param_types, *e);
       return e->statements[0];
     }
   }
@@ -169,9 +179,19 @@ Result<std::shared_ptr<const QueryAnalysis>> QueryRouter::prepare(
   if (sql.size() <= max_query_bytes_) {
     auto entry = std::make_shared<Entry>();
     entry->statements.push_back(*a);
+    rememberPrepared(db, sql, param_types, *entry);
     insert(std::move(key), std::move(entry));
   }
   return a;
+}
+
+void QueryRouter::rememberPrepared(const conf::Database& db, std::string_view sql,
+                                   const std::vector<int32_t>& param_types, const Entry& entry) {
+  last_prepared_ = entry.statements[0];
+  last_prepared_db_ = &db;
+  last_prepared_generation_ = db.generation;
+  last_prepared_sql_.assign(sql);
+  last_prepared_types_ = param_types;
 }
 
 Result<RouteDecision> QueryRouter::routeBound(const conf::Database& db,
@@ -184,16 +204,16 @@ Result<RouteDecision> QueryRouter::routeBound(const conf::Database& db,
   in.columns = columns_;
   in.plans = &plans_;
   in.describe = describe_;
-  bool stale = false;
-  in.stale = &stale;
-  statements_.assign(1, &analysis);
-  Result<RouteDecision> r = routeStatements(db, statements_, in, ctx);
-  if (!stale) return r;
+  // The config is checked before routing (not through RouteInputs::stale) so that the decision
+  // is returned as made: every Bind comes here.
+  if (analysisMatchesConfig(db, analysis)) {
+    statements_.assign(1, &analysis);
+    return routeStatements(db, statements_, in, ctx);
+  }
   // The config changed since Parse: analyse the statement again for the current one.
   Result<std::shared_ptr<const QueryAnalysis>> fresh = analyzeStatement(
       db, analysis.parsed, analysis.statement_index, nullptr, analysis.param_types);
   if (!fresh.ok()) return std::move(fresh).error();
-  in.stale = nullptr;
   statements_.assign(1, fresh->get());
   return routeStatements(db, statements_, in, ctx);
 }
@@ -205,6 +225,7 @@ QueryRouter::Stats QueryRouter::stats() const {
 }
 
 void QueryRouter::clear() {
+  last_prepared_.reset();
   index_.clear();
   lru_.clear();
   plans_.clear();

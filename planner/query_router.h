@@ -76,7 +76,8 @@ class QueryRouter {
   };
   using Lru = std::list<std::pair<std::string, std::shared_ptr<const Entry>>>;
 
-  std::shared_ptr<const Entry> lookup(std::string_view key);
+  // The entry stays in the cache (and alive) until the next insert().
+  const Entry* lookup(std::string_view key);
   void insert(std::string key, std::shared_ptr<const Entry> entry);
   static bool matchesConfig(const conf::Database& db, const Entry& entry);
   // Routes a cached entry; *stale is set (and the result is to be ignored) if the config changed
@@ -88,6 +89,8 @@ class QueryRouter {
                                                    const LiteralTemplate* literals,
                                                    const std::vector<int32_t>& param_types);
   std::string& keyFor(char tag, const conf::Database& db, std::string_view text);
+  void rememberPrepared(const conf::Database& db, std::string_view sql,
+                        const std::vector<int32_t>& param_types, const Entry& entry);
 
   size_t max_entries_;
   size_t max_query_bytes_ = 64 * 1024;
@@ -101,6 +104,12 @@ class QueryRouter {
   const DirectoryLookup* directory_ = nullptr;
   const ColumnOrderProvider* columns_ = nullptr;
   MultiShardPlanCache plans_;
+  // prepare()'s last answer (see there).
+  std::shared_ptr<const QueryAnalysis> last_prepared_;
+  const conf::Database* last_prepared_db_ = nullptr;
+  uint64_t last_prepared_generation_ = 0;
+  std::string last_prepared_sql_;
+  std::vector<int32_t> last_prepared_types_;
   bool describe_ = true;
   Stats stats_;
 };

@@ -1132,7 +1132,38 @@ class StatementRouter {
     return ref.alias.empty() ? ref.display() : ref.display() + " (as " + ref.alias + ")";
   }
 
+  // The statement most traffic is made of: one sharded table, its key compared with one value
+  // that picks a shard. Its shard is found without the per-table state of the general walk in
+  // routeTables, which decides the same for it; nullopt sends everything else (errors included)
+  // there.
+  std::optional<uint32_t> singleKeyShard() {
+    if (a_.tables.size() != 1 || describe_ || a_.kind == StatementKind::kUtility ||
+        !a_.equalities.empty()) {
+      return std::nullopt;
+    }
+    const TableRef& ref = a_.tables[0];
+    if (ref.table_class != TableClass::kSharded || ref.current_of || ref.insert >= 0 ||
+        ref.predicate < 0 || !ref.key_assignments.empty() ||
+        a_.predicates[static_cast<size_t>(ref.predicate)].op != KeyPredicate::Op::kEqual) {
+      return std::nullopt;
+    }
+    const ShardedTable* cfg = db_.findShardedTable(ref.schema, ref.name);
+    if (cfg == nullptr || cfg->column != ref.key_column || cfg->key_type != ref.key_type ||
+        cfg->strategy != ref.strategy || cfg->strategy == Strategy::kDirectory) {
+      return std::nullopt;
+    }
+    const KeyPredicate& kp = a_.predicates[static_cast<size_t>(ref.predicate)];
+    Result<Resolved> r = resolve(a_.values[kp.first], ref.key_type);
+    if (!r.ok() || r->state != Resolved::State::kValue) return std::nullopt;
+    Result<uint32_t> shard = shardForKey(*cfg, n_, r->key);
+    if (!shard.ok() || bindRefuses(*shard)) return std::nullopt;
+    return *shard;
+  }
+
   Result<RouteDecision> routeTables() {
+    if (const std::optional<uint32_t> shard = singleKeyShard()) {
+      return bind(oneShard(*shard, std::string()));
+    }
     const size_t count = a_.tables.size();
     tables_.assign(count, TableState{});
     bool any_unsharded = false;

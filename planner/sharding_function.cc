@@ -112,6 +112,7 @@ Status requireKeyInServerEncoding(KeyType type, std::string_view text, bool clie
 }
 
 bool clientEncodingIsUtf8(std::string_view client_encoding) {
+  if (client_encoding == "UTF8") return true;  // as Postgres reports it, nearly always
   // Postgres accepts any letter case and ignores '-' and '_' in encoding names (UTF-8, utf_8).
   char name[9];
   size_t n = 0;

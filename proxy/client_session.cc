@@ -675,7 +675,7 @@ int ClientSession::extraFloatDigitsNow() const {
 }
 
 bool ClientSession::clientSendsUtf8() const {
-  return planner::clientEncodingIsUtf8(settings_.reported("client_encoding").value_or("UTF8"));
+  return planner::clientEncodingIsUtf8(settings_.clientEncoding().value_or("UTF8"));
 }
 
 planner::SessionRouteContext ClientSession::routeContext() const {

@@ -194,6 +194,13 @@ void SessionSettings::noteReported(std::string_view name, std::string_view value
   if (slot < kSynced.size()) setReportedValue(slot, value);
 }
 
+std::optional<std::string_view> SessionSettings::clientEncoding() const {
+  constexpr size_t kSlot = 1;
+  static_assert(kSynced[kSlot] == "client_encoding");
+  if ((reported_known_ >> kSlot & 1) == 0) return std::nullopt;
+  return std::string_view(reported_values_[kSlot]);
+}
+
 std::optional<std::string_view> SessionSettings::reported(std::string_view name) const {
   const size_t slot = syncedSlot(name);
   if (slot == kSynced.size() || (reported_known_ >> slot & 1) == 0) return std::nullopt;

@@ -48,6 +48,8 @@ class SessionSettings {
   // Reported settings, as the client last saw them (only those shardgate re-applies are kept).
   void noteReported(std::string_view name, std::string_view value);
   std::optional<std::string_view> reported(std::string_view name) const;
+  // reported("client_encoding"), without looking the name up (every routed statement asks).
+  std::optional<std::string_view> clientEncoding() const;
   void setReported(const backends::ServerParameters& values);
   // What a server would report after a login with this session's startup settings, worked out
   // from `defaults` (what the pool's servers reported at their own logins) without asking one; or

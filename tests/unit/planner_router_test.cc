@@ -379,6 +379,25 @@ type = "bigint"
   Result<RouteDecision> rb = router_.routeBound(db2, **prepared, b, {});
   ASSERT_TRUE(rb.ok());
   EXPECT_EQ(rb->shard, expected);
+
+  // A Parse of the same text after the reload is analysed for the new config: prepare() keeps
+  // its last answer aside, but only for the config it was made for.
+  Result<std::shared_ptr<const QueryAnalysis>> reprepared =
+      router_.prepare(db2, "SELECT * FROM settings WHERE id = $1", {});
+  ASSERT_TRUE(reprepared.ok());
+  EXPECT_NE(reprepared->get(), prepared->get());
+  EXPECT_EQ((*reprepared)->tables.at(0).table_class, TableClass::kSharded);
+  const uint64_t hits = router_.stats().exact_hits;
+  Result<std::shared_ptr<const QueryAnalysis>> again =
+      router_.prepare(db2, "SELECT * FROM settings WHERE id = $1", {});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->get(), reprepared->get());
+  EXPECT_EQ(router_.stats().exact_hits, hits + 1);
+  // And a Parse under the old config is analysed for that one again.
+  Result<std::shared_ptr<const QueryAnalysis>> old =
+      router_.prepare(db(), "SELECT * FROM settings WHERE id = $1", {});
+  ASSERT_TRUE(old.ok());
+  EXPECT_EQ((*old)->tables.at(0).table_class, TableClass::kUnsharded);
 }
 
 TEST_F(RouterTest, SingleShardDatabaseRoutesEverythingToIt) {
