@@ -389,8 +389,12 @@ class ClientSession final : public TcpConnection,
   uint64_t ready_received_ = 0;  // ReadyForQuery messages received
   bool request_failed_ = false;  // an ErrorResponse since the last ReadyForQuery
   // A server's error in the open extended batch: Postgres ignores every message up to the Sync,
-  // and so does the session (both message loops).
-  bool batchFailedOnServer() const { return request_failed_ && batch_open_; }
+  // and so does the session (both message loops). Not an error of an earlier request whose
+  // ReadyForQuery is still owed (a failed batch's Sync, with the next batch pipelined behind
+  // it): the server runs the open batch after that Sync as usual.
+  bool batchFailedOnServer() const {
+    return request_failed_ && batch_open_ && ready_received_ == ready_sent_;
+  }
   bool rollback_seen_ = false;  // a ROLLBACK (of the transaction or to a savepoint) since then
   // Reported settings (application_name, TimeZone, ...) as the client saw them before the open
   // transaction changed them: a rollback shardgate answers, or one on another shard's connection

@@ -3,7 +3,8 @@ one plain Postgres.
 
 Each scenario is a list of steps sent on one raw connection (pgwire.py): a batch of statements (each
 Parse/Bind/Describe/Execute of the unnamed statement) ended by Sync, or by Flush (all its replies
-read, the batch going on in the next step), or a simple Query. The scenario runs
+read, the batch going on in the next step), or a simple Query; or a batch ended by Sync and
+pipelined (sent in one write with the step after it, its replies read after that write). It runs
   * through shardgate, on `users` hashed over two shards (keys chosen per shard), and
   * on one plain Postgres (database "ref" on shard 0's primary) holding the same rows,
 and what the client sees of each step (message types, rows, tags, SQLSTATEs of errors and notices,
@@ -59,7 +60,7 @@ class St:
 @dataclass(frozen=True)
 class Step:
     stmts: tuple[St, ...]
-    end: str = "sync"  # sync | flush | query (one statement as a simple Query)
+    end: str = "sync"  # sync | flush | query (one statement as a simple Query) | pipe (Sync, pipelined)
 
 
 def _sh(k: str) -> frozenset:
@@ -110,6 +111,10 @@ def F(*stmts):
 
 def Q(stmt):
     return Step((stmt,), "query")
+
+
+def P(*stmts):
+    return Step(tuple(stmts), "pipe")
 
 
 def dup(k):  # k must exist: 23505 on its shard
@@ -231,6 +236,14 @@ SCENARIOS: dict[str, list[Step]] = {
         S(BEGIN, SAVEPOINT, ins("B0"), ins("B1"), RELEASE, ins("C0")), S(ROLLBACK), S(ALL)],
     "begin-ins0-ins1|savepoint|flush-ins0|sync|rollbackto|commit": [
         S(BEGIN, ins("B0"), ins("B1")), S(SAVEPOINT), F(ins("C0")), S(), S(ROLLBACK_TO), S(COMMIT), S(ALL)],
+    # Pipelined: the next batch is sent before the failed batch's ReadyForQuery came back. The
+    # failed batch held a statement for both shards (skipped after the error): the error must not
+    # skip the next batch's statements too.
+    "pipelined:dup0-count|rollback": [P(dup("A0"), CNT), S(ROLLBACK), S(ALL)],
+    "pipelined:dup0-count|commit": [P(dup("A0"), CNT), S(COMMIT), S(ALL)],
+    "pipelined:dup0-count|ins0": [P(dup("A0"), CNT), S(ins("B0")), S(ALL)],
+    "pipelined:dup0-count|ins0-ins1": [P(dup("A0"), CNT), S(ins("B0"), ins("B1")), S(ALL)],
+    "pipelined:dup1-multiupdate|show-rollback": [P(dup("A1"), MUPD), S(SHOW, ROLLBACK), S(ALL)],
 }
 
 
@@ -296,6 +309,7 @@ def run_scenario(port: int, database: str, steps: list[Step], keys: dict[str, in
 
     with connect(port, database) as w:
         failed = False  # an error since the last ReadyForQuery: the rest of the batch is skipped
+        pipelined = b""  # the batches sent with the next step, ended by Sync
         for si, step in enumerate(steps):
             if step.end == "query":
                 data = pgwire.query(step.stmts[0].sql)
@@ -306,10 +320,17 @@ def run_scenario(port: int, database: str, steps: list[Step], keys: dict[str, in
                     data += (pgwire.parse("", sql) + pgwire.bind("", "", tuple(value(p) for p in params))
                              + pgwire.describe("P") + pgwire.execute())
                 data += pgwire.flush() if step.end == "flush" else pgwire.sync()
+            if step.end == "pipe":
+                pipelined += data
+                continue
             msgs: list[pgwire.Message] = []
             seen_before = len(w.received)
             try:
-                w.send(data)
+                w.send(pipelined + data)
+                for _ in range(si - len(run.steps)):  # the pipelined batches' replies first
+                    run.steps.append(units(w.recv_until(b"Z")))
+                    seen_before = len(w.received)
+                pipelined, failed = b"", False
                 if step.end != "flush":
                     msgs = w.recv_until(b"Z")
                     failed = False
