@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <utility>
 
 #include "backends/cancel_request.h"
 #include "common/log.h"
@@ -802,6 +803,12 @@ void MultiShardRun::sendReturningRowsInOrder(std::string& out) {
 void MultiShardRun::finish() {
   finished_ = true;
   std::string out;
+  // The statement succeeded on every shard and its implicit transaction failed to commit (a
+  // deferred constraint or trigger, or a COMMIT). Through the extended protocol Postgres answers
+  // the Execute first and fails at the Sync, where it commits: the statement's reply goes out,
+  // then the error. (A simple Query commits before its CommandComplete: the error replaces it.)
+  std::optional<Error> commit_error;
+  if (error_ && committing_ && request_.extended) commit_error = std::exchange(error_, {});
   if (!error_) {
     if (merger_) {
       Status status = merger_->drain(out);
@@ -822,6 +829,10 @@ void MultiShardRun::finish() {
       wire::MessageWriter(out, wire::be::kCopyDone).finish();
     }
     wire::CommandComplete{commandTag()}.encode(out);
+  }
+  if (commit_error && !error_) {
+    wire::writeError(out, *commit_error);
+    error_ = std::move(commit_error);
   }
   host_.multiShardOutput(out);
   host_.multiShardFinished(error_);

@@ -38,6 +38,13 @@ REF_DB = "ref"
 READ_TIMEOUT = 5.0  # one step's replies; a hang fails the scenario instead of blocking
 QUIET_WAIT = 0.3  # listening for replies that must not come (a Flush after an error)
 RAISE_0A000 = "DO $$BEGIN RAISE EXCEPTION 'refused' USING ERRCODE = '0A000'; END$$"
+DEFERRED_CHECK = """
+CREATE FUNCTION batchtx_check() RETURNS trigger LANGUAGE plpgsql AS
+  $$BEGIN IF NEW.name = 'bad' THEN RAISE EXCEPTION 'bad name' USING ERRCODE = '23514'; END IF;
+  RETURN NULL; END$$;
+CREATE CONSTRAINT TRIGGER batchtx_check AFTER INSERT OR UPDATE ON users DEFERRABLE INITIALLY DEFERRED
+  FOR EACH ROW EXECUTE FUNCTION batchtx_check();
+"""
 SEED = {"A0": "seed", "A1": "seed"}  # rows every scenario starts from; B*, C* are free keys
 
 
@@ -90,6 +97,9 @@ CNT = St("SELECT count(*) FROM users", shards=BOTH)
 ALL = St("SELECT id, name FROM users ORDER BY id", shards=BOTH)
 MUPD = St("UPDATE users SET name = name || $1", ("!",), shards=BOTH)
 MDIV0 = St("UPDATE users SET name = name || (1 / (id - id))::text", shards=BOTH)  # 22012 on both shards
+# A name 'bad' fails a deferred trigger (23514) when the transaction commits: on both shards, on A1's
+MBAD = St("UPDATE users SET name = 'bad'", shards=BOTH)
+MBAD1 = St("UPDATE users SET name = CASE WHEN id = $1 THEN 'bad' ELSE 'ok' END", ("A1",), shards=BOTH)
 BEGIN = St("BEGIN", kind="begin")
 COMMIT = St("COMMIT", kind="commit")
 ROLLBACK = St("ROLLBACK", kind="rollback")
@@ -244,6 +254,10 @@ SCENARIOS: dict[str, list[Step]] = {
     "pipelined:dup0-count|ins0": [P(dup("A0"), CNT), S(ins("B0")), S(ALL)],
     "pipelined:dup0-count|ins0-ins1": [P(dup("A0"), CNT), S(ins("B0"), ins("B1")), S(ALL)],
     "pipelined:dup1-multiupdate|show-rollback": [P(dup("A1"), MUPD), S(SHOW, ROLLBACK), S(ALL)],
+    # An autocommit statement for both shards whose deferred trigger fails when its implicit
+    # transaction commits, at the Sync: the Execute's CommandComplete comes first, then the error.
+    "multiupdate-deferred-fails": [S(MBAD), S(ALL)],
+    "multiupdate-deferred-fails-on1": [S(MBAD1), S(ALL)],
 }
 
 
@@ -455,9 +469,11 @@ def env(request, cluster_root, shardgate_bin):
     try:
         for i in range(2):
             c.shards[i].primary.psql(SHARD_DDL.format(shard=f"shard{i}") + COUNTRIES_SQL)
+            c.shards[i].primary.psql(DEFERRED_CHECK)
         p0 = c.shards[0].primary
         p0.psql(f"CREATE DATABASE {REF_DB}")
         p0.psql("CREATE TABLE users (id bigint PRIMARY KEY, name text, country text)", dbname=REF_DB)
+        p0.psql(DEFERRED_CHECK, dbname=REF_DB)
         routing = Routing(c, pool_mode, default_shard)
         routing.hash_shard = _postgres_hash_shards(p0, [k for k in range(1, 400)])
         keys = {}
