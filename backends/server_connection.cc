@@ -444,8 +444,10 @@ void ServerConnection::attach(ServerSink* sink) {
                  endpoint_.label, id_, toString(state_), static_cast<void*>(sink_),
                  static_cast<void*>(sink));
   }
-  spdlog::debug("event=server_attach server={} id={} sink={} owed={} pending={}", endpoint_.label,
-                id_, static_cast<void*>(sink), replies_.size(), pendingInputBytes());
+  if (debugLogging()) {
+    spdlog::debug("event=server_attach server={} id={} sink={} owed={} pending={}", endpoint_.label,
+                  id_, static_cast<void*>(sink), replies_.size(), pendingInputBytes());
+  }
   sink_ = sink;
   state_ = State::kHeld;
   // Replies that arrived while idle were consumed already; anything kept is for the new holder.
@@ -453,8 +455,10 @@ void ServerConnection::attach(ServerSink* sink) {
 }
 
 void ServerConnection::detach() {
-  spdlog::debug("event=server_detach server={} id={} sink={} owed={} state={}", endpoint_.label,
-                id_, static_cast<void*>(sink_), replies_.size(), toString(state_));
+  if (debugLogging()) {
+    spdlog::debug("event=server_detach server={} id={} sink={} owed={} state={}", endpoint_.label,
+                  id_, static_cast<void*>(sink_), replies_.size(), toString(state_));
+  }
   sink_ = nullptr;
   if (state_ == State::kHeld) state_ = State::kIdle;
   if (paused_for_sink_) {
@@ -638,8 +642,9 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
           forgetSessionState();
         } else if (tag == "DEALLOCATE ALL") {
           statements_.clear();
-        } else if (tag.starts_with("ALTER ") || tag.starts_with("DROP ") ||
-                   tag.starts_with("CREATE ")) {
+        } else if (!tag.empty() && (tag[0] == 'A' || tag[0] == 'D' || tag[0] == 'C') &&
+                   (tag.starts_with("ALTER ") || tag.starts_with("DROP ") ||
+                    tag.starts_with("CREATE "))) {
           StatementRegistry::noteSchemaChange();
         }
         sink_->onServerCommandComplete(tag);

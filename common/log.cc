@@ -54,6 +54,7 @@ bool setLogLevel(std::string_view level) {
   auto parsed = spdlog::level::from_str(std::string(level));
   if (parsed == spdlog::level::off && level != "off") return false;
   spdlog::set_level(parsed);
+  log_detail::debug_enabled.store(parsed <= spdlog::level::debug, std::memory_order_relaxed);
   return true;
 }
 

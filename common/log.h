@@ -3,9 +3,21 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <string_view>
 
 namespace shardgate {
+
+namespace log_detail {
+// Whether debug lines are logged, kept by setLogLevel: asking spdlog costs a call into the
+// library and the formatting of the arguments first.
+inline std::atomic<bool> debug_enabled{false};
+}  // namespace log_detail
+
+// For debug lines on the per-statement path: `if (debugLogging()) spdlog::debug(...)`.
+inline bool debugLogging() {
+  return log_detail::debug_enabled.load(std::memory_order_relaxed);
+}
 
 enum class LogLineFormat {
   kText,  // ts=... level=... thread=... event=... key=value ...
