@@ -3,7 +3,9 @@
 
 #include <atomic>
 
+#include "proxy/wire/backend_messages.h"
 #include "proxy/wire/frontend_messages.h"
+#include "proxy/wire/protocol.h"
 
 namespace shardgate::backends {
 
@@ -21,6 +23,33 @@ PreparedStatement::PreparedStatement(
     : id_(id), server_name_("sg_" + std::to_string(id)), sql_level_(true) {
   query_ = make_prepare_sql(server_name_);
   wire::Query{query_}.encode(parse_message_);
+}
+
+// What Postgres compares when it revalidates a prepared statement (equalTupleDescs): the columns'
+// names, types and typmods. Not the source table's OID or column number, nor the format (0 in a
+// reply to Describe).
+std::string PreparedStatement::resultShapeOf(char type, std::string_view payload) {
+  if (type == wire::be::kNoData) return {};
+  auto description = wire::RowDescription::decode(payload);
+  if (!description.ok()) return std::string(payload);  // compared as bytes
+  std::string shape = "T";
+  for (const wire::FieldDescription& f : description->fields) {
+    shape.append(f.name);
+    shape.push_back('\0');
+    const int32_t parts[3] = {f.type_oid, f.type_size, f.type_modifier};
+    shape.append(reinterpret_cast<const char*>(parts), sizeof parts);
+  }
+  return shape;
+}
+
+void PreparedStatement::noteDescribed(char type, std::string_view payload) {
+  if (described_) return;
+  result_shape_ = resultShapeOf(type, payload);
+  described_ = true;
+}
+
+bool PreparedStatement::sameResultShape(char type, std::string_view payload) const {
+  return resultShapeOf(type, payload) == result_shape_;
 }
 
 namespace {
@@ -46,9 +75,9 @@ std::shared_ptr<PreparedStatement> StatementRegistry::internSql(
   full_key.push_back('\0');
   appendScope(full_key, scope);
   auto it = by_key_.find(full_key);
-  if (it != by_key_.end()) return it->second;
+  if (it != by_key_.end() && !it->second->retired()) return it->second;
   auto statement = std::make_shared<PreparedStatement>(next_id_++, make_prepare_sql);
-  by_key_.emplace(std::move(full_key), statement);
+  by_key_.insert_or_assign(std::move(full_key), statement);
   return statement;
 }
 
@@ -61,9 +90,9 @@ std::shared_ptr<PreparedStatement> StatementRegistry::intern(
   appendScope(key, scope);
   key.append(reinterpret_cast<const char*>(param_types.data()), param_types.size() * 4);
   auto it = by_key_.find(key);
-  if (it != by_key_.end()) return it->second;
+  if (it != by_key_.end() && !it->second->retired()) return it->second;
   auto statement = std::make_shared<PreparedStatement>(next_id_++, query, param_types);
-  by_key_.emplace(std::move(key), statement);
+  by_key_.insert_or_assign(std::move(key), statement);
   if (by_key_.size() % 1024 == 0) collect();
   return statement;
 }

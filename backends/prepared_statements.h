@@ -6,6 +6,7 @@
 #include <list>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -32,13 +33,31 @@ class PreparedStatement {
   const std::string& parseMessage() const { return parse_message_; }
   bool sqlLevel() const { return sql_level_; }
 
+  // The shape of its result (columns' names, types and typmods, or none) as a client was first
+  // told it, by a Describe of the statement. Postgres fixes a prepared statement's result type at
+  // Parse; shardgate prepares the statement again on each connection that lacks it, and a table
+  // changed since would give rows of another shape. Such a Parse is checked against this shape.
+  bool described() const { return described_; }
+  // `type` and `payload`: the RowDescription or NoData answering a Describe of the statement.
+  void noteDescribed(char type, std::string_view payload);
+  bool sameResultShape(char type, std::string_view payload) const;
+  // Prepared again, it no longer has the shape its clients were told: new Parses of its text get
+  // a statement of their own (StatementRegistry::intern).
+  void retire() { retired_ = true; }
+  bool retired() const { return retired_; }
+
  private:
+  static std::string resultShapeOf(char type, std::string_view payload);
+
   uint64_t id_;
   std::string server_name_;
   std::string query_;
   std::vector<int32_t> param_types_;
   std::string parse_message_;
   bool sql_level_ = false;
+  bool described_ = false;
+  bool retired_ = false;
+  std::string result_shape_;
 };
 
 // Per worker: the statements any client has prepared, keyed by text and parameter types.

@@ -48,6 +48,9 @@ struct ExpectedReply {
   // A Query shardgate sent inside the client's open extended batch: after an error earlier in
   // the batch the server skips it like the rest, so its ReadyForQuery never comes.
   bool inside_batch = false;
+  // A Describe shardgate sent after its Parse of `statement` on a connection that lacked it: the
+  // result must have the shape its clients were told (ServerConnection::ensurePrepared).
+  bool checks_shape = false;
 };
 
 // Popped entries drop their statement reference at once; their strings are short (names, a few
@@ -58,6 +61,7 @@ struct RecycleExpectedReply {
     clearString(slot.client_statement_name);
     clearString(slot.synthetic);
     slot.inside_batch = false;
+    slot.checks_shape = false;
   }
   static void clearString(std::string& s) {
     if (s.capacity() > 1024) {

@@ -27,6 +27,17 @@ Error lostError(const ServerEndpoint& endpoint, std::string what) {
                      "server " + endpoint.label + " (" + endpoint.where() + ")");
 }
 
+// Postgres's error for a prepared statement whose result type changed. Drivers know it by its
+// routine (asyncpg's InvalidCachedStatementError, on which it prepares the statement again), not
+// by its message, which may be translated.
+wire::ErrorResponse changedResultTypeError() {
+  wire::ErrorResponse error = wire::ErrorResponse::fromError(
+      Error::make(sqlstate::kFeatureNotSupported, "cached plan must not change result type"));
+  error.fields.emplace_back(wire::field::kFile, "plancache.c");
+  error.fields.emplace_back(wire::field::kRoutine, "RevalidateCachedQuery");
+  return error;
+}
+
 // Copies the SQLSTATE (field 'C') of an ErrorResponse payload into `out`; leaves `out` as it was
 // if the payload has none of 5 characters.
 void noteErrorSqlstate(std::string_view payload, char (&out)[5]) {
@@ -554,6 +565,8 @@ void ServerConnection::dropSkippedReplies(Skipped skipped) {
   // Newest first: "Close S s; Parse s" skipped together leaves the client its old s.
   for (auto it = dropped.rbegin(); it != dropped.rend(); ++it) {
     const ExpectedReply& e = *it;
+    // A check the server skipped: what waited for it follows (and is skipped too, up to a Sync).
+    if (e.checks_shape) releaseHeld();
     if (!e.statement) continue;
     if (e.reply == Reply::kParseComplete) {
       // A Parse sent failed or was skipped: the connection does not have the statement. One
@@ -576,7 +589,14 @@ void ServerConnection::expect(ExpectedReply expected) {
   replies_.push_back(std::move(expected));
 }
 
-void ServerConnection::ensurePrepared(const std::shared_ptr<PreparedStatement>& statement) {
+size_t ServerConnection::unsentBytes() const {
+  size_t held = 0;
+  for (size_t i = 0; i < held_.size(); ++i) held += held_[i].size();
+  return TcpConnection::unsentBytes() + held;
+}
+
+void ServerConnection::ensurePrepared(const std::shared_ptr<PreparedStatement>& statement,
+                                      bool check_result) {
   if (statements_.has(statement->id())) {
     statements_.touch(statement->id());
     return;
@@ -589,6 +609,58 @@ void ServerConnection::ensurePrepared(const std::shared_ptr<PreparedStatement>& 
   // Counted as prepared from now on, so a pipeline that binds it twice parses it once; an error
   // takes it out again.
   statements_.add(statement);
+  if (!check_result || statement->sqlLevel() || !statement->described()) return;
+  // Its clients were told the shape of its result, which this Parse may not give any more (a
+  // table changed since): checked before the server sees what needs the statement (Postgres
+  // checks at Bind and at Describe, before any row).
+  std::string check;
+  wire::Describe{'S', statement->serverName()}.encode(check);
+  wire::Flush{}.encode(check);
+  forward(check);
+  ExpectedReply& slot = replies_.emplace_back();
+  slot.reply = Reply::kDescription;
+  slot.action = ReplyAction::kSwallow;
+  slot.statement = statement;
+  slot.checks_shape = true;
+  held_.emplace_back();
+}
+
+void ServerConnection::releaseHeld() {
+  if (held_.empty()) return;
+  std::string segment = std::move(held_.front());
+  held_.pop_front();
+  if (!segment.empty()) send(segment);
+}
+
+bool ServerConnection::statementDescribed(char type, std::string_view payload,
+                                          std::string& synthetic) {
+  ExpectedReply& head = replies_.front();
+  if (!head.checks_shape) {
+    head.statement->noteDescribed(type, payload);
+    const bool for_client = head.action != ReplyAction::kSwallow;
+    popReply(synthetic);
+    return for_client;
+  }
+  if (head.statement->sameResultShape(type, payload)) {
+    popReply(synthetic);
+    releaseHeld();
+    return false;
+  }
+  // Prepared again here it has another result than its clients were told: closed, so that the
+  // request that needs it fails on the server (which skips to the Sync, as after any error) and
+  // gets the error Postgres gives for a prepared statement whose result type changed. New Parses
+  // of its text get a statement of their own.
+  std::string close;
+  wire::Close{'S', head.statement->serverName()}.encode(close);
+  send(close);
+  statements_.remove(head.statement->id());
+  head.statement->retire();
+  head.statement.reset();
+  head.reply = Reply::kCloseComplete;  // (still swallowed) the Close's reply comes next
+  head.checks_shape = false;
+  refuse_closed_statement_ = true;
+  releaseHeld();
+  return false;
 }
 
 void ServerConnection::popReply(std::string& synthetic) {
@@ -632,7 +704,9 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
       return for_client;
     case wire::be::kRowDescription:
     case wire::be::kNoData:
-      if (head.reply == Reply::kDescription) popReply(synthetic);
+      if (head.reply != Reply::kDescription) return for_client;
+      if (head.statement) return statementDescribed(type, payload, synthetic);
+      popReply(synthetic);
       return for_client;
     case wire::be::kCommandComplete:
     case wire::be::kEmptyQueryResponse: {
@@ -658,6 +732,12 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
       bool pass = !(head.reply == Reply::kReadyForQuery && head.action == ReplyAction::kSwallow);
       if (pass && sink_) {
         noteErrorSqlstate(payload, last_error_sqlstate_);
+        if (std::exchange(refuse_closed_statement_, false) &&
+            std::string_view(last_error_sqlstate_, 5) == sqlstate::kInvalidStatementName) {
+          changedResultTypeError().encode(synthetic);
+          std::memcpy(last_error_sqlstate_, sqlstate::kFeatureNotSupported.data(), 5);
+          pass = false;  // given in its place
+        }
         sink_->onServerErrorResponse();
       }
       auto realReady = [](const ExpectedReply& e) {
@@ -679,6 +759,7 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
     }
     case wire::be::kReadyForQuery:
       transaction_status_ = payload.empty() ? 'I' : payload[0];
+      refuse_closed_statement_ = false;
       // Requests sent after an error and before the Sync were skipped by the server without a
       // reply (or the queue is out of step): resynchronise at the Sync.
       dropSkippedReplies([](const ExpectedReply& e) {

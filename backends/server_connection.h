@@ -122,8 +122,17 @@ class ServerConnection final : public TcpConnection {
   void attach(ServerSink* sink);
   void detach();
   ServerSink* sink() const { return sink_; }
-  // Client bytes for the server (whole messages).
-  void forward(std::string_view bytes) { send(bytes); }
+  // Client bytes for the server (whole messages). Held back while a statement prepared again
+  // here is checked (ensurePrepared): what follows it waits for the check's answer.
+  void forward(std::string_view bytes) {
+    if (held_.empty()) {
+      send(bytes);
+    } else {
+      held_.back().append(bytes);
+    }
+  }
+  // TcpConnection's, and what is held back for a check (hides TcpConnection::unsentBytes).
+  size_t unsentBytes() const;
   // Records the reply owed for a request just forwarded (or, for kSynthesize, stands in for it:
   // if nothing is owed before it, the synthetic reply goes to the sink at once).
   void expect(ExpectedReply expected);
@@ -150,7 +159,13 @@ class ServerConnection final : public TcpConnection {
   // Asks for onServerCaughtUp() once nothing is owed any more.
   void notifyWhenCaughtUp() { notify_caught_up_ = true; }
   // Makes sure `statement` is prepared here, injecting a Parse whose reply is swallowed if not.
-  void ensurePrepared(const std::shared_ptr<PreparedStatement>& statement);
+  // If its result was described to a client, a Describe and a Flush go with the Parse, and what
+  // the client sends next waits for the answer: should the result have another shape now (a
+  // table changed), the request that needs the statement gets Postgres's 0A000 "cached plan must
+  // not change result type" instead of rows the client was not told of.
+  // (`check_result` false: the caller only wants the server to refuse a Parse of the same name.)
+  void ensurePrepared(const std::shared_ptr<PreparedStatement>& statement,
+                      bool check_result = true);
   ServerStatementCache& statements() { return statements_; }
   // Settings shardgate (or a client) set on this connection that Postgres does not report.
   std::map<std::string, std::string, std::less<>>& appliedSettings() {
@@ -215,6 +230,10 @@ class ServerConnection final : public TcpConnection {
   // Appends to `synthetic` replies that stand in for requests the server never saw.
   bool trackReply(char type, std::string_view payload, std::string& synthetic);
   void popReply(std::string& synthetic);
+  // The Describe of a statement (the client's, or a check of ensurePrepared's) was answered.
+  bool statementDescribed(char type, std::string_view payload, std::string& synthetic);
+  // A check was answered (or skipped): what was held back behind it goes to the server.
+  void releaseHeld();
   // Pops the owed replies of requests the server skipped after an error (while `skipped` says
   // so), and undoes, newest first, what their requests changed in the statements (the
   // connection's and the client's).
@@ -257,6 +276,13 @@ class ServerConnection final : public TcpConnection {
   bool paused_for_sink_ = false;
   bool awaiting_tls_answer_ = false;
   ReplyQueue replies_;
+  // Bytes held back behind the checks of ensurePrepared still unanswered: the front segment goes
+  // to the server when the oldest check is answered, and so on (a check sent while another is
+  // unanswered is in the segment before its own).
+  RingQueue<std::string> held_;
+  // A check found the statement's result changed and closed it here: the error of the request
+  // that needed it (26000, no such statement) is given as Postgres's 0A000.
+  bool refuse_closed_statement_ = false;
   ServerStatementCache statements_;
   std::map<std::string, std::string, std::less<>> applied_settings_;
   const void* settings_tag_ = nullptr;

@@ -33,6 +33,7 @@ class RingQueue {
   T& front() { return slots_[head_]; }
   const T& front() const { return slots_[head_]; }
   T& back() { return slots_[(head_ + size_ - 1) & mask()]; }
+  const T& operator[](size_t i) const { return slots_[(head_ + i) & mask()]; }  // 0 = front
 
   void push_back(T&& value) { emplace_back() = std::move(value); }
   // Appends a slot and returns it: a default-constructed T, or one recycled by pop_front().

@@ -1862,7 +1862,7 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
       if (existing != statements_.end()) {
         // Postgres refuses a second statement of the same name; let the server say so, by
         // preparing the existing one again under its server name.
-        server_->ensurePrepared(existing->second);
+        server_->ensurePrepared(existing->second, /*check_result=*/false);
         server_->forward(existing->second->parseMessage());
         server_->expect(Reply::kParseComplete);
         return true;
@@ -1951,7 +1951,8 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
       std::string rewritten;
       wire::Describe{'S', it->second->serverName()}.encode(rewritten);
       server_->forward(rewritten);
-      server_->expect(reply);
+      // With the statement: the shape of its result the client is told is noted on it.
+      server_->expect(ExpectedReply{reply, ReplyAction::kForward, it->second, {}, {}});
       return true;
     }
     default:

@@ -311,3 +311,87 @@ async def test_errors_carry_sqlstate_and_fields(cluster):
         assert await conn.fetchval("SELECT 'still fine'") == "still fine"
     finally:
         await conn.close()
+
+
+ORDERS_SHARDED_TOML = """
+  [[databases.sharded_tables]]
+  name = "orders"
+  column = "user_id"
+  type = "bigint"
+  strategy = "hash"
+"""
+ORDERS_DDL = "CREATE TABLE orders (id bigint, user_id bigint NOT NULL, amount int, note text, PRIMARY KEY (user_id, id))"
+
+
+async def _statement_cache_across_alter(dsn: str) -> list:
+    """asyncpg's statement cache across an ALTER TABLE ... ADD COLUMN: what each step gave."""
+    out: list = []
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        select = "SELECT * FROM orders WHERE user_id = $1 ORDER BY id LIMIT 2"
+        insert = "INSERT INTO orders VALUES ($1, $2, 0, 'new') RETURNING *"
+        out.append([tuple(r) for r in await conn.fetch(select, 3)])
+        out.append([tuple(r) for r in await conn.fetch(insert, 100, 3)])
+        await conn.execute("ALTER TABLE orders ADD COLUMN extra int DEFAULT 7")
+        # Another client's transaction on that shard holds a server connection (under transaction
+        # pooling the one that has the statements, if it is free): the statements run on another.
+        other = await asyncpg.connect(dsn, timeout=10)
+        busy = other.transaction()
+        await busy.start()
+        await other.fetchval("SELECT count(*) FROM orders WHERE user_id = 3")
+        for step in range(2):
+            for query, args in ((select, (3,)), (insert, (101 + step, 3))):
+                try:
+                    out.append([tuple(r) for r in await conn.fetch(query, *args)])
+                except Exception as e:  # noqa: BLE001 - the error is the result compared
+                    out.append(f"{type(e).__name__}: {e}")
+        # Each INSERT ran once: a statement refused for its changed result did not run first.
+        out.append(await conn.fetchval("SELECT count(*) FROM orders WHERE user_id = $1", 3))
+        await busy.rollback()
+        await other.close()
+    finally:
+        await conn.close()
+    return out
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_statement_cache_across_alter_table_matches_postgres(make_cluster, pool_mode):
+    """asyncpg caches a prepared `SELECT *` (described with 4 columns), then the table gets a
+    column. shardgate prepares the statement again on a server connection that lacks it (another
+    client's transaction holds the one that has it); that Parse sees 5 columns. Postgres answers such a statement with 0A000 "cached plan must not
+    change result type", which asyncpg catches, re-preparing the statement: the rows then have the
+    new column. Through shardgate (sharded, session and transaction pooling) the same must happen,
+    not rows of 5 columns for a statement described with 4 (asyncpg's ProtocolError on every
+    call), nor an INSERT run before it is refused."""
+    c = make_cluster(num_shards=2, replicas_per_shard=0, pool_mode=pool_mode, extra_toml=ORDERS_SHARDED_TOML,
+                     database_options={"default_shard": 0})
+    primary = c.shards[0].primary
+    for shard in c.shards:
+        shard.primary.psql(ORDERS_DDL)
+    primary.psql("CREATE DATABASE plain", dbname="postgres")
+    primary.psql(ORDERS_DDL, dbname="plain")
+    rows = ",".join(f"({i}, {i % 5 + 1}, {i}, 'n{i}')" for i in range(1, 21))
+    sg_dsn = f"postgresql://postgres:postgres@127.0.0.1:{c.shardgate.port}/app"
+    plain_dsn = f"postgresql://postgres:postgres@127.0.0.1:{primary.port}/plain"
+
+    async def scenario(dsn):
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await conn.execute("INSERT INTO orders VALUES " + rows)
+        finally:
+            await conn.close()
+        return await _statement_cache_across_alter(dsn)
+
+    with pgwire.deadline(TEST_TIMEOUT + 30):
+        expected = asyncio.run(asyncio.wait_for(scenario(plain_dsn), TEST_TIMEOUT))
+        actual = asyncio.run(asyncio.wait_for(scenario(sg_dsn), TEST_TIMEOUT))
+    assert expected == [
+        [(2, 3, 2, "n2"), (7, 3, 7, "n7")],
+        [(100, 3, 0, "new")],
+        [(2, 3, 2, "n2", 7), (7, 3, 7, "n7", 7)],
+        [(101, 3, 0, "new", 7)],
+        [(2, 3, 2, "n2", 7), (7, 3, 7, "n7", 7)],
+        [(102, 3, 0, "new", 7)],
+        7,
+    ], expected
+    assert actual == expected

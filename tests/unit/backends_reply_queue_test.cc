@@ -55,6 +55,16 @@ TEST(ReplyQueue, PopReleasesTheEntry) {
   EXPECT_TRUE(q.front().synthetic.empty());
   EXPECT_TRUE(q.front().client_statement_name.empty());
   EXPECT_EQ(q.front().statement, nullptr);
+  EXPECT_FALSE(q.front().checks_shape);
+}
+
+TEST(ReplyQueue, RecycledSlotIsNoCheck) {
+  ReplyQueue q;
+  ExpectedReply& check = q.emplace_back();
+  check.reply = Reply::kDescription;
+  check.checks_shape = true;
+  q.pop_front();
+  EXPECT_FALSE(q.emplace_back().checks_shape);
 }
 
 TEST(RingQueue, AllocatesNothingUntilTheFirstPush) {
@@ -83,6 +93,16 @@ TEST(RingQueue, EmplacedSlotsStartDefaultAfterReuse) {
   q.clear();
   EXPECT_TRUE(q.empty());
   EXPECT_TRUE(q.emplace_back().empty());
+}
+
+TEST(RingQueue, IndexCountsFromTheFront) {
+  RingQueue<int> q;
+  for (int i = 0; i < 6; ++i) q.push_back(int(i));
+  q.pop_front();
+  q.pop_front();
+  for (int i = 6; i < 9; ++i) q.push_back(int(i));  // wraps around
+  const RingQueue<int>& view = q;
+  for (size_t i = 0; i < view.size(); ++i) EXPECT_EQ(view[i], static_cast<int>(i) + 2);
 }
 
 }  // namespace
