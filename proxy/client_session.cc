@@ -435,6 +435,10 @@ void ClientSession::onServerUnavailable(const Error& error) {
     pool_->acquire(this, context().nowMs());  // may complete before it returns
     return;
   }
+  // The BEGIN that was to open the transaction's part on that server has no server to run on:
+  // kept, it would open a transaction on the next server the session gets, long after this one
+  // ended (its ReadyForQuery would then say 'T' for good).
+  resume_transaction_.clear();
   Error e = error;
   if (e.detail.empty()) e.detail = "shardgate could not get a connection to the shard";
   if (state_ == State::kReady && e.severity != "FATAL") {
@@ -1040,6 +1044,7 @@ bool ClientSession::endSpreadBatch() {
 // A transaction shardgate ended itself (on several shards): what the session knew of it goes.
 void ClientSession::forgetTransaction() {
   committing_spread_ = false;
+  resume_transaction_.clear();  // a BEGIN still owed to a server joins no transaction now
   changes_in_transaction_.clear();
   savepoint_marks_.clear();
   transaction_status_ = 'I';

@@ -25,6 +25,7 @@ import psycopg
 import pytest
 from psycopg import errors as pgerrors
 
+import conftest
 import pgwire
 import txn_helpers as th
 from txn_helpers import ChurnGroup, connect, describe_reply, error_codes, extended, ok, raw_rows
@@ -1339,6 +1340,55 @@ def test_query_wait_timeout(make_cluster):
         assert pt.execute("SELECT 3").fetchone() == (3,)
         pt.commit()
         assert ok(a, "SELECT 'a too'") == [["a too"]]
+
+
+@pytest.mark.requires_shardgate
+def test_batch_over_shards_timing_out_leaves_no_transaction_behind(make_cluster):
+    """An extended batch that ran on one shard and then waited in vain for another shard's only
+    connection gets 53300 and ends like any failed implicit transaction: its first part rolls back,
+    and the session's next batches run outside a transaction, as they would on Postgres. (The BEGIN
+    meant for the shard that never came used to open a transaction on the next connection the
+    session got: every later ReadyForQuery said 'T'.)"""
+    c = make_cluster(num_shards=2, replicas_per_shard=0, pool_mode="transaction",
+                     general={"default_pool_size": 1, "workers": 1, "query_wait_timeout": 500},
+                     database_options={"default_shard": 0},
+                     extra_toml='[[databases.sharded_tables]]\nname = "orders"\ncolumn = "user_id"\n'
+                                'type = "bigint"\nstrategy = "hash"\n')
+    for s in c.shards:
+        s.primary.psql("CREATE TABLE orders (user_id bigint, note text)")
+    shard_of = conftest.hash_shards(c.shards[0].primary, range(1, 21))
+    k0 = next(k for k, s in shard_of.items() if s == 0)
+    k1 = next(k for k, s in shard_of.items() if s == 1)
+    port = c.shardgate.port
+    with connect(port) as a, connect(port) as b:
+        for k in (k0, k1):
+            ok(a, f"INSERT INTO orders VALUES ({k}, 'x')")
+        ok(a, "BEGIN")
+        ok(a, f"UPDATE orders SET note = 'a' WHERE user_id = {k1}")  # holds shard1's only connection
+
+        def select(k):
+            return (pgwire.parse("", f"SELECT note FROM orders WHERE user_id = {k}") + pgwire.bind("", "")
+                    + pgwire.execute())
+
+        for first in (select(k0), pgwire.parse("", f"UPDATE orders SET note = 'b' WHERE user_id = {k0}")
+                      + pgwire.bind("", "") + pgwire.execute()):
+            b.send(first + select(k1) + pgwire.sync())
+            msgs = b.recv_until(b"Z", timeout=6)
+            assert error_codes(msgs) == ["53300"], describe_reply(msgs)
+            assert status_of(msgs) == "I", describe_reply(msgs)
+            for _ in range(2):
+                msgs = extended(b, f"SELECT note FROM orders WHERE user_id = {k0}", timeout=6)
+                assert pgwire.data_rows(msgs) == [["x"]], describe_reply(msgs)
+                assert status_of(msgs) == "I", describe_reply(msgs)
+            assert status_of(b.simple("SELECT 1")) == "I"
+        ok(a, "COMMIT")
+        msgs = extended(b, f"SELECT note FROM orders WHERE user_id = {k1}", timeout=6)
+        assert pgwire.data_rows(msgs) == [["a"]] and status_of(msgs) == "I", describe_reply(msgs)
+    # Nothing of the failed batches stayed: no row changed on shard0, no transaction left open.
+    assert c.shards[0].primary.psql(f"SELECT note FROM orders WHERE user_id = {k0}") == "x"
+    for s in c.shards:
+        assert s.primary.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'app' "
+                              "AND state LIKE 'idle in transaction%'") == "0"
 
 
 @pytest.mark.requires_shardgate
