@@ -64,7 +64,7 @@ Result<std::shared_ptr<const QueryRouter::Entry>> QueryRouter::analyzeText(
 Result<RouteDecision> QueryRouter::routeEntry(const conf::Database& db, const Entry& entry,
                                               const LiteralTemplate* literals,
                                               const BindParameters* params,
-                                              const SessionRouteContext& ctx, bool* stale) {
+                                              const SessionRouteContext& ctx) {
   statements_.clear();
   for (const auto& a : entry.statements) statements_.push_back(a.get());
   RouteInputs in;
@@ -74,7 +74,6 @@ Result<RouteDecision> QueryRouter::routeEntry(const conf::Database& db, const En
   in.columns = columns_;
   in.plans = &plans_;
   in.describe = describe_;
-  in.stale = stale;
   return routeStatements(db, statements_, in, ctx);
 }
 
@@ -86,25 +85,22 @@ Result<RouteDecision> QueryRouter::routeSimple(const conf::Database& db, std::st
   prefix_ += '\0';
   const bool scanned = scanner_.scan(sql, prefix_);
   const LiteralTemplate* literals = scanned ? &scanner_ : nullptr;
+  // An entry analysed for another config (a reload since) is analysed again below; the exact
+  // text is not looked up then (its entry is as old).
   bool stale = false;
   if (scanned) {
     if (const Entry* e = lookup(scanner_.key()); e != nullptr && !e->exact_only) {
-      // Checked before routing rather than by it (RouteInputs::stale), so that the decision is
-      // returned as made instead of being moved out of a local: most statements take this path.
       if (matchesConfig(db, *e)) {
         ++stats_.template_hits;
-        return routeEntry(db, *e, literals, nullptr, ctx, nullptr);
+        return routeEntry(db, *e, literals, nullptr, ctx);
       }
       stale = true;
     }
   }
   if (!stale) {
-    if (const Entry* e = lookup(keyFor('X', db, sql))) {
-      Result<RouteDecision> r = routeEntry(db, *e, literals, nullptr, ctx, &stale);
-      if (!stale) {
-        ++stats_.exact_hits;
-        return r;
-      }
+    if (const Entry* e = lookup(keyFor('X', db, sql)); e != nullptr && matchesConfig(db, *e)) {
+      ++stats_.exact_hits;
+      return routeEntry(db, *e, literals, nullptr, ctx);
     }
   }
   ++stats_.misses;
@@ -124,7 +120,7 @@ Result<RouteDecision> QueryRouter::routeSimple(const conf::Database& db, std::st
       }
     }
   }
-  return routeEntry(db, **entry, literals, nullptr, ctx, nullptr);
+  return routeEntry(db, **entry, literals, nullptr, ctx);
 }
 
 Result<RouteDecision> QueryRouter::routeSimpleUncached(const conf::Database& db,
@@ -132,7 +128,7 @@ Result<RouteDecision> QueryRouter::routeSimpleUncached(const conf::Database& db,
                                                        const SessionRouteContext& ctx) {
   Result<std::shared_ptr<const Entry>> entry = analyzeText(db, sql, nullptr, {});
   if (!entry.ok()) return std::move(entry).error();
-  return routeEntry(db, **entry, nullptr, nullptr, ctx, nullptr);
+  return routeEntry(db, **entry, nullptr, nullptr, ctx);
 }
 
 Result<std::shared_ptr<const QueryAnalysis>> QueryRouter::prepare(
@@ -204,8 +200,7 @@ Result<RouteDecision> QueryRouter::routeBound(const conf::Database& db,
   in.columns = columns_;
   in.plans = &plans_;
   in.describe = describe_;
-  // The config is checked before routing (not through RouteInputs::stale) so that the decision
-  // is returned as made: every Bind comes here.
+  // An analysis made at Parse under a config reloaded since is made again for the current one.
   if (analysisMatchesConfig(db, analysis)) {
     statements_.assign(1, &analysis);
     return routeStatements(db, statements_, in, ctx);

@@ -80,11 +80,10 @@ class QueryRouter {
   const Entry* lookup(std::string_view key);
   void insert(std::string key, std::shared_ptr<const Entry> entry);
   static bool matchesConfig(const conf::Database& db, const Entry& entry);
-  // Routes a cached entry; *stale is set (and the result is to be ignored) if the config changed
-  // since the entry was analysed.
+  // Routes a cached entry (matchesConfig holds for it).
   Result<RouteDecision> routeEntry(const conf::Database& db, const Entry& entry,
                                    const LiteralTemplate* literals, const BindParameters* params,
-                                   const SessionRouteContext& ctx, bool* stale);
+                                   const SessionRouteContext& ctx);
   Result<std::shared_ptr<const Entry>> analyzeText(const conf::Database& db, std::string_view sql,
                                                    const LiteralTemplate* literals,
                                                    const std::vector<int32_t>& param_types);

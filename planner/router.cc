@@ -265,6 +265,17 @@ bool coLocated(const ShardedTable& a, const ShardedTable& b) {
   return false;
 }
 
+// Whether `ref`, as the analysis classified it, is still configured so in `db`: `cfg` is db's
+// sharded table of that name (nullptr: none). A cached analysis is only routed while this holds.
+bool tableStillMatches(const conf::Database& db, const TableRef& ref, const ShardedTable* cfg) {
+  if (ref.table_class == TableClass::kSharded) {
+    return cfg != nullptr && cfg->column == ref.key_column && cfg->key_type == ref.key_type &&
+           cfg->strategy == ref.strategy;
+  }
+  return cfg == nullptr &&
+         (ref.table_class == TableClass::kReference) == db.isReferenceTable(ref.schema, ref.name);
+}
+
 std::string strategyText(const ShardedTable& t) {
   return std::string(conf::strategyName(t.strategy)) + " on " + t.column + " (" +
          std::string(conf::keyTypeName(t.key_type)) + ")";
@@ -1148,8 +1159,7 @@ class StatementRouter {
       return std::nullopt;
     }
     const ShardedTable* cfg = db_.findShardedTable(ref.schema, ref.name);
-    if (cfg == nullptr || cfg->column != ref.key_column || cfg->key_type != ref.key_type ||
-        cfg->strategy != ref.strategy || cfg->strategy == Strategy::kDirectory) {
+    if (!tableStillMatches(db_, ref, cfg) || cfg->strategy == Strategy::kDirectory) {
       return std::nullopt;
     }
     const KeyPredicate& kp = a_.predicates[static_cast<size_t>(ref.predicate)];
@@ -1180,14 +1190,8 @@ class StatementRouter {
       ts.set = ShardSet::all(n_);
       // The analysis was made for the config of its time: check its facts still hold.
       ts.cfg = db_.findShardedTable(ref.schema, ref.name);
-      const bool current =
-          ref.table_class == TableClass::kSharded
-              ? ts.cfg != nullptr && ts.cfg->column == ref.key_column &&
-                    ts.cfg->key_type == ref.key_type && ts.cfg->strategy == ref.strategy
-              : ts.cfg == nullptr && (ref.table_class == TableClass::kReference) ==
-                                         db_.isReferenceTable(ref.schema, ref.name);
-      if (!current) {
-        if (in_.stale != nullptr) *in_.stale = true;
+      if (!tableStillMatches(db_, ref, ts.cfg)) {
+        // (Callers check analysisMatchesConfig before routing a cached analysis.)
         return Error::make(sqlstate::kInternalError,
                            "the cached analysis of this statement is out of date: the sharding "
                            "of table " +
@@ -2113,17 +2117,7 @@ std::string shardName(const conf::Database& db, uint32_t shard) {
 
 bool analysisMatchesConfig(const conf::Database& db, const QueryAnalysis& a) {
   for (const TableRef& t : a.tables) {
-    const conf::ShardedTable* st = db.findShardedTable(t.schema, t.name);
-    if (st != nullptr) {
-      if (t.table_class != TableClass::kSharded || st->column != t.key_column ||
-          st->key_type != t.key_type || st->strategy != t.strategy) {
-        return false;
-      }
-    } else if (t.table_class == TableClass::kSharded) {
-      return false;
-    } else if ((t.table_class == TableClass::kReference) != db.isReferenceTable(t.schema, t.name)) {
-      return false;
-    }
+    if (!tableStillMatches(db, t, db.findShardedTable(t.schema, t.name))) return false;
   }
   return true;
 }

@@ -130,10 +130,6 @@ struct RouteInputs {
   // literals, table labels) costs more than the routing itself, and the proxy shows it nowhere but
   // in EXPLAIN (ROUTE), which describes itself regardless; errors always name their conditions.
   bool describe = true;
-  // Routing checks that the config facts the analysis relied on still hold (see
-  // analysisMatchesConfig); if not, it fails with XX000 and sets *stale (the caller then analyses
-  // the statement again).
-  bool* stale = nullptr;
 };
 
 // Routes the statements of one query string (one for the extended protocol). Several statements
