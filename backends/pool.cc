@@ -333,4 +333,18 @@ PoolStats Pool::stats() const {
   return s;
 }
 
+PoolWaitState Pool::waitState() const {
+  PoolWaitState state;
+  state.pool = this;
+  state.exhausted =
+      !waiters_.empty() && idle_.empty() && connecting_ == 0 && all_.size() >= settings_.max_size;
+  if (!state.exhausted) return state;
+  state.holders.reserve(all_.size());
+  for (const ServerConnection* server : all_) {
+    ServerSink* sink = server->state() == ServerConnection::State::kHeld ? server->sink() : nullptr;
+    state.holders.push_back(sink != nullptr ? sink->holder() : nullptr);
+  }
+  return state;
+}
+
 }  // namespace shardgate::backends

@@ -8,6 +8,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "backends/pool_deadlock.h"
 #include "backends/pool_metrics.h"
 #include "backends/server_connection.h"
 
@@ -113,6 +114,9 @@ class Pool {
   // The parameters the server reported at login (from the most recent login), for clients' logins.
   const ServerParameters& serverParameters() const { return server_parameters_; }
   PoolStats stats() const;
+  // For deadlock detection: whether only a holder giving a connection back can serve the waiters,
+  // and who holds each connection.
+  PoolWaitState waitState() const;
   size_t size() const { return all_.size(); }
   // For the admin console (SHOW SERVERS, SHOW POOLS, SHOW SHARDS).
   const PoolSettings& settings() const { return settings_; }

@@ -20,6 +20,7 @@
 namespace shardgate::backends {
 
 class Pool;
+class ConnectionHolder;
 
 // Where and as whom shardgate logs in to one Postgres server.
 struct ServerEndpoint {
@@ -71,6 +72,8 @@ class ServerSink {
   virtual void onServerParameterStatus(std::string_view payload) = 0;
   // Everything written to the server went out (a COPY's rows: the sink may read more of them).
   virtual void onServerWriteDrained() {}
+  // Who holds the connection through this sink, for deadlock detection (nullptr: none to name).
+  virtual ConnectionHolder* holder() { return nullptr; }
 };
 
 using ServerParameters = std::map<std::string, std::string, std::less<>>;

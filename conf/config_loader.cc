@@ -434,6 +434,7 @@ class Loader {
                          "connect_timeout",
                          "client_login_timeout",
                          "query_wait_timeout",
+                         "deadlock_timeout",
                          "idle_server_timeout",
                          "server_lifetime",
                          "shutdown_timeout",
@@ -472,6 +473,7 @@ class Loader {
     CONF_TRY(t.readInt("connect_timeout", g.connect_timeout_ms, 0, kU32Max));
     CONF_TRY(t.readInt("client_login_timeout", g.client_login_timeout_ms, 0, kU32Max));
     CONF_TRY(t.readInt("query_wait_timeout", g.query_wait_timeout_ms, 0, kU32Max));
+    CONF_TRY(t.readInt("deadlock_timeout", g.deadlock_timeout_ms, 0, kU32Max));
     CONF_TRY(t.readInt("idle_server_timeout", g.idle_server_timeout_ms, 0, kU32Max));
     CONF_TRY(t.readInt("server_lifetime", g.server_lifetime_ms, 0, kU32Max));
     CONF_TRY(t.readInt("shutdown_timeout", g.shutdown_timeout_ms, 0, kU32Max));

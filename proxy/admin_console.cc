@@ -436,6 +436,7 @@ void AdminConsole::showConfig() {
   add("connect_timeout", num(g.connect_timeout_ms), num(d.connect_timeout_ms), true);
   add("client_login_timeout", num(g.client_login_timeout_ms), num(d.client_login_timeout_ms), true);
   add("query_wait_timeout", num(g.query_wait_timeout_ms), num(d.query_wait_timeout_ms), true);
+  add("deadlock_timeout", num(g.deadlock_timeout_ms), num(d.deadlock_timeout_ms), true);
   add("idle_server_timeout", num(g.idle_server_timeout_ms), num(d.idle_server_timeout_ms), true);
   add("server_lifetime", num(g.server_lifetime_ms), num(d.server_lifetime_ms), true);
   add("shutdown_timeout", num(g.shutdown_timeout_ms), num(d.shutdown_timeout_ms), true);

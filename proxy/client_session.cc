@@ -462,6 +462,25 @@ void ClientSession::onServerUnavailable(const Error& error) {
   fatal(e);
 }
 
+void ClientSession::awaitedPools(std::vector<const backends::Pool*>& out) const {
+  if (waiting_for_server_ && pool_ != nullptr) out.push_back(pool_);
+  if (multi_run_) multi_run_->awaitedPools(out);
+}
+
+uint64_t ClientSession::waitingSinceMs() const {
+  if (waiting_for_server_) return waitStartedMs();
+  return multi_run_ ? multi_run_->waitingSinceMs() : 0;
+}
+
+void ClientSession::failWaits(const Error& error) {
+  if (waiting_for_server_) {
+    pool_->cancelWait(this);
+    onServerUnavailable(error);  // may end the session: nothing of it is used after
+    return;
+  }
+  if (multi_run_) multi_run_->failWaits(error);
+}
+
 // The session's user and database (at login, and after a reload at a transaction boundary): how
 // its statements are routed and which pool serves them first.
 void ClientSession::useDatabase(const conf::User* user, const conf::Database* database) {
@@ -2436,6 +2455,7 @@ class ClientSession::ParkedServer final : public backends::ServerSink {
   }
   bool sinkCongested() const override { return false; }
   void onStatementFailed(const std::string&) override {}
+  backends::ConnectionHolder* holder() override { return &session_; }
   void onServerCommandComplete(std::string_view) override {}
   void onServerErrorResponse() override {}
   void onServerCaughtUp() override {}

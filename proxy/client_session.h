@@ -43,6 +43,7 @@ struct ClientSnapshot;
 class ClientSession final : public TcpConnection,
                             public backends::ServerSink,
                             public backends::PoolWaiter,
+                            public backends::ConnectionHolder,
                             public MultiShardHost {
  public:
   enum class State { kStartup, kAuthenticating, kLoggingIn, kReady, kClosed };
@@ -95,10 +96,17 @@ class ClientSession final : public TcpConnection,
   void onServerParameterStatus(std::string_view payload) override;
   void onServerCaughtUp() override;
   void onServerWriteDrained() override;
+  backends::ConnectionHolder* holder() override { return this; }
 
   // PoolWaiter
   void onServerAcquired(backends::ServerConnection* server) override;
   void onServerUnavailable(const Error& error) override;
+
+  // ConnectionHolder (deadlock detection): its own wait for a connection, or its multi-shard
+  // statement's.
+  void awaitedPools(std::vector<const backends::Pool*>& out) const override;
+  uint64_t waitingSinceMs() const override;
+  void failWaits(const Error& error) override;
 
   // MultiShardHost
   backends::Pool& multiShardPool(uint32_t shard, planner::Role role) override;
@@ -116,6 +124,7 @@ class ClientSession final : public TcpConnection,
   void multiShardReturnHeldServer(uint32_t shard, backends::ServerConnection* server,
                                   backends::Pool* pool) override;
   std::string multiShardShardName(uint32_t shard) const override;
+  backends::ConnectionHolder* multiShardHolder() override { return this; }
 
  private:
   size_t handleStartupPhase(std::string_view data);

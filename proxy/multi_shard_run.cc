@@ -71,6 +71,14 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
     if (server_) server_->resumeIfPaused();
   }
 
+  bool waiting() const { return waiting_; }
+  const backends::Pool* pool() const { return pool_; }
+  void failWait(const Error& error) {
+    if (!waiting_) return;
+    pool_->cancelWait(this);
+    onServerUnavailable(error);
+  }
+
   // held_too: also the pinned session's own connection (a late cancel request could hit the next
   // statement there: only when the client asked for the cancel, as one Postgres would).
   void cancel(LoopContext& context, bool held_too) {
@@ -159,6 +167,8 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
     waiting_ = false;
     finishWith(error);
   }
+
+  backends::ConnectionHolder* holder() override { return run_.host_.multiShardHolder(); }
 
   // ServerSink
   void onServerBytes(std::string_view bytes) override {
@@ -716,6 +726,28 @@ void MultiShardRun::fail(Error error) {
   if (request_.plan->kind == planner::MultiShardPlan::Kind::kRead && !request_.in_transaction) {
     cancel(/*held_too=*/false);
   }
+}
+
+void MultiShardRun::awaitedPools(std::vector<const backends::Pool*>& out) const {
+  for (const auto& leg : legs_) {
+    if (leg->waiting()) out.push_back(leg->pool());
+  }
+}
+
+uint64_t MultiShardRun::waitingSinceMs() const {
+  uint64_t since = 0;
+  for (const auto& leg : legs_) {
+    if (leg->waiting() && (since == 0 || leg->waitStartedMs() < since)) {
+      since = leg->waitStartedMs();
+    }
+  }
+  return since;
+}
+
+void MultiShardRun::failWaits(const Error& error) {
+  // (Failing a leg may finish the run: walk a copy.)
+  std::vector<std::shared_ptr<Leg>> legs = legs_;
+  for (const auto& leg : legs) leg->failWait(error);
 }
 
 std::string MultiShardRun::commandTag() const {

@@ -61,6 +61,8 @@ class MultiShardHost {
   virtual LoopContext& multiShardLoop() = 0;
   // A shard's name for messages ("shard1").
   virtual std::string multiShardShardName(uint32_t shard) const = 0;
+  // Who holds the run's connections, for deadlock detection (nullptr: none to name).
+  virtual backends::ConnectionHolder* multiShardHolder() { return nullptr; }
 };
 
 class MultiShardRun {
@@ -121,6 +123,11 @@ class MultiShardRun {
   // Cancels the statement on every shard still running it (held_too: on a pinned session's own
   // connection too; the client's cancel request does).
   void cancel(bool held_too = true);
+  // Deadlock detection: the pools its shards still wait on for a connection, since when, and
+  // ending those waits with `error` (the run then fails with it).
+  void awaitedPools(std::vector<const backends::Pool*>& out) const;
+  uint64_t waitingSinceMs() const;
+  void failWaits(const Error& error);
 
  private:
   class Leg;

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <charconv>
@@ -356,6 +357,48 @@ void Worker::removeSession(ClientSession* session) {
   if (shutting_down_) finishIfDrained();
 }
 
+void Worker::breakPoolDeadlocks(uint64_t now_ms) {
+  const uint32_t timeout_ms = config_->general.deadlock_timeout_ms;
+  if (timeout_ms == 0) return;
+  auto waitedLong = [&](const backends::Pool& pool) {
+    const uint64_t since = pool.oldestWaitStartMs();
+    return since != 0 && now_ms - since >= timeout_ms;
+  };
+  // Every sweep asks only this of each pool, unless someone has waited deadlock_timeout.
+  bool any = std::any_of(pools_.begin(), pools_.end(),
+                         [&](const auto& entry) { return waitedLong(*entry.second); }) ||
+             std::any_of(draining_pools_.begin(), draining_pools_.end(),
+                         [&](const auto& pool) { return waitedLong(*pool); });
+  if (!any) return;
+  std::vector<backends::PoolWaitState> states;
+  for (const auto& [key, pool] : pools_) states.push_back(pool->waitState());
+  for (const auto& pool : draining_pools_) states.push_back(pool->waitState());
+  // The victim is the first of them to have waited deadlock_timeout, as in Postgres, where the
+  // process whose deadlock_timeout runs out first finds the cycle and is the one to fail.
+  backends::ConnectionHolder* victim = nullptr;
+  for (backends::ConnectionHolder* holder : backends::deadlockedHolders(states)) {
+    if (now_ms - holder->waitingSinceMs() < timeout_ms) continue;
+    if (victim == nullptr || holder->waitingSinceMs() < victim->waitingSinceMs()) victim = holder;
+  }
+  if (victim == nullptr) return;
+  std::vector<const backends::Pool*> awaited;
+  victim->awaitedPools(awaited);
+  std::string where;
+  for (const backends::Pool* pool : awaited) {
+    where += (where.empty() ? "" : ", ") + pool->endpoint().label;
+  }
+  spdlog::info("event=pool_deadlock waiting_for=\"{}\" pool_size={}", where,
+               awaited.empty() ? 0 : awaited.front()->settings().max_size);
+  victim->failWaits(Error::make(
+      "40P01", "deadlock detected",
+      "This client waited " + std::to_string(now_ms - victim->waitingSinceMs()) +
+          " ms for a server connection to " + where +
+          " while holding connections of its own; every connection it waited for was held by "
+          "clients waiting in turn for those.",
+      "Retry the transaction. Larger pools (default_pool_size), or transactions that visit the "
+      "shards in the same order, make this rarer."));
+}
+
 void Worker::sweep() {
   uint64_t now = backends::monotonicMs();
   // Sessions may close (and leave sessions_) while we walk; walk a snapshot of ids.
@@ -378,6 +421,7 @@ void Worker::sweep() {
   }
   for (auto& [key, pool] : pools_) pool->sweep(now);
   sweepDrainingPools(now);
+  breakPoolDeadlocks(now);
   metrics_->setClients(countClientStates(sessions_));
   metrics_->noteRouterStats(router_.stats());
   if (shutting_down_) finishIfDrained();

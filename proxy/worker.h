@@ -145,6 +145,8 @@ class Worker {
   PoolSpec poolSpec(const conf::Config& config, const conf::Database& database,
                     const conf::User& user, uint32_t shard, int replica) const;
   void sweepDrainingPools(uint64_t now_ms);
+  // Clients waiting deadlock_timeout for connections held by each other: one of them gets 40P01.
+  void breakPoolDeadlocks(uint64_t now_ms);
   // pool() without its memo of recent lookups; forgetRecentPools empties the memo.
   backends::Pool& findOrCreatePool(const conf::Database& database, const conf::User& user,
                                    uint32_t shard, int replica);
