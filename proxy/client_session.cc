@@ -795,6 +795,21 @@ void ClientSession::answer(std::string bytes) {
   }
 }
 
+void ClientSession::answerParse(const std::string& name) {
+  std::string reply;
+  wire::ParseComplete{}.encode(reply);
+  auto statement = name.empty() ? statements_.end() : statements_.find(name);
+  if (server_ && server_->owesReplies() && statement != statements_.end()) {
+    // (As Postgres skips a Parse after an error up to the Sync, the server's error drops this
+    // answer and the statement with it: onStatementFailed.)
+    server_->expect(backends::ExpectedReply{backends::Reply::kParseComplete,
+                                            backends::ReplyAction::kSynthesize, statement->second,
+                                            name, std::move(reply)});
+    return;
+  }
+  answer(std::move(reply));
+}
+
 void ClientSession::refuseStatement(const Error& error, bool extended_protocol) {
   std::string reply;
   wire::writeError(reply, error);
@@ -1447,9 +1462,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         }
         rememberParse(*parse);
         metrics_.statementText(type, frame.payload);
-        std::string reply;
-        wire::ParseComplete{}.encode(reply);
-        answer(std::move(reply));
+        answerParse(parse->name);
         continue;
       }
     } else if (server_ == nullptr) {

@@ -185,6 +185,9 @@ class ClientSession final : public TcpConnection,
   bool rememberPlainUnnamedParse(std::string_view payload);
   void ensureUnnamedPrepared();
   void answer(std::string bytes);
+  // ParseComplete for a Parse remembered here (routed databases), after what the held server
+  // still owes: an error there skips it, and the client then does not have the statement.
+  void answerParse(const std::string& name);
   void refuseStatement(const Error& error, bool extended_protocol);
   void answerShardgateSetting(const planner::RouteDecision& decision);
   void answerExplainRoute(const planner::RouteDecision& decision);

@@ -24,7 +24,7 @@ shard 0's primary too, which checks the scenarios' mechanics (both sides must th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 import pytest
@@ -62,6 +62,9 @@ class St:
     params: tuple = ()
     kind: str = "dml"  # dml | begin | commit | rollback | savepoint | release | rollback_to | set | show
     shards: frozenset = frozenset()
+    # "": Parse/Bind/Describe/Execute of the unnamed statement; "parse:NAME": only a Parse of the
+    # named statement NAME; "exec:NAME": Bind/Describe/Execute of NAME, parsed before.
+    op: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,14 @@ def P(*stmts):
 
 def dup(k):  # k must exist: 23505 on its shard
     return ins(k, "dup")
+
+
+def NPARSE(name, st):  # st as a named statement, parsed only (it needs no shard yet)
+    return replace(st, op=f"parse:{name}", shards=frozenset())
+
+
+def NEXEC(name, st):  # the named statement run with st's parameters
+    return replace(st, op=f"exec:{name}")
 
 
 # name -> steps. Keys: A0/A1 exist (seeded), B*/C* do not; the digit is the shard.
@@ -258,6 +269,15 @@ SCENARIOS: dict[str, list[Step]] = {
     # transaction commits, at the Sync: the Execute's CommandComplete comes first, then the error.
     "multiupdate-deferred-fails": [S(MBAD), S(ALL)],
     "multiupdate-deferred-fails-on1": [S(MBAD1), S(ALL)],
+    # Named statements (drivers' statement caches) parsed after an error in their batch: skipped
+    # like the rest, so the client does not have them (26000 if it binds one, and it may parse the
+    # name again).
+    "dup0-parse|exec": [S(dup("A0"), NPARSE("s1", ins("B0"))), S(NEXEC("s1", ins("B0"))), S(ALL)],
+    "div0-parse|parse-exec": [S(div0("A0"), NPARSE("s1", sel("A0"))), S(NPARSE("s1", sel("A1")), NEXEC("s1", sel("A1")))],
+    "div0-parse-flush|sync|exec": [F(div0("A1"), NPARSE("s1", sel("A0"))), S(), S(NEXEC("s1", sel("A0")))],
+    "begin-dup0-parse|rollback|exec": [
+        S(BEGIN, dup("A0"), NPARSE("s1", ins("B1"))), S(ROLLBACK), S(NEXEC("s1", ins("B1"))), S(ALL)],
+    "parse-ins0-ins1-dup0|exec": [S(NPARSE("s1", sel("A1")), ins("B0"), dup("A0")), S(NEXEC("s1", sel("A1")))],
 }
 
 
@@ -331,8 +351,14 @@ def run_scenario(port: int, database: str, steps: list[Step], keys: dict[str, in
                 data = b""
                 for i, st in enumerate(step.stmts):
                     sql, params = (RAISE_0A000, ()) if (si, i) in substitute else (st.sql, st.params)
-                    data += (pgwire.parse("", sql) + pgwire.bind("", "", tuple(value(p) for p in params))
-                             + pgwire.describe("P") + pgwire.execute())
+                    values = tuple(value(p) for p in params)
+                    if st.op.startswith("parse:"):
+                        data += pgwire.parse(st.op.removeprefix("parse:"), sql)
+                    elif st.op.startswith("exec:"):
+                        data += (pgwire.bind("", st.op.removeprefix("exec:"), values) + pgwire.describe("P")
+                                 + pgwire.execute())
+                    else:
+                        data += pgwire.parse("", sql) + pgwire.bind("", "", values) + pgwire.describe("P") + pgwire.execute()
                 data += pgwire.flush() if step.end == "flush" else pgwire.sync()
             if step.end == "pipe":
                 pipelined += data
@@ -357,7 +383,7 @@ def run_scenario(port: int, database: str, steps: list[Step], keys: dict[str, in
                         pass
                 else:
                     done = 0
-                    while done < len(step.stmts):
+                    while done < sum(not st.op.startswith("parse:") for st in step.stmts):
                         m = w.recv()
                         msgs.append(m)
                         if m.type == b"E":
