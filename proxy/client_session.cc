@@ -1364,7 +1364,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       } else if (decision->kind == planner::RouteDecision::Kind::kNeedsLookup &&
                  awaitLookups(*decision)) {
         return used;
-      } else if (SpreadOutcome outcome = spreadTransaction()
+      } else if (SpreadOutcome outcome = spreadTransaction() || beginsInSpreadBatch(*decision)
                                              ? spreadStatement(*decision, false, sql)
                                              : SpreadOutcome::kRun;
                  outcome != SpreadOutcome::kRun) {
@@ -1390,7 +1390,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       if (decision->kind == planner::RouteDecision::Kind::kNeedsLookup && awaitLookups(*decision)) {
         return used;
       }
-      if (SpreadOutcome outcome = spreadTransaction()
+      if (SpreadOutcome outcome = spreadTransaction() || beginsInSpreadBatch(*decision)
                                       ? spreadStatement(*decision, true, last_bound_text_)
                                       : SpreadOutcome::kRun;
           outcome != SpreadOutcome::kRun) {
@@ -2546,6 +2546,14 @@ std::string ClientSession::transactionJoinSql() const {
   }
   savepoints_up_to(SIZE_MAX);
   return sql;
+}
+
+// A BEGIN in a batch that shardgate already runs as its own transaction over shards (a
+// multi-shard portal was bound while the batch's server was still held): spreadStatement refuses
+// it, as it does once the batch ran on both shards. Run on the held server, it would only warn,
+// and the client's transaction would commit at the batch's Sync.
+bool ClientSession::beginsInSpreadBatch(const planner::RouteDecision& decision) const {
+  return batch_spread_ && decision.transaction == planner::TransactionAction::kBegin;
 }
 
 bool ClientSession::spreadTransaction() const {

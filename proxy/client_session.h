@@ -255,6 +255,7 @@ class ClientSession final : public TcpConnection,
   void releaseParked(bool clean);
   // Whether the open transaction spans shards (or failed on a shard other than server_'s).
   bool spreadTransaction() const;
+  bool beginsInSpreadBatch(const planner::RouteDecision& decision) const;
   std::string transactionJoinSql() const;
   void useDatabase(const conf::User* user, const conf::Database* database);
   void resumeCopyInput();
