@@ -45,6 +45,10 @@ class PreparedStatement {
   // a statement of their own (StatementRegistry::intern).
   void retire() { retired_ = true; }
   bool retired() const { return retired_; }
+  // Whether a server has ever accepted its Parse: one that never did and rejects it now was
+  // never a statement at all, and its clients lose it (ServerSink::onStatementRejected).
+  bool everPrepared() const { return ever_prepared_; }
+  void notePrepared() { ever_prepared_ = true; }
 
  private:
   static std::string resultShapeOf(char type, std::string_view payload);
@@ -57,6 +61,7 @@ class PreparedStatement {
   bool sql_level_ = false;
   bool described_ = false;
   bool retired_ = false;
+  bool ever_prepared_ = false;
   std::string result_shape_;
 };
 

@@ -695,6 +695,7 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
   const bool for_client = head.action != ReplyAction::kSwallow;
   switch (type) {
     case wire::be::kParseComplete:
+      if (head.statement) head.statement->notePrepared();
       popReply(synthetic);
       return for_client;
     case wire::be::kBindComplete:
@@ -743,6 +744,12 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
       auto realReady = [](const ExpectedReply& e) {
         return e.reply == Reply::kReadyForQuery && e.action != ReplyAction::kSynthesize;
       };
+      if (head.reply == Reply::kParseComplete && head.statement &&
+          head.client_statement_name.empty() && !head.statement->everPrepared() && sink_) {
+        // shardgate's own Parse of a statement its client parsed (answered by shardgate) and no
+        // server ever accepted: the client's Parse failed, as it would have on Postgres.
+        sink_->onStatementRejected(head.statement);
+      }
       if (head.reply == Reply::kReadyForQuery && head.statement) {
         statements_.remove(head.statement->id());  // an SQL PREPARE that failed
         if (!head.client_statement_name.empty() && sink_) {

@@ -58,6 +58,9 @@ class ServerSink {
   // A Parse the client sent failed (or was skipped after an earlier error): the client no
   // longer has `client_name` prepared.
   virtual void onStatementFailed(const std::string& client_name) = 0;
+  // The server rejected shardgate's Parse of `statement` (one the client parsed, answered by
+  // shardgate), and no server ever accepted it: the client does not have it under any name.
+  virtual void onStatementRejected(const std::shared_ptr<PreparedStatement>& /*statement*/) {}
   // A Close of the client's statement `client_name`, answered by shardgate, was skipped by the
   // server after an earlier error: the client has `statement` under that name again.
   virtual void onCloseSkipped(const std::string& /*client_name*/,

@@ -2305,6 +2305,11 @@ void ClientSession::onStatementFailed(const std::string& client_name) {
   statements_.erase(client_name);
 }
 
+void ClientSession::onStatementRejected(
+    const std::shared_ptr<backends::PreparedStatement>& statement) {
+  std::erase_if(statements_, [&](const auto& entry) { return entry.second == statement; });
+}
+
 void ClientSession::onCloseSkipped(const std::string& client_name,
                                    const std::shared_ptr<backends::PreparedStatement>& statement) {
   statements_[client_name] = statement;

@@ -91,6 +91,7 @@ class ClientSession final : public TcpConnection,
   void onStatementFailed(const std::string& client_name) override;
   void onCloseSkipped(const std::string& client_name,
                       const std::shared_ptr<backends::PreparedStatement>& statement) override;
+  void onStatementRejected(const std::shared_ptr<backends::PreparedStatement>& statement) override;
   void onServerCommandComplete(std::string_view tag) override;
   void onServerErrorResponse() override;
   void onServerParameterStatus(std::string_view payload) override;

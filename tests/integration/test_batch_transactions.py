@@ -619,3 +619,29 @@ def diff(a: Run, b: Run) -> str:
         lines.append(f"{mark} step {si}\n     shardgate: {x}\n     postgres:  {y}")
     lines.append(f"{'  ' if a.probe == b.probe else '!!'} probe shardgate {a.probe} postgres {b.probe}")
     return "\n".join(lines)
+
+
+def test_statement_the_server_rejects_is_not_kept(env: Env):
+    """A named statement whose Parse Postgres rejects (a missing column) does not exist afterwards:
+    binding it gets 26000, and the client may parse the name again (42P05 before, as if it
+    existed). shardgate answers a routed Parse itself and learns of the error when it prepares
+    the statement on a shard (here for the Describe). What each step ends with is compared with
+    Postgres; Postgres sends no ParseComplete before the error, shardgate does (not compared)."""
+    bad = "SELECT nosuchcol FROM users WHERE id = $1"
+    good = "SELECT name FROM users WHERE id = $1"
+    key = str(env.keys["A1"])
+    outcomes = {}
+    reset_shards(env)
+    reset_ref(env)
+    for side, port, database in (("shardgate", env.cluster.shardgate.port, "app"), ("postgres", env.ref_port, REF_DB)):
+        with connect(port, database) as w:
+            steps = [pgwire.parse("s1", bad) + pgwire.describe("S", "s1") + pgwire.sync(),
+                     pgwire.bind("", "s1", (key,)) + pgwire.execute() + pgwire.sync(),
+                     pgwire.parse("s1", good) + pgwire.bind("", "s1", (key,)) + pgwire.execute() + pgwire.sync()]
+            seen = []
+            for data in steps:
+                w.send(data)
+                msgs = w.recv_until(b"Z")
+                seen.append(([e.code for e in pgwire.errors(msgs)], pgwire.data_rows(msgs), msgs[-1].payload))
+            outcomes[side] = seen
+    assert outcomes["shardgate"] == outcomes["postgres"], outcomes
