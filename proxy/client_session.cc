@@ -88,6 +88,13 @@ bool syncComesNext(std::string_view rest, uint32_t max_size) {
          next.type == wire::fe::kSync;
 }
 
+// Whether a Bind's payload binds the unnamed statement (its portal name, then an empty name).
+bool bindsUnnamedStatement(std::string_view payload) {
+  const size_t portal_end = payload.find('\0');
+  return portal_end != std::string_view::npos && portal_end + 1 < payload.size() &&
+         payload[portal_end + 1] == '\0';
+}
+
 }  // namespace
 
 ClientSession::ClientSession(Worker& worker, uint64_t id, uint64_t now_ms, Transport transport)
@@ -784,6 +791,12 @@ void ClientSession::sendOwnSync() {
 
 // Replies shardgate makes itself go after whatever the held server still owes.
 void ClientSession::answer(std::string bytes) {
+  if (unnamed_parse_reply_pending_) {
+    unnamed_parse_reply_pending_ = false;
+    std::string reply;
+    wire::ParseComplete{}.encode(reply);
+    bytes.insert(0, reply);
+  }
   if (server_ && server_->owesReplies()) {
     server_->expect(backends::ExpectedReply{backends::Reply::kReadyForQuery,
                                             backends::ReplyAction::kSynthesize,
@@ -793,6 +806,10 @@ void ClientSession::answer(std::string bytes) {
   } else {
     send(bytes);
   }
+}
+
+void ClientSession::answerPendingUnnamedParse() {
+  if (unnamed_parse_reply_pending_) answer({});
 }
 
 void ClientSession::answerParse(const std::string& name) {
@@ -1241,6 +1258,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
     // The ones this session would answer itself (Parse, Close) are skipped too, not answered.
     if (batchFailedOnServer()) skipping_to_sync_ = true;
     if (skipping_to_sync_) {
+      unnamed_parse_reply_pending_ = false;  // its Parse is skipped with it, as on Postgres
       if (type != wire::fe::kSync) {
         used += frame.size;
         continue;
@@ -1382,6 +1400,12 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       }
     } else if (type == wire::fe::kBind) {
       auto decision = routeBind(frame.payload);
+      if (unnamed_parse_reply_pending_ &&
+          (!decision.ok() || decision->kind != planner::RouteDecision::Kind::kShard ||
+           decision->transaction != planner::TransactionAction::kNone || spreadTransaction())) {
+        // Only a statement passed to one shard has its Parse sent there with its Bind.
+        answerPendingUnnamedParse();
+      }
       if (!decision.ok()) {
         used += frame.size;
         refuseStatement(decision.error(), /*extended_protocol=*/true);
@@ -1462,7 +1486,14 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         }
         rememberParse(*parse);
         metrics_.statementText(type, frame.payload);
-        answerParse(parse->name);
+        wire::Frame next;
+        if (parse->name.empty() &&
+            wire::peekTyped(data.substr(used), max_size, next) == wire::FrameStatus::kComplete &&
+            next.type == wire::fe::kBind && bindsUnnamedStatement(next.payload)) {
+          unnamed_parse_reply_pending_ = true;  // (drivers' Parse, Bind, Execute of a statement)
+        } else {
+          answerParse(parse->name);
+        }
         continue;
       }
     } else if (server_ == nullptr) {
@@ -1612,12 +1643,21 @@ void ClientSession::noteRoutedStatement() {
 // The unnamed statement was parsed before this server was held (or on another one): parse it
 // here first, its ParseComplete swallowed.
 void ClientSession::ensureUnnamedPrepared() {
-  if (unnamed_version_ == 0 || server_->hasUnnamedStatement(this, unnamed_version_)) return;
+  if (unnamed_version_ == 0 || server_->hasUnnamedStatement(this, unnamed_version_)) {
+    answerPendingUnnamedParse();
+    return;
+  }
   std::string parse;
   wire::Parse{"", unnamed_query_, unnamed_types_}.encode(parse);
   server_->forward(parse);
+  // The client's own ParseComplete when it is still owed: the server's, or its error.
+  const bool for_client = std::exchange(unnamed_parse_reply_pending_, false);
   server_->expect(backends::ExpectedReply{
-      backends::Reply::kParseComplete, backends::ReplyAction::kSwallow, nullptr, {}, {}});
+      backends::Reply::kParseComplete,
+      for_client ? backends::ReplyAction::kForward : backends::ReplyAction::kSwallow,
+      nullptr,
+      {},
+      {}});
   server_->setUnnamedStatement(this, unnamed_version_);
 }
 
@@ -1718,7 +1758,8 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
     used += frame.size;
     if (batchFailedOnServer() && type != wire::fe::kSync && type != wire::fe::kTerminate) {
       // The server ignores it: so does the session (no statement remembered or forgotten, no
-      // answer of its own, nothing owed).
+      // answer of its own, nothing owed). Postgres skipped the Parse before it too.
+      unnamed_parse_reply_pending_ = false;
       passRun(start);
       run_start = used;
       continue;

@@ -189,6 +189,10 @@ class ClientSession final : public TcpConnection,
   // ParseComplete for a Parse remembered here (routed databases), after what the held server
   // still owes: an error there skips it, and the client then does not have the statement.
   void answerParse(const std::string& name);
+  // The ParseComplete of an unnamed Parse whose Bind follows it at once, while it is not known
+  // yet whether the shard that prepares it gives it (so that an error there replaces it, as on
+  // Postgres), or shardgate must: answered before any reply of shardgate's own.
+  void answerPendingUnnamedParse();
   void refuseStatement(const Error& error, bool extended_protocol);
   void answerShardgateSetting(const planner::RouteDecision& decision);
   void answerExplainRoute(const planner::RouteDecision& decision);
@@ -345,6 +349,7 @@ class ClientSession final : public TcpConnection,
   std::string pin_reason_;          // the feature that pinned it (for errors)
   bool routing_ = false;            // statements are routed (several shards, or replicas)
   bool manage_statements_ = false;  // prepared statements renamed and prepared where they run
+  bool unnamed_parse_reply_pending_ = false;  // see answerPendingUnnamedParse
 
   std::string user_name_;
   std::string database_name_;

@@ -93,6 +93,13 @@ def sel(k):
     return St("SELECT id, name FROM users WHERE id = $1", (k,), shards=_sh(k))
 
 
+def nocol(k):  # Postgres rejects its Parse (42703) on k's shard
+    return St("SELECT nosuchcol FROM users WHERE id = $1", (k,), shards=_sh(k))
+
+
+NOTABLE = St("SELECT id FROM nosuchtable WHERE id = $1", (1,))  # 42P01 at Parse, on the default shard
+
+
 def div0(k):  # 22012 on k's shard
     return St("SELECT 1 / (id - id) FROM users WHERE id = $1", (k,), shards=_sh(k))
 
@@ -283,6 +290,11 @@ SCENARIOS: dict[str, list[Step]] = {
     "begin-dup0-parse|rollback|exec": [
         S(BEGIN, dup("A0"), NPARSE("s1", ins("B1"))), S(ROLLBACK), S(NEXEC("s1", ins("B1"))), S(ALL)],
     "parse-ins0-ins1-dup0|exec": [S(NPARSE("s1", sel("A1")), ins("B0"), dup("A0")), S(NEXEC("s1", sel("A1")))],
+    # A Parse Postgres rejects: the error comes in its place (no ParseComplete first), also for a
+    # batch pipelined behind a failed transaction's (25P02 at its Parse).
+    "nocol0|count": [S(nocol("A0")), S(CNT)],
+    "notable|count": [S(NOTABLE), S(CNT)],
+    "pipelined:begin-div0|sel0|rollback": [P(BEGIN, div0("A0")), S(sel("A0")), S(ROLLBACK), S(ALL)],
     # A portal over both shards bound (not executed) after a statement on one: the batch is then
     # shardgate's transaction over shards, and a BEGIN after it is refused (it used to run on the
     # held server, which only warned, and the INSERT committed at the Sync).

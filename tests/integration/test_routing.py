@@ -1179,8 +1179,11 @@ def test_settings_in_a_transaction_that_spans_shards(r):
              "current_setting('app.tenant', true), current_setting('application_name') FROM users WHERE id = {}")
 
     def on_both(w) -> list:
-        """The settings as each shard's connection of the transaction has them."""
-        return [ok_in_transaction(w, probe.format(k))[0] for k in (k0, k1)]
+        """The settings as each shard's connection of the transaction has them. (A custom setting
+        never set on a connection reads NULL there, and '' once set and undone: which the pool
+        hands over decides, as between two connections to one Postgres, so both read as ''.)"""
+        rows = [ok_in_transaction(w, probe.format(k))[0] for k in (k0, k1)]
+        return [[v if v is not None or i != 2 else "" for i, v in enumerate(row)] for row in rows]
 
     def statuses(msgs) -> dict:
         return dict(pgwire.parse_parameter_status(m) for m in msgs if m.type == b"S")
