@@ -2879,6 +2879,10 @@ std::optional<ClientSession::SpreadOutcome> ClientSession::runOnEveryShard(std::
     answerStatementHere(std::move(reply), extended, /*fails=*/true);
     return SpreadOutcome::kAnswered;
   }
+  // In an extended batch, an error among the replies the held server still owes means Postgres
+  // skips this statement: they come first (the batch stays open), then the message loop skips to
+  // the Sync (batchFailedOnServer) or the statement comes here again.
+  if (extended && batch_open_ && awaitOwedReplies()) return SpreadOutcome::kWait;
   if (server_ != nullptr && !parkHeldServer()) return SpreadOutcome::kWait;
   every_shard_run_ = EveryShardRun::kRunning;
   runOnNextParked(nullptr, std::string(sql), rolls_back);

@@ -269,6 +269,19 @@ SCENARIOS: dict[str, list[Step]] = {
         S(BEGIN, SAVEPOINT, ins("B0"), ins("B1"), RELEASE, ins("C0")), S(ROLLBACK), S(ALL)],
     "begin-ins0-ins1|savepoint|flush-ins0|sync|rollbackto|commit": [
         S(BEGIN, ins("B0"), ins("B1")), S(SAVEPOINT), F(ins("C0")), S(), S(ROLLBACK_TO), S(COMMIT), S(ALL)],
+    # An error on a shard, then a statement shardgate runs on every shard's connection (SET,
+    # SET LOCAL, a savepoint statement): skipped like anything else after the error, even when the
+    # error had not come back yet when the statement was read.
+    "sel0-div0on1-set|show": [S(sel("A0"), div0("A1"), SET7), S(SHOW)],
+    "ins1-div0on0-setlocal": [S(ins("B1"), div0("A0"), SET_LOCAL8), S(ALL)],
+    "multiupdate-dup0-set|show": [S(MUPD, dup("A0"), SET7), S(SHOW), S(ALL)],
+    "ins1-dup0-setlocal-begin-flush|sync": [F(ins("B1"), dup("A0"), SET_LOCAL8, BEGIN), S(), S(ALL)],
+    "begin-flush|show-div0on0-savepoint-flush|sync|rollback": [
+        F(BEGIN), F(SHOW, div0("A0"), SAVEPOINT), S(), S(ROLLBACK)],
+    "begin-ins0-ins1|div0on0-set|rollback|show": [S(BEGIN, ins("B0"), ins("B1")), S(div0("A0"), SET7), S(ROLLBACK),
+                                                  S(SHOW)],
+    "begin-ins0-ins1|savepoint|sel1-div0on0-rollbackto|rollback": [
+        S(BEGIN, ins("B0"), ins("B1")), S(SAVEPOINT), S(sel("A1"), div0("A0"), ROLLBACK_TO), S(ROLLBACK), S(ALL)],
     # Pipelined: the next batch is sent before the failed batch's ReadyForQuery came back. The
     # failed batch held a statement for both shards (skipped after the error): the error must not
     # skip the next batch's statements too.
