@@ -658,6 +658,13 @@ bool isParseError(const Error& error) {
          error.sqlstate == sqlstate::kCharacterNotInRepertoire ||
          error.sqlstate == sqlstate::kStatementTooComplex;
 }
+
+// Whether the message is an Execute of `portal` (well formed; a malformed one is refused later).
+bool executesBoundPortal(char type, std::string_view payload, const std::string& portal) {
+  if (type != wire::fe::kExecute) return false;
+  auto execute = wire::Execute::decode(payload);
+  return execute.ok() && execute->portal == portal;
+}
 }  // namespace
 
 Error ClientSession::notUtf8Statement() const {
@@ -1284,11 +1291,12 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       return used;
     }
     if (multi_bound_ && multi_bound_->describe && !multi_bound_->executed &&
-        (type == wire::fe::kSync || type == wire::fe::kFlush)) {
-      // The portal was described and the client wants the answer before any Execute.
+        !executesBoundPortal(type, frame.payload, multi_bound_->bind.portal)) {
+      // The portal was described and the client wants the answer before any Execute of it: at a
+      // Sync or Flush, or because another message follows, whose replies come after that one.
       if (!readyForMultiShard()) return used;
       describeBoundPortalNow();
-      continue;  // the Sync or Flush is read again once the run has ended
+      continue;  // the message is read again once the run has ended
     }
     if (multi_bound_ &&
         handleMultiShardBatchMessage(type, frame.payload,

@@ -235,8 +235,9 @@ class ClientSession final : public TcpConnection,
   // handled as usual.
   enum class PortalStep { kNotKept, kAnswered, kWait };
   PortalStep continueKeptPortal(char type, std::string_view payload);
-  // A Sync or Flush came after a multi-shard portal's Describe but before its Execute: runs it
-  // for its columns, keeping its rows for a later Execute (a write is refused instead).
+  // A message other than its Execute (a Sync, a Flush, another statement) came after a
+  // multi-shard portal's Describe: runs it for its columns, keeping its rows for a later Execute
+  // (a write is refused instead).
   void describeBoundPortalNow();
   // A Sync shardgate answers itself: ReadyForQuery after whatever the held server still owes,
   // and, outside a transaction block, the end of the batch's portals (as Postgres ends them).

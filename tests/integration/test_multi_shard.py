@@ -385,6 +385,53 @@ def test_multi_shard_portal_outlives_messages_before_its_execute(ms):
     w.close()
 
 
+def _shape(msgs: list[pgwire.Message]) -> list[str]:
+    """Message types, with a RowDescription's column names and an error's SQLSTATE."""
+    out = []
+    for m in msgs:
+        t = m.type.decode()
+        if m.type == b"T":
+            t += ":" + ",".join(c["name"] for c in pgwire.parse_row_description(m))
+        elif m.type in (b"E", b"N"):
+            t += ":" + pgwire.parse_error(m).code
+        out.append(t)
+    return out
+
+
+def _same_as_shard_postgres(ms, batches: list[bytes]) -> None:
+    """Each batch (sent after the last one's ReadyForQuery) gets replies of the same shape through
+    shardgate as from shard 0's Postgres on its own."""
+    def run(port: int) -> list[list[str]]:
+        with wire_connect(port) as w:
+            got = []
+            for data in batches:
+                w.send(data)
+                got.append(_shape(w.recv_until(b"Z", timeout=20)))
+            return got
+
+    assert run(ms.shardgate.port) == run(ms.shards[0].primary.port)
+
+
+def test_described_multi_shard_portal_is_answered_before_what_follows(ms):
+    """A Describe of a multi-shard portal gets its RowDescription right away, in order, when another
+    statement (or the end of the transaction) follows it before Sync; its rows are the later
+    Execute's, with no second RowDescription."""
+    keyed = (pgwire.parse("", "SELECT id, name FROM users WHERE id = $1")
+             + pgwire.bind("", "", (str(_key_on(ms, 0)),)) + pgwire.describe("P") + pgwire.execute())
+    described = (pgwire.close("S", "s1") + pgwire.parse("s1", "SELECT count(*) FROM users")
+                 + pgwire.bind("p1", "s1") + pgwire.describe("P", "p1"))
+    commit = pgwire.parse("", "COMMIT") + pgwire.bind("", "") + pgwire.execute()
+    _same_as_shard_postgres(ms, [described + keyed + pgwire.sync()])
+    _same_as_shard_postgres(ms, [described + commit + pgwire.sync()])
+    _same_as_shard_postgres(ms, [pgwire.query("BEGIN"), described + keyed + pgwire.sync(),
+                                 pgwire.execute("p1") + pgwire.describe("P", "p1") + pgwire.sync(),
+                                 pgwire.query("ROLLBACK")])
+    # The unnamed portal, replaced by the next Bind.
+    _same_as_shard_postgres(ms, [pgwire.parse("", "SELECT id FROM users ORDER BY id LIMIT 2")
+                                 + pgwire.bind("", "") + pgwire.describe("P") + pgwire.parse("", "SELECT 1 AS one")
+                                 + pgwire.bind("", "") + pgwire.execute() + pgwire.sync()])
+
+
 def test_transaction_spanning_shards_rolls_back_everywhere(ms):
     k0, k1 = _key_on(ms, 0, 2), _key_on(ms, 1, 2)
     with psycopg.connect(dsn(ms)) as conn:
