@@ -3580,6 +3580,7 @@ void ClientSession::multiShardOutput(std::string_view bytes) {
         bound.row_description = message;
         if (!bound.describe) continue;  // asked for by shardgate only (see the Execute above)
       }
+      if (frame.type == wire::be::kNoData && !bound.describe) continue;  // the same, no columns
       send(message);
     }
   }

@@ -432,6 +432,14 @@ def test_described_multi_shard_portal_is_answered_before_what_follows(ms):
                                  + pgwire.bind("", "") + pgwire.execute() + pgwire.sync()])
 
 
+def test_multi_shard_write_executed_with_a_row_limit_gets_no_nodata(ms):
+    """Execute never answers NoData: a multi-shard write that was not described, executed with a
+    row limit, gets its error (or tag) alone."""
+    for sql in ("UPDATE users SET score = score / 0", "UPDATE users SET score = score WHERE score < 0"):
+        _same_as_shard_postgres(ms, [pgwire.close("S", "s1") + pgwire.parse("s1", sql) + pgwire.bind("", "s1")
+                                     + pgwire.execute("", max_rows=1) + pgwire.sync()])
+
+
 def test_transaction_spanning_shards_rolls_back_everywhere(ms):
     k0, k1 = _key_on(ms, 0, 2), _key_on(ms, 1, 2)
     with psycopg.connect(dsn(ms)) as conn:
