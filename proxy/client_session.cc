@@ -3279,6 +3279,20 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
       answer(std::move(reply));
       return true;
     }
+    case wire::fe::kBind: {
+      // Another Bind of the same named portal: Postgres refuses it (only the unnamed portal is
+      // replaced), and the portal stays as it was.
+      wire::PayloadReader reader(payload);
+      std::string_view portal;
+      if (!reader.readCString(portal) || portal.empty() || portal != multi_bound_->bind.portal) {
+        break;
+      }
+      if (!multi_bound_->executed && !multi_bound_->local_reply) keepBoundPortal();
+      multi_bound_.reset();
+      refuseStatement(Error::make("42P03", "portal \"" + std::string(portal) + "\" already exists"),
+                      /*extended_protocol=*/true);
+      return true;
+    }
     case wire::fe::kFlush:
       return true;
     case wire::fe::kSync: {

@@ -440,6 +440,15 @@ def test_multi_shard_write_executed_with_a_row_limit_gets_no_nodata(ms):
                                      + pgwire.execute("", max_rows=1) + pgwire.sync()])
 
 
+def test_multi_shard_portal_bound_twice_gets_42p03(ms):
+    """A second Bind of a named multi-shard portal in its batch fails as in Postgres (duplicate
+    cursor), whether the portal ran already or not; the rest of the batch is skipped."""
+    parse = pgwire.close("S", "s1") + pgwire.parse("s1", "SELECT count(*) FROM users")
+    for between in (b"", pgwire.describe("P", "p1"), pgwire.execute("p1", max_rows=1), pgwire.execute("p1")):
+        _same_as_shard_postgres(ms, [parse + pgwire.bind("p1", "s1") + between + pgwire.bind("p1", "s1")
+                                     + pgwire.execute("p1") + pgwire.sync()])
+
+
 def test_transaction_spanning_shards_rolls_back_everywhere(ms):
     k0, k1 = _key_on(ms, 0, 2), _key_on(ms, 1, 2)
     with psycopg.connect(dsn(ms)) as conn:
