@@ -659,6 +659,19 @@ bool isParseError(const Error& error) {
          error.sqlstate == sqlstate::kStatementTooComplex;
 }
 
+// Postgres's 08P01 for a Bind with fewer values than its statement has parameters: as many as
+// Parse declared types for, or up to the highest $n in its text if that is more.
+std::optional<Error> missingParameters(const wire::Bind& bind, std::string_view query,
+                                       size_t declared) {
+  const size_t needed =
+      std::max(declared, static_cast<size_t>(parser::highestParameterNumber(query)));
+  if (bind.params.size() >= needed) return std::nullopt;
+  return Error::make(sqlstate::kProtocolViolation,
+                     "bind message supplies " + std::to_string(bind.params.size()) +
+                         " parameters, but prepared statement \"" + bind.statement +
+                         "\" requires " + std::to_string(needed));
+}
+
 // Whether the message is an Execute of `portal` (well formed; a malformed one is refused later).
 bool executesBoundPortal(char type, std::string_view payload, const std::string& portal) {
   if (type != wire::fe::kExecute) return false;
@@ -1434,6 +1447,15 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         if (awaitCollation(*decision) || !readyForMultiShard()) return used;
         used += frame.size;
         auto bind = wire::Bind::decode(frame.payload);  // routeBind decoded it already
+        const std::string* query = nullptr;
+        const std::vector<int32_t>* types = nullptr;
+        boundStatement(bind->statement, query, types);  // routeBind found it
+        if (std::optional<Error> error =
+                missingParameters(*bind, last_bound_text_, types ? types->size() : 0)) {
+          // The shards would say so only at Execute; shardgate answers this Bind itself.
+          refuseStatement(*error, /*extended_protocol=*/true);
+          continue;
+        }
         multi_bound_ = std::make_unique<BoundMultiShard>();
         multi_bound_->decision = std::move(decision).value();
         multi_bound_->bind = std::move(bind).value();

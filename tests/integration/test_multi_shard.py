@@ -449,6 +449,26 @@ def test_multi_shard_portal_bound_twice_gets_42p03(ms):
                                      + pgwire.execute("p1") + pgwire.sync()])
 
 
+def test_multi_shard_bind_with_too_few_parameters_fails_at_bind(ms):
+    """A Bind of a statement over several shards with fewer values than its parameters gets
+    Postgres's 08P01 in place of BindComplete (counted from the highest $n or the types Parse
+    declared, whichever is more), not a BindComplete and an error at Execute."""
+    cases = [("SELECT id FROM users WHERE id = $1 OR name = '$2'", (), ()),
+             ("UPDATE users SET name = name || $2 WHERE score < $1", (), ("-1",)),
+             ("SELECT count(*) FROM users WHERE score > $1", (23, 23), ("0",))]
+    for sql, oids, values in cases:
+        batch = (pgwire.close("S", "s1") + pgwire.parse("s1", sql, oids) + pgwire.bind("", "s1", values)
+                 + pgwire.execute() + pgwire.sync())
+
+        def run(port: int) -> tuple[list[str], list[str]]:
+            with wire_connect(port) as w:
+                w.send(batch)
+                msgs = w.recv_until(b"Z", timeout=20)
+                return _shape(msgs), [e.message for e in pgwire.errors(msgs)]
+
+        assert run(ms.shardgate.port) == run(ms.shards[0].primary.port), sql
+
+
 def test_transaction_spanning_shards_rolls_back_everywhere(ms):
     k0, k1 = _key_on(ms, 0, 2), _key_on(ms, 1, 2)
     with psycopg.connect(dsn(ms)) as conn:
