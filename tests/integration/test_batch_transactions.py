@@ -97,7 +97,7 @@ def nocol(k):  # Postgres rejects its Parse (42703) on k's shard
     return St("SELECT nosuchcol FROM users WHERE id = $1", (k,), shards=_sh(k))
 
 
-NOTABLE = St("SELECT id FROM nosuchtable WHERE id = $1", (1,))  # 42P01 at Parse, on the default shard
+NOTABLE = St("SELECT id FROM nosuchtable WHERE id = $1", ("1",))  # 42P01 at Parse, on the default shard
 
 
 def div0(k):  # 22012 on k's shard
