@@ -5,7 +5,6 @@
 #include <pg_query.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstdio>
 #include <exception>
 #include <new>
@@ -273,38 +272,6 @@ Result<std::vector<std::string_view>> splitStatements(std::string_view sql) {
   } catch (const std::exception& e) {
     return fromException(e);
   }
-}
-
-int32_t highestParameterNumber(std::string_view sql) try {
-  const std::string text(sql);
-  PgQueryScanResult scan = pg_query_scan(text.c_str());
-  struct Free {
-    PgQueryScanResult& r;
-    ~Free() { pg_query_free_scan_result(r); }
-  } free_scan{scan};
-  pg_query::ScanResult tokens;
-  if (scan.error != nullptr ||
-      !tokens.ParseFromArray(scan.pbuf.data, static_cast<int>(scan.pbuf.len))) {
-    return 0;
-  }
-  int32_t highest = 0;
-  for (const pg_query::ScanToken& token : tokens.tokens()) {
-    if (token.token() != pg_query::PARAM || token.start() < 0 || token.end() <= token.start() ||
-        static_cast<size_t>(token.end()) > text.size()) {
-      continue;
-    }
-    // "$12": the scanner refuses numbers that do not fit an int.
-    const std::string_view digits =
-        std::string_view(text).substr(static_cast<size_t>(token.start()) + 1,
-                                      static_cast<size_t>(token.end() - token.start()) - 1);
-    int32_t number = 0;
-    if (std::from_chars(digits.data(), digits.data() + digits.size(), number).ec == std::errc()) {
-      highest = std::max(highest, number);
-    }
-  }
-  return highest;
-} catch (const std::exception&) {
-  return 0;  // out of memory: no bound known
 }
 
 }  // namespace shardgate::parser

@@ -56,9 +56,4 @@ Result<uint64_t> fingerprint(std::string_view sql);
 // ParsedQuery::statementText (empty statements, as in ";;", are dropped). Errors as for parse().
 Result<std::vector<std::string_view>> splitStatements(std::string_view sql);
 
-// The highest $n parameter number in `sql`, read by Postgres's own scanner, so a "$1" in a
-// string, a comment or a dollar quote does not count (0: none, or the text does not scan). A
-// statement prepared from `sql` takes at least that many parameters, as Postgres counts them.
-int32_t highestParameterNumber(std::string_view sql);
-
 }  // namespace shardgate::parser

@@ -1,6 +1,8 @@
 // MultiShardPlan helpers: what a shard statement's text refers to, found once per plan.
 #include "planner/multi_shard_plan.h"
 
+#include <algorithm>
+
 #include "common/sql_text.h"
 
 namespace shardgate::planner {
@@ -39,6 +41,19 @@ std::vector<bool> referencedParameters(std::string_view sql) {
     }
   }
   return used;
+}
+
+size_t highestClientParameter(const std::vector<ShardStatement>& statements) {
+  size_t highest = 0;
+  for (const ShardStatement& s : statements) {
+    if (s.params.empty()) {
+      highest = std::max(highest, s.referenced_params.size());  // the client's numbering
+    } else {
+      highest = std::max(highest,
+                         static_cast<size_t>(*std::max_element(s.params.begin(), s.params.end())));
+    }
+  }
+  return highest;
 }
 
 }  // namespace shardgate::planner

@@ -660,11 +660,10 @@ bool isParseError(const Error& error) {
 }
 
 // Postgres's 08P01 for a Bind with fewer values than its statement has parameters: as many as
-// Parse declared types for, or up to the highest $n in its text if that is more.
-std::optional<Error> missingParameters(const wire::Bind& bind, std::string_view query,
+// Parse declared types for, or up to the highest $n the statement uses if that is more.
+std::optional<Error> missingParameters(const wire::Bind& bind, const planner::MultiShardPlan& plan,
                                        size_t declared) {
-  const size_t needed =
-      std::max(declared, static_cast<size_t>(parser::highestParameterNumber(query)));
+  const size_t needed = std::max(declared, planner::highestClientParameter(plan.statements));
   if (bind.params.size() >= needed) return std::nullopt;
   return Error::make(sqlstate::kProtocolViolation,
                      "bind message supplies " + std::to_string(bind.params.size()) +
@@ -1450,8 +1449,11 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         const std::string* query = nullptr;
         const std::vector<int32_t>* types = nullptr;
         boundStatement(bind->statement, query, types);  // routeBind found it
+        // (A decision without a plan is refused at Execute: startMultiShard.)
         if (std::optional<Error> error =
-                missingParameters(*bind, last_bound_text_, types ? types->size() : 0)) {
+                decision->multi
+                    ? missingParameters(*bind, *decision->multi, types ? types->size() : 0)
+                    : std::nullopt) {
           // The shards would say so only at Execute; shardgate answers this Bind itself.
           refuseStatement(*error, /*extended_protocol=*/true);
           continue;

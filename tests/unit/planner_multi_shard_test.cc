@@ -234,6 +234,19 @@ TEST_F(MultiShardTest, ParametersStayParametersAndLimitsAreEvaluated) {
   EXPECT_FALSE(n->multi->merge->limit);
 }
 
+TEST(HighestClientParameter, ReadsTheClientsNumbersFromEveryStatement) {
+  // Statements taking the client's parameters as they are: the highest $n outside quotes.
+  EXPECT_EQ(highestClientParameter(
+                {ShardStatement(0, "SELECT $2 + $10, '$11', $3"), ShardStatement(1, "SELECT $4")}),
+            10u);
+  EXPECT_EQ(highestClientParameter({ShardStatement(0, "SELECT 1 -- $5")}), 0u);
+  // Renumbered statements (a multi-row INSERT split by shard) name the client's numbers.
+  EXPECT_EQ(highestClientParameter({ShardStatement(0, "INSERT INTO t VALUES ($1, $2)", {3, 4}),
+                                    ShardStatement(1, "INSERT INTO t VALUES ($1, $2)", {1, 2})}),
+            4u);
+  EXPECT_EQ(highestClientParameter({}), 0u);
+}
+
 TEST(ReferencedParameters, FindsParametersOutsideQuotesAndComments) {
   EXPECT_EQ(referencedParameters("SELECT $2, '$1', \"$3\" FROM t -- $4\nWHERE a$5 = $6"),
             (std::vector<bool>{false, true, false, false, false, true}));
