@@ -148,12 +148,6 @@ struct MergePlan {
 std::vector<bool> referencedParameters(std::string_view sql);
 
 // What each target shard runs.
-struct ShardStatement;
-
-// The highest of the client's parameter numbers `statements` use (0: none), read from what each
-// found once with the plan: a Bind must bring at least that many values.
-size_t highestClientParameter(const std::vector<ShardStatement>& statements);
-
 struct ShardStatement {
   ShardStatement() = default;
   ShardStatement(uint32_t s, std::string q, std::vector<int32_t> p = {})
@@ -172,6 +166,10 @@ struct ShardStatement {
   // it does not use gets a type Postgres accepts anything for.
   std::vector<bool> referenced_params;
 };
+
+// The highest of the client's parameter numbers `statements` use (0: none), read from what each
+// found once with the plan: a Bind must bring at least that many values.
+size_t highestClientParameter(const std::vector<ShardStatement>& statements);
 
 // A statement that runs on several shards.
 struct MultiShardPlan {

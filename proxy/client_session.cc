@@ -3313,7 +3313,8 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
       }
       if (!multi_bound_->executed && !multi_bound_->local_reply) keepBoundPortal();
       multi_bound_.reset();
-      refuseStatement(Error::make("42P03", "portal \"" + std::string(portal) + "\" already exists"),
+      refuseStatement(Error::make(sqlstate::kDuplicateCursor,
+                                  "portal \"" + std::string(portal) + "\" already exists"),
                       /*extended_protocol=*/true);
       return true;
     }

@@ -390,7 +390,7 @@ void Worker::breakPoolDeadlocks(uint64_t now_ms) {
   spdlog::info("event=pool_deadlock waiting_for=\"{}\" pool_size={}", where,
                awaited.empty() ? 0 : awaited.front()->settings().max_size);
   victim->failWaits(Error::make(
-      "40P01", "deadlock detected",
+      sqlstate::kDeadlockDetected, "deadlock detected",
       "This client waited " + std::to_string(now_ms - victim->waitingSinceMs()) +
           " ms for a server connection to " + where +
           " while holding connections of its own; every connection it waited for was held by "
