@@ -57,6 +57,20 @@ std::string_view savepointTag(planner::TransactionAction action) {
                                       : "ROLLBACK";
 }
 
+// Whether CommandComplete `tag` is the reply to a statement that does `action` (a COMMIT of a
+// failed transaction answers ROLLBACK).
+bool answersControl(planner::TransactionAction action, std::string_view tag) {
+  using Action = planner::TransactionAction;
+  switch (action) {
+    case Action::kCommit:
+      return tag == "COMMIT" || tag == "ROLLBACK";
+    case Action::kRollback:
+      return tag == "ROLLBACK";
+    default:
+      return tag == savepointTag(action);
+  }
+}
+
 // The statement that does `action` to savepoint `name`.
 std::string savepointSql(planner::TransactionAction action, std::string_view name) {
   using Action = planner::TransactionAction;
@@ -997,15 +1011,13 @@ bool ClientSession::spreadBatch() {
 // shards that join it (transactionJoinSql), not only once the client's Sync is answered. Should
 // the batch fail later, its transaction rolls back and takes them with it.
 void ClientSession::settleBatchChangesSoFar() {
-  while (!changes_in_flight_.empty() && changes_in_flight_.front().first == ready_sent_ + 1) {
-    auto& changes = changes_in_flight_.front().second;
+  while (!changes_in_flight_.empty() && changes_in_flight_.front().ready_index == ready_sent_ + 1) {
+    auto& changes = changes_in_flight_.front().changes;
     changes_in_transaction_.insert(changes_in_transaction_.end(),
                                    std::make_move_iterator(changes.begin()),
                                    std::make_move_iterator(changes.end()));
     changes_in_flight_.pop_front();
   }
-  // Savepoints later in the batch count from changes_in_transaction_ now.
-  if (changes_batch_ready_ == ready_sent_ + 1) changes_sent_in_batch_ = 0;
 }
 
 // The batch's statements so far ran on the held server (which has answered them all), and it
@@ -1607,12 +1619,13 @@ bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::
   target = targetFor(decision);
   pending_decision_ = PendingRoute{decision.kind == Kind::kShard, decision.writes,
                                    decision.begins_read_only_transaction, decision.resets_session};
-  if (!decision.savepoint_name.empty()) {
-    // Noted once the server has run it (a CommandComplete comes only in a transaction block).
-    // Not by transaction_status_, which lags behind pipelined queries.
-    savepoints_in_flight_.push_back(
-        {ready_sent_ + 1, decision.transaction, decision.savepoint_name,
-         changes_batch_ready_ == ready_sent_ + 1 ? changes_sent_in_batch_ : 0, txn_bound_});
+  // Noted once the server has run it (a savepoint's CommandComplete comes only in a transaction
+  // block), not by transaction_status_, which lags behind pipelined queries. (A simple Query of
+  // several statements notes its COMMIT and ROLLBACK statements itself: applyQueryEffects.)
+  if (!decision.savepoint_name.empty() ||
+      (extended_protocol && (decision.transaction == planner::TransactionAction::kCommit ||
+                             decision.transaction == planner::TransactionAction::kRollback))) {
+    expectControl(decision.transaction, decision.savepoint_name, txn_bound_);
   }
   // (A batch that began with BEGIN is in its transaction before the server says so.)
   const bool in_transaction =
@@ -1834,8 +1847,7 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
           server_->notifyWhenCaughtUp();
           return start;
         }
-        noteQuerySavepoints(effects);
-        applySessionEffects(std::move(effects.pin_reason), std::move(effects.changes));
+        applyQueryEffects(effects);
         if (effects.sql_prepared && transaction_pooling_) {  // session pooling keeps the names
           passRun(start);
           forwardSqlPrepared(sql, data.substr(start, used - start));
@@ -2004,15 +2016,15 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
       ++batch_binds_;
       if (!statement_settings_.empty()) settingsBound(name);
       if (bound_effects_) effectsBound(name);
-      if (!routing_ && changes_batch_ready_ == ready_sent_ + 1 && changes_sent_in_batch_ > 0) {
-        noteBoundSavepoint(name);  // (a routed session notes its savepoints when routing them)
-      }
+      // (A routed session notes them when routing them.)
       if (name.empty()) {
+        if (!routing_) noteBoundControl(unnamed_query_);
         ensureUnnamedPrepared();
         return pass(Reply::kBindComplete);
       }
       auto it = statements_.find(std::string(name));
       if (it == statements_.end()) return pass(Reply::kBindComplete);  // the server will judge
+      if (!routing_) noteBoundControl(it->second->query());
       server_->ensurePrepared(it->second);
       std::string rewritten;
       {
@@ -2082,12 +2094,8 @@ void ClientSession::applySessionEffects(std::string pin_reason,
   }
   SessionSettings::noteSent(*server_, changes);
   // The Query (or the batch) being forwarded is the next one to end with ReadyForQuery.
-  if (changes_batch_ready_ != ready_sent_ + 1) {
-    changes_batch_ready_ = ready_sent_ + 1;
-    changes_sent_in_batch_ = 0;
-  }
-  changes_sent_in_batch_ += changes.size();
-  changes_in_flight_.push_back({ready_sent_ + 1, std::move(changes)});
+  changes_in_flight_.push_back(
+      ChangesInFlight{ready_sent_ + 1, change_entries_sent_++, std::move(changes)});
 }
 
 // A statement without effects on the session now has `name`: what an earlier one of that name
@@ -2155,34 +2163,39 @@ bool ClientSession::boundStatement(std::string_view name, const std::string*& qu
   return true;
 }
 
-// A Query of several statements that changes settings and makes savepoints: each SAVEPOINT's
-// mark counts the changes before it in the string (they settle only at the Query's end).
-void ClientSession::noteQuerySavepoints(const SessionEffects& effects) {
-  if (effects.changes.empty() || effects.savepoints.empty() || pinned_) return;
-  for (const uint32_t at : effects.savepoints) {
-    const auto before = static_cast<size_t>(
-        std::count_if(effects.changes.begin(), effects.changes.end(),
-                      [at](const SettingChange& c) { return c.statement_index < at; }));
-    expectSavepointAfterChanges(before);
+void ClientSession::applyQueryEffects(SessionEffects& effects) {
+  if (effects.controls.empty() || effects.changes.empty() || !effects.pin_reason.empty() ||
+      pinned_) {
+    applySessionEffects(std::move(effects.pin_reason), std::move(effects.changes));
+    return;
+  }
+  // (effects.changes are in the order of their statements.)
+  auto change = effects.changes.begin();
+  const auto changes_before = [&](uint32_t statement_index) {
+    std::vector<SettingChange> group;
+    while (change != effects.changes.end() && change->statement_index < statement_index) {
+      group.push_back(std::move(*change++));
+    }
+    return group;
+  };
+  for (const SessionEffects::Control& control : effects.controls) {
+    applySessionEffects({}, changes_before(control.statement_index));
+    expectControl(control.action, {}, /*transaction_bound=*/false);
+  }
+  applySessionEffects({}, changes_before(UINT32_MAX));
+}
+
+void ClientSession::noteBoundControl(std::string_view query) {
+  if (const auto action = transactionControlOf(query);
+      action != planner::TransactionAction::kNone) {
+    expectControl(action, {}, /*transaction_bound=*/false);
   }
 }
 
-void ClientSession::noteBoundSavepoint(std::string_view statement_name) {
-  const std::string* query = nullptr;
-  const std::vector<int32_t>* types = nullptr;
-  if (!boundStatement(statement_name, query, types)) return;
-  if (!sqlStartsWithKeyword(*query, "savepoint")) return;
-  expectSavepointAfterChanges(changes_sent_in_batch_);
-}
-
-// A SAVEPOINT of the request being sent, run after `changes_before` of its settings changes: its
-// mark counts them (onServerCommandComplete).
-void ClientSession::expectSavepointAfterChanges(size_t changes_before) {
-  savepoints_in_flight_.push_back({ready_sent_ + 1,
-                                   planner::TransactionAction::kSavepoint,
-                                   {},
-                                   changes_before,
-                                   /*transaction_bound=*/false});
+void ClientSession::expectControl(planner::TransactionAction action, std::string name,
+                                  bool transaction_bound) {
+  controls_in_flight_.push_back(
+      {ready_sent_ + 1, action, std::move(name), change_entries_sent_, transaction_bound});
 }
 
 void ClientSession::settingsBound(std::string_view statement_name) {
@@ -2247,14 +2260,15 @@ void ClientSession::forwardSqlPrepared(std::string_view sql, std::string_view me
 // transaction, and a transaction's changes count once it commits.
 void ClientSession::settleSettingChanges(char transaction_status) {
   ++ready_received_;
-  std::erase_if(savepoints_in_flight_, [this](const SavepointInFlight& op) {
+  std::erase_if(controls_in_flight_, [this](const ControlInFlight& op) {
     return op.ready_index <= ready_received_;  // not answered by the server: failed or skipped
   });
   // One entry per statement that changes settings: an extended batch may hold several, all
-  // ended by this ReadyForQuery.
-  while (!changes_in_flight_.empty() && changes_in_flight_.front().first <= ready_received_) {
-    auto changes = std::move(changes_in_flight_.front().second);
-    const bool ended_here = changes_in_flight_.front().first == ready_received_;
+  // ended by this ReadyForQuery. (Those before a COMMIT, ROLLBACK or savepoint statement in it
+  // were settled by that statement.)
+  while (!changes_in_flight_.empty() && changes_in_flight_.front().ready_index <= ready_received_) {
+    auto changes = std::move(changes_in_flight_.front().changes);
+    const bool ended_here = changes_in_flight_.front().ready_index == ready_received_;
     changes_in_flight_.pop_front();
     if (ended_here && !request_failed_) {
       changes_in_transaction_.insert(changes_in_transaction_.end(),
@@ -2263,15 +2277,80 @@ void ClientSession::settleSettingChanges(char transaction_status) {
     }
   }
   if (rollback_seen_ && transaction_status == 'T') undoChangesSinceSavepoint();
-  if (transaction_status == 'I') {
-    std::string restored;
-    endTransactionChanges(rollback_seen_ || request_failed_, restored);
-    if (!restored.empty()) send(restored);
-  } else if (transaction_status == 'E') {
-    changes_in_transaction_.clear();  // the transaction can only roll back now
+  std::string restored;
+  for (const auto& [name, value] : reported_restored_in_request_) {
+    // Not when the server reported a newer value since (a SET after the ROLLBACK).
+    auto now = settings_.reported(name);
+    if (now && *now == value) wire::ParameterStatus{name, value}.encode(restored);
   }
+  reported_restored_in_request_.clear();
+  // (A failed transaction ('E') keeps its changes: a ROLLBACK TO may make it usable again.)
+  if (transaction_status == 'I') {
+    endTransactionChanges(rollback_seen_ || request_failed_, restored);
+  }
+  if (!restored.empty()) send(restored);
   rollback_seen_ = false;
   request_failed_ = false;
+}
+
+void ClientSession::settleChangesBefore(uint64_t seq) {
+  while (!changes_in_flight_.empty() &&
+         changes_in_flight_.front().ready_index == ready_received_ + 1 &&
+         changes_in_flight_.front().seq < seq) {
+    auto& changes = changes_in_flight_.front().changes;
+    changes_in_transaction_.insert(changes_in_transaction_.end(),
+                                   std::make_move_iterator(changes.begin()),
+                                   std::make_move_iterator(changes.end()));
+    changes_in_flight_.pop_front();
+  }
+}
+
+// A COMMIT, ROLLBACK or savepoint statement noted by expectControl has run (its CommandComplete
+// `tag`), after the settings changes settled before it.
+void ClientSession::runTransactionControl(planner::TransactionAction action,
+                                          const std::string& name, bool transaction_bound,
+                                          std::string_view tag) {
+  using Action = planner::TransactionAction;
+  switch (action) {
+    case Action::kSavepoint:
+      savepoint_marks_.push_back(changes_in_transaction_.size());
+      break;
+    case Action::kRelease:
+      if (!savepoint_marks_.empty()) savepoint_marks_.pop_back();
+      break;
+    case Action::kRollbackTo:
+      undoChangesSinceSavepoint();
+      break;
+    case Action::kCommit:
+    case Action::kRollback:
+      // (COMMIT of a failed transaction rolls back: its tag says ROLLBACK.) The changes made
+      // after it in the same request belong to the next transaction, or to the request's own.
+      if (tag == "COMMIT") {
+        std::string unused;  // a commit restores nothing
+        endTransactionChanges(/*rolled_back=*/false, unused);
+      } else {
+        rollBackInRequest();
+      }
+      return;
+    default:
+      return;
+  }
+  if (transaction_bound) noteSavepoint(action, name, changes_in_transaction_.size());
+}
+
+// A ROLLBACK that ran in the middle of a request: the transaction's settings changes go, and the
+// reported settings it changed are given back at the request's ReadyForQuery (where Postgres
+// reports them), unless reported anew by then.
+void ClientSession::rollBackInRequest() {
+  for (const auto& [name, value] : reported_before_txn_) {
+    auto now = settings_.reported(name);
+    if (now && *now == value) continue;  // the server that rolled back reported it already
+    reported_restored_in_request_.emplace_back(name, value);
+    settings_.noteReported(name, value);
+  }
+  reported_before_txn_.clear();
+  changes_in_transaction_.clear();
+  savepoint_marks_.clear();
 }
 
 // ROLLBACK TO SAVEPOINT: what was set since the savepoint is undone; the savepoint stays.
@@ -2342,27 +2421,26 @@ void ClientSession::endReportedChanges(bool rolled_back, std::string& reply) {
 }
 
 void ClientSession::onServerCommandComplete(std::string_view tag) {
-  // Settings changed earlier in the same batch settle at its ReadyForQuery, but they came first.
-  size_t changes_before = 0;
-  if (!savepoints_in_flight_.empty() &&
-      savepoints_in_flight_.front().ready_index == ready_received_ + 1 &&
-      tag == savepointTag(savepoints_in_flight_.front().action)) {
-    const SavepointInFlight& op = savepoints_in_flight_.front();
-    changes_before = op.changes_before;
-    if (op.transaction_bound) {
-      noteSavepoint(op.action, op.name, changes_in_transaction_.size() + changes_before);
-    }
-    savepoints_in_flight_.erase(savepoints_in_flight_.begin());
+  // A statement noted by expectControl: the settings changed before it in its request settle
+  // now (the rest of the request's at its ReadyForQuery), and it acts on them. The changes of a
+  // transaction count from its COMMIT, also when COMMIT AND CHAIN begins the next one at once.
+  if (!controls_in_flight_.empty() &&
+      controls_in_flight_.front().ready_index == ready_received_ + 1 &&
+      answersControl(controls_in_flight_.front().action, tag)) {
+    ControlInFlight op = std::move(controls_in_flight_.front());
+    controls_in_flight_.erase(controls_in_flight_.begin());
+    settleChangesBefore(op.changes_seq);
+    runTransactionControl(op.action, op.name, op.transaction_bound, tag);
+    return;
   }
+  // Not noted (no settings changed around it in its request, as far as shardgate could tell).
   if (tag == "ROLLBACK") {
     rollback_seen_ = true;  // of the transaction, or to a savepoint: ReadyForQuery tells which
   } else if (tag == "COMMIT" && !rollback_seen_) {
-    // The transaction's changes count from here, also when COMMIT AND CHAIN begins the next one
-    // at once (its ReadyForQuery says 'T', and a ROLLBACK of that one must not undo them).
     std::string unused;  // a commit restores nothing
     endTransactionChanges(/*rolled_back=*/request_failed_, unused);
   } else if (tag == "SAVEPOINT") {
-    savepoint_marks_.push_back(changes_in_transaction_.size() + changes_before);
+    savepoint_marks_.push_back(changes_in_transaction_.size());
   } else if (tag == "RELEASE") {
     if (!savepoint_marks_.empty()) savepoint_marks_.pop_back();
   } else if (tag == "DISCARD ALL") {

@@ -317,13 +317,23 @@ class ClientSession final : public TcpConnection,
   void settingsBound(std::string_view statement_name);
   void effectsBound(std::string_view statement_name);
   void forgetStatementEffects(const std::string& name);
-  // A SAVEPOINT bound after settings changes earlier in the same batch, which settle only at
-  // its end: its mark (savepoint_marks_) must count them. Without routing (one shard), the
-  // statement's first word tells.
-  void noteBoundSavepoint(std::string_view statement_name);
-  // The same for the SAVEPOINTs of a Query of several statements (by their places in it).
-  void noteQuerySavepoints(const SessionEffects& effects);
-  void expectSavepointAfterChanges(size_t changes_before);
+  // A statement that ends the transaction or acts on a savepoint, bound in a batch: the
+  // settings changed before it in the batch are settled by it, those after it are not
+  // (expectControl). Without routing (one shard), the statement's first words tell.
+  void noteBoundControl(std::string_view query);
+  // A simple Query's effects: its settings changes, each statement's apart when the Query also
+  // holds transaction or savepoint statements (in their order, for expectControl).
+  void applyQueryEffects(SessionEffects& effects);
+  // The statement being sent ends the transaction or acts on savepoint `name`: when the server
+  // answers it, the settings changed before it in its request settle into the transaction first
+  // (onServerCommandComplete).
+  void expectControl(planner::TransactionAction action, std::string name, bool transaction_bound);
+  // The open request's settings changes sent before change entry `seq` ran: they join the
+  // transaction.
+  void settleChangesBefore(uint64_t seq);
+  void runTransactionControl(planner::TransactionAction action, const std::string& name,
+                             bool transaction_bound, std::string_view tag);
+  void rollBackInRequest();
   // The text and parameter types of the statement a Bind names: the unnamed one, or one the
   // client prepared. False when the client has none of that name.
   bool boundStatement(std::string_view name, const std::string*& query,
@@ -397,13 +407,16 @@ class ClientSession final : public TcpConnection,
   bool terminating_ = false;      // Terminate arrived; the requests before it are still running
   bool release_buffers_when_drained_ = false;  // logged in: free the buffers once all is written
 
-  // Settings changes waiting for their outcome: per simple Query (by the ordinal of the
-  // ReadyForQuery that ends it), then per open transaction.
-  RingQueue<std::pair<uint64_t, std::vector<SettingChange>>> changes_in_flight_;
-  // How many changes the request ending with ReadyForQuery number changes_batch_ready_ has sent so
-  // far: a SAVEPOINT in the same extended batch comes after them (they settle only at its end).
-  uint64_t changes_batch_ready_ = 0;
-  size_t changes_sent_in_batch_ = 0;
+  // Settings changes waiting for their outcome: per statement, by the ordinal of the
+  // ReadyForQuery that ends its request (ready_index) and the order they were sent in (seq); then
+  // per open transaction.
+  struct ChangesInFlight {
+    uint64_t ready_index = 0;
+    uint64_t seq = 0;
+    std::vector<SettingChange> changes;
+  };
+  RingQueue<ChangesInFlight> changes_in_flight_;
+  uint64_t change_entries_sent_ = 0;  // the seq of the next entry
   std::vector<SettingChange> changes_in_transaction_;
   uint64_t ready_sent_ = 0;      // requests sent that end with ReadyForQuery
   uint64_t ready_received_ = 0;  // ReadyForQuery messages received
@@ -420,6 +433,9 @@ class ClientSession final : public TcpConnection,
   // transaction changed them: a rollback shardgate answers, or one on another shard's connection
   // than the SET's, must give them back (endReportedChanges).
   std::vector<std::pair<std::string, std::string>> reported_before_txn_;
+  // Given back by a ROLLBACK in the middle of a request: told to the client at its
+  // ReadyForQuery, unless the server reported a newer value since (a SET after the ROLLBACK).
+  std::vector<std::pair<std::string, std::string>> reported_restored_in_request_;
   std::vector<size_t> savepoint_marks_;  // changes_in_transaction_ sizes at each SAVEPOINT
   // Savepoints made since the open transaction was bound to a shard (those before are in
   // txn_replay_sql_): a shard that joins the transaction makes them too, after the settings
@@ -429,17 +445,18 @@ class ClientSession final : public TcpConnection,
     size_t changes_mark = 0;
   };
   std::vector<TransactionSavepoint> txn_savepoints_;
-  // SAVEPOINT / RELEASE / ROLLBACK TO passed to the held server, by the ordinal of the
-  // ReadyForQuery that ends their request: their CommandComplete updates txn_savepoints_; those
-  // left at that ReadyForQuery failed or were skipped.
-  struct SavepointInFlight {
+  // COMMIT / ROLLBACK / SAVEPOINT / RELEASE / ROLLBACK TO passed to the held server, by the
+  // ordinal of the ReadyForQuery that ends their request: their CommandComplete settles the
+  // settings changed before them (seq below changes_seq) and updates savepoint_marks_ and
+  // txn_savepoints_; those left at that ReadyForQuery failed or were skipped.
+  struct ControlInFlight {
     uint64_t ready_index = 0;
     planner::TransactionAction action = planner::TransactionAction::kNone;
     std::string name;
-    size_t changes_before = 0;  // settings changes sent before it in its batch, not yet settled
+    uint64_t changes_seq = 0;
     bool transaction_bound = false;  // txn_savepoints_ follows it (else txn_replay_sql_ has it)
   };
-  std::vector<SavepointInFlight> savepoints_in_flight_;
+  std::vector<ControlInFlight> controls_in_flight_;
   // A statement in a transaction that spans shards that runs on each shard in turn
   // (runOnEveryShard): running, then done (with the first shard's error, if any).
   enum class EveryShardRun : uint8_t { kNone, kRunning, kDone };

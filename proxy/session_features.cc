@@ -254,6 +254,24 @@ bool doBlockMayKeepSessionState(std::string_view text) {
   return false;
 }
 
+planner::TransactionAction controlOfTransactionStmt(const pg_query::TransactionStmt& stmt) {
+  using Action = planner::TransactionAction;
+  switch (stmt.kind()) {
+    case pg_query::TRANS_STMT_COMMIT:
+      return Action::kCommit;
+    case pg_query::TRANS_STMT_ROLLBACK:
+      return Action::kRollback;
+    case pg_query::TRANS_STMT_SAVEPOINT:
+      return Action::kSavepoint;
+    case pg_query::TRANS_STMT_RELEASE:
+      return Action::kRelease;
+    case pg_query::TRANS_STMT_ROLLBACK_TO:
+      return Action::kRollbackTo;
+    default:
+      return Action::kNone;
+  }
+}
+
 // The settings changes (or a reason to pin) in a statement string that needs parsing.
 SessionEffects settingEffects(std::string_view sql) {
   SessionEffects effects;
@@ -274,9 +292,11 @@ SessionEffects settingEffects(std::string_view sql) {
           {SettingChange::Kind::kLocal, std::move(command),
            text.ok() ? *text : std::string((*parsed)->statementText(i)) + "\n", index});
     };
-    if (node.has_transaction_stmt() &&
-        node.transaction_stmt().kind() == pg_query::TRANS_STMT_SAVEPOINT) {
-      effects.savepoints.push_back(index);
+    if (node.has_transaction_stmt()) {
+      if (const auto control = controlOfTransactionStmt(node.transaction_stmt());
+          control != planner::TransactionAction::kNone) {
+        effects.controls.push_back({index, control});
+      }
       continue;
     }
     if (node.has_constraints_set_stmt()) {
@@ -432,6 +452,26 @@ bool obviouslyEffectFree(std::string_view sql) {
 
 }  // namespace
 
+// transactionControlOf from a statement's first three words (lower-case).
+planner::TransactionAction transactionControlOfWords(std::string_view first,
+                                                     std::string_view second,
+                                                     std::string_view third) {
+  using Action = planner::TransactionAction;
+  if (first == "savepoint") return Action::kSavepoint;
+  if (first == "release") return Action::kRelease;
+  if (first == "commit" || first == "end") {
+    return second == "prepared" ? Action::kNone : Action::kCommit;
+  }
+  if (first == "rollback" || first == "abort") {
+    if (second == "prepared") return Action::kNone;
+    // ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name
+    const bool to =
+        second == "to" || ((second == "work" || second == "transaction") && third == "to");
+    return to ? Action::kRollbackTo : Action::kRollback;
+  }
+  return Action::kNone;
+}
+
 SessionEffects sessionEffectsOf(std::string_view sql) {
   if (obviouslyEffectFree(sql)) return {};
   StatementWords words;
@@ -446,7 +486,10 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
       return true;
     }
     const uint32_t index = statement_index++;
-    if (words.at(0) == "savepoint") effects.savepoints.push_back(index);
+    if (const auto control = transactionControlOfWords(words.at(0), words.at(1), words.at(2));
+        control != planner::TransactionAction::kNone) {
+      effects.controls.push_back({index, control});
+    }
     std::string verdict = judgeStatement(words);
     if (verdict.empty() && words.at(0) == "do" &&
         doBlockMayKeepSessionState(sql.substr(statement_start, end - statement_start))) {
@@ -504,13 +547,45 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
     SessionEffects parsed = settingEffects(sql);
     effects.pin_reason = std::move(parsed.pin_reason);
     effects.changes = std::move(parsed.changes);
-    effects.savepoints = std::move(parsed.savepoints);
+    effects.controls = std::move(parsed.controls);
     for (const SettingChange& change : effects.changes) {
       if (change.kind == SettingChange::Kind::kResetAll) effects.resets_all = true;
       if (change.kind == SettingChange::Kind::kReset) effects.resets.push_back(change.name);
     }
   }
   return effects;
+}
+
+planner::TransactionAction transactionControlOf(std::string_view sql) {
+  size_t i = 0;
+  if (!skipSqlSpaceAndComments(sql, i) || i == sql.size()) return planner::TransactionAction::kNone;
+  // SAVEPOINT, RELEASE, COMMIT, END, ROLLBACK, ABORT: most statements stop here.
+  switch (asciiLower(sql[i])) {
+    case 's':
+    case 'r':
+    case 'c':
+    case 'e':
+    case 'a':
+      break;
+    default:
+      return planner::TransactionAction::kNone;
+  }
+  constexpr size_t kLongest = 11;  // "transaction"
+  char words[3][kLongest];
+  std::string_view word[3];
+  for (size_t w = 0; w < 3; ++w) {
+    if (w > 0 && (!skipSqlSpaceAndComments(sql, i) || i == sql.size())) break;
+    size_t n = 0;
+    while (i < sql.size() && isSqlIdentCont(sql[i])) {
+      if (n == kLongest)
+        return w == 0 ? planner::TransactionAction::kNone
+                      : transactionControlOfWords(word[0], word[1], {});
+      words[w][n++] = asciiLower(sql[i++]);
+    }
+    if (n == 0) break;
+    word[w] = std::string_view(words[w], n);
+  }
+  return transactionControlOfWords(word[0], word[1], word[2]);
 }
 
 }  // namespace shardgate::proxy

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "planner/query_analysis.h"
+
 namespace shardgate::proxy {
 
 struct SettingChange {
@@ -37,9 +39,14 @@ struct SessionEffects {
   // values, which a pooled connection never saw, so shardgate must put them back.
   bool resets_all = false;
   std::vector<std::string> resets;  // names (lower-case) of single settings reset
-  // The places of the SAVEPOINT statements in a string that also changes settings: a SAVEPOINT
-  // marks only the changes before it (counted by statement_index).
-  std::vector<uint32_t> savepoints;
+  // The statements that end the transaction or act on a savepoint (transactionControlOf), by
+  // their places in the string (statement_index): settings changed before one are settled by
+  // it, those after it are not.
+  struct Control {
+    uint32_t statement_index = 0;
+    planner::TransactionAction action = planner::TransactionAction::kNone;
+  };
+  std::vector<Control> controls;
   bool resetsAnything() const { return resets_all || !resets.empty(); }
   bool empty() const {
     return pin_reason.empty() && changes.empty() && !sql_prepared && !resetsAnything();
@@ -50,5 +57,11 @@ struct SessionEffects {
 // that SETs or RESETs a setting Postgres does not report is parsed. Errs towards pinning: a false
 // pin costs pooling efficiency, a missed one would lose session state.
 SessionEffects sessionEffectsOf(std::string_view sql);
+
+// What a statement does to the transaction block, by its first words: kCommit (COMMIT, END),
+// kRollback (ROLLBACK, ABORT), kRollbackTo, kSavepoint, kRelease; kNone for anything else, COMMIT
+// PREPARED and ROLLBACK PREPARED included (they end no transaction of the session's). Cheap: a
+// statement whose first word cannot be one of these is judged by its first letter.
+planner::TransactionAction transactionControlOf(std::string_view sql);
 
 }  // namespace shardgate::proxy

@@ -119,6 +119,7 @@ ROLLBACK_TO = St("ROLLBACK TO SAVEPOINT s", kind="rollback_to")
 RELEASE = St("RELEASE SAVEPOINT s", kind="release")
 SET7 = St("SET statement_timeout = '7s'", kind="set")
 SET_LOCAL8 = St("SET LOCAL statement_timeout = '8s'", kind="set")
+SET9 = St("SET statement_timeout = '9s'", kind="set")
 SHOW = St("SHOW statement_timeout", kind="show")
 
 
@@ -315,6 +316,34 @@ SCENARIOS: dict[str, list[Step]] = {
         S(sel("A0"), NPARSE("s1", CNT), NBIND("s1", CNT), BEGIN, ins("B0")), S(ROLLBACK), S(ALL)],
     "sel1-bindmupd-begin-ins0|rollback": [
         S(sel("A1"), NPARSE("s1", MUPD), NBIND("s1", MUPD), BEGIN, ins("B0")), S(ROLLBACK), S(ALL)],
+    # Settings changed on both sides of a COMMIT or ROLLBACK in one batch (or one simple Query):
+    # those before it end with its transaction, those after it with the batch's own.
+    "begin-set-rollback-set9|show": [S(BEGIN, SET7, ROLLBACK, SET9), S(SHOW)],
+    "begin-set-commit-set9|show": [S(BEGIN, SET7, COMMIT, SET9), S(SHOW)],
+    "begin-set-commit-set9-dup0|show": [S(BEGIN, SET7, COMMIT, SET9, dup("A0")), S(SHOW), S(ALL)],
+    "begin-set-rollback-set9-dup1|show": [S(BEGIN, SET7, ROLLBACK, SET9, dup("A1")), S(SHOW)],
+    "set-commit-set9-dup0|show": [S(SET7, COMMIT, SET9, dup("A0")), S(SHOW)],
+    "set-rollback-set9|show": [S(SET7, ROLLBACK, SET9), S(SHOW)],
+    "begin-ins0-set|set9-rollback-set|show": [S(BEGIN, ins("B0"), SET7), S(SET9, ROLLBACK, SET7), S(SHOW), S(ALL)],
+    "begin-ins0-ins1-set-commit-set9|show": [S(BEGIN, ins("B0"), ins("B1"), SET7, COMMIT, SET9), S(SHOW), S(ALL)],
+    "begin-ins0-ins1-set-rollback-set9|show": [S(BEGIN, ins("B0"), ins("B1"), SET7, ROLLBACK, SET9), S(SHOW),
+                                               S(ALL)],
+    "simple:begin-set-rollback-set9|show": [
+        Q(St("BEGIN; SET statement_timeout = '7s'; ROLLBACK; SET statement_timeout = '9s'", kind="set")), S(SHOW)],
+    "simple:begin-set-commit-set9-div0|show": [
+        Q(St("BEGIN; SET statement_timeout = '7s'; COMMIT; SET statement_timeout = '9s'; SELECT 1/0", kind="set")),
+        S(SHOW)],
+    "simple:set-rollback-set9|show": [
+        Q(St("SET statement_timeout = '7s'; ROLLBACK; SET statement_timeout = '9s'", kind="set")), S(SHOW)],
+    "set-rollback|show": [S(SET7, ROLLBACK), S(SHOW)],
+    "rollback-set9|show": [S(ROLLBACK, SET9), S(SHOW)],
+    "begin|savepoint-set-rollbackto-set9|show|commit|show": [
+        S(BEGIN), S(SAVEPOINT, SET7, ROLLBACK_TO, SET9), S(SHOW), S(COMMIT), S(SHOW)],
+    "begin-set-savepoint-div0|rollbackto|commit|show": [
+        S(BEGIN, SET7, SAVEPOINT, div0("A0")), S(ROLLBACK_TO), S(COMMIT), S(SHOW)],
+    "simple:begin-set-savepoint-set9-rollbackto-commit|show": [
+        Q(St("BEGIN; SET statement_timeout = '7s'; SAVEPOINT s; SET statement_timeout = '9s'; "
+             "ROLLBACK TO SAVEPOINT s; COMMIT", kind="set")), S(SHOW)],
 }
 
 

@@ -1798,6 +1798,36 @@ def test_set_and_savepoint_in_one_query_keep_their_order(make_cluster):
         next_transaction_has("9MB")
 
 
+def test_settings_around_commit_and_rollback_in_one_request_keep_their_order(make_cluster):
+    # A batch or query that ends a transaction and changes a setting after it: the change after a
+    # ROLLBACK stays (it was rolled back with the transaction), one before a COMMIT stays when the
+    # request fails after it (it was lost with the failed rest).
+    c = tx_cluster(make_cluster, pool_size=2)
+    with connect(c.shardgate.port) as a, connect(c.shardgate.port) as b:
+        def next_transaction_has(expected: str) -> None:
+            ok(b, "BEGIN")
+            ok(b, "SELECT 1")  # b holds the connection a used
+            assert ok(a, "SHOW work_mem") == [[expected]]
+            ok(b, "COMMIT")
+
+        def batch(*statements: str) -> list[str]:
+            a.send(b"".join(pgwire.parse("", sql) + pgwire.bind("", "") + pgwire.execute()
+                            for sql in statements) + pgwire.sync())
+            return error_codes(a.recv_until(b"Z"))
+
+        assert batch("BEGIN", "SET work_mem = '7MB'", "ROLLBACK", "SET work_mem = '8MB'") == []
+        next_transaction_has("8MB")
+        assert batch("BEGIN", "SET work_mem = '9MB'", "COMMIT", "SET work_mem = '10MB'", "SELECT 1/0") == ["22012"]
+        next_transaction_has("9MB")
+        assert batch("ROLLBACK", "SET work_mem = '11MB'") == []
+        next_transaction_has("11MB")
+        ok(a, "BEGIN; SET work_mem = '12MB'; ROLLBACK; SET work_mem = '13MB'")
+        next_transaction_has("13MB")
+        a.send(pgwire.query("BEGIN; SET work_mem = '14MB'; COMMIT; SET work_mem = '15MB'; SELECT 1/0"))
+        assert error_codes(a.recv_until(b"Z")) == ["22012"]
+        next_transaction_has("14MB")
+
+
 def test_input_over_the_buffer_limit_is_read_on_once_the_shard_has_taken_it(make_cluster):
     # shardgate stops reading a client once more than client_buffer_limit (1 MB) waits for the
     # shard, and must read again once the shard has taken it. Here nothing else wakes it: the

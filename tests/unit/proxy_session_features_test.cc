@@ -118,22 +118,61 @@ TEST(SessionEffects, QuotedAndCommentedTextIsNoStatement) {
   EXPECT_EQ(verdict("SELECT $$x$$; RESET TimeZone"), "resets timezone");
 }
 
-// A SAVEPOINT marks only the changes before it in the string: each change and SAVEPOINT says
-// which statement it is, counted as Postgres runs them (no empty statements).
-TEST(SessionEffects, ChangesAndSavepointsKnowTheirStatements) {
+// A COMMIT, ROLLBACK or savepoint statement settles only the changes before it in the string:
+// each change and such statement says which statement it is, counted as Postgres runs them (no
+// empty statements).
+std::vector<std::pair<uint32_t, planner::TransactionAction>> controlsOf(const SessionEffects& e) {
+  std::vector<std::pair<uint32_t, planner::TransactionAction>> out;
+  for (const auto& c : e.controls) out.emplace_back(c.statement_index, c.action);
+  return out;
+}
+
+TEST(SessionEffects, ChangesAndTransactionStatementsKnowTheirPlaces) {
+  using Action = planner::TransactionAction;
+  using Controls = std::vector<std::pair<uint32_t, Action>>;
   const SessionEffects e = sessionEffectsOf(
       "SET work_mem = '9MB'; SAVEPOINT s1; /* c */ ; SET LOCAL lock_timeout = 1;; savepoint s2; "
-      "RESET work_mem");
-  ASSERT_EQ(e.changes.size(), 3u);
+      "RESET work_mem; ROLLBACK TO s1; commit; SET work_mem = 1");
+  ASSERT_EQ(e.changes.size(), 4u);
   EXPECT_EQ(e.changes[0].statement_index, 0u);
   EXPECT_EQ(e.changes[1].statement_index, 2u);  // SET LOCAL
   EXPECT_EQ(e.changes[2].statement_index, 4u);  // RESET work_mem
-  EXPECT_EQ(e.savepoints, (std::vector<uint32_t>{1, 3}));
+  EXPECT_EQ(e.changes[3].statement_index, 7u);
+  EXPECT_EQ(controlsOf(e), (Controls{{1, Action::kSavepoint},
+                                     {3, Action::kSavepoint},
+                                     {5, Action::kRollbackTo},
+                                     {6, Action::kCommit}}));
   // Without a parse (only a transaction-scoped change), the same count.
-  const SessionEffects lexical = sessionEffectsOf(" ; SAVEPOINT a; SET LOCAL work_mem = 1");
+  const SessionEffects lexical =
+      sessionEffectsOf(" ; SAVEPOINT a; SET LOCAL work_mem = 1; ABORT; release a; END");
   ASSERT_EQ(lexical.changes.size(), 1u);
   EXPECT_EQ(lexical.changes[0].statement_index, 1u);
-  EXPECT_EQ(lexical.savepoints, (std::vector<uint32_t>{0}));
+  EXPECT_EQ(controlsOf(lexical), (Controls{{0, Action::kSavepoint},
+                                           {2, Action::kRollback},
+                                           {3, Action::kRelease},
+                                           {4, Action::kCommit}}));
+}
+
+TEST(SessionEffects, TransactionControlOfAStatement) {
+  using Action = planner::TransactionAction;
+  EXPECT_EQ(transactionControlOf("COMMIT"), Action::kCommit);
+  EXPECT_EQ(transactionControlOf("  end work"), Action::kCommit);
+  EXPECT_EQ(transactionControlOf("commit and chain"), Action::kCommit);
+  EXPECT_EQ(transactionControlOf("COMMIT PREPARED 'x'"), Action::kNone);
+  EXPECT_EQ(transactionControlOf("ROLLBACK"), Action::kRollback);
+  EXPECT_EQ(transactionControlOf("/* why */ abort;"), Action::kRollback);
+  EXPECT_EQ(transactionControlOf("ROLLBACK PREPARED 'x'"), Action::kNone);
+  EXPECT_EQ(transactionControlOf("rollback to s"), Action::kRollbackTo);
+  EXPECT_EQ(transactionControlOf("ROLLBACK WORK TO SAVEPOINT s"), Action::kRollbackTo);
+  EXPECT_EQ(transactionControlOf("ROLLBACK TRANSACTION TO a_savepoint_with_a_long_name"),
+            Action::kRollbackTo);
+  EXPECT_EQ(transactionControlOf("ROLLBACK TO a_savepoint_with_a_long_name"), Action::kRollbackTo);
+  EXPECT_EQ(transactionControlOf("SAVEPOINT a_savepoint_with_a_long_name"), Action::kSavepoint);
+  EXPECT_EQ(transactionControlOf("-- c\nRELEASE SAVEPOINT s"), Action::kRelease);
+  for (const char* sql : {"SELECT 1", "SET x = 1", "savepoints", "ends", "", "   ", "/* open",
+                          "rollbacks", "abortive", "CREATE TABLE commit (a int)", "rollback_x"}) {
+    EXPECT_EQ(transactionControlOf(sql), Action::kNone) << sql;
+  }
 }
 
 // set_config(name, value, false) changes the setting for the session where it runs, with a value
