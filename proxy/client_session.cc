@@ -3263,6 +3263,7 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
       request.param_types = unnamed_types_;
     } else if (auto it = statements_.find(bind->statement); it != statements_.end()) {
       request.param_types = it->second->paramTypes();
+      request.statement = it->second;
     }
     request.param_formats = bind->param_formats;
     request.params = bind->params;

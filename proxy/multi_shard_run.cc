@@ -423,6 +423,7 @@ void MultiShardRun::legMessage(Leg& leg, char type, std::string_view message,
       if (error_) return;
       if (merger_) {
         Status status = merger_->setRowDescription(leg.index(), payload);
+        if (status.ok()) status = checkResultShape(merger_->clientRowDescription());
         if (!status.ok()) {
           fail(status.error());
           return;
@@ -434,8 +435,12 @@ void MultiShardRun::legMessage(Leg& leg, char type, std::string_view message,
               .finish();
           host_.multiShardOutput(out);
         }
-      } else if (!description_sent_ && request_.send_row_description) {
-        host_.multiShardOutput(message);
+      } else {
+        if (Status status = checkResultShape(payload); !status.ok()) {
+          fail(status.error());
+          return;
+        }
+        if (!description_sent_ && request_.send_row_description) host_.multiShardOutput(message);
       }
       description_sent_ = true;
       return;
@@ -708,6 +713,24 @@ void MultiShardRun::noteTransactionStatus(char status) {
 void MultiShardRun::legFailed(Leg& leg, const Error& error) {
   fail(namingShard(error, leg.shard()));
   maybeFinish();
+}
+
+// Postgres revalidates a prepared statement before it runs it and refuses one whose result
+// changed (a column added or dropped since): the client decodes rows by the description it was
+// given. The shards here plan the statement afresh each time, so shardgate checks.
+Status MultiShardRun::checkResultShape(std::string_view client_description) {
+  const std::shared_ptr<backends::PreparedStatement>& statement = request_.statement;
+  if (!statement) return {};
+  if (!statement->described()) {
+    // Told now (a Describe of the portal): later runs must keep it.
+    if (request_.send_row_description)
+      statement->noteDescribed(wire::be::kRowDescription, client_description);
+    return {};
+  }
+  if (statement->sameResultShape(wire::be::kRowDescription, client_description)) {
+    return {};
+  }
+  return Error::make(sqlstate::kFeatureNotSupported, "cached plan must not change result type");
 }
 
 void MultiShardRun::fail(Error error) {

@@ -78,7 +78,10 @@ class MultiShardRun {
     std::vector<int16_t> param_formats;
     std::vector<std::optional<std::string>> params;
     std::vector<int16_t> result_formats;  // the client's, per visible column (or none / one)
-    std::optional<int64_t> limit;         // evaluated MergePlan::limit / offset
+    // The client's named statement being run: its result must keep the shape its clients were
+    // told (a table changed since gets Postgres's error for a cached plan whose result changed).
+    std::shared_ptr<backends::PreparedStatement> statement;
+    std::optional<int64_t> limit;  // evaluated MergePlan::limit / offset
     std::optional<int64_t> offset;
     size_t max_merge_bytes = 64u << 20;
     // Inside a transaction block: connections stay in the session's transaction afterwards, and
@@ -145,6 +148,7 @@ class MultiShardRun {
   void endCopy(char type, std::string_view payload);
   void legFailed(Leg& leg, const Error& error);
   void fail(Error error);
+  Status checkResultShape(std::string_view client_description);
   Error namingShard(Error error, uint32_t shard) const;
   void flushMerger();
   void flushMergerIfPending();

@@ -839,3 +839,31 @@ def test_pgbench_initializes_and_runs_through_shardgate(cluster_root, shardgate_
 def _probe(conn) -> bool:
     conn.execute("CREATE TABLE IF NOT EXISTS pgbench_probe (aid int) PARTITION BY HASH (aid)")
     return True
+
+
+def test_prepared_statement_whose_result_changed_gets_postgres_error(ms):
+    """A named statement over both shards whose result gains a column (ALTER TABLE since it was
+    described) fails as on Postgres, 0A000 "cached plan must not change result type", rather than
+    sending rows the client would read with the old description; with the column gone it works
+    again. The shards plan the statement afresh at each run, so shardgate compares."""
+    query = "SELECT * FROM users WHERE score = $1 ORDER BY id LIMIT 2"
+    with wire_connect(ms.shardgate.port) as w, wire_connect(ms.shardgate.port) as ddl:
+        w.send(pgwire.parse("s1", query) + pgwire.describe("S", "s1") + pgwire.sync())
+        assert not pgwire.errors(w.recv_until(b"Z"))
+        run = pgwire.bind("", "s1", ("5",)) + pgwire.execute() + pgwire.sync()
+        w.send(run)
+        assert len(pgwire.data_rows(w.recv_until(b"Z"))) == 2
+        ddl.send(pgwire.query("ALTER TABLE users ADD COLUMN extra int DEFAULT 7"))
+        assert not pgwire.errors(ddl.recv_until(b"Z"))
+        try:
+            for _ in range(2):
+                w.send(run)
+                msgs = w.recv_until(b"Z")
+                assert [e.code for e in pgwire.errors(msgs)] == ["0A000"], _shape(msgs)
+                assert "cached plan must not change result type" in pgwire.errors(msgs)[0].message
+                assert pgwire.data_rows(msgs) == []
+        finally:
+            ddl.send(pgwire.query("ALTER TABLE users DROP COLUMN extra"))
+            assert not pgwire.errors(ddl.recv_until(b"Z"))
+        w.send(run)
+        assert len(pgwire.data_rows(w.recv_until(b"Z"))) == 2
