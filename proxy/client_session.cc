@@ -956,6 +956,7 @@ void ClientSession::answerExplainRoute(const planner::RouteDecision& decision) {
 void ClientSession::endDescribeOnlyBatch() {
   sendOwnSync();
   batch_open_ = false;
+  batch_part_ended_ = true;
   server_->notifyWhenCaughtUp();
 }
 
@@ -1112,6 +1113,7 @@ bool ClientSession::endSpreadBatch() {
   batch_spread_synced_ = false;
   batch_spread_failed_ = false;
   batch_open_ = false;
+  batch_part_ended_ = false;
   batch_executes_ = false;
   batch_began_transaction_ = false;
   batch_binds_ = 0;
@@ -1295,6 +1297,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         continue;
       }
       skipping_to_sync_ = false;
+      batch_part_ended_ = false;
       if (!server_) {
         answerSync();
         used += frame.size;
@@ -1815,6 +1818,7 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
     if (type == wire::fe::kSync || type == wire::fe::kQuery || type == wire::fe::kFunctionCall) {
       // Each ends with its own ReadyForQuery (a Query or FunctionCall inside a batch ends it too).
       batch_open_ = false;
+      batch_part_ended_ = false;
       failed_transaction_ended_in_batch_ = false;
       batch_executes_ = false;
       batch_began_transaction_ = false;
@@ -3621,6 +3625,7 @@ void ClientSession::answerSync() {
   // Portals end with their transaction; outside one, the Sync ended the implicit transaction.
   if (transaction_status_ == 'I') dropPortals();
   batch_began_transaction_ = false;
+  batch_part_ended_ = false;
   batch_binds_ = 0;
   std::string ready;
   wire::writeReadyForQuery(ready, transaction_status_);

@@ -424,9 +424,10 @@ class ClientSession final : public TcpConnection,
   // A server's error in the open extended batch: Postgres ignores every message up to the Sync,
   // and so does the session (both message loops). Not an error of an earlier request whose
   // ReadyForQuery is still owed (a failed batch's Sync, with the next batch pipelined behind
-  // it): the server runs the open batch after that Sync as usual.
+  // it): the server runs the open batch after that Sync as usual. (Its part that shardgate ended
+  // on a server with a Sync of its own, to move, counts: batch_part_ended_.)
   bool batchFailedOnServer() const {
-    return request_failed_ && batch_open_ && ready_received_ == ready_sent_;
+    return request_failed_ && (batch_open_ || batch_part_ended_) && ready_received_ == ready_sent_;
   }
   bool rollback_seen_ = false;  // a ROLLBACK (of the transaction or to a savepoint) since then
   // Reported settings (application_name, TimeZone, ...) as the client saw them before the open
@@ -496,7 +497,10 @@ class ClientSession final : public TcpConnection,
   std::string pending_replay_sql_;
   bool skipping_to_sync_ = false;  // a routing error in an extended batch
   bool batch_open_ = false;        // extended messages sent since the last Sync
-  bool batch_executes_ = false;    // ... among them a Bind or Execute
+  // endDescribeOnlyBatch ended the open batch's part on its server: the client's batch goes on
+  // (until its Sync), and an error in that part fails it.
+  bool batch_part_ended_ = false;
+  bool batch_executes_ = false;  // ... among them a Bind or Execute
   // The open batch runs on several shards as one transaction that shardgate began on each (the
   // client's was implicit): it ends at the client's Sync (endSpreadBatch).
   bool batch_spread_ = false;

@@ -64,7 +64,8 @@ class St:
     shards: frozenset = frozenset()
     # "": Parse/Bind/Describe/Execute of the unnamed statement; "parse:NAME": only a Parse of the
     # named statement NAME; "exec:NAME": Bind/Describe/Execute of NAME, parsed before;
-    # "bind:NAME": only a Bind of NAME to the unnamed portal (never executed).
+    # "bind:NAME": only a Bind of NAME to the unnamed portal (never executed); "describe:NAME": only
+    # a Describe of the statement NAME (in a step ended by Sync).
     op: str = ""
 
 
@@ -153,6 +154,10 @@ def NEXEC(name, st):  # the named statement run with st's parameters
 
 def NBIND(name, st):  # the named statement bound with st's parameters, not executed
     return replace(st, op=f"bind:{name}")
+
+
+def NDESCRIBE(name):  # a Describe of statement `name` (26000 when there is none)
+    return St("", op=f"describe:{name}")
 
 
 # name -> steps. Keys: A0/A1 exist (seeded), B*/C* do not; the digit is the shard.
@@ -316,6 +321,11 @@ SCENARIOS: dict[str, list[Step]] = {
         S(sel("A0"), NPARSE("s1", CNT), NBIND("s1", CNT), BEGIN, ins("B0")), S(ROLLBACK), S(ALL)],
     "sel1-bindmupd-begin-ins0|rollback": [
         S(sel("A1"), NPARSE("s1", MUPD), NBIND("s1", MUPD), BEGIN, ins("B0")), S(ROLLBACK), S(ALL)],
+    # A Describe of a statement that does not exist (26000) before the batch's first statement for a
+    # shard: the rest of the batch is skipped, with no ParseComplete or BindComplete for it.
+    "describe-missing-ins0|all": [S(NDESCRIBE("nosuch"), ins("B0")), S(ALL)],
+    "describe-missing-ins1-ins0|all": [S(NDESCRIBE("nosuch"), ins("B1"), ins("C0")), S(ALL)],
+    "describe-missing-count|all": [S(NDESCRIBE("nosuch"), CNT), S(ALL)],
     # Settings changed on both sides of a COMMIT or ROLLBACK in one batch (or one simple Query):
     # those before it end with its transaction, those after it with the batch's own.
     "begin-set-rollback-set9|show": [S(BEGIN, SET7, ROLLBACK, SET9), S(SHOW)],
@@ -422,6 +432,8 @@ def run_scenario(port: int, database: str, steps: list[Step], keys: dict[str, in
                         data += pgwire.parse(st.op.removeprefix("parse:"), sql)
                     elif st.op.startswith("bind:"):
                         data += pgwire.bind("", st.op.removeprefix("bind:"), values)
+                    elif st.op.startswith("describe:"):
+                        data += pgwire.describe("S", st.op.removeprefix("describe:"))
                     elif st.op.startswith("exec:"):
                         data += (pgwire.bind("", st.op.removeprefix("exec:"), values) + pgwire.describe("P")
                                  + pgwire.execute())
