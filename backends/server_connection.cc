@@ -569,9 +569,12 @@ void ServerConnection::dropSkippedReplies(Skipped skipped) {
     if (e.checks_shape) releaseHeld();
     if (!e.statement) continue;
     if (e.reply == Reply::kParseComplete) {
-      // A Parse sent failed or was skipped: the connection does not have the statement. One
-      // shardgate answered (the connection had it) leaves it there.
-      if (e.action != ReplyAction::kSynthesize) statements_.remove(e.statement->id());
+      // A Parse sent failed or was skipped: the connection does not have the statement (unless
+      // a later request parses it again: ensurePrepared). One shardgate answered (the
+      // connection had it) leaves it there.
+      if (e.action != ReplyAction::kSynthesize && owedParseOf(*e.statement) == OwedParse::kNone) {
+        statements_.remove(e.statement->id());
+      }
       if (!e.client_statement_name.empty() && sink_) {
         sink_->onStatementFailed(e.client_statement_name);
       }
@@ -595,11 +598,38 @@ size_t ServerConnection::unsentBytes() const {
   return TcpConnection::unsentBytes() + held;
 }
 
+// Where the server has yet to answer a Parse of `statement` (of a client's or shardgate's): none,
+// in the request being sent, or in an earlier one (a ReadyForQuery is owed after it).
+ServerConnection::OwedParse ServerConnection::owedParseOf(
+    const PreparedStatement& statement) const {
+  bool ready_after = false;
+  for (size_t i = replies_.size(); i-- > 0;) {
+    const ExpectedReply& e = replies_[i];
+    if (e.reply == Reply::kReadyForQuery && e.action != ReplyAction::kSynthesize) {
+      ready_after = true;
+    } else if (e.reply == Reply::kParseComplete && e.action != ReplyAction::kSynthesize &&
+               e.statement.get() == &statement) {
+      return ready_after ? OwedParse::kEarlierRequest : OwedParse::kThisRequest;
+    }
+  }
+  return OwedParse::kNone;
+}
+
 void ServerConnection::ensurePrepared(const std::shared_ptr<PreparedStatement>& statement,
                                       bool check_result) {
   if (statements_.has(statement->id())) {
-    statements_.touch(statement->id());
-    return;
+    // Counted as prepared once its Parse is sent. Should that Parse be in an earlier request
+    // still unanswered (pipelined), an error there may yet skip it: this request closes and
+    // parses it again, which is right whether it was made or not.
+    if (replies_.empty() || owedParseOf(*statement) != OwedParse::kEarlierRequest) {
+      statements_.touch(statement->id());
+      return;
+    }
+    std::string close;
+    wire::Close{'S', statement->serverName()}.encode(close);
+    forward(close);
+    replies_.push_back(
+        ExpectedReply{Reply::kCloseComplete, ReplyAction::kSwallow, nullptr, {}, {}});
   }
   forward(statement->parseMessage());
   // An SQL-level statement is prepared by a simple Query (PREPARE), answered up to ReadyForQuery.

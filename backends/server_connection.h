@@ -238,6 +238,8 @@ class ServerConnection final : public TcpConnection {
   void popReply(std::string& synthetic);
   // The Describe of a statement (the client's, or a check of ensurePrepared's) was answered.
   bool statementDescribed(char type, std::string_view payload, std::string& synthetic);
+  enum class OwedParse : uint8_t { kNone, kThisRequest, kEarlierRequest };
+  OwedParse owedParseOf(const PreparedStatement& statement) const;
   // A check was answered (or skipped): what was held back behind it goes to the server.
   void releaseHeld();
   // Pops the owed replies of requests the server skipped after an error (while `skipped` says
