@@ -673,12 +673,20 @@ bool isParseError(const Error& error) {
          error.sqlstate == sqlstate::kStatementTooComplex;
 }
 
-// Postgres's 08P01 for a Bind with fewer values than its statement has parameters: as many as
-// Parse declared types for, or up to the highest $n the statement uses if that is more.
-std::optional<Error> missingParameters(const wire::Bind& bind, const planner::MultiShardPlan& plan,
-                                       size_t declared) {
-  const size_t needed = std::max(declared, planner::highestClientParameter(plan.statements));
-  if (bind.params.size() >= needed) return std::nullopt;
+// Postgres's 08P01 for a Bind whose values are not as many as its statement's parameters: as many
+// as Parse declared types for, or up to the highest $n the statement uses if that is more. The
+// shard statements tell the least there are; only more values than that need the client's text
+// (`query`) read again, for a $n only shardgate evaluates (a LIMIT).
+std::optional<Error> wrongParameterCount(const wire::Bind& bind,
+                                         const planner::MultiShardPlan& plan, size_t declared,
+                                         const std::string* query) {
+  size_t needed = std::max(declared, planner::highestClientParameter(plan.statements));
+  if (bind.params.size() > needed && query != nullptr) {
+    const std::vector<bool> referenced = planner::referencedParameters(*query);
+    const auto highest = std::find(referenced.rbegin(), referenced.rend(), true);
+    needed = std::max(needed, static_cast<size_t>(referenced.rend() - highest));
+  }
+  if (bind.params.size() == needed) return std::nullopt;
   return Error::make(sqlstate::kProtocolViolation,
                      "bind message supplies " + std::to_string(bind.params.size()) +
                          " parameters, but prepared statement \"" + bind.statement +
@@ -1467,7 +1475,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         // (A decision without a plan is refused at Execute: startMultiShard.)
         if (std::optional<Error> error =
                 decision->multi
-                    ? missingParameters(*bind, *decision->multi, types ? types->size() : 0)
+                    ? wrongParameterCount(*bind, *decision->multi, types ? types->size() : 0, query)
                     : std::nullopt) {
           // The shards would say so only at Execute; shardgate answers this Bind itself.
           refuseStatement(*error, /*extended_protocol=*/true);

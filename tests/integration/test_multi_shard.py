@@ -449,13 +449,19 @@ def test_multi_shard_portal_bound_twice_gets_42p03(ms):
                                      + pgwire.execute("p1") + pgwire.sync()])
 
 
-def test_multi_shard_bind_with_too_few_parameters_fails_at_bind(ms):
-    """A Bind of a statement over several shards with fewer values than its parameters gets
-    Postgres's 08P01 in place of BindComplete (counted from the highest $n or the types Parse
-    declared, whichever is more), not a BindComplete and an error at Execute."""
+def test_multi_shard_bind_with_the_wrong_parameter_count_fails_at_bind(ms):
+    """A Bind of a statement over several shards with fewer or more values than its parameters
+    gets Postgres's 08P01 in place of BindComplete (counted from the highest $n or the types Parse
+    declared, whichever is more), not a BindComplete and an error at Execute, or (too many) a
+    statement run with values it ignores, the rest of its batch after it."""
     cases = [("SELECT id FROM users WHERE id = $1 OR name = '$2'", (), ()),
              ("UPDATE users SET name = name || $2 WHERE score < $1", (), ("-1",)),
-             ("SELECT count(*) FROM users WHERE score > $1", (23, 23), ("0",))]
+             ("SELECT count(*) FROM users WHERE score > $1", (23, 23), ("0",)),
+             ("SELECT count(*) FROM users", (), ("!",)),
+             ("SELECT count(*) FROM users WHERE score > $1", (), ("0", "1")),
+             ("SELECT count(*) FROM users WHERE score > $1", (23, 23), ("0", "1", "2")),
+             ("SELECT id FROM users WHERE score > $1 ORDER BY id LIMIT $2", (), ("1", "2", "3")),
+             ("SELECT id FROM users WHERE score > $1 ORDER BY id LIMIT $2", (), ("1", "2"))]
     for sql, oids, values in cases:
         batch = (pgwire.close("S", "s1") + pgwire.parse("s1", sql, oids) + pgwire.bind("", "s1", values)
                  + pgwire.execute() + pgwire.sync())
