@@ -673,24 +673,35 @@ bool isParseError(const Error& error) {
          error.sqlstate == sqlstate::kStatementTooComplex;
 }
 
-// Postgres's 08P01 for a Bind whose values are not as many as its statement's parameters: as many
-// as Parse declared types for, or up to the highest $n the statement uses if that is more. The
-// shard statements tell the least there are; only more values than that need the client's text
-// (`query`) read again, for a $n only shardgate evaluates (a LIMIT).
+// How many parameters Postgres gives a statement: as many as Parse declared types for, or up to
+// the highest $n its text uses if that is more.
+size_t statementParameterCount(std::string_view query, size_t declared) {
+  const std::vector<bool> referenced = planner::referencedParameters(query);
+  const auto highest = std::find(referenced.rbegin(), referenced.rend(), true);
+  return std::max(declared, static_cast<size_t>(referenced.rend() - highest));
+}
+
+// Postgres's 08P01 for a Bind of `supplied` values to a statement with `needed` parameters.
+std::optional<Error> parameterCountError(size_t supplied, std::string_view statement,
+                                         size_t needed) {
+  if (supplied == needed) return std::nullopt;
+  return Error::make(sqlstate::kProtocolViolation,
+                     "bind message supplies " + std::to_string(supplied) +
+                         " parameters, but prepared statement \"" + std::string(statement) +
+                         "\" requires " + std::to_string(needed));
+}
+
+// The same for a multi-shard Bind, which shardgate answers itself. The shard statements tell the
+// least there are; only more values than that need the client's text (`query`) read again, for a
+// $n only shardgate evaluates (a LIMIT).
 std::optional<Error> wrongParameterCount(const wire::Bind& bind,
                                          const planner::MultiShardPlan& plan, size_t declared,
                                          const std::string* query) {
   size_t needed = std::max(declared, planner::highestClientParameter(plan.statements));
   if (bind.params.size() > needed && query != nullptr) {
-    const std::vector<bool> referenced = planner::referencedParameters(*query);
-    const auto highest = std::find(referenced.rbegin(), referenced.rend(), true);
-    needed = std::max(needed, static_cast<size_t>(referenced.rend() - highest));
+    needed = std::max(needed, statementParameterCount(*query, declared));
   }
-  if (bind.params.size() == needed) return std::nullopt;
-  return Error::make(sqlstate::kProtocolViolation,
-                     "bind message supplies " + std::to_string(bind.params.size()) +
-                         " parameters, but prepared statement \"" + bind.statement +
-                         "\" requires " + std::to_string(needed));
+  return parameterCountError(bind.params.size(), bind.statement, needed);
 }
 
 // Whether the message is an Execute of `portal` (well formed; a malformed one is refused later).
@@ -1781,7 +1792,15 @@ Result<planner::RouteDecision> ClientSession::routeBind(std::string_view payload
   params.formats = bind.param_formats;
   params.type_oids = *types;
   params.values = bind.params;
-  return worker_.router().routeBound(*database_, **analysis, params, routeContext());
+  auto decision = worker_.router().routeBound(*database_, **analysis, params, routeContext());
+  if (!decision.ok()) {
+    // Not routed for want of a value the Bind lacks: Postgres's error for that comes first.
+    const size_t needed = statementParameterCount(*query, types->size());
+    if (bind.params.size() < needed) {
+      return *parameterCountError(bind.params.size(), bind.statement, needed);
+    }
+  }
+  return decision;
 }
 
 size_t ClientSession::forwardClientMessages(std::string_view data) {

@@ -329,6 +329,11 @@ SCENARIOS: dict[str, list[Step]] = {
     # A named statement first bound in a batch pipelined behind the next one: shardgate's Parse of it
     # there is skipped when that batch fails, and the next batch, sent before the failure was known,
     # must not count on it (it got 26000).
+    # A Bind with too few values for a keyed statement: Postgres's 08P01, not a refusal to route it.
+    "parse-ins1|bind-no-values|all": [S(NPARSE("s1", ins("B1")), NBIND("s1", replace(ins("B1"), params=()))),
+                                      S(ALL)],
+    "parse-sel0-exec-no-values|sel0": [S(NPARSE("s1", sel("A0")), NEXEC("s1", replace(sel("A0"), params=())),
+                                         sel("A0")), S(sel("A0"))],
     "parse-show|pipelined:dup0-bindshow|execshow": [
         S(NPARSE("s2", SHOW)), P(dup("A0"), NBIND("s2", SHOW)), S(NEXEC("s2", SHOW))],
     "parse-show|pipelined:bindshow|execshow": [S(NPARSE("s2", SHOW)), P(NBIND("s2", SHOW)), S(NEXEC("s2", SHOW))],
