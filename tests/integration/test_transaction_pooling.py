@@ -1768,34 +1768,36 @@ def test_a_failed_set_does_not_fail_the_next_client_of_its_connection(make_clust
             assert ok(b, "SELECT current_setting('work_mem')") == [["4MB"]]
 
 
+def work_mem_after_switch(a, b, expected: str) -> None:
+    """a's work_mem on another connection than its last one: b takes that one in a transaction."""
+    ok(b, "BEGIN")
+    ok(b, "SELECT 1")  # b holds the connection a used
+    assert ok(a, "SHOW work_mem") == [[expected]]
+    ok(b, "COMMIT")
+
+
 def test_set_and_savepoint_in_one_query_keep_their_order(make_cluster):
     # The same in one simple query of several statements: each SAVEPOINT marks the SETs before it
     # in the string, not those after it (psql -c "SET ...; SAVEPOINT s" lost the SET at ROLLBACK TO).
     c = tx_cluster(make_cluster, pool_size=2)
     with connect(c.shardgate.port) as a, connect(c.shardgate.port) as b:
-        def next_transaction_has(expected: str) -> None:
-            ok(b, "BEGIN")
-            ok(b, "SELECT 1")  # b holds the connection a used
-            assert ok(a, "SHOW work_mem") == [[expected]]
-            ok(b, "COMMIT")
-
         ok(a, "BEGIN")
         ok(a, "SET work_mem = '7MB'; SAVEPOINT s")
         ok(a, "ROLLBACK TO SAVEPOINT s")
         ok(a, "COMMIT")
-        next_transaction_has("7MB")
+        work_mem_after_switch(a, b, "7MB")
         ok(a, "BEGIN")
         ok(a, "SAVEPOINT s; SET work_mem = '8MB'")
         ok(a, "ROLLBACK TO SAVEPOINT s")
         ok(a, "COMMIT")
-        next_transaction_has("7MB")
+        work_mem_after_switch(a, b, "7MB")
         ok(a, "BEGIN")
         ok(a, "SET work_mem = '9MB'; SAVEPOINT s1; SET LOCAL lock_timeout = 100;; SAVEPOINT s2; "
               "SET work_mem = '10MB'")
         ok(a, "ROLLBACK TO SAVEPOINT s2")
         assert ok(a, "SHOW work_mem") == [["9MB"]]
         ok(a, "COMMIT")
-        next_transaction_has("9MB")
+        work_mem_after_switch(a, b, "9MB")
 
 
 def test_settings_around_commit_and_rollback_in_one_request_keep_their_order(make_cluster):
@@ -1804,28 +1806,22 @@ def test_settings_around_commit_and_rollback_in_one_request_keep_their_order(mak
     # request fails after it (it was lost with the failed rest).
     c = tx_cluster(make_cluster, pool_size=2)
     with connect(c.shardgate.port) as a, connect(c.shardgate.port) as b:
-        def next_transaction_has(expected: str) -> None:
-            ok(b, "BEGIN")
-            ok(b, "SELECT 1")  # b holds the connection a used
-            assert ok(a, "SHOW work_mem") == [[expected]]
-            ok(b, "COMMIT")
-
         def batch(*statements: str) -> list[str]:
             a.send(b"".join(pgwire.parse("", sql) + pgwire.bind("", "") + pgwire.execute()
                             for sql in statements) + pgwire.sync())
             return error_codes(a.recv_until(b"Z"))
 
         assert batch("BEGIN", "SET work_mem = '7MB'", "ROLLBACK", "SET work_mem = '8MB'") == []
-        next_transaction_has("8MB")
+        work_mem_after_switch(a, b, "8MB")
         assert batch("BEGIN", "SET work_mem = '9MB'", "COMMIT", "SET work_mem = '10MB'", "SELECT 1/0") == ["22012"]
-        next_transaction_has("9MB")
+        work_mem_after_switch(a, b, "9MB")
         assert batch("ROLLBACK", "SET work_mem = '11MB'") == []
-        next_transaction_has("11MB")
+        work_mem_after_switch(a, b, "11MB")
         ok(a, "BEGIN; SET work_mem = '12MB'; ROLLBACK; SET work_mem = '13MB'")
-        next_transaction_has("13MB")
+        work_mem_after_switch(a, b, "13MB")
         a.send(pgwire.query("BEGIN; SET work_mem = '14MB'; COMMIT; SET work_mem = '15MB'; SELECT 1/0"))
         assert error_codes(a.recv_until(b"Z")) == ["22012"]
-        next_transaction_has("14MB")
+        work_mem_after_switch(a, b, "14MB")
 
 
 def test_input_over_the_buffer_limit_is_read_on_once_the_shard_has_taken_it(make_cluster):
