@@ -710,6 +710,20 @@ bool executesBoundPortal(char type, std::string_view payload, const std::string&
   auto execute = wire::Execute::decode(payload);
   return execute.ok() && execute->portal == portal;
 }
+
+// The portal a Bind names ("" for the unnamed one, or when the message is malformed: refused
+// later).
+std::string_view boundPortalName(std::string_view bind_payload) {
+  wire::PayloadReader reader(bind_payload);
+  std::string_view portal;
+  return reader.readCString(portal) ? portal : std::string_view();
+}
+
+// Postgres's error for a Bind of a named portal that exists (only the unnamed one is replaced).
+Error duplicatePortal(std::string_view portal) {
+  return Error::make(sqlstate::kDuplicateCursor,
+                     "portal \"" + std::string(portal) + "\" already exists");
+}
 }  // namespace
 
 Error ClientSession::notUtf8Statement() const {
@@ -1164,6 +1178,7 @@ void ClientSession::forgetTransactionRoute() {
   txn_begin_sql_.clear();
   txn_replay_sql_.clear();
   txn_savepoints_.clear();
+  named_portals_.clear();  // a transaction's portals end with it
 }
 
 // Gets the session onto `target`'s server: kReady when it is held and ready now; kWait when the
@@ -1324,6 +1339,15 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       }
     }
 
+    if (type == wire::fe::kClose && !named_portals_.empty()) {
+      // A closed portal's name may be bound again (read again after a wait: no matter).
+      wire::PayloadReader reader(frame.payload);
+      uint8_t kind = 0;
+      std::string_view name;
+      if (reader.readInt8(kind) && kind == 'P' && reader.readCString(name)) {
+        std::erase(named_portals_, name);
+      }
+    }
     if (!suspended_portals_.empty() || !bound_portals_.empty()) {
       const PortalStep step = continueKeptPortal(type, frame.payload);
       if (step == PortalStep::kWait) return used;
@@ -1453,6 +1477,13 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         continue;
       }
     } else if (type == wire::fe::kBind) {
+      if (const std::string_view portal = boundPortalName(frame.payload);
+          !portal.empty() && portalBound(portal)) {
+        // Bound earlier in the transaction, maybe on another shard's server or here.
+        used += frame.size;
+        refuseStatement(duplicatePortal(portal), /*extended_protocol=*/true);
+        continue;
+      }
       auto decision = routeBind(frame.payload);
       if (unnamed_parse_reply_pending_ &&
           (!decision.ok() || decision->kind != planner::RouteDecision::Kind::kShard ||
@@ -1495,6 +1526,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         multi_bound_ = std::make_unique<BoundMultiShard>();
         multi_bound_->decision = std::move(decision).value();
         multi_bound_->bind = std::move(bind).value();
+        notePortalBound(multi_bound_->bind.portal);
         std::string reply;
         wire::BindComplete{}.encode(reply);
         answer(std::move(reply));
@@ -2044,6 +2076,7 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
       if (!reader.readCString(portal) || !reader.readCString(name)) {
         return malformed(Error::fatal(sqlstate::kProtocolViolation, "invalid Bind message"));
       }
+      if (routing_) notePortalBound(portal);
       ++batch_binds_;
       if (!statement_settings_.empty()) settingsBound(name);
       if (bound_effects_) effectsBound(name);
@@ -2452,6 +2485,9 @@ void ClientSession::endReportedChanges(bool rolled_back, std::string& reply) {
 }
 
 void ClientSession::onServerCommandComplete(std::string_view tag) {
+  // ROLLBACK TO drops the portals bound since its savepoint: which ones is not kept, so a Bind of
+  // any name may follow (a duplicate of an older one then goes to the server to judge).
+  if (tag == "ROLLBACK" && !named_portals_.empty()) named_portals_.clear();
   // A statement noted by expectControl: the settings changed before it in its request settle
   // now (the rest of the request's at its ReadyForQuery), and it acts on them. The changes of a
   // transaction count from its COMMIT, also when COMMIT AND CHAIN begins the next one at once.
@@ -2932,6 +2968,7 @@ ClientSession::SpreadOutcome ClientSession::spreadSavepoint(const planner::Route
     if (!savepoint_marks_.empty()) savepoint_marks_.pop_back();
   } else {
     undoChangesSinceSavepoint();
+    named_portals_.clear();     // (see onServerCommandComplete)
     transaction_status_ = 'T';  // usable again
   }
   noteSavepoint(decision.transaction, decision.savepoint_name, changes_in_transaction_.size());
@@ -3423,9 +3460,7 @@ bool ClientSession::handleMultiShardBatchMessage(char type, std::string_view pay
       }
       if (!multi_bound_->executed && !multi_bound_->local_reply) keepBoundPortal();
       multi_bound_.reset();
-      refuseStatement(Error::make(sqlstate::kDuplicateCursor,
-                                  "portal \"" + std::string(portal) + "\" already exists"),
-                      /*extended_protocol=*/true);
+      refuseStatement(duplicatePortal(portal), /*extended_protocol=*/true);
       return true;
     }
     case wire::fe::kFlush:
@@ -3662,6 +3697,15 @@ void ClientSession::answerSync() {
 void ClientSession::dropPortals() {
   suspended_portals_.clear();
   bound_portals_.clear();
+  named_portals_.clear();
+}
+
+void ClientSession::notePortalBound(std::string_view portal) {
+  if (!portal.empty() && !portalBound(portal)) named_portals_.emplace_back(portal);
+}
+
+bool ClientSession::portalBound(std::string_view portal) const {
+  return std::find(named_portals_.begin(), named_portals_.end(), portal) != named_portals_.end();
 }
 
 uint64_t ClientSession::suspendedPortalBudget() const {

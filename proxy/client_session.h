@@ -561,6 +561,12 @@ class ClientSession final : public TcpConnection,
   bool answerMoveOnKeptPortal(std::string_view sql);
   // Multi-shard portals bound in an earlier batch of the transaction, not executed yet.
   std::vector<std::unique_ptr<BoundMultiShard>> bound_portals_;  // oldest first
+  // Routed: the named portals bound in the open transaction, on any shard's server or here. A
+  // second Bind of one gets 42P03, as on Postgres, wherever the first went (a server sees only
+  // its own). Forgotten at the transaction's end, at their Close, and at ROLLBACK TO.
+  std::vector<std::string> named_portals_;
+  void notePortalBound(std::string_view portal);
+  bool portalBound(std::string_view portal) const;
 
   std::vector<std::unique_ptr<ParkedServer>> parked_;
   // A COMMIT of a transaction over several shards is under way (see onDisconnect).

@@ -557,35 +557,36 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
 }
 
 planner::TransactionAction transactionControlOf(std::string_view sql) {
+  using Action = planner::TransactionAction;
   size_t i = 0;
-  if (!skipSqlSpaceAndComments(sql, i) || i == sql.size()) return planner::TransactionAction::kNone;
-  // SAVEPOINT, RELEASE, COMMIT, END, ROLLBACK, ABORT: most statements stop here.
-  switch (asciiLower(sql[i])) {
-    case 's':
-    case 'r':
-    case 'c':
-    case 'e':
-    case 'a':
-      break;
-    default:
-      return planner::TransactionAction::kNone;
-  }
-  constexpr size_t kLongest = 11;  // "transaction"
-  char words[3][kLongest];
-  std::string_view word[3];
-  for (size_t w = 0; w < 3; ++w) {
-    if (w > 0 && (!skipSqlSpaceAndComments(sql, i) || i == sql.size())) break;
+  // Up to `longest` letters of the next word, lower-cased into `buffer`; empty when there is
+  // none, or when it is longer (then it is none of the words looked for).
+  const auto next_word = [&](char* buffer, size_t longest) -> std::string_view {
+    if (!skipSqlSpaceAndComments(sql, i)) return {};
     size_t n = 0;
     while (i < sql.size() && isSqlIdentCont(sql[i])) {
-      if (n == kLongest)
-        return w == 0 ? planner::TransactionAction::kNone
-                      : transactionControlOfWords(word[0], word[1], {});
-      words[w][n++] = asciiLower(sql[i++]);
+      if (n == longest) return {};
+      buffer[n++] = asciiLower(sql[i++]);
     }
-    if (n == 0) break;
-    word[w] = std::string_view(words[w], n);
+    return {buffer, n};
+  };
+  constexpr size_t kLongestFirst = 9;  // "savepoint"
+  char first_buffer[kLongestFirst];
+  const std::string_view first = next_word(first_buffer, kLongestFirst);
+  // Every Bind of a statement comes here without routing: most stop at this first word.
+  if (first.empty() || first == "select" || first == "insert" || first == "update") {
+    return Action::kNone;
   }
-  return transactionControlOfWords(word[0], word[1], word[2]);
+  if (first != "commit" && first != "end" && first != "rollback" && first != "abort") {
+    return transactionControlOfWords(first, {}, {});  // SAVEPOINT, RELEASE or none
+  }
+  constexpr size_t kLongestNext = 11;  // "transaction"
+  char second_buffer[kLongestNext];
+  char third_buffer[kLongestNext];
+  const std::string_view second = next_word(second_buffer, kLongestNext);
+  const std::string_view third =
+      second.empty() ? std::string_view() : next_word(third_buffer, kLongestNext);
+  return transactionControlOfWords(first, second, third);
 }
 
 }  // namespace shardgate::proxy

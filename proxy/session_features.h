@@ -60,8 +60,8 @@ SessionEffects sessionEffectsOf(std::string_view sql);
 
 // What a statement does to the transaction block, by its first words: kCommit (COMMIT, END),
 // kRollback (ROLLBACK, ABORT), kRollbackTo, kSavepoint, kRelease; kNone for anything else, COMMIT
-// PREPARED and ROLLBACK PREPARED included (they end no transaction of the session's). Cheap: a
-// statement whose first word cannot be one of these is judged by its first letter.
+// PREPARED and ROLLBACK PREPARED included (they end no transaction of the session's). Cheap:
+// most statements are judged by their first word alone.
 planner::TransactionAction transactionControlOf(std::string_view sql);
 
 }  // namespace shardgate::proxy

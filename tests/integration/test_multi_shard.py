@@ -873,3 +873,33 @@ def test_prepared_statement_whose_result_changed_gets_postgres_error(ms):
             assert not pgwire.errors(ddl.recv_until(b"Z"))
         w.send(run)
         assert len(pgwire.data_rows(w.recv_until(b"Z"))) == 2
+
+
+def test_named_portal_bound_again_in_its_transaction_gets_42p03_wherever_it_lives(ms):
+    """A named portal bound on a shard's server and bound again in the same transaction for a
+    statement over both shards (answered by shardgate, or run on the other shard): Postgres fails
+    the second Bind with 42P03 and skips the rest of the batch. Each server sees only its own
+    portals, so shardgate keeps the names; the INSERT after the error must not run."""
+    k0, k1 = _key_on(ms, 0), _key_on(ms, 1)
+    fresh = USERS + 500  # no such user yet
+    keyed = pgwire.parse("s1", "SELECT id FROM users WHERE id = $1")
+    count = pgwire.parse("s2", "SELECT count(*) FROM users")
+    insert = (pgwire.parse("", "INSERT INTO users (id, name) VALUES ($1, 'p')") + pgwire.bind("", "", (str(fresh),))
+              + pgwire.execute())
+    close = pgwire.close("S", "s1") + pgwire.close("S", "s2")
+    batches = [
+        # Its second Bind over both shards.
+        [close + keyed + count + pgwire.bind("p2", "s1", (str(k0),)) + pgwire.execute("p2")
+         + pgwire.bind("p2", "s2") + pgwire.execute("p2") + insert + pgwire.sync()],
+        # In a transaction: bound in one batch, bound again in the next for the other shard.
+        [pgwire.query("BEGIN"),
+         close + keyed + pgwire.bind("p2", "s1", (str(k0),)) + pgwire.execute("p2") + pgwire.sync(),
+         pgwire.bind("p2", "s1", (str(k1),)) + pgwire.execute("p2") + insert + pgwire.sync(),
+         pgwire.query("ROLLBACK")],
+        # Closed, then bound again: no error.
+        [close + keyed + pgwire.bind("p2", "s1", (str(k0),)) + pgwire.execute("p2") + pgwire.close("P", "p2")
+         + pgwire.bind("p2", "s1", (str(k0),)) + pgwire.execute("p2") + pgwire.sync()],
+    ]
+    for batch in batches:
+        _same_as_shard_postgres(ms, batch)
+    assert fresh not in shard_users(ms, 0) | shard_users(ms, 1)
