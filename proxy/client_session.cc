@@ -719,6 +719,16 @@ std::string_view boundPortalName(std::string_view bind_payload) {
   return reader.readCString(portal) ? portal : std::string_view();
 }
 
+// Whether a statement that does `action` drops the named portals: COMMIT, ROLLBACK and PREPARE
+// TRANSACTION end the transaction with them (an implicit one too); ROLLBACK TO drops those bound
+// since its savepoint (which ones is not kept: all are forgotten, so that no Bind is refused
+// wrongly).
+bool endsPortals(planner::TransactionAction action) {
+  using Action = planner::TransactionAction;
+  return action == Action::kCommit || action == Action::kRollback || action == Action::kPrepare ||
+         action == Action::kRollbackTo;
+}
+
 // Postgres's error for a Bind of a named portal that exists (only the unnamed one is replaced).
 Error duplicatePortal(std::string_view portal) {
   return Error::make(sqlstate::kDuplicateCursor,
@@ -1485,6 +1495,10 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         continue;
       }
       auto decision = routeBind(frame.payload);
+      if (decision.ok() && endsPortals(decision->transaction)) {
+        // The transaction (or what ran since a savepoint) ends before the batch's next Bind.
+        named_portals_.clear();
+      }
       if (unnamed_parse_reply_pending_ &&
           (!decision.ok() || decision->kind != planner::RouteDecision::Kind::kShard ||
            decision->transaction != planner::TransactionAction::kNone || spreadTransaction())) {
@@ -1825,10 +1839,13 @@ Result<planner::RouteDecision> ClientSession::routeBind(std::string_view payload
   params.type_oids = *types;
   params.values = bind.params;
   auto decision = worker_.router().routeBound(*database_, **analysis, params, routeContext());
-  if (!decision.ok()) {
-    // Not routed for want of a value the Bind lacks: Postgres's error for that comes first.
+  // Not routed for want of a value the Bind lacks, or a statement shardgate may answer or run
+  // itself (transaction control, SET): Postgres's error for a wrong count comes first. (Others
+  // go to a server, which checks.)
+  if (!decision.ok() || decision->transaction != planner::TransactionAction::kNone ||
+      decision->changes_setting) {
     const size_t needed = statementParameterCount(*query, types->size());
-    if (bind.params.size() < needed) {
+    if (decision.ok() ? bind.params.size() != needed : bind.params.size() < needed) {
       return *parameterCountError(bind.params.size(), bind.statement, needed);
     }
   }

@@ -334,6 +334,11 @@ SCENARIOS: dict[str, list[Step]] = {
                                       S(ALL)],
     "parse-sel0-exec-no-values|sel0": [S(NPARSE("s1", sel("A0")), NEXEC("s1", replace(sel("A0"), params=())),
                                          sel("A0")), S(sel("A0"))],
+    # A COMMIT bound with values it has no parameters for, after a batch spread over both shards:
+    # Postgres fails the Bind (08P01), and the batch rolls back; it must not end the transaction.
+    "parse-commit|upd0-upd1-commit-with-values|all": [
+        S(NPARSE("s2", COMMIT)), S(upd("A0", "y"), upd("A1", "x"), NEXEC("s2", replace(COMMIT, params=("A1", "z")))),
+        S(ALL)],
     "parse-show|pipelined:dup0-bindshow|execshow": [
         S(NPARSE("s2", SHOW)), P(dup("A0"), NBIND("s2", SHOW)), S(NEXEC("s2", SHOW))],
     "parse-show|pipelined:bindshow|execshow": [S(NPARSE("s2", SHOW)), P(NBIND("s2", SHOW)), S(NEXEC("s2", SHOW))],

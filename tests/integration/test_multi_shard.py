@@ -896,6 +896,10 @@ def test_named_portal_bound_again_in_its_transaction_gets_42p03_wherever_it_live
          close + keyed + pgwire.bind("p2", "s1", (str(k0),)) + pgwire.execute("p2") + pgwire.sync(),
          pgwire.bind("p2", "s1", (str(k1),)) + pgwire.execute("p2") + insert + pgwire.sync(),
          pgwire.query("ROLLBACK")],
+        # COMMIT (of the batch's implicit transaction) in between ends the portal: no error.
+        [close + keyed + pgwire.bind("p2", "s1", (str(k0),)) + pgwire.execute("p2")
+         + pgwire.parse("", "COMMIT") + pgwire.bind("", "") + pgwire.execute()
+         + pgwire.bind("p2", "s1", (str(k0),)) + pgwire.execute("p2") + pgwire.sync()],
         # Closed, then bound again: no error.
         [close + keyed + pgwire.bind("p2", "s1", (str(k0),)) + pgwire.execute("p2") + pgwire.close("P", "p2")
          + pgwire.bind("p2", "s1", (str(k0),)) + pgwire.execute("p2") + pgwire.sync()],
