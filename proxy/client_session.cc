@@ -1055,13 +1055,21 @@ bool ClientSession::spreadBatch() {
 // shards that join it (transactionJoinSql), not only once the client's Sync is answered. Should
 // the batch fail later, its transaction rolls back and takes them with it.
 void ClientSession::settleBatchChangesSoFar() {
-  while (!changes_in_flight_.empty() && changes_in_flight_.front().ready_index == ready_sent_ + 1) {
-    auto& changes = changes_in_flight_.front().changes;
-    changes_in_transaction_.insert(changes_in_transaction_.end(),
-                                   std::make_move_iterator(changes.begin()),
-                                   std::make_move_iterator(changes.end()));
+  settleChangesOfRequest(ready_sent_ + 1);
+}
+
+void ClientSession::settleChangesOfRequest(uint64_t ready_index, uint64_t before_seq) {
+  while (!changes_in_flight_.empty() && changes_in_flight_.front().ready_index == ready_index &&
+         changes_in_flight_.front().seq < before_seq) {
+    joinTransactionChanges(changes_in_flight_.front().changes);
     changes_in_flight_.pop_front();
   }
+}
+
+void ClientSession::joinTransactionChanges(std::vector<SettingChange>& changes) {
+  changes_in_transaction_.insert(changes_in_transaction_.end(),
+                                 std::make_move_iterator(changes.begin()),
+                                 std::make_move_iterator(changes.end()));
 }
 
 // The batch's statements so far ran on the held server (which has answered them all), and it
@@ -2351,11 +2359,7 @@ void ClientSession::settleSettingChanges(char transaction_status) {
     auto changes = std::move(changes_in_flight_.front().changes);
     const bool ended_here = changes_in_flight_.front().ready_index == ready_received_;
     changes_in_flight_.pop_front();
-    if (ended_here && !request_failed_) {
-      changes_in_transaction_.insert(changes_in_transaction_.end(),
-                                     std::make_move_iterator(changes.begin()),
-                                     std::make_move_iterator(changes.end()));
-    }
+    if (ended_here && !request_failed_) joinTransactionChanges(changes);
   }
   if (rollback_seen_ && transaction_status == 'T') undoChangesSinceSavepoint();
   std::string restored;
@@ -2372,18 +2376,6 @@ void ClientSession::settleSettingChanges(char transaction_status) {
   if (!restored.empty()) send(restored);
   rollback_seen_ = false;
   request_failed_ = false;
-}
-
-void ClientSession::settleChangesBefore(uint64_t seq) {
-  while (!changes_in_flight_.empty() &&
-         changes_in_flight_.front().ready_index == ready_received_ + 1 &&
-         changes_in_flight_.front().seq < seq) {
-    auto& changes = changes_in_flight_.front().changes;
-    changes_in_transaction_.insert(changes_in_transaction_.end(),
-                                   std::make_move_iterator(changes.begin()),
-                                   std::make_move_iterator(changes.end()));
-    changes_in_flight_.pop_front();
-  }
 }
 
 // A COMMIT, ROLLBACK or savepoint statement noted by expectControl has run (its CommandComplete
@@ -2513,7 +2505,7 @@ void ClientSession::onServerCommandComplete(std::string_view tag) {
       answersControl(controls_in_flight_.front().action, tag)) {
     ControlInFlight op = std::move(controls_in_flight_.front());
     controls_in_flight_.erase(controls_in_flight_.begin());
-    settleChangesBefore(op.changes_seq);
+    settleChangesOfRequest(ready_received_ + 1, op.changes_seq);
     runTransactionControl(op.action, op.name, op.transaction_bound, tag);
     return;
   }
@@ -3037,9 +3029,7 @@ ClientSession::SpreadOutcome ClientSession::spreadSetting(const planner::RouteDe
     if (parked->server != nullptr) SessionSettings::noteSent(*parked->server, effects.changes);
   }
   reportParkedParameters(reply);
-  changes_in_transaction_.insert(changes_in_transaction_.end(),
-                                 std::make_move_iterator(effects.changes.begin()),
-                                 std::make_move_iterator(effects.changes.end()));
+  joinTransactionChanges(effects.changes);
   if (decision.resets_session) resetReadPreference();
   wire::CommandComplete{decision.setting_tag}.encode(reply);
   answerStatementHere(std::move(reply), extended);

@@ -328,9 +328,10 @@ class ClientSession final : public TcpConnection,
   // answers it, the settings changed before it in its request settle into the transaction first
   // (onServerCommandComplete).
   void expectControl(planner::TransactionAction action, std::string name, bool transaction_bound);
-  // The open request's settings changes sent before change entry `seq` ran: they join the
-  // transaction.
-  void settleChangesBefore(uint64_t seq);
+  // The settings changes of the request ending with ReadyForQuery number `ready_index` that were
+  // sent before change entry `before_seq` ran: they join the open transaction.
+  void settleChangesOfRequest(uint64_t ready_index, uint64_t before_seq = UINT64_MAX);
+  void joinTransactionChanges(std::vector<SettingChange>& changes);
   void runTransactionControl(planner::TransactionAction action, const std::string& name,
                              bool transaction_bound, std::string_view tag);
   void rollBackInRequest();
