@@ -600,14 +600,15 @@ size_t ServerConnection::unsentBytes() const {
 
 // Where the server has yet to answer a Parse of `statement` (of a client's or shardgate's): none,
 // in the request being sent, or in an earlier one (a ReadyForQuery is owed after it).
-ServerConnection::OwedParse ServerConnection::owedParseOf(
-    const PreparedStatement& statement) const {
+ServerConnection::OwedParse ServerConnection::owedParseOf(const PreparedStatement& statement,
+                                                          bool forwarded_only) const {
   bool ready_after = false;
   for (size_t i = replies_.size(); i-- > 0;) {
     const ExpectedReply& e = replies_[i];
     if (e.reply == Reply::kReadyForQuery && e.action != ReplyAction::kSynthesize) {
       ready_after = true;
     } else if (e.reply == Reply::kParseComplete && e.action != ReplyAction::kSynthesize &&
+               (!forwarded_only || e.action == ReplyAction::kForward) &&
                e.statement.get() == &statement) {
       return ready_after ? OwedParse::kEarlierRequest : OwedParse::kThisRequest;
     }

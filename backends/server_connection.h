@@ -173,6 +173,11 @@ class ServerConnection final : public TcpConnection {
   void ensurePrepared(const std::shared_ptr<PreparedStatement>& statement,
                       bool check_result = true);
   ServerStatementCache& statements() { return statements_; }
+  // Whether a request before the one being sent still owes the client's own Parse of
+  // `statement` (its answer forwarded to the client, not one of ensurePrepared's).
+  bool owesClientParseEarlier(const PreparedStatement& statement) const {
+    return owedParseOf(statement, /*forwarded_only=*/true) == OwedParse::kEarlierRequest;
+  }
   // Settings shardgate (or a client) set on this connection that Postgres does not report.
   std::map<std::string, std::string, std::less<>>& appliedSettings() {
     settings_tag_ = nullptr;  // the caller may change them
@@ -239,7 +244,8 @@ class ServerConnection final : public TcpConnection {
   // The Describe of a statement (the client's, or a check of ensurePrepared's) was answered.
   bool statementDescribed(char type, std::string_view payload, std::string& synthetic);
   enum class OwedParse : uint8_t { kNone, kThisRequest, kEarlierRequest };
-  OwedParse owedParseOf(const PreparedStatement& statement) const;
+  // forwarded_only: only the client's own Parse (its answer forwarded to the client).
+  OwedParse owedParseOf(const PreparedStatement& statement, bool forwarded_only = false) const;
   // A check was answered (or skipped): what was held back behind it goes to the server.
   void releaseHeld();
   // Pops the owed replies of requests the server skipped after an error (while `skipped` says

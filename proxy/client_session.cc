@@ -903,6 +903,82 @@ void ClientSession::answerParse(const std::string& name) {
   answer(std::move(reply));
 }
 
+// The client's Parse of statement `name`, on the held server under the statement's server name:
+// the server's ParseComplete or error is the client's answer. A server that has the statement
+// already is not asked again.
+void ClientSession::parseOnServer(const std::shared_ptr<backends::PreparedStatement>& statement,
+                                  const std::string& name) {
+  using backends::ExpectedReply;
+  using backends::Reply;
+  using backends::ReplyAction;
+  batch_open_ = true;  // (the Parse opens a batch on the server, as any extended message does)
+  if (server_->statements().has(statement->id())) {
+    server_->statements().touch(statement->id());
+    std::string reply;
+    wire::ParseComplete{}.encode(reply);
+    // With the statement and name: skipped after an earlier error, it defines nothing.
+    server_->expect(ExpectedReply{Reply::kParseComplete, ReplyAction::kSynthesize, statement, name,
+                                  std::move(reply)});
+    return;
+  }
+  server_->forward(statement->parseMessage());
+  server_->statements().add(statement);
+  server_->expect(ExpectedReply{Reply::kParseComplete, ReplyAction::kForward, statement, name, {}});
+}
+
+// A Bind or Describe of a named statement whose own Parse (the client's, answered by the server)
+// an earlier request still owes: whether that Parse succeeded decides whether the statement
+// exists (26000 if not, as on Postgres), so the message waits for the answer. True: waiting.
+bool ClientSession::awaitOwnParse(char type, std::string_view payload) {
+  if (server_ == nullptr || !server_->owesReplies() ||
+      (type != wire::fe::kBind && type != wire::fe::kDescribe)) {
+    return false;
+  }
+  wire::PayloadReader reader(payload);
+  std::string_view name;
+  uint8_t kind = 0;
+  const bool read = type == wire::fe::kBind
+                        ? reader.readCString(name) && reader.readCString(name)  // portal, statement
+                        : reader.readInt8(kind) && kind == 'S' && reader.readCString(name);
+  if (!read || name.empty()) return false;
+  auto statement = statements_.find(std::string(name));
+  if (statement == statements_.end() || !server_->owesClientParseEarlier(*statement->second)) {
+    return false;
+  }
+  awaiting_caught_up_ = true;
+  server_->notifyWhenCaughtUp();
+  return true;
+}
+
+// Where a routed session's named Parse is checked: a query (SELECT, INSERT, UPDATE, DELETE)
+// whose tables are all on the held server's shard, or on the default shard when no server is held
+// outside a transaction (every table is there: the sharded and reference tables are on every
+// shard). nullopt: answered here, unchecked (the statement's first Bind meets its errors), as
+// for other statements, which Postgres checks only when they run.
+std::optional<ClientSession::Target> ClientSession::parseCheckTarget(
+    const planner::QueryAnalysis& analysis) const {
+  using planner::StatementKind;
+  if (analysis.kind != StatementKind::kSelect && analysis.kind != StatementKind::kInsert &&
+      analysis.kind != StatementKind::kUpdate && analysis.kind != StatementKind::kDelete) {
+    return std::nullopt;
+  }
+  if (analysis.explain != planner::ExplainMode::kNone || analysis.unsupported) return std::nullopt;
+  const bool on_every_shard = std::none_of(
+      analysis.tables.begin(), analysis.tables.end(),
+      [](const auto& table) { return table.table_class == planner::TableClass::kUnsharded; });
+  if (server_ != nullptr) {
+    if (!current_target_ || batch_spread_) return std::nullopt;
+    if (on_every_shard || current_target_->shard == database_->default_shard) {
+      return current_target_;
+    }
+    return std::nullopt;
+  }
+  if (transaction_status_ != 'I' || !parked_.empty() || batch_spread_ || pinned_) {
+    return std::nullopt;
+  }
+  return Target{database_->default_shard, -1};
+}
+
 void ClientSession::refuseStatement(const Error& error, bool extended_protocol) {
   std::string reply;
   wire::writeError(reply, error);
@@ -1393,6 +1469,8 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       continue;
     }
 
+    if (awaitOwnParse(type, frame.payload)) return used;
+
     // Where does this message run?
     std::optional<Target> target;
     if (transaction_status_ == 'E' && server_ != nullptr && parked_.empty() &&
@@ -1596,6 +1674,15 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
                           /*extended_protocol=*/true);
           continue;
         }
+        // A named statement is parsed by a shard that has its tables, where one can be had, so
+        // that a missing table or column fails the Parse as on Postgres (not its first Bind).
+        const std::optional<Target> parse_target =
+            parse->name.empty() ? std::nullopt : parseCheckTarget(**analysis);
+        if (parse_target) {
+          const MoveOutcome move = moveTo(*parse_target, /*extended_protocol=*/true);
+          if (move == MoveOutcome::kWait) return used - frame.size;  // read again, unchanged
+          if (move == MoveOutcome::kRefused) continue;
+        }
         if (!worker_.sessionEffectFree(parse->query)) {
           // (Session pooling pins at Parse: a spread batch or transaction's end gives back the
           // connections it moved between, the one a Bind pinned among them.)
@@ -1611,6 +1698,8 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
             wire::peekTyped(data.substr(used), max_size, next) == wire::FrameStatus::kComplete &&
             next.type == wire::fe::kBind && bindsUnnamedStatement(next.payload)) {
           unnamed_parse_reply_pending_ = true;  // (drivers' Parse, Bind, Execute of a statement)
+        } else if (parse_target) {
+          parseOnServer(statements_.at(parse->name), parse->name);
         } else {
           answerParse(parse->name);
         }
@@ -1896,6 +1985,10 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
       run_start = used;
       continue;
     }
+    if (manage_statements_ && awaitOwnParse(type, frame.payload)) {
+      passRun(start);
+      return start;
+    }
     metrics_.clientMessage(type, frame.payload, *database_,
                            current_target_ ? current_target_->shard : database_->default_shard,
                            lastReadNs());
@@ -2078,19 +2171,7 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
         return true;
       }
       statements_.emplace(parse->name, statement);
-      if (server_->statements().has(statement->id())) {
-        server_->statements().touch(statement->id());
-        std::string reply;
-        wire::ParseComplete{}.encode(reply);
-        // With the statement and name: skipped after an earlier error, it defines nothing.
-        server_->expect(ExpectedReply{Reply::kParseComplete, ReplyAction::kSynthesize, statement,
-                                      parse->name, std::move(reply)});
-        return true;
-      }
-      server_->forward(statement->parseMessage());
-      server_->statements().add(statement);
-      server_->expect(
-          ExpectedReply{Reply::kParseComplete, ReplyAction::kForward, statement, parse->name, {}});
+      parseOnServer(statement, parse->name);
       return true;
     }
     case wire::fe::kBind: {

@@ -189,6 +189,10 @@ class ClientSession final : public TcpConnection,
   // ParseComplete for a Parse remembered here (routed databases), after what the held server
   // still owes: an error there skips it, and the client then does not have the statement.
   void answerParse(const std::string& name);
+  void parseOnServer(const std::shared_ptr<backends::PreparedStatement>& statement,
+                     const std::string& name);
+  std::optional<Target> parseCheckTarget(const planner::QueryAnalysis& analysis) const;
+  bool awaitOwnParse(char type, std::string_view payload);
   // The ParseComplete of an unnamed Parse whose Bind follows it at once, while it is not known
   // yet whether the shard that prepares it gives it (so that an error there replaces it, as on
   // Postgres), or shardgate must: answered before any reply of shardgate's own.

@@ -314,6 +314,15 @@ SCENARIOS: dict[str, list[Step]] = {
     "nocol0|count": [S(nocol("A0")), S(CNT)],
     "notable|count": [S(NOTABLE), S(CNT)],
     "pipelined:begin-div0|sel0|rollback": [P(BEGIN, div0("A0")), S(sel("A0")), S(ROLLBACK), S(ALL)],
+    # The same for a named statement's Parse: checked on the default shard when no shard is held,
+    # on the held one when it has the tables; the rest of the batch is skipped, and the name stays
+    # free.
+    "parse-nocol|count": [S(NPARSE("s1", nocol("A0"))), S(CNT)],
+    "parse-notable-ins0|all": [S(NPARSE("s1", NOTABLE), ins("B0")), S(ALL)],
+    "ins0-parse-nocol-ins1|all": [S(ins("B0"), NPARSE("s1", nocol("A1")), ins("B1")), S(ALL)],
+    "begin-ins1|parse-nocol|rollback": [S(BEGIN, ins("B1")), S(NPARSE("s1", nocol("A0"))), S(ROLLBACK), S(ALL)],
+    "pipelined:parse-nocol|exec|parse-exec": [
+        P(NPARSE("s1", nocol("A0"))), S(NEXEC("s1", sel("A0"))), S(NPARSE("s1", sel("A1")), NEXEC("s1", sel("A1")))],
     # A portal over both shards bound (not executed) after a statement on one: the batch is then
     # shardgate's transaction over shards, and a BEGIN after it is refused (it used to run on the
     # held server, which only warned, and the INSERT committed at the Sync).
@@ -709,9 +718,8 @@ def diff(a: Run, b: Run) -> str:
 def test_statement_the_server_rejects_is_not_kept(env: Env):
     """A named statement whose Parse Postgres rejects (a missing column) does not exist afterwards:
     binding it gets 26000, and the client may parse the name again (42P05 before, as if it
-    existed). shardgate answers a routed Parse itself and learns of the error when it prepares
-    the statement on a shard (here for the Describe). What each step ends with is compared with
-    Postgres; Postgres sends no ParseComplete before the error, shardgate does (not compared)."""
+    existed). shardgate checks the Parse on the default shard (no shard is held): its error comes
+    in place of the ParseComplete, as from Postgres."""
     bad = "SELECT nosuchcol FROM users WHERE id = $1"
     good = "SELECT name FROM users WHERE id = $1"
     key = str(env.keys["A1"])
@@ -727,6 +735,7 @@ def test_statement_the_server_rejects_is_not_kept(env: Env):
             for data in steps:
                 w.send(data)
                 msgs = w.recv_until(b"Z")
-                seen.append(([e.code for e in pgwire.errors(msgs)], pgwire.data_rows(msgs), msgs[-1].payload))
+                seen.append(([m.type for m in msgs], [e.code for e in pgwire.errors(msgs)], pgwire.data_rows(msgs),
+                             msgs[-1].payload))
             outcomes[side] = seen
     assert outcomes["shardgate"] == outcomes["postgres"], outcomes

@@ -1057,6 +1057,25 @@ def test_wire_pipeline_error_midway(make_cluster):
         assert pgwire.data_rows(th.exec_prepared(b, "b1")) == [["42"]]
 
 
+def test_statement_whose_parse_failed_does_not_exist_for_a_pipelined_bind(make_cluster):
+    """A named Parse that Postgres rejects, then in the same write (pipelined behind its Sync) a Bind
+    and a Describe of that name: Postgres answers them with 26000, as the statement was never made.
+    shardgate waits for the Parse's answer before it sends them (it would otherwise parse the text
+    again for the Bind and pass on that error)."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    with connect(c.shardgate.port) as a:
+        a.send(pgwire.parse("bad", "SELECT nosuchcol FROM pg_class") + pgwire.sync()
+               + pgwire.bind("", "bad") + pgwire.execute() + pgwire.sync()
+               + pgwire.describe("S", "bad") + pgwire.sync())
+        replies = [a.recv_until(b"Z") for _ in range(3)]
+        assert [error_codes(r) for r in replies] == [["42703"], ["26000"], ["26000"]], \
+            [describe_reply(r) for r in replies]
+        assert [pgwire.types(r) for r in replies] == ["EZ", "EZ", "EZ"]
+        # The name is free.
+        assert not pgwire.errors(th.prepare(a, "bad", "SELECT 7"))
+        assert pgwire.data_rows(th.exec_prepared(a, "bad")) == [["7"]]
+
+
 def test_parse_sent_after_the_error_was_read_is_skipped_too(make_cluster):
     """A pipeline fails, the client reads the error (it sent a Flush) and goes on with a named Parse
     before its Sync: Postgres skips that Parse too. shardgate must not count the statement as prepared
