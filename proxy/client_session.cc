@@ -989,6 +989,8 @@ void ClientSession::refuseStatement(const Error& error, bool extended_protocol) 
   if (server_ && (transaction_status_ != 'I' || batch_open_)) {
     sendOwnQuery("DO $$BEGIN RAISE EXCEPTION 'statement refused by shardgate'; END$$");
   }
+  // The batch's settings changes are undone with it (the server's Sync ends it).
+  if (server_ && extended_protocol) refused_request_ = ready_sent_ + 1;
   if (transaction_status_ != 'I') transaction_status_ = 'E';
   if (extended_protocol) {
     answer(std::move(reply));
@@ -2430,6 +2432,7 @@ void ClientSession::forwardSqlPrepared(std::string_view sql, std::string_view me
 // transaction, and a transaction's changes count once it commits.
 void ClientSession::settleSettingChanges(char transaction_status) {
   ++ready_received_;
+  if (refused_request_ == ready_received_) request_failed_ = true;
   std::erase_if(controls_in_flight_, [this](const ControlInFlight& op) {
     return op.ready_index <= ready_received_;  // not answered by the server: failed or skipped
   });

@@ -426,6 +426,9 @@ class ClientSession final : public TcpConnection,
   uint64_t ready_sent_ = 0;      // requests sent that end with ReadyForQuery
   uint64_t ready_received_ = 0;  // ReadyForQuery messages received
   bool request_failed_ = false;  // an ErrorResponse since the last ReadyForQuery
+  // The request (by the ReadyForQuery that ends it) in whose batch shardgate refused a statement
+  // itself: it failed as if the server had (0: none).
+  uint64_t refused_request_ = 0;
   // A server's error in the open extended batch: Postgres ignores every message up to the Sync,
   // and so does the session (both message loops). Not an error of an earlier request whose
   // ReadyForQuery is still owed (a failed batch's Sync, with the next batch pipelined behind

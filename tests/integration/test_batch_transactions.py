@@ -98,6 +98,10 @@ def nocol(k):  # Postgres rejects its Parse (42703) on k's shard
     return St("SELECT nosuchcol FROM users WHERE id = $1", (k,), shards=_sh(k))
 
 
+def timeout_on(k):  # the session's statement_timeout as k's shard has it
+    return St("SELECT current_setting('statement_timeout') FROM users WHERE id = $1", (k,), shards=_sh(k))
+
+
 NOTABLE = St("SELECT id FROM nosuchtable WHERE id = $1", ("1",))  # 42P01 at Parse, on the default shard
 
 
@@ -190,6 +194,11 @@ SCENARIOS: dict[str, list[Step]] = {
     "ins0-ins1-flush|dup0-flush|ins1-sync": [F(ins("B0"), ins("B1")), F(dup("A0")), S(ins("C1")), S(ALL)],
     "set-ins0-ins1|show": [S(SET7, ins("B0"), ins("B1")), S(SHOW)],
     "set-ins0|show": [S(SET7, ins("B0")), S(SHOW)],
+    # A batch shardgate fails itself (a Bind of a statement that does not exist) undoes its SET too,
+    # also for the connections a multi-shard statement brings in line with the session afterwards.
+    "set-bindmissing|count|show": [S(SET7, NEXEC("nosuch", sel("A0"))), S(CNT), S(timeout_on("A0")),
+                                   S(timeout_on("A1")), S(SHOW)],
+    "set-ins1-bindmissing|count|show": [S(SET7, ins("B1"), NEXEC("nosuch", sel("A0"))), S(CNT), S(SHOW), S(ALL)],
     "set-ins1|show": [S(SET7, ins("B1")), S(SHOW)],
     "ins0-ins1-set|show": [S(ins("B0"), ins("B1"), SET7), S(SHOW), S(ALL)],
     # Settings once the transaction runs on both shards (each shard runs them).
