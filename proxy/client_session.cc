@@ -729,6 +729,13 @@ bool endsPortals(planner::TransactionAction action) {
          action == Action::kRollbackTo;
 }
 
+// Errors Postgres gives a Bind before it makes the portal, so before 42P03 for a name in use: no
+// such statement, or not as many values as it has parameters.
+bool failsBeforeItsPortal(const Error& error) {
+  return error.sqlstate == sqlstate::kInvalidStatementName ||
+         error.sqlstate == sqlstate::kProtocolViolation;
+}
+
 // Postgres's error for a Bind of a named portal that exists (only the unnamed one is replaced).
 Error duplicatePortal(std::string_view portal) {
   return Error::make(sqlstate::kDuplicateCursor,
@@ -1413,6 +1420,9 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       close();
       return data.size();
     }
+    if (type == wire::fe::kSync && transaction_status_ == 'I' && !batch_began_transaction_) {
+      named_portals_.clear();  // the batch's implicit transaction ends here, and its portals
+    }
     if (batch_spread_ && type == wire::fe::kSync) {
       if (!endSpreadBatch()) return used;
       used += frame.size;
@@ -1575,14 +1585,15 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         continue;
       }
     } else if (type == wire::fe::kBind) {
-      if (const std::string_view portal = boundPortalName(frame.payload);
-          !portal.empty() && portalBound(portal)) {
-        // Bound earlier in the transaction, maybe on another shard's server or here.
+      const std::string_view portal = boundPortalName(frame.payload);
+      // (Bound earlier in the transaction, maybe on another shard's server or here.)
+      const bool portal_in_use = !portal.empty() && portalBound(portal);
+      auto decision = routeBind(frame.payload, /*check_count=*/portal_in_use);
+      if (portal_in_use && (decision.ok() || !failsBeforeItsPortal(decision.error()))) {
         used += frame.size;
         refuseStatement(duplicatePortal(portal), /*extended_protocol=*/true);
         continue;
       }
-      auto decision = routeBind(frame.payload);
       if (decision.ok() && endsPortals(decision->transaction)) {
         // The transaction (or what ran since a savepoint) ends before the batch's next Bind.
         named_portals_.clear();
@@ -1918,7 +1929,8 @@ void ClientSession::rememberParse(const wire::Parse& parse) {
 }
 
 // Routes a Bind with its parameter values, through the statement's cached analysis.
-Result<planner::RouteDecision> ClientSession::routeBind(std::string_view payload) {
+Result<planner::RouteDecision> ClientSession::routeBind(std::string_view payload,
+                                                        bool check_count) {
   // Every execution of a prepared statement comes here: the Bind is read as views into the
   // payload, into the worker's scratch vectors, so routing it allocates nothing of its own.
   Worker::BindScratch& scratch = worker_.bindScratch();
@@ -1939,9 +1951,9 @@ Result<planner::RouteDecision> ClientSession::routeBind(std::string_view payload
   params.values = bind.params;
   auto decision = worker_.router().routeBound(*database_, **analysis, params, routeContext());
   // Not routed for want of a value the Bind lacks, or a statement shardgate may answer or run
-  // itself (transaction control, SET): Postgres's error for a wrong count comes first. (Others
-  // go to a server, which checks.)
-  if (!decision.ok() || decision->transaction != planner::TransactionAction::kNone ||
+  // itself (transaction control, SET), or refuse (check_count): Postgres's error for a wrong
+  // count comes first. (Others go to a server, which checks.)
+  if (check_count || !decision.ok() || decision->transaction != planner::TransactionAction::kNone ||
       decision->changes_setting) {
     const size_t needed = statementParameterCount(*query, types->size());
     if (decision.ok() ? bind.params.size() != needed : bind.params.size() < needed) {

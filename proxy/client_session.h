@@ -160,7 +160,7 @@ class ClientSession final : public TcpConnection,
   Target targetFor(const planner::RouteDecision& decision);
   bool handleDecision(const planner::RouteDecision& decision, std::string_view sql,
                       bool extended_protocol, std::optional<Target>& target);
-  Result<planner::RouteDecision> routeBind(std::string_view payload);
+  Result<planner::RouteDecision> routeBind(std::string_view payload, bool check_count = false);
   // kReady: the server is held and in line; kWait: the message is read again once the session can
   // go on; kRefused: the statement was answered with an error (see moveTo).
   enum class MoveOutcome { kReady, kWait, kRefused };

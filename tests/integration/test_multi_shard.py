@@ -903,6 +903,18 @@ def test_named_portal_bound_again_in_its_transaction_gets_42p03_wherever_it_live
         # Closed, then bound again: no error.
         [close + keyed + pgwire.bind("p2", "s1", (str(k0),)) + pgwire.execute("p2") + pgwire.close("P", "p2")
          + pgwire.bind("p2", "s1", (str(k0),)) + pgwire.execute("p2") + pgwire.sync()],
+        # Two implicit transactions in one write, each binding it: the first's Sync ended its
+        # portal, though its ReadyForQuery had not come back yet: no error.
+        [close + keyed + pgwire.bind("p2", "s1", (str(k0),)) + pgwire.execute("p2") + pgwire.sync()
+         + pgwire.bind("p2", "s1", (str(k0),)) + pgwire.execute("p2") + pgwire.sync(), b""],
+        # Bound again in its transaction, with a statement that does not exist or too few values:
+        # Postgres checks those before the portal's name (26000, 08P01).
+        [pgwire.query("BEGIN"),
+         close + keyed + pgwire.bind("p2", "s1", (str(k0),)) + pgwire.execute("p2") + pgwire.sync(),
+         pgwire.bind("p2", "nosuch") + pgwire.execute("p2") + pgwire.sync(), pgwire.query("ROLLBACK")],
+        [pgwire.query("BEGIN"),
+         close + keyed + pgwire.bind("p2", "s1", (str(k0),)) + pgwire.execute("p2") + pgwire.sync(),
+         pgwire.bind("p2", "s1") + pgwire.execute("p2") + pgwire.sync(), pgwire.query("ROLLBACK")],
     ]
     for batch in batches:
         _same_as_shard_postgres(ms, batch)
