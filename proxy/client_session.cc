@@ -1598,7 +1598,13 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         // The transaction (or what ran since a savepoint) ends before the batch's next Bind.
         named_portals_.clear();
       }
-      if (unnamed_parse_reply_pending_ &&
+      // A statement over several shards is answered here, its ParseComplete with its Bind's
+      // answer (answer()); not before, as it may wait for owed replies first, which may say that
+      // the transaction failed (then the Bind goes to the server, whose Parse fails, with 25P02).
+      const bool answered_with_bind = decision.ok() &&
+                                      decision->kind == planner::RouteDecision::Kind::kMultiShard &&
+                                      !spreadTransaction() && !beginsInSpreadBatch(*decision);
+      if (unnamed_parse_reply_pending_ && !answered_with_bind &&
           (!decision.ok() || decision->kind != planner::RouteDecision::Kind::kShard ||
            decision->transaction != planner::TransactionAction::kNone || spreadTransaction())) {
         // Only a statement passed to one shard has its Parse sent there with its Bind.

@@ -323,6 +323,7 @@ SCENARIOS: dict[str, list[Step]] = {
     "nocol0|count": [S(nocol("A0")), S(CNT)],
     "notable|count": [S(NOTABLE), S(CNT)],
     "pipelined:begin-div0|sel0|rollback": [P(BEGIN, div0("A0")), S(sel("A0")), S(ROLLBACK), S(ALL)],
+    "pipelined:begin-div0|count|rollback": [P(BEGIN, div0("A0")), S(CNT), S(ROLLBACK), S(ALL)],
     # The same for a named statement's Parse: checked on the default shard when no shard is held,
     # on the held one when it has the tables; the rest of the batch is skipped, and the name stays
     # free.
