@@ -2,7 +2,7 @@
 
 Run it through tests/bench/passthrough.sh (which makes the work directory and cleans up). Settings come
 from the environment:
-  BENCH_SECONDS (10)  seconds per pgbench run        BENCH_RUNS (3)      runs per (mode, clients, target)
+  BENCH_SECONDS (10)  seconds per pgbench run        BENCH_RUNS (5)      runs per (mode, clients, target)
   BENCH_CLIENTS ("1 8 32")                            BENCH_MODES ("simple extended prepared")
   BENCH_SCALE (10)    pgbench -i scale               BENCH_POOL_SIZE (20) pool size of both proxies
   BENCH_THREADS (2)   pgbench -j (at most the client count)
@@ -39,7 +39,7 @@ def pgbouncer_version() -> str:
 def main() -> int:
     benchlib.exit_on_signals()
     seconds = benchlib.env_int("BENCH_SECONDS", 10)
-    runs = benchlib.env_int("BENCH_RUNS", 3)
+    runs = benchlib.env_int("BENCH_RUNS", 5)
     clients = [int(c) for c in benchlib.env_list("BENCH_CLIENTS", ["1", "8", "32"])]
     modes = benchlib.env_list("BENCH_MODES", list(MODES))
     scale = benchlib.env_int("BENCH_SCALE", 10)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pass-through benchmark (make bench): pgbench -S against Postgres, PgBouncer and shardgate; see passthrough.py.
 #
-#   tests/bench/passthrough.sh                              # full run: 3 runs x 10 s per point (~15 min)
+#   tests/bench/passthrough.sh                              # full run: 5 runs x 10 s per point (~25 min)
 #   BENCH_SECONDS=2 BENCH_RUNS=1 tests/bench/passthrough.sh # quick check
 #
 # Environment: SHARDGATE_BIN (default build/shardgate), BENCH_SECONDS, BENCH_RUNS, BENCH_CLIENTS, BENCH_MODES,

@@ -24,7 +24,7 @@ Targets, each in turn (the order rotates every run):
                own pool) with all statements on one server. Its TPS over the pass-through's is what
                routing costs apart from splitting the statements over two servers; its pool size is
                BENCH_POOL_SIZE, as only one shard is used
-Settings (environment): BENCH_SECONDS (10), BENCH_RUNS (3), BENCH_CLIENTS ("1 8 32"),
+Settings (environment): BENCH_SECONDS (10), BENCH_RUNS (5), BENCH_CLIENTS ("1 8 32"),
 BENCH_ROUTED_MODES ("simple prepared"), BENCH_SCALE (10), BENCH_POOL_SIZE (20), BENCH_THREADS (2),
 BENCH_SHARDGATE_WORKERS (1; 0 = one per core).
 Progress goes to stderr; stdout gets the report, whose last lines are one
@@ -145,7 +145,7 @@ def start_and_load(single, sharded, scale: int, before_split=None) -> benchlib.p
 def main() -> int:
     benchlib.exit_on_signals()
     seconds = benchlib.env_int("BENCH_SECONDS", 10)
-    runs = benchlib.env_int("BENCH_RUNS", 3)
+    runs = benchlib.env_int("BENCH_RUNS", 5)
     clients = [int(c) for c in benchlib.env_list("BENCH_CLIENTS", ["1", "8", "32"])]
     modes = benchlib.env_list("BENCH_ROUTED_MODES", ["simple", "prepared"])
     scale = benchlib.env_int("BENCH_SCALE", 10)

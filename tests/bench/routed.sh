@@ -2,7 +2,7 @@
 # Routed-statement benchmark (make bench): keyed pgbench_accounts reads through shardgate over two hash
 # shards, against shardgate in front of one server (pass-through) and Postgres; see routed.py.
 #
-#   tests/bench/routed.sh                                   # full run: 3 runs x 10 s per point (~10 min)
+#   tests/bench/routed.sh                                   # full run: 5 runs x 10 s per point (~25 min)
 #   BENCH_SECONDS=2 BENCH_RUNS=1 tests/bench/routed.sh      # quick check
 #
 # Environment: SHARDGATE_BIN (default build/shardgate), BENCH_SECONDS, BENCH_RUNS, BENCH_CLIENTS,
