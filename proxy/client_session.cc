@@ -2077,6 +2077,7 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
         }
         break;
       case wire::fe::kExecute:
+        if (!bound_settings_.empty()) settingsExecuted(frame.payload);
         server_->expect(backends::Reply::kExecution);
         break;
       case wire::fe::kFlush:
@@ -2204,7 +2205,7 @@ bool ClientSession::forwardStatementMessage(char type, std::string_view message,
       }
       if (routing_) notePortalBound(portal);
       ++batch_binds_;
-      if (!statement_settings_.empty()) settingsBound(name);
+      if (!statement_settings_.empty() || !bound_settings_.empty()) settingsBound(name, portal);
       if (bound_effects_) effectsBound(name);
       // (A routed session notes them when routing them.)
       if (name.empty()) {
@@ -2388,11 +2389,25 @@ void ClientSession::expectControl(planner::TransactionAction action, std::string
       {ready_sent_ + 1, action, std::move(name), change_entries_sent_, transaction_bound});
 }
 
-void ClientSession::settingsBound(std::string_view statement_name) {
+void ClientSession::settingsBound(std::string_view statement_name, std::string_view portal) {
+  // (The Bind replaces the unnamed portal; a named one bound again fails, as would its Execute.)
+  std::erase_if(bound_settings_, [&](const auto& entry) { return entry.first == portal; });
   auto it = statement_settings_.find(std::string(statement_name));
   if (it == statement_settings_.end()) return;
-  // Counted if the batch's Sync finds no error (a Bind that is never executed is taken as run).
-  applySessionEffects({}, it->second);
+  bound_settings_.emplace_back(std::string(portal), it->second);
+}
+
+// A SET bound and never executed changes nothing on Postgres: its changes count at the Execute.
+void ClientSession::settingsExecuted(std::string_view execute_payload) {
+  wire::PayloadReader reader(execute_payload);
+  std::string_view portal;
+  if (!reader.readCString(portal)) return;
+  auto entry = std::find_if(bound_settings_.begin(), bound_settings_.end(),
+                            [&](const auto& bound) { return bound.first == portal; });
+  if (entry == bound_settings_.end()) return;
+  // Counted if the batch's Sync finds no error.
+  applySessionEffects({}, std::move(entry->second));
+  bound_settings_.erase(entry);
 }
 
 // PREPARE / EXECUTE / DEALLOCATE under transaction pooling: client names become the shared
@@ -3804,6 +3819,7 @@ void ClientSession::answerSync() {
 }
 
 void ClientSession::dropPortals() {
+  bound_settings_.clear();
   suspended_portals_.clear();
   bound_portals_.clear();
   named_portals_.clear();

@@ -315,10 +315,11 @@ class ClientSession final : public TcpConnection,
   // changes (kept once its transaction commits).
   void applySessionEffects(std::string pin_reason, std::vector<SettingChange> changes);
   // Parse in the extended protocol: a statement's effects happen where it is bound. Pinning
-  // features pin now; the settings a SET changes are remembered by statement and count at each
-  // Bind of it (settingsBound).
+  // features pin now; the settings a SET changes are remembered by statement, by portal at each
+  // Bind of it (settingsBound), and count at each Execute of that portal (settingsExecuted).
   void noteParsedEffects(const std::string& name, SessionEffects effects, bool pin_at_bind);
-  void settingsBound(std::string_view statement_name);
+  void settingsBound(std::string_view statement_name, std::string_view portal);
+  void settingsExecuted(std::string_view execute_payload);
   void effectsBound(std::string_view statement_name);
   void forgetStatementEffects(const std::string& name);
   // A statement that ends the transaction or acts on a savepoint, bound in a batch: the
@@ -385,6 +386,8 @@ class ClientSession final : public TcpConnection,
   // The statements (by name, "" for the unnamed one) that SET settings, and what they set
   // (pgjdbc sends SET extra_float_digits this way at connect). Usually empty.
   std::unordered_map<std::string, std::vector<SettingChange>> statement_settings_;
+  // Portals bound to such a statement, with its changes, until executed.
+  std::vector<std::pair<std::string, std::vector<SettingChange>>> bound_settings_;
   // Effects of prepared statements that take hold when they are bound. pins: a routed session's
   // statements that pin it (LISTEN, WITH HOLD cursors, ...), pinned to the connection their Bind
   // goes to (at Parse it may hold another shard's). resets: statements that RESET or DISCARD ALL

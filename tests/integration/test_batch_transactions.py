@@ -198,6 +198,11 @@ SCENARIOS: dict[str, list[Step]] = {
     # also for the connections a multi-shard statement brings in line with the session afterwards.
     "set-bindmissing|count|show": [S(SET7, NEXEC("nosuch", sel("A0"))), S(CNT), S(timeout_on("A0")),
                                    S(timeout_on("A1")), S(SHOW)],
+    # A SET bound and never executed changes nothing; executed, it does.
+    "bindset|count|show": [S(NPARSE("s1", SET7), NBIND("s1", SET7)), S(CNT), S(timeout_on("A0")),
+                           S(timeout_on("A1")), S(SHOW)],
+    "parse-exec-set|count|show": [S(NPARSE("s1", SET7), NEXEC("s1", SET7)), S(CNT), S(timeout_on("A0")),
+                                  S(timeout_on("A1")), S(SHOW)],
     "set-ins1-bindmissing|count|show": [S(SET7, ins("B1"), NEXEC("nosuch", sel("A0"))), S(CNT), S(SHOW), S(ALL)],
     "set-ins1|show": [S(SET7, ins("B1")), S(SHOW)],
     "ins0-ins1-set|show": [S(ins("B0"), ins("B1"), SET7), S(SHOW), S(ALL)],
