@@ -2005,7 +2005,8 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
       run_start = used;
       continue;
     }
-    if (manage_statements_ && awaitOwnParse(type, frame.payload)) {
+    // (A routed session checked before routing the message: routeClientMessages.)
+    if (manage_statements_ && !routing_ && awaitOwnParse(type, frame.payload)) {
       passRun(start);
       return start;
     }

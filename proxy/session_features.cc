@@ -557,7 +557,6 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
 }
 
 planner::TransactionAction transactionControlOf(std::string_view sql) {
-  using Action = planner::TransactionAction;
   size_t i = 0;
   // Up to `longest` letters of the next word, lower-cased into `buffer`; empty when there is
   // none, or when it is longer (then it is none of the words looked for).
@@ -574,9 +573,6 @@ planner::TransactionAction transactionControlOf(std::string_view sql) {
   char first_buffer[kLongestFirst];
   const std::string_view first = next_word(first_buffer, kLongestFirst);
   // Every Bind of a statement comes here without routing: most stop at this first word.
-  if (first.empty() || first == "select" || first == "insert" || first == "update") {
-    return Action::kNone;
-  }
   if (first != "commit" && first != "end" && first != "rollback" && first != "abort") {
     return transactionControlOfWords(first, {}, {});  // SAVEPOINT, RELEASE or none
   }
