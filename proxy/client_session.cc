@@ -935,8 +935,8 @@ void ClientSession::parseOnServer(const std::shared_ptr<backends::PreparedStatem
 
 // A Bind or Describe of a named statement whose own Parse (the client's, answered by the server)
 // an earlier request still owes: whether that Parse succeeded decides whether the statement
-// exists (26000 if not, as on Postgres), so the message waits for the answer. True: waiting.
-bool ClientSession::awaitOwnParse(char type, std::string_view payload) {
+// exists (26000 if not, as on Postgres), so the message must wait for the answer.
+bool ClientSession::owesOwnParse(char type, std::string_view payload) const {
   if (server_ == nullptr || !server_->owesReplies() ||
       (type != wire::fe::kBind && type != wire::fe::kDescribe)) {
     return false;
@@ -949,12 +949,7 @@ bool ClientSession::awaitOwnParse(char type, std::string_view payload) {
                         : reader.readInt8(kind) && kind == 'S' && reader.readCString(name);
   if (!read || name.empty()) return false;
   auto statement = statements_.find(std::string(name));
-  if (statement == statements_.end() || !server_->owesClientParseEarlier(*statement->second)) {
-    return false;
-  }
-  awaiting_caught_up_ = true;
-  server_->notifyWhenCaughtUp();
-  return true;
+  return statement != statements_.end() && server_->owesClientParseEarlier(*statement->second);
 }
 
 // Where a routed session's named Parse is checked: a query (SELECT, INSERT, UPDATE, DELETE)
@@ -1481,7 +1476,8 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       continue;
     }
 
-    if (awaitOwnParse(type, frame.payload)) return used;
+    // (awaitOwedReplies flushes the batch this message is in, which has no Sync yet.)
+    if (owesOwnParse(type, frame.payload) && awaitOwedReplies()) return used;
 
     // Where does this message run?
     std::optional<Target> target;
@@ -1600,14 +1596,22 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       }
       // A statement over several shards is answered here, its ParseComplete with its Bind's
       // answer (answer()); not before, as it may wait for owed replies first, which may say that
-      // the transaction failed (then the Bind goes to the server, whose Parse fails, with 25P02).
-      const bool answered_with_bind = decision.ok() &&
-                                      decision->kind == planner::RouteDecision::Kind::kMultiShard &&
-                                      !spreadTransaction() && !beginsInSpreadBatch(*decision);
+      // the transaction failed (then its Parse fails with 25P02: on the server it goes to, or
+      // here in a transaction over shards).
+      const bool answered_with_bind =
+          decision.ok() && decision->kind == planner::RouteDecision::Kind::kMultiShard;
+      if (unnamed_parse_reply_pending_ && transaction_status_ == 'E' && decision.ok() &&
+          !endsTransaction(decision->transaction)) {
+        // The transaction failed before this batch (as the replies waited for have told): Postgres
+        // refuses the statement's Parse with 25P02, so no ParseComplete.
+        unnamed_parse_reply_pending_ = false;
+      }
       if (unnamed_parse_reply_pending_ && !answered_with_bind &&
           (!decision.ok() || decision->kind != planner::RouteDecision::Kind::kShard ||
-           decision->transaction != planner::TransactionAction::kNone || spreadTransaction())) {
-        // Only a statement passed to one shard has its Parse sent there with its Bind.
+           decision->transaction != planner::TransactionAction::kNone)) {
+        // Only a statement passed to one shard has its Parse sent there with its Bind (also in a
+        // transaction over shards, which may have begun at this very Bind: its Parse's error,
+        // or the 25P02 of a failed transaction, then comes without a ParseComplete first).
         answerPendingUnnamedParse();
       }
       if (!decision.ok()) {
@@ -2006,9 +2010,9 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
       continue;
     }
     // (A routed session checked before routing the message: routeClientMessages.)
-    if (manage_statements_ && !routing_ && awaitOwnParse(type, frame.payload)) {
-      passRun(start);
-      return start;
+    if (manage_statements_ && !routing_ && owesOwnParse(type, frame.payload)) {
+      passRun(start);  // before the wait's Flush, which must make the server answer them too
+      if (awaitOwedReplies()) return start;
     }
     metrics_.clientMessage(type, frame.payload, *database_,
                            current_target_ ? current_target_->shard : database_->default_shard,
@@ -3014,6 +3018,7 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     return spreadSavepoint(decision, extended);
   }
   if (transaction_status_ == 'E') {
+    unnamed_parse_reply_pending_ = false;  // Postgres refuses the statement's Parse already
     refuseStatement(Error::make("25P02",
                                 "current transaction is aborted, commands ignored until end of "
                                 "transaction block"),

@@ -192,7 +192,7 @@ class ClientSession final : public TcpConnection,
   void parseOnServer(const std::shared_ptr<backends::PreparedStatement>& statement,
                      const std::string& name);
   std::optional<Target> parseCheckTarget(const planner::QueryAnalysis& analysis) const;
-  bool awaitOwnParse(char type, std::string_view payload);
+  bool owesOwnParse(char type, std::string_view payload) const;
   // The ParseComplete of an unnamed Parse whose Bind follows it at once, while it is not known
   // yet whether the shard that prepares it gives it (so that an error there replaces it, as on
   // Postgres), or shardgate must: answered before any reply of shardgate's own.

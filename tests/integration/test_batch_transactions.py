@@ -327,8 +327,17 @@ SCENARIOS: dict[str, list[Step]] = {
     # batch pipelined behind a failed transaction's (25P02 at its Parse).
     "nocol0|count": [S(nocol("A0")), S(CNT)],
     "notable|count": [S(NOTABLE), S(CNT)],
+    "upd0-nocol1|all": [S(upd("A0", "x"), nocol("A1")), S(ALL)],
+    "begin-upd0-nocol1|rollback": [S(BEGIN, upd("A0", "x"), nocol("A1")), S(ROLLBACK), S(ALL)],
     "pipelined:begin-div0|sel0|rollback": [P(BEGIN, div0("A0")), S(sel("A0")), S(ROLLBACK), S(ALL)],
     "pipelined:begin-div0|count|rollback": [P(BEGIN, div0("A0")), S(CNT), S(ROLLBACK), S(ALL)],
+    # A batch pipelined behind a failure in a transaction over shards: 25P02 at its Parse.
+    "pipelined:begin-count-mdiv0|all|rollback": [S(BEGIN, CNT), P(MDIV0), S(ALL), S(ROLLBACK), S(ALL)],
+    "pipelined:begin-all|div0|all|rollback": [S(BEGIN, ALL), P(div0("A0")), S(ALL), S(ROLLBACK), S(ALL)],
+    "pipelined:begin-ins0-ins1-div0|sel1|rollback": [
+        S(BEGIN, ins("B0"), ins("B1")), P(div0("A0")), S(sel("A1")), S(ROLLBACK), S(ALL)],
+    "begin-ins0-ins1-div0|sel1|rollback": [
+        S(BEGIN, ins("B0"), ins("B1")), S(div0("A0")), S(sel("A1")), S(ROLLBACK), S(ALL)],
     # The same for a named statement's Parse: checked on the default shard when no shard is held,
     # on the held one when it has the tables; the rest of the batch is skipped, and the name stays
     # free.
@@ -341,6 +350,12 @@ SCENARIOS: dict[str, list[Step]] = {
     # A portal over both shards bound (not executed) after a statement on one: the batch is then
     # shardgate's transaction over shards, and a BEGIN after it is refused (it used to run on the
     # held server, which only warned, and the INSERT committed at the Sync).
+    # A named Parse checked on the default shard, pipelined before a batch that begins a
+    # transaction and runs the statement on the other shard (it used to hang).
+    "pipelined:parse|begin-exec1|rollback": [
+        P(NPARSE("s1", ins("B1"))), S(BEGIN, NEXEC("s1", ins("B1"))), S(ROLLBACK), S(ALL)],
+    "pipelined:parse|begin-exec1|commit": [
+        P(NPARSE("s1", ins("B1"))), S(BEGIN, NEXEC("s1", ins("B1"))), S(COMMIT), S(ALL)],
     "sel0-bindcount-begin-ins0|rollback": [
         S(sel("A0"), NPARSE("s1", CNT), NBIND("s1", CNT), BEGIN, ins("B0")), S(ROLLBACK), S(ALL)],
     "sel1-bindmupd-begin-ins0|rollback": [

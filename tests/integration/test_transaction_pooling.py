@@ -1076,6 +1076,27 @@ def test_statement_whose_parse_failed_does_not_exist_for_a_pipelined_bind(make_c
         assert pgwire.data_rows(th.exec_prepared(a, "bad")) == [["7"]]
 
 
+def test_pipelined_bind_waiting_for_its_parse_inside_an_unsynced_batch_does_not_hang(make_cluster):
+    """The same wait, but the Bind comes after a BEGIN of its own batch, which has no Sync yet when
+    shardgate waits: the server keeps that batch's replies until a Flush or Sync, so shardgate must
+    flush it to see the Parse's answer (it used to wait for ever)."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    for name, sql, want in (("good", "SELECT 7", None), ("bad", "SELECT nosuchcol FROM pg_class", "26000")):
+        with connect(c.shardgate.port) as a:
+            a.send(pgwire.parse(name, sql) + pgwire.sync()
+                   + pgwire.parse("", "BEGIN") + pgwire.bind("", "") + pgwire.execute()
+                   + pgwire.bind("", name) + pgwire.execute() + pgwire.sync())
+            first, second = a.recv_until(b"Z"), a.recv_until(b"Z")
+            if want is None:
+                assert pgwire.types(first) == "1Z", describe_reply(first)
+                assert pgwire.types(second) == "12C2DCZ" and status_of(second) == "T", describe_reply(second)
+                assert pgwire.data_rows(second) == [["7"]]
+            else:
+                assert error_codes(first) == ["42703"], describe_reply(first)
+                assert error_codes(second) == [want] and status_of(second) == "E", describe_reply(second)
+                assert pgwire.types(second) == "12CEZ", describe_reply(second)
+
+
 def test_parse_sent_after_the_error_was_read_is_skipped_too(make_cluster):
     """A pipeline fails, the client reads the error (it sent a Flush) and goes on with a named Parse
     before its Sync: Postgres skips that Parse too. shardgate must not count the statement as prepared
