@@ -1418,7 +1418,10 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
     if (type == wire::fe::kSync && transaction_status_ == 'I' && !batch_began_transaction_) {
       named_portals_.clear();  // the batch's implicit transaction ends here, and its portals
     }
-    if (batch_spread_ && type == wire::fe::kSync) {
+    const bool describes_portal_first =
+        multi_bound_ && multi_bound_->describe && !multi_bound_->executed;
+    if (batch_spread_ && type == wire::fe::kSync && !describes_portal_first) {
+      // (A portal over shards described before this Sync is run first, below, for its columns.)
       if (!endSpreadBatch()) return used;
       used += frame.size;
       continue;

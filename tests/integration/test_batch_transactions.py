@@ -64,7 +64,8 @@ class St:
     shards: frozenset = frozenset()
     # "": Parse/Bind/Describe/Execute of the unnamed statement; "parse:NAME": only a Parse of the
     # named statement NAME; "exec:NAME": Bind/Describe/Execute of NAME, parsed before;
-    # "bind:NAME": only a Bind of NAME to the unnamed portal (never executed); "describe:NAME": only
+    # "bind:NAME": only a Bind of NAME to the unnamed portal (never executed); "binddescribe:NAME":
+    # that Bind and a Describe of the portal (in a step ended by Sync); "describe:NAME": only
     # a Describe of the statement NAME (in a step ended by Sync).
     op: str = ""
 
@@ -158,6 +159,10 @@ def NEXEC(name, st):  # the named statement run with st's parameters
 
 def NBIND(name, st):  # the named statement bound with st's parameters, not executed
     return replace(st, op=f"bind:{name}")
+
+
+def NBINDDESCRIBE(name, st):  # bound with st's parameters and the portal described, not executed
+    return replace(st, op=f"binddescribe:{name}")
 
 
 def NDESCRIBE(name):  # a Describe of statement `name` (26000 when there is none)
@@ -356,6 +361,11 @@ SCENARIOS: dict[str, list[Step]] = {
         P(NPARSE("s1", ins("B1"))), S(BEGIN, NEXEC("s1", ins("B1"))), S(ROLLBACK), S(ALL)],
     "pipelined:parse|begin-exec1|commit": [
         P(NPARSE("s1", ins("B1"))), S(BEGIN, NEXEC("s1", ins("B1"))), S(COMMIT), S(ALL)],
+    # A portal over both shards bound and described, not executed: its RowDescription comes before
+    # the Sync's ReadyForQuery, also when a statement ran on one shard before it in the batch.
+    "parse-binddescribe-count|all": [S(NPARSE("s1", CNT), NBINDDESCRIBE("s1", CNT)), S(ALL)],
+    "set-parse-binddescribe-count|show": [S(SET7, NPARSE("s1", CNT), NBINDDESCRIBE("s1", CNT)), S(SHOW)],
+    "ins0-parse-binddescribe-count|all": [S(ins("B0"), NPARSE("s1", CNT), NBINDDESCRIBE("s1", CNT)), S(ALL)],
     "sel0-bindcount-begin-ins0|rollback": [
         S(sel("A0"), NPARSE("s1", CNT), NBIND("s1", CNT), BEGIN, ins("B0")), S(ROLLBACK), S(ALL)],
     "sel1-bindmupd-begin-ins0|rollback": [
@@ -490,6 +500,8 @@ def run_scenario(port: int, database: str, steps: list[Step], keys: dict[str, in
                         data += pgwire.parse(st.op.removeprefix("parse:"), sql)
                     elif st.op.startswith("bind:"):
                         data += pgwire.bind("", st.op.removeprefix("bind:"), values)
+                    elif st.op.startswith("binddescribe:"):
+                        data += pgwire.bind("", st.op.removeprefix("binddescribe:"), values) + pgwire.describe("P")
                     elif st.op.startswith("describe:"):
                         data += pgwire.describe("S", st.op.removeprefix("describe:"))
                     elif st.op.startswith("exec:"):
@@ -521,7 +533,7 @@ def run_scenario(port: int, database: str, steps: list[Step], keys: dict[str, in
                         pass
                 else:
                     done = 0
-                    while done < sum(not st.op.startswith(("parse:", "bind:")) for st in step.stmts):
+                    while done < sum(not st.op.startswith(("parse:", "bind:", "binddescribe:")) for st in step.stmts):
                         m = w.recv()
                         msgs.append(m)
                         if m.type == b"E":
