@@ -567,18 +567,19 @@ void ServerConnection::dropSkippedReplies(Skipped skipped) {
     const ExpectedReply& e = *it;
     // A check the server skipped: what waited for it follows (and is skipped too, up to a Sync).
     if (e.checks_shape) releaseHeld();
-    if (!e.statement) continue;
     if (e.reply == Reply::kParseComplete) {
       // A Parse sent failed or was skipped: the connection does not have the statement (unless
       // a later request parses it again: ensurePrepared). One shardgate answered (the
-      // connection had it) leaves it there.
-      if (e.action != ReplyAction::kSynthesize && owedParseOf(*e.statement) == OwedParse::kNone) {
+      // connection had it) leaves it there, and so does a client's Parse sent as another
+      // statement (none here: the connection's own one stays).
+      if (e.statement && e.action != ReplyAction::kSynthesize &&
+          owedParseOf(*e.statement) == OwedParse::kNone) {
         statements_.remove(e.statement->id());
       }
       if (!e.client_statement_name.empty() && sink_) {
         sink_->onStatementFailed(e.client_statement_name);
       }
-    } else if (e.reply == Reply::kCloseComplete && sink_) {
+    } else if (e.reply == Reply::kCloseComplete && e.statement && sink_) {
       sink_->onCloseSkipped(e.client_statement_name, e.statement);
     }
   }

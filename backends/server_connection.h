@@ -196,7 +196,8 @@ class ServerConnection final : public TcpConnection {
     return unnamed_owner_ == owner && unnamed_version_ == version && version != 0;
   }
   // A simple Query was sent: Postgres drops the unnamed statement.
-  void noteSimpleQuery() {
+  void noteSimpleQuery() { noteUnnamedStatementDropped(); }
+  void noteUnnamedStatementDropped() {
     unnamed_owner_ = nullptr;
     unnamed_version_ = 0;
   }

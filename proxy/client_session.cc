@@ -921,6 +921,19 @@ void ClientSession::parseOnServer(const std::shared_ptr<backends::PreparedStatem
   batch_open_ = true;  // (the Parse opens a batch on the server, as any extended message does)
   if (server_->statements().has(statement->id())) {
     server_->statements().touch(statement->id());
+    if (server_->transactionStatus() == 'E' && !server_->owesReplies() &&
+        !endsTransaction(transactionControlOf(statement->query()))) {
+      // A failed transaction: Postgres refuses the Parse (25P02) and skips the rest of the batch.
+      // The connection has the statement under its server name, so the server is asked with the
+      // same text as its unnamed statement; the error forgets the client's name again.
+      std::string parse;
+      wire::Parse{"", statement->query(), statement->paramTypes()}.encode(parse);
+      server_->forward(parse);
+      server_->noteUnnamedStatementDropped();  // (a failed Parse drops it too)
+      server_->expect(
+          ExpectedReply{Reply::kParseComplete, ReplyAction::kForward, nullptr, name, {}});
+      return;
+    }
     std::string reply;
     wire::ParseComplete{}.encode(reply);
     // With the statement and name: skipped after an earlier error, it defines nothing.

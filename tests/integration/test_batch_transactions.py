@@ -361,6 +361,12 @@ SCENARIOS: dict[str, list[Step]] = {
         P(NPARSE("s1", ins("B1"))), S(BEGIN, NEXEC("s1", ins("B1"))), S(ROLLBACK), S(ALL)],
     "pipelined:parse|begin-exec1|commit": [
         P(NPARSE("s1", ins("B1"))), S(BEGIN, NEXEC("s1", ins("B1"))), S(COMMIT), S(ALL)],
+    # A named Parse in a failed transaction gets 25P02 also when the connection has the text
+    # prepared already; the name stays free.
+    "exec-s1|begin-dup0|parse-exec-s2|rollback|parse-exec-s2": [
+        S(NPARSE("s1", upd("A0", "x")), NEXEC("s1", upd("A0", "x"))), S(BEGIN, dup("A0")),
+        S(NPARSE("s2", upd("A0", "y")), NEXEC("s2", upd("A0", "y"))), S(ROLLBACK),
+        S(NPARSE("s2", upd("A0", "z")), NEXEC("s2", upd("A0", "z"))), S(ALL)],
     # A portal over both shards bound and described, not executed: its RowDescription comes before
     # the Sync's ReadyForQuery, also when a statement ran on one shard before it in the batch.
     "parse-binddescribe-count|all": [S(NPARSE("s1", CNT), NBINDDESCRIBE("s1", CNT)), S(ALL)],

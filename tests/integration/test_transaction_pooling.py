@@ -1097,6 +1097,31 @@ def test_pipelined_bind_waiting_for_its_parse_inside_an_unsynced_batch_does_not_
                 assert pgwire.types(second) == "12CEZ", describe_reply(second)
 
 
+def test_parse_in_a_failed_transaction_of_a_statement_the_connection_has_gets_25p02(make_cluster):
+    """In a failed transaction Postgres refuses a Parse (25P02) and skips the rest of the batch, and
+    the statement is not made. shardgate used to answer it itself with ParseComplete when the
+    connection had the same text prepared already (its Bind then failed instead)."""
+    c = tx_cluster(make_cluster, pool_size=1)
+    sql = "SELECT 1 + $1::int /* parsed again in a failed transaction */"
+    with connect(c.shardgate.port) as a:
+        assert not pgwire.errors(th.prepare(a, "first", sql, (INT4,)))
+        assert error_codes(a.simple("BEGIN; SELECT 1/0")) == ["22012"]
+        a.send(pgwire.parse("second", sql, (INT4,)) + pgwire.describe("S", "second")
+               + pgwire.bind("", "second", ("1",)) + pgwire.execute() + pgwire.sync())
+        msgs = a.recv_until(b"Z")
+        assert pgwire.types(msgs) == "EZ" and error_codes(msgs) == ["25P02"], describe_reply(msgs)
+        assert status_of(msgs) == "E"
+        # COMMIT and ROLLBACK are parsed in a failed transaction (answered by shardgate as before).
+        a.send(pgwire.parse("end", "ROLLBACK") + pgwire.bind("", "end") + pgwire.execute() + pgwire.sync())
+        msgs = a.recv_until(b"Z")
+        assert pgwire.types(msgs) == "12CZ" and status_of(msgs) == "I", describe_reply(msgs)
+        # "second" was never made: the name is free, and "first" still works.
+        assert error_codes(th.exec_prepared(a, "second", ("1",))) == ["26000"]
+        assert not pgwire.errors(th.prepare(a, "second", sql, (INT4,)))
+        assert pgwire.data_rows(th.exec_prepared(a, "second", ("41",))) == [["42"]]
+        assert pgwire.data_rows(th.exec_prepared(a, "first", ("1",))) == [["2"]]
+
+
 def test_parse_sent_after_the_error_was_read_is_skipped_too(make_cluster):
     """A pipeline fails, the client reads the error (it sent a Flush) and goes on with a named Parse
     before its Sync: Postgres skips that Parse too. shardgate must not count the statement as prepared
