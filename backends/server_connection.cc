@@ -635,7 +635,7 @@ void ServerConnection::ensurePrepared(const std::shared_ptr<PreparedStatement>& 
   }
   forward(statement->parseMessage());
   // An SQL-level statement is prepared by a simple Query (PREPARE), answered up to ReadyForQuery.
-  if (statement->sqlLevel()) noteSimpleQuery();
+  if (statement->sqlLevel()) noteUnnamedStatementDropped();
   Reply reply = statement->sqlLevel() ? Reply::kReadyForQuery : Reply::kParseComplete;
   replies_.push_back(ExpectedReply{reply, ReplyAction::kSwallow, statement, {}, {}});
   // Counted as prepared from now on, so a pipeline that binds it twice parses it once; an error
@@ -822,7 +822,7 @@ void ServerConnection::runInternal(std::string_view sql, std::function<void(Stat
     spdlog::warn("event=internal_with_owed server={} id={} owed={} sql=\"{}\"", endpoint_.label,
                  id_, replies_.size(), sql.substr(0, 60));
   }
-  noteSimpleQuery();
+  noteUnnamedStatementDropped();
   state_before_internal_ = (state_ == State::kHeld) ? State::kHeld : State::kIdle;
   state_ = State::kInternal;
   internal_done_ = std::move(done);

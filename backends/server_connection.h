@@ -195,8 +195,7 @@ class ServerConnection final : public TcpConnection {
   bool hasUnnamedStatement(const void* owner, uint64_t version) const {
     return unnamed_owner_ == owner && unnamed_version_ == version && version != 0;
   }
-  // A simple Query was sent: Postgres drops the unnamed statement.
-  void noteSimpleQuery() { noteUnnamedStatementDropped(); }
+  // Postgres dropped the unnamed statement: a simple Query was sent, or a Parse of it failed.
   void noteUnnamedStatementDropped() {
     unnamed_owner_ = nullptr;
     unnamed_version_ = 0;

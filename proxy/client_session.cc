@@ -856,7 +856,7 @@ void ClientSession::sendOwnQuery(std::string_view sql) {
   std::string query;
   wire::Query{std::string(sql)}.encode(query);
   server_->forward(query);
-  server_->noteSimpleQuery();
+  server_->noteUnnamedStatementDropped();
   backends::ExpectedReply expected{
       backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}};
   expected.inside_batch = batch_open_;
@@ -2049,7 +2049,7 @@ size_t ClientSession::forwardClientMessages(std::string_view data) {
     // CopyData / CopyDone / CopyFail belong to the COPY that began them: a simple Query's (no
     // batch), or an Execute's (its batch is open already).
     // A simple Query destroys the unnamed statement, whoever parsed it.
-    if (type == wire::fe::kQuery) server_->noteSimpleQuery();
+    if (type == wire::fe::kQuery) server_->noteUnnamedStatementDropped();
     switch (type) {
       case wire::fe::kQuery: {
         if (!manage_statements_) {  // one server for good: nothing to track
@@ -2465,7 +2465,7 @@ void ClientSession::forwardSqlPrepared(std::string_view sql, std::string_view me
       std::string query;
       wire::Query{plan.sql}.encode(query);
       server_->forward(query);
-      server_->noteSimpleQuery();
+      server_->noteUnnamedStatementDropped();
       ++ready_sent_;
       ++outstanding_;
       if (plan.defined) {
@@ -3034,7 +3034,6 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     return spreadSavepoint(decision, extended);
   }
   if (transaction_status_ == 'E') {
-    unnamed_parse_reply_pending_ = false;  // Postgres refuses the statement's Parse already
     refuseStatement(Error::make("25P02",
                                 "current transaction is aborted, commands ignored until end of "
                                 "transaction block"),

@@ -238,7 +238,7 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
       wire::Query{r.begin_sql.empty() ? std::string("BEGIN") : r.begin_sql}.encode(out);
       SessionSettings::noteSentSql(*server_, r.begin_sql);
       server_->forward(out);
-      server_->noteSimpleQuery();
+      server_->noteUnnamedStatementDropped();
       server_->expect(backends::ExpectedReply{
           backends::Reply::kReadyForQuery, backends::ReplyAction::kSwallow, nullptr, {}, {}});
       out.clear();
@@ -249,7 +249,7 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
       // CopyOutResponse and sends them.
       wire::Query{statement_.sql}.encode(out);
       server_->forward(out);
-      server_->noteSimpleQuery();
+      server_->noteUnnamedStatementDropped();
       server_->expect(backends::Reply::kReadyForQuery);
       return;
     }
@@ -292,7 +292,7 @@ class MultiShardRun::Leg final : public backends::ServerSink, public backends::P
     wire::Execute{"", 0}.encode(out);
     wire::Sync{}.encode(out);
     server_->forward(out);
-    server_->noteSimpleQuery();  // the unnamed statement is ours now, not any client's
+    server_->noteUnnamedStatementDropped();  // the unnamed statement is ours now, not any client's
     server_->expect(backends::Reply::kParseComplete);
     server_->expect(backends::Reply::kBindComplete);
     server_->expect(backends::Reply::kDescription);

@@ -1105,13 +1105,15 @@ def test_parse_in_a_failed_transaction_of_a_statement_the_connection_has_gets_25
     sql = "SELECT 1 + $1::int /* parsed again in a failed transaction */"
     with connect(c.shardgate.port) as a:
         assert not pgwire.errors(th.prepare(a, "first", sql, (INT4,)))
+        assert not pgwire.errors(th.prepare(a, "end0", "ROLLBACK"))
         assert error_codes(a.simple("BEGIN; SELECT 1/0")) == ["22012"]
         a.send(pgwire.parse("second", sql, (INT4,)) + pgwire.describe("S", "second")
                + pgwire.bind("", "second", ("1",)) + pgwire.execute() + pgwire.sync())
         msgs = a.recv_until(b"Z")
         assert pgwire.types(msgs) == "EZ" and error_codes(msgs) == ["25P02"], describe_reply(msgs)
         assert status_of(msgs) == "E"
-        # COMMIT and ROLLBACK are parsed in a failed transaction (answered by shardgate as before).
+        # ROLLBACK is parsed in a failed transaction; the connection has its text too (end0), so
+        # shardgate answers that Parse itself, as before.
         a.send(pgwire.parse("end", "ROLLBACK") + pgwire.bind("", "end") + pgwire.execute() + pgwire.sync())
         msgs = a.recv_until(b"Z")
         assert pgwire.types(msgs) == "12CZ" and status_of(msgs) == "I", describe_reply(msgs)
