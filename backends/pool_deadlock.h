@@ -22,6 +22,8 @@ class ConnectionHolder {
   virtual uint64_t waitingSinceMs() const = 0;
   // Ends its waits with `error`: it was chosen to break a deadlock.
   virtual void failWaits(const Error& error) = 0;
+  // Which client session it is (a lock deadlock's victim is found by it: see lock_deadlock.h).
+  virtual uint64_t holderId() const = 0;
 };
 
 // A pool as deadlock detection sees it.

@@ -770,6 +770,12 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
           changedResultTypeError().encode(synthetic);
           std::memcpy(last_error_sqlstate_, sqlstate::kFeatureNotSupported.data(), 5);
           pass = false;  // given in its place
+        } else if (lock_deadlock_error_ &&
+                   std::string_view(last_error_sqlstate_, 5) == sqlstate::kQueryCanceled) {
+          wire::ErrorResponse::fromError(*lock_deadlock_error_).encode(synthetic);
+          std::memcpy(last_error_sqlstate_, sqlstate::kDeadlockDetected.data(), 5);
+          lock_deadlock_error_.reset();
+          pass = false;  // given in its place
         }
         sink_->onServerErrorResponse();
       }
@@ -799,6 +805,7 @@ bool ServerConnection::trackReply(char type, std::string_view payload, std::stri
     case wire::be::kReadyForQuery:
       transaction_status_ = payload.empty() ? 'I' : payload[0];
       refuse_closed_statement_ = false;
+      lock_deadlock_error_.reset();
       // Requests sent after an error and before the Sync were skipped by the server without a
       // reply (or the queue is out of step): resynchronise at the Sync.
       dropSkippedReplies([](const ExpectedReply& e) {

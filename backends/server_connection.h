@@ -128,6 +128,11 @@ class ServerConnection final : public TcpConnection {
   void attach(ServerSink* sink);
   void detach();
   ServerSink* sink() const { return sink_; }
+  // The statement running here waits in a deadlock across shards and is about to be cancelled
+  // (the caller sends the CancelRequest): its cancellation error reaches the sink as `error`.
+  void noteCancelledForLockDeadlock(Error error) {
+    lock_deadlock_error_ = std::make_unique<Error>(std::move(error));
+  }
   // Client bytes for the server (whole messages). Held back while a statement prepared again
   // here is checked (ensurePrepared): what follows it waits for the check's answer.
   void forward(std::string_view bytes) {
@@ -297,6 +302,9 @@ class ServerConnection final : public TcpConnection {
   // A check found the statement's result changed and closed it here: the error of the request
   // that needed it (26000, no such statement) is given as Postgres's 0A000.
   bool refuse_closed_statement_ = false;
+  // The running statement is being cancelled to break a deadlock across shards: its 57014 is
+  // given as this error (40P01) instead. Cleared at the next ReadyForQuery.
+  std::unique_ptr<Error> lock_deadlock_error_;
   ServerStatementCache statements_;
   std::map<std::string, std::string, std::less<>> applied_settings_;
   const void* settings_tag_ = nullptr;

@@ -190,8 +190,9 @@ struct General {
   uint32_t connect_timeout_ms = 5000;
   uint32_t client_login_timeout_ms = 60000;
   uint32_t query_wait_timeout_ms = 120000;
-  // Clients that wait for each other's server connections (each holding one the other needs):
-  // after this long one of them gets 40P01, as Postgres's deadlock_timeout.
+  // Clients that wait for each other's server connections (each holding one the other needs), or
+  // for each other's row locks on different shards: after this long one of them gets 40P01, as
+  // Postgres's deadlock_timeout.
   uint32_t deadlock_timeout_ms = 1000;
   uint32_t idle_server_timeout_ms = 600000;
   uint32_t server_lifetime_ms = 3600000;

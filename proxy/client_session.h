@@ -108,6 +108,7 @@ class ClientSession final : public TcpConnection,
   void awaitedPools(std::vector<const backends::Pool*>& out) const override;
   uint64_t waitingSinceMs() const override;
   void failWaits(const Error& error) override;
+  uint64_t holderId() const override { return id_; }
 
   // MultiShardHost
   backends::Pool& multiShardPool(uint32_t shard, planner::Role role) override;

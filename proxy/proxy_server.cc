@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "conf/config_loader.h"
+#include "proxy/lock_deadlock_watch.h"
 #include "proxy/metrics_server.h"
 #include "proxy/worker.h"
 
@@ -85,6 +86,7 @@ void ProxyServer::requestShutdown() {
 
 ProxyServer::~ProxyServer() {
   for (auto& worker : workers_) worker->join();
+  if (lock_deadlock_watch_) lock_deadlock_watch_->stop();  // it posts to the workers
   workers_.clear();
   if (!unix_socket_path_.empty()) ::unlink(unix_socket_path_.c_str());
 }
@@ -151,6 +153,13 @@ Status ProxyServer::start() {
     Status serving = metrics_server_->start(g.listen_addr, g.metrics_port);
     if (!serving.ok()) return serving;
   }
+  lock_deadlock_watch_ =
+      std::make_unique<LockDeadlockWatch>([this] { return currentConfig(); },
+                                          [this](const backends::LockDeadlock& deadlock) {
+                                            if (deadlock.worker < workers_.size())
+                                              workers_[deadlock.worker]->postLockDeadlock(deadlock);
+                                          });
+  lock_deadlock_watch_->start();
   for (auto& worker : workers_) worker->start();
   spdlog::info("event=listening address={} port={} workers={} pool_mode={} client_tls={}",
                g.listen_addr, g.port, count,

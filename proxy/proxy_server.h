@@ -16,6 +16,7 @@ namespace shardgate::proxy {
 
 class Worker;
 class MetricsServer;
+class LockDeadlockWatch;
 
 class ProxyServer {
  public:
@@ -53,6 +54,8 @@ class ProxyServer {
   TlsContexts tls() const;
 
   CancelRegistry& cancelRegistry() { return cancel_registry_; }
+  // Deadlocks through locks on several shards (made by start(), before the workers run).
+  LockDeadlockWatch& lockDeadlockWatch() { return *lock_deadlock_watch_; }
   Worker& worker(uint32_t index) { return *workers_.at(index); }
   size_t workerCount() const { return workers_.size(); }
 
@@ -76,6 +79,7 @@ class ProxyServer {
   CancelRegistry cancel_registry_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<MetricsServer> metrics_server_;  // general.metrics_port != 0
+  std::unique_ptr<LockDeadlockWatch> lock_deadlock_watch_;
   std::string
       unix_socket_path_;  // the socket file we made (general.unix_socket_dir), removed at exit
   std::atomic<uint32_t> clients_{0};

@@ -13,9 +13,11 @@
 #include <charconv>
 #include <cstring>
 
+#include "backends/cancel_request.h"
 #include "common/log.h"
 #include "proxy/client_auth.h"
 #include "proxy/client_session.h"
+#include "proxy/lock_deadlock_watch.h"
 #include "proxy/proxy_server.h"
 #include "proxy/session_features.h"
 #include "proxy/session_metrics.h"
@@ -162,6 +164,10 @@ void Worker::postCancel(uint64_t session_id) {
     auto it = sessions_.find(session_id);
     if (it != sessions_.end()) it->second->cancelRunningQuery();
   });
+}
+
+void Worker::postLockDeadlock(backends::LockDeadlock deadlock) {
+  post([this, deadlock = std::move(deadlock)] { breakLockDeadlock(deadlock); });
 }
 
 void Worker::postShutdown(uint32_t timeout_ms) {
@@ -399,6 +405,77 @@ void Worker::breakPoolDeadlocks(uint64_t now_ms) {
       "shards in the same order, make this rarer."));
 }
 
+void Worker::publishHeldBackends() {
+  if (config_->general.deadlock_timeout_ms == 0 && !published_held_backends_) return;
+  LockDeadlockWatch::Published published;
+  if (config_->general.deadlock_timeout_ms != 0) {
+    std::map<uint64_t, std::vector<const backends::ServerConnection*>> by_session;
+    auto collect = [&](const backends::Pool& pool) {
+      for (const backends::ServerConnection* server : pool.connections()) {
+        if (server->state() != backends::ServerConnection::State::kHeld || !server->sink())
+          continue;
+        if (backends::ConnectionHolder* holder = server->sink()->holder()) {
+          by_session[holder->holderId()].push_back(server);
+        }
+      }
+    };
+    for (const auto& [key, pool] : pools_) collect(*pool);
+    for (const auto& pool : draining_pools_) collect(*pool);
+    for (const auto& [session, servers] : by_session) {
+      if (servers.size() < 2) continue;
+      backends::BackendHolder holder{index_, session, {}};
+      for (const backends::ServerConnection* server : servers) {
+        const backends::ServerEndpoint& endpoint = server->endpoint();
+        std::string where = endpoint.where();
+        holder.backends.push_back({where, server->backendPid()});
+        published.servers.try_emplace(
+            std::move(where),
+            conf::ServerAddress{endpoint.host, endpoint.port, endpoint.database, endpoint.user,
+                                endpoint.password, endpoint.tls_mode,
+                                config_->general.server_tls_ca_file});
+      }
+      published.holders.push_back(std::move(holder));
+    }
+  }
+  if (published.holders.empty() && !published_held_backends_) return;
+  published_held_backends_ = !published.holders.empty();
+  server_.lockDeadlockWatch().publish(index_, std::move(published));
+}
+
+void Worker::breakLockDeadlock(const backends::LockDeadlock& deadlock) {
+  auto find = [&](const backends::Pool& pool) -> backends::ServerConnection* {
+    for (backends::ServerConnection* server : pool.connections()) {
+      if (server->backendPid() != deadlock.waiting.pid ||
+          server->state() != backends::ServerConnection::State::kHeld || !server->sink() ||
+          !server->owesReplies() || server->endpoint().where() != deadlock.waiting.server) {
+        continue;
+      }
+      backends::ConnectionHolder* holder = server->sink()->holder();
+      if (holder != nullptr && holder->holderId() == deadlock.session) return server;
+    }
+    return nullptr;
+  };
+  backends::ServerConnection* waiting = nullptr;
+  for (const auto& [key, pool] : pools_) {
+    if ((waiting = find(*pool)) != nullptr) break;
+  }
+  for (const auto& pool : draining_pools_) {
+    if (waiting == nullptr) waiting = find(*pool);
+  }
+  if (waiting == nullptr) return;  // its wait ended (or it left) since the watch looked
+  std::string detail;
+  for (const std::string& line : deadlock.cycle) detail += line + ".\n";
+  detail +=
+      "The locks are on different shards, so no shard could see the cycle; this "
+      "statement (on " +
+      waiting->endpoint().label + ") waited " + std::to_string(deadlock.waited_ms) + " ms.";
+  waiting->noteCancelledForLockDeadlock(Error::make(
+      sqlstate::kDeadlockDetected, "deadlock detected", detail,
+      "Retry the transaction. Transactions that lock rows of several shards in the same order "
+      "cannot deadlock this way."));
+  backends::sendCancelRequest(context(), *waiting);
+}
+
 void Worker::sweep() {
   uint64_t now = backends::monotonicMs();
   // Sessions may close (and leave sessions_) while we walk; walk a snapshot of ids.
@@ -422,6 +499,7 @@ void Worker::sweep() {
   for (auto& [key, pool] : pools_) pool->sweep(now);
   sweepDrainingPools(now);
   breakPoolDeadlocks(now);
+  publishHeldBackends();
   metrics_->setClients(countClientStates(sessions_));
   metrics_->noteRouterStats(router_.stats());
   if (shutting_down_) finishIfDrained();

@@ -14,6 +14,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "backends/lock_deadlock.h"
 #include "backends/pool.h"
 #include "backends/prepared_statements.h"
 #include "common/result.h"
@@ -52,6 +53,9 @@ class Worker {
   void post(std::function<void()> task);
   // Thread-safe: asks the session to cancel its running query.
   void postCancel(uint64_t session_id);
+  // Thread-safe: cancels the victim's statement waiting in a deadlock across shards (the client
+  // gets 40P01), if it still waits there.
+  void postLockDeadlock(backends::LockDeadlock deadlock);
   // Thread-safe: stop accepting; close idle clients now and busy ones once idle or at the deadline.
   void postShutdown(uint32_t timeout_ms);
 
@@ -147,6 +151,10 @@ class Worker {
   void sweepDrainingPools(uint64_t now_ms);
   // Clients waiting deadlock_timeout for connections held by each other: one of them gets 40P01.
   void breakPoolDeadlocks(uint64_t now_ms);
+  // Tells the lock-deadlock watch which sessions hold connections on several servers.
+  void publishHeldBackends();
+  bool published_held_backends_ = false;  // the last publication was not empty
+  void breakLockDeadlock(const backends::LockDeadlock& deadlock);
   // pool() without its memo of recent lookups; forgetRecentPools empties the memo.
   backends::Pool& findOrCreatePool(const conf::Database& database, const conf::User& user,
                                    uint32_t shard, int replica);

@@ -24,6 +24,7 @@ class FakeHolder final : public ConnectionHolder {
   }
   uint64_t waitingSinceMs() const override { return 1; }
   void failWaits(const Error&) override {}
+  uint64_t holderId() const override { return 0; }
 
  private:
   std::vector<const Pool*> awaited_;

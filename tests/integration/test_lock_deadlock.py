@@ -1,0 +1,133 @@
+"""Deadlocks through row locks on several shards: shardgate finds the cycle that no shard can see and
+ends one transaction's wait with 40P01, as Postgres ends a deadlock on one server.
+
+A client's transaction over two shards holds a row on one and waits for a row on the other; a second
+client's does the opposite. Each shard sees one transaction waiting for another, never a cycle, so
+without shardgate both would wait until lock_timeout or statement_timeout (for ever, by default).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import conftest
+import pgwire
+from txn_helpers import connect, describe_reply, error_codes, ok
+
+SHARDED_ORDERS = ('[[databases.sharded_tables]]\nname = "orders"\ncolumn = "user_id"\n'
+                  'type = "bigint"\nstrategy = "hash"\n')
+DEADLOCK_TIMEOUT_MS = 400
+
+
+def lock_cluster(make_cluster, workers: int):
+    """Two shards, pools large enough that no client waits for a connection: only row locks wait."""
+    c = make_cluster(num_shards=2, replicas_per_shard=0, pool_mode="transaction",
+                     general={"default_pool_size": 4, "workers": workers,
+                              "deadlock_timeout": DEADLOCK_TIMEOUT_MS},
+                     database_options={"default_shard": 0}, extra_toml=SHARDED_ORDERS)
+    for s in c.shards:
+        s.primary.psql("CREATE TABLE orders (user_id bigint, note text)")
+    shard_of = conftest.hash_shards(c.shards[0].primary, range(1, 41))
+    keys = {0: [k for k, s in shard_of.items() if s == 0], 1: [k for k, s in shard_of.items() if s == 1]}
+    for s, ks in keys.items():
+        c.shards[s].primary.psql("INSERT INTO orders VALUES " + ", ".join(f"({k}, 'x')" for k in ks))
+    return c, keys
+
+
+def note_of(c, shard: int, key: int) -> str:
+    return c.shards[shard].primary.psql(f"SELECT note FROM orders WHERE user_id = {key}")
+
+
+def open_transactions(c) -> int:
+    return sum(int(s.primary.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'app' "
+                                  "AND state LIKE 'idle in transaction%'")) for s in c.shards)
+
+
+@pytest.mark.requires_shardgate
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("a_waits_with", ["keyed_update", "multi_shard_update"])
+def test_row_locks_taken_in_opposite_orders_on_two_shards(make_cluster, workers, a_waits_with):
+    """a locks a row on shard 0, b one on shard 1; a then waits for b's row and, after more than
+    deadlock_timeout, b for a's. b, whose wait closed the cycle, gets 40P01 after deadlock_timeout
+    (its transaction failed, as a Postgres deadlock victim's); once b rolls back, a's update goes
+    through and a commits. a's wait is a keyed UPDATE or one UPDATE over both shards."""
+    c, keys = lock_cluster(make_cluster, workers)
+    k0, k1 = keys[0][0], keys[1][0]
+    port = c.shardgate.port
+    with connect(port, timeout=30) as a, connect(port, timeout=30) as b:
+        ok(a, "BEGIN")
+        ok(a, f"UPDATE orders SET note = 'a' WHERE user_id = {k0}")
+        ok(b, "BEGIN")
+        ok(b, f"UPDATE orders SET note = 'b' WHERE user_id = {k1}")
+        if a_waits_with == "keyed_update":
+            a.send(pgwire.query(f"UPDATE orders SET note = 'a' WHERE user_id = {k1}"))
+        else:
+            a.send(pgwire.query(f"UPDATE orders SET note = 'a' WHERE user_id IN ({k0}, {k1})"))
+        # Longer than deadlock_timeout: a's one deadlock check (Postgres checks a wait once) comes
+        # before the cycle closes, so b's finds it.
+        time.sleep(2.5 * DEADLOCK_TIMEOUT_MS / 1000)
+        started = time.monotonic()
+        b.send(pgwire.query(f"UPDATE orders SET note = 'b' WHERE user_id = {k0}"))  # a cycle
+        msgs = b.recv_until(b"Z", timeout=20)
+        waited = time.monotonic() - started
+        assert error_codes(msgs) == ["40P01"], describe_reply(msgs)
+        assert waited >= DEADLOCK_TIMEOUT_MS / 1000, f"b was cancelled after {waited:.2f}s"
+        err = pgwire.errors(msgs)[0]
+        assert err.message == "deadlock detected", str(err)
+        assert "different shards" in err.fields.get("D", "") and "Retry" in err.fields.get("H", ""), str(err)
+        assert msgs[-1].payload == b"E", describe_reply(msgs)
+        # a still waits: b's transaction holds its row on shard 1 until b ends it.
+        assert ok(b, "ROLLBACK") == []
+        msgs = a.recv_until(b"Z", timeout=20)
+        assert not pgwire.errors(msgs) and msgs[-1].payload == b"T", describe_reply(msgs)
+        ok(a, "COMMIT")
+    assert (note_of(c, 0, k0), note_of(c, 1, k1)) == ("a", "a")
+    assert open_transactions(c) == 0
+
+
+@pytest.mark.requires_shardgate
+def test_a_long_lock_wait_across_shards_without_a_cycle_is_left_alone(make_cluster):
+    """b's transaction over both shards waits three deadlock_timeouts for a row a holds; a waits for
+    nothing. No cycle: b is not cancelled, and goes on once a commits."""
+    c, keys = lock_cluster(make_cluster, 1)
+    k0, k0b, k1 = keys[0][0], keys[0][1], keys[1][0]
+    port = c.shardgate.port
+    with connect(port, timeout=30) as a, connect(port, timeout=30) as b:
+        ok(a, "BEGIN")
+        ok(a, f"UPDATE orders SET note = 'a' WHERE user_id = {k0}")
+        ok(a, f"UPDATE orders SET note = 'a' WHERE user_id = {k1}")  # a holds both shards
+        ok(b, "BEGIN")
+        ok(b, f"UPDATE orders SET note = 'b' WHERE user_id = {k0b}")
+        b.send(pgwire.query(f"UPDATE orders SET note = 'b' WHERE user_id = {k1}"))  # waits for a
+        time.sleep(3 * DEADLOCK_TIMEOUT_MS / 1000)
+        ok(a, "COMMIT")
+        msgs = b.recv_until(b"Z", timeout=20)
+        assert not pgwire.errors(msgs) and msgs[-1].payload == b"T", describe_reply(msgs)
+        ok(b, "COMMIT")
+    assert (note_of(c, 0, k0), note_of(c, 0, k0b), note_of(c, 1, k1)) == ("a", "b", "b")
+
+
+@pytest.mark.requires_shardgate
+def test_batches_locking_rows_in_opposite_orders(make_cluster):
+    """The same cycle from two extended-protocol batches without BEGIN, each an implicit transaction
+    over both shards: the victim's batch fails as a whole and rolls back, the other's commits."""
+    c, keys = lock_cluster(make_cluster, 1)
+    k0, k1 = keys[0][0], keys[1][0]
+    port = c.shardgate.port
+
+    def update(k, note, sleep=0.0):  # the sleep, after the row is locked, lets the batches cross
+        sql = f"UPDATE orders SET note = '{note}' WHERE user_id = {k} RETURNING pg_sleep({sleep})"
+        return pgwire.parse("", sql) + pgwire.bind("", "") + pgwire.execute()
+
+    with connect(port, timeout=30) as a, connect(port, timeout=30) as b:
+        a.send(update(k0, "a", 0.5) + update(k1, "a") + pgwire.sync())
+        b.send(update(k1, "b", 0.5) + update(k0, "b") + pgwire.sync())
+        replies = {"a": a.recv_until(b"Z", timeout=20), "b": b.recv_until(b"Z", timeout=20)}
+    codes = {who: error_codes(msgs) for who, msgs in replies.items()}
+    assert sorted(codes.values()) == [[], ["40P01"]], {w: describe_reply(m) for w, m in replies.items()}
+    winner = next(who for who, cs in codes.items() if not cs)
+    assert all(m[-1].payload == b"I" for m in replies.values())
+    assert (note_of(c, 0, k0), note_of(c, 1, k1)) == (winner, winner)
+    assert open_transactions(c) == 0
