@@ -12,37 +12,17 @@ import time
 
 import pytest
 
-import conftest
 import pgwire
-from txn_helpers import connect, describe_reply, error_codes, ok
+from txn_helpers import (batch_winner, connect, describe_reply, error_codes, note_of, ok, open_transactions,
+                         orders_cluster, victim_rolls_back)
 
-SHARDED_ORDERS = ('[[databases.sharded_tables]]\nname = "orders"\ncolumn = "user_id"\n'
-                  'type = "bigint"\nstrategy = "hash"\n')
 DEADLOCK_TIMEOUT_MS = 400
 
 
 def lock_cluster(make_cluster, workers: int):
-    """Two shards, pools large enough that no client waits for a connection: only row locks wait."""
-    c = make_cluster(num_shards=2, replicas_per_shard=0, pool_mode="transaction",
-                     general={"default_pool_size": 4, "workers": workers,
-                              "deadlock_timeout": DEADLOCK_TIMEOUT_MS},
-                     database_options={"default_shard": 0}, extra_toml=SHARDED_ORDERS)
-    for s in c.shards:
-        s.primary.psql("CREATE TABLE orders (user_id bigint, note text)")
-    shard_of = conftest.hash_shards(c.shards[0].primary, range(1, 41))
-    keys = {0: [k for k, s in shard_of.items() if s == 0], 1: [k for k, s in shard_of.items() if s == 1]}
-    for s, ks in keys.items():
-        c.shards[s].primary.psql("INSERT INTO orders VALUES " + ", ".join(f"({k}, 'x')" for k in ks))
-    return c, keys
-
-
-def note_of(c, shard: int, key: int) -> str:
-    return c.shards[shard].primary.psql(f"SELECT note FROM orders WHERE user_id = {key}")
-
-
-def open_transactions(c) -> int:
-    return sum(int(s.primary.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'app' "
-                                  "AND state LIKE 'idle in transaction%'")) for s in c.shards)
+    """Pools large enough that no client waits for a connection: only row locks wait."""
+    return orders_cluster(make_cluster, default_pool_size=4, workers=workers,
+                          deadlock_timeout=DEADLOCK_TIMEOUT_MS)
 
 
 @pytest.mark.requires_shardgate
@@ -79,10 +59,7 @@ def test_row_locks_taken_in_opposite_orders_on_two_shards(make_cluster, workers,
         assert "different shards" in err.fields.get("D", "") and "Retry" in err.fields.get("H", ""), str(err)
         assert msgs[-1].payload == b"E", describe_reply(msgs)
         # a still waits: b's transaction holds its row on shard 1 until b ends it.
-        assert ok(b, "ROLLBACK") == []
-        msgs = a.recv_until(b"Z", timeout=20)
-        assert not pgwire.errors(msgs) and msgs[-1].payload == b"T", describe_reply(msgs)
-        ok(a, "COMMIT")
+        victim_rolls_back(b, a)
     assert (note_of(c, 0, k0), note_of(c, 1, k1)) == ("a", "a")
     assert open_transactions(c) == 0
 
@@ -125,9 +102,6 @@ def test_batches_locking_rows_in_opposite_orders(make_cluster):
         a.send(update(k0, "a", 0.5) + update(k1, "a") + pgwire.sync())
         b.send(update(k1, "b", 0.5) + update(k0, "b") + pgwire.sync())
         replies = {"a": a.recv_until(b"Z", timeout=20), "b": b.recv_until(b"Z", timeout=20)}
-    codes = {who: error_codes(msgs) for who, msgs in replies.items()}
-    assert sorted(codes.values()) == [[], ["40P01"]], {w: describe_reply(m) for w, m in replies.items()}
-    winner = next(who for who, cs in codes.items() if not cs)
-    assert all(m[-1].payload == b"I" for m in replies.values())
+    winner = batch_winner(replies)
     assert (note_of(c, 0, k0), note_of(c, 1, k1)) == (winner, winner)
     assert open_transactions(c) == 0

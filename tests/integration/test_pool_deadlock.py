@@ -16,37 +16,17 @@ import time
 
 import pytest
 
-import conftest
 import pgwire
-from txn_helpers import connect, describe_reply, error_codes, ok
+from txn_helpers import (batch_winner, connect, describe_reply, error_codes, note_of, ok, open_transactions,
+                         orders_cluster, victim_rolls_back)
 
-SHARDED_ORDERS = ('[[databases.sharded_tables]]\nname = "orders"\ncolumn = "user_id"\n'
-                  'type = "bigint"\nstrategy = "hash"\n')
 # Long enough that a wait ending for query_wait_timeout is told apart from one ended as a deadlock.
 QUERY_WAIT_MS = 60000
 
 
 def deadlock_cluster(make_cluster, pool_size: int = 1, **general):
-    c = make_cluster(num_shards=2, replicas_per_shard=0, pool_mode="transaction",
-                     general={"default_pool_size": pool_size, "workers": 1, "query_wait_timeout": QUERY_WAIT_MS,
-                              **general},
-                     database_options={"default_shard": 0}, extra_toml=SHARDED_ORDERS)
-    for s in c.shards:
-        s.primary.psql("CREATE TABLE orders (user_id bigint, note text)")
-    shard_of = conftest.hash_shards(c.shards[0].primary, range(1, 41))
-    keys = {0: [k for k, s in shard_of.items() if s == 0], 1: [k for k, s in shard_of.items() if s == 1]}
-    for s, ks in keys.items():
-        c.shards[s].primary.psql("INSERT INTO orders VALUES " + ", ".join(f"({k}, 'x')" for k in ks))
-    return c, keys
-
-
-def note_of(c, shard: int, key: int) -> str:
-    return c.shards[shard].primary.psql(f"SELECT note FROM orders WHERE user_id = {key}")
-
-
-def open_transactions(c) -> int:
-    return sum(int(s.primary.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'app' "
-                                  "AND state LIKE 'idle in transaction%'")) for s in c.shards)
+    return orders_cluster(make_cluster, default_pool_size=pool_size, workers=1,
+                          query_wait_timeout=QUERY_WAIT_MS, **general)
 
 
 @pytest.mark.requires_shardgate
@@ -78,10 +58,7 @@ def test_two_transactions_crossing_shards_in_opposite_orders(make_cluster):
         assert "deadlock" in err.message and "shard" in err.fields.get("D", ""), str(err)
         assert msgs[-1].payload == b"E", describe_reply(msgs)  # a's transaction failed, as on Postgres
         # b still waits: a's transaction holds shard 0 until a ends it.
-        assert ok(a, "ROLLBACK") == []
-        msgs = b.recv_until(b"Z", timeout=20)
-        assert not pgwire.errors(msgs) and msgs[-1].payload == b"T", describe_reply(msgs)
-        ok(b, "COMMIT")
+        victim_rolls_back(a, b)
     assert (note_of(c, 0, k0), note_of(c, 1, k1)) == ("b", "b")
     assert open_transactions(c) == 0
 
@@ -106,10 +83,7 @@ def test_batches_crossing_shards_in_opposite_orders(make_cluster):
         a.send(slow_update(k0, "a") + update(k1, "a") + pgwire.sync())
         b.send(slow_update(k1, "b") + update(k0, "b") + pgwire.sync())
         replies = {"a": a.recv_until(b"Z", timeout=20), "b": b.recv_until(b"Z", timeout=20)}
-    codes = {who: error_codes(msgs) for who, msgs in replies.items()}
-    assert sorted(codes.values()) == [[], ["40P01"]], {w: describe_reply(m) for w, m in replies.items()}
-    winner = next(who for who, cs in codes.items() if not cs)
-    assert all(m[-1].payload == b"I" for m in replies.values())
+    winner = batch_winner(replies)
     # The victim's first update rolled back with its batch; the winner's two both committed.
     assert (note_of(c, 0, k0), note_of(c, 1, k1)) == (winner, winner)
     assert open_transactions(c) == 0

@@ -1,5 +1,6 @@
 """Helpers for test_transaction_pooling.py: raw-protocol shortcuts, background "churn" clients that
-keep a small pool busy while checking their own answers, pgbench and process-memory readers.
+keep a small pool busy while checking their own answers, pgbench and process-memory readers; and
+the two-shard `orders` cluster of the deadlock tests.
 
 Everything here reads with timeouts (pgwire), so a hung shardgate fails a test instead of hanging it.
 """
@@ -13,6 +14,7 @@ import subprocess
 import threading
 import time
 
+import conftest
 import pgcluster
 import pgwire
 
@@ -304,3 +306,54 @@ def check_pgbench(r: subprocess.CompletedProcess, context: str = "") -> int:
     # pgbench carries on after some client errors and only reports them on stderr.
     assert "error" not in r.stderr.lower(), report
     return processed
+
+
+# ---------------------------------------------------------------------------------------------
+# Two shards with a sharded `orders` table (test_pool_deadlock.py, test_lock_deadlock.py)
+# ---------------------------------------------------------------------------------------------
+
+SHARDED_ORDERS = ('[[databases.sharded_tables]]\nname = "orders"\ncolumn = "user_id"\n'
+                  'type = "bigint"\nstrategy = "hash"\n')
+
+
+def orders_cluster(make_cluster, **general):
+    """A transaction-pooling cluster of two shards (shardgate's [general] from `general`) with
+    orders(user_id bigint, note text) hash-sharded on user_id, one row with note 'x' per key 1..40.
+    Returns the cluster and each shard's keys ({0: [...], 1: [...]})."""
+    c = make_cluster(num_shards=2, replicas_per_shard=0, pool_mode="transaction", general=general,
+                     database_options={"default_shard": 0}, extra_toml=SHARDED_ORDERS)
+    for s in c.shards:
+        s.primary.psql("CREATE TABLE orders (user_id bigint, note text)")
+    shard_of = conftest.hash_shards(c.shards[0].primary, range(1, 41))
+    keys = {0: [k for k, s in shard_of.items() if s == 0], 1: [k for k, s in shard_of.items() if s == 1]}
+    for s, ks in keys.items():
+        c.shards[s].primary.psql("INSERT INTO orders VALUES " + ", ".join(f"({k}, 'x')" for k in ks))
+    return c, keys
+
+
+def note_of(c, shard: int, key: int) -> str:
+    return c.shards[shard].primary.psql(f"SELECT note FROM orders WHERE user_id = {key}")
+
+
+def open_transactions(c) -> int:
+    """Sessions idle in a transaction on the shards (left open by a test: none should be)."""
+    return sum(int(s.primary.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'app' "
+                                  "AND state LIKE 'idle in transaction%'")) for s in c.shards)
+
+
+def victim_rolls_back(victim: pgwire.PgWire, survivor: pgwire.PgWire) -> None:
+    """A deadlock's victim (its transaction failed) rolls back; the survivor's statement, which waited
+    for what the victim held, then completes in its open transaction, and it commits."""
+    assert ok(victim, "ROLLBACK") == []
+    msgs = survivor.recv_until(b"Z", timeout=20)
+    assert not pgwire.errors(msgs) and msgs[-1].payload == b"T", describe_reply(msgs)
+    ok(survivor, "COMMIT")
+
+
+def batch_winner(replies: dict[str, list[pgwire.Message]]) -> str:
+    """Of two batches caught in a deadlock, each an implicit transaction: the one that committed (the
+    other got 40P01 and rolled back as a whole; both ended their transactions)."""
+    codes = {who: error_codes(msgs) for who, msgs in replies.items()}
+    assert sorted(codes.values()) == [[], ["40P01"]], {w: describe_reply(m) for w, m in replies.items()}
+    assert all(m[-1].payload == b"I" for m in replies.values())
+    return next(who for who, cs in codes.items() if not cs)
