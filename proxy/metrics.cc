@@ -198,6 +198,8 @@ void WorkerMetrics::addTo(Totals& totals) const {
   totals.bytes_sent += bytes_sent.value();
   totals.cache_hits += cache_hits_.value();
   totals.cache_misses += cache_misses_.value();
+  totals.pool_deadlocks += pool_deadlocks.value();
+  totals.lock_deadlocks += lock_deadlocks.value();
 }
 
 std::vector<prometheus::MetricFamily> buildFamilies(const WorkerMetrics::Totals& totals,
@@ -289,6 +291,17 @@ std::vector<prometheus::MetricFamily> buildFamilies(const WorkerMetrics::Totals&
                           MetricType::Histogram);
   pool_wait.metric.push_back(histogramMetric({}, totals.pool_wait));
   out.push_back(std::move(pool_wait));
+
+  auto deadlocks = family("shardgate_deadlocks_total",
+                          "Deadlocks shardgate broke by failing one client's wait with 40P01: "
+                          "clients waiting for each other's pool connections (kind pool), or for "
+                          "each other's row locks on different shards (kind lock).",
+                          MetricType::Counter);
+  deadlocks.metric.push_back(
+      counterMetric({label("kind", "pool")}, static_cast<double>(totals.pool_deadlocks)));
+  deadlocks.metric.push_back(
+      counterMetric({label("kind", "lock")}, static_cast<double>(totals.lock_deadlocks)));
+  out.push_back(std::move(deadlocks));
 
   auto single = [&](std::string name, std::string help, MetricType type, double value) {
     auto f = family(std::move(name), std::move(help), type);

@@ -93,6 +93,10 @@ class WorkerMetrics {
   metrics::Counter bytes_sent;                // to clients
   metrics::DurationHistogram query_duration;  // a statement's arrival to its ReadyForQuery
   metrics::DurationHistogram pool_wait;
+  // Deadlocks broken: clients waiting for each other's pool connections, and through row locks
+  // on several shards (each counts its victim).
+  metrics::Counter pool_deadlocks;
+  metrics::Counter lock_deadlocks;
 
   // ---- scrape thread ----
   // Sums of the cells of any number of workers, by label values.
@@ -111,6 +115,8 @@ class WorkerMetrics {
     uint64_t bytes_sent = 0;
     uint64_t cache_hits = 0;
     uint64_t cache_misses = 0;
+    uint64_t pool_deadlocks = 0;
+    uint64_t lock_deadlocks = 0;
   };
   void addTo(Totals& totals) const;
 

@@ -395,6 +395,7 @@ void Worker::breakPoolDeadlocks(uint64_t now_ms) {
   }
   spdlog::info("event=pool_deadlock waiting_for=\"{}\" pool_size={}", where,
                awaited.empty() ? 0 : awaited.front()->settings().max_size);
+  metrics_->pool_deadlocks.add();
   victim->failWaits(Error::make(
       sqlstate::kDeadlockDetected, "deadlock detected",
       "This client waited " + std::to_string(now_ms - victim->waitingSinceMs()) +
@@ -474,6 +475,7 @@ void Worker::breakLockDeadlock(const backends::LockDeadlock& deadlock) {
       "Retry the transaction. Transactions that lock rows of several shards in the same order "
       "cannot deadlock this way."));
   backends::sendCancelRequest(context(), *waiting);
+  metrics_->lock_deadlocks.add();
 }
 
 void Worker::sweep() {

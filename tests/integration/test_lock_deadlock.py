@@ -13,8 +13,8 @@ import time
 import pytest
 
 import pgwire
-from txn_helpers import (batch_winner, connect, describe_reply, error_codes, note_of, ok, open_transactions,
-                         orders_cluster, victim_rolls_back)
+from txn_helpers import (batch_winner, connect, deadlocks_counted, describe_reply, error_codes, note_of, ok,
+                         open_transactions, orders_cluster, victim_rolls_back)
 
 DEADLOCK_TIMEOUT_MS = 400
 
@@ -58,6 +58,7 @@ def test_row_locks_taken_in_opposite_orders_on_two_shards(make_cluster, workers,
         assert err.message == "deadlock detected", str(err)
         assert "different shards" in err.fields.get("D", "") and "Retry" in err.fields.get("H", ""), str(err)
         assert msgs[-1].payload == b"E", describe_reply(msgs)
+        assert deadlocks_counted(c, "lock") == 1
         # a still waits: b's transaction holds its row on shard 1 until b ends it.
         victim_rolls_back(b, a)
     assert (note_of(c, 0, k0), note_of(c, 1, k1)) == ("a", "a")
@@ -79,6 +80,7 @@ def test_a_long_lock_wait_across_shards_without_a_cycle_is_left_alone(make_clust
         ok(b, f"UPDATE orders SET note = 'b' WHERE user_id = {k0b}")
         b.send(pgwire.query(f"UPDATE orders SET note = 'b' WHERE user_id = {k1}"))  # waits for a
         time.sleep(3 * DEADLOCK_TIMEOUT_MS / 1000)
+        assert deadlocks_counted(c, "lock") == 0
         ok(a, "COMMIT")
         msgs = b.recv_until(b"Z", timeout=20)
         assert not pgwire.errors(msgs) and msgs[-1].payload == b"T", describe_reply(msgs)

@@ -62,6 +62,7 @@ EVERY_METRIC = [
     "shardgate_server_up",
     "shardgate_table_rows",
     "shardgate_table_bytes",
+    "shardgate_deadlocks_total",
 ]
 HISTOGRAMS = [
     "shardgate_query_duration_seconds",

@@ -17,8 +17,8 @@ import time
 import pytest
 
 import pgwire
-from txn_helpers import (batch_winner, connect, describe_reply, error_codes, note_of, ok, open_transactions,
-                         orders_cluster, victim_rolls_back)
+from txn_helpers import (batch_winner, connect, deadlocks_counted, describe_reply, error_codes, note_of, ok,
+                         open_transactions, orders_cluster, victim_rolls_back)
 
 # Long enough that a wait ending for query_wait_timeout is told apart from one ended as a deadlock.
 QUERY_WAIT_MS = 60000
@@ -57,6 +57,7 @@ def test_two_transactions_crossing_shards_in_opposite_orders(make_cluster):
         err = pgwire.errors(msgs)[0]
         assert "deadlock" in err.message and "shard" in err.fields.get("D", ""), str(err)
         assert msgs[-1].payload == b"E", describe_reply(msgs)  # a's transaction failed, as on Postgres
+        assert deadlocks_counted(c, "pool") == 1
         # b still waits: a's transaction holds shard 0 until a ends it.
         victim_rolls_back(a, b)
     assert (note_of(c, 0, k0), note_of(c, 1, k1)) == ("b", "b")

@@ -13,6 +13,7 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.request
 
 import conftest
 import pgcluster
@@ -357,3 +358,11 @@ def batch_winner(replies: dict[str, list[pgwire.Message]]) -> str:
     assert sorted(codes.values()) == [[], ["40P01"]], {w: describe_reply(m) for w, m in replies.items()}
     assert all(m[-1].payload == b"I" for m in replies.values())
     return next(who for who, cs in codes.items() if not cs)
+
+
+def deadlocks_counted(c, kind: str) -> float:
+    """shardgate_deadlocks_total{kind=...} ("pool" or "lock") from shardgate's /metrics."""
+    text = urllib.request.urlopen(f"http://{HOST}:{c.shardgate.metrics_port}/metrics", timeout=5).read().decode()
+    m = re.search(r'^shardgate_deadlocks_total\{kind="%s"\} (\S+)$' % kind, text, re.M)
+    assert m, f"no shardgate_deadlocks_total{{kind={kind!r}}} in /metrics"
+    return float(m.group(1))

@@ -124,6 +124,7 @@ TEST(WorkerMetrics, FamiliesHaveNamesLabelsAndHistograms) {
   w.shard("app", std::string(kNoShard)).queries[static_cast<size_t>(RouteKind::kLocal)].add(1);
   w.shard("app", "shard0").duration.observeNs(2'000'000);  // 2 ms
   w.countError("23505");
+  w.lock_deadlocks.add();
   w.pool("app", "alice", "shard0", "replica0").connecting.add(1);
   WorkerMetrics::Totals t;
   w.addTo(t);
@@ -140,7 +141,7 @@ TEST(WorkerMetrics, FamiliesHaveNamesLabelsAndHistograms) {
         "shardgate_pool_wait_seconds", "shardgate_bytes_received_total",
         "shardgate_bytes_sent_total", "shardgate_analysis_cache_hits_total",
         "shardgate_analysis_cache_misses_total", "shardgate_server_up", "shardgate_table_rows",
-        "shardgate_table_bytes"}) {
+        "shardgate_table_bytes", "shardgate_deadlocks_total"}) {
     EXPECT_NE(findFamily(families, name), nullptr) << name;
   }
 
@@ -172,6 +173,14 @@ TEST(WorkerMetrics, FamiliesHaveNamesLabelsAndHistograms) {
 
   const auto* errors = findFamily(families, "shardgate_errors_total");
   ASSERT_NE(findSeries(*errors, {{"sqlstate_class", "23"}}), nullptr);
+
+  const auto* deadlocks = findFamily(families, "shardgate_deadlocks_total");
+  ASSERT_NE(deadlocks, nullptr);
+  EXPECT_EQ(deadlocks->type, prometheus::MetricType::Counter);
+  ASSERT_NE(findSeries(*deadlocks, {{"kind", "lock"}}), nullptr);
+  EXPECT_EQ(findSeries(*deadlocks, {{"kind", "lock"}})->counter.value, 1);
+  ASSERT_NE(findSeries(*deadlocks, {{"kind", "pool"}}), nullptr);
+  EXPECT_EQ(findSeries(*deadlocks, {{"kind", "pool"}})->counter.value, 0);
 
   const auto* servers = findFamily(families, "shardgate_server_connections");
   const auto* connecting = findSeries(*servers, {{"role", "replica0"}, {"state", "connecting"}});
