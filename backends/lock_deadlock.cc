@@ -6,7 +6,6 @@
 #include <cstdint>
 #include <deque>
 #include <map>
-#include <set>
 #include <utility>
 
 namespace shardgate::backends {
@@ -108,9 +107,16 @@ std::optional<LockDeadlock> findLockDeadlock(const std::vector<BackendHolder>& h
   std::optional<LockDeadlock> best;
   for (size_t start = 0; start < holders.size(); ++start) {
     std::vector<WaitGraph::Edge> cycle = graph.cycleThrough(start);
-    std::set<std::string> servers;
-    for (const WaitGraph::Edge& edge : cycle) servers.insert(waits[edge.wait].waiter.server);
-    if (servers.size() < 2) continue;  // none, or one server's own (it finds those itself)
+    // Postgres sees a cycle whose every session waits on the backend that blocks the one before;
+    // it is hidden from it when a session is waited for on one backend and waits on another
+    // (another server, or another database of the same one).
+    bool hidden = false;
+    for (size_t i = 0; i < cycle.size(); ++i) {
+      const LockWait& into = waits[cycle[i].wait];
+      const BackendRef waited_for{into.waiter.server, cycle[i].blocker};
+      hidden = hidden || !(waits[cycle[(i + 1) % cycle.size()].wait].waiter == waited_for);
+    }
+    if (!hidden) continue;  // none, or a server's own (it finds those itself)
     // The cycle closed when its last wait began. A wait whose deadlock_timeout ran out before
     // that found no cycle then (Postgres checks each wait once); of the others, the first whose
     // timeout runs out finds it.
@@ -118,15 +124,18 @@ std::optional<LockDeadlock> findLockDeadlock(const std::vector<BackendHolder>& h
     for (const WaitGraph::Edge& edge : cycle) {
       closed_for_ms = std::min(closed_for_ms, waits[edge.wait].waited_ms);
     }
-    std::optional<size_t> first;  // index into the cycle
+    // When that check is another client's (a backend of no session of ours, which shardgate
+    // cannot cancel), the victim is the last of ours to begin waiting.
+    std::optional<size_t> first;   // index into the cycle
+    std::optional<size_t> latest;  // the same, for the fallback
     for (size_t i = 0; i < cycle.size(); ++i) {
       const LockWait& wait = waits[cycle[i].wait];
-      if (!graph.holderOf(wait.waiter.server, wait.waiter.pid) ||
-          wait.waited_ms > closed_for_ms + timeout_ms) {
-        continue;  // not ours to cancel, or checked before the cycle closed
-      }
+      if (!graph.holderOf(wait.waiter.server, wait.waiter.pid)) continue;
+      if (!latest || waits[cycle[*latest].wait].waited_ms > wait.waited_ms) latest = i;
+      if (wait.waited_ms > closed_for_ms + timeout_ms) continue;  // checked before it closed
       if (!first || waits[cycle[*first].wait].waited_ms < wait.waited_ms) first = i;
     }
+    if (!first) first = latest;
     if (!first) continue;
     const LockWait& wait = waits[cycle[*first].wait];
     if (wait.waited_ms < timeout_ms) continue;  // its check is still to come

@@ -46,12 +46,14 @@ struct LockDeadlock {
   std::vector<std::string> cycle;
 };
 
-// A cycle of lock waits that passes through at least two servers, joined by sessions that hold a
-// backend on each. Its victim is the session whose wait Postgres would have failed had it seen
+// A cycle of lock waits that no server sees whole: it passes through a session that is waited
+// for on one of its backends and waits on another (of another server, or of another database of
+// the same server). Its victim is the session whose wait Postgres would have failed had it seen
 // the whole cycle: each wait checks for a deadlock once, `timeout_ms` after it began, so the
 // victim is the first member whose check comes after the cycle closed (after the last wait of it
-// began), once that check is due. nullopt when there is no such cycle or that check is still to
-// come. A cycle within one server is left to that server's own detector.
+// began), once that check is due; when that member is a backend of no session of ours, the last
+// of ours to begin waiting. nullopt when there is no such cycle or that check is still to come.
+// A cycle a server sees whole is left to that server's own detector.
 std::optional<LockDeadlock> findLockDeadlock(const std::vector<BackendHolder>& holders,
                                              const std::vector<LockWait>& waits,
                                              uint64_t timeout_ms);

@@ -75,7 +75,11 @@ std::string conninfoFor(const conf::ServerAddress& server) {
                   " dbname=" + conninfoValue(server.database) +
                   " user=" + conninfoValue(server.user) +
                   " application_name='shardgate lookups' connect_timeout=5"
-                  " options='-c statement_timeout=5000'";
+                  " options='-c statement_timeout=5000'"
+                  // statement_timeout is the server's: a network that fails mid-query must not
+                  // hold the thread for the kernel's retransmission time (minutes).
+                  " keepalives_idle=5 keepalives_interval=2 keepalives_count=3"
+                  " tcp_user_timeout=10000";
   if (!server.password.empty()) s += " password=" + conninfoValue(server.password);
   s += " sslmode=" + std::string(conf::serverTlsModeName(server.tls_mode));
   if (const std::string& root = conf::libpqRootCertificate(server); !root.empty()) {

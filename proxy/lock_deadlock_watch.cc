@@ -93,9 +93,10 @@ void LockDeadlockWatch::checkOnce(uint64_t timeout_ms) {
       all.servers.insert(published.servers.begin(), published.servers.end());
     }
   }
-  // A cycle through two servers passes through two sessions that each hold backends on both.
+  // A hidden cycle passes through two sessions that each hold backends on several servers.
   if (all.holders.size() < 2) {
     found_last_time_.reset();
+    connections_.clear();  // none kept open while nothing needs watching
     return;
   }
   std::set<std::string> servers;
@@ -128,6 +129,17 @@ void LockDeadlockWatch::checkOnce(uint64_t timeout_ms) {
       now - cancelled_->second < std::chrono::milliseconds(2 * timeout_ms)) {
     return;
   }
+  // The victim's wait may have ended since the look (a lock_timeout elsewhere): then its
+  // statement runs on and must not be cancelled. Look once more, just before acting.
+  auto address = all.servers.find(found->waiting.server);
+  std::optional<std::vector<backends::LockWait>> again =
+      address == all.servers.end() ? std::nullopt
+                                   : readLockWaits(found->waiting.server, address->second);
+  if (!again || std::none_of(again->begin(), again->end(), [&](const backends::LockWait& w) {
+        return w.waiter == found->waiting;
+      })) {
+    return;
+  }
   cancelled_ = std::make_pair(found->waiting, now);
   std::string cycle;
   for (const std::string& line : found->cycle) cycle += (cycle.empty() ? "" : "; ") + line;
@@ -139,7 +151,11 @@ void LockDeadlockWatch::checkOnce(uint64_t timeout_ms) {
 std::optional<std::vector<backends::LockWait>> LockDeadlockWatch::readLockWaits(
     const std::string& server, const conf::ServerAddress& address) {
   auto& conn = connections_[server];
-  if (!conn) conn = std::make_unique<catalog::Connection>(catalog::conninfoFor(address));
+  // A RELOAD may have changed how to log in (a new password): a new connection then.
+  std::string conninfo = catalog::conninfoFor(address);
+  if (!conn || conn->conninfo() != conninfo) {
+    conn = std::make_unique<catalog::Connection>(std::move(conninfo));
+  }
   if (Status connected = conn->ensureConnected(); !connected.ok()) {
     spdlog::debug("event=lock_watch_connect_failed server={} error=\"{}\"", server,
                   connected.error().message);

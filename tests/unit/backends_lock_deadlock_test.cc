@@ -85,6 +85,32 @@ TEST(LockDeadlock, ACycleThroughABackendOfNoSessionOfOursIsFound) {
   EXPECT_EQ(found->cycle.size(), 3u);
 }
 
+TEST(LockDeadlock, TwoDatabasesOfOneServerHideACycleToo) {
+  // Shards 0 and 1 are two databases of one server: each session has a backend in each, and
+  // the server sees two waits that do not meet (101 waits for 100, 200 for 201).
+  std::vector<BackendHolder> holders{session(1, {{kS0, 100}, {kS0, 200}}),
+                                     session(2, {{kS0, 101}, {kS0, 201}})};
+  std::vector<LockWait> waits{wait(kS0, 200, {201}, 3000), wait(kS0, 101, {100}, 1500)};
+  auto found = findLockDeadlock(holders, waits, kTimeoutMs);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->session, 2u);
+}
+
+TEST(LockDeadlock, ACycleClosedByAnotherClientsBackendStillGetsAVictimOfOurs) {
+  // 11 (session 1) waits on s1 for 21 (session 2); 20 (session 2) waits on s0 for 30, a backend
+  // of no session of ours, which began waiting for 10 (session 1) only just now: its own check
+  // cannot see the cycle, and the checks of ours came before it closed. The last of ours to
+  // begin waiting is the victim.
+  std::vector<BackendHolder> holders{session(1, {{kS0, 10}, {kS1, 11}}),
+                                     session(2, {{kS0, 20}, {kS1, 21}})};
+  std::vector<LockWait> waits{wait(kS1, 11, {21}, 5000), wait(kS0, 20, {30}, 4000),
+                              wait(kS0, 30, {10}, 100)};
+  auto found = findLockDeadlock(holders, waits, kTimeoutMs);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->session, 2u);
+  EXPECT_EQ(found->waiting, (BackendRef{kS0, 20}));
+}
+
 TEST(LockDeadlock, ThreeSessionsOverThreeServers) {
   std::vector<BackendHolder> holders{session(1, {{kS0, 10}, {kS1, 11}}),
                                      session(2, {{kS1, 20}, {kS2, 21}}),
