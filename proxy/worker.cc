@@ -406,22 +406,28 @@ void Worker::breakPoolDeadlocks(uint64_t now_ms) {
       "shards in the same order, make this rarer."));
 }
 
+template <class Visit>
+void Worker::forEachHeldConnection(Visit visit) {
+  auto walk = [&](const backends::Pool& pool) {
+    for (backends::ServerConnection* server : pool.connections()) {
+      if (server->state() != backends::ServerConnection::State::kHeld || !server->sink()) continue;
+      if (backends::ConnectionHolder* holder = server->sink()->holder()) {
+        visit(server, holder->holderId());
+      }
+    }
+  };
+  for (const auto& [key, pool] : pools_) walk(*pool);
+  for (const auto& pool : draining_pools_) walk(*pool);
+}
+
 void Worker::publishHeldBackends() {
   if (config_->general.deadlock_timeout_ms == 0 && !published_held_backends_) return;
   LockDeadlockWatch::Published published;
   if (config_->general.deadlock_timeout_ms != 0) {
     std::map<uint64_t, std::vector<const backends::ServerConnection*>> by_session;
-    auto collect = [&](const backends::Pool& pool) {
-      for (const backends::ServerConnection* server : pool.connections()) {
-        if (server->state() != backends::ServerConnection::State::kHeld || !server->sink())
-          continue;
-        if (backends::ConnectionHolder* holder = server->sink()->holder()) {
-          by_session[holder->holderId()].push_back(server);
-        }
-      }
-    };
-    for (const auto& [key, pool] : pools_) collect(*pool);
-    for (const auto& pool : draining_pools_) collect(*pool);
+    forEachHeldConnection([&](backends::ServerConnection* server, uint64_t session) {
+      by_session[session].push_back(server);
+    });
     for (const auto& [session, servers] : by_session) {
       if (servers.size() < 2) continue;
       backends::BackendHolder holder{index_, session, {}};
@@ -444,25 +450,13 @@ void Worker::publishHeldBackends() {
 }
 
 void Worker::breakLockDeadlock(const backends::LockDeadlock& deadlock) {
-  auto find = [&](const backends::Pool& pool) -> backends::ServerConnection* {
-    for (backends::ServerConnection* server : pool.connections()) {
-      if (server->backendPid() != deadlock.waiting.pid ||
-          server->state() != backends::ServerConnection::State::kHeld || !server->sink() ||
-          !server->owesReplies() || server->endpoint().where() != deadlock.waiting.server) {
-        continue;
-      }
-      backends::ConnectionHolder* holder = server->sink()->holder();
-      if (holder != nullptr && holder->holderId() == deadlock.session) return server;
-    }
-    return nullptr;
-  };
   backends::ServerConnection* waiting = nullptr;
-  for (const auto& [key, pool] : pools_) {
-    if ((waiting = find(*pool)) != nullptr) break;
-  }
-  for (const auto& pool : draining_pools_) {
-    if (waiting == nullptr) waiting = find(*pool);
-  }
+  forEachHeldConnection([&](backends::ServerConnection* server, uint64_t session) {
+    if (session == deadlock.session && server->backendPid() == deadlock.waiting.pid &&
+        server->owesReplies() && server->endpoint().where() == deadlock.waiting.server) {
+      waiting = server;
+    }
+  });
   if (waiting == nullptr) return;  // its wait ended (or it left) since the watch looked
   std::string detail;
   for (const std::string& line : deadlock.cycle) detail += line + ".\n";

@@ -151,6 +151,9 @@ class Worker {
   void sweepDrainingPools(uint64_t now_ms);
   // Clients waiting deadlock_timeout for connections held by each other: one of them gets 40P01.
   void breakPoolDeadlocks(uint64_t now_ms);
+  // Calls visit(connection, session id) for each server connection a client session holds.
+  template <class Visit>
+  void forEachHeldConnection(Visit visit);
   // Tells the lock-deadlock watch which sessions hold connections on several servers.
   void publishHeldBackends();
   bool published_held_backends_ = false;  // the last publication was not empty
