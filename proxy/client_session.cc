@@ -474,8 +474,9 @@ void ClientSession::onServerUnavailable(const Error& error) {
       return;
     }
     // As any error does in Postgres, it aborts the open transaction: the shards it ran on so far
-    // roll back at its end (a COMMIT answers ROLLBACK), whatever else the client sends.
+    // roll back (a COMMIT answers ROLLBACK), whatever else the client sends.
     if (transaction_status_ == 'T') transaction_status_ = 'E';
+    rollBackFailedTransactionShards();
     failing_ = std::make_unique<Error>(std::move(e));
     processPending();
     return;
@@ -1000,13 +1001,15 @@ void ClientSession::refuseStatement(const Error& error, bool extended_protocol) 
   metrics_.countError(error.sqlstate);
   // Postgres aborts the (explicit or implicit) transaction on an error: make the held server's
   // fail too, so that nothing the client sent before the refused statement commits. Parked
-  // connections roll back when the failed transaction ends.
+  // connections roll back now, or when the failed transaction ends
+  // (rollBackFailedTransactionShards).
   if (server_ && (transaction_status_ != 'I' || batch_open_)) {
     sendOwnQuery("DO $$BEGIN RAISE EXCEPTION 'statement refused by shardgate'; END$$");
   }
   // The batch's settings changes are undone with it (the server's Sync ends it).
   if (server_ && extended_protocol) refused_request_ = ready_sent_ + 1;
   if (transaction_status_ != 'I') transaction_status_ = 'E';
+  rollBackFailedTransactionShards();
   if (extended_protocol) {
     answer(std::move(reply));
     skipping_to_sync_ = true;  // as Postgres does after an error in a batch
@@ -1288,6 +1291,7 @@ void ClientSession::forgetTransactionRoute() {
   txn_read_only_ = false;
   txn_begin_sql_.clear();
   txn_replay_sql_.clear();
+  txn_replay_has_savepoint_ = false;
   txn_savepoints_.clear();
   named_portals_.clear();  // a transaction's portals end with it
 }
@@ -1845,6 +1849,10 @@ bool ClientSession::handleDecision(const planner::RouteDecision& decision, std::
     // Runs in a transaction not yet bound to a shard: replayed if the transaction moves, and
     // where it spreads.
     pending_replay_sql_ = std::string(sql);
+    // (Noted before it runs: a failed SAVEPOINT only keeps a failed transaction's shards waiting.)
+    if (decision.transaction == planner::TransactionAction::kSavepoint) {
+      txn_replay_has_savepoint_ = true;
+    }
   }
   if (decision.transaction == planner::TransactionAction::kBegin && transaction_status_ == 'I') {
     txn_begin_sql_ = std::string(sql);
@@ -2691,6 +2699,7 @@ void ClientSession::onServerReadyForQuery(char transaction_status) {
     dropPortals();
   }
   settleSettingChanges(transaction_status);
+  if (transaction_status == 'E') rollBackFailedTransactionShards();
   if (terminating_ && outstanding_ == 0) {
     releaseServer(/*client_left=*/true);
     state_ = State::kClosed;
@@ -2884,6 +2893,50 @@ void ClientSession::releaseParked(bool clean) {
                           context().nowMs());
   }
   parked_.clear();
+}
+
+void ClientSession::rollBackFailedTransactionShards() {
+  // Not while something else drives the parked connections or may still need them: the end of
+  // the transaction, a statement every shard runs, a multi-shard statement, an extended batch
+  // (its Sync ends what it spread), or an open savepoint a ROLLBACK TO could return to.
+  if (transaction_status_ != 'E' || parked_.empty() || ending_parked_ || committing_spread_ ||
+      every_shard_run_ != EveryShardRun::kNone || multi_run_ || batch_open_ || batch_spread_ ||
+      !txn_savepoints_.empty() || !savepoint_marks_.empty() || txn_replay_has_savepoint_) {
+    return;
+  }
+  const auto how =
+      transaction_pooling_ ? backends::Pool::Release::kClean : backends::Pool::Release::kReset;
+  auto rollBack = [how](backends::ServerConnection* server, backends::Pool* pool) {
+    server->detach();
+    runRollbackPastLateCancel(server, "ROLLBACK", [pool, server, how](Status status) {
+      pool->release(
+          server,
+          status.ok() && server->transactionStatus() == 'I' ? how : backends::Pool::Release::kClose,
+          backends::monotonicMs());
+    });
+  };
+  std::vector<std::unique_ptr<ParkedServer>> parked = std::move(parked_);
+  parked_.clear();
+  for (auto& p : parked) {
+    if (p->server == nullptr) continue;
+    if (p->server->owesReplies()) {  // not expected of a parked connection: not to be trusted
+      p->server->detach();
+      p->pool->release(p->server, backends::Pool::Release::kClose, context().nowMs());
+      continue;
+    }
+    rollBack(p->server, p->pool);
+  }
+  // The held connection too, when the error came from another shard's (a multi-shard statement's,
+  // or a statement every shard ran): its part is still open. One that failed itself is kept: its
+  // locks are free already, and it answers the rest of the transaction as Postgres words it. (A
+  // session that keeps its server, session pooling, keeps it.)
+  if (server_ != nullptr && transactionPooling() && server_->transactionStatus() == 'T' &&
+      !server_->owesReplies() && outstanding_ == 0 && !syncing_server_) {
+    backends::ServerConnection* server = server_;
+    server_ = nullptr;
+    current_target_.reset();
+    rollBack(server, pool_);
+  }
 }
 
 // What a shard joining the open transaction runs first: BEGIN as the client wrote it, what ran
@@ -3196,6 +3249,7 @@ std::optional<ClientSession::SpreadOutcome> ClientSession::runOnEveryShard(std::
     if (!every_shard_error_) return std::nullopt;
     std::unique_ptr<Error> error = std::move(every_shard_error_);
     transaction_status_ = 'E';
+    rollBackFailedTransactionShards();
     metrics_.countError(error->sqlstate);
     std::string reply;
     wire::writeError(reply, *error);
@@ -3837,6 +3891,7 @@ void ClientSession::answerSync() {
   std::string ready;
   wire::writeReadyForQuery(ready, transaction_status_);
   answer(std::move(ready));
+  rollBackFailedTransactionShards();
 }
 
 void ClientSession::dropPortals() {
@@ -3967,6 +4022,7 @@ void ClientSession::multiShardFinished(const std::optional<Error>& error) {
   if (error) metrics_.countError(error->sqlstate);
   metrics_.multiShardFinished(transaction_status_, context().nowNs());
   finished_multi_runs_.push_back(std::move(multi_run_));
+  rollBackFailedTransactionShards();
   if (!multi_bound_) {
     std::string ready;
     wire::writeReadyForQuery(ready, transaction_status_);

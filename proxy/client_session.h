@@ -264,6 +264,11 @@ class ClientSession final : public TcpConnection,
   // then the client's statement ends it on server_ (or shardgate answers it).
   void endNextParked(std::string sql);
   void releaseParked(bool clean);
+  // A transaction over several shards that failed can only roll back (no savepoint is open to
+  // return to): its shards' connections roll back and go back to the pool at once, so that their
+  // locks are free from the error on, as a failed Postgres transaction's are. Only a held server
+  // that failed itself stays, to answer the rest of the transaction.
+  void rollBackFailedTransactionShards();
   // Whether the open transaction spans shards (or failed on a shard other than server_'s).
   bool spreadTransaction() const;
   bool beginsInSpreadBatch(const planner::RouteDecision& decision) const;
@@ -506,6 +511,7 @@ class ClientSession final : public TcpConnection,
   std::string txn_begin_sql_;       // how the open transaction began (replayed if it moves)
   std::string resume_transaction_;  // BEGIN to run on the next server before anything else
   std::string txn_replay_sql_;      // shard-independent statements of the unbound transaction
+  bool txn_replay_has_savepoint_ = false;  // ... and a SAVEPOINT is among them
   std::string pending_replay_sql_;
   bool skipping_to_sync_ = false;  // a routing error in an extended batch
   bool batch_open_ = false;        // extended messages sent since the last Sync

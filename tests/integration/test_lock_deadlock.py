@@ -1,5 +1,7 @@
 """Deadlocks through row locks on several shards: shardgate finds the cycle that no shard can see and
-ends one transaction's wait with 40P01, as Postgres ends a deadlock on one server.
+ends one transaction's wait with 40P01, as Postgres ends a deadlock on one server. And a transaction
+over several shards that fails frees its rows on every shard at the error, as a failed Postgres
+transaction does, not only when the client rolls back.
 
 A client's transaction over two shards holds a row on one and waits for a row on the other; a second
 client's does the opposite. Each shard sees one transaction waiting for another, never a cycle, so
@@ -14,7 +16,7 @@ import pytest
 
 import pgwire
 from txn_helpers import (batch_winner, connect, deadlocks_counted, describe_reply, error_codes, note_of, ok,
-                         open_transactions, orders_cluster, victim_rolls_back)
+                         open_transactions, orders_cluster, survivor_goes_on)
 
 DEADLOCK_TIMEOUT_MS = 400
 
@@ -31,8 +33,9 @@ def lock_cluster(make_cluster, workers: int):
 def test_row_locks_taken_in_opposite_orders_on_two_shards(make_cluster, workers, a_waits_with):
     """a locks a row on shard 0, b one on shard 1; a then waits for b's row and, after more than
     deadlock_timeout, b for a's. b, whose wait closed the cycle, gets 40P01 after deadlock_timeout
-    (its transaction failed, as a Postgres deadlock victim's); once b rolls back, a's update goes
-    through and a commits. a's wait is a keyed UPDATE or one UPDATE over both shards."""
+    (its transaction failed, as a Postgres deadlock victim's, and its row on shard 1 is free at
+    once): a's update goes through before b rolls back, and a commits. a's wait is a keyed UPDATE
+    or one UPDATE over both shards."""
     c, keys = lock_cluster(make_cluster, workers)
     k0, k1 = keys[0][0], keys[1][0]
     port = c.shardgate.port
@@ -59,8 +62,8 @@ def test_row_locks_taken_in_opposite_orders_on_two_shards(make_cluster, workers,
         assert "different shards" in err.fields.get("D", "") and "Retry" in err.fields.get("H", ""), str(err)
         assert msgs[-1].payload == b"E", describe_reply(msgs)
         assert deadlocks_counted(c, "lock") == 1
-        # a still waits: b's transaction holds its row on shard 1 until b ends it.
-        victim_rolls_back(b, a)
+        # b's row on shard 1 is free from its error on: a goes on before b rolls back.
+        survivor_goes_on(b, a)
     assert (note_of(c, 0, k0), note_of(c, 1, k1)) == ("a", "a")
     assert open_transactions(c) == 0
 
@@ -106,4 +109,64 @@ def test_batches_locking_rows_in_opposite_orders(make_cluster):
         replies = {"a": a.recv_until(b"Z", timeout=20), "b": b.recv_until(b"Z", timeout=20)}
     winner = batch_winner(replies)
     assert (note_of(c, 0, k0), note_of(c, 1, k1)) == (winner, winner)
+    assert open_transactions(c) == 0
+
+
+@pytest.mark.requires_shardgate
+@pytest.mark.parametrize("fails_with", ["keyed_simple", "keyed_extended", "multi_shard"])
+def test_a_failed_transaction_over_two_shards_frees_its_rows_at_once(make_cluster, fails_with):
+    """a's transaction updates a row on shard 0, then a statement of it fails on shard 1 (division by
+    zero): a keyed UPDATE (simple or extended protocol) or one UPDATE over both shards. a does not
+    roll back yet. On Postgres a failed transaction's locks are gone from its error on: b's update
+    of a's row on shard 0 goes through at once (lock_timeout would stop a wait), while a's next
+    statements get 25P02 and its COMMIT answers ROLLBACK."""
+    c, keys = lock_cluster(make_cluster, 1)
+    k0, k0b, k1 = keys[0][0], keys[0][1], keys[1][0]
+    port = c.shardgate.port
+    failing = {
+        "keyed_simple": f"UPDATE orders SET note = 'a' WHERE user_id = {k1} AND 1 / (user_id - {k1}) = 0",
+        "keyed_extended": f"UPDATE orders SET note = 'a' WHERE user_id = {k1} AND 1 / (user_id - {k1}) = 0",
+        "multi_shard": f"UPDATE orders SET note = 'a' WHERE user_id IN ({k0b}, {k1}) AND 1 / (user_id - {k1}) = 0",
+    }[fails_with]
+    with connect(port, timeout=30) as a, connect(port, timeout=30) as b:
+        ok(a, "BEGIN")
+        ok(a, f"UPDATE orders SET note = 'a' WHERE user_id = {k0}")
+        ok(a, f"SELECT note FROM orders WHERE user_id = {k1}")  # the transaction spans both shards
+        if fails_with == "keyed_extended":
+            a.send(pgwire.parse("", failing) + pgwire.bind("", "") + pgwire.execute() + pgwire.sync())
+            msgs = a.recv_until(b"Z", timeout=20)
+        else:
+            msgs = a.simple(failing)
+        assert error_codes(msgs) == ["22012"] and msgs[-1].payload == b"E", describe_reply(msgs)
+        ok(b, "SET lock_timeout = '5s'")
+        started = time.monotonic()
+        ok(b, f"UPDATE orders SET note = 'b' WHERE user_id = {k0}")
+        assert time.monotonic() - started < 3, "b waited for the row of a's failed transaction"
+        msgs = a.simple(f"UPDATE orders SET note = 'a' WHERE user_id = {k0b}")
+        assert error_codes(msgs) == ["25P02"] and msgs[-1].payload == b"E", describe_reply(msgs)
+        msgs = a.simple("COMMIT")
+        assert not pgwire.errors(msgs) and msgs[-1].payload == b"I", describe_reply(msgs)
+        assert [m.payload for m in msgs if m.type == b"C"] == [b"ROLLBACK\x00"], describe_reply(msgs)
+        ok(a, f"UPDATE orders SET note = 'a2' WHERE user_id = {k0b}")  # the session goes on
+    assert (note_of(c, 0, k0), note_of(c, 0, k0b), note_of(c, 1, k1)) == ("b", "a2", "x")
+    assert open_transactions(c) == 0
+
+
+@pytest.mark.requires_shardgate
+def test_a_failed_transaction_with_a_savepoint_keeps_its_rows_for_rollback_to(make_cluster):
+    """With a savepoint open, a failed transaction over two shards can still be recovered (ROLLBACK
+    TO): its work before the savepoint stays, on every shard, and commits."""
+    c, keys = lock_cluster(make_cluster, 1)
+    k0, k0b, k1 = keys[0][0], keys[0][1], keys[1][0]
+    with connect(c.shardgate.port, timeout=30) as a:
+        ok(a, "BEGIN")
+        ok(a, f"UPDATE orders SET note = 'kept' WHERE user_id = {k0}")
+        ok(a, f"UPDATE orders SET note = 'kept' WHERE user_id = {k1}")
+        ok(a, "SAVEPOINT s")
+        ok(a, f"UPDATE orders SET note = 'gone' WHERE user_id = {k0b}")
+        msgs = a.simple(f"UPDATE orders SET note = 'a' WHERE user_id = {k1} AND 1 / (user_id - {k1}) = 0")
+        assert error_codes(msgs) == ["22012"] and msgs[-1].payload == b"E", describe_reply(msgs)
+        ok(a, "ROLLBACK TO SAVEPOINT s")
+        ok(a, "COMMIT")
+    assert (note_of(c, 0, k0), note_of(c, 0, k0b), note_of(c, 1, k1)) == ("kept", "x", "kept")
     assert open_transactions(c) == 0

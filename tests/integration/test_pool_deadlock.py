@@ -18,7 +18,7 @@ import pytest
 
 import pgwire
 from txn_helpers import (batch_winner, connect, deadlocks_counted, describe_reply, error_codes, note_of, ok,
-                         open_transactions, orders_cluster, victim_rolls_back)
+                         open_transactions, orders_cluster, survivor_goes_on)
 
 # Long enough that a wait ending for query_wait_timeout is told apart from one ended as a deadlock.
 QUERY_WAIT_MS = 60000
@@ -33,7 +33,8 @@ def deadlock_cluster(make_cluster, pool_size: int = 1, **general):
 def test_two_transactions_crossing_shards_in_opposite_orders(make_cluster):
     """Pool size 1 per shard: a holds shard 0 and waits for shard 1, b holds shard 1 and waits for
     shard 0. The first to wait (a) gets 40P01 after deadlock_timeout, its transaction failed as
-    Postgres fails a deadlock victim's; once a rolls back, b goes on and commits."""
+    Postgres fails a deadlock victim's, and its connection to shard 0 goes back to the pool at once:
+    b goes on before a rolls back, and commits."""
     c, keys = deadlock_cluster(make_cluster, deadlock_timeout=500)
     k0, k1 = keys[0][0], keys[1][0]
     port = c.shardgate.port
@@ -58,8 +59,8 @@ def test_two_transactions_crossing_shards_in_opposite_orders(make_cluster):
         assert "deadlock" in err.message and "shard" in err.fields.get("D", ""), str(err)
         assert msgs[-1].payload == b"E", describe_reply(msgs)  # a's transaction failed, as on Postgres
         assert deadlocks_counted(c, "pool") == 1
-        # b still waits: a's transaction holds shard 0 until a ends it.
-        victim_rolls_back(a, b)
+        # a's connection to shard 0 is free from its error on: b goes on before a rolls back.
+        survivor_goes_on(a, b)
     assert (note_of(c, 0, k0), note_of(c, 1, k1)) == ("b", "b")
     assert open_transactions(c) == 0
 

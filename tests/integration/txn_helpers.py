@@ -342,12 +342,14 @@ def open_transactions(c) -> int:
                                   "AND state LIKE 'idle in transaction%'")) for s in c.shards)
 
 
-def victim_rolls_back(victim: pgwire.PgWire, survivor: pgwire.PgWire) -> None:
-    """A deadlock's victim (its transaction failed) rolls back; the survivor's statement, which waited
-    for what the victim held, then completes in its open transaction, and it commits."""
-    assert ok(victim, "ROLLBACK") == []
+def survivor_goes_on(victim: pgwire.PgWire, survivor: pgwire.PgWire) -> None:
+    """A deadlock's victim got its error: its transaction failed, and what it held on every shard is
+    free at once, as a failed Postgres transaction's locks are. The survivor's statement, which
+    waited for it, completes in its open transaction before the victim rolls back; then the victim
+    rolls back and the survivor commits."""
     msgs = survivor.recv_until(b"Z", timeout=20)
     assert not pgwire.errors(msgs) and msgs[-1].payload == b"T", describe_reply(msgs)
+    assert ok(victim, "ROLLBACK") == []
     ok(survivor, "COMMIT")
 
 
