@@ -97,8 +97,8 @@ def test_many_clients_over_both_shards_never_wait_out_the_timeout(make_cluster, 
     """Eight clients, two connections per shard, each running transactions that touch both shards
     in a random order: deadlocks come and go. Every transaction either commits or gets 40P01 (and is
     retried, as applications retry deadlock victims); none waits for query_wait_timeout, and the
-    committed increments add up. (Each client updates rows of its own: a cycle through row locks
-    on the shards is not one shardgate can see, see the README.) with_multi_shard: the second
+    committed increments add up. (Each client updates rows of its own, so that only waits for
+    connections make cycles: test_lock_deadlock.py has those through row locks.) with_multi_shard: the second
     statement of some transactions updates both rows at once, a statement for both shards whose
     part on the shard not yet in the transaction waits for a connection there."""
     c, keys = deadlock_cluster(make_cluster, pool_size=2, deadlock_timeout=200)
