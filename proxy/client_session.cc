@@ -1469,7 +1469,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         std::erase(named_portals_, name);
       }
     }
-    if (!suspended_portals_.empty() || !bound_portals_.empty()) {
+    if (!suspended_portals_.empty() || !bound_portals_.empty() || !completed_portals_.empty()) {
       const PortalStep step = continueKeptPortal(type, frame.payload);
       if (step == PortalStep::kWait) return used;
       if (step == PortalStep::kAnswered) {
@@ -2643,6 +2643,8 @@ void ClientSession::onServerCommandComplete(std::string_view tag) {
   // ROLLBACK TO drops the portals bound since its savepoint: which ones is not kept, so a Bind of
   // any name may follow (a duplicate of an older one then goes to the server to judge).
   if (tag == "ROLLBACK" && !named_portals_.empty()) named_portals_.clear();
+  // (Which of them ROLLBACK TO drops is not kept either: none is answered for any more.)
+  if (tag == "ROLLBACK") completed_portals_.clear();
   // A statement noted by expectControl: the settings changed before it in its request settle
   // now (the rest of the request's at its ReadyForQuery), and it acts on them. The changes of a
   // transaction count from its COMMIT, also when COMMIT AND CHAIN begins the next one at once.
@@ -3696,6 +3698,22 @@ namespace {
 
 // The portal a message names: Execute's, Bind's (the one it replaces), a Describe or Close of a
 // portal, and the unnamed one for a simple Query (which drops it). Nullopt for the others.
+// Copies the RowDescription among the whole messages at the start of `bytes` into `out`; stops at
+// the first row or tag, which come after it.
+void keepRowDescription(std::string_view bytes, std::string& out) {
+  wire::Frame frame;
+  size_t used = 0;
+  while (used < bytes.size() &&
+         wire::peekTyped(bytes.substr(used), UINT32_MAX, frame) == wire::FrameStatus::kComplete) {
+    if (frame.type == wire::be::kRowDescription) {
+      out.assign(bytes.substr(used, frame.size));
+      return;
+    }
+    if (frame.type == wire::be::kDataRow || frame.type == wire::be::kCommandComplete) return;
+    used += frame.size;
+  }
+}
+
 std::optional<std::string_view> portalNamedBy(char type, std::string_view payload) {
   wire::PayloadReader reader(payload);
   std::string_view name;
@@ -3726,12 +3744,16 @@ ClientSession::PortalStep ClientSession::continueKeptPortal(char type, std::stri
                             [&](const auto& p) { return p->bind.portal == *name; });
   auto suspended = std::find_if(suspended_portals_.begin(), suspended_portals_.end(),
                                 [&](const SuspendedPortal& p) { return p.name == *name; });
+  auto completed = std::find_if(completed_portals_.begin(), completed_portals_.end(),
+                                [&](const CompletedPortal& p) { return p.name == *name; });
   if (type == wire::fe::kQuery || type == wire::fe::kBind) {
     // The portal is replaced (or, for a Query, dropped): the message itself is handled as usual.
     if (bound != bound_portals_.end()) bound_portals_.erase(bound);
     if (suspended != suspended_portals_.end()) suspended_portals_.erase(suspended);
+    if (completed != completed_portals_.end()) completed_portals_.erase(completed);
     return PortalStep::kNotKept;
   }
+  if (completed != completed_portals_.end()) return answerCompletedPortal(completed, type);
   if (bound != bound_portals_.end()) {
     // Bound in an earlier batch of this transaction: its batch goes on as if it had just begun.
     if (type == wire::fe::kClose) {
@@ -3770,6 +3792,40 @@ ClientSession::PortalStep ClientSession::continueKeptPortal(char type, std::stri
     if (!execute.ok()) return PortalStep::kNotKept;  // malformed: the usual path reports it
     executeSuspendedPortal(suspended, execute->max_rows);
     return PortalStep::kAnswered;
+  }
+  answer(std::move(reply));
+  return PortalStep::kAnswered;
+}
+
+ClientSession::PortalStep ClientSession::answerCompletedPortal(
+    std::vector<CompletedPortal>::iterator portal, char type) {
+  std::string reply;
+  if (type == wire::fe::kClose) {
+    completed_portals_.erase(portal);
+    wire::CloseComplete{}.encode(reply);
+  } else if (transaction_status_ == 'E') {
+    refuseStatement(Error::make("25P02",
+                                "current transaction is aborted, commands ignored until end of "
+                                "transaction block"),
+                    /*extended_protocol=*/true);
+    return PortalStep::kAnswered;
+  } else if (type == wire::fe::kDescribe) {
+    if (portal->row_description.empty()) {
+      // Its columns came from the shards, which no longer have the portal.
+      refuseStatement(Error::make(sqlstate::kFeatureNotSupported,
+                                  "a multi-shard portal can be described only before its Execute",
+                                  "portal \"" + portal->name + "\" ran to its end on the shards",
+                                  "send Describe before Execute"),
+                      /*extended_protocol=*/true);
+      return PortalStep::kAnswered;
+    }
+    reply = portal->row_description;
+  } else if (portal->writes) {  // Postgres runs a write's portal once
+    refuseStatement(Error::make("55000", "portal \"" + portal->name + "\" cannot be run"),
+                    /*extended_protocol=*/true);
+    return PortalStep::kAnswered;
+  } else {
+    wire::CommandComplete{"SELECT 0"}.encode(reply);  // at its end: no rows, whatever the limit
   }
   answer(std::move(reply));
   return PortalStep::kAnswered;
@@ -3897,6 +3953,7 @@ void ClientSession::answerSync() {
 void ClientSession::dropPortals() {
   bound_settings_.clear();
   suspended_portals_.clear();
+  completed_portals_.clear();
   bound_portals_.clear();
   named_portals_.clear();
 }
@@ -3929,6 +3986,9 @@ void ClientSession::multiShardSync(backends::ServerConnection* server,
 
 void ClientSession::multiShardOutput(std::string_view bytes) {
   if (!multi_bound_ || (multi_bound_->max_rows <= 0 && !multi_bound_->keep_all_rows)) {
+    if (multi_bound_ && multi_bound_->describe && multi_bound_->row_description.empty()) {
+      keepRowDescription(bytes, multi_bound_->row_description);  // for a Describe after the end
+    }
     send(bytes);
     return;
   }
@@ -4030,7 +4090,18 @@ void ClientSession::multiShardFinished(const std::optional<Error>& error) {
   } else if (error) {
     multi_bound_.reset();
     skipping_to_sync_ = true;  // as Postgres does after an error in a batch
-  } else if (multi_bound_->suspended) {
+  } else if (!multi_bound_->suspended) {
+    // Run to its end: kept by name for what may still come for it (answerCompletedPortal).
+    constexpr size_t kMaxCompletedPortals = 16;
+    BoundMultiShard& bound = *multi_bound_;
+    std::erase_if(completed_portals_,
+                  [&](const CompletedPortal& p) { return p.name == bound.bind.portal; });
+    if (completed_portals_.size() >= kMaxCompletedPortals) {
+      completed_portals_.erase(completed_portals_.begin());
+    }
+    completed_portals_.push_back(
+        CompletedPortal{bound.bind.portal, bound.decision.writes, bound.row_description});
+  } else {
     // The portal goes on from the rows kept (continueKeptPortal).
     constexpr size_t kMaxSuspendedPortals = 64;  // asyncpg names each cursor's portal anew
     BoundMultiShard& bound = *multi_bound_;

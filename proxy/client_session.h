@@ -573,6 +573,16 @@ class ClientSession final : public TcpConnection,
     std::string tag_command;  // the tag before its count: "SELECT ", "UPDATE ", "INSERT 0 "
   };
   std::vector<SuspendedPortal> suspended_portals_;  // oldest first
+  // A multi-shard portal run to its end by one Execute: Postgres keeps it until the transaction
+  // ends (the unnamed one until the next Bind), and answers a later Execute with no rows ("SELECT
+  // 0"), or 55000 for a write. The shards no longer have it, so shardgate answers for it.
+  struct CompletedPortal {
+    std::string name;
+    bool writes = false;
+    std::string row_description;  // as the client got it (empty: it did not describe it)
+  };
+  std::vector<CompletedPortal> completed_portals_;  // oldest first
+  PortalStep answerCompletedPortal(std::vector<CompletedPortal>::iterator portal, char type);
   // Its next rows (all for max_rows 0), as Postgres answers an Execute of a suspended portal.
   void executeSuspendedPortal(std::vector<SuspendedPortal>::iterator portal, int32_t max_rows);
   static int32_t takeKeptRows(SuspendedPortal& portal, int32_t max_rows, std::string* out);

@@ -449,6 +449,55 @@ def test_multi_shard_portal_bound_twice_gets_42p03(ms):
                                      + pgwire.execute("p1") + pgwire.sync()])
 
 
+def test_multi_shard_portal_run_to_its_end_is_answered_as_postgres_answers(ms):
+    """A portal over several shards that one Execute ran to its end still exists in its transaction,
+    as in Postgres: a later Execute (in its batch or a later one, with or without a row limit) gets
+    no rows and "SELECT 0", a Describe its columns, a Close CloseComplete; the portal of a write
+    gets 55000 (a portal runs once). Compared message by message, with the tags, against shard 0's
+    Postgres."""
+    select = "SELECT id FROM users ORDER BY id LIMIT 3"
+    write = "UPDATE users SET score = score WHERE score < -1000000"
+
+    def bound(sql: str, portal: str, describe: bool = True) -> bytes:
+        return (pgwire.parse("", sql) + pgwire.bind(portal, "")
+                + (pgwire.describe("P", portal) if describe else b""))
+
+    def shape(msgs: list[pgwire.Message]) -> list[str]:
+        return [m.type.decode() + (":" + m.payload.rstrip(b"\0").decode() if m.type == b"C" else "")
+                + (":" + pgwire.parse_error(m).code if m.type == b"E" else "") for m in msgs
+                if m.type != b"D"]
+
+    batches = [pgwire.query("BEGIN"),
+               bound(select, "p1") + pgwire.execute("p1") + pgwire.execute("p1") + pgwire.describe("P", "p1")
+               + pgwire.execute("p1", max_rows=1) + pgwire.sync(),
+               pgwire.execute("p1") + pgwire.close("P", "p1") + pgwire.sync(),
+               bound(select, "") + pgwire.execute() + pgwire.execute() + pgwire.sync(),
+               bound(write, "p3", describe=False) + pgwire.execute("p3") + pgwire.execute("p3") + pgwire.sync(),
+               pgwire.query("ROLLBACK")]
+
+    def run(port: int) -> list[list[str]]:
+        with wire_connect(port) as w:
+            got = []
+            for data in batches:
+                w.send(data)
+                got.append(shape(w.recv_until(b"Z", timeout=20)))
+            return got
+
+    through = run(ms.shardgate.port)
+    assert through == run(ms.shards[0].primary.port)
+    assert through[1][-3:] == ["T", "C:SELECT 0", "Z"], through[1]
+    # Not described before its end: the shards no longer have its columns.
+    with wire_connect(ms.shardgate.port) as w:
+        w.send(pgwire.query("BEGIN"))
+        w.recv_until(b"Z")
+        w.send(bound(select, "p2", describe=False) + pgwire.execute("p2") + pgwire.describe("P", "p2")
+               + pgwire.sync())
+        msgs = w.recv_until(b"Z", timeout=20)
+        assert [pgwire.parse_error(m).code for m in msgs if m.type == b"E"] == ["0A000"], shape(msgs)
+        w.send(pgwire.query("ROLLBACK"))
+        w.recv_until(b"Z")
+
+
 def test_multi_shard_bind_with_the_wrong_parameter_count_fails_at_bind(ms):
     """A Bind of a statement over several shards with fewer or more values than its parameters
     gets Postgres's 08P01 in place of BindComplete (counted from the highest $n or the types Parse
