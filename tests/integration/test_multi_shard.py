@@ -398,18 +398,20 @@ def _shape(msgs: list[pgwire.Message]) -> list[str]:
     return out
 
 
-def _same_as_shard_postgres(ms, batches: list[bytes]) -> None:
+def _same_as_shard_postgres(ms, batches: list[bytes], shape=_shape) -> list[list[str]]:
     """Each batch (sent after the last one's ReadyForQuery) gets replies of the same shape through
-    shardgate as from shard 0's Postgres on its own."""
+    shardgate as from shard 0's Postgres on its own. Returns shardgate's."""
     def run(port: int) -> list[list[str]]:
         with wire_connect(port) as w:
             got = []
             for data in batches:
                 w.send(data)
-                got.append(_shape(w.recv_until(b"Z", timeout=20)))
+                got.append(shape(w.recv_until(b"Z", timeout=20)))
             return got
 
-    assert run(ms.shardgate.port) == run(ms.shards[0].primary.port)
+    through = run(ms.shardgate.port)
+    assert through == run(ms.shards[0].primary.port)
+    return through
 
 
 def test_described_multi_shard_portal_is_answered_before_what_follows(ms):
@@ -475,16 +477,7 @@ def test_multi_shard_portal_run_to_its_end_is_answered_as_postgres_answers(ms):
                bound(write, "p3", describe=False) + pgwire.execute("p3") + pgwire.execute("p3") + pgwire.sync(),
                pgwire.query("ROLLBACK")]
 
-    def run(port: int) -> list[list[str]]:
-        with wire_connect(port) as w:
-            got = []
-            for data in batches:
-                w.send(data)
-                got.append(shape(w.recv_until(b"Z", timeout=20)))
-            return got
-
-    through = run(ms.shardgate.port)
-    assert through == run(ms.shards[0].primary.port)
+    through = _same_as_shard_postgres(ms, batches, shape)
     assert through[1][-3:] == ["T", "C:SELECT 0", "Z"], through[1]
     # Not described before its end: the shards no longer have its columns.
     with wire_connect(ms.shardgate.port) as w:
