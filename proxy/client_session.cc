@@ -25,6 +25,13 @@ namespace shardgate::proxy {
 
 namespace {
 
+// What Postgres answers every statement of a failed transaction but its end.
+Error failedTransactionError() {
+  return Error::make("25P02",
+                     "current transaction is aborted, commands ignored until end of transaction "
+                     "block");
+}
+
 // Postgres's IsTransactionExitStmt: what a failed transaction still accepts.
 bool endsTransaction(planner::TransactionAction action) {
   using Action = planner::TransactionAction;
@@ -1705,9 +1712,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
         if (transaction_status_ == 'E' && !endsTransaction((*analysis)->transaction)) {
           // Postgres refuses the Parse itself in a failed transaction, as any statement but its
           // end.
-          refuseStatement(Error::make("25P02",
-                                      "current transaction is aborted, commands ignored until end "
-                                      "of transaction block"),
+          refuseStatement(failedTransactionError(),
                           /*extended_protocol=*/true);
           continue;
         }
@@ -3089,10 +3094,7 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     return spreadSavepoint(decision, extended);
   }
   if (transaction_status_ == 'E') {
-    refuseStatement(Error::make("25P02",
-                                "current transaction is aborted, commands ignored until end of "
-                                "transaction block"),
-                    extended);
+    refuseStatement(failedTransactionError(), extended);
     return SpreadOutcome::kAnswered;
   }
   if (decision.changes_setting && !parked_.empty()) {
@@ -3696,8 +3698,6 @@ void ClientSession::keepBoundPortal() {
 
 namespace {
 
-// The portal a message names: Execute's, Bind's (the one it replaces), a Describe or Close of a
-// portal, and the unnamed one for a simple Query (which drops it). Nullopt for the others.
 // Copies the RowDescription among the whole messages at the start of `bytes` into `out`; stops at
 // the first row or tag, which come after it.
 void keepRowDescription(std::string_view bytes, std::string& out) {
@@ -3714,6 +3714,8 @@ void keepRowDescription(std::string_view bytes, std::string& out) {
   }
 }
 
+// The portal a message names: Execute's, Bind's (the one it replaces), a Describe or Close of a
+// portal, and the unnamed one for a simple Query (which drops it). Nullopt for the others.
 std::optional<std::string_view> portalNamedBy(char type, std::string_view payload) {
   wire::PayloadReader reader(payload);
   std::string_view name;
@@ -3804,9 +3806,7 @@ ClientSession::PortalStep ClientSession::answerCompletedPortal(
     completed_portals_.erase(portal);
     wire::CloseComplete{}.encode(reply);
   } else if (transaction_status_ == 'E') {
-    refuseStatement(Error::make("25P02",
-                                "current transaction is aborted, commands ignored until end of "
-                                "transaction block"),
+    refuseStatement(failedTransactionError(),
                     /*extended_protocol=*/true);
     return PortalStep::kAnswered;
   } else if (type == wire::fe::kDescribe) {
@@ -3854,9 +3854,7 @@ void ClientSession::describeBoundPortalNow() {
 void ClientSession::executeSuspendedPortal(std::vector<SuspendedPortal>::iterator portal,
                                            int32_t max_rows) {
   if (transaction_status_ == 'E') {
-    refuseStatement(Error::make("25P02",
-                                "current transaction is aborted, commands ignored until end of "
-                                "transaction block"),
+    refuseStatement(failedTransactionError(),
                     /*extended_protocol=*/true);
     return;
   }
