@@ -101,6 +101,20 @@ void runRollbackPastLateCancel(backends::ServerConnection* server, std::string s
   });
 }
 
+// Rolls back `server`'s transaction (past a late cancel) and gives it back to `pool`: as `how` when
+// the rollback left it idle, closed otherwise. It needs nothing of the session, which may be gone
+// by the time the ROLLBACK ends.
+void rollBackAndRelease(backends::ServerConnection* server, backends::Pool* pool,
+                        backends::Pool::Release how) {
+  server->detach();
+  runRollbackPastLateCancel(server, "ROLLBACK", [pool, server, how](Status status) {
+    pool->release(
+        server,
+        status.ok() && server->transactionStatus() == 'I' ? how : backends::Pool::Release::kClose,
+        backends::monotonicMs());
+  });
+}
+
 // Whether the message at the start of `rest` (bytes the client sent after the current one) is a
 // complete Sync.
 bool syncComesNext(std::string_view rest, uint32_t max_size) {
@@ -1347,14 +1361,9 @@ ClientSession::MoveOutcome ClientSession::moveTo(const Target& target, bool exte
       // transaction really needs.
       resume_transaction_ =
           (txn_begin_sql_.empty() ? std::string("BEGIN") : txn_begin_sql_) + txn_replay_sql_;
-      backends::Pool* pool = pool_;
-      server->runInternal("ROLLBACK", [pool, server](Status) {
-        pool->release(server, backends::Pool::Release::kClean, backends::monotonicMs());
-      });
+      rollBackAndRelease(server, pool_, idleRelease());
     } else {
-      auto how =
-          transaction_pooling_ ? backends::Pool::Release::kClean : backends::Pool::Release::kReset;
-      pool_->release(server, how, context().nowMs());
+      pool_->release(server, idleRelease(), context().nowMs());
     }
   }
   if (transaction_status_ != 'I') {
@@ -2892,14 +2901,16 @@ void ClientSession::onParkedServerLost(ParkedServer* parked, const Error& error)
   fatal(e);
 }
 
-void ClientSession::releaseParked(bool clean) {
+void ClientSession::closeParked() {
   for (auto& parked : parked_) {
     if (parked->server == nullptr) continue;
-    parked->pool->release(parked->server,
-                          clean ? backends::Pool::Release::kClean : backends::Pool::Release::kClose,
-                          context().nowMs());
+    parked->pool->release(parked->server, backends::Pool::Release::kClose, context().nowMs());
   }
   parked_.clear();
+}
+
+backends::Pool::Release ClientSession::idleRelease() const {
+  return transactionPooling() ? backends::Pool::Release::kClean : backends::Pool::Release::kReset;
 }
 
 void ClientSession::rollBackFailedTransactionShards() {
@@ -2911,17 +2922,6 @@ void ClientSession::rollBackFailedTransactionShards() {
       !txn_savepoints_.empty() || !savepoint_marks_.empty() || txn_replay_has_savepoint_) {
     return;
   }
-  const auto how =
-      transaction_pooling_ ? backends::Pool::Release::kClean : backends::Pool::Release::kReset;
-  auto rollBack = [how](backends::ServerConnection* server, backends::Pool* pool) {
-    server->detach();
-    runRollbackPastLateCancel(server, "ROLLBACK", [pool, server, how](Status status) {
-      pool->release(
-          server,
-          status.ok() && server->transactionStatus() == 'I' ? how : backends::Pool::Release::kClose,
-          backends::monotonicMs());
-    });
-  };
   std::vector<std::unique_ptr<ParkedServer>> parked = std::move(parked_);
   parked_.clear();
   for (auto& p : parked) {
@@ -2931,7 +2931,7 @@ void ClientSession::rollBackFailedTransactionShards() {
       p->pool->release(p->server, backends::Pool::Release::kClose, context().nowMs());
       continue;
     }
-    rollBack(p->server, p->pool);
+    rollBackAndRelease(p->server, p->pool, idleRelease());
   }
   // The held connection too, when the error came from another shard's (a multi-shard statement's,
   // or a statement every shard ran): its part is still open. One that failed itself is kept: its
@@ -2942,7 +2942,7 @@ void ClientSession::rollBackFailedTransactionShards() {
     backends::ServerConnection* server = server_;
     server_ = nullptr;
     current_target_.reset();
-    rollBack(server, pool_);
+    rollBackAndRelease(server, pool_, idleRelease());
   }
 }
 
@@ -3058,12 +3058,7 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
       backends::ServerConnection* server = server_;
       server_ = nullptr;
       current_target_.reset();
-      backends::Pool* pool = pool_;
-      server->runInternal("ROLLBACK", [pool, server](Status status) {
-        pool->release(
-            server, status.ok() ? backends::Pool::Release::kClean : backends::Pool::Release::kClose,
-            backends::monotonicMs());
-      });
+      rollBackAndRelease(server, pool_, idleRelease());
     }
     std::string reply;
     const bool spread_end_error_was = spread_end_error_ != nullptr;
@@ -3372,8 +3367,7 @@ void ClientSession::endNextParked(std::string sql) {
       server->detach();
       parked->pool->release(server,
                             status.ok() && server->transactionStatus() == 'I'
-                                ? (transaction_pooling_ ? backends::Pool::Release::kClean
-                                                        : backends::Pool::Release::kReset)
+                                ? idleRelease()
                                 : backends::Pool::Release::kClose,
                             context().nowMs());
     }
@@ -3588,10 +3582,7 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
     backends::ServerConnection* server = server_;
     server_ = nullptr;
     current_target_.reset();
-    pool_->release(
-        server,
-        transaction_pooling_ ? backends::Pool::Release::kClean : backends::Pool::Release::kReset,
-        context().nowMs());
+    pool_->release(server, idleRelease(), context().nowMs());
   }
   spdlog::debug("event=multi_shard_start session={} {}", id_,
                 planner::describeDecision(*database_, decision));
@@ -4131,7 +4122,7 @@ bool ClientSession::idle() const {
 
 void ClientSession::releaseServer(bool client_left) {
   if (client_left && multi_run_) multi_run_->abandon();
-  if (client_left) releaseParked(/*clean=*/false);
+  if (client_left) closeParked();
   if (waiting_for_server_ && pool_) {
     pool_->cancelWait(this);
     waiting_for_server_ = false;
@@ -4152,10 +4143,7 @@ void ClientSession::releaseServer(bool client_left) {
     backends::sendCancelRequest(worker_.context(), *server);
   }
   // A session that kept the connection to itself may have left anything on it: reset it.
-  auto how = !clean                               ? backends::Pool::Release::kClose
-             : (transaction_pooling_ && !pinned_) ? backends::Pool::Release::kClean
-                                                  : backends::Pool::Release::kReset;
-  pool_->release(server, how, now);
+  pool_->release(server, clean ? idleRelease() : backends::Pool::Release::kClose, now);
 }
 
 void ClientSession::cancelRunningQuery() {

@@ -263,7 +263,12 @@ class ClientSession final : public TcpConnection,
   // COMMIT / ROLLBACK of a transaction with parked connections ends it on each of them in turn,
   // then the client's statement ends it on server_ (or shardgate answers it).
   void endNextParked(std::string sql);
-  void releaseParked(bool clean);
+  // A client that left mid-transaction: its parked connections are closed, never reused dirty.
+  void closeParked();
+  // How a connection the session is done with goes back to its pool once idle: as it is under
+  // transaction pooling, reset (DISCARD ALL) when the session kept it and may have left state on
+  // it.
+  backends::Pool::Release idleRelease() const;
   // A transaction over several shards that failed can only roll back (no savepoint is open to
   // return to): its shards' connections roll back and go back to the pool at once, so that their
   // locks are free from the error on, as a failed Postgres transaction's are. Only a held server
