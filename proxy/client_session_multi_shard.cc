@@ -21,6 +21,14 @@
 namespace shardgate::proxy {
 
 namespace {
+
+// Appends `portal` to a session's kept portals (oldest first), dropping the oldest at `cap`.
+template <typename Portal>
+void keepNewest(std::vector<Portal>& kept, Portal portal, size_t cap) {
+  if (kept.size() >= cap) kept.erase(kept.begin());
+  kept.push_back(std::move(portal));
+}
+
 // LIMIT / OFFSET of a multi-shard statement, from its text or its Bind. nullopt: none (LIMIT ALL,
 // LIMIT NULL).
 Result<std::optional<int64_t>> evaluateCount(const planner::ValueRef& value, const wire::Bind* bind,
@@ -782,26 +790,22 @@ void ClientSession::multiShardFinished(const std::optional<Error>& error) {
     multi_bound_.reset();
     skipping_to_sync_ = true;  // as Postgres does after an error in a batch
   } else if (!multi_bound_->suspended) {
-    // Run to its end: kept by name for what may still come for it (answerCompletedPortal).
+    // Run to its end: kept by name for what may still come for it (answerCompletedPortal). (A
+    // Bind of its name dropped any older one: continueKeptPortal.)
     constexpr size_t kMaxCompletedPortals = 16;
     BoundMultiShard& bound = *multi_bound_;
-    std::erase_if(completed_portals_,
-                  [&](const CompletedPortal& p) { return p.name == bound.bind.portal; });
-    if (completed_portals_.size() >= kMaxCompletedPortals) {
-      completed_portals_.erase(completed_portals_.begin());
-    }
-    completed_portals_.push_back(
-        CompletedPortal{bound.bind.portal, bound.decision.writes, bound.row_description});
+    keepNewest(completed_portals_,
+               CompletedPortal{bound.bind.portal, bound.decision.writes, bound.row_description},
+               kMaxCompletedPortals);
   } else {
     // The portal goes on from the rows kept (continueKeptPortal).
     constexpr size_t kMaxSuspendedPortals = 64;  // asyncpg names each cursor's portal anew
     BoundMultiShard& bound = *multi_bound_;
-    if (suspended_portals_.size() >= kMaxSuspendedPortals) {
-      suspended_portals_.erase(suspended_portals_.begin());
-    }
-    suspended_portals_.push_back(
+    keepNewest(
+        suspended_portals_,
         SuspendedPortal{bound.bind.portal, std::move(bound.row_description), std::move(bound.rest),
-                        0, bound.rest_dropped, std::move(bound.tag_command)});
+                        0, bound.rest_dropped, std::move(bound.tag_command)},
+        kMaxSuspendedPortals);
   }
   if (terminating_) {
     state_ = State::kClosed;
