@@ -63,10 +63,9 @@ void rollBackAndRelease(backends::ServerConnection* server, backends::Pool* pool
                         backends::Pool::Release how) {
   server->detach();
   runRollbackPastLateCancel(server, "ROLLBACK", [pool, server, how](Status status) {
-    pool->release(
-        server,
-        status.ok() && server->transactionStatus() == 'I' ? how : backends::Pool::Release::kClose,
-        backends::monotonicMs());
+    // (One the ROLLBACK left in a transaction, the pool closes whatever `how` says.)
+    pool->release(server, status.ok() ? how : backends::Pool::Release::kClose,
+                  backends::monotonicMs());
   });
 }
 

@@ -516,10 +516,8 @@ void ClientSession::endNextParked(std::string sql) {
     }
     if (parked && parked->server) {
       server->detach();
-      parked->pool->release(server,
-                            status.ok() && server->transactionStatus() == 'I'
-                                ? idleRelease()
-                                : backends::Pool::Release::kClose,
+      // (The pool closes one the statement left in a transaction.)
+      parked->pool->release(server, status.ok() ? idleRelease() : backends::Pool::Release::kClose,
                             context().nowMs());
     }
     endNextParked(next);
