@@ -1316,6 +1316,7 @@ class Analyzer {
       case pg_query::TRANS_STMT_BEGIN:
       case pg_query::TRANS_STMT_START:
         out_.transaction = TransactionAction::kBegin;
+        out_.start_transaction = t.kind() == pg_query::TRANS_STMT_START;
         break;
       case pg_query::TRANS_STMT_COMMIT:
         out_.transaction = TransactionAction::kCommit;

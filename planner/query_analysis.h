@@ -191,6 +191,7 @@ struct QueryAnalysis {
   ExplainMode explain = ExplainMode::kNone;
   TransactionAction transaction = TransactionAction::kNone;
   bool chain = false;                  // COMMIT / ROLLBACK AND CHAIN
+  bool start_transaction = false;      // START TRANSACTION, whose tag is not BEGIN's
   std::string savepoint_name;          // SAVEPOINT / RELEASE / ROLLBACK TO: the savepoint's name
   bool read_only_transaction = false;  // BEGIN READ ONLY / SET TRANSACTION READ ONLY
   bool resets_session = false;         // RESET ALL / DISCARD ALL

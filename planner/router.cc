@@ -964,6 +964,7 @@ class StatementRouter {
     d.writes = a_.writes;
     d.transaction = a_.transaction;
     d.chain = a_.chain;
+    d.start_transaction = a_.start_transaction;
     d.savepoint_name = a_.savepoint_name;
     d.begins_read_only_transaction = startsReadOnlyTransaction();
     d.resets_session = a_.resets_session;
@@ -2137,6 +2138,7 @@ Result<RouteDecision> routeStatements(const conf::Database& db,
   SessionRouteContext state = ctx;
   RouteDecision combined;
   combined.kind = RouteDecision::Kind::kAnyShard;
+  combined.several_statements = true;
   std::optional<size_t> shard_from;  // statement that fixed the shard
   bool primary_needed = false;
   bool all_fallback = true;

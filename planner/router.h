@@ -75,10 +75,12 @@ struct RouteDecision {
   bool writes = false;            // for transaction_wrote tracking
   bool begins_read_only_transaction = false;  // BEGIN READ ONLY / SET TRANSACTION READ ONLY seen
   TransactionAction transaction = TransactionAction::kNone;  // of the (last) statement
-  bool chain = false;            // COMMIT / ROLLBACK AND CHAIN: the next transaction begins at once
-  std::string savepoint_name;    // SAVEPOINT / RELEASE / ROLLBACK TO sent as a query of its own
-  bool resets_session = false;   // RESET ALL / DISCARD ALL: shardgate.* settings reset too
-  bool changes_setting = false;  // SET / RESET of a server setting (it reaches one connection)
+  bool chain = false;  // COMMIT / ROLLBACK AND CHAIN: the next transaction begins at once
+  bool several_statements = false;  // a simple query of more than one statement
+  bool start_transaction = false;   // the BEGIN is spelt START TRANSACTION (its tag)
+  std::string savepoint_name;       // SAVEPOINT / RELEASE / ROLLBACK TO sent as a query of its own
+  bool resets_session = false;      // RESET ALL / DISCARD ALL: shardgate.* settings reset too
+  bool changes_setting = false;     // SET / RESET of a server setting (it reaches one connection)
   // The query is one SET / RESET / SET CONSTRAINTS statement: its CommandComplete tag (a
   // transaction over several shards runs it on each of them).
   std::string setting_tag;

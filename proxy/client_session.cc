@@ -1584,7 +1584,11 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       } else if (decision->kind == planner::RouteDecision::Kind::kNeedsLookup &&
                  awaitLookups(*decision)) {
         return used;
-      } else if (SpreadOutcome outcome = spreadTransaction() || beginsInSpreadBatch(*decision)
+      } else if (deferBegin(*decision, sql)) {
+        used += frame.size;
+        continue;
+      } else if (SpreadOutcome outcome = spreadTransaction() || beginsInSpreadBatch(*decision) ||
+                                                 endsDeferredTransaction(*decision)
                                              ? spreadStatement(*decision, false, sql)
                                              : SpreadOutcome::kRun;
                  outcome != SpreadOutcome::kRun) {
@@ -1642,7 +1646,8 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       if (decision->kind == planner::RouteDecision::Kind::kNeedsLookup && awaitLookups(*decision)) {
         return used;
       }
-      if (SpreadOutcome outcome = spreadTransaction() || beginsInSpreadBatch(*decision)
+      if (SpreadOutcome outcome = spreadTransaction() || beginsInSpreadBatch(*decision) ||
+                                          endsDeferredTransaction(*decision)
                                       ? spreadStatement(*decision, true, last_bound_text_)
                                       : SpreadOutcome::kRun;
           outcome != SpreadOutcome::kRun) {

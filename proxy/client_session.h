@@ -277,6 +277,10 @@ class ClientSession final : public TcpConnection,
   // Whether the open transaction spans shards (or failed on a shard other than server_'s).
   bool spreadTransaction() const;
   bool beginsInSpreadBatch(const planner::RouteDecision& decision) const;
+  // A BEGIN answered here and not yet sent to any shard (see deferBegin in the .cc).
+  bool deferBegin(const planner::RouteDecision& decision, std::string_view sql);
+  bool beginDeferred() const;
+  bool endsDeferredTransaction(const planner::RouteDecision& decision) const;
   std::string transactionJoinSql() const;
   void useDatabase(const conf::User* user, const conf::Database* database);
   void resumeCopyInput();

@@ -230,7 +230,8 @@ void ClientSession::startMultiShard(const planner::RouteDecision& decision, cons
   if (in_transaction) {
     request.in_transaction = true;
     request.begin_sql = transactionJoinSql();
-    txn_bound_ = true;  // its connections now stay in the transaction until it ends
+    resume_transaction_.clear();  // a deferred BEGIN: the run begins it on its shards
+    txn_bound_ = true;            // its connections now stay in the transaction until it ends
     if (decision.writes) txn_wrote_ = true;
   }
   if (extended) {

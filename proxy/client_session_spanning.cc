@@ -137,9 +137,50 @@ bool ClientSession::beginsInSpreadBatch(const planner::RouteDecision& decision) 
   return batch_spread_ && decision.transaction == planner::TransactionAction::kBegin;
 }
 
+// BEGIN on its own in a simple query, outside a transaction, with no shard connection held (as
+// under transaction pooling between transactions): answered here, and sent to a shard only with
+// the transaction's first statement, on the shard that statement needs (resume_transaction_,
+// which onServerAcquired sends first in the same write). The BEGIN costs no round trip of its
+// own, and no ROLLBACK when the first statement needs another shard than the last one used.
+// Errors Postgres could give at BEGIN itself are syntax errors, which are not routed here.
+bool ClientSession::deferBegin(const planner::RouteDecision& decision, std::string_view sql) {
+  if (decision.transaction != planner::TransactionAction::kBegin ||
+      decision.kind != planner::RouteDecision::Kind::kAnyShard || decision.several_statements ||
+      transaction_status_ != 'I' || server_ != nullptr || waiting_for_server_ || pinned_ ||
+      batch_open_ || !transactionPooling() || state_ != State::kReady) {
+    return false;
+  }
+  metrics_.answeredHere();  // (the shard that runs the transaction is sent it uncounted)
+  transaction_status_ = 'T';
+  txn_begin_sql_ = std::string(sql);
+  txn_read_only_ = decision.begins_read_only_transaction;
+  resume_transaction_ = txn_begin_sql_;
+  std::string reply;
+  wire::CommandComplete{decision.start_transaction ? "START TRANSACTION" : "BEGIN"}.encode(reply);
+  wire::writeReadyForQuery(reply, transaction_status_);
+  answer(std::move(reply));
+  return true;
+}
+
+// The client's transaction has begun here only: no shard runs it yet.
+bool ClientSession::beginDeferred() const {
+  return transaction_status_ == 'T' && server_ == nullptr && !waiting_for_server_ &&
+         parked_.empty() && !txn_bound_ && !resume_transaction_.empty();
+}
+
+// COMMIT or ROLLBACK of a transaction no shard has run: spreadStatement answers it here, as it
+// does when no connection holds a transaction over shards any more. (AND CHAIN goes to a shard:
+// the next transaction begins there with the first one's characteristics.)
+bool ClientSession::endsDeferredTransaction(const planner::RouteDecision& decision) const {
+  return (decision.transaction == planner::TransactionAction::kCommit ||
+          decision.transaction == planner::TransactionAction::kRollback) &&
+         !decision.chain && !decision.several_statements && beginDeferred();
+}
+
 bool ClientSession::spreadTransaction() const {
   if (transaction_status_ == 'I') return false;
-  return !parked_.empty() || ending_parked_ || spread_end_error_ || server_ == nullptr ||
+  return !parked_.empty() || ending_parked_ || spread_end_error_ ||
+         (server_ == nullptr && !beginDeferred()) ||
          (transaction_status_ == 'E' &&
           (server_ == nullptr || server_->transactionStatus() != 'E'));
 }

@@ -102,13 +102,16 @@ void SessionMetrics::routeDecided(const planner::RouteDecision& decision) {
       break;
     case Kind::kExplainRoute:
     case Kind::kShardgateSetting:
-      // Answered here, never sent: counted now.
-      if (database_cells_ != nullptr) {
-        worker_.shard(database_, kNoShard).queries[static_cast<size_t>(RouteKind::kLocal)].add();
-      }
+      answeredHere();  // never sent: counted now
       break;
     case Kind::kNeedsLookup:
       break;  // refused (the error is counted) or routed again
+  }
+}
+
+void SessionMetrics::answeredHere() {
+  if (database_cells_ != nullptr) {
+    worker_.shard(database_, kNoShard).queries[static_cast<size_t>(RouteKind::kLocal)].add();
   }
 }
 

@@ -32,6 +32,8 @@ class SessionMetrics {
   // The router decided where the next statement (simple Query, or Bind) runs. Statements
   // shardgate answers itself (EXPLAIN (ROUTE), shardgate.* settings) are counted here.
   void routeDecided(const planner::RouteDecision& decision);
+  // A statement shardgate answered itself, sent to no shard (route "local").
+  void answeredHere();
   // A client message is being passed to the server of `db`'s shard `shard`; the session read it
   // at `arrival_ns` (uv_hrtime). Counts Query and Execute; starts timing Query, Sync and
   // FunctionCall (each ends with a ReadyForQuery).

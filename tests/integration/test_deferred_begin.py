@@ -1,0 +1,263 @@
+"""A BEGIN sent on its own under transaction pooling is answered by shardgate and reaches a shard only with
+the transaction's first statement, on the shard that statement needs: no shard holds a transaction for
+the client before then, and the transaction still behaves as Postgres's would (isolation level, READ
+ONLY, errors, savepoints, COMMIT AND CHAIN, an empty transaction, a first statement over several shards).
+
+One cluster for the module: two shards, no replica, transaction pooling; items(id) is range-sharded
+([0, 1000) on shard 0, the rest on shard 1). Placement and open transactions are read on the shard
+primaries directly. Clients: the raw wire client (to see tags, notices and ReadyForQuery states),
+psycopg 3 and asyncpg (whose transactions begin with BEGIN on its own).
+
+Needs shardgate itself: skipped with SHARDGATE_TARGET=direct.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+
+import asyncpg
+import psycopg
+import pytest
+
+import conftest
+import pgwire
+from txn_helpers import connect, describe_reply, error_codes, ok
+
+pytestmark = pytest.mark.requires_shardgate
+
+SHARDING_TOML = """\
+  [[databases.sharded_tables]]
+  name = "items"
+  column = "id"
+  type = "bigint"
+  strategy = "range"
+  ranges = [ { from = 0, to = 1000, shard = 0 }, { from = 1000, shard = 1 } ]
+"""
+SHARD_DDL = "CREATE TABLE items (id bigint PRIMARY KEY, note text);"
+ON_0, ON_1 = 7, 1007  # an items key on each shard
+
+
+@pytest.fixture(scope="module")
+def cluster2(cluster_root, shardgate_bin):
+    if conftest.DIRECT:
+        pytest.skip(conftest.SKIP_DIRECT_REASON)
+    c = conftest._new_cluster(cluster_root / "deferred-begin", shardgate_bin, num_shards=2, replicas_per_shard=0,
+                              pool_mode="transaction", general={"workers": 1},
+                              database_options={"default_shard": 0}, extra_toml=SHARDING_TOML)
+    try:
+        for shard in c.shards:
+            shard.primary.psql(SHARD_DDL)
+        yield c
+    finally:
+        problems = conftest._finish(c)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def c(cluster2):
+    """The module's cluster with an empty items table."""
+    for shard in cluster2.shards:
+        shard.primary.psql("SET lock_timeout = '10s'; TRUNCATE items", timeout=30)
+    return cluster2
+
+
+@pytest.fixture(autouse=True)
+def _deadline():
+    with pgwire.deadline(120):
+        yield
+
+
+def status_of(msgs: list[pgwire.Message]) -> str:
+    assert msgs and msgs[-1].type == b"Z", describe_reply(msgs)
+    return msgs[-1].payload.decode()
+
+
+def tags(msgs: list[pgwire.Message]) -> list[str]:
+    return [pgwire.parse_command_complete(m) for m in msgs if m.type == b"C"]
+
+
+def run(w: pgwire.PgWire, sql: str, want_status: str, want_tags: list[str] | None = None,
+        want_errors: list[str] | None = None) -> list[list[str | None]]:
+    """A simple query whose errors, ReadyForQuery state and (if given) tags are as Postgres's."""
+    msgs = w.simple(sql)
+    assert error_codes(msgs) == (want_errors or []), f"{sql}: {describe_reply(msgs)}"
+    assert status_of(msgs) == want_status, f"{sql}: {describe_reply(msgs)}"
+    if want_tags is not None:
+        assert tags(msgs) == want_tags, f"{sql}: {describe_reply(msgs)}"
+    return pgwire.data_rows(msgs)
+
+
+def local_queries(c) -> float:
+    """shardgate_queries_total{route="local"} summed, from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{c.shardgate.metrics_port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("shardgate_queries_total{") and 'route="local"' in line)
+
+
+def open_transactions(c) -> list[int]:
+    """Per shard, the client backends of database app inside a transaction, read on the primaries."""
+    out = []
+    for shard in c.shards:
+        with psycopg.connect(shard.primary.dsn(), autocommit=True, connect_timeout=10) as conn:
+            out.append(conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = 'app' "
+                                    "AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()").fetchone()[0])
+    return out
+
+
+def rows_on(c, shard: int) -> list[int]:
+    with psycopg.connect(c.shards[shard].primary.dsn(), autocommit=True, connect_timeout=10) as conn:
+        return [k for (k,) in conn.execute("SELECT id FROM items ORDER BY id")]
+
+
+def test_begin_holds_no_shard_until_the_first_statement(c):
+    """After BEGIN no shard has a transaction open for the client (before, BEGIN ran on the shard the
+    session used last, and moved with a ROLLBACK when the first statement needed the other one); the
+    first statement opens it on its own shard only; the transaction began before that statement ran."""
+    with connect(c.shardgate.port) as w:
+        run(w, f"SELECT count(*) FROM items WHERE id = {ON_0}", "I")  # shard 0 was used last
+        local_before = local_queries(c)
+        run(w, "BEGIN", "T", ["BEGIN"])
+        assert open_transactions(c) == [0, 0]
+        assert local_queries(c) == local_before + 1, "the BEGIN is not counted as answered by shardgate"
+        first = run(w, f"SELECT now()::text, count(*) FROM items WHERE id = {ON_1}", "T")
+        assert open_transactions(c) == [0, 1]
+        time.sleep(0.05)
+        second = run(w, f"SELECT now()::text, count(*) FROM items WHERE id = {ON_1}", "T")
+        assert second == first, "the first statement ran outside the transaction"
+        run(w, "COMMIT", "I", ["COMMIT"])
+        assert open_transactions(c) == [0, 0]
+
+
+@pytest.mark.parametrize("begin,end,tag", [("BEGIN", "COMMIT", "COMMIT"), ("BEGIN", "END", "COMMIT"),
+                                           ("START TRANSACTION", "ROLLBACK", "ROLLBACK"),
+                                           ("BEGIN", "ABORT", "ROLLBACK")])
+def test_empty_transaction_ends_without_a_shard(c, begin, end, tag):
+    """Tags as Postgres's: START TRANSACTION's is its own, END's is COMMIT, ABORT's ROLLBACK."""
+    with connect(c.shardgate.port) as w:
+        run(w, begin, "T", [begin])
+        run(w, end, "I", [tag])
+        assert open_transactions(c) == [0, 0]
+        run(w, "SELECT 1", "I")
+
+
+def test_writes_commit_and_roll_back_as_one_transaction(c):
+    with connect(c.shardgate.port) as w:
+        run(w, "BEGIN", "T")
+        run(w, f"INSERT INTO items VALUES ({ON_1}, 'gone')", "T", ["INSERT 0 1"])
+        run(w, f"INSERT INTO items VALUES ({ON_0}, 'gone')", "T", ["INSERT 0 1"])
+        assert rows_on(c, 0) == [] and rows_on(c, 1) == []
+        run(w, "ROLLBACK", "I", ["ROLLBACK"])
+        assert rows_on(c, 0) == [] and rows_on(c, 1) == []
+        run(w, "BEGIN", "T")
+        run(w, f"INSERT INTO items VALUES ({ON_0}, 'kept')", "T")
+        run(w, f"INSERT INTO items VALUES ({ON_1}, 'kept')", "T")
+        run(w, "COMMIT", "I", ["COMMIT"])
+    assert rows_on(c, 0) == [ON_0] and rows_on(c, 1) == [ON_1]
+
+
+def test_begin_options_reach_the_shard(c):
+    """Isolation level and READ ONLY given at BEGIN hold on the shard that runs the transaction, also
+    when its first statement is one any shard can run; COMMIT AND CHAIN begins the next transaction with
+    the same characteristics."""
+    with connect(c.shardgate.port) as w:
+        run(w, "BEGIN ISOLATION LEVEL REPEATABLE READ", "T", ["BEGIN"])
+        assert run(w, "SHOW transaction_isolation", "T") == [["repeatable read"]]
+        run(w, "COMMIT", "I")
+        run(w, "BEGIN READ ONLY", "T")
+        run(w, f"INSERT INTO items VALUES ({ON_1}, 'x')", "E", want_errors=["25006"])
+        run(w, "COMMIT", "I", ["ROLLBACK"])
+        run(w, "BEGIN ISOLATION LEVEL SERIALIZABLE", "T")
+        run(w, "COMMIT AND CHAIN", "T", ["COMMIT"])
+        assert run(w, f"SELECT current_setting('transaction_isolation') FROM items WHERE id = {ON_1} "
+                      "UNION ALL SELECT current_setting('transaction_isolation')", "T") == [["serializable"]]
+        run(w, "ROLLBACK", "I")
+    assert rows_on(c, 1) == []
+
+
+def test_errors_in_a_deferred_transaction(c):
+    """The first statement fails on its shard, or is refused by shardgate: the transaction has failed,
+    what follows gets 25P02 until ROLLBACK (COMMIT answers ROLLBACK); BEGIN inside the transaction only
+    warns, as in Postgres."""
+    with connect(c.shardgate.port) as w:
+        run(w, "BEGIN", "T")
+        run(w, "SELECT 1 / 0", "E", want_errors=["22012"])
+        run(w, f"SELECT * FROM items WHERE id = {ON_1}", "E", want_errors=["25P02"])
+        run(w, "COMMIT", "I", ["ROLLBACK"])
+        run(w, "BEGIN", "T")
+        run(w, f"UPDATE items SET id = {ON_1} WHERE id = {ON_0}", "E", want_errors=["0A000"])
+        run(w, f"SELECT * FROM items WHERE id = {ON_0}", "E", want_errors=["25P02"])
+        run(w, "ROLLBACK", "I", ["ROLLBACK"])
+        run(w, "BEGIN", "T")
+        msgs = w.simple("BEGIN")
+        assert b"N" in [m.type for m in msgs] and status_of(msgs) == "T", describe_reply(msgs)
+        run(w, "COMMIT", "I", ["COMMIT"])
+        assert open_transactions(c) == [0, 0]
+
+
+def test_savepoints_and_a_first_statement_over_several_shards(c):
+    with connect(c.shardgate.port) as w:
+        run(w, "BEGIN", "T")
+        run(w, "SAVEPOINT a", "T", ["SAVEPOINT"])
+        run(w, f"INSERT INTO items VALUES ({ON_0}, 'undone')", "T")
+        run(w, "ROLLBACK TO SAVEPOINT a", "T", ["ROLLBACK"])
+        run(w, f"INSERT INTO items VALUES ({ON_1}, 'kept')", "T")
+        run(w, "COMMIT", "I", ["COMMIT"])
+        assert rows_on(c, 0) == [] and rows_on(c, 1) == [ON_1]
+        run(w, "BEGIN", "T")
+        assert run(w, "SELECT count(*) FROM items", "T") == [["1"]]  # both shards, in the transaction
+        run(w, f"INSERT INTO items VALUES ({ON_0}, 'kept')", "T")
+        assert run(w, "SELECT count(*) FROM items", "T") == [["2"]]
+        assert rows_on(c, 0) == []
+        run(w, "COMMIT", "I", ["COMMIT"])
+    assert rows_on(c, 0) == [ON_0]
+
+
+def test_extended_protocol_statements_after_a_deferred_begin(c):
+    with connect(c.shardgate.port) as w:
+        run(w, "BEGIN", "T")
+        w.send(pgwire.parse("", "INSERT INTO items VALUES ($1, 'p')") + pgwire.bind("", "", (str(ON_1),))
+               + pgwire.execute() + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert not error_codes(msgs) and status_of(msgs) == "T", describe_reply(msgs)
+        w.send(pgwire.parse("", "COMMIT") + pgwire.bind("", "") + pgwire.execute() + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert not error_codes(msgs) and status_of(msgs) == "I", describe_reply(msgs)
+        # An empty transaction ended through the extended protocol.
+        run(w, "BEGIN", "T")
+        w.send(pgwire.parse("", "ROLLBACK") + pgwire.bind("", "") + pgwire.execute() + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert not error_codes(msgs) and status_of(msgs) == "I" and tags(msgs) == ["ROLLBACK"], describe_reply(msgs)
+    assert rows_on(c, 1) == [ON_1]
+
+
+def test_driver_transactions(c):
+    """psycopg (autocommit off: it sends BEGIN before the first statement) and asyncpg transactions."""
+    with psycopg.connect(c.shardgate.dsn(), connect_timeout=10) as conn:
+        conn.execute("INSERT INTO items VALUES (%s, 'psycopg')", (ON_0,))
+        conn.execute("INSERT INTO items VALUES (%s, 'psycopg')", (ON_1,))
+        conn.rollback()
+        conn.execute("INSERT INTO items VALUES (%s, 'psycopg')", (ON_1,))
+        conn.commit()
+        assert conn.execute("SELECT note FROM items WHERE id = %s", (ON_1,)).fetchone() == ("psycopg",)
+        conn.commit()
+
+    async def with_asyncpg():
+        conn = await asyncpg.connect(host="127.0.0.1", port=c.shardgate.port, user="postgres",
+                                     password="postgres", database="app", timeout=10)
+        try:
+            async with conn.transaction(isolation="repeatable_read"):
+                assert await conn.fetchval("SHOW transaction_isolation") == "repeatable read"
+                await conn.execute("INSERT INTO items VALUES ($1, 'asyncpg')", ON_0)
+            with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
+                async with conn.transaction():
+                    await conn.execute("INSERT INTO items VALUES ($1, 'asyncpg')", ON_0 + 1)
+                    await conn.fetchval("SELECT 1 / 0")
+        finally:
+            await conn.close()
+
+    asyncio.run(asyncio.wait_for(with_asyncpg(), 60))
+    assert rows_on(c, 0) == [ON_0] and rows_on(c, 1) == [ON_1]
