@@ -994,7 +994,8 @@ std::optional<ClientSession::Target> ClientSession::parseCheckTarget(
     }
     return std::nullopt;
   }
-  if (transaction_status_ != 'I' || !parked_.empty() || batch_spread_ || pinned_) {
+  if ((transaction_status_ != 'I' && !beginDeferred()) || !parked_.empty() || batch_spread_ ||
+      pinned_) {
     return std::nullopt;
   }
   return Target{database_->default_shard, -1};
@@ -1008,8 +1009,15 @@ void ClientSession::refuseStatement(const Error& error, bool extended_protocol) 
   // fail too, so that nothing the client sent before the refused statement commits. Parked
   // connections roll back now, or when the failed transaction ends
   // (rollBackFailedTransactionShards).
+  static constexpr std::string_view kFailTransaction =
+      "DO $$BEGIN RAISE EXCEPTION 'statement refused by shardgate'; END$$";
   if (server_ && (transaction_status_ != 'I' || batch_open_)) {
-    sendOwnQuery("DO $$BEGIN RAISE EXCEPTION 'statement refused by shardgate'; END$$");
+    sendOwnQuery(kFailTransaction);
+  } else if (beginDeferred()) {
+    // No shard runs the transaction yet: the one that gets it (for a message that is not routed,
+    // as a Describe) has it fail at once, and answers as Postgres would in a failed transaction.
+    resume_transaction_ += "\n; ";
+    resume_transaction_ += kFailTransaction;
   }
   // The batch's settings changes are undone with it (the server's Sync ends it).
   if (server_ && extended_protocol) refused_request_ = ready_sent_ + 1;
@@ -1886,7 +1894,7 @@ void ClientSession::noteRoutedStatement() {
   const PendingRoute& d = *pending_decision_;
   if (d.binds_shard) txn_bound_ = true;
   if (!pending_replay_sql_.empty()) {
-    txn_replay_sql_ += "; " + pending_replay_sql_;
+    txn_replay_sql_ += "\n; " + pending_replay_sql_;  // (a line break ends a -- comment)
     pending_replay_sql_.clear();
   }
   if (d.writes) txn_wrote_ = true;

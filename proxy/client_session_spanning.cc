@@ -106,7 +106,7 @@ std::string ClientSession::transactionJoinSql() const {
   auto savepoint = txn_savepoints_.begin();
   const auto savepoints_up_to = [&](size_t changes) {
     for (; savepoint != txn_savepoints_.end() && savepoint->changes_mark <= changes; ++savepoint) {
-      sql += "; SAVEPOINT " + quoteIdentifier(savepoint->name);
+      sql += "\n; SAVEPOINT " + quoteIdentifier(savepoint->name);
     }
   };
   for (size_t i = 0; i < changes_in_transaction_.size(); ++i) {
@@ -115,13 +115,13 @@ std::string ClientSession::transactionJoinSql() const {
     switch (change.kind) {
       case SettingChange::Kind::kSet:
       case SettingChange::Kind::kLocal:
-        sql += "; " + change.statement;
+        sql += "\n; " + change.statement;
         break;
       case SettingChange::Kind::kReset:
-        sql += "; RESET " + change.name;
+        sql += "\n; RESET " + change.name;
         break;
       case SettingChange::Kind::kResetAll:
-        sql += "; RESET ALL";
+        sql += "\n; RESET ALL";
         break;
     }
   }
@@ -142,10 +142,14 @@ bool ClientSession::beginsInSpreadBatch(const planner::RouteDecision& decision) 
 // the transaction's first statement, on the shard that statement needs (resume_transaction_,
 // which onServerAcquired sends first in the same write). The BEGIN costs no round trip of its
 // own, and no ROLLBACK when the first statement needs another shard than the last one used.
-// Errors Postgres could give at BEGIN itself are syntax errors, which are not routed here.
+// On a primary, Postgres fails a BEGIN only for its syntax, which is not routed here; a replica
+// also refuses SERIALIZABLE: a BEGIN READ ONLY that may go to one is not deferred (its error,
+// from an internal query, would not reach the client, and the transaction would not begin).
+// The transaction's start (now(), xact_start) is when the first statement reaches its shard.
 bool ClientSession::deferBegin(const planner::RouteDecision& decision, std::string_view sql) {
   if (decision.transaction != planner::TransactionAction::kBegin ||
-      decision.kind != planner::RouteDecision::Kind::kAnyShard || decision.several_statements ||
+      decision.kind != planner::RouteDecision::Kind::kAnyShard ||
+      decision.role != planner::Role::kPrimary || decision.several_statements ||
       transaction_status_ != 'I' || server_ != nullptr || waiting_for_server_ || pinned_ ||
       batch_open_ || !transactionPooling() || state_ != State::kReady) {
     return false;
@@ -169,12 +173,12 @@ bool ClientSession::beginDeferred() const {
 }
 
 // COMMIT or ROLLBACK of a transaction no shard has run: spreadStatement answers it here, as it
-// does when no connection holds a transaction over shards any more. (AND CHAIN goes to a shard:
-// the next transaction begins there with the first one's characteristics.)
+// does when no connection holds a transaction over shards any more (AND CHAIN defers the next
+// one's BEGIN in turn).
 bool ClientSession::endsDeferredTransaction(const planner::RouteDecision& decision) const {
   return (decision.transaction == planner::TransactionAction::kCommit ||
           decision.transaction == planner::TransactionAction::kRollback) &&
-         !decision.chain && !decision.several_statements && beginDeferred();
+         !decision.several_statements && beginDeferred();
 }
 
 bool ClientSession::spreadTransaction() const {
@@ -271,7 +275,17 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     }
     endReportedChanges(!commits, reply);
     spread_end_error_.reset();
+    // AND CHAIN: the next transaction begins at once, deferred to its first statement. It has the
+    // first one's BEGIN options, unless that failed: Postgres then rolls the options back with it.
+    const bool chain = decision.chain && !ends_implicit;
+    // (Its reads stay on primaries, as its BEGIN may say SERIALIZABLE, which a replica refuses.)
+    std::string chained_begin = failed ? "BEGIN" : std::move(txn_begin_sql_);
     forgetTransaction();
+    if (chain) {
+      transaction_status_ = 'T';
+      txn_begin_sql_ = chained_begin.empty() ? std::string("BEGIN") : std::move(chained_begin);
+      resume_transaction_ = txn_begin_sql_;
+    }
     answerStatementHere(std::move(reply), extended, spread_end_error_was);
     return SpreadOutcome::kAnswered;
   }

@@ -261,3 +261,70 @@ def test_driver_transactions(c):
 
     asyncio.run(asyncio.wait_for(with_asyncpg(), 60))
     assert rows_on(c, 0) == [ON_0] and rows_on(c, 1) == [ON_1]
+
+
+def test_failed_deferred_transaction_stays_failed_for_messages_not_routed(c):
+    """A statement refused by shardgate fails a transaction no shard runs yet: a Describe of a prepared
+    statement (which goes to a shard without routing) gets 25P02 as in Postgres, and nothing commits."""
+    with connect(c.shardgate.port) as w:
+        w.send(pgwire.parse("s1", "SELECT id FROM items WHERE id = $1") + pgwire.sync())
+        assert status_of(w.recv_until(b"Z")) == "I"
+        run(w, "BEGIN", "T")
+        run(w, f"UPDATE items SET id = {ON_1} WHERE id = {ON_0}", "E", want_errors=["0A000"])
+        w.send(pgwire.describe("S", "s1") + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert error_codes(msgs) == ["25P02"] and status_of(msgs) == "E", describe_reply(msgs)
+        run(w, f"INSERT INTO items VALUES ({ON_0}, 'x')", "E", want_errors=["25P02"])
+        run(w, "COMMIT", "I", ["ROLLBACK"])
+    assert rows_on(c, 0) == [] and rows_on(c, 1) == []
+
+
+def test_named_parse_in_a_deferred_transaction_is_checked_on_a_shard(c):
+    with connect(c.shardgate.port) as w:
+        run(w, "BEGIN", "T")
+        w.send(pgwire.parse("s2", "SELECT nosuchcol FROM items") + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert error_codes(msgs) == ["42703"] and status_of(msgs) == "E", describe_reply(msgs)
+        run(w, "ROLLBACK", "I", ["ROLLBACK"])
+
+
+def test_chain_after_a_failed_deferred_transaction_begins_the_next_one(c):
+    """ROLLBACK AND CHAIN (and COMMIT AND CHAIN, which rolls back) of a failed transaction: ROLLBACK, and a
+    new transaction is open, with the default characteristics (Postgres rolls back the BEGIN's options
+    with the failed transaction)."""
+    with connect(c.shardgate.port) as w:
+        for end in ("ROLLBACK AND CHAIN", "COMMIT AND CHAIN"):
+            run(w, "BEGIN ISOLATION LEVEL REPEATABLE READ", "T")
+            run(w, f"UPDATE items SET id = {ON_1} WHERE id = {ON_0}", "E", want_errors=["0A000"])
+            run(w, end, "T", ["ROLLBACK"])
+            assert run(w, "SHOW transaction_isolation", "T") == [["read committed"]]
+            run(w, f"INSERT INTO items VALUES ({ON_1}, 'chained')", "T")
+            run(w, "ROLLBACK", "I", ["ROLLBACK"])
+    assert rows_on(c, 1) == []
+
+
+def test_begin_ending_in_a_comment_is_replayed_whole(c):
+    """The BEGIN and a SET LOCAL any shard can run are replayed on the shard the transaction moves to; a
+    BEGIN that ends in a -- comment does not comment out what is replayed after it."""
+    with connect(c.shardgate.port) as w:
+        run(w, f"SELECT count(*) FROM items WHERE id = {ON_0}", "I")  # shard 0 was used last
+        run(w, "BEGIN -- a comment", "T")
+        run(w, "SET LOCAL lock_timeout = '3s' -- another", "T")
+        run(w, f"SELECT count(*) FROM items WHERE id = {ON_1}", "T")
+        assert open_transactions(c) == [0, 1]
+        assert run(w, "SHOW lock_timeout", "T") == [["3s"]]
+        run(w, "COMMIT", "I")
+
+
+def test_begin_read_only_for_a_replica_is_not_deferred(make_cluster):
+    """A BEGIN READ ONLY whose reads may go to a replica runs there at once: a hot standby refuses
+    SERIALIZABLE at BEGIN (and no transaction begins), and the client gets that error at its BEGIN."""
+    if conftest.DIRECT:
+        pytest.skip(conftest.SKIP_DIRECT_REASON)
+    rc = make_cluster(num_shards=1, replicas_per_shard=1, pool_mode="transaction", general={"workers": 1})
+    with connect(rc.shardgate.port) as w:
+        run(w, "SET shardgate.read_preference = replica", "I")
+        run(w, "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY", "I", want_errors=["0A000"])
+        run(w, "BEGIN READ ONLY", "T")
+        assert run(w, "SELECT pg_is_in_recovery()", "T") == [["t"]]
+        run(w, "COMMIT", "I")
