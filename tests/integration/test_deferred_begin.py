@@ -43,17 +43,12 @@ ON_0, ON_1 = 7, 1007  # an items key on each shard
 def cluster2(cluster_root, shardgate_bin):
     if conftest.DIRECT:
         pytest.skip(conftest.SKIP_DIRECT_REASON)
-    c = conftest._new_cluster(cluster_root / "deferred-begin", shardgate_bin, num_shards=2, replicas_per_shard=0,
-                              pool_mode="transaction", general={"workers": 1},
-                              database_options={"default_shard": 0}, extra_toml=SHARDING_TOML)
-    try:
+    with conftest.running_cluster(cluster_root / "deferred-begin", shardgate_bin, num_shards=2,
+                                  replicas_per_shard=0, pool_mode="transaction", general={"workers": 1},
+                                  database_options={"default_shard": 0}, extra_toml=SHARDING_TOML) as c:
         for shard in c.shards:
             shard.primary.psql(SHARD_DDL)
         yield c
-    finally:
-        problems = conftest._finish(c)
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
