@@ -154,7 +154,7 @@ bool ClientSession::deferBegin(const planner::RouteDecision& decision, std::stri
       batch_open_ || !transactionPooling() || state_ != State::kReady) {
     return false;
   }
-  metrics_.answeredHere();  // (the shard that runs the transaction is sent it uncounted)
+  metrics_.transactionBegunHere();  // (the shard that runs the transaction is sent it uncounted)
   transaction_status_ = 'T';
   txn_begin_sql_ = std::string(sql);
   txn_read_only_ = decision.begins_read_only_transaction;
@@ -281,6 +281,7 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     // (Its reads stay on primaries, as its BEGIN may say SERIALIZABLE, which a replica refuses.)
     std::string chained_begin = failed ? "BEGIN" : std::move(txn_begin_sql_);
     forgetTransaction();
+    metrics_.transactionEndedHere();
     if (chain) {
       transaction_status_ = 'T';
       txn_begin_sql_ = chained_begin.empty() ? std::string("BEGIN") : std::move(chained_begin);

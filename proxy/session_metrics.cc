@@ -115,6 +115,11 @@ void SessionMetrics::answeredHere() {
   }
 }
 
+void SessionMetrics::transactionBegunHere() {
+  answeredHere();
+  noteRoute(RouteKind::kLocal);
+}
+
 void SessionMetrics::countQuery(const conf::Database& db, RouteKind route,
                                 std::optional<uint32_t> shard) {
   ShardCells& cells = shard ? shardCells(db, *shard) : worker_.shard(db.name, kManyShards);

@@ -34,6 +34,10 @@ class SessionMetrics {
   void routeDecided(const planner::RouteDecision& decision);
   // A statement shardgate answered itself, sent to no shard (route "local").
   void answeredHere();
+  // A BEGIN shardgate answered itself: its transaction counts as "local" unless its statements
+  // go further. One that shardgate ends itself (no server's ReadyForQuery tells) is counted then.
+  void transactionBegunHere();
+  void transactionEndedHere() { endTransactionIfIdle('I'); }
   // A client message is being passed to the server of `db`'s shard `shard`; the session read it
   // at `arrival_ns` (uv_hrtime). Counts Query and Execute; starts timing Query, Sync and
   // FunctionCall (each ends with a ReadyForQuery).

@@ -85,12 +85,12 @@ def run(w: pgwire.PgWire, sql: str, want_status: str, want_tags: list[str] | Non
     return pgwire.data_rows(msgs)
 
 
-def local_queries(c) -> float:
-    """shardgate_queries_total{route="local"} summed, from /metrics."""
+def local_count(c, metric: str = "shardgate_queries_total") -> float:
+    """metric{route="local"} summed over its other labels, from /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{c.shardgate.metrics_port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("shardgate_queries_total{") and 'route="local"' in line)
+               if line.startswith(metric + "{") and 'route="local"' in line)
 
 
 def open_transactions(c) -> list[int]:
@@ -114,10 +114,10 @@ def test_begin_holds_no_shard_until_the_first_statement(c):
     first statement opens it on its own shard only; the transaction began before that statement ran."""
     with connect(c.shardgate.port) as w:
         run(w, f"SELECT count(*) FROM items WHERE id = {ON_0}", "I")  # shard 0 was used last
-        local_before = local_queries(c)
+        local_before = local_count(c)
         run(w, "BEGIN", "T", ["BEGIN"])
         assert open_transactions(c) == [0, 0]
-        assert local_queries(c) == local_before + 1, "the BEGIN is not counted as answered by shardgate"
+        assert local_count(c) == local_before + 1, "the BEGIN is not counted as answered by shardgate"
         first = run(w, f"SELECT now()::text, count(*) FROM items WHERE id = {ON_1}", "T")
         assert open_transactions(c) == [0, 1]
         time.sleep(0.05)
@@ -133,9 +133,11 @@ def test_begin_holds_no_shard_until_the_first_statement(c):
 def test_empty_transaction_ends_without_a_shard(c, begin, end, tag):
     """Tags as Postgres's: START TRANSACTION's is its own, END's is COMMIT, ABORT's ROLLBACK."""
     with connect(c.shardgate.port) as w:
+        transactions_before = local_count(c, "shardgate_transactions_total")
         run(w, begin, "T", [begin])
         run(w, end, "I", [tag])
         assert open_transactions(c) == [0, 0]
+        assert local_count(c, "shardgate_transactions_total") == transactions_before + 1
         run(w, "SELECT 1", "I")
 
 
