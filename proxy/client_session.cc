@@ -1595,10 +1595,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       } else if (deferBegin(*decision, sql)) {
         used += frame.size;
         continue;
-      } else if (SpreadOutcome outcome = spreadTransaction() || beginsInSpreadBatch(*decision) ||
-                                                 endsDeferredTransaction(*decision)
-                                             ? spreadStatement(*decision, false, sql)
-                                             : SpreadOutcome::kRun;
+      } else if (SpreadOutcome outcome = spreadIfNeeded(*decision, false, sql);
                  outcome != SpreadOutcome::kRun) {
         if (outcome == SpreadOutcome::kWait) return used;
         used += frame.size;
@@ -1654,10 +1651,7 @@ size_t ClientSession::routeClientMessages(std::string_view data) {
       if (decision->kind == planner::RouteDecision::Kind::kNeedsLookup && awaitLookups(*decision)) {
         return used;
       }
-      if (SpreadOutcome outcome = spreadTransaction() || beginsInSpreadBatch(*decision) ||
-                                          endsDeferredTransaction(*decision)
-                                      ? spreadStatement(*decision, true, last_bound_text_)
-                                      : SpreadOutcome::kRun;
+      if (SpreadOutcome outcome = spreadIfNeeded(*decision, true, last_bound_text_);
           outcome != SpreadOutcome::kRun) {
         if (outcome == SpreadOutcome::kWait) return used;
         used += frame.size;

@@ -279,6 +279,7 @@ class ClientSession final : public TcpConnection,
   bool beginsInSpreadBatch(const planner::RouteDecision& decision) const;
   // A BEGIN answered here and not yet sent to any shard (see deferBegin in the .cc).
   bool deferBegin(const planner::RouteDecision& decision, std::string_view sql);
+  void startDeferredTransaction(std::string begin_sql);
   bool beginDeferred() const;
   bool endsDeferredTransaction(const planner::RouteDecision& decision) const;
   std::string transactionJoinSql() const;
@@ -295,6 +296,10 @@ class ClientSession final : public TcpConnection,
   enum class SpreadOutcome { kRun, kAnswered, kWait };
   SpreadOutcome spreadStatement(const planner::RouteDecision& decision, bool extended,
                                 std::string_view statement_text);
+  // spreadStatement's outcome for a statement it must run or answer (a transaction over shards,
+  // a BEGIN in a batch shardgate spread, the end of a deferred transaction); kRun for others.
+  SpreadOutcome spreadIfNeeded(const planner::RouteDecision& decision, bool extended,
+                               std::string_view statement_text);
   SpreadOutcome spreadSavepoint(const planner::RouteDecision& decision, bool extended);
   SpreadOutcome spreadSetting(const planner::RouteDecision& decision, bool extended,
                               std::string_view statement_text);

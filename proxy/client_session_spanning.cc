@@ -150,20 +150,25 @@ bool ClientSession::deferBegin(const planner::RouteDecision& decision, std::stri
   if (decision.transaction != planner::TransactionAction::kBegin ||
       decision.kind != planner::RouteDecision::Kind::kAnyShard ||
       decision.role != planner::Role::kPrimary || decision.several_statements ||
-      transaction_status_ != 'I' || server_ != nullptr || waiting_for_server_ || pinned_ ||
-      batch_open_ || !transactionPooling() || state_ != State::kReady) {
+      transaction_status_ != 'I' || server_ != nullptr || waiting_for_server_ || batch_open_ ||
+      !transactionPooling() || state_ != State::kReady) {
     return false;
   }
   metrics_.transactionBegunHere();  // (the shard that runs the transaction is sent it uncounted)
-  transaction_status_ = 'T';
-  txn_begin_sql_ = std::string(sql);
+  startDeferredTransaction(std::string(sql));
   txn_read_only_ = decision.begins_read_only_transaction;
-  resume_transaction_ = txn_begin_sql_;
   std::string reply;
   wire::CommandComplete{decision.start_transaction ? "START TRANSACTION" : "BEGIN"}.encode(reply);
   wire::writeReadyForQuery(reply, transaction_status_);
   answer(std::move(reply));
   return true;
+}
+
+// The session is in a transaction that `begin_sql` begins on the first shard it runs on.
+void ClientSession::startDeferredTransaction(std::string begin_sql) {
+  transaction_status_ = 'T';
+  txn_begin_sql_ = std::move(begin_sql);
+  resume_transaction_ = txn_begin_sql_;
 }
 
 // The client's transaction has begun here only: no shard runs it yet.
@@ -179,6 +184,16 @@ bool ClientSession::endsDeferredTransaction(const planner::RouteDecision& decisi
   return (decision.transaction == planner::TransactionAction::kCommit ||
           decision.transaction == planner::TransactionAction::kRollback) &&
          !decision.several_statements && beginDeferred();
+}
+
+ClientSession::SpreadOutcome ClientSession::spreadIfNeeded(const planner::RouteDecision& decision,
+                                                           bool extended,
+                                                           std::string_view statement_text) {
+  if (!spreadTransaction() && !beginsInSpreadBatch(decision) &&
+      !endsDeferredTransaction(decision)) {
+    return SpreadOutcome::kRun;
+  }
+  return spreadStatement(decision, extended, statement_text);
 }
 
 bool ClientSession::spreadTransaction() const {
@@ -277,16 +292,13 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     spread_end_error_.reset();
     // AND CHAIN: the next transaction begins at once, deferred to its first statement. It has the
     // first one's BEGIN options, unless that failed: Postgres then rolls the options back with it.
-    const bool chain = decision.chain && !ends_implicit;
     // (Its reads stay on primaries, as its BEGIN may say SERIALIZABLE, which a replica refuses.)
-    std::string chained_begin = failed ? "BEGIN" : std::move(txn_begin_sql_);
+    const bool chain = decision.chain && !ends_implicit;
+    std::string chained_begin =
+        failed || txn_begin_sql_.empty() ? std::string("BEGIN") : std::move(txn_begin_sql_);
     forgetTransaction();
     metrics_.transactionEndedHere();
-    if (chain) {
-      transaction_status_ = 'T';
-      txn_begin_sql_ = chained_begin.empty() ? std::string("BEGIN") : std::move(chained_begin);
-      resume_transaction_ = txn_begin_sql_;
-    }
+    if (chain) startDeferredTransaction(std::move(chained_begin));
     answerStatementHere(std::move(reply), extended, spread_end_error_was);
     return SpreadOutcome::kAnswered;
   }
