@@ -410,6 +410,28 @@ class Cell:
     cpu_us: list[float] = field(default_factory=list)
     server_cpu_us: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    # The figures of each round ({"tps": .., "cpu_us": ..}) when the caller numbers its rounds: the
+    # targets take turns within a round, so figures of one round compare without the drift of the
+    # machine's speed from one round to the next.
+    by_round: dict[int, dict[str, float]] = field(default_factory=dict)
+
+
+def paired_ratios(num: Cell, den: Cell, what: str = "tps") -> list[float]:
+    """num's figure over den's, round by round, for the rounds both have (what: "tps" or "cpu_us")."""
+    out = []
+    for r, figures in sorted(num.by_round.items()):
+        other = den.by_round.get(r, {}).get(what)
+        if what in figures and other:
+            out.append(figures[what] / other)
+    return out
+
+
+def spread(values: list[float], digits: int = 3) -> str:
+    """"median (min-max, n=N)" of values, or "NA"."""
+    if not values:
+        return "NA"
+    return (f"{fmt(median(values), digits)} ({fmt(min(values), digits)}-{fmt(max(values), digits)}, "
+            f"n={len(values)})")
 
 
 def fmt(value: float | None, digits: int) -> str:
@@ -438,8 +460,9 @@ def loadavg() -> str:
 
 
 def run_one(target: Target, mode: str, clients: int, seconds: int, threads: int, cell: Cell,
-            workload: tuple[str, ...] = ("-S",)) -> None:
-    """One pgbench run of `workload` (pgbench options: "-S", or "-f script -s scale") into cell."""
+            workload: tuple[str, ...] = ("-S",), round_number: int | None = None) -> None:
+    """One pgbench run of `workload` (pgbench options: "-S", or "-f script -s scale") into cell;
+    round_number (if given) is recorded with its figures, for paired_ratios."""
     if not target.running():
         if target.restart is None:
             raise BenchError(f"{target.name} is not running")
@@ -472,8 +495,12 @@ def run_one(target: Target, mode: str, clients: int, seconds: int, threads: int,
         cpu = (after - before) / CLK_TCK * 1e6 / r.transactions
     if r.tps is not None and not problem:
         cell.tps.append(r.tps)
+        figures = {"tps": r.tps}
         if cpu is not None:
             cell.cpu_us.append(cpu)
+            figures["cpu_us"] = cpu
+        if round_number is not None:
+            cell.by_round[round_number] = figures
         if servers:
             cell.server_cpu_us.append(server_us / r.transactions)
     if problem:

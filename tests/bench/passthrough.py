@@ -21,7 +21,8 @@ import re
 import subprocess
 
 import benchlib
-from benchlib import BenchError, Cell, PgBouncer, Target, fmt, loadavg, log, median, ratio, run_one, shardgate_workers
+from benchlib import (BenchError, Cell, PgBouncer, Target, fmt, loadavg, log, median, paired_ratios, ratio, run_one,
+                      shardgate_workers, spread)
 
 MODES = ("simple", "extended", "prepared")
 TARGETS = ("direct", "pgbouncer", "shardgate")
@@ -134,7 +135,7 @@ def main() -> int:
                     for name in order:
                         done += 1
                         log(f"run {run + 1}/{runs} [{done}/{total}]")
-                        run_one(targets[name], mode, c, seconds, threads, cells[(mode, c, name)])
+                        run_one(targets[name], mode, c, seconds, threads, cells[(mode, c, name)], round_number=run)
 
         # ---- report -------------------------------------------------------------------------------
         workers = shardgate_workers(cluster.shardgate.logfile)
@@ -167,17 +168,24 @@ def main() -> int:
                 pc = median(cells[(mode, c, "pgbouncer")].cpu_us)
                 sc = median(cells[(mode, c, "shardgate")].cpu_us)
                 rp, rd = ratio(s, p), ratio(s, d)
+                sg_cell, pgb_cell = cells[(mode, c, "shardgate")], cells[(mode, c, "pgbouncer")]
+                tps_rounds = paired_ratios(sg_cell, pgb_cell)
+                cpu_rounds = paired_ratios(sg_cell, pgb_cell, "cpu_us")
                 out.append(f"{mode:9}{c:>8}{fmt(d, 1):>11}{fmt(p, 1):>11}{fmt(s, 1):>11}{fmt(rp, 3):>8}"
                            f"{fmt(rd, 3):>10}{fmt(pc, 2):>11}{fmt(sc, 2):>10}")
                 bench_lines.append(f"BENCH name={mode}_c{c} direct={fmt(d, 1)} pgbouncer={fmt(p, 1)} "
                                    f"shardgate={fmt(s, 1)} ratio_pgbouncer={fmt(rp, 3)} ratio_direct={fmt(rd, 3)} "
-                                   f"pgbouncer_cpu_us={fmt(pc, 2)} shardgate_cpu_us={fmt(sc, 2)}")
+                                   f"pgbouncer_cpu_us={fmt(pc, 2)} shardgate_cpu_us={fmt(sc, 2)} "
+                                   f"ratio_pgbouncer_by_round={fmt(median(tps_rounds), 3)} "
+                                   f"cpu_ratio_by_round={fmt(median(cpu_rounds), 3)}")
                 if mode in ("simple", "extended") and c in (8, 32):
                     tps_ok = rp is not None and rp >= 1.0
                     cpu_ok = sc is not None and pc is not None and sc <= pc
                     floors.append(f"  {mode}_c{c}: TPS shardgate/pgbouncer {fmt(rp, 3)} (floor 1.0) "
                                   f"{'MET' if tps_ok else 'MISSED'}; CPU/tx {fmt(sc, 2)} us vs pgbouncer "
                                   f"{fmt(pc, 2)} us {'MET' if cpu_ok else 'MISSED'}")
+                    floors.append(f"    round by round, shardgate/pgbouncer: TPS {spread(tps_rounds)}, "
+                                  f"CPU/tx {spread(cpu_rounds)}")
                 for t in TARGETS:
                     for f in cells[(mode, c, t)].failures:
                         anomalies.append(f"  {t} {mode}_c{c}: {f}")

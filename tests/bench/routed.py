@@ -41,7 +41,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import benchlib
-from benchlib import BenchError, Cell, Target, fmt, loadavg, log, median, ratio, run_one, shardgate_workers
+from benchlib import (BenchError, Cell, Target, fmt, loadavg, log, median, paired_ratios, ratio, run_one,
+                      shardgate_workers, spread)
 
 MODES = ("simple", "extended", "prepared")
 TARGETS = ("direct", "passthrough", "routed", "two_servers", "one_shard")
@@ -90,7 +91,7 @@ def keep_own_rows(server: benchlib.pgcluster.Server, shard: int, shards: int) ->
 
 
 def run_split(servers: list, mode: str, clients: int, seconds: int, threads: int, cell: Cell,
-              workload: tuple[str, ...]) -> None:
+              workload: tuple[str, ...], round_number: int | None = None) -> None:
     """One run of `workload` against each of `servers` at once, clients and threads shared out
     among them, by one pgbench each; the cell gets the summed TPS and the servers' CPU per
     transaction."""
@@ -120,6 +121,8 @@ def run_split(servers: list, mode: str, clients: int, seconds: int, threads: int
     transactions = sum(r.transactions for r in results)
     cell.tps.append(tps)
     cell.server_cpu_us.append(server_us / transactions)
+    if round_number is not None:
+        cell.by_round[round_number] = {"tps": tps}
     log(f"  two_servers {mode:8} c={clients:<3} tps={tps:9.1f}  (" +
         " + ".join(f"{r.tps:.1f}" for r in results) + f")  Postgres/tx={server_us / transactions:6.1f} us")
 
@@ -232,9 +235,10 @@ def main() -> int:
                         done += 1
                         log(f"run {run + 1}/{runs} [{done}/{total}]")
                         if name == "two_servers":
-                            run_split(pair, mode, c, seconds, threads, cells[(mode, c, name)], workload)
+                            run_split(pair, mode, c, seconds, threads, cells[(mode, c, name)], workload, run)
                         else:
-                            run_one(targets[name], mode, c, seconds, threads, cells[(mode, c, name)], workload)
+                            run_one(targets[name], mode, c, seconds, threads, cells[(mode, c, name)], workload,
+                                    run)
 
         # ---- report -------------------------------------------------------------------------------
         out = [f"== shardgate routed-statement benchmark: pgbench -f (keyed SELECT on pgbench_accounts), -j {threads}, "
@@ -266,6 +270,8 @@ def main() -> int:
                 ppg = median(cells[(mode, c, "passthrough")].server_cpu_us)
                 spg = median(cells[(mode, c, "routed")].server_cpu_us)
                 rp, rd = ratio(s, p), ratio(s, d)
+                routed_cell, pass_cell = cells[(mode, c, "routed")], cells[(mode, c, "passthrough")]
+                rounds = paired_ratios(routed_cell, pass_cell)
                 out.append(f"{mode:9}{c:>8}{fmt(d, 1):>11}{fmt(p, 1):>11}{fmt(s, 1):>11}{fmt(rp, 3):>8}"
                            f"{fmt(rd, 3):>10}{fmt(pc, 2):>10}{fmt(sc, 2):>9}{fmt(ppg, 1):>9}{fmt(spg, 1):>8}"
                            f"{fmt(two, 1):>11}{fmt(two_ratio, 3):>9}{fmt(one, 1):>11}{fmt(one_ratio, 3):>8}"
@@ -275,13 +281,16 @@ def main() -> int:
                                    f"passthrough_cpu_us={fmt(pc, 2)} routed_cpu_us={fmt(sc, 2)} "
                                    f"passthrough_pg_cpu_us={fmt(ppg, 1)} routed_pg_cpu_us={fmt(spg, 1)} "
                                    f"two_servers={fmt(two, 1)} two_server_ratio={fmt(two_ratio, 3)} "
-                                   f"one_shard={fmt(one, 1)} one_shard_ratio={fmt(one_ratio, 3)}")
+                                   f"one_shard={fmt(one, 1)} one_shard_ratio={fmt(one_ratio, 3)} "
+                                   f"ratio_passthrough_by_round={fmt(median(rounds), 3)}")
                 met = rp is not None and rp >= FLOOR
                 floors.append(f"  routed_{mode}_c{c}: TPS routed/passthrough {fmt(rp, 3)} (floor {FLOOR}) "
                               f"{'MET' if met else 'MISSED'}"
                               + (f"; two servers without a proxy reach {fmt(two_ratio, 3)}x one server"
                                  if two_ratio is not None else "")
-                              + f"; routed to one shard {fmt(one_ratio, 3)}x")
+                              + f"; routed to one shard {fmt(one_ratio, 3)}x"
+                              + f"\n    round by round, routed/passthrough: TPS {spread(rounds)}, "
+                              f"CPU/tx {spread(paired_ratios(routed_cell, pass_cell, 'cpu_us'))}")
                 for t in TARGETS:
                     anomalies += [f"  {t} {mode}_c{c}: {f}" for f in cells[(mode, c, t)].failures]
         out.append("")
