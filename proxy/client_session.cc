@@ -90,6 +90,11 @@ bool isFalseValue(std::string_view v) {
 // prefer_replica passes over a replica this long after a failed login, then tries it again.
 constexpr uint64_t kReplicaRetryMs = 5000;
 
+// Fails the server's transaction (shardgate's own query, its error swallowed): what the client
+// sent before a refused statement must not commit.
+constexpr std::string_view kFailTransaction =
+    "DO $$BEGIN RAISE EXCEPTION 'statement refused by shardgate'; END$$";
+
 // Whether CommandComplete `tag` is the reply to a statement that does `action` (a COMMIT of a
 // failed transaction answers ROLLBACK).
 bool answersControl(planner::TransactionAction action, std::string_view tag) {
@@ -466,10 +471,19 @@ void ClientSession::onServerUnavailable(const Error& error) {
     pool_->acquire(this, context().nowMs());  // may complete before it returns
     return;
   }
-  // The BEGIN that was to open the transaction's part on that server has no server to run on:
-  // kept, it would open a transaction on the next server the session gets, long after this one
-  // ended (its ReadyForQuery would then say 'T' for good).
-  resume_transaction_.clear();
+  if (!routing_ && transaction_status_ != 'I' && !resume_transaction_.empty()) {
+    // A pass-through session's deferred BEGIN: its transaction fails here, as on any error, and
+    // the server its next statement gets begins it failed (25P02 until it ends, as in Postgres;
+    // answerPassThroughTransactionStatement answers its end without one). Failed already, it
+    // stays so. A routed session answers for a failed transaction without a server
+    // (spreadStatement).
+    if (transaction_status_ == 'T') failDeferredTransaction();
+  } else {
+    // The BEGIN that was to open the transaction's part on that server has no server to run on:
+    // kept, it would open a transaction on the next server the session gets, long after this one
+    // ended (its ReadyForQuery would then say 'T' for good).
+    resume_transaction_.clear();
+  }
   Error e = error;
   if (e.detail.empty()) e.detail = "shardgate could not get a connection to the shard";
   if (state_ == State::kReady && e.severity != "FATAL") {
@@ -658,6 +672,18 @@ size_t ClientSession::handleClientMessages(std::string_view data) {
   if (!readyForNextTransaction(data)) return 0;
   if (failing_) return failPendingRequests(data);
   if (routing_) return routeClientMessages(data);
+  if (server_ == nullptr && !waiting_for_server_) {
+    // A loop rather than a call per message: a client may pipeline any number of BEGIN; COMMIT.
+    size_t used = 0;
+    while (used < data.size()) {
+      const size_t n = answerPassThroughTransactionStatement(data.substr(used));
+      if (n == 0) break;
+      used += n;
+      if (state_ != State::kReady || !readyForNextTransaction(data.substr(used))) return used;
+    }
+    // (What follows is no such statement: the call below goes on with it, not with this loop.)
+    if (used > 0) return used + (used < data.size() ? handleClientMessages(data.substr(used)) : 0);
+  }
   if (server_ == nullptr) {
     // Leaving needs no server.
     if (data[0] == wire::fe::kTerminate) {
@@ -666,6 +692,11 @@ size_t ClientSession::handleClientMessages(std::string_view data) {
       return data.size();
     }
     if (!waiting_for_server_) {
+      if (transaction_status_ != 'I') {
+        // A transaction no server runs yet (a deferred BEGIN) holds no pool connection, so no
+        // pool either: a RELOAD may have drained and freed the one pool_ named.
+        pool_ = &worker_.pool(*database_, *user_, database_->default_shard);
+      }
       waiting_for_server_ = true;
       pool_->acquire(this, context().nowMs());  // may complete before it returns
     }
@@ -1001,6 +1032,13 @@ std::optional<ClientSession::Target> ClientSession::parseCheckTarget(
   return Target{database_->default_shard, -1};
 }
 
+// No shard runs the transaction yet: the one that gets it (for a message that is not routed, as
+// a Describe) has it fail at once, and answers as Postgres would in a failed transaction.
+void ClientSession::failDeferredTransaction() {
+  resume_transaction_ += "\n; ";
+  resume_transaction_ += kFailTransaction;
+}
+
 void ClientSession::refuseStatement(const Error& error, bool extended_protocol) {
   std::string reply;
   wire::writeError(reply, error);
@@ -1009,15 +1047,10 @@ void ClientSession::refuseStatement(const Error& error, bool extended_protocol) 
   // fail too, so that nothing the client sent before the refused statement commits. Parked
   // connections roll back now, or when the failed transaction ends
   // (rollBackFailedTransactionShards).
-  static constexpr std::string_view kFailTransaction =
-      "DO $$BEGIN RAISE EXCEPTION 'statement refused by shardgate'; END$$";
   if (server_ && (transaction_status_ != 'I' || batch_open_)) {
     sendOwnQuery(kFailTransaction);
   } else if (beginDeferred()) {
-    // No shard runs the transaction yet: the one that gets it (for a message that is not routed,
-    // as a Describe) has it fail at once, and answers as Postgres would in a failed transaction.
-    resume_transaction_ += "\n; ";
-    resume_transaction_ += kFailTransaction;
+    failDeferredTransaction();
   }
   // The batch's settings changes are undone with it (the server's Sync ends it).
   if (server_ && extended_protocol) refused_request_ = ready_sent_ + 1;

@@ -279,6 +279,8 @@ class ClientSession final : public TcpConnection,
   bool beginsInSpreadBatch(const planner::RouteDecision& decision) const;
   // A BEGIN answered here and not yet sent to any shard (see deferBegin in the .cc).
   bool deferBegin(const planner::RouteDecision& decision, std::string_view sql);
+  size_t answerPassThroughTransactionStatement(std::string_view data);
+  void failDeferredTransaction();
   void startDeferredTransaction(std::string begin_sql);
   bool beginDeferred() const;
   bool endsDeferredTransaction(const planner::RouteDecision& decision) const;

@@ -6,10 +6,14 @@
 #include <string>
 #include <vector>
 
+#include "common/ascii.h"
+#include "common/sql_text.h"
 #include "proxy/client_session.h"
 #include "proxy/client_session_internal.h"
 #include "proxy/wire/backend_messages.h"
+#include "proxy/wire/framing.h"
 #include "proxy/wire/frontend_messages.h"
+#include "proxy/worker.h"
 
 namespace shardgate::proxy {
 
@@ -162,6 +166,88 @@ bool ClientSession::deferBegin(const planner::RouteDecision& decision, std::stri
   wire::writeReadyForQuery(reply, transaction_status_);
   answer(std::move(reply));
   return true;
+}
+
+namespace {
+// Whether a simple query may be a transaction statement a pass-through session answers itself (a
+// BEGIN it defers, or the end of a transaction no server runs yet): its first word says so, and it
+// is plain ASCII without quotes, dollar signs or backslashes (no transaction statement needs them,
+// and then the parser and the server cannot disagree on where statements end). Cheap: every
+// simple query between transactions is asked.
+bool mayBeTransactionStatement(std::string_view sql) {
+  size_t i = 0;
+  while (i < sql.size() && isSqlSpace(sql[i])) ++i;
+  size_t word_end = i;
+  while (word_end < sql.size() && asciiLower(sql[word_end]) >= 'a' &&
+         asciiLower(sql[word_end]) <= 'z') {
+    ++word_end;
+  }
+  const std::string_view word = sql.substr(i, word_end - i);
+  const auto is = [word](std::string_view lower) {
+    return word.size() == lower.size() &&
+           std::equal(word.begin(), word.end(), lower.begin(),
+                      [](char a, char b) { return asciiLower(a) == b; });
+  };
+  if (!is("begin") && !is("start") && !is("commit") && !is("end") && !is("rollback") &&
+      !is("abort")) {
+    return false;
+  }
+  return std::none_of(sql.begin(), sql.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u >= 0x80 || u == 0 || c == '\'' || c == '"' || c == '$' || c == '\\';
+  });
+}
+}  // namespace
+
+// A pass-through session (one server, nothing to route) defers a BEGIN as a routed one does
+// (deferBegin): the transaction's first statement takes it to the server, in the same write. A
+// COMMIT or ROLLBACK of a transaction no server runs yet (deferred, or failed before its first
+// statement got a server) is answered here too, as Postgres would. Only a simple query that is
+// nothing but that statement, read by the parser (a malformed one goes to the server, which
+// reports it). Returns the bytes used: the Query, or 0.
+size_t ClientSession::answerPassThroughTransactionStatement(std::string_view data) {
+  if (data.empty() || data[0] != wire::fe::kQuery || !transactionPooling() || batch_open_) {
+    return 0;
+  }
+  wire::Frame frame;
+  if (wire::peekTyped(data, worker_.config().general.max_message_size, frame) !=
+      wire::FrameStatus::kComplete) {
+    return 0;
+  }
+  std::string_view sql = frame.payload;
+  if (sql.empty() || sql.back() != '\0') return 0;
+  sql.remove_suffix(1);
+  if (!mayBeTransactionStatement(sql)) return 0;
+  Result<planner::RouteDecision> decision =
+      worker_.router().routeSimple(*database_, sql, routeContext());
+  if (!decision.ok() || decision->several_statements) return 0;
+  using Action = planner::TransactionAction;
+  if (decision->transaction == Action::kBegin) {
+    // The server is Postgres's only judge of a BEGIN it runs later, and its error would not reach
+    // the client: a hot standby (a read-only server configured as the database's) refuses
+    // SERIALIZABLE and READ WRITE at BEGIN. Those go to the server at once.
+    if (containsIgnoreCase(sql, "serializable") || containsIgnoreCase(sql, "write")) return 0;
+    return deferBegin(*decision, sql) ? frame.size : 0;
+  }
+  if ((decision->transaction != Action::kCommit && decision->transaction != Action::kRollback) ||
+      transaction_status_ == 'I' || resume_transaction_.empty()) {
+    return 0;
+  }
+  const bool failed = transaction_status_ == 'E';
+  const bool commits = !failed && decision->transaction == Action::kCommit;
+  // AND CHAIN after a failure begins with the defaults, as Postgres 15 does when the options came
+  // from BEGIN.
+  std::string chained_begin =
+      failed || txn_begin_sql_.empty() ? std::string("BEGIN") : std::move(txn_begin_sql_);
+  forgetTransaction();
+  metrics_.answeredHere();
+  metrics_.transactionEndedHere();
+  if (decision->chain) startDeferredTransaction(std::move(chained_begin));
+  std::string reply;
+  wire::CommandComplete{commits ? "COMMIT" : "ROLLBACK"}.encode(reply);
+  wire::writeReadyForQuery(reply, transaction_status_);
+  answer(std::move(reply));
+  return frame.size;
 }
 
 // The session is in a transaction that `begin_sql` begins on the first shard it runs on.

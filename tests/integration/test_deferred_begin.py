@@ -2,10 +2,12 @@
 the transaction's first statement, on the shard that statement needs: no shard holds a transaction for
 the client before then, and the transaction still behaves as Postgres's would (isolation level, READ
 ONLY, errors, savepoints, COMMIT AND CHAIN, an empty transaction, a first statement over several shards).
+A pass-through database (one server, nothing to route) defers it too: the client holds no server
+connection between BEGIN and its first statement.
 
-One cluster for the module: two shards, no replica, transaction pooling; items(id) is range-sharded
-([0, 1000) on shard 0, the rest on shard 1). Placement and open transactions are read on the shard
-primaries directly. Clients: the raw wire client (to see tags, notices and ReadyForQuery states),
+Clusters: two shards, no replica, transaction pooling; items(id) is range-sharded ([0, 1000) on shard
+0, the rest on shard 1). For the pass-through tests, one server behind a pool of one connection.
+Placement and open transactions are read on the shard primaries directly. Clients: the raw wire client (to see tags, notices and ReadyForQuery states),
 psycopg 3 and asyncpg (whose transactions begin with BEGIN on its own).
 
 Needs shardgate itself: skipped with SHARDGATE_TARGET=direct.
@@ -91,6 +93,11 @@ def local_count(c, metric: str = "shardgate_queries_total") -> float:
         text = reply.read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(metric + "{") and 'route="local"' in line)
+
+
+async def asyncpg_connect(cluster) -> asyncpg.Connection:
+    return await asyncpg.connect(host="127.0.0.1", port=cluster.shardgate.port, user="postgres",
+                                 password="postgres", database="app", timeout=10)
 
 
 def open_transactions(c) -> list[int]:
@@ -243,8 +250,7 @@ def test_driver_transactions(c):
         conn.commit()
 
     async def with_asyncpg():
-        conn = await asyncpg.connect(host="127.0.0.1", port=c.shardgate.port, user="postgres",
-                                     password="postgres", database="app", timeout=10)
+        conn = await asyncpg_connect(c)
         try:
             async with conn.transaction(isolation="repeatable_read"):
                 assert await conn.fetchval("SHOW transaction_isolation") == "repeatable read"
@@ -325,3 +331,203 @@ def test_begin_read_only_for_a_replica_is_not_deferred(make_cluster):
         run(w, "BEGIN READ ONLY", "T")
         assert run(w, "SELECT pg_is_in_recovery()", "T") == [["t"]]
         run(w, "COMMIT", "I")
+
+
+# ---- pass-through: one server, nothing to route ---------------------------------------------------
+
+PASS_WAIT_MS = 1500  # query_wait_timeout of the pass-through cluster
+
+
+@pytest.fixture(scope="module")
+def pass_cluster(cluster_root, shardgate_bin):
+    if conftest.DIRECT:
+        pytest.skip(conftest.SKIP_DIRECT_REASON)
+    with conftest.running_cluster(cluster_root / "deferred-begin-pass", shardgate_bin, num_shards=1,
+                                  replicas_per_shard=0, pool_mode="transaction",
+                                  general={"workers": 1, "default_pool_size": 1,
+                                           "query_wait_timeout": PASS_WAIT_MS}) as pc:
+        pc.shards[0].primary.psql(SHARD_DDL)
+        yield pc
+
+
+@pytest.fixture
+def pc(pass_cluster):
+    pass_cluster.shards[0].primary.psql("SET lock_timeout = '10s'; TRUNCATE items", timeout=30)
+    return pass_cluster
+
+
+def backends_of_app(pc) -> list[str]:
+    """The states of the client backends of database app on the server (the pool's connections)."""
+    with psycopg.connect(pc.shards[0].primary.dsn(), autocommit=True, connect_timeout=10) as conn:
+        return [state for (state,) in conn.execute(
+            "SELECT state FROM pg_stat_activity WHERE datname = 'app' AND backend_type = 'client backend' "
+            "AND pid <> pg_backend_pid()")]
+
+
+def test_pass_through_begin_holds_no_connection(pc):
+    """With a pool of one connection, a client that has sent BEGIN does not keep another client from
+    running statements; its own transaction then works as in Postgres (one now(), tags, its writes kept
+    or undone as one)."""
+    with connect(pc.shardgate.port) as a, connect(pc.shardgate.port) as b:
+        run(a, "SELECT 1", "I")  # the pool has its connection
+        local_before = local_count(pc)
+        run(a, "BEGIN", "T", ["BEGIN"])
+        assert local_count(pc) == local_before + 1
+        assert "idle in transaction" not in backends_of_app(pc)
+        run(b, "INSERT INTO items VALUES (1, 'b')", "I", ["INSERT 0 1"])  # the one connection is free
+        first = run(a, "SELECT now()::text, count(*) FROM items", "T")
+        assert first[0][1] == "1"
+        assert backends_of_app(pc).count("idle in transaction") == 1
+        time.sleep(0.05)
+        assert run(a, "SELECT now()::text, count(*) FROM items", "T") == first
+        run(a, "INSERT INTO items VALUES (2, 'a')", "T", ["INSERT 0 1"])
+        run(a, "ROLLBACK", "I", ["ROLLBACK"])
+        run(a, "START TRANSACTION ISOLATION LEVEL REPEATABLE READ", "T", ["START TRANSACTION"])
+        assert run(a, "SHOW transaction_isolation", "T") == [["repeatable read"]]
+        run(a, "INSERT INTO items VALUES (3, 'a')", "T")
+        run(a, "COMMIT", "I", ["COMMIT"])
+        for begin, end, tag in (("BEGIN", "END", "COMMIT"), ("BEGIN READ ONLY", "ABORT", "ROLLBACK")):
+            run(a, begin, "T", [begin.split()[0]])
+            run(a, end, "I", [tag])
+        run(b, "SELECT 1", "I")
+    with psycopg.connect(pc.shards[0].primary.dsn(), autocommit=True, connect_timeout=10) as conn:
+        assert [k for (k,) in conn.execute("SELECT id FROM items ORDER BY id")] == [1, 3]
+
+
+def test_pass_through_begin_keeps_postgres_behaviour(pc):
+    """What is not a lone, well-formed BEGIN goes to the server as before; BEGIN READ ONLY, errors, a
+    second BEGIN and savepoints behave as in Postgres; psycopg and asyncpg transactions work."""
+    with connect(pc.shardgate.port) as w:
+        run(w, "BEGIN foo", "I", want_errors=["42601"])  # the server's syntax error
+        run(w, "BEGIN; INSERT INTO items VALUES (4, 'x')", "T", ["BEGIN", "INSERT 0 1"])
+        run(w, "ROLLBACK", "I", ["ROLLBACK"])
+        run(w, "begin read only", "T", ["BEGIN"])
+        run(w, "INSERT INTO items VALUES (4, 'x')", "E", want_errors=["25006"])
+        run(w, "SELECT 1", "E", want_errors=["25P02"])
+        run(w, "COMMIT", "I", ["ROLLBACK"])
+        run(w, "BEGIN", "T")
+        msgs = w.simple("BEGIN")
+        assert b"N" in [m.type for m in msgs] and status_of(msgs) == "T", describe_reply(msgs)
+        run(w, "SAVEPOINT s", "T", ["SAVEPOINT"])
+        run(w, "INSERT INTO items VALUES (5, 'undone')", "T")
+        run(w, "ROLLBACK TO SAVEPOINT s", "T")
+        run(w, "COMMIT", "I", ["COMMIT"])
+        run(w, "BEGIN", "T")
+        w.send(pgwire.parse("", "INSERT INTO items VALUES ($1, 'p')") + pgwire.bind("", "", ("6",))
+               + pgwire.execute() + pgwire.sync())
+        msgs = w.recv_until(b"Z")
+        assert not error_codes(msgs) and status_of(msgs) == "T", describe_reply(msgs)
+        run(w, "COMMIT", "I", ["COMMIT"])
+    with psycopg.connect(pc.shardgate.dsn(), connect_timeout=10) as conn:
+        conn.execute("INSERT INTO items VALUES (7, 'psycopg')")
+        conn.rollback()
+        conn.execute("INSERT INTO items VALUES (8, 'psycopg')")
+        conn.commit()
+
+    async def with_asyncpg():
+        conn = await asyncpg_connect(pc)
+        try:
+            async with conn.transaction(isolation="serializable"):
+                assert await conn.fetchval("SHOW transaction_isolation") == "serializable"
+                await conn.execute("INSERT INTO items VALUES ($1, 'asyncpg')", 9)
+        finally:
+            await conn.close()
+
+    asyncio.run(asyncio.wait_for(with_asyncpg(), 60))
+    with psycopg.connect(pc.shards[0].primary.dsn(), autocommit=True, connect_timeout=10) as conn:
+        assert [k for (k,) in conn.execute("SELECT id FROM items ORDER BY id")] == [6, 8, 9]
+
+
+def test_pass_through_first_statement_without_a_connection_fails_the_transaction(pc):
+    """The first statement after BEGIN waits for the pool's one connection past query_wait_timeout: it
+    fails, and so does the transaction, as after any error (25P02, COMMIT answers ROLLBACK), however many
+    statements fail to get a connection; nothing the client sends before its ROLLBACK runs outside the
+    transaction, and the ROLLBACK needs no connection."""
+    with connect(pc.shardgate.port) as a, connect(pc.shardgate.port) as holder:
+        run(holder, "BEGIN", "T")
+        run(holder, "SELECT 1", "T")  # holds the pool's only connection
+        run(a, "BEGIN", "T")
+        for sql in ("INSERT INTO items VALUES (10, 'lost')", "SELECT 1"):
+            msgs = a.simple(sql)
+            assert error_codes(msgs) == ["53300"] and status_of(msgs) == "E", describe_reply(msgs)
+        run(holder, "COMMIT", "I")
+        run(a, "INSERT INTO items VALUES (11, 'outside')", "E", want_errors=["25P02"])
+        run(a, "COMMIT", "I", ["ROLLBACK"])
+        run(a, "INSERT INTO items VALUES (12, 'after')", "I", ["INSERT 0 1"])
+        # Failed with no connection, ended with none.
+        run(holder, "BEGIN", "T")
+        run(holder, "SELECT 1", "T")
+        run(a, "BEGIN", "T")
+        msgs = a.simple("INSERT INTO items VALUES (13, 'lost')")
+        assert error_codes(msgs) == ["53300"] and status_of(msgs) == "E", describe_reply(msgs)
+        run(a, "ROLLBACK", "I", ["ROLLBACK"])
+        run(holder, "COMMIT", "I")
+        run(a, "SELECT 1", "I")
+    with psycopg.connect(pc.shards[0].primary.dsn(), autocommit=True, connect_timeout=10) as conn:
+        assert [k for (k,) in conn.execute("SELECT id FROM items ORDER BY id")] == [12]
+
+
+def test_pass_through_empty_transaction_ends_without_a_connection(pc):
+    """COMMIT, END, ROLLBACK and ABORT right after a deferred BEGIN are answered as Postgres does while
+    another client holds the pool's one connection; AND CHAIN begins the next transaction with the same
+    options. BEGIN ISOLATION LEVEL SERIALIZABLE and READ WRITE go to the server at once (a hot standby
+    refuses them at BEGIN, and the client must see that)."""
+    with connect(pc.shardgate.port) as a, connect(pc.shardgate.port) as holder:
+        run(holder, "BEGIN", "T")
+        run(holder, "SELECT 1", "T")
+        for begin, end, tag in (("BEGIN", "COMMIT", "COMMIT"), ("BEGIN", "END", "COMMIT"),
+                                ("START TRANSACTION", "ROLLBACK", "ROLLBACK"), ("BEGIN", "ABORT", "ROLLBACK")):
+            run(a, begin, "T", [begin])
+            run(a, end, "I", [tag])
+        run(a, "BEGIN ISOLATION LEVEL REPEATABLE READ", "T")
+        run(a, "COMMIT AND CHAIN", "T", ["COMMIT"])
+        run(a, "ROLLBACK AND CHAIN", "T", ["ROLLBACK"])
+        run(a, "ROLLBACK", "I", ["ROLLBACK"])
+        run(holder, "COMMIT", "I")
+        run(a, "BEGIN ISOLATION LEVEL REPEATABLE READ", "T")
+        run(a, "COMMIT AND CHAIN", "T", ["COMMIT"])
+        assert run(a, "SHOW transaction_isolation", "T") == [["repeatable read"]]
+        run(a, "COMMIT", "I")
+        for begin in ("BEGIN ISOLATION LEVEL SERIALIZABLE", "BEGIN READ WRITE"):
+            run(a, begin, "T", ["BEGIN"])
+            assert backends_of_app(pc).count("idle in transaction") == 1, begin
+            run(a, "COMMIT", "I", ["COMMIT"])
+
+
+def test_pass_through_many_pipelined_empty_transactions(pc):
+    """Thousands of BEGIN; COMMIT sent in one write, each answered without a server, in order, then a
+    statement: every answer as Postgres's, nothing left over."""
+    pairs = 20000
+    with connect(pc.shardgate.port, timeout=60) as w:
+        w.send((pgwire.query("BEGIN") + pgwire.query("COMMIT")) * pairs + pgwire.query("SELECT 42"))
+        states = []
+        for _ in range(2 * pairs):
+            msgs = w.recv_until(b"Z")
+            assert not error_codes(msgs), describe_reply(msgs)
+            states.append(status_of(msgs))
+        assert states == ["T", "I"] * pairs
+        assert pgwire.data_rows(w.recv_until(b"Z")) == [["42"]]
+
+
+def test_pass_through_deferred_begin_across_a_reload(cluster_root, shardgate_bin):
+    """A RELOAD that replaces the database's pool while a client's BEGIN is deferred: its first statement
+    runs on a connection of the new pool, in the transaction."""
+    if conftest.DIRECT:
+        pytest.skip(conftest.SKIP_DIRECT_REASON)
+    with conftest.running_cluster(cluster_root / "deferred-begin-reload", shardgate_bin, num_shards=1,
+                                  replicas_per_shard=0, pool_mode="transaction",
+                                  general={"workers": 1, "default_pool_size": 2}) as rc:
+        rc.shards[0].primary.psql(SHARD_DDL)
+        with connect(rc.shardgate.port) as w:
+            run(w, "SELECT 1", "I")
+            run(w, "BEGIN", "T")
+            rc.general_overrides.update(default_pool_size=3)
+            rc.write_config()
+            mark = len(rc.shardgate.log_text())
+            rc.shardgate.reload()
+            rc.shardgate.wait_for_log(r"event=reload_done", start=mark)
+            assert "event=pool_draining" in rc.shardgate.log_text()[mark:]
+            time.sleep(0.5)  # the sweep (every 100 ms) lets the drained pool go
+            run(w, "INSERT INTO items VALUES (1, 'x')", "T", ["INSERT 0 1"])
+            run(w, "ROLLBACK", "I", ["ROLLBACK"])
+            assert run(w, "SELECT count(*) FROM items", "I") == [["0"]]

@@ -210,8 +210,10 @@ def test_open_transaction_keeps_its_connection(make_cluster):
         assert not pgwire.errors(got), describe_reply(got)
         assert pgwire.data_rows(got) == [[str(pid_a)]], "the waiting client got the freed connection"
         assert waited < 1.0, f"the waiting client took {waited:.2f}s after the ROLLBACK"
-        # And the other way round, with COMMIT.
+        # And the other way round, with COMMIT. (A BEGIN alone holds nothing: the transaction takes the
+        # connection with its first statement; see test_deferred_begin.py.)
         assert status_of(b.simple("BEGIN")) == "T"
+        assert status_of(b.simple("SELECT 1")) == "T"
         a.send(pgwire.query("SELECT pg_backend_pid()"))
         assert_waiting(a, 0.5, "a client while another has BEGIN open")
         assert status_of(b.simple("COMMIT")) == "I"
