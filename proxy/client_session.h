@@ -282,6 +282,7 @@ class ClientSession final : public TcpConnection,
   size_t answerPassThroughTransactionStatement(std::string_view data);
   void failDeferredTransaction();
   void startDeferredTransaction(std::string begin_sql);
+  void endTransactionHere(bool failed, bool chain);
   bool beginDeferred() const;
   bool endsDeferredTransaction(const planner::RouteDecision& decision) const;
   std::string transactionJoinSql() const;

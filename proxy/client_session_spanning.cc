@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "common/ascii.h"
-#include "common/sql_text.h"
 #include "proxy/client_session.h"
 #include "proxy/client_session_internal.h"
+#include "proxy/session_features.h"
 #include "proxy/wire/backend_messages.h"
 #include "proxy/wire/framing.h"
 #include "proxy/wire/frontend_messages.h"
@@ -163,8 +163,7 @@ bool ClientSession::deferBegin(const planner::RouteDecision& decision, std::stri
   txn_read_only_ = decision.begins_read_only_transaction;
   std::string reply;
   wire::CommandComplete{decision.start_transaction ? "START TRANSACTION" : "BEGIN"}.encode(reply);
-  wire::writeReadyForQuery(reply, transaction_status_);
-  answer(std::move(reply));
+  answerStatementHere(std::move(reply), /*extended=*/false, /*fails=*/false);
   return true;
 }
 
@@ -175,21 +174,12 @@ namespace {
 // and then the parser and the server cannot disagree on where statements end). Cheap: every
 // simple query between transactions is asked.
 bool mayBeTransactionStatement(std::string_view sql) {
-  size_t i = 0;
-  while (i < sql.size() && isSqlSpace(sql[i])) ++i;
-  size_t word_end = i;
-  while (word_end < sql.size() && asciiLower(sql[word_end]) >= 'a' &&
-         asciiLower(sql[word_end]) <= 'z') {
-    ++word_end;
-  }
-  const std::string_view word = sql.substr(i, word_end - i);
-  const auto is = [word](std::string_view lower) {
-    return word.size() == lower.size() &&
-           std::equal(word.begin(), word.end(), lower.begin(),
-                      [](char a, char b) { return asciiLower(a) == b; });
-  };
-  if (!is("begin") && !is("start") && !is("commit") && !is("end") && !is("rollback") &&
-      !is("abort")) {
+  constexpr size_t kLongest = 8;  // "rollback"
+  char buffer[kLongest];
+  size_t at = 0;
+  const std::string_view word = nextKeyword(sql, at, buffer, kLongest);
+  if (word != "begin" && word != "start" && word != "commit" && word != "end" &&
+      word != "rollback" && word != "abort") {
     return false;
   }
   return std::none_of(sql.begin(), sql.end(), [](char c) {
@@ -235,19 +225,24 @@ size_t ClientSession::answerPassThroughTransactionStatement(std::string_view dat
   }
   const bool failed = transaction_status_ == 'E';
   const bool commits = !failed && decision->transaction == Action::kCommit;
-  // AND CHAIN after a failure begins with the defaults, as Postgres 15 does when the options came
-  // from BEGIN.
+  metrics_.answeredHere();
+  endTransactionHere(failed, decision->chain);
+  std::string reply;
+  wire::CommandComplete{commits ? "COMMIT" : "ROLLBACK"}.encode(reply);
+  answerStatementHere(std::move(reply), /*extended=*/false, /*fails=*/false);
+  return frame.size;
+}
+
+// The client's transaction ends here, not on a server (none runs it, or shardgate ended its
+// shards' parts): what the session knew of it goes. AND CHAIN begins the next one, deferred to
+// its first statement, with the first one's BEGIN options unless that failed (Postgres 15 then
+// begins it with the defaults).
+void ClientSession::endTransactionHere(bool failed, bool chain) {
   std::string chained_begin =
       failed || txn_begin_sql_.empty() ? std::string("BEGIN") : std::move(txn_begin_sql_);
   forgetTransaction();
-  metrics_.answeredHere();
   metrics_.transactionEndedHere();
-  if (decision->chain) startDeferredTransaction(std::move(chained_begin));
-  std::string reply;
-  wire::CommandComplete{commits ? "COMMIT" : "ROLLBACK"}.encode(reply);
-  wire::writeReadyForQuery(reply, transaction_status_);
-  answer(std::move(reply));
-  return frame.size;
+  if (chain) startDeferredTransaction(std::move(chained_begin));
 }
 
 // The session is in a transaction that `begin_sql` begins on the first shard it runs on.
@@ -376,15 +371,9 @@ ClientSession::SpreadOutcome ClientSession::spreadStatement(const planner::Route
     }
     endReportedChanges(!commits, reply);
     spread_end_error_.reset();
-    // AND CHAIN: the next transaction begins at once, deferred to its first statement. It has the
-    // first one's BEGIN options, unless that failed: Postgres then rolls the options back with it.
-    // (Its reads stay on primaries, as its BEGIN may say SERIALIZABLE, which a replica refuses.)
-    const bool chain = decision.chain && !ends_implicit;
-    std::string chained_begin =
-        failed || txn_begin_sql_.empty() ? std::string("BEGIN") : std::move(txn_begin_sql_);
-    forgetTransaction();
-    metrics_.transactionEndedHere();
-    if (chain) startDeferredTransaction(std::move(chained_begin));
+    // (A chained transaction's reads stay on primaries, as its BEGIN may say SERIALIZABLE, which
+    // a replica refuses.)
+    endTransactionHere(failed, decision.chain && !ends_implicit);
     answerStatementHere(std::move(reply), extended, spread_end_error_was);
     return SpreadOutcome::kAnswered;
   }

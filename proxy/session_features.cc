@@ -556,18 +556,20 @@ SessionEffects sessionEffectsOf(std::string_view sql) {
   return effects;
 }
 
+std::string_view nextKeyword(std::string_view sql, size_t& at, char* buffer, size_t longest) {
+  if (!skipSqlSpaceAndComments(sql, at)) return {};
+  size_t n = 0;
+  while (at < sql.size() && isSqlIdentCont(sql[at])) {
+    if (n == longest) return {};
+    buffer[n++] = asciiLower(sql[at++]);
+  }
+  return {buffer, n};
+}
+
 planner::TransactionAction transactionControlOf(std::string_view sql) {
   size_t i = 0;
-  // Up to `longest` letters of the next word, lower-cased into `buffer`; empty when there is
-  // none, or when it is longer (then it is none of the words looked for).
-  const auto next_word = [&](char* buffer, size_t longest) -> std::string_view {
-    if (!skipSqlSpaceAndComments(sql, i)) return {};
-    size_t n = 0;
-    while (i < sql.size() && isSqlIdentCont(sql[i])) {
-      if (n == longest) return {};
-      buffer[n++] = asciiLower(sql[i++]);
-    }
-    return {buffer, n};
+  const auto next_word = [&](char* buffer, size_t longest) {
+    return nextKeyword(sql, i, buffer, longest);
   };
   constexpr size_t kLongestFirst = 9;  // "savepoint"
   char first_buffer[kLongestFirst];

@@ -58,6 +58,11 @@ struct SessionEffects {
 // pin costs pooling efficiency, a missed one would lose session state.
 SessionEffects sessionEffectsOf(std::string_view sql);
 
+// The word at `at` (after space and comments), lower-cased into `buffer`, `at` moved past it;
+// empty when there is none, or when it is longer than `longest` letters (then it is none of the
+// keywords a caller looks for).
+std::string_view nextKeyword(std::string_view sql, size_t& at, char* buffer, size_t longest);
+
 // What a statement does to the transaction block, by its first words: kCommit (COMMIT, END),
 // kRollback (ROLLBACK, ABORT), kRollbackTo, kSavepoint, kRelease; kNone for anything else, COMMIT
 // PREPARED and ROLLBACK PREPARED included (they end no transaction of the session's). Cheap:

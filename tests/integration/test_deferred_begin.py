@@ -479,6 +479,8 @@ def test_pass_through_empty_transaction_ends_without_a_connection(pc):
                                 ("START TRANSACTION", "ROLLBACK", "ROLLBACK"), ("BEGIN", "ABORT", "ROLLBACK")):
             run(a, begin, "T", [begin])
             run(a, end, "I", [tag])
+        run(a, "/* app */ begin -- comments around it", "T", ["BEGIN"])
+        run(a, "commit", "I", ["COMMIT"])
         run(a, "BEGIN ISOLATION LEVEL REPEATABLE READ", "T")
         run(a, "COMMIT AND CHAIN", "T", ["COMMIT"])
         run(a, "ROLLBACK AND CHAIN", "T", ["ROLLBACK"])
